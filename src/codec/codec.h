@@ -1,0 +1,65 @@
+// The weight codec: lossless, tile by tile. Each float is split into an 8-bit symbol holding
+// its exponent field (entropy-coded with interleaved rANS, 32 lanes, 16-bit renormalisation)
+// and raw bits holding sign and mantissa (stored as they are). Tiles that do not shrink are
+// stored raw. The bitstream is specified in docs/codec.md; this CPU code is its reference and
+// the oracle for the GPU decoder (cuda/).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/dtype.h"
+
+namespace cllm::codec {
+
+// ---- Bitstream constants (docs/codec.md). Changing any of them changes the format.
+constexpr uint32_t kLanes = 32;              // interleaved rANS states per chunk (one per warp lane)
+constexpr uint32_t kChunkElems = 32 * 1024;  // elements per chunk (one warp's independent work)
+constexpr uint32_t kTileHeaderBytes = 16;
+constexpr uint32_t kStreamAlign = 16;        // chunk streams, raw plane and tables start 16-aligned
+constexpr uint32_t kStateLow = 1u << 16;     // rANS state interval [2^16, 2^32)
+constexpr uint32_t kMinProbBits = 8, kMaxProbBits = 14;
+constexpr uint32_t kMaxTileElems = 1u << 24;
+
+// Tile modes (the first byte of every tile).
+enum class TileMode : uint8_t { raw = 0, rans = 1 };
+
+// Encoder defaults (not format constants: a reader accepts any valid choice).
+constexpr uint32_t kDefaultTileElems = 1u << 20;
+constexpr uint32_t kDefaultProbBits = 12;
+
+struct EncodeOptions {
+  uint32_t prob_bits = kDefaultProbBits;  // rANS frequency precision, kMinProbBits..kMaxProbBits
+  bool allow_raw = true;                  // store raw when coding does not shrink the tile
+  bool force_raw = false;                 // always store raw (testing, --no-compress)
+};
+
+// Bytes of sign+mantissa kept raw per element: 1 for bf16/f16, 3 for f32 (u8 has no symbol).
+uint32_t raw_bytes_per_elem(DType t);
+
+// Encodes n elements of type t (little-endian values at src) as one tile, appended to out.
+// U8 tiles are always raw. n must be <= kMaxTileElems.
+void encode_tile(DType t, const void* src, size_t n, std::vector<uint8_t>& out,
+                 const EncodeOptions& opt = {});
+
+// Decodes one tile of n elements of type t into dst (n * dtype_size(t) bytes).
+// Every field is bounds-checked: malformed input throws cllm::Error saying what is wrong,
+// never reads or writes out of bounds.
+void decode_tile(DType t, const uint8_t* tile, size_t tile_size, void* dst, size_t n);
+
+// What a tile header says, parsed and checked against tile_size (throws cllm::Error).
+struct TileLayout {
+  TileMode mode;
+  uint32_t prob_bits;    // rans only
+  uint32_t sym_lo;       // first symbol with a stored frequency
+  uint32_t sym_count;    // number of stored frequencies (1..256)
+  uint32_t n_elems;
+  uint32_t n_chunks;     // rans only: ceil(n_elems / kChunkElems)
+  uint32_t stream_bytes; // rans only
+  // Byte offsets inside the tile:
+  uint32_t freq_offset, chunk_end_offset, raw_offset, stream_offset;
+};
+TileLayout parse_tile_layout(DType t, const uint8_t* tile, size_t tile_size);
+
+}  // namespace cllm::codec

@@ -1,0 +1,234 @@
+#include "common/file_io.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "common/error.h"
+
+namespace cllm {
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+uint64_t file_size(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail("'", path, "': ", errno_string(errno));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string path_join(const std::string& dir, const std::string& name) {
+  if (dir.empty() || dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+std::string path_basename(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("reading '", path, "': ", errno_string(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+    const int err = S_ISDIR(st.st_mode) ? EISDIR : errno;
+    ::close(fd);
+    fail("reading '", path, "': ", errno_string(err));
+  }
+  std::vector<uint8_t> out(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      fail("reading '", path, "': ", n == 0 ? "file shrank while reading" : errno_string(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return out;
+}
+
+std::string read_text_file(const std::string& path) {
+  const auto bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// ---- MappedFile
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("opening '", path, "': ", errno_string(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail("opening '", path, "': ", errno_string(err));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    fail("opening '", path, "': is a directory, expected a file");
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      fail("mapping '", path, "': ", errno_string(err));
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)), data_(o.data_), size_(o.size_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this != &o) {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    path_ = std::move(o.path_);
+    data_ = o.data_;
+    size_ = o.size_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+// ---- Temporary files removed on a signal. A fixed table, so the handler needs no allocation.
+
+namespace {
+
+constexpr int kMaxTempFiles = 16;
+char g_temp_paths[kMaxTempFiles][4096];
+volatile sig_atomic_t g_temp_used[kMaxTempFiles];
+std::mutex g_temp_mutex;
+
+int temp_register(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_temp_mutex);
+  for (int i = 0; i < kMaxTempFiles; ++i) {
+    if (!g_temp_used[i] && path.size() < sizeof(g_temp_paths[i])) {
+      std::memcpy(g_temp_paths[i], path.c_str(), path.size() + 1);
+      g_temp_used[i] = 1;
+      return i;
+    }
+  }
+  return -1;
+}
+
+void temp_unregister(int slot) {
+  if (slot < 0) return;
+  std::lock_guard<std::mutex> lock(g_temp_mutex);
+  g_temp_used[slot] = 0;
+}
+
+extern "C" void cleanup_on_signal(int sig) {
+  for (int i = 0; i < kMaxTempFiles; ++i)
+    if (g_temp_used[i]) ::unlink(g_temp_paths[i]);
+  static const char msg[] = "\ninterrupted: removed partial output\n";
+  if (::write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+  }
+  ::_exit(128 + sig);
+}
+
+// The slot of each open AtomicOutputFile, keyed by its fd (fds are small and unique while open).
+int g_slot_of_fd[1024];
+
+}  // namespace
+
+void install_cleanup_signal_handlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = cleanup_on_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+// ---- AtomicOutputFile
+
+AtomicOutputFile::AtomicOutputFile(const std::string& path, bool overwrite)
+    : path_(path), overwrite_(overwrite) {
+  if (!overwrite && path_exists(path))
+    fail("'", path, "' already exists: refusing to overwrite it (use --force)");
+  if (is_directory(path)) fail("'", path, "' is a directory, expected a file name");
+  tmp_path_ = path + ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("creating '", tmp_path_, "': ", errno_string(errno));
+  const int slot = temp_register(tmp_path_);
+  if (fd_ < 1024) g_slot_of_fd[fd_] = slot;
+}
+
+AtomicOutputFile::~AtomicOutputFile() {
+  if (fd_ >= 0) {
+    if (fd_ < 1024) temp_unregister(g_slot_of_fd[fd_]);
+    ::close(fd_);
+  }
+  if (!committed_) ::unlink(tmp_path_.c_str());
+}
+
+void AtomicOutputFile::pwrite(const void* data, size_t size, uint64_t offset) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("writing '", path_, "': ", errno_string(errno));
+    if (n == 0) fail("writing '", path_, "': no progress (disk full?)");
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+void AtomicOutputFile::write(const void* data, size_t size) {
+  pwrite(data, size, offset_);
+  offset_ += size;
+}
+
+void AtomicOutputFile::pad_to(uint64_t alignment) {
+  static const uint8_t zeros[4096] = {};
+  uint64_t pad = (alignment - offset_ % alignment) % alignment;
+  while (pad > 0) {
+    const size_t n = pad < sizeof(zeros) ? static_cast<size_t>(pad) : sizeof(zeros);
+    write(zeros, n);
+    pad -= n;
+  }
+}
+
+void AtomicOutputFile::commit() {
+  if (::fsync(fd_) != 0) fail("writing '", path_, "': ", errno_string(errno));
+  if (!overwrite_ && path_exists(path_))
+    fail("'", path_, "' appeared while writing: refusing to overwrite it (use --force)");
+  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0)
+    fail("renaming '", tmp_path_, "' to '", path_, "': ", errno_string(errno));
+  committed_ = true;
+}
+
+}  // namespace cllm

@@ -1,0 +1,148 @@
+#include "model/llama_config.h"
+
+#include "common/error.h"
+
+namespace cllm {
+
+const char* rope_layout_name(RopeLayout l) {
+  return l == RopeLayout::neox ? "neox" : "interleaved";
+}
+
+void LlamaConfig::validate() const {
+  auto positive = [](const char* key, long v) {
+    if (v <= 0) fail("model config: '", key, "' must be positive, found ", v);
+  };
+  positive("llama.embedding_length", dim);
+  positive("llama.block_count", n_layers);
+  positive("llama.attention.head_count", n_heads);
+  positive("llama.attention.head_count_kv", n_kv_heads);
+  positive("llama.attention.key_length", head_dim);
+  positive("llama.feed_forward_length", ffn_dim);
+  positive("llama.vocab_size", vocab_size);
+  positive("llama.context_length", context_length);
+  if (n_heads % n_kv_heads != 0)
+    fail("model config: head_count ", n_heads, " is not a multiple of head_count_kv ", n_kv_heads);
+  if (head_dim % 2 != 0) fail("model config: head dimension ", head_dim, " must be even for RoPE");
+  if (!(norm_eps > 0.0f)) fail("model config: 'llama.attention.layer_norm_rms_epsilon' must be > 0");
+  if (!(rope_theta > 0.0f)) fail("model config: 'llama.rope.freq_base' must be > 0");
+  if (rope_scaling.type != "none" && rope_scaling.type != "llama3")
+    fail("model config: unknown rope scaling type '", rope_scaling.type,
+         "' (expected 'none' or 'llama3')");
+  if (rope_scaling.type == "llama3") {
+    if (!(rope_scaling.factor > 0.0f) || rope_scaling.original_context <= 0 ||
+        !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
+      fail("model config: bad llama3 rope scaling (factor ", rope_scaling.factor, ", low ",
+           rope_scaling.low_freq_factor, ", high ", rope_scaling.high_freq_factor,
+           ", original context ", rope_scaling.original_context, ")");
+  }
+}
+
+void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
+  m["general.architecture"] = "llama";
+  m["llama.embedding_length"] = c.dim;
+  m["llama.block_count"] = c.n_layers;
+  m["llama.attention.head_count"] = c.n_heads;
+  m["llama.attention.head_count_kv"] = c.n_kv_heads;
+  m["llama.attention.key_length"] = c.head_dim;
+  m["llama.feed_forward_length"] = c.ffn_dim;
+  m["llama.vocab_size"] = c.vocab_size;
+  m["llama.context_length"] = c.context_length;
+  m["llama.attention.layer_norm_rms_epsilon"] = c.norm_eps;
+  m["llama.rope.freq_base"] = c.rope_theta;
+  m["llama.rope.layout"] = rope_layout_name(c.rope_layout);
+  m["llama.rope.scaling.type"] = c.rope_scaling.type;
+  if (c.rope_scaling.type == "llama3") {
+    m["llama.rope.scaling.factor"] = c.rope_scaling.factor;
+    m["llama.rope.scaling.low_freq_factor"] = c.rope_scaling.low_freq_factor;
+    m["llama.rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
+    m["llama.rope.scaling.original_context_length"] = c.rope_scaling.original_context;
+  }
+  m["llama.tie_embeddings"] = c.tie_embeddings;
+}
+
+namespace {
+
+const nlohmann::json& require(const nlohmann::json& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end()) fail("metadata: missing key '", key, "'");
+  return *it;
+}
+
+int get_int(const nlohmann::json& m, const char* key) {
+  const auto& v = require(m, key);
+  if (!v.is_number_integer()) fail("metadata: '", key, "' must be an integer, found ", v.dump());
+  const auto x = v.get<int64_t>();
+  if (x < INT32_MIN || x > INT32_MAX) fail("metadata: '", key, "' out of range: ", x);
+  return static_cast<int>(x);
+}
+
+float get_float(const nlohmann::json& m, const char* key) {
+  const auto& v = require(m, key);
+  if (!v.is_number()) fail("metadata: '", key, "' must be a number, found ", v.dump());
+  return v.get<float>();
+}
+
+}  // namespace
+
+LlamaConfig config_from_metadata(const nlohmann::json& m) {
+  if (!m.is_object()) fail("metadata: expected a JSON object");
+  const auto& arch = require(m, "general.architecture");
+  if (!arch.is_string() || arch.get<std::string>() != "llama")
+    fail("metadata: unsupported architecture ", arch.dump(), " (expected \"llama\")");
+  LlamaConfig c;
+  c.dim = get_int(m, "llama.embedding_length");
+  c.n_layers = get_int(m, "llama.block_count");
+  c.n_heads = get_int(m, "llama.attention.head_count");
+  c.n_kv_heads = get_int(m, "llama.attention.head_count_kv");
+  c.head_dim = get_int(m, "llama.attention.key_length");
+  c.ffn_dim = get_int(m, "llama.feed_forward_length");
+  c.vocab_size = get_int(m, "llama.vocab_size");
+  c.context_length = get_int(m, "llama.context_length");
+  c.norm_eps = get_float(m, "llama.attention.layer_norm_rms_epsilon");
+  c.rope_theta = get_float(m, "llama.rope.freq_base");
+  const auto& layout = require(m, "llama.rope.layout");
+  if (layout == "interleaved") c.rope_layout = RopeLayout::interleaved;
+  else if (layout == "neox") c.rope_layout = RopeLayout::neox;
+  else fail("metadata: 'llama.rope.layout' must be \"interleaved\" or \"neox\", found ", layout.dump());
+  const auto& stype = require(m, "llama.rope.scaling.type");
+  if (!stype.is_string()) fail("metadata: 'llama.rope.scaling.type' must be a string");
+  c.rope_scaling.type = stype.get<std::string>();
+  if (c.rope_scaling.type == "llama3") {
+    c.rope_scaling.factor = get_float(m, "llama.rope.scaling.factor");
+    c.rope_scaling.low_freq_factor = get_float(m, "llama.rope.scaling.low_freq_factor");
+    c.rope_scaling.high_freq_factor = get_float(m, "llama.rope.scaling.high_freq_factor");
+    c.rope_scaling.original_context = get_int(m, "llama.rope.scaling.original_context_length");
+  }
+  const auto& tie = require(m, "llama.tie_embeddings");
+  if (!tie.is_boolean()) fail("metadata: 'llama.tie_embeddings' must be true or false");
+  c.tie_embeddings = tie.get<bool>();
+  c.validate();
+  return c;
+}
+
+std::string layer_tensor_name(int layer, const char* part) {
+  return "blk." + std::to_string(layer) + "." + part + ".weight";
+}
+
+std::vector<TensorSpec> expected_tensors(const LlamaConfig& c) {
+  using U = uint64_t;
+  const U dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
+  std::vector<TensorSpec> t;
+  t.push_back({"token_embd.weight", {vocab, dim}});
+  t.push_back({"output_norm.weight", {dim}});
+  if (!c.tie_embeddings) t.push_back({"output.weight", {vocab, dim}});
+  for (int l = 0; l < c.n_layers; ++l) {
+    t.push_back({layer_tensor_name(l, "attn_norm"), {dim}});
+    t.push_back({layer_tensor_name(l, "attn_q"), {q, dim}});
+    t.push_back({layer_tensor_name(l, "attn_k"), {kv, dim}});
+    t.push_back({layer_tensor_name(l, "attn_v"), {kv, dim}});
+    t.push_back({layer_tensor_name(l, "attn_output"), {dim, q}});
+    t.push_back({layer_tensor_name(l, "ffn_norm"), {dim}});
+    t.push_back({layer_tensor_name(l, "ffn_gate"), {ffn, dim}});
+    t.push_back({layer_tensor_name(l, "ffn_up"), {ffn, dim}});
+    t.push_back({layer_tensor_name(l, "ffn_down"), {dim, ffn}});
+  }
+  return t;
+}
+
+}  // namespace cllm

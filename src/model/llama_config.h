@@ -1,0 +1,61 @@
+// The Llama family's hyper-parameters, as stored in a .cllm file's metadata (dotted keys,
+// docs/format.md "Metadata"), and the tensor names and shapes they imply.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace cllm {
+
+// Which pairs of a head's dimensions RoPE rotates together.
+enum class RopeLayout {
+  interleaved,  // (x[2i], x[2i+1]): llama2.c, GGUF, Meta's original checkpoints
+  neox,         // (x[i], x[i + head_dim/2]) "rotate half": Hugging Face checkpoints
+};
+const char* rope_layout_name(RopeLayout l);
+
+struct RopeScaling {
+  std::string type = "none";  // "none" or "llama3"
+  float factor = 1.0f;        // llama3: 8 for Llama-3.1
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int original_context = 8192;
+};
+
+struct LlamaConfig {
+  int dim = 0;             // model width (embedding_length)
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;      // < n_heads: grouped-query attention
+  int head_dim = 0;        // usually dim / n_heads
+  int ffn_dim = 0;         // SwiGLU hidden width
+  int vocab_size = 0;
+  int context_length = 0;  // the longest context the model was trained for
+  float norm_eps = 1e-5f;  // RMSNorm epsilon
+  float rope_theta = 10000.0f;
+  RopeLayout rope_layout = RopeLayout::interleaved;
+  RopeScaling rope_scaling;
+  bool tie_embeddings = false;  // output projection == token embedding (no output.weight)
+
+  int q_dim() const { return n_heads * head_dim; }
+  int kv_dim() const { return n_kv_heads * head_dim; }
+  // Throws cllm::Error naming the first bad field.
+  void validate() const;
+};
+
+// Writes the "llama.*" keys; reads them back (throws naming a missing or bad key).
+void config_to_metadata(const LlamaConfig& c, nlohmann::json& meta);
+LlamaConfig config_from_metadata(const nlohmann::json& meta);
+
+// Canonical tensor names (GGUF's): "token_embd.weight", "blk.3.attn_q.weight", ...
+std::string layer_tensor_name(int layer, const char* part);  // part: "attn_q", "ffn_down", ...
+
+struct TensorSpec {
+  std::string name;
+  std::vector<uint64_t> shape;  // outermost first, PyTorch order: [out_features, in_features]
+};
+// Every tensor a model with this config must have, in file order (global ones first).
+std::vector<TensorSpec> expected_tensors(const LlamaConfig& c);
+
+}  // namespace cllm

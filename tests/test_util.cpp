@@ -1,0 +1,91 @@
+#include "tests/test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "common/dtype.h"
+#include "common/file_io.h"
+#include "cuda/device_info.h"
+
+namespace cllm::test {
+
+std::string shared_models_dir() {
+  if (const char* env = std::getenv("CLLM_SHARED_MODELS")) return env;
+  return CLLM_SHARED_MODELS;
+}
+
+std::string shared_model(const std::string& name) {
+  const std::string p = shared_models_dir() + "/" + name;
+  INFO("reference data " << p << " (../shared/models, or set CLLM_SHARED_MODELS)");
+  REQUIRE(path_exists(p));
+  return p;
+}
+
+TempDir::TempDir(const std::string& tag) {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base ? base : "/tmp") + "/" + tag + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  const std::string cmd = "rm -rf '" + path_ + "'";
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: could not remove %s\n", path_.c_str());
+}
+
+namespace {
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') q += "'\\''";
+    else q += c;
+  }
+  return q + "'";
+}
+}  // namespace
+
+int run_cli(const std::vector<std::string>& args, std::string* out, std::string* err) {
+  TempDir tmp("cllm-cli");
+  std::string cmd = shell_quote(CLLM_BINARY);
+  for (const auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " >" + tmp.file("out") + " 2>" + tmp.file("err") + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  if (out) *out = read_text_file(tmp.file("out"));
+  if (err) *err = read_text_file(tmp.file("err"));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::vector<float> gaussian_f32(size_t n, float stddev, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<uint16_t> gaussian_bf16(size_t n, float stddev, uint64_t seed) {
+  const auto f = gaussian_f32(n, stddev, seed);
+  std::vector<uint16_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = f32_to_bf16(f[i]);
+  return v;
+}
+
+void require_gpu_or_skip(const char* test_name) {
+  if (cuda::device_count() > 0) return;
+  std::printf("SKIPPED [gpu] %s: %s\n", test_name, cuda::why_unavailable().c_str());
+  std::fflush(stdout);
+  std::_Exit(4);
+}
+
+}  // namespace cllm::test

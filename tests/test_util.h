@@ -1,0 +1,41 @@
+// Helpers shared by the tests: where the reference data is, scratch folders, running the CLI,
+// and generators for realistic weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cllm::test {
+
+// ../shared/models (stories260K, tokenizers). Tests that need it fail loudly if it is missing.
+std::string shared_models_dir();
+std::string shared_model(const std::string& name);  // path, REQUIREs that it exists
+
+// A fresh empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "cllm-test");
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Runs the codecllm binary with args (shell-quoted here); returns exit status, and stdout and
+// stderr captured into the given strings.
+int run_cli(const std::vector<std::string>& args, std::string* out = nullptr, std::string* err = nullptr);
+
+// n bf16 values drawn from N(0, std^2), deterministic for a seed.
+std::vector<uint16_t> gaussian_bf16(size_t n, float stddev, uint64_t seed);
+std::vector<float> gaussian_f32(size_t n, float stddev, uint64_t seed);
+
+// Skips the current [gpu] test visibly when no CUDA device exists: prints
+// "SKIPPED [gpu] <test>: <reason>" and exits with status 4, which ctest reports as skipped.
+void require_gpu_or_skip(const char* test_name);
+
+}  // namespace cllm::test
+
+#define CLLM_REQUIRE_GPU() ::cllm::test::require_gpu_or_skip(Catch::getResultCapture().getCurrentTestName().c_str())
