@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what codecllm builds with, from Debian's packages (skips apt when all are present).
+# The CUDA toolkit (nvcc, cuBLAS) is optional: without it the CPU paths are built.
+set -euo pipefail
+packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "setup: CUDA toolkit found in /usr/local/cuda (add /usr/local/cuda/bin to PATH)" >&2
+fi
