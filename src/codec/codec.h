@@ -19,7 +19,7 @@ constexpr uint32_t kChunkElems = 32 * 1024;  // elements per chunk (one warp's i
 constexpr uint32_t kTileHeaderBytes = 16;
 constexpr uint32_t kStreamAlign = 16;        // chunk streams, raw plane and tables start 16-aligned
 constexpr uint32_t kStateLow = 1u << 16;     // rANS state interval [2^16, 2^32)
-constexpr uint32_t kMinProbBits = 8, kMaxProbBits = 14;
+constexpr uint32_t kMinProbBits = 8, kMaxProbBits = 12;  // the GPU keeps a 2^P-entry table in shared memory
 constexpr uint32_t kMaxTileElems = 1u << 24;
 
 // Tile modes (the first byte of every tile).
@@ -35,7 +35,8 @@ struct EncodeOptions {
   bool force_raw = false;                 // always store raw (testing, --no-compress)
 };
 
-// Bytes of sign+mantissa kept raw per element: 1 for bf16/f16, 3 for f32 (u8 has no symbol).
+// Bytes of sign+mantissa kept raw per element: 1 for bf16/f16, 3 for f32; 1 for u8, which has
+// no symbol (the whole byte is raw, and u8 tiles are always raw).
 uint32_t raw_bytes_per_elem(DType t);
 
 // Encodes n elements of type t (little-endian values at src) as one tile, appended to out.
