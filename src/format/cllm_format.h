@@ -22,6 +22,14 @@ constexpr uint64_t kGroupAlign = 4096;   // each group starts on a page
 constexpr uint64_t kTileAlign = 64;      // each tile starts on a cache line
 constexpr uint32_t kMaxNameBytes = 256;
 constexpr uint32_t kMaxDims = 4;
+// Limits of version 1 (docs/format.md); a reader refuses anything beyond them.
+constexpr uint64_t kDataOffset = 4096;                    // where group 0 may begin
+constexpr uint64_t kMaxMetadataBytes = 64ull << 20;       // 64 MiB of JSON
+constexpr uint64_t kMaxIndexBytes = 1ull << 30;           // 1 GiB of index
+constexpr uint32_t kMaxGroups = 65536;
+constexpr uint32_t kMaxTensors = 1000000;
+constexpr uint64_t kMaxTensorElems = 1ull << 48;          // every dim and their product below it
+constexpr uint64_t kTileOffsetAlign = 16;                 // what a reader requires of tile offsets
 
 // How a tensor's tiles are coded. Values are part of the format.
 enum class TensorCodec : uint8_t {
@@ -29,6 +37,10 @@ enum class TensorCodec : uint8_t {
   exp_rans = 1,  // exponent rANS tiles (mode 1), raw tiles (mode 0) where coding does not pay
 };
 const char* tensor_codec_name(TensorCodec c);
+
+// Why a group or tensor name breaks the rules (1..256 bytes of valid UTF-8, no ASCII control
+// bytes 0x00-0x1F, 0x7F), or "" when it is fine. The writer and the reader both apply it.
+std::string cllm_name_problem(const std::string& name);
 
 struct TileInfo {
   uint64_t offset = 0;   // absolute byte offset in the file (multiple of 16)
@@ -43,7 +55,7 @@ struct TensorInfo {
   TensorCodec codec = TensorCodec::none;
   std::vector<uint64_t> shape;   // outermost first; the last dimension is contiguous
   uint32_t group = 0;            // index into CllmIndex::groups
-  std::vector<TileInfo> tiles;   // in element order, contiguous in the file
+  std::vector<TileInfo> tiles;   // in element order, ascending in the file (padding between)
 
   uint64_t n_elems() const;
   uint64_t raw_bytes() const { return n_elems() * dtype_size(dtype); }
@@ -59,6 +71,19 @@ struct GroupInfo {
 struct CllmIndex {
   std::vector<GroupInfo> groups;
   std::vector<TensorInfo> tensors;
+};
+
+// The 64-byte header at offset 0 (docs/format.md, "Header"), as numbers.
+struct CllmHeader {
+  uint32_t version = kCllmVersion;
+  uint64_t data_offset = kDataOffset;
+  uint64_t data_size = 0;
+  uint64_t metadata_offset = 0;
+  uint64_t metadata_size = 0;
+  uint64_t index_offset = 0;
+  uint64_t index_size = 0;
+  uint32_t metadata_crc32c = 0;
+  uint32_t index_crc32c = 0;
 };
 
 }  // namespace cllm

@@ -4,8 +4,10 @@
 // leaves nothing behind.
 #pragma once
 
+#include <array>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/file_io.h"
@@ -31,14 +33,23 @@ class CllmWriter {
   void finish(const nlohmann::json& metadata);
 
   uint64_t bytes_written() const { return file_.offset(); }
+  // What has been written so far: groups, tensors, tiles with their offsets and CRCs.
+  const CllmIndex& index() const { return index_; }
 
  private:
+  void check_usable(const char* call) const;
+
   AtomicOutputFile file_;
   CllmIndex index_;
+  std::unordered_set<std::string> group_names_, tensor_names_;
   bool finished_ = false;
+  bool broken_ = false;  // a write failed part-way: the file can no longer be finished
 };
 
 // The binary index (docs/format.md, "Index"), exposed for tests that build broken files.
+// Writes whatever it is given, valid or not (CllmWriter validates before it calls this).
 std::vector<uint8_t> serialize_index(const CllmIndex& index);
+// The 64-byte header, magic included; likewise unchecked.
+std::array<uint8_t, kCllmHeaderBytes> serialize_header(const CllmHeader& header);
 
 }  // namespace cllm
