@@ -1,0 +1,316 @@
+// Hugging Face model folders: config.json (LlamaForCausalLM), model.safetensors or shards listed
+// in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece).
+//
+// HF checkpoints store q/k rows permuted for "rotate half" RoPE. The tensors are kept exactly
+// as stored and the layout is recorded as neox; the runtime rotates (x[i], x[i + d/2]).
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/log.h"
+#include "convert/import_util.h"
+#include "convert/safetensors.h"
+#include "convert/source_model.h"
+#include "convert/tokenizer_import.h"
+
+namespace cllm {
+
+namespace {
+
+// HF parameter name -> canonical name. Unknown names come back unchanged (check_and_order_tensors
+// then reports them); *skip is set for buffers that are not weights.
+std::string canonical_name(const std::string& hf, bool* skip) {
+  *skip = false;
+  static const std::map<std::string, std::string> globals = {
+      {"model.embed_tokens.weight", "token_embd.weight"},
+      {"model.norm.weight", "output_norm.weight"},
+      {"lm_head.weight", "output.weight"},
+  };
+  static const std::map<std::string, std::string> parts = {
+      {"self_attn.q_proj", "attn_q"},     {"self_attn.k_proj", "attn_k"},
+      {"self_attn.v_proj", "attn_v"},     {"self_attn.o_proj", "attn_output"},
+      {"mlp.gate_proj", "ffn_gate"},      {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"},      {"input_layernorm", "attn_norm"},
+      {"post_attention_layernorm", "ffn_norm"},
+  };
+  if (auto it = globals.find(hf); it != globals.end()) return it->second;
+  const std::string inv_freq = "rotary_emb.inv_freq";  // a RoPE buffer some exports save
+  if (hf.size() >= inv_freq.size() && hf.compare(hf.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0) {
+    *skip = true;
+    return hf;
+  }
+  const std::string prefix = "model.layers.", suffix = ".weight";
+  if (hf.compare(0, prefix.size(), prefix) != 0 || hf.size() < prefix.size() + suffix.size() ||
+      hf.compare(hf.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return hf;
+  size_t pos = prefix.size(), digits = 0;
+  while (pos < hf.size() && hf[pos] >= '0' && hf[pos] <= '9') ++pos, ++digits;
+  if (digits == 0 || digits > 6 || pos >= hf.size() || hf[pos] != '.') return hf;
+  const int layer = std::stoi(hf.substr(prefix.size(), digits));
+  const std::string part = hf.substr(pos + 1, hf.size() - suffix.size() - pos - 1);
+  auto it = parts.find(part);
+  if (it == parts.end()) return hf;
+  return layer_tensor_name(layer, it->second.c_str());
+}
+
+void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
+  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
+  const std::string model_type = json_string_or(cfg, "model_type", "", file);
+  std::vector<std::string> archs;
+  if (const auto* a = json_find(cfg, "architectures")) {
+    if (!a->is_array()) fail("'", file, "': 'architectures' must be a list");
+    for (const auto& x : *a)
+      if (x.is_string()) archs.push_back(x.get<std::string>());
+  }
+  const bool causal_lm = std::find(archs.begin(), archs.end(), "LlamaForCausalLM") != archs.end();
+  if (!(causal_lm || (archs.empty() && model_type == "llama"))) {
+    std::string found = archs.empty() ? "model_type '" + model_type + "'" : "architectures [";
+    for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
+    if (!archs.empty()) found += "]";
+    fail("'", file, "': unsupported architecture (", found,
+         "): codecllm supports Llama models (LlamaForCausalLM, model_type \"llama\")");
+  }
+  const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
+  if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
+  if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
+    fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
+
+  c.dim = json_int(cfg, "hidden_size", file);
+  c.ffn_dim = json_int(cfg, "intermediate_size", file);
+  c.n_layers = json_int(cfg, "num_hidden_layers", file);
+  c.n_heads = json_int(cfg, "num_attention_heads", file);
+  c.n_kv_heads = json_int_or(cfg, "num_key_value_heads", c.n_heads, file);
+  if (c.n_heads <= 0) fail("'", file, "': num_attention_heads must be positive");
+  if (!json_find(cfg, "head_dim") && c.dim % c.n_heads != 0)
+    fail("'", file, "': hidden_size ", c.dim, " is not a multiple of num_attention_heads ", c.n_heads, " and no head_dim is given");
+  c.head_dim = json_int_or(cfg, "head_dim", c.dim / c.n_heads, file);
+  c.vocab_size = json_int(cfg, "vocab_size", file);
+  c.context_length = json_int_or(cfg, "max_position_embeddings", 2048, file);  // transformers' default
+  c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
+  c.rope_layout = RopeLayout::neox;
+  c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
+
+  // RoPE: transformers 4 writes rope_theta + rope_scaling; transformers 5 one rope_parameters
+  // object holding rope_type, rope_theta and the scaling fields.
+  double theta = json_number_or(cfg, "rope_theta", 10000.0, file);
+  const nlohmann::json* scaling = json_find(cfg, "rope_scaling");
+  const char* scaling_key = "rope_scaling";
+  if (const auto* params = json_find(cfg, "rope_parameters")) {
+    if (!params->is_object()) fail("'", file, "': 'rope_parameters' must be an object");
+    theta = json_number_or(*params, "rope_theta", theta, file);
+    if (!scaling) {
+      scaling = params;
+      scaling_key = "rope_parameters";
+    }
+  }
+  c.rope_theta = static_cast<float>(theta);
+  if (scaling) {
+    if (!scaling->is_object()) fail("'", file, "': '", scaling_key, "' must be an object or null");
+    std::string type = json_string_or(*scaling, "rope_type", "", file);
+    if (type.empty()) type = json_string_or(*scaling, "type", "default", file);
+    if (type == "llama3") {
+      c.rope_scaling.type = "llama3";
+      c.rope_scaling.factor = static_cast<float>(json_number_or(*scaling, "factor", 0.0, file));
+      if (!(c.rope_scaling.factor > 0)) fail("'", file, "': ", scaling_key, " llama3 needs a positive 'factor'");
+      c.rope_scaling.low_freq_factor = static_cast<float>(json_number_or(*scaling, "low_freq_factor", 1.0, file));
+      c.rope_scaling.high_freq_factor = static_cast<float>(json_number_or(*scaling, "high_freq_factor", 4.0, file));
+      c.rope_scaling.original_context = json_int_or(*scaling, "original_max_position_embeddings", 8192, file);
+    } else if (type != "default") {
+      fail("'", file, "': ", scaling_key, " type '", type, "' is not supported (only llama3 scaling, or none)");
+    }
+  }
+  with_context("'" + file + "'", [&] { c.validate(); });
+}
+
+struct Collected {
+  std::vector<SourceTensor> tensors;
+  std::vector<std::string> file_of;
+};
+
+void add_tensors(const SafetensorsFile& st, const std::string& file, const std::set<std::string>* only,
+                 Collected& out) {
+  for (const auto& t : st.tensors) {
+    if (only && !only->count(t.name)) continue;
+    bool skip = false;
+    SourceTensor s;
+    s.name = canonical_name(t.name, &skip);
+    if (skip) continue;
+    s.source_name = t.name;
+    s.dtype = t.dtype;
+    s.shape = t.shape;
+    s.data = t.data;
+    s.size = t.size;
+    out.tensors.push_back(std::move(s));
+    out.file_of.push_back(file);
+  }
+}
+
+// Shard file names in an index must stay inside the folder.
+bool plain_relative_path(const std::string& p) {
+  if (p.empty() || p[0] == '/') return false;
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string::npos) end = p.size();
+    const std::string part = p.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+void read_weights(const std::string& dir, SourceModel& m, Collected& out) {
+  const std::string single = path_join(dir, "model.safetensors");
+  const std::string index = path_join(dir, "model.safetensors.index.json");
+  if (path_exists(single)) {  // transformers prefers the single file too
+    auto st = read_safetensors(single);
+    add_tensors(st, single, nullptr, out);
+    m.files.push_back(std::move(st.file));
+    return;
+  }
+  if (!path_exists(index)) {
+    std::string hint;
+    if (path_exists(path_join(dir, "pytorch_model.bin")) || path_exists(path_join(dir, "pytorch_model.bin.index.json")))
+      hint = " (PyTorch .bin checkpoints are not read: save the model with safe_serialization=True)";
+    fail("'", dir, "': no model.safetensors or model.safetensors.index.json", hint);
+  }
+  const nlohmann::json j = json_read_file(index);
+  const auto* wm = json_find(j, "weight_map");
+  if (!wm || !wm->is_object()) fail("'", index, "': missing 'weight_map' object");
+  std::map<std::string, std::set<std::string>> by_shard;  // shard -> tensor names
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string()) fail("'", index, "': weight_map entry '", it.key(), "' must name a file");
+    const std::string shard = it.value().get<std::string>();
+    if (!plain_relative_path(shard))
+      fail("'", index, "': weight_map entry '", it.key(), "' names '", shard, "', which is outside the folder");
+    by_shard[shard].insert(it.key());
+  }
+  if (by_shard.empty()) fail("'", index, "': weight_map is empty");
+  for (const auto& [shard, names] : by_shard) {
+    const std::string path = path_join(dir, shard);
+    if (!path_exists(path))
+      fail("'", index, "': shard '", shard, "' (holding tensor '", *names.begin(), "' and ", names.size() - 1,
+           " more) is missing");
+    auto st = read_safetensors(path);
+    for (const auto& name : names)
+      if (!st.find(name)) fail("'", path, "': tensor '", name, "', listed in model.safetensors.index.json, is not in this shard");
+    add_tensors(st, path, &names, out);
+    m.files.push_back(std::move(st.file));
+  }
+}
+
+// A special token in tokenizer_config.json: "<s>" or {"content": "<s>", ...}.
+std::string special_token_text(const nlohmann::json& tc, const char* key) {
+  const auto* v = json_find(tc, key);
+  if (!v) return "";
+  if (v->is_string()) return v->get<std::string>();
+  if (v->is_object()) {
+    const auto c = v->find("content");
+    if (c != v->end() && c->is_string()) return c->get<std::string>();
+  }
+  return "";
+}
+
+void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std::string& cfg_path, SourceModel& m) {
+  const std::string spm_path = path_join(dir, "tokenizer.model");
+  SpmInfo info;
+  if (path_exists(spm_path)) {
+    m.tokenizer.kind = "sentencepiece";
+    m.tokenizer.origin = "tokenizer.model";
+    m.tokenizer.data = read_file(spm_path);
+    info = spm_check(m.tokenizer.data, spm_path);
+    if (info.vocab_size > m.config.vocab_size)
+      fail("'", spm_path, "': ", info.vocab_size, " tokens, more than config.json's vocab_size ", m.config.vocab_size);
+  } else {
+    log_debug("'", dir, "': no tokenizer.model: the model will have no tokenizer");
+  }
+
+  nlohmann::json tc = nlohmann::json::object();
+  const std::string tc_path = path_join(dir, "tokenizer_config.json");
+  if (path_exists(tc_path)) tc = json_read_file(tc_path);
+
+  // Special ids: config.json, then tokenizer_config.json's token strings, then SentencePiece's.
+  auto special_id = [&](const char* id_key, const char* token_key, int spm_id) -> int {
+    if (const auto* v = json_find(cfg, id_key)) {
+      const nlohmann::json& x = v->is_array() && !v->empty() ? v->front() : *v;  // eos may be a list
+      if (!x.is_number_integer()) fail("'", cfg_path, "': '", id_key, "' must be an integer or a list of them");
+      return x.get<int>();
+    }
+    const std::string text = special_token_text(tc, token_key);
+    if (!text.empty() && !m.tokenizer.data.empty()) {
+      const int id = spm_piece_id(m.tokenizer.data, text);
+      if (id >= 0) return id;
+    }
+    return spm_id;
+  };
+  const int bos = special_id("bos_token_id", "bos_token", info.bos_id);
+  const int eos = special_id("eos_token_id", "eos_token", info.eos_id);
+  for (int id : {bos, eos})
+    if (id >= m.config.vocab_size) fail("'", cfg_path, "': special token id ", id, " is outside the vocabulary (", m.config.vocab_size, ")");
+  if (bos >= 0) m.extra_metadata["tokenizer.bos_id"] = bos;
+  if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
+  // Llama 3.x instruct models stop on several tokens.
+  if (const auto* v = json_find(cfg, "eos_token_id"); v && v->is_array() && v->size() > 1) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (const auto& x : *v)
+      if (x.is_number_integer()) ids.push_back(x.get<int>());
+    m.extra_metadata["tokenizer.eos_ids"] = ids;
+  }
+  m.extra_metadata["tokenizer.add_bos"] = json_bool_or(tc, "add_bos_token", true, tc_path);
+}
+
+}  // namespace
+
+SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
+  if (!is_directory(dir)) fail("'", dir, "': not a directory");
+  SourceModel m;
+  m.format = SourceFormat::hf;
+  m.path = dir;
+  m.extra_metadata = nlohmann::json::object();
+
+  const std::string cfg_path = path_join(dir, "config.json");
+  if (!path_exists(cfg_path))
+    fail("'", dir, "': no config.json: not a Hugging Face model folder (expected config.json and model.safetensors)");
+  const nlohmann::json cfg = json_read_file(cfg_path);
+  read_config(cfg, cfg_path, m.config);
+
+  Collected col;
+  read_weights(dir, m, col);
+  m.tensors = std::move(col.tensors);
+  check_layer_count(m, "'" + cfg_path + "': num_hidden_layers");
+
+  // Tied embeddings: the output projection is the embedding. A stored lm_head.weight is
+  // dropped; transformers ignores it too (tie_weights), so one that differs only gets a warning.
+  if (m.config.tie_embeddings) {
+    const SourceTensor* embd = m.find("token_embd.weight");
+    for (size_t i = 0; i < m.tensors.size(); ++i) {
+      if (m.tensors[i].name != "output.weight") continue;
+      if (!embd || !tensors_identical(m.tensors[i], *embd))
+        log_warn("'", col.file_of[i], "': lm_head.weight differs from embed_tokens but config.json ties them; "
+                 "using embed_tokens, as transformers does");
+      m.tensors.erase(m.tensors.begin() + static_cast<std::ptrdiff_t>(i));
+      col.file_of.erase(col.file_of.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  } else if (!m.find("output.weight") && m.find("token_embd.weight")) {
+    fail("'", dir, "': config.json has tie_word_embeddings false, but the weights have no lm_head.weight");
+  }
+  check_shapes_against_config(m, col.file_of, "config.json");
+
+  if (!opt.tokenizer_path.empty()) {
+    SpmInfo info;
+    m.tokenizer = load_tokenizer_file(opt.tokenizer_path, m.config.vocab_size, &info);
+    if (info.bos_id >= 0) m.extra_metadata["tokenizer.bos_id"] = info.bos_id;
+    if (info.eos_id >= 0) m.extra_metadata["tokenizer.eos_id"] = info.eos_id;
+    m.extra_metadata["tokenizer.add_bos"] = true;
+  } else {
+    read_tokenizer(dir, cfg, cfg_path, m);
+  }
+  fill_source_metadata(m);
+  check_and_order_tensors(m);
+  return m;
+}
+
+}  // namespace cllm
