@@ -1,0 +1,138 @@
+#include "model/forward_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace cllm {
+
+int resolve_context(const LlamaConfig& c, int requested) {
+  if (requested < 0) fail("context size ", requested, " must be positive");
+  if (requested == 0) return std::min(c.context_length, 4096);
+  if (requested > c.context_length)
+    fail("context size ", requested, " is larger than the model's context length ", c.context_length,
+         " (use -c ", c.context_length, " or less)");
+  return requested;
+}
+
+CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt)
+    : w_(weights), context_(resolve_context(weights.config, opt.context)), pool_(std::max(1, opt.threads)) {
+  const LlamaConfig& c = w_.config;
+  w_.check();
+  if (opt.max_batch < 1) fail("max_batch must be >= 1, found ", opt.max_batch);
+  // The score buffer is (batch, n_heads, context): cap the batch so it stays under 256 MiB
+  // at long contexts; smaller batches change speed, never results.
+  const size_t score_rows_cap = (size_t{64} << 20) / (static_cast<size_t>(c.n_heads) * context_);
+  s_.batch = static_cast<int>(std::clamp<size_t>(score_rows_cap, 1, static_cast<size_t>(opt.max_batch)));
+
+  const size_t B = s_.batch, dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim();
+  s_.x.resize(B * dim);
+  s_.xb.resize(B * std::max(dim, qd));
+  s_.xb2.resize(B * dim);
+  s_.q.resize(B * qd);
+  s_.hb.resize(B * c.ffn_dim);
+  s_.hb2.resize(B * c.ffn_dim);
+  s_.att.resize(B * c.n_heads * static_cast<size_t>(context_));
+  s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
+  s_.value_cache.resize(s_.key_cache.size());
+  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), context_);
+}
+
+const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_logits) {
+  const LlamaConfig& c = w_.config;
+  if (n < 1) fail("forward: no tokens");
+  if (pos < 0 || pos + n > context_)
+    fail("forward: positions ", pos, "..", pos + n - 1, " do not fit the context of ", context_, " tokens");
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      fail("forward: token id ", tokens[i], " out of range (vocabulary of ", c.vocab_size, ")");
+  s_.logits.resize(static_cast<size_t>(all_logits ? n : 1) * c.vocab_size);
+  for (int b = 0; b < n; b += s_.batch) {
+    const int nb = std::min(s_.batch, n - b);
+    float* out = nullptr;  // logits only where asked: every batch's, or the last batch's last row
+    if (all_logits) out = s_.logits.data() + static_cast<size_t>(b) * c.vocab_size;
+    else if (b + nb == n) out = s_.logits.data();
+    forward_batch(tokens + b, nb, pos + b, out, all_logits);
+  }
+  return s_.logits.data();
+}
+
+void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
+  const LlamaConfig& c = w_.config;
+  const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+  const int kv_group = c.n_heads / c.n_kv_heads;  // query heads per kv head
+  const size_t ctx = context_;
+  ThreadPool* pool = &pool_;
+  float* x = s_.x.data();
+  float* xb = s_.xb.data();
+  float* xb2 = s_.xb2.data();
+  float* q = s_.q.data();
+  float* hb = s_.hb.data();
+  float* hb2 = s_.hb2.data();
+
+  // x[t] = token_embd[token t]
+  for (int t = 0; t < n; ++t)
+    std::memcpy(x + static_cast<size_t>(t) * dim, w_.token_embd.data() + static_cast<size_t>(tokens[t]) * dim,
+                sizeof(float) * dim);
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LlamaLayerWeights& L = w_.layers[l];
+    float* k_layer = s_.key_cache.data() + l * ctx * kvd;    // (context, kv_dim)
+    float* v_layer = s_.value_cache.data() + l * ctx * kvd;
+    float* k_new = k_layer + static_cast<size_t>(pos) * kvd;  // rows of this batch's positions
+    float* v_new = v_layer + static_cast<size_t>(pos) * kvd;
+
+    // attention RMSNorm
+    for (int t = 0; t < n; ++t)
+      cpu::rmsnorm(xb + t * dim, x + t * dim, L.attn_norm.data(), dim, c.norm_eps);
+
+    // q, k, v projections; k and v land directly in the KV cache
+    cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
+    cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
+    cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
+
+    // RoPE: rotate q and k by each token's position
+    for (int t = 0; t < n; ++t) {
+      const float* cs = rope_.cos_at(pos + t);
+      const float* sn = rope_.sin_at(pos + t);
+      cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);
+      cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
+    }
+
+    // causal attention per (token, head): token t sees positions 0 .. pos+t;
+    // query head h reads kv head h / kv_group (GQA)
+    const double att_cost = 2.0 * hd * (pos + n);
+    cpu::parallel_for(pool, static_cast<size_t>(n) * c.n_heads, att_cost, [&](size_t i) {
+      const int t = static_cast<int>(i / c.n_heads), h = static_cast<int>(i % c.n_heads);
+      const int kvh = h / kv_group;
+      cpu::attention_head(xb + t * qd + h * hd, q + t * qd + h * hd, k_layer + kvh * hd,
+                          v_layer + kvh * hd, pos + t + 1, kvd, hd, s_.att.data() + i * ctx);
+    });
+
+    // output projection, then the residual
+    cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
+    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
+
+    // FFN RMSNorm
+    for (int t = 0; t < n; ++t)
+      cpu::rmsnorm(xb + t * dim, x + t * dim, L.ffn_norm.data(), dim, c.norm_eps);
+
+    // SwiGLU: down(silu(gate x) * up x), then the residual
+    cpu::matmul(hb, ffn, xb, L.w_gate.data(), n, dim, ffn, pool);
+    cpu::matmul(hb2, ffn, xb, L.w_up.data(), n, dim, ffn, pool);
+    cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn);
+    cpu::matmul(xb2, dim, hb, L.w_down.data(), n, ffn, dim, pool);
+    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
+  }
+  if (!logits) return;
+
+  // final RMSNorm and the classifier, for every token or only the last
+  const int first = all_rows ? 0 : n - 1;
+  const int rows = n - first;
+  for (int t = 0; t < rows; ++t)
+    cpu::rmsnorm(xb + t * dim, x + (first + t) * dim, w_.output_norm.data(), dim, c.norm_eps);
+  cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, pool);
+}
+
+}  // namespace cllm

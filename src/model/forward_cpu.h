@@ -1,0 +1,68 @@
+// The fp32 CPU forward pass of a Llama model: the reference the GPU engine is tested against.
+// A prompt goes through each layer as an (n, dim) matrix, in batches of at most max_batch
+// tokens; generation feeds one token at a time. Keys and values live in a KV cache sized by
+// the context. Results do not depend on the batching or the thread count (cpu_ops.h).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "model/cpu_ops.h"
+#include "model/llama_weights.h"
+
+namespace cllm {
+
+struct CpuForwardOptions {
+  int context = 0;      // KV cache positions; 0 = min(the model's context, 4096)
+  int threads = 1;      // worker threads, counting the caller
+  int max_batch = 64;   // tokens per batch in prompt processing
+};
+
+// Activations and KV cache for one sequence (llama2.c's RunState), all fp32.
+struct CpuRunState {
+  int batch = 0;                // rows allocated for the (batch, ...) buffers
+  std::vector<float> x;         // (batch, dim) residual stream
+  std::vector<float> xb;        // (batch, max(dim, q_dim)) normed input / attention output
+  std::vector<float> xb2;       // (batch, dim) projection output added to the residual
+  std::vector<float> q;         // (batch, q_dim)
+  std::vector<float> hb, hb2;   // (batch, ffn) gate and up projections
+  std::vector<float> att;       // (batch, n_heads, context) attention scores
+  std::vector<float> logits;    // (rows, vocab): last token's, or every token's when asked
+  std::vector<float> key_cache;    // (n_layers, context, kv_dim)
+  std::vector<float> value_cache;  // (n_layers, context, kv_dim)
+};
+
+class CpuForward {
+ public:
+  // weights must outlive this object. Throws when the context exceeds the model's.
+  CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt);
+
+  const LlamaConfig& config() const { return w_.config; }
+  int context() const { return context_; }
+  int threads() const { return pool_.size(); }
+  ThreadPool& pool() { return pool_; }
+
+  // Runs tokens[0..n) at positions pos .. pos+n-1 (earlier positions must already be in the
+  // KV cache). Returns the last token's logits (vocab floats), or with all_logits every
+  // token's, (n, vocab). The pointer stays valid until the next call. Throws when the
+  // positions pass the context or a token id is out of range.
+  const float* forward(const int* tokens, int n, int pos, bool all_logits = false);
+
+ private:
+  // One batch of n <= batch tokens. Writes to logits (when not null) the (n, vocab) logits of
+  // all its tokens with all_rows, else the last token's.
+  void forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows);
+
+  const LlamaWeights& w_;
+  int context_ = 0;
+  ThreadPool pool_;
+  cpu::RopeTable rope_;
+  CpuRunState s_;
+};
+
+// The default context: min(model context, 4096); an explicit one larger than the model's is
+// an error (the model was not trained for it).
+int resolve_context(const LlamaConfig& c, int requested);
+
+}  // namespace cllm
