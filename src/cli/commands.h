@@ -14,5 +14,7 @@ void register_info(CLI::App& app, Action& action);
 void register_verify(CLI::App& app, Action& action);
 void register_tokenize(CLI::App& app, Action& action);
 void register_run(CLI::App& app, Action& action);
+void register_bench(CLI::App& app, Action& action);
+void register_synth(CLI::App& app, Action& action);
 
 }  // namespace cllm::cli

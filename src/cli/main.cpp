@@ -21,11 +21,14 @@ int main(int argc, char** argv) {
   cllm::cli::register_verify(app, action);
   cllm::cli::register_tokenize(app, action);
   cllm::cli::register_run(app, action);
+  cllm::cli::register_bench(app, action);
+  cllm::cli::register_synth(app, action);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // usage errors: CLI11's message, exit status 2 (docs/cli.md)
+    // --help and --version exit 0; usage errors print CLI11's message and exit 2 (docs/cli.md).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   if (verbose) cllm::log_set_level(cllm::LogLevel::debug);
   if (quiet) cllm::log_set_level(cllm::LogLevel::error);

@@ -1,0 +1,179 @@
+// codecllm run MODEL.cllm -p PROMPT: generate text, streamed to stdout token by token, with
+// llama.cpp's sampling flags and a timing summary on stderr.
+#include <climits>
+#include <cstdio>
+#include <memory>
+#include <random>
+
+#include "cli/commands.h"
+#include "common/file_io.h"
+#include "common/log.h"
+#include "common/thread_pool.h"
+#include "common/timer.h"
+#include "format/cllm_reader.h"
+#include "model/forward_cpu.h"
+#include "model/generate.h"
+#include "model/llama_weights.h"
+#include "model/tokenizer.h"
+#include "runtime/device_select.h"
+
+namespace cllm::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string model_pos, model_opt, model;  // MODEL.cllm given as a positional or with -m
+  std::string prompt, prompt_file;
+  int n_predict = -1;
+  int context = 0;  // 0: min(model context, 4096)
+  SamplerParams sampling;
+  int threads = hardware_threads();
+  std::string device = "auto";
+  bool no_bos = false, no_verify = false;
+};
+
+// A value in (lo, hi]: CLI11's Range is closed on both ends.
+CLI::Validator half_open_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!(v > lo && v <= hi)) return cat("value ", s, " not in range (", lo, ", ", hi, "]");
+        return "";
+      },
+      cat("FLOAT in (", lo, " - ", hi, "]"));
+}
+
+// printf into a std::string (the summary lines are fixed-width, as llama.cpp's).
+template <class... Args>
+std::string format(const char* fmt, Args... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
+
+// "codecllm: prompt eval time =  12.34 ms /  10 tokens (  1.23 ms per token, 810.37 tokens per second)"
+std::string timing_line(const char* what, double ms, int n, const char* unit) {
+  std::string line = format("codecllm: %16s = %10.2f ms / %5d %-6s", what, ms, n, unit);
+  if (n > 0 && ms > 0)
+    line += format(" (%8.2f ms per token, %8.2f tokens per second)", ms / n, n * 1e3 / ms);
+  return line;
+}
+
+int run_run(const RunArgs& a) {
+  Timer total;
+  // Where to run: the CPU engine is the one this version has.
+  if (a.device != "cpu" && select_device(a.device) == Device::cuda) {
+    if (a.device == "cuda")
+      fail("the CUDA engine is not available in this version of codecllm: use --device cpu");
+    log_warn("a CUDA device is present, but this version of codecllm runs models on the CPU only");
+  }
+
+  // Load: open (and verify) the container, decode every tensor to fp32, read the tokenizer.
+  Timer load;
+  CllmOpenOptions open_opt;
+  open_opt.verify_checksums = !a.no_verify;
+  open_opt.threads = a.threads;
+  const CllmFile file = CllmFile::open(a.model, open_opt);
+  LlamaWeights weights;
+  std::unique_ptr<Tokenizer> tok;
+  {
+    ThreadPool pool(a.threads);
+    weights = load_llama_weights(file, &pool);
+    tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
+  }
+  const LlamaConfig& c = weights.config;
+  CpuForwardOptions fw_opt;
+  fw_opt.context = a.context;
+  fw_opt.threads = a.threads;
+  CpuForward engine(weights, fw_opt);
+  const double load_ms = load.ms();
+  log_info(cat("model: ", path_basename(a.model), ": dim ", c.dim, ", ", c.n_layers, " layers, ", c.n_heads,
+               " heads (", c.n_kv_heads, " kv), ffn ", c.ffn_dim, ", vocab ", c.vocab_size, ", rope ",
+               rope_layout_name(c.rope_layout), c.rope_scaling.type == "llama3" ? " (llama3 scaling)" : ""));
+  log_info(cat("device: cpu (fp32), ", engine.threads(), " threads, context ", engine.context(), " of ",
+               c.context_length));
+
+  // The seed is fixed here so that it can be printed before any output.
+  GenerateOptions gen;
+  gen.n_predict = a.n_predict;
+  gen.add_bos = a.no_bos ? false : tok->add_bos();
+  gen.sampling = a.sampling;
+  if (gen.sampling.seed == -1) gen.sampling.seed = std::random_device{}();
+  if (gen.sampling.temp > 0) log_info(cat("seed: ", gen.sampling.seed));
+  else log_info("sampling: greedy (--temp 0)");
+
+  std::string prompt = a.prompt;
+  if (!a.prompt_file.empty()) {
+    prompt = read_text_file(a.prompt_file);
+    if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();  // as llama.cpp's -f
+  }
+
+  const auto forward = [&](const int* tokens, int n, int pos) { return engine.forward(tokens, n, pos); };
+  const GenerateResult r = generate(forward, engine.context(), c.vocab_size, *tok, prompt, gen,
+                                    [](const std::string& s) {
+                                      std::fwrite(s.data(), 1, s.size(), stdout);
+                                      std::fflush(stdout);
+                                    });
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (r.context_full) log_info(cat("(stopped: the context of ", engine.context(), " tokens is full)"));
+
+  // llama.cpp-style summary, then one line for scripts and regression checks.
+  const int n_prompt = static_cast<int>(r.prompt.size());
+  log_info("");
+  const int n_sampled = static_cast<int>(r.generated.size());
+  log_info(format("codecllm: %16s = %10.2f ms", "load time", load_ms));
+  log_info(timing_line("prompt eval time", r.prompt_ms, n_prompt, "tokens"));
+  log_info(timing_line("eval time", r.eval_ms, r.n_eval, "runs"));
+  log_info(timing_line("sampling time", r.sample_ms, n_sampled, "tokens"));
+  log_info(format("codecllm: %16s = %10.2f ms / %5d tokens", "total time", total.ms(), n_prompt + n_sampled));
+  // calm's statistics line: decode speed (single-token steps) and a hash of the final logits.
+  const double tok_s = r.n_eval > 0 && r.eval_ms > 0 ? r.n_eval * 1e3 / r.eval_ms : 0.0;
+  const double ms_tok = r.n_eval > 0 ? r.eval_ms / r.n_eval : 0.0;
+  log_info(format("# %d tokens: %.2f tok/s, %.3f ms/tok, logits hash %016llx", n_sampled, tok_s, ms_tok,
+                  static_cast<unsigned long long>(r.logits_hash)));
+  return 0;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app, Action& action) {
+  auto a = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Generate text with a .cllm model");
+  cmd->option_defaults()->always_capture_default();
+  auto* pos = cmd->add_option("model", a->model_pos, "The .cllm file (or -m)");
+  auto* mopt = cmd->add_option("-m,--model", a->model_opt, "The .cllm file")->envname("CLLM_MODEL");
+  pos->excludes(mopt);
+  auto* p = cmd->add_option("-p,--prompt", a->prompt, "Prompt text (empty: start from BOS alone)");
+  auto* f = cmd->add_option("-f,--file", a->prompt_file, "Read the prompt from a file")->check(CLI::ExistingFile);
+  p->excludes(f);
+  cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate (-1: until EOS or the context is full)")
+      ->check(CLI::Range(-1, INT_MAX));
+  cmd->add_option("-c,--ctx-size", a->context, "Context size in tokens (default: min(model context, 4096))")
+      ->default_str("min(model, 4096)")
+      ->check(CLI::Range(1, INT_MAX));
+  cmd->add_option("--temp", a->sampling.temp, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", a->sampling.top_k, "Top-k sampling (0: off)")->check(CLI::Range(0, INT_MAX));
+  cmd->add_option("--top-p", a->sampling.top_p, "Top-p sampling (1: off)")->check(half_open_range(0.0, 1.0));
+  cmd->add_option("--min-p", a->sampling.min_p, "Min-p sampling (0: off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Repeat penalty (1: off)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--repeat-last-n", a->sampling.repeat_last_n, "Tokens the repeat penalty looks back (-1: all)")
+      ->check(CLI::Range(-1, INT_MAX));
+  cmd->add_option("-s,--seed", a->sampling.seed, "Sampling seed (-1: random, printed on stderr)")
+      ->check(CLI::Range(static_cast<int64_t>(-1), static_cast<int64_t>(UINT32_MAX)));
+  cmd->add_option("-t,--threads", a->threads, "CPU threads")->check(CLI::Range(1, 4096))->envname("CLLM_THREADS");
+  cmd->add_option("--device", a->device, "cpu, cuda or auto (auto: cuda when usable, else cpu)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->envname("CLLM_DEVICE");
+  cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with BOS");
+  cmd->add_flag("--no-verify", a->no_verify, "Skip the tiles' checksums at open");
+  cmd->callback([a, &action] {
+    a->model = a->model_pos.empty() ? a->model_opt : a->model_pos;
+    if (a->model.empty()) throw CLI::RequiredError("MODEL.cllm (or -m MODEL.cllm)");
+    action = [a] { return run_run(*a); };
+  });
+}
+
+}  // namespace cllm::cli
