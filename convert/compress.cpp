@@ -1,0 +1,154 @@
+#include "convert/compress.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "codec/codec.h"
+#include "codec/exponent_stats.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/thread_pool.h"
+#include "common/timer.h"
+#include "format/cllm_writer.h"
+
+namespace cllm {
+
+namespace {
+
+// One tensor to write: a float weight from the source, or the tokenizer's bytes.
+struct PendingTensor {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+  const uint8_t* data;
+  uint64_t size;
+};
+
+// The tile jobs of one group: every tile of every tensor in it, encoded in parallel.
+struct TileJob {
+  size_t tensor;   // index into the group's tensors
+  uint64_t first;  // first element
+  uint32_t n;      // elements
+  EncodedTile out;
+};
+
+std::vector<std::vector<PendingTensor>> plan_groups(const SourceModel& m,
+                                                   std::vector<std::string>* names) {
+  std::vector<std::vector<PendingTensor>> groups(1 + static_cast<size_t>(m.config.n_layers));
+  names->assign(groups.size(), "global");
+  for (int l = 0; l < m.config.n_layers; ++l) (*names)[1 + l] = "blk." + std::to_string(l);
+  for (const auto& t : m.tensors) {
+    size_t g = 0;
+    if (t.name.rfind("blk.", 0) == 0) g = 1 + std::stoul(t.name.substr(4));
+    groups.at(g).push_back({t.name, t.dtype, t.shape, t.data, t.size});
+  }
+  if (!m.tokenizer.kind.empty()) {
+    const auto& tok = m.tokenizer.data;
+    groups[0].push_back({"tokenizer.data", DType::U8, {tok.size()}, tok.data(), tok.size()});
+  }
+  return groups;
+}
+
+}  // namespace
+
+CompressSummary compress_model(const SourceModel& m, const std::string& out_path,
+                               const CompressOptions& opt) {
+  CLLM_CHECK(opt.tile_elems >= codec::kChunkElems && opt.tile_elems <= codec::kMaxTileElems,
+             "tile size ", opt.tile_elems, " out of range [", codec::kChunkElems, ", ",
+             codec::kMaxTileElems, "]");
+  Timer timer;
+  ThreadPool pool(opt.threads > 0 ? opt.threads : hardware_threads());
+  CllmWriter writer(out_path, opt.overwrite);
+
+  codec::EncodeOptions enc;
+  enc.prob_bits = opt.prob_bits;
+  enc.force_raw = opt.store_raw;
+
+  CompressSummary sum;
+  sum.source_bytes = m.total_bytes();
+  codec::SymbolHistogram model_hist;
+  double bound_bits = 0;
+  uint64_t done_bytes = 0;
+
+  std::vector<std::string> group_names;
+  const auto groups = plan_groups(m, &group_names);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& tensors = groups[g];
+    writer.begin_group(group_names[g]);
+
+    std::vector<TileJob> jobs;
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      const uint64_t n = tensors[t].size / dtype_size(tensors[t].dtype);
+      for (uint64_t first = 0; first < n || (n == 0 && first == 0); first += opt.tile_elems) {
+        jobs.push_back({t, first, static_cast<uint32_t>(std::min<uint64_t>(opt.tile_elems, n - first)), {}});
+        if (n == 0) break;
+      }
+    }
+    std::vector<codec::SymbolHistogram> hists(tensors.size());
+    std::mutex hist_mutex;
+    pool.parallel_for(jobs.size(), [&](size_t j) {
+      TileJob& job = jobs[j];
+      const PendingTensor& t = tensors[job.tensor];
+      const uint8_t* src = t.data + job.first * dtype_size(t.dtype);
+      with_context("tensor '" + t.name + "' tile " + std::to_string(job.first / opt.tile_elems), [&] {
+        codec::encode_tile(t.dtype, src, job.n, job.out.bytes, enc);
+      });
+      job.out.n_elems = job.n;
+      codec::SymbolHistogram h;
+      h.add(t.dtype, src, job.n);
+      std::lock_guard<std::mutex> lock(hist_mutex);
+      hists[job.tensor].merge(h);
+    });
+
+    size_t j = 0;
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      std::vector<EncodedTile> tiles;
+      uint64_t bytes = 0;
+      for (; j < jobs.size() && jobs[j].tensor == t; ++j) {
+        bytes += jobs[j].out.bytes.size();
+        tiles.push_back(std::move(jobs[j].out));
+      }
+      const PendingTensor& pt = tensors[t];
+      const bool is_float = pt.dtype != DType::U8;
+      const TensorCodec tc = is_float && !opt.store_raw ? TensorCodec::exp_rans : TensorCodec::none;
+      writer.add_tensor(pt.name, pt.dtype, tc, pt.shape, tiles);
+      sum.tile_bytes += bytes;
+      if (is_float) {
+        const uint64_t n = pt.size / dtype_size(pt.dtype);
+        sum.coded_elems += n;
+        sum.float_tile_bytes += bytes;
+        // The bound per tensor with the tensor's own entropy: what an order-0 coder with one
+        // table per tensor could reach.
+        bound_bits += codec::order0_bound_bits(pt.dtype, n, hists[t].entropy_bits());
+        model_hist.merge(hists[t]);
+        done_bytes += pt.size;
+        if (opt.progress) opt.progress(done_bytes, sum.source_bytes);
+      }
+    }
+  }
+
+  sum.order0_bound_bits = bound_bits;
+  sum.exponent_entropy = model_hist.entropy_bits();
+
+  nlohmann::json meta = m.extra_metadata.is_object() ? m.extra_metadata : nlohmann::json::object();
+  config_to_metadata(m.config, meta);
+  meta["general.created_by"] = "codecllm 0.1.0";
+  meta["codec.name"] = "exp-rans";
+  meta["codec.version"] = 1;
+  meta["codec.tile_elems"] = opt.tile_elems;
+  meta["codec.prob_bits"] = opt.prob_bits;
+  meta["codec.order0_bound_bits"] = bound_bits;
+  meta["codec.exponent_entropy_bits"] = sum.exponent_entropy;
+  if (m.tokenizer.kind.empty()) {
+    meta["tokenizer.model"] = "none";
+  } else {
+    meta["tokenizer.model"] = m.tokenizer.kind;
+    meta["tokenizer.source"] = m.tokenizer.origin;
+  }
+  writer.finish(meta);
+  sum.file_bytes = writer.bytes_written();
+  sum.seconds = timer.seconds();
+  return sum;
+}
+
+}  // namespace cllm

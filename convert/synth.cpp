@@ -1,0 +1,223 @@
+#include "convert/synth.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cmath>
+
+#include "common/dtype.h"
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/thread_pool.h"
+#include "common/timer.h"
+#include "convert/safetensors.h"
+#include "convert/spm_model_builder.h"
+
+namespace cllm {
+
+std::vector<ModelPreset> model_presets() {
+  std::vector<ModelPreset> out;
+  for (const char* text : model_preset_json()) {
+    const auto j = nlohmann::json::parse(text);
+    ModelPreset p;
+    p.name = j.at("name").get<std::string>();
+    p.description = j.value("description", "");
+    p.weight_std = j.value("weight_std", 0.02);
+    p.config = j.at("config");
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+ModelPreset find_model_preset(const std::string& name) {
+  std::string known;
+  for (auto& p : model_presets()) {
+    if (p.name == name) return p;
+    known += (known.empty() ? "" : ", ") + p.name;
+  }
+  fail("unknown preset '", name, "' (known: ", known, ")");
+}
+
+namespace {
+
+// One weight tensor to generate, in HF naming.
+struct SynthTensor {
+  std::string name;
+  std::vector<uint64_t> shape;
+  bool norm;  // RMSNorm weight: values near 1 instead of N(0, std)
+  uint64_t elems() const {
+    uint64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+};
+
+std::vector<SynthTensor> hf_tensors(const nlohmann::json& c) {
+  const uint64_t dim = c.at("hidden_size"), ffn = c.at("intermediate_size"), vocab = c.at("vocab_size");
+  const uint64_t heads = c.at("num_attention_heads"), kv = c.value("num_key_value_heads", heads);
+  const uint64_t head_dim = c.value("head_dim", dim / heads);
+  const int layers = c.at("num_hidden_layers");
+  std::vector<SynthTensor> t;
+  t.push_back({"model.embed_tokens.weight", {vocab, dim}, false});
+  for (int l = 0; l < layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {dim}, true});
+    t.push_back({p + "self_attn.q_proj.weight", {heads * head_dim, dim}, false});
+    t.push_back({p + "self_attn.k_proj.weight", {kv * head_dim, dim}, false});
+    t.push_back({p + "self_attn.v_proj.weight", {kv * head_dim, dim}, false});
+    t.push_back({p + "self_attn.o_proj.weight", {dim, heads * head_dim}, false});
+    t.push_back({p + "post_attention_layernorm.weight", {dim}, true});
+    t.push_back({p + "mlp.gate_proj.weight", {ffn, dim}, false});
+    t.push_back({p + "mlp.up_proj.weight", {ffn, dim}, false});
+    t.push_back({p + "mlp.down_proj.weight", {dim, ffn}, false});
+  }
+  t.push_back({"model.norm.weight", {dim}, true});
+  if (!c.value("tie_word_embeddings", false)) t.push_back({"lm_head.weight", {vocab, dim}, false});
+  return t;
+}
+
+// splitmix64: seeds each block's generator from (seed, tensor, block), so the weights do not
+// depend on the number of threads.
+uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Fills n bf16 values: N(mean, std) by Box-Muller on a xorshift-style stream.
+void fill_gaussian_bf16(uint16_t* out, size_t n, double mean, double stddev, uint64_t seed) {
+  uint64_t s = seed;
+  for (size_t i = 0; i < n; i += 2) {
+    const double u1 = (static_cast<double>(splitmix64(s) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(splitmix64(s) >> 11) * 0x1.0p-53;
+    const double r = std::sqrt(-2.0 * std::log(u1)) * stddev;
+    out[i] = f32_to_bf16(static_cast<float>(mean + r * std::cos(2.0 * M_PI * u2)));
+    if (i + 1 < n) out[i + 1] = f32_to_bf16(static_cast<float>(mean + r * std::sin(2.0 * M_PI * u2)));
+  }
+}
+
+// A SentencePiece BPE vocabulary of the preset's size: unk, BOS, EOS, the 256 byte pieces,
+// then letter strings. Enough for tokenize and run to work; the text it produces is nonsense.
+std::vector<uint8_t> synth_tokenizer(int vocab, int bos, int eos) {
+  SpmModelSpec spec;
+  spec.bos_id = bos;
+  spec.eos_id = eos;
+  spec.pieces.resize(static_cast<size_t>(vocab));
+  std::vector<bool> used(static_cast<size_t>(vocab), false);
+  auto put = [&](int id, std::string piece, SpmPieceType type) {
+    CLLM_CHECK(id >= 0 && id < vocab, "synth: token id ", id, " outside the vocabulary of ", vocab);
+    spec.pieces[static_cast<size_t>(id)] = {std::move(piece), 0.0f, type};
+    used[static_cast<size_t>(id)] = true;
+  };
+  put(0, "<unk>", SpmPieceType::unknown);
+  put(bos, "<s>", SpmPieceType::control);
+  put(eos, "</s>", SpmPieceType::control);
+  // The first free ids get the 256 byte pieces, the rest words over a-z ("▁a".."▁z", "▁aa",
+  // ...), scored so that shorter (earlier) words win merges.
+  static const char* hex = "0123456789ABCDEF";
+  uint64_t k = 0;
+  for (int id = 0, byte = 0; id < vocab; ++id) {
+    if (used[static_cast<size_t>(id)]) continue;
+    if (byte < 256) {
+      put(id, std::string("<0x") + hex[byte >> 4] + hex[byte & 15] + ">", SpmPieceType::byte);
+      ++byte;
+      continue;
+    }
+    std::string word;
+    for (uint64_t v = k + 1; v > 0; v = (v - 1) / 26) word.insert(word.begin(), static_cast<char>('a' + (v - 1) % 26));
+    put(id, "\xE2\x96\x81" + word, SpmPieceType::normal);
+    spec.pieces[static_cast<size_t>(id)].score = -static_cast<float>(k++);
+  }
+  return build_spm_model(spec);
+}
+
+void write_text(const std::string& path, const std::string& text, bool overwrite) {
+  AtomicOutputFile f(path, overwrite);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+}  // namespace
+
+SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt) {
+  Timer timer;
+  nlohmann::json config = preset.config;
+  if (opt.layers >= 0) {
+    CLLM_CHECK(opt.layers >= 1 && opt.layers <= config.at("num_hidden_layers").get<int>(), "synth: --layers ",
+               opt.layers, " outside 1..", config.at("num_hidden_layers").get<int>(), " for preset '", preset.name, "'");
+    config["num_hidden_layers"] = opt.layers;
+  }
+  if (!path_exists(out_dir) && ::mkdir(out_dir.c_str(), 0755) != 0)
+    fail("creating '", out_dir, "': ", errno_string(errno));
+  CLLM_CHECK(is_directory(out_dir), "'", out_dir, "' exists and is not a directory");
+
+  const auto tensors = hf_tensors(config);
+  // Shards of about opt.shard_bytes, tensors kept whole, in HF's order.
+  std::vector<std::vector<size_t>> shards(1);
+  uint64_t in_shard = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t bytes = tensors[i].elems() * 2;
+    if (in_shard > 0 && in_shard + bytes > opt.shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += bytes;
+    total += bytes;
+  }
+
+  ThreadPool pool(opt.threads > 0 ? opt.threads : hardware_threads());
+  constexpr size_t kBlock = 1 << 20;  // elements generated per task
+  SynthSummary sum;
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::vector<uint16_t> buf;
+  uint64_t done = 0;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = shards.size() == 1 ? "model.safetensors"
+        : cat("model-", std::string(5 - std::min<size_t>(5, std::to_string(s + 1).size()), '0'), s + 1, "-of-",
+              std::string(5 - std::min<size_t>(5, std::to_string(shards.size()).size()), '0'), shards.size(), ".safetensors");
+    SafetensorsWriter w(path_join(out_dir, file), opt.overwrite);
+    w.add_metadata("format", "pt");
+    for (size_t i : shards[s]) {
+      w.add_tensor(tensors[i].name, DType::BF16, tensors[i].shape);
+      weight_map[tensors[i].name] = file;
+    }
+    for (size_t i : shards[s]) {
+      const SynthTensor& t = tensors[i];
+      const size_t n = t.elems();
+      buf.resize(n);
+      pool.parallel_for((n + kBlock - 1) / kBlock, [&](size_t b) {
+        uint64_t seed = opt.seed * 0x100000001B3ull + i;
+        seed = splitmix64(seed) + b;
+        const size_t lo = b * kBlock, len = std::min(kBlock, n - lo);
+        if (t.norm) fill_gaussian_bf16(buf.data() + lo, len, 1.0, 0.05, seed);
+        else fill_gaussian_bf16(buf.data() + lo, len, 0.0, preset.weight_std, seed);
+      });
+      w.write(buf.data(), n * 2);
+      sum.parameters += n;
+      done += n * 2;
+      if (opt.progress) opt.progress(done, total);
+    }
+    w.commit();
+  }
+  sum.shards = static_cast<int>(shards.size());
+  sum.bytes = total;
+
+  if (shards.size() > 1) {
+    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    write_text(path_join(out_dir, "model.safetensors.index.json"), index.dump(2) + "\n", opt.overwrite);
+  }
+  config["codecllm_synth"] = {{"preset", preset.name}, {"seed", opt.seed}, {"weight_std", preset.weight_std}};
+  write_text(path_join(out_dir, "config.json"), config.dump(2) + "\n", opt.overwrite);
+  const auto tok = synth_tokenizer(config.at("vocab_size").get<int>(), config.value("bos_token_id", 1), config.value("eos_token_id", 2));
+  {
+    AtomicOutputFile f(path_join(out_dir, "tokenizer.model"), opt.overwrite);
+    f.write(tok.data(), tok.size());
+    f.commit();
+  }
+  sum.seconds = timer.seconds();
+  return sum;
+}
+
+}  // namespace cllm
