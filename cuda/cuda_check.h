@@ -1,0 +1,23 @@
+// Every CUDA call is checked: a failure throws cllm::Error naming the call, file and line.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/error.h"
+
+#define CLLM_CUDA_CHECK(call)                                                                    \
+  do {                                                                                           \
+    const cudaError_t cllm_err_ = (call);                                                        \
+    if (cllm_err_ != cudaSuccess)                                                                \
+      ::cllm::fail("CUDA error in ", #call, " at ", __FILE__, ":", __LINE__, ": ",               \
+                   cudaGetErrorString(cllm_err_));                                               \
+  } while (0)
+
+// After a kernel launch: catches bad launch configurations at once.
+#define CLLM_CUDA_CHECK_LAUNCH(name)                                                             \
+  do {                                                                                           \
+    const cudaError_t cllm_err_ = cudaGetLastError();                                            \
+    if (cllm_err_ != cudaSuccess)                                                                \
+      ::cllm::fail("CUDA error launching ", name, " at ", __FILE__, ":", __LINE__, ": ",         \
+                   cudaGetErrorString(cllm_err_));                                               \
+  } while (0)

@@ -1,0 +1,182 @@
+// GPU decoder for exponent-rANS tiles (docs/codec.md). Bit-exact with the CPU reference
+// decoder (src/codec/tile_decoder.cpp), which is its oracle in tests/test-gpu-decoder.cpp.
+#include "cuda/cuda_check.h"
+#include "cuda/decode_tiles.h"
+
+namespace cllm::cuda {
+
+namespace {
+
+constexpr uint32_t kChunkElems = 32 * 1024;  // docs/codec.md: elements per chunk
+constexpr uint32_t kLanes = 32;
+constexpr uint32_t kMaxProbBits = 12;        // shared table of 2^12 packed entries (16 KiB)
+constexpr uint32_t kThreads = kChunksPerBlock * 32;
+
+__device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+__device__ __forceinline__ uint32_t align16(uint32_t x) { return (x + 15u) & ~15u; }
+
+// Copies one chunk of a raw tile: bytes [begin, end) of the payload, 16 bytes per lane-step
+// where both sides are aligned (they are: tiles and destinations are 16-aligned and chunks
+// are 32768 elements long).
+__device__ void copy_raw_chunk(const uint8_t* payload, uint8_t* out, uint64_t begin, uint64_t end,
+                               uint32_t lane) {
+  const uint64_t vec_end = begin + ((end - begin) & ~uint64_t{15});
+  for (uint64_t i = begin + 16 * lane; i < vec_end; i += 16 * kLanes)
+    *reinterpret_cast<uint4*>(out + i) = *reinterpret_cast<const uint4*>(payload + i);
+  for (uint64_t i = vec_end + lane; i < end; i += kLanes) out[i] = payload[i];
+}
+
+// Joins a symbol and its raw bytes back into the element's bits (docs/codec.md table).
+template <uint32_t E>
+__device__ __forceinline__ void store_element(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym);
+
+template <>
+__device__ __forceinline__ void store_element<2>(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
+  const uint32_t r = raw[e];
+  reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(((r & 0x80u) << 8) | (sym << 7) | (r & 0x7Fu));
+}
+
+template <>
+__device__ __forceinline__ void store_element<4>(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
+  const uint8_t* p = raw + 3u * e;
+  const uint32_t r = static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16;
+  reinterpret_cast<uint32_t*>(out)[e] = ((r & 0x800000u) << 8) | (sym << 23) | (r & 0x7FFFFFu);
+}
+
+// One warp decodes one chunk: 32 lanes, lane l owns elements l, l+32, l+64, ... of the chunk.
+// table[slot] packs symbol (bits 0-7), freq-1 (bits 8-19) and slot-cum (bits 20-31).
+template <uint32_t E>
+__device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const uint8_t* stream,
+                             uint32_t stream_len, const uint8_t* raw, uint8_t* out, uint32_t n,
+                             uint32_t lane, int* error) {
+  const uint32_t mask_p = (1u << prob_bits) - 1u;
+  uint32_t x = reinterpret_cast<const uint32_t*>(stream)[lane];
+  const uint16_t* words = reinterpret_cast<const uint16_t*>(stream + 4 * kLanes);
+  const uint32_t n_words = (stream_len - 4 * kLanes) / 2;
+  const uint32_t lanes_below = (1u << lane) - 1u;
+  uint32_t next = 0;  // warp-uniform: words consumed so far
+  const uint32_t steps = (n + kLanes - 1) / kLanes;
+  for (uint32_t t = 0; t < steps; ++t) {
+    const uint32_t e = t * kLanes + lane;
+    const bool valid = e < n;
+    uint32_t sym = 0;
+    if (valid) {
+      const uint32_t slot = x & mask_p;
+      const uint32_t ent = table[slot];
+      sym = ent & 0xFFu;
+      x = (((ent >> 8) & 0xFFFu) + 1u) * (x >> prob_bits) + (ent >> 20);
+    }
+    const bool need = valid && x < (1u << 16);
+    const uint32_t need_mask = __ballot_sync(0xFFFFFFFFu, need);
+    if (need) {
+      const uint32_t w = next + __popc(need_mask & lanes_below);
+      x = (x << 16) | (w < n_words ? words[w] : 0u);
+    }
+    next += __popc(need_mask);
+    if (valid) store_element<E>(out, raw, e, sym);
+  }
+  // As the CPU decoder: every lane back at the encoder's initial state, and the stream exactly
+  // as long as the words read (plus padding to 16 bytes).
+  if (x != (1u << 16) || align16(4 * kLanes + 2 * next) != stream_len) atomicOr(error, 1);
+}
+
+__global__ void __launch_bounds__(kThreads) decode_tiles_kernel(const uint8_t* __restrict__ src,
+                                                                uint8_t* __restrict__ dst,
+                                                                const TileTask* __restrict__ tiles,
+                                                                const BlockTask* __restrict__ blocks,
+                                                                int* error) {
+  __shared__ uint32_t table[1u << kMaxProbBits];
+  __shared__ uint32_t cum[257];
+
+  const BlockTask bt = blocks[blockIdx.x];
+  const TileTask tt = tiles[bt.tile];
+  const uint8_t* tile = src + tt.src;
+  uint8_t* out_tile = dst + tt.dst;
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint32_t chunk = bt.first_chunk + warp;
+  const uint32_t mode = tile[0];
+
+  if (mode == 0) {  // raw tile: the payload follows the 16-byte header
+    const uint64_t bytes = static_cast<uint64_t>(tt.n_elems) * tt.elem_bytes;
+    const uint64_t begin = static_cast<uint64_t>(chunk) * kChunkElems * tt.elem_bytes;
+    if (begin < bytes) {
+      const uint64_t end = min(bytes, begin + static_cast<uint64_t>(kChunkElems) * tt.elem_bytes);
+      copy_raw_chunk(tile + 16, out_tile, begin, end, lane);
+    }
+    return;
+  }
+
+  const uint32_t prob_bits = tile[1], sym_lo = tile[2], sym_count = tile[3] + 1u;
+  const uint32_t n_elems = load_u32(tile + 4), n_chunks = load_u32(tile + 8);
+  const uint32_t raw_bytes = tt.elem_bytes == 4 ? 3u : 1u;
+  const uint32_t freq_off = 16, chunk_end_off = align16(freq_off + 2 * sym_count);
+  const uint32_t raw_off = align16(chunk_end_off + 4 * n_chunks);
+  const uint32_t stream_off = align16(raw_off + n_elems * raw_bytes);
+  const uint16_t* freq = reinterpret_cast<const uint16_t*>(tile + freq_off);
+
+  // Cumulative frequencies: warp 0 scans the (at most 256) frequencies, 8 per lane.
+  if (warp == 0) {
+    uint32_t f[8], sum = 0;
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t s = lane * 8 + i;
+      f[i] = s < sym_count ? freq[s] : 0u;
+      sum += f[i];
+    }
+    uint32_t incl = sum;
+    for (int d = 1; d < 32; d <<= 1) {
+      const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, d);
+      if (lane >= static_cast<uint32_t>(d)) incl += v;
+    }
+    uint32_t c = incl - sum;
+    for (int i = 0; i < 8; ++i) {
+      cum[lane * 8 + i] = c;
+      c += f[i];
+    }
+    if (lane == 31) cum[256] = incl;
+  }
+  __syncthreads();
+  // Slot -> (symbol, freq - 1, slot - cum): each thread fills slots by binary search over cum.
+  const uint32_t m = 1u << prob_bits;
+  for (uint32_t slot = threadIdx.x; slot < m; slot += kThreads) {
+    uint32_t lo = 0, hi = sym_count;  // find the last s with cum[s] <= slot
+    while (hi - lo > 1) {
+      const uint32_t mid = (lo + hi) / 2;
+      if (cum[mid] <= slot) lo = mid;
+      else hi = mid;
+    }
+    const uint32_t f = cum[lo + 1] - cum[lo];
+    table[slot] = (sym_lo + lo) | ((f - 1u) << 8) | ((slot - cum[lo]) << 20);
+  }
+  __syncthreads();
+  if (chunk >= n_chunks) return;
+
+  const uint32_t* chunk_end = reinterpret_cast<const uint32_t*>(tile + chunk_end_off);
+  const uint32_t begin = chunk == 0 ? 0u : chunk_end[chunk - 1], end = chunk_end[chunk];
+  const uint32_t n = min(kChunkElems, n_elems - chunk * kChunkElems);
+  const uint8_t* stream = tile + stream_off + begin;
+  const uint8_t* raw = tile + raw_off + static_cast<uint64_t>(chunk) * kChunkElems * raw_bytes;
+  uint8_t* out = out_tile + static_cast<uint64_t>(chunk) * kChunkElems * tt.elem_bytes;
+  if (end - begin < 4 * kLanes) {
+    if (lane == 0) atomicOr(error, 2);
+    return;
+  }
+  if (tt.elem_bytes == 4)
+    decode_chunk<4>(table, prob_bits, stream, end - begin, raw, out, n, lane, error);
+  else
+    decode_chunk<2>(table, prob_bits, stream, end - begin, raw, out, n, lane, error);
+}
+
+}  // namespace
+
+void decode_tiles(const uint8_t* d_src, uint8_t* d_dst, const TileTask* d_tiles,
+                  const BlockTask* d_blocks, uint32_t n_blocks, int* d_error, cudaStream_t stream) {
+  if (n_blocks == 0) return;
+  decode_tiles_kernel<<<n_blocks, kThreads, 0, stream>>>(d_src, d_dst, d_tiles, d_blocks, d_error);
+  CLLM_CUDA_CHECK_LAUNCH("decode_tiles_kernel");
+}
+
+}  // namespace cllm::cuda
