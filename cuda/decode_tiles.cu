@@ -30,67 +30,119 @@ __device__ void copy_raw_chunk(const uint8_t* payload, uint8_t* out, uint64_t be
   for (uint64_t i = vec_end + lane; i < end; i += kLanes) out[i] = payload[i];
 }
 
-// Joins a symbol and its raw bytes back into the element's bits (docs/codec.md table).
-template <uint32_t E>
-__device__ __forceinline__ void store_element(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym);
-
-template <>
-__device__ __forceinline__ void store_element<2>(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
-  const uint32_t r = raw[e];
-  reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(((r & 0x80u) << 8) | (sym << 7) | (r & 0x7Fu));
-}
-
-template <>
-__device__ __forceinline__ void store_element<4>(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
+// f32: joins a symbol and its 3 raw bytes back into the element's bits (docs/codec.md table).
+__device__ __forceinline__ void store_f32(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
   const uint8_t* p = raw + 3u * e;
   const uint32_t r = static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16;
   reinterpret_cast<uint32_t*>(out)[e] = ((r & 0x800000u) << 8) | (sym << 23) | (r & 0x7FFFFFu);
 }
 
+// bf16/f16: two elements from two raw bytes and two symbols, each in the low byte of a 16-bit
+// half: ((r & 0x80) << 8) | (s << 7) | (r & 0x7F) in both halves at once.
+__device__ __forceinline__ uint32_t join_pair(uint32_t r2, uint32_t s2) {
+  return ((r2 & 0x00800080u) << 8) | (s2 << 7) | (r2 & 0x007F007Fu);
+}
+
+// Writes elements [first, first + 32) of a chunk (16-bit types) from the raw plane and the
+// symbols staged in shared memory: 16-byte loads and stores instead of one byte per step.
+__device__ __forceinline__ void join_run16(const uint8_t* raw, const uint8_t* syms, uint8_t* out, uint32_t first) {
+  const uint4 r[2] = {reinterpret_cast<const uint4*>(raw + first)[0], reinterpret_cast<const uint4*>(raw + first)[1]};
+  const uint4 s[2] = {reinterpret_cast<const uint4*>(syms)[0], reinterpret_cast<const uint4*>(syms)[1]};
+  uint4* o = reinterpret_cast<uint4*>(out + 2u * first);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t rw[4] = {r[h].x, r[h].y, r[h].z, r[h].w}, sw[4] = {s[h].x, s[h].y, s[h].z, s[h].w};
+    uint32_t v[8];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[2 * k] = join_pair(__byte_perm(rw[k], 0, 0x4140), __byte_perm(sw[k], 0, 0x4140));
+      v[2 * k + 1] = join_pair(__byte_perm(rw[k], 0, 0x4342), __byte_perm(sw[k], 0, 0x4342));
+    }
+    o[2 * h] = make_uint4(v[0], v[1], v[2], v[3]);
+    o[2 * h + 1] = make_uint4(v[4], v[5], v[6], v[7]);
+  }
+}
+
 // One warp decodes one chunk: 32 lanes, lane l owns elements l, l+32, l+64, ... of the chunk.
 // table[slot] packs symbol (bits 0-7), freq-1 (bits 8-19) and slot-cum (bits 20-31).
+//
+// The 16-bit words are read through a window of 64 words held 2 per lane (cur) plus the next
+// 64 (nxt) and the 64 after (ahead, loaded early so the load's latency is hidden): a lane that
+// needs a word takes it with a shuffle, so no global load sits on the states' dependency chain.
+// For 16-bit types, symbols of 32 steps are staged in shared memory (sym_buf, 1 KiB per warp)
+// and joined with the raw bytes in 16-byte pieces.
 template <uint32_t E>
 __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const uint8_t* stream,
                              uint32_t stream_len, const uint8_t* raw, uint8_t* out, uint32_t n,
-                             uint32_t lane, int* error) {
+                             uint32_t lane, uint8_t* sym_buf, int* error) {
   const uint32_t mask_p = (1u << prob_bits) - 1u;
   uint32_t x = reinterpret_cast<const uint32_t*>(stream)[lane];
-  const uint16_t* words = reinterpret_cast<const uint16_t*>(stream + 4 * kLanes);
-  const uint32_t n_words = (stream_len - 4 * kLanes) / 2;
-  const uint32_t lanes_below = (1u << lane) - 1u;
+  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(stream + 4 * kLanes);
+  const uint32_t n_pairs = (stream_len - 4 * kLanes) / 4;  // stream_len is a multiple of 16
+  auto load_pair = [&](uint32_t i) { return i < n_pairs ? pairs[i] : 0u; };
+  uint32_t base = 0;  // warp-uniform: word index of cur's first word
+  uint32_t cur = load_pair(lane), nxt = load_pair(32 + lane), ahead = load_pair(64 + lane);
   uint32_t next = 0;  // warp-uniform: words consumed so far
+  const uint32_t lanes_below = (1u << lane) - 1u;
   const uint32_t steps = (n + kLanes - 1) / kLanes;
-  for (uint32_t t = 0; t < steps; ++t) {
-    const uint32_t e = t * kLanes + lane;
-    const bool valid = e < n;
-    uint32_t sym = 0;
-    if (valid) {
-      const uint32_t slot = x & mask_p;
-      const uint32_t ent = table[slot];
-      sym = ent & 0xFFu;
-      x = (((ent >> 8) & 0xFFFu) + 1u) * (x >> prob_bits) + (ent >> 20);
+  for (uint32_t seg = 0; seg * kLanes < steps; ++seg) {
+    const uint32_t seg_steps = min(kLanes, steps - seg * kLanes);
+    for (uint32_t j = 0; j < seg_steps; ++j) {
+      const uint32_t e = (seg * kLanes + j) * kLanes + lane;
+      const bool valid = e < n;
+      uint32_t sym = 0;
+      if (valid) {
+        const uint32_t slot = x & mask_p;
+        const uint32_t ent = table[slot];
+        sym = ent & 0xFFu;
+        x = (((ent >> 8) & 0xFFFu) + 1u) * (x >> prob_bits) + (ent >> 20);
+      }
+      const bool need = valid && x < (1u << 16);
+      const uint32_t need_mask = __ballot_sync(0xFFFFFFFFu, need);
+      const uint32_t rel = next - base + __popc(need_mask & lanes_below);  // < 64 + 32
+      const uint32_t from_cur = __shfl_sync(0xFFFFFFFFu, cur, (rel >> 1) & 31u);
+      const uint32_t from_nxt = __shfl_sync(0xFFFFFFFFu, nxt, (rel >> 1) & 31u);
+      const uint32_t pair = rel < 64 ? from_cur : from_nxt;
+      if (need) x = (x << 16) | ((rel & 1u) ? pair >> 16 : pair & 0xFFFFu);
+      next += __popc(need_mask);
+      if (next - base >= 64) {
+        base += 64;
+        cur = nxt;
+        nxt = ahead;
+        ahead = load_pair(base / 2 + 64 + lane);
+      }
+      if constexpr (E == 2) sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
+      else if (valid) store_f32(out, raw, e, sym);
     }
-    const bool need = valid && x < (1u << 16);
-    const uint32_t need_mask = __ballot_sync(0xFFFFFFFFu, need);
-    if (need) {
-      const uint32_t w = next + __popc(need_mask & lanes_below);
-      x = (x << 16) | (w < n_words ? words[w] : 0u);
+    if constexpr (E == 2) {
+      // Join this segment's 32 x 32 elements: lane l writes elements [32 l, 32 l + 32) of it.
+      // The staged symbols are in step-major order, which is element order within the segment.
+      __syncwarp();
+      const uint32_t first = seg * kLanes * kLanes + kLanes * lane;
+      if (first + kLanes <= n) {
+        join_run16(raw, sym_buf + kLanes * lane, out, first);
+      } else {
+        for (uint32_t e = first; e < n; ++e) {
+          const uint32_t r = raw[e], s_ = sym_buf[e - seg * kLanes * kLanes];
+          reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(((r & 0x80u) << 8) | (s_ << 7) | (r & 0x7Fu));
+        }
+      }
+      __syncwarp();
     }
-    next += __popc(need_mask);
-    if (valid) store_element<E>(out, raw, e, sym);
   }
   // As the CPU decoder: every lane back at the encoder's initial state, and the stream exactly
   // as long as the words read (plus padding to 16 bytes).
   if (x != (1u << 16) || align16(4 * kLanes + 2 * next) != stream_len) atomicOr(error, 1);
 }
 
-__global__ void __launch_bounds__(kThreads) decode_tiles_kernel(const uint8_t* __restrict__ src,
+__global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t* __restrict__ src,
                                                                 uint8_t* __restrict__ dst,
                                                                 const TileTask* __restrict__ tiles,
                                                                 const BlockTask* __restrict__ blocks,
                                                                 int* error) {
   __shared__ uint32_t table[1u << kMaxProbBits];
   __shared__ uint32_t cum[257];
+  __shared__ __align__(16) uint8_t sym_bufs[kChunksPerBlock][kLanes * kLanes];
 
   const BlockTask bt = blocks[blockIdx.x];
   const TileTask tt = tiles[bt.tile];
@@ -165,9 +217,9 @@ __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(const uint8_t* _
     return;
   }
   if (tt.elem_bytes == 4)
-    decode_chunk<4>(table, prob_bits, stream, end - begin, raw, out, n, lane, error);
+    decode_chunk<4>(table, prob_bits, stream, end - begin, raw, out, n, lane, sym_bufs[warp], error);
   else
-    decode_chunk<2>(table, prob_bits, stream, end - begin, raw, out, n, lane, error);
+    decode_chunk<2>(table, prob_bits, stream, end - begin, raw, out, n, lane, sym_bufs[warp], error);
 }
 
 }  // namespace

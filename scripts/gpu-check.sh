@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CLLM_SHARED_MODELS="$bundle/shared"
-bin=$bundle/bin/codecllm
+export CLLM_BINARY="$bundle/bin/codecllm"  # the tests run the CLI from the bundle
+bin=$CLLM_BINARY
 mkdir -p "$out"
 work=${CLLM_WORK:-/tmp/cllm-gpu-check}
 mkdir -p "$work"
@@ -24,10 +25,12 @@ status=0
 cat "$out/machine.txt"
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
+  : > "$out/tests.log"
   for t in "$bundle"/tests/test-*; do
     name=$(basename "$t")
-    if "$t" > "$out/$name.log" 2>&1; then echo "PASS $name ($(tail -1 "$out/$name.log"))"
-    else echo "FAIL $name"; tail -30 "$out/$name.log"; status=1; fi
+    echo "===== $name" >> "$out/tests.log"
+    if "$t" >> "$out/tests.log" 2>&1; then echo "PASS $name ($(grep -E 'passed|SKIPPED' "$out/tests.log" | tail -1))"
+    else echo "FAIL $name (see tests.log)"; status=1; fi
   done
 fi
 

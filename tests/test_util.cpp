@@ -55,7 +55,8 @@ std::string shell_quote(const std::string& s) {
 
 int run_cli(const std::vector<std::string>& args, std::string* out, std::string* err) {
   TempDir tmp("cllm-cli");
-  std::string cmd = shell_quote(CLLM_BINARY);
+  const char* binary = std::getenv("CLLM_BINARY");  // set where the build tree is elsewhere
+  std::string cmd = shell_quote(binary ? binary : CLLM_BINARY);
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " >" + tmp.file("out") + " 2>" + tmp.file("err") + " </dev/null";
   const int status = std::system(cmd.c_str());

@@ -24,7 +24,7 @@ class TempDir {
   std::string path_;
 };
 
-// Runs the codecllm binary with args (shell-quoted here); returns exit status, and stdout and
+// Runs the codecllm binary (the build's, or $CLLM_BINARY) with args (shell-quoted here); returns exit status, and stdout and
 // stderr captured into the given strings.
 int run_cli(const std::vector<std::string>& args, std::string* out = nullptr, std::string* err = nullptr);
 
