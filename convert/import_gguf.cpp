@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "format/cllm_format.h"
 #include "convert/gguf_reader.h"
 #include "convert/import_util.h"
 #include "convert/source_model.h"

@@ -1,3 +1,4 @@
+#include "format/cllm_format.h"
 #include "convert/import_util.h"
 
 #include <cmath>
@@ -7,12 +8,6 @@
 #include "common/file_io.h"
 
 namespace cllm {
-
-std::string shape_to_string(const std::vector<uint64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
 
 uint64_t shape_elements(const std::vector<uint64_t>& shape, const std::string& what) {
   constexpr uint64_t kMax = uint64_t(1) << 62;

@@ -13,9 +13,6 @@
 
 namespace cllm {
 
-// "[64, 512]"
-std::string shape_to_string(const std::vector<uint64_t>& shape);
-
 // Product of dims; throws (naming what) when it overflows 2^62 elements.
 uint64_t shape_elements(const std::vector<uint64_t>& shape, const std::string& what);
 

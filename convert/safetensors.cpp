@@ -1,3 +1,4 @@
+#include "format/cllm_format.h"
 #include "convert/safetensors.h"
 
 #include <algorithm>
@@ -14,7 +15,7 @@ namespace {
 // safetensors' own reader refuses headers above 100 MB; so do we (a corrupt length must not
 // make us parse gigabytes).
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-constexpr size_t kMaxDims = 8;
+constexpr size_t kMaxSafetensorsDims = 8;
 
 bool dtype_from_safetensors(const std::string& s, DType* out) {
   if (s == "F32") *out = DType::F32;
@@ -94,7 +95,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
     const std::string dtype = dt->get<std::string>();
     if (!dtype_from_safetensors(dtype, &t.dtype))
       fail(what, ": unsupported dtype ", dtype, " (codecllm takes F32, F16 or BF16 weights)");
-    if (sh->size() > kMaxDims) fail(what, ": ", sh->size(), " dimensions (at most ", kMaxDims, ")");
+    if (sh->size() > kMaxSafetensorsDims) fail(what, ": ", sh->size(), " dimensions (at most ", kMaxSafetensorsDims, ")");
     for (const auto& d : *sh) t.shape.push_back(json_u64(d, what + ": shape entry"));
     const uint64_t begin = json_u64((*off)[0], what + ": data_offsets[0]");
     const uint64_t end = json_u64((*off)[1], what + ": data_offsets[1]");

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "format/cllm_format.h"
 
 namespace cllm {
 
@@ -28,14 +29,6 @@ uint64_t SourceModel::total_bytes() const {
   return n;
 }
 
-namespace {
-std::string shape_str(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-}  // namespace
-
 void check_and_order_tensors(SourceModel& m) {
   m.config.validate();
   std::map<std::string, SourceTensor*> by_name;
@@ -45,17 +38,17 @@ void check_and_order_tensors(SourceModel& m) {
   std::vector<SourceTensor> ordered;
   for (const auto& spec : expected_tensors(m.config)) {
     auto it = by_name.find(spec.name);
-    if (it == by_name.end()) fail("'", m.path, "': missing tensor '", spec.name, "' (shape ", shape_str(spec.shape), ")");
+    if (it == by_name.end()) fail("'", m.path, "': missing tensor '", spec.name, "' (shape ", shape_to_string(spec.shape), ")");
     SourceTensor& t = *it->second;
     const std::string what = "'" + m.path + "': tensor '" + t.source_name + "'";
     if (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16)
       fail(what, ": unsupported dtype ", dtype_name(t.dtype), " (expected f32, f16 or bf16)");
     if (t.shape != spec.shape)
-      fail(what, ": shape ", shape_str(t.shape), " does not match the config: expected ", shape_str(spec.shape));
+      fail(what, ": shape ", shape_to_string(t.shape), " does not match the config: expected ", shape_to_string(spec.shape));
     uint64_t n = 1;
     for (auto d : t.shape) n *= d;
     if (t.size != n * dtype_size(t.dtype))
-      fail(what, ": ", t.size, " bytes, expected ", n * dtype_size(t.dtype), " for shape ", shape_str(t.shape), " ", dtype_name(t.dtype));
+      fail(what, ": ", t.size, " bytes, expected ", n * dtype_size(t.dtype), " for shape ", shape_to_string(t.shape), " ", dtype_name(t.dtype));
     ordered.push_back(t);
     by_name.erase(it);
   }

@@ -29,17 +29,6 @@ using Catch::Contains;
 
 namespace {
 
-// llama2.c's run.c, greedy, no prompt: BOS then 200 sampled tokens (its `-n 200`: 200 steps,
-// each printing the token it samples). /work/shared/BRIEF.md, "Public reference for stories260K".
-const std::string kStoriesReference =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, "
-    "she saw a big, red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, "
-    "\"I want to play with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
-    "Lily didn't want to help her mom, so she";
-constexpr int kStoriesReferenceTokens = 200;
-
 // Compresses a source model (file or HF folder) into dir/name with the library pipeline.
 std::string compress_to(const test::TempDir& dir, const std::string& name, const std::string& source,
                         const std::string& tokenizer = "") {
@@ -53,10 +42,6 @@ std::string compress_to(const test::TempDir& dir, const std::string& name, const
   return out;
 }
 
-std::string compress_stories(const test::TempDir& dir) {
-  return compress_to(dir, "stories260K.cllm", test::shared_model("stories260K.bin"),
-                     test::shared_model("tok512.model"));
-}
 
 GenerateResult greedy(const std::string& cllm, int n, const std::string& prompt = "", int threads = 1) {
   const CllmFile f = CllmFile::open(cllm);
@@ -263,20 +248,20 @@ bool valid_utf8(const std::string& s) {
 
 TEST_CASE("stories260K: greedy output is llama2.c's published reference, byte for byte", "[model]") {
   test::TempDir dir;
-  const std::string cllm = compress_stories(dir);
-  const GenerateResult r = greedy(cllm, kStoriesReferenceTokens);
+  const std::string cllm = test::compress_stories(dir);
+  const GenerateResult r = greedy(cllm, test::kStoriesReferenceTokens);
   CHECK(r.prompt == std::vector<int>{1});
-  CHECK(r.generated.size() == static_cast<size_t>(kStoriesReferenceTokens));
+  CHECK(r.generated.size() == static_cast<size_t>(test::kStoriesReferenceTokens));
   CHECK_FALSE(r.hit_eos);
-  CHECK(r.text == kStoriesReference);
+  CHECK(r.text == std::string(test::kStoriesReference));
   // The thread count changes nothing, down to the last bit of the logits.
-  CHECK(greedy(cllm, kStoriesReferenceTokens, "", 2).logits_hash == r.logits_hash);
+  CHECK(greedy(cllm, test::kStoriesReferenceTokens, "", 2).logits_hash == r.logits_hash);
 }
 
 TEST_CASE("stories260K from .bin, .gguf and a Hugging Face folder: the same greedy tokens", "[model]") {
   test::TempDir dir;
   const std::string tok512 = test::shared_model("tok512.model");
-  const std::string from_bin = compress_stories(dir);
+  const std::string from_bin = test::compress_stories(dir);
   const std::string from_gguf = compress_to(dir, "gguf.cllm", test::shared_model("stories260K-f32.gguf"));
 
   // The HF folder, written as convert_llama_weights_to_hf.py would: q and k rows permuted for
@@ -345,10 +330,10 @@ TEST_CASE("stories260K from .bin, .gguf and a Hugging Face folder: the same gree
   CHECK(CllmFile::open(from_hf).metadata().at("llama.rope.layout") == "neox");
   CHECK(CllmFile::open(from_bin).metadata().at("llama.rope.layout") == "interleaved");
 
-  const auto bin = greedy(from_bin, kStoriesReferenceTokens);
-  const auto gguf = greedy(from_gguf, kStoriesReferenceTokens);
-  const auto hf_run = greedy(from_hf, kStoriesReferenceTokens);
-  CHECK(bin.text == kStoriesReference);
+  const auto bin = greedy(from_bin, test::kStoriesReferenceTokens);
+  const auto gguf = greedy(from_gguf, test::kStoriesReferenceTokens);
+  const auto hf_run = greedy(from_hf, test::kStoriesReferenceTokens);
+  CHECK(bin.text == std::string(test::kStoriesReference));
   CHECK(gguf.generated == bin.generated);
   CHECK(hf_run.generated == bin.generated);
   // The GGUF holds the very same bits in the same layout: identical logits. (The HF folder's
@@ -358,7 +343,7 @@ TEST_CASE("stories260K from .bin, .gguf and a Hugging Face folder: the same gree
 
 TEST_CASE("loading names the file, the tensor and the tile of a broken tile", "[model]") {
   test::TempDir dir;
-  const std::string cllm = compress_stories(dir);
+  const std::string cllm = test::compress_stories(dir);
   uint64_t offset = 0;
   {
     const CllmFile f = CllmFile::open(cllm);

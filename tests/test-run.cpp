@@ -21,26 +21,6 @@ using Catch::Contains;
 
 namespace {
 
-// llama2.c's greedy output for stories260K: BOS, then 200 sampled tokens (see test-model.cpp).
-const std::string kStoriesReference =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, "
-    "she saw a big, red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, "
-    "\"I want to play with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
-    "Lily didn't want to help her mom, so she";
-
-std::string compress_stories(const test::TempDir& dir, bool with_tokenizer = true) {
-  ImportOptions io;
-  if (with_tokenizer) io.tokenizer_path = test::shared_model("tok512.model");
-  const SourceModel m = open_source_model(test::shared_model("stories260K.bin"), io);
-  const std::string out = dir.file(with_tokenizer ? "stories260K.cllm" : "notok.cllm");
-  CompressOptions co;
-  co.threads = 2;
-  compress_model(m, out, co);
-  return out;
-}
-
 // The hash on run's final "# ..." statistics line.
 std::string logits_hash_of(const std::string& err) {
   std::smatch m;
@@ -52,10 +32,10 @@ std::string logits_hash_of(const std::string& err) {
 
 TEST_CASE("run: stories260K greedy prints llama2.c's reference, then a newline", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   std::string out, err;
   REQUIRE(test::run_cli({"run", model, "-n", "200", "--temp", "0", "-t", "1"}, &out, &err) == 0);
-  CHECK(out == kStoriesReference + "\n");
+  CHECK(out == std::string(test::kStoriesReference) + "\n");
   CHECK_THAT(err, Contains("prompt eval time") && Contains("eval time") && Contains("load time"));
   CHECK_THAT(err, Contains("# 200 tokens: "));
 
@@ -82,11 +62,11 @@ TEST_CASE("run: stories260K greedy prints llama2.c's reference, then a newline",
 
 TEST_CASE("run: a prompt is echoed and continued, -f reads it from a file", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   std::string out, err;
   REQUIRE(test::run_cli({"run", model, "-p", "Once upon a time", "-n", "8", "--temp", "0"}, &out, &err) == 0);
   CHECK(out.rfind("Once upon a time", 0) == 0);  // the prompt, without the leading space after BOS
-  CHECK(out == kStoriesReference.substr(0, out.size() - 1) + "\n");  // greedy continues the reference story
+  CHECK(out == std::string(test::kStoriesReference).substr(0, out.size() - 1) + "\n");  // greedy continues the reference story
   CHECK_THAT(err, Contains("# 8 tokens"));
 
   std::ofstream(dir.file("prompt.txt")) << "Once upon a time\n";  // the final newline is dropped
@@ -97,7 +77,7 @@ TEST_CASE("run: a prompt is echoed and continued, -f reads it from a file", "[ru
 
 TEST_CASE("run: a fixed seed samples the same text twice", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   std::string a, b, err_a;
   REQUIRE(test::run_cli({"run", model, "-n", "60", "-s", "42", "--temp", "1.0"}, &a, &err_a) == 0);
   REQUIRE(test::run_cli({"run", model, "-n", "60", "-s", "42", "--temp", "1.0"}, &b) == 0);
@@ -110,7 +90,7 @@ TEST_CASE("run: a fixed seed samples the same text twice", "[run]") {
 
 TEST_CASE("run: errors are messages with exit status 1, not crashes", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   std::string out, err;
 
   // A prompt longer than the context.
@@ -124,7 +104,7 @@ TEST_CASE("run: errors are messages with exit status 1, not crashes", "[run]") {
   CHECK_THAT(err, Contains("larger than the model's context length 512"));
 
   // A file without a tokenizer.
-  const std::string notok = compress_stories(dir, false);
+  const std::string notok = test::compress_stories(dir, false);
   CHECK(test::run_cli({"run", notok, "-n", "4"}, &out, &err) == 1);
   CHECK_THAT(err, Contains("has no tokenizer"));
 
@@ -140,7 +120,7 @@ TEST_CASE("run: errors are messages with exit status 1, not crashes", "[run]") {
 
 TEST_CASE("run: out-of-range flag values are refused with a message", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   const std::vector<std::vector<std::string>> bad = {
       {"-n", "-2"},          {"--temp", "-0.5"},          {"--top-p", "0"},   {"--top-p", "1.5"},
       {"--min-p", "-0.1"},   {"--min-p", "1.01"},         {"-t", "0"},        {"-c", "0"},
@@ -199,7 +179,7 @@ TEST_CASE("tokenize --ids equals SentencePiece's own ids (Llama-2 tokenizer)", "
 
 TEST_CASE("tokenize: a .cllm's own tokenizer, llama-tokenize's listing, -f", "[run]") {
   test::TempDir dir;
-  const std::string model = compress_stories(dir);
+  const std::string model = test::compress_stories(dir);
   std::string out, err;
   REQUIRE(test::run_cli({"tokenize", model, "Once upon"}, &out, &err) == 0);
   CHECK(out == "     1 -> '<s>'\n   403 -> ' Once'\n   407 -> ' upon'\n");
@@ -209,7 +189,7 @@ TEST_CASE("tokenize: a .cllm's own tokenizer, llama-tokenize's listing, -f", "[r
   REQUIRE(test::run_cli({"tokenize", model, "--ids", "-f", dir.file("text.txt")}, &out) == 0);
   CHECK(out == "[1, 403, 407]\n");
 
-  CHECK(test::run_cli({"tokenize", compress_stories(dir, false), "x"}, &out, &err) == 1);
+  CHECK(test::run_cli({"tokenize", test::compress_stories(dir, false), "x"}, &out, &err) == 1);
   CHECK_THAT(err, Contains("has no tokenizer"));
   CHECK(test::run_cli({"tokenize", model}, &out, &err) == 2);  // no text
   CHECK_THAT(err, Contains("TEXT"));

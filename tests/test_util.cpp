@@ -12,6 +12,7 @@
 
 #include "common/dtype.h"
 #include "common/file_io.h"
+#include "convert/compress.h"
 #include "cuda/device_info.h"
 
 namespace cllm::test {
@@ -80,6 +81,25 @@ std::vector<uint16_t> gaussian_bf16(size_t n, float stddev, uint64_t seed) {
   std::vector<uint16_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = f32_to_bf16(f[i]);
   return v;
+}
+
+const char* const kStoriesReference =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, "
+    "she saw a big, red ball. She wanted to play with it, but it was too high.\n"
+    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, "
+    "\"I want to play with your ball, but I can't find it.\"\n"
+    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
+    "Lily didn't want to help her mom, so she";
+
+std::string compress_stories(const TempDir& dir, bool with_tokenizer) {
+  ImportOptions io;
+  if (with_tokenizer) io.tokenizer_path = shared_model("tok512.model");
+  const SourceModel m = open_source_model(shared_model("stories260K.bin"), io);
+  const std::string out = dir.file(with_tokenizer ? "stories260K.cllm" : "notok.cllm");
+  CompressOptions co;
+  co.threads = 2;
+  compress_model(m, out, co);
+  return out;
 }
 
 void require_gpu_or_skip(const char* test_name) {

@@ -32,6 +32,14 @@ int run_cli(const std::vector<std::string>& args, std::string* out = nullptr, st
 std::vector<uint16_t> gaussian_bf16(size_t n, float stddev, uint64_t seed);
 std::vector<float> gaussian_f32(size_t n, float stddev, uint64_t seed);
 
+// llama2.c's run.c on stories260K, greedy, no prompt: the text after BOS and 200 sampled tokens
+// (run.c's `-n 200`; ../shared/BRIEF.md, "Public reference for stories260K").
+extern const char* const kStoriesReference;
+constexpr int kStoriesReferenceTokens = 200;
+
+// stories260K.bin (+ tok512.model unless with_tokenizer is false) compressed into dir.
+std::string compress_stories(const TempDir& dir, bool with_tokenizer = true);
+
 // Skips the current [gpu] test visibly when no CUDA device exists: prints
 // "SKIPPED [gpu] <test>: <reason>" and exits with status 4, which ctest reports as skipped.
 void require_gpu_or_skip(const char* test_name);

@@ -10,6 +10,12 @@ const char* tensor_codec_name(TensorCodec c) {
   return "?";
 }
 
+std::string shape_to_string(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 uint64_t TensorInfo::n_elems() const {
   uint64_t n = 1;
   for (auto d : shape) n *= d;

@@ -38,6 +38,9 @@ enum class TensorCodec : uint8_t {
 };
 const char* tensor_codec_name(TensorCodec c);
 
+// "[512, 64]": shapes in error messages.
+std::string shape_to_string(const std::vector<uint64_t>& shape);
+
 // Why a group or tensor name breaks the rules (1..256 bytes of valid UTF-8, no ASCII control
 // bytes 0x00-0x1F, 0x7F), or "" when it is fine. The writer and the reader both apply it.
 std::string cllm_name_problem(const std::string& name);

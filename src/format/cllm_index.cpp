@@ -90,11 +90,6 @@ bool add_u64(uint64_t a, uint64_t b, uint64_t* out) {
   return true;
 }
 
-std::string shape_string(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 }  // namespace
 
@@ -303,7 +298,7 @@ void parse_tiles(IndexReader& r, TensorInfo& t, const GroupInfo& g, GroupCursor&
     cur.tile = n_tiles - 1;
   }
   if (sum != t.n_elems())
-    fail("the tiles hold ", sum, " elements, shape ", shape_string(t.shape), " has ", t.n_elems());
+    fail("the tiles hold ", sum, " elements, shape ", shape_to_string(t.shape), " has ", t.n_elems());
 }
 
 // As parse_group: t.name is set first.
@@ -331,7 +326,7 @@ void parse_tensor(IndexReader& r, TensorInfo& t, const std::vector<GroupInfo>& g
     if (fits) n *= d;
   }
   if (!fits)
-    fail("dims ", shape_string(t.shape), ": expected every dimension and their product below 2^48");
+    fail("dims ", shape_to_string(t.shape), ": expected every dimension and their product below 2^48");
   t.group = r.u32("group");
   if (t.group >= groups.size())
     fail("group: expected an index below n_groups (", groups.size(), "), found ", t.group);

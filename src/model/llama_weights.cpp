@@ -15,12 +15,6 @@ size_t LlamaWeights::n_params() const {
 
 namespace {
 
-std::string shape_str(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // The vector holding each expected tensor name.
 template <class Weights>
 auto slot_for(Weights& w, const std::string& name) -> decltype(&w.token_embd) {
@@ -50,7 +44,7 @@ void LlamaWeights::check() const {
     for (auto d : spec.shape) n *= d;
     const auto* v = slot_for(*this, spec.name);
     if (!v || v->size() != n)
-      fail("weights: tensor '", spec.name, "' holds ", v ? v->size() : 0, " floats, shape ", shape_str(spec.shape),
+      fail("weights: tensor '", spec.name, "' holds ", v ? v->size() : 0, " floats, shape ", shape_to_string(spec.shape),
            " needs ", n);
   }
 }
@@ -63,10 +57,10 @@ LlamaWeights load_llama_weights(const CllmFile& f, ThreadPool* pool) {
     std::vector<TileJob> jobs;
     for (const auto& spec : expected_tensors(w.config)) {
       const TensorInfo* t = f.find(spec.name);
-      if (!t) fail("missing tensor '", spec.name, "' (shape ", shape_str(spec.shape), ")");
+      if (!t) fail("missing tensor '", spec.name, "' (shape ", shape_to_string(spec.shape), ")");
       if (t->shape != spec.shape)
-        fail("tensor '", spec.name, "': shape ", shape_str(t->shape), ", the config implies ",
-             shape_str(spec.shape));
+        fail("tensor '", spec.name, "': shape ", shape_to_string(t->shape), ", the config implies ",
+             shape_to_string(spec.shape));
       std::vector<float>* dst = slot_for(w, spec.name);
       if (!dst) fail("internal: no slot for tensor '", spec.name, "'");
       dst->resize(t->n_elems());
