@@ -44,6 +44,18 @@ CLI::Validator half_open_range(double lo, double hi) {
       cat("FLOAT in (", lo, " - ", hi, "]"));
 }
 
+// x >= 0 (CLI::NonNegativeNumber's message would print the largest double in full).
+CLI::Validator non_negative() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!(v >= 0)) return "value " + s + " must be >= 0";
+        return "";
+      },
+      "FLOAT >= 0");
+}
+
 // printf into a std::string (the summary lines are fixed-width, as llama.cpp's).
 template <class... Args>
 std::string format(const char* fmt, Args... args) {
@@ -153,7 +165,7 @@ void register_run(CLI::App& app, Action& action) {
   cmd->add_option("-c,--ctx-size", a->context, "Context size in tokens (default: min(model context, 4096))")
       ->default_str("min(model, 4096)")
       ->check(CLI::Range(1, INT_MAX));
-  cmd->add_option("--temp", a->sampling.temp, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", a->sampling.temp, "Temperature (0: greedy)")->check(non_negative());
   cmd->add_option("--top-k", a->sampling.top_k, "Top-k sampling (0: off)")->check(CLI::Range(0, INT_MAX));
   cmd->add_option("--top-p", a->sampling.top_p, "Top-p sampling (1: off)")->check(half_open_range(0.0, 1.0));
   cmd->add_option("--min-p", a->sampling.min_p, "Min-p sampling (0: off)")->check(CLI::Range(0.0, 1.0));
