@@ -1,7 +1,6 @@
 #include "convert/compress.h"
 
 #include <algorithm>
-#include <mutex>
 
 #include "codec/codec.h"
 #include "codec/exponent_stats.h"
@@ -30,6 +29,7 @@ struct TileJob {
   uint64_t first;  // first element
   uint32_t n;      // elements
   EncodedTile out;
+  codec::SymbolHistogram symbols;  // the tile's exponent symbols, counted by the encoder
 };
 
 std::vector<std::vector<PendingTensor>> plan_groups(const SourceModel& m,
@@ -80,32 +80,28 @@ CompressSummary compress_model(const SourceModel& m, const std::string& out_path
     for (size_t t = 0; t < tensors.size(); ++t) {
       const uint64_t n = tensors[t].size / dtype_size(tensors[t].dtype);
       for (uint64_t first = 0; first < n || (n == 0 && first == 0); first += opt.tile_elems) {
-        jobs.push_back({t, first, static_cast<uint32_t>(std::min<uint64_t>(opt.tile_elems, n - first)), {}});
+        jobs.push_back({t, first, static_cast<uint32_t>(std::min<uint64_t>(opt.tile_elems, n - first)), {}, {}});
         if (n == 0) break;
       }
     }
-    std::vector<codec::SymbolHistogram> hists(tensors.size());
-    std::mutex hist_mutex;
     pool.parallel_for(jobs.size(), [&](size_t j) {
       TileJob& job = jobs[j];
       const PendingTensor& t = tensors[job.tensor];
       const uint8_t* src = t.data + job.first * dtype_size(t.dtype);
       with_context("tensor '" + t.name + "' tile " + std::to_string(job.first / opt.tile_elems), [&] {
-        codec::encode_tile(t.dtype, src, job.n, job.out.bytes, enc);
+        codec::encode_tile(t.dtype, src, job.n, job.out.bytes, enc, &job.symbols);
       });
       job.out.n_elems = job.n;
-      codec::SymbolHistogram h;
-      h.add(t.dtype, src, job.n);
-      std::lock_guard<std::mutex> lock(hist_mutex);
-      hists[job.tensor].merge(h);
     });
 
     size_t j = 0;
     for (size_t t = 0; t < tensors.size(); ++t) {
       std::vector<EncodedTile> tiles;
+      codec::SymbolHistogram hist;
       uint64_t bytes = 0;
       for (; j < jobs.size() && jobs[j].tensor == t; ++j) {
         bytes += jobs[j].out.bytes.size();
+        hist.merge(jobs[j].symbols);
         tiles.push_back(std::move(jobs[j].out));
       }
       const PendingTensor& pt = tensors[t];
@@ -119,8 +115,8 @@ CompressSummary compress_model(const SourceModel& m, const std::string& out_path
         sum.float_tile_bytes += bytes;
         // The bound per tensor with the tensor's own entropy: what an order-0 coder with one
         // table per tensor could reach.
-        bound_bits += codec::order0_bound_bits(pt.dtype, n, hists[t].entropy_bits());
-        model_hist.merge(hists[t]);
+        bound_bits += codec::order0_bound_bits(pt.dtype, n, hist.entropy_bits());
+        model_hist.merge(hist);
         done_bytes += pt.size;
         if (opt.progress) opt.progress(done_bytes, sum.source_bytes);
       }

@@ -39,10 +39,13 @@ struct EncodeOptions {
 // no symbol (the whole byte is raw, and u8 tiles are always raw).
 uint32_t raw_bytes_per_elem(DType t);
 
+struct SymbolHistogram;  // codec/exponent_stats.h
+
 // Encodes n elements of type t (little-endian values at src) as one tile, appended to out.
-// U8 tiles are always raw. n must be <= kMaxTileElems.
+// U8 tiles are always raw. n must be <= kMaxTileElems. When symbols is given, the tile's
+// symbol counts are added to it (the encoder counts them anyway; callers need not count again).
 void encode_tile(DType t, const void* src, size_t n, std::vector<uint8_t>& out,
-                 const EncodeOptions& opt = {});
+                 const EncodeOptions& opt = {}, SymbolHistogram* symbols = nullptr);
 
 // Decodes one tile of n elements of type t into dst (n * dtype_size(t) bytes).
 // Every field is bounds-checked: malformed input throws cllm::Error saying what is wrong,

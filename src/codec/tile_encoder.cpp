@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "codec/codec.h"
+#include "codec/exponent_stats.h"
 #include "codec/rans_table.h"
 #include "codec/simd_avx2.h"
 #include "codec/symbol_split.h"
@@ -110,12 +111,16 @@ size_t encode_chunk(const RansEncodeTable& enc, uint32_t prob_bits, const uint8_
 
 template <class Split>
 void encode_rans_tile(DType t, const uint8_t* src, uint32_t n, std::vector<uint8_t>& out,
-                      const EncodeOptions& opt) {
+                      const EncodeOptions& opt, SymbolHistogram* symbols) {
   EncodeScratch& sc = scratch();
   sc.raw.resize(size_t(n) * Split::kRawBytes);
   sc.sym.resize(n);
   std::array<uint64_t, 256> count{};
   split_elements<Split>(src, n, sc.sym.data(), sc.raw.data(), count);
+  if (symbols) {
+    for (size_t s = 0; s < 256; ++s) symbols->count[s] += count[s];
+    symbols->total += n;
+  }
   const FreqTable ft = normalise_frequencies(count, opt.prob_bits);
   const auto enc = build_encode_table(ft);
 
@@ -157,21 +162,23 @@ void encode_rans_tile(DType t, const uint8_t* src, uint32_t n, std::vector<uint8
 
 }  // namespace
 
-void encode_tile(DType t, const void* src, size_t n, std::vector<uint8_t>& out, const EncodeOptions& opt) {
+void encode_tile(DType t, const void* src, size_t n, std::vector<uint8_t>& out, const EncodeOptions& opt,
+                 SymbolHistogram* symbols) {
   CLLM_CHECK(dtype_valid(static_cast<uint8_t>(t)), "encode_tile: unknown dtype ", static_cast<int>(t));
   CLLM_CHECK(n <= kMaxTileElems, "encode_tile: ", n, " elements exceed the tile limit ", kMaxTileElems);
   CLLM_CHECK(opt.prob_bits >= kMinProbBits && opt.prob_bits <= kMaxProbBits, "encode_tile: prob_bits ",
              opt.prob_bits, " outside ", kMinProbBits, "..", kMaxProbBits);
   if (t == DType::U8 || n == 0 || opt.force_raw) {
+    if (symbols) symbols->add(t, src, n);  // no coding pass counted them
     append_raw_tile(t, src, n, out);
     return;
   }
   const auto* bytes = static_cast<const uint8_t*>(src);
   const auto n32 = static_cast<uint32_t>(n);
   if (t == DType::F32)
-    encode_rans_tile<Split32>(t, bytes, n32, out, opt);
+    encode_rans_tile<Split32>(t, bytes, n32, out, opt, symbols);
   else
-    encode_rans_tile<Split16>(t, bytes, n32, out, opt);
+    encode_rans_tile<Split16>(t, bytes, n32, out, opt, symbols);
 }
 
 }  // namespace cllm::codec
