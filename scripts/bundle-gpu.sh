@@ -16,5 +16,6 @@ for t in build-gpu/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bund
 ldd build-gpu/bin/codecllm | awk '/sentencepiece|protobuf/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 shared=${CLLM_SHARED_MODELS:-../shared/models}
 cp "$shared"/stories260K.bin "$shared"/stories260K-f32.gguf "$shared"/tok512.model "$shared"/tok512.bin "$shared"/tokenizer.model "$shared"/tokenizer.bin "$bundle/shared/"
+cp -r "$shared"/llama3.1 "$bundle/shared/"
 strip "$bundle"/bin/* "$bundle"/tests/* 2>/dev/null || true
 du -sh "$bundle"

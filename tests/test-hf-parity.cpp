@@ -31,30 +31,15 @@ namespace {
 
 const char* kFixtures[] = {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa"};
 
-std::string fixture_dir(const std::string& name) { return std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/" + name; }
+using test::argmax;
+using test::fixture_dir;
+using test::rel_error;
 
 std::vector<float> read_f32(const std::string& path) {
   const auto bytes = read_file(path);
   std::vector<float> v(bytes.size() / 4);
   std::memcpy(v.data(), bytes.data(), v.size() * 4);
   return v;
-}
-
-// ||a - b|| / ||b|| over one row of logits.
-double rel_error(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
-
-int argmax(const float* v, int n) {
-  int best = 0;
-  for (int i = 1; i < n; ++i)
-    if (v[i] > v[best]) best = i;
-  return best;
 }
 
 // The fixture compressed into dir, loaded for the CPU forward pass.

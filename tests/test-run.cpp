@@ -34,12 +34,12 @@ TEST_CASE("run: stories260K greedy prints llama2.c's reference, then a newline",
   test::TempDir dir;
   const std::string model = test::compress_stories(dir);
   std::string out, err;
-  REQUIRE(test::run_cli({"run", model, "-n", "200", "--temp", "0", "-t", "1"}, &out, &err) == 0);
+  REQUIRE(test::run_cli({"run", model, "-n", "200", "--temp", "0", "-t", "1", "--device", "cpu"}, &out, &err) == 0);
   CHECK(out == std::string(test::kStoriesReference) + "\n");
   CHECK_THAT(err, Contains("prompt eval time") && Contains("eval time") && Contains("load time"));
   CHECK_THAT(err, Contains("# 200 tokens: "));
 
-  // The hash on the statistics line is the library's: same engine, same bits.
+  // The hash on the statistics line is the CPU library's: same engine, same bits.
   const CllmFile f = CllmFile::open(model);
   const LlamaWeights w = load_llama_weights(f, nullptr);
   const Tokenizer tok = Tokenizer::from_cllm(f);
@@ -55,7 +55,7 @@ TEST_CASE("run: stories260K greedy prints llama2.c's reference, then a newline",
 
   // Two threads, -m, and the prompt echoed before the continuation.
   std::string out2, err2;
-  REQUIRE(test::run_cli({"run", "-m", model, "-n", "200", "--temp", "0", "-t", "2"}, &out2, &err2) == 0);
+  REQUIRE(test::run_cli({"run", "-m", model, "-n", "200", "--temp", "0", "-t", "2", "--device", "cpu"}, &out2, &err2) == 0);
   CHECK(out2 == out);
   CHECK(logits_hash_of(err2) == hex);
 }
@@ -112,10 +112,14 @@ TEST_CASE("run: errors are messages with exit status 1, not crashes", "[run]") {
   CHECK(test::run_cli({"run", test::shared_model("stories260K.bin")}, &out, &err) == 1);
   CHECK_THAT(err, Contains("error: "));
 
-  // --device cuda: no GPU here, or a GPU without the CUDA engine in this version.
-  CHECK(test::run_cli({"run", model, "--device", "cuda", "-n", "4"}, &out, &err) == 1);
-  if (cuda::device_count() == 0) CHECK_THAT(err, Contains("no CUDA device") && Contains("use --device cpu"));
-  else CHECK_THAT(err, Contains("CUDA engine is not available") && Contains("use --device cpu"));
+  // --device cuda without a GPU (with one, test-gpu-engine runs it).
+  if (cuda::device_count() == 0) {
+    CHECK(test::run_cli({"run", model, "--device", "cuda", "-n", "4"}, &out, &err) == 1);
+    CHECK_THAT(err, Contains("no CUDA device") && Contains("use --device cpu"));
+  }
+  // --mode is the GPU's: on the CPU it is an error, not silently ignored.
+  CHECK(test::run_cli({"run", model, "--device", "cpu", "--mode", "lowmem", "-n", "4"}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("--mode lowmem is a GPU memory mode"));
 }
 
 TEST_CASE("run: out-of-range flag values are refused with a message", "[run]") {

@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include <cmath>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +101,24 @@ std::string compress_stories(const TempDir& dir, bool with_tokenizer) {
   co.threads = 2;
   compress_model(m, out, co);
   return out;
+}
+
+std::string fixture_dir(const std::string& name) { return std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+double rel_error(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+int argmax(const float* v, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (v[i] > v[best]) best = i;
+  return best;
 }
 
 void require_gpu_or_skip(const char* test_name) {

@@ -40,6 +40,14 @@ constexpr int kStoriesReferenceTokens = 200;
 // stories260K.bin (+ tok512.model unless with_tokenizer is false) compressed into dir.
 std::string compress_stories(const TempDir& dir, bool with_tokenizer = true);
 
+// tests/fixtures/<name>: models the project generated (scripts/make-hf-fixtures.py).
+std::string fixture_dir(const std::string& name);
+
+// ||a - b|| / ||b|| over n values (one row of logits).
+double rel_error(const float* a, const float* b, size_t n);
+// The index of the largest value (the first on ties): greedy sampling.
+int argmax(const float* v, int n);
+
 // Skips the current [gpu] test visibly when no CUDA device exists: prints
 // "SKIPPED [gpu] <test>: <reason>" and exits with status 4, which ctest reports as skipped.
 void require_gpu_or_skip(const char* test_name);

@@ -16,6 +16,7 @@
 #include "model/llama_weights.h"
 #include "model/tokenizer.h"
 #include "runtime/device_select.h"
+#include "runtime/gpu_engine.h"
 
 namespace cllm::cli {
 
@@ -29,6 +30,7 @@ struct RunArgs {
   SamplerParams sampling;
   int threads = hardware_threads();
   std::string device = "auto";
+  std::string mode = "auto";  // GPU memory mode: full, resident, lowmem, auto
   bool no_bos = false, no_verify = false;
 };
 
@@ -72,39 +74,70 @@ std::string timing_line(const char* what, double ms, int n, const char* unit) {
   return line;
 }
 
+// The GPU engine's lines for the summary: memory, decoder, PCIe and stalls (issue #4).
+void log_gpu_summary(const GpuEngine& e, double eval_ms) {
+  const GpuStats& s = e.stats();
+  log_info(format("codecllm: %16s = %s (plan: %s)", "VRAM peak", format_gib(s.vram_peak).c_str(),
+                  e.memory().describe().c_str()));
+  if (e.mode() == Mode::full) return;
+  const double gb = 1e9;
+  log_info(format("codecllm: %16s = %10.2f ms / %6.2f GB decoded (%7.1f GB/s), %llu layer steps", "decode time",
+                  s.decode_ms, s.decoded_bytes / gb, s.decode_ms > 0 ? s.decoded_bytes / gb / (s.decode_ms / 1e3) : 0.0,
+                  static_cast<unsigned long long>(s.steps)));
+  if (e.mode() == Mode::lowmem)
+    log_info(format("codecllm: %16s = %10.2f ms / %6.2f GB copied (%7.1f GB/s), %s host memory", "host->device",
+                    s.h2d_ms, s.h2d_bytes / gb, s.h2d_ms > 0 ? s.h2d_bytes / gb / (s.h2d_ms / 1e3) : 0.0,
+                    e.pinned() ? "pinned" : "pageable"));
+  log_info(format("codecllm: %16s = %10.2f ms (compute waiting for weights; %.1f%% of eval time)", "weight stalls",
+                  s.stall_ms, eval_ms > 0 ? 100.0 * s.stall_ms / eval_ms : 0.0));
+}
+
 int run_run(const RunArgs& a) {
   Timer total;
-  // Where to run: the CPU engine is the one this version has.
-  if (a.device != "cpu" && select_device(a.device) == Device::cuda) {
-    if (a.device == "cuda")
-      fail("the CUDA engine is not available in this version of codecllm: use --device cpu");
-    log_warn("a CUDA device is present, but this version of codecllm runs models on the CPU only");
-  }
+  const Device device = select_device(a.device);
+  if (device == Device::cpu && a.mode != "auto")
+    fail("--mode ", a.mode, " is a GPU memory mode: use --device cuda (or leave --mode out)");
 
-  // Load: open (and verify) the container, decode every tensor to fp32, read the tokenizer.
+  // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
+  // GPU engine loads them for its memory mode. Then the tokenizer.
   Timer load;
   CllmOpenOptions open_opt;
   open_opt.verify_checksums = !a.no_verify;
   open_opt.threads = a.threads;
   const CllmFile file = CllmFile::open(a.model, open_opt);
   LlamaWeights weights;
+  std::unique_ptr<CpuForward> cpu;
+  std::unique_ptr<GpuEngine> gpu;
   std::unique_ptr<Tokenizer> tok;
   {
     ThreadPool pool(a.threads);
-    weights = load_llama_weights(file, &pool);
+    if (device == Device::cuda) {
+      GpuOptions g;
+      g.mode = a.mode;
+      g.context = a.context;
+      g.threads = a.threads;
+      gpu = GpuEngine::open(file, g);
+    } else {
+      weights = load_llama_weights(file, &pool);
+      CpuForwardOptions fw_opt;
+      fw_opt.context = a.context;
+      fw_opt.threads = a.threads;
+      cpu = std::make_unique<CpuForward>(weights, fw_opt);
+    }
     tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
   }
-  const LlamaConfig& c = weights.config;
-  CpuForwardOptions fw_opt;
-  fw_opt.context = a.context;
-  fw_opt.threads = a.threads;
-  CpuForward engine(weights, fw_opt);
+  const LlamaConfig& c = gpu ? gpu->config() : cpu->config();
+  const int context = gpu ? gpu->context() : cpu->context();
   const double load_ms = load.ms();
   log_info(cat("model: ", path_basename(a.model), ": dim ", c.dim, ", ", c.n_layers, " layers, ", c.n_heads,
                " heads (", c.n_kv_heads, " kv), ffn ", c.ffn_dim, ", vocab ", c.vocab_size, ", rope ",
                rope_layout_name(c.rope_layout), c.rope_scaling.type == "llama3" ? " (llama3 scaling)" : ""));
-  log_info(cat("device: cpu (fp32), ", engine.threads(), " threads, context ", engine.context(), " of ",
-               c.context_length));
+  if (gpu)
+    log_info(cat("device: cuda (", gpu->device_name(), "), mode ", mode_name(gpu->mode()),
+                 gpu->mode_was_chosen() ? " (chosen by --mode auto: the fastest that fits)" : "", ", context ",
+                 context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
+  else
+    log_info(cat("device: cpu (fp32), ", cpu->threads(), " threads, context ", context, " of ", c.context_length));
 
   // The seed is fixed here so that it can be printed before any output.
   GenerateOptions gen;
@@ -121,15 +154,17 @@ int run_run(const RunArgs& a) {
     if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();  // as llama.cpp's -f
   }
 
-  const auto forward = [&](const int* tokens, int n, int pos) { return engine.forward(tokens, n, pos); };
-  const GenerateResult r = generate(forward, engine.context(), c.vocab_size, *tok, prompt, gen,
+  const ForwardFn forward = [&](const int* tokens, int n, int pos) {
+    return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
+  };
+  const GenerateResult r = generate(forward, context, c.vocab_size, *tok, prompt, gen,
                                     [](const std::string& s) {
                                       std::fwrite(s.data(), 1, s.size(), stdout);
                                       std::fflush(stdout);
                                     });
   std::fputs("\n", stdout);
   std::fflush(stdout);
-  if (r.context_full) log_info(cat("(stopped: the context of ", engine.context(), " tokens is full)"));
+  if (r.context_full) log_info(cat("(stopped: the context of ", context, " tokens is full)"));
 
   // llama.cpp-style summary, then one line for scripts and regression checks.
   const int n_prompt = static_cast<int>(r.prompt.size());
@@ -140,6 +175,7 @@ int run_run(const RunArgs& a) {
   log_info(timing_line("eval time", r.eval_ms, r.n_eval, "runs"));
   log_info(timing_line("sampling time", r.sample_ms, n_sampled, "tokens"));
   log_info(format("codecllm: %16s = %10.2f ms / %5d tokens", "total time", total.ms(), n_prompt + n_sampled));
+  if (gpu) log_gpu_summary(*gpu, r.prompt_ms + r.eval_ms);
   // calm's statistics line: decode speed (single-token steps) and a hash of the final logits.
   const double tok_s = r.n_eval > 0 && r.eval_ms > 0 ? r.n_eval * 1e3 / r.eval_ms : 0.0;
   const double ms_tok = r.n_eval > 0 ? r.eval_ms / r.n_eval : 0.0;
@@ -179,6 +215,11 @@ void register_run(CLI::App& app, Action& action) {
   cmd->add_option("--device", a->device, "cpu, cuda or auto (auto: cuda when usable, else cpu)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->envname("CLLM_DEVICE");
+  cmd->add_option("--mode", a->mode,
+                  "GPU memory mode: full (decoded weights in VRAM), resident (compressed in VRAM, decoded per "
+                  "layer), lowmem (compressed in host RAM, streamed per layer), auto (the fastest that fits)")
+      ->check(CLI::IsMember({"full", "resident", "lowmem", "auto"}))
+      ->envname("CLLM_MODE");
   cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with BOS");
   cmd->add_flag("--no-verify", a->no_verify, "Skip the tiles' checksums at open");
   cmd->callback([a, &action] {

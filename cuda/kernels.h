@@ -1,0 +1,57 @@
+// The transformer's GPU kernels, one job each; src/runtime/gpu_forward.cpp strings them
+// together. They see raw device pointers, sizes, dtypes and a stream; every launch is
+// checked (CLLM_CUDA_CHECK_LAUNCH) and all run asynchronously on the stream given.
+//
+// Precision (docs/architecture.md "GPU numerics"): the residual stream, norms, RoPE, softmax
+// and every accumulation are fp32. The inputs of linear layers ("act", shapes (n, k)) are
+// stored in the weights' dtype (bf16, f16 or f32) as cuBLAS and the matrix-vector kernel
+// read them; the KV cache is f16 (f32 for f32 models).
+//
+// Every output element is computed by one thread or one fixed reduction tree, so results
+// never depend on timing: the same inputs give the same bits on every run and in every mode.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace cllm::cuda {
+
+// x (n, dim) fp32 = rows of table (vocab, dim), stored in dt: row tokens[t] for token t, or
+// row t when tokens is null (rows already gathered on the host).
+void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s);
+
+// out (n, dim) in out_dt = x * rsqrt(mean(x^2) + eps) * w, per row; x fp32, w (dim) in w_dt.
+void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
+             cudaStream_t s);
+
+// RoPE and the KV cache write for n tokens at positions pos .. pos+n-1:
+// q (n, n_heads*head_dim) and k (n, n_kv_heads*head_dim), fp32, are rotated (q in place),
+// then k and v (n, kv_dim) are stored at rows pos.. of the layer's caches (context, kv_dim)
+// in kv_dt. cos_sin: (context, head_dim/2) cosines, then the same of sines.
+struct RopeArgs {
+  int n_heads, n_kv_heads, head_dim;
+  bool neox;  // pairs (i, i + head_dim/2); else (2i, 2i+1)
+  const float* cos;
+  const float* sin;
+};
+void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
+                   int pos, const RopeArgs& r, cudaStream_t s);
+
+// Causal attention: query t (absolute position pos+t) of head h attends to cache rows
+// 0 .. pos+t of kv head h / (n_heads / n_kv_heads). q (n, n_heads*head_dim) fp32;
+// out (n, n_heads*head_dim) in out_dt. head_dim <= kMaxHeadDim.
+constexpr int kMaxHeadDim = 256;
+void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
+               int n, int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+
+// out (count) in out_dt = silu(gate) * up, gate and up fp32.
+void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s);
+
+// y (d) fp32 = W x (+ y when accumulate): W (d, k) row-major in dt, x (k) in dt. One warp
+// per row with 16-byte loads: batch-1 decoding is bound by reading W once.
+void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s);
+
+}  // namespace cllm::cuda

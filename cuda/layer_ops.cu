@@ -1,0 +1,100 @@
+// The small per-token kernels of a layer: embedding gather, RMSNorm, RoPE with the KV cache
+// write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
+#include "cuda/cuda_check.h"
+#include "cuda/element.cuh"
+#include "cuda/kernels.h"
+
+namespace cllm::cuda {
+
+namespace {
+
+__global__ void gather_rows_kernel(const void* table, DType dt, int dim, const int* tokens, float* x) {
+  const int t = blockIdx.x;
+  const size_t row = tokens ? static_cast<size_t>(tokens[t]) : static_cast<size_t>(t);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x)
+    x[static_cast<size_t>(t) * dim + i] = load_f32(table, dt, row * dim + i);
+}
+
+// One block per row: sum of squares in a fixed tree, then the scaled, weighted row.
+__global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int dim,
+                               float eps) {
+  __shared__ float scratch[32];
+  const float* row = x + static_cast<size_t>(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+  ss = block_sum(ss, scratch);
+  const float r = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  const size_t base = static_cast<size_t>(blockIdx.x) * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f32(out, out_dt, base + i, (row[i] * r) * load_f32(w, w_dt, i));
+}
+
+__device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, float s) {
+  const float x0 = v[a], x1 = v[b];
+  v[a] = x0 * c - x1 * s;
+  v[b] = x0 * s + x1 * c;
+}
+
+// One block per token; threads walk the (head, pair) grid of q, then of k, then v's values.
+__global__ void rope_store_kernel(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                                  DType kv_dt, int pos, RopeArgs r) {
+  const int t = blockIdx.x, half = r.head_dim / 2;
+  const int q_dim = r.n_heads * r.head_dim, kv_dim = r.n_kv_heads * r.head_dim;
+  const float* c = r.cos + static_cast<size_t>(pos + t) * half;
+  const float* s = r.sin + static_cast<size_t>(pos + t) * half;
+  float* qt = q + static_cast<size_t>(t) * q_dim;
+  for (int j = threadIdx.x; j < r.n_heads * half; j += blockDim.x) {
+    const int h = j / half, i = j % half;
+    const int a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
+    rotate_pair(qt + h * r.head_dim, a, b, c[i], s[i]);
+  }
+  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
+  const float* kt = k + static_cast<size_t>(t) * kv_dim;
+  for (int j = threadIdx.x; j < r.n_kv_heads * half; j += blockDim.x) {
+    const int h = j / half, i = j % half;
+    const int a = h * r.head_dim + (r.neox ? i : 2 * i), b = h * r.head_dim + (r.neox ? i + half : 2 * i + 1);
+    const float x0 = kt[a], x1 = kt[b];
+    store_f32(k_cache, kv_dt, row + a, x0 * c[i] - x1 * s[i]);
+    store_f32(k_cache, kv_dt, row + b, x0 * s[i] + x1 * c[i]);
+  }
+  const float* vt = v + static_cast<size_t>(t) * kv_dim;
+  for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) store_f32(v_cache, kv_dt, row + j, vt[j]);
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, void* out, DType out_dt, size_t count) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    store_f32(out, out_dt, i, g / (1.0f + expf(-g)) * up[i]);
+  }
+}
+
+}  // namespace
+
+void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s) {
+  if (n <= 0) return;
+  gather_rows_kernel<<<n, 256, 0, s>>>(table, dt, dim, tokens, x);
+  CLLM_CUDA_CHECK_LAUNCH("gather_rows");
+}
+
+void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
+             cudaStream_t s) {
+  if (n <= 0) return;
+  rmsnorm_kernel<<<n, 256, 0, s>>>(x, w, w_dt, out, out_dt, dim, eps);
+  CLLM_CUDA_CHECK_LAUNCH("rmsnorm");
+}
+
+void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
+                   int pos, const RopeArgs& r, cudaStream_t s) {
+  if (n <= 0) return;
+  rope_store_kernel<<<n, 256, 0, s>>>(q, k, v, k_cache, v_cache, kv_dt, pos, r);
+  CLLM_CUDA_CHECK_LAUNCH("rope_store_kv");
+}
+
+void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s) {
+  if (count == 0) return;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 65536);
+  swiglu_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(gate, up, out, out_dt, count);
+  CLLM_CUDA_CHECK_LAUNCH("swiglu");
+}
+
+}  // namespace cllm::cuda

@@ -1,0 +1,363 @@
+// The CUDA engine: loads the weights for the chosen mode, then runs forward passes whose
+// layers take their weights from per-layer buffers (full) or from the two-slot ring
+// (resident, lowmem). The kernels, shapes, alignments and order of operations are the same in
+// every mode, so all three give the same logits bit for bit.
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/thread_pool.h"
+#include "common/timer.h"
+#include "cuda/blas.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device_buffer.h"
+#include "cuda/kernels.h"
+#include "model/cpu_ops.h"
+#include "model/forward_cpu.h"
+#include "model/tensor_data.h"
+#include "runtime/gpu_engine.h"
+#include "runtime/gpu_ring.h"
+
+namespace cllm {
+
+namespace {
+
+using cuda::DeviceBuffer;
+
+uint64_t device_used_bytes() {
+  size_t free = 0, total = 0;
+  CLLM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return total - free;
+}
+
+class CudaEngine final : public GpuEngine {
+ public:
+  CudaEngine(const CllmFile& file, const GpuOptions& opt);
+  ~CudaEngine() override;
+
+  const float* forward(const int* tokens, int n, int pos, bool all_logits) override;
+  const LlamaConfig& config() const override { return c_; }
+  int context() const override { return context_; }
+  Mode mode() const override { return mode_; }
+  bool mode_was_chosen() const override { return chosen_; }
+  const MemoryPlan& memory() const override { return plan_; }
+  std::string device_name() const override { return device_name_; }
+  double load_ms() const override { return load_ms_; }
+  bool pinned() const override { return pinned_; }
+  const GpuStats& stats() const override { return stats_; }
+  void reset_stats() override {
+    stats_ = GpuStats{};
+    track_vram();
+  }
+
+ private:
+  void allocate();
+  void load_full(ThreadPool& pool);
+  void load_ring(ThreadPool& pool);
+  void embed(const int* tokens, int n);
+  const uint8_t* acquire(size_t step);
+  void release();
+  void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos);
+  void run_classifier(int rows);
+  void track_vram() { stats_.vram_peak = std::max<uint64_t>(stats_.vram_peak, device_used_bytes() - vram_base_); }
+
+  const CllmFile& file_;
+  LlamaConfig c_;
+  WeightSchedule sched_;
+  std::vector<const WeightStep*> steps_;  // layers, then classifier slices
+  Mode mode_ = Mode::full;
+  bool chosen_ = false, pinned_ = false;
+  MemoryPlan plan_;
+  int context_ = 0, batch_ = 0;
+  DType act_ = DType::BF16, kv_ = DType::F16;
+  std::string device_name_;
+  double load_ms_ = 0;
+  uint64_t vram_base_ = 0;  // device memory in use before this engine allocated anything
+  GpuStats stats_;
+
+  cudaStream_t compute_ = nullptr;
+  DeviceBuffer<uint8_t> workspace_;
+  std::unique_ptr<cuda::Blas> blas_;
+  // activations (memory_plan.h ActivationSizes)
+  DeviceBuffer<float> x_, q_, k_, v_, gate_, up_, logits_, rope_cos_, rope_sin_;
+  DeviceBuffer<uint8_t> xn_, h_, rows_;  // act dtype; rows_: token ids or gathered embedding rows
+  DeviceBuffer<uint8_t> k_cache_, v_cache_;
+  int logit_rows_ = 1;
+  // weights
+  DeviceBuffer<uint8_t> output_norm_;
+  std::vector<DeviceBuffer<uint8_t>> full_layers_;  // full: one decoded group per layer
+  DeviceBuffer<uint8_t> full_global_;               // full: token_embd, output_norm, output decoded
+  uint64_t full_embd_offset_ = 0, full_classifier_offset_ = 0;
+  DeviceBuffer<uint8_t> store_;                      // resident: every step's compressed bytes
+  PinnedBuffer host_store_;                          // lowmem: the same in pinned host memory
+  std::unique_ptr<WeightRing> ring_;
+  std::vector<uint8_t> embd_host_;                   // ring modes: token_embd decoded, (vocab, dim)
+  PinnedBuffer rows_host_;                           // ring modes: gathered rows on their way up
+  cudaEvent_t rows_sent_ = nullptr;
+  std::vector<float> logits_host_;
+};
+
+CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file) {
+  Timer load;
+  c_ = config_from_metadata(file.metadata());
+  context_ = resolve_context(c_, opt.context);
+  CLLM_CHECK(opt.max_batch >= 1, "max_batch must be >= 1, found ", opt.max_batch);
+  batch_ = std::min(opt.max_batch, context_);
+  CLLM_CHECK(c_.head_dim <= cuda::kMaxHeadDim && c_.head_dim % 2 == 0, "'", file.path(), "': head_dim ", c_.head_dim,
+             " is not supported by the GPU engine (even, at most ", cuda::kMaxHeadDim, ")");
+  sched_ = plan_weight_schedule(file, c_);
+  for (const auto& s : sched_.layers) steps_.push_back(&s);
+  for (const auto& s : sched_.classifier) steps_.push_back(&s);
+  act_ = sched_.linear_dtype;
+  kv_ = kv_cache_dtype(act_);
+
+  CLLM_CUDA_CHECK(cudaSetDevice(opt.device));
+  CLLM_CUDA_CHECK(cudaFree(nullptr));  // create the context before measuring what is in use
+  cudaDeviceProp prop;
+  CLLM_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
+  device_name_ = prop.name;
+  size_t free = 0, total = 0;
+  CLLM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  vram_base_ = total - free;
+  // Keep a margin for cuBLAS's own state and the driver.
+  const uint64_t margin = std::max<uint64_t>(256ull << 20, total / 50);
+  uint64_t available = free > margin ? free - margin : 0;
+  if (opt.vram_limit) available = std::min<uint64_t>(available, opt.vram_limit);
+
+  if (opt.mode == "auto") {
+    mode_ = choose_mode(sched_, c_, context_, batch_, available);
+    chosen_ = true;
+  } else {
+    mode_ = parse_mode(opt.mode);
+    if (plan_memory(sched_, c_, mode_, context_, batch_).total() > available)
+      fail(out_of_vram_message(sched_, c_, mode_, context_, batch_, available));
+  }
+  plan_ = plan_memory(sched_, c_, mode_, context_, batch_);
+
+  CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+  try {
+    allocate();
+    ThreadPool pool(std::max(1, opt.threads));
+    if (mode_ == Mode::full) load_full(pool);
+    else load_ring(pool);
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
+    fail(out_of_vram_message(sched_, c_, mode_, context_, batch_, available), " (", e.what(), ")");
+  }
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  track_vram();
+  load_ms_ = load.ms();
+}
+
+CudaEngine::~CudaEngine() {
+  if (compute_) cudaStreamSynchronize(compute_);
+  ring_.reset();
+  blas_.reset();
+  if (rows_sent_) cudaEventDestroy(rows_sent_);
+  if (compute_) cudaStreamDestroy(compute_);
+}
+
+void CudaEngine::allocate() {
+  const ActivationSizes a = activation_sizes(c_, act_, batch_);
+  workspace_.resize(kBlasWorkspaceBytes);
+  blas_ = std::make_unique<cuda::Blas>(compute_, workspace_.data(), workspace_.size());
+  x_.resize(a.x / 4);
+  xn_.resize(a.xn);
+  q_.resize(a.q / 4);
+  k_.resize(a.kv / 4);
+  v_.resize(a.kv / 4);
+  gate_.resize(a.ffn / 4);
+  up_.resize(a.ffn / 4);
+  h_.resize(a.h);
+  logits_.resize(a.logits / 4);
+  rows_.resize(a.tokens);
+  const uint64_t kv_bytes = static_cast<uint64_t>(c_.n_layers) * context_ * c_.kv_dim() * dtype_size(kv_);
+  k_cache_.resize(kv_bytes);
+  v_cache_.resize(kv_bytes);
+  // RoPE angles exactly as the CPU reference computes them.
+  const cpu::RopeTable rope =
+      cpu::rope_table(cpu::rope_frequencies(c_.head_dim, c_.rope_theta, c_.rope_scaling), context_);
+  rope_cos_.upload(rope.cos, compute_);
+  rope_sin_.upload(rope.sin, compute_);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // rope is a temporary
+  // output_norm: small, decoded on the host, kept in VRAM in every mode
+  std::vector<uint8_t> norm(sched_.output_norm->raw_bytes());
+  decode_tensor(file_, *sched_.output_norm, norm.data(), nullptr);
+  output_norm_.upload(norm, compute_);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+}
+
+void CudaEngine::load_full(ThreadPool&) {
+  // Each group: its compressed bytes up through a staging buffer, decoded into its own
+  // buffer with the same layout as a ring slot.
+  const GroupDecodePlan global = plan_group_decode(file_, sched_.global_group);
+  full_embd_offset_ = global.tensors.at(sched_.token_embd->name).offset;
+  full_classifier_offset_ = global.tensors.at(sched_.classifier_tensor->name).offset;
+  DeviceBuffer<uint8_t> staging(std::max(sched_.max_src_bytes, global.src_bytes));
+  auto load_group = [&](uint64_t src_offset, uint64_t src_bytes, const std::vector<cuda::TileTask>& tiles,
+                        const std::vector<cuda::BlockTask>& blocks, DeviceBuffer<uint8_t>& dst, uint64_t dst_bytes) {
+    dst.resize(dst_bytes);
+    CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file_.file_data() + src_offset, src_bytes, cudaMemcpyHostToDevice));
+    decode_on_device(staging.data(), dst.data(), tiles, blocks, compute_, file_.path());
+  };
+  load_group(global.src_offset, global.src_bytes, global.tiles, global.blocks, full_global_, global.slot_bytes);
+  full_layers_.resize(sched_.layers.size());
+  for (size_t l = 0; l < sched_.layers.size(); ++l) {
+    const WeightStep& s = sched_.layers[l];
+    load_group(s.src_offset, s.src_bytes, s.tiles, s.blocks, full_layers_[l], s.slot_bytes);
+  }
+}
+
+void CudaEngine::load_ring(ThreadPool& pool) {
+  // The compressed bytes of every step, each 256-byte aligned, in VRAM (resident) or in pinned
+  // host memory (lowmem; pageable, straight from the mapped file, when pinning fails).
+  std::vector<uint64_t> at;
+  uint64_t end = 0;
+  for (const WeightStep* s : steps_) {
+    at.push_back(end);
+    end += (s->src_bytes + 255) / 256 * 256;
+  }
+  std::vector<const uint8_t*> sources;
+  const bool on_host = mode_ == Mode::lowmem;
+  if (!on_host) {
+    store_.resize(end);
+    for (size_t i = 0; i < steps_.size(); ++i)
+      CLLM_CUDA_CHECK(cudaMemcpy(store_.data() + at[i], file_.file_data() + steps_[i]->src_offset,
+                                 steps_[i]->src_bytes, cudaMemcpyHostToDevice));
+    for (size_t i = 0; i < steps_.size(); ++i) sources.push_back(store_.data() + at[i]);
+  } else {
+    pinned_ = !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(end);
+    if (pinned_) {
+      pool.parallel_for(steps_.size(), [&](size_t i) {
+        std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
+      });
+      for (size_t i = 0; i < steps_.size(); ++i) sources.push_back(host_store_.data() + at[i]);
+    } else {
+      log_warn("could not allocate ", format_gib(end),
+               " of pinned host memory: streaming the weights from pageable memory (slower)");
+      for (const WeightStep* s : steps_) sources.push_back(file_.file_data() + s->src_offset);
+    }
+  }
+  ring_ = std::make_unique<WeightRing>(steps_, std::move(sources), on_host, sched_.slot_bytes, sched_.max_src_bytes,
+                                       compute_, file_.path());
+  // Embedding rows are looked up on the host, so token_embd never sits whole in VRAM.
+  embd_host_.resize(sched_.token_embd->raw_bytes());
+  decode_tensor(file_, *sched_.token_embd, embd_host_.data(), &pool);
+  if (!rows_host_.allocate(rows_.size())) fail("could not allocate ", rows_.size(), " bytes of pinned host memory");
+  CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&rows_sent_, cudaEventDisableTiming));
+}
+
+const uint8_t* CudaEngine::acquire(size_t i) {
+  if (ring_) return ring_->acquire(i);
+  const WeightStep& s = *steps_[i];
+  if (s.layer >= 0) return full_layers_[s.layer].data();
+  const uint64_t row_bytes = static_cast<uint64_t>(c_.dim) * dtype_size(act_);
+  return full_global_.data() + full_classifier_offset_ + s.row_begin * row_bytes;
+}
+
+void CudaEngine::release() {
+  if (ring_) ring_->release();
+}
+
+void CudaEngine::embed(const int* tokens, int n) {
+  const DType dt = sched_.token_embd->dtype;
+  if (mode_ == Mode::full) {
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), tokens, sizeof(int) * n, cudaMemcpyHostToDevice, compute_));
+    cuda::gather_rows_f32(full_global_.data() + full_embd_offset_, dt, c_.dim, reinterpret_cast<const int*>(rows_.data()),
+                          n, x_.data(), compute_);
+    return;
+  }
+  // The previous batch's rows must have left the pinned buffer before it is rewritten.
+  CLLM_CUDA_CHECK(cudaEventSynchronize(rows_sent_));
+  const size_t row_bytes = static_cast<size_t>(c_.dim) * dtype_size(dt);
+  for (int t = 0; t < n; ++t)
+    std::memcpy(rows_host_.data() + t * row_bytes, embd_host_.data() + static_cast<size_t>(tokens[t]) * row_bytes,
+                row_bytes);
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), n * row_bytes, cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaEventRecord(rows_sent_, compute_));
+  cuda::gather_rows_f32(rows_.data(), dt, c_.dim, nullptr, n, x_.data(), compute_);
+}
+
+void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos) {
+  const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim(), ffn = c_.ffn_dim;
+  const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  const auto T = [&](LayerTensor t) { return step.tensor[t]->dtype; };
+  const size_t layer_kv = static_cast<size_t>(context_) * kvd * dtype_size(kv_);
+  uint8_t* kc = k_cache_.data() + step.layer * layer_kv;
+  uint8_t* vc = v_cache_.data() + step.layer * layer_kv;
+  cuda::Blas& b = *blas_;
+
+  // attention block: x += wo . attention(rope(wq xn), rope(wk xn), wv xn), xn = rmsnorm(x)
+  cuda::rmsnorm(x_.data(), W(kAttnNorm), T(kAttnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
+  b.linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
+  b.linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
+  b.linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
+  const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
+                            rope_cos_.data(), rope_sin_.data()};
+  cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kc, vc, kv_, n, pos, rope, compute_);
+  cuda::attention(q_.data(), kc, vc, kv_, xn_.data(), act_, n, pos, c_.n_heads, c_.n_kv_heads, c_.head_dim, compute_);
+  b.linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
+
+  // feed-forward block: x += w_down (silu(w_gate xn) * (w_up xn)), xn = rmsnorm(x)
+  cuda::rmsnorm(x_.data(), W(kFfnNorm), T(kFfnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
+  b.linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
+  b.linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
+  cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_);
+  b.linear(W(kFfnDown), act_, h_.data(), x_.data(), dim, n, ffn, dim, true);
+}
+
+void CudaEngine::run_classifier(int rows) {
+  for (size_t k = 0; k < sched_.classifier.size(); ++k) {
+    const WeightStep& s = sched_.classifier[k];
+    const uint8_t* w = acquire(sched_.layers.size() + k);
+    blas_->linear(w, act_, xn_.data(), logits_.data() + s.row_begin, c_.vocab_size, rows, c_.dim,
+                  s.row_end - s.row_begin, false);
+    release();
+  }
+}
+
+const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_logits) {
+  const int vocab = c_.vocab_size;
+  if (n < 1) fail("forward: no tokens");
+  if (pos < 0 || pos + n > context_)
+    fail("forward: positions ", pos, "..", pos + n - 1, " do not fit the context of ", context_, " tokens");
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      fail("forward: token id ", tokens[i], " out of range (vocabulary of ", vocab, ")");
+  logits_host_.resize(static_cast<size_t>(all_logits ? n : 1) * vocab);
+  if (all_logits && logit_rows_ < batch_) {  // every row's logits: a larger buffer, on demand
+    logits_.resize(static_cast<size_t>(batch_) * vocab);
+    logit_rows_ = batch_;
+  }
+  for (int b = 0; b < n; b += batch_) {
+    const int nb = std::min(batch_, n - b);
+    embed(tokens + b, nb);
+    for (size_t l = 0; l < sched_.layers.size(); ++l) {
+      const uint8_t* w = acquire(l);
+      run_layer(sched_.layers[l], w, nb, pos + b);
+      release();
+    }
+    if (!all_logits && b + nb < n) continue;  // logits only where asked
+    const int first = all_logits ? 0 : nb - 1, rows = nb - first;
+    cuda::rmsnorm(x_.data() + static_cast<size_t>(first) * c_.dim, output_norm_.data(), sched_.output_norm->dtype,
+                  xn_.data(), act_, rows, c_.dim, c_.norm_eps, compute_);
+    run_classifier(rows);
+    float* dst = logits_host_.data() + (all_logits ? static_cast<size_t>(b) * vocab : 0);
+    CLLM_CUDA_CHECK(
+        cudaMemcpyAsync(dst, logits_.data(), sizeof(float) * rows * vocab, cudaMemcpyDeviceToHost, compute_));
+  }
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  if (ring_) ring_->collect(stats_);
+  ++stats_.forwards;
+  track_vram();
+  return logits_host_.data();
+}
+
+}  // namespace
+
+std::unique_ptr<GpuEngine> GpuEngine::open(const CllmFile& file, const GpuOptions& opt) {
+  return std::make_unique<CudaEngine>(file, opt);
+}
+
+}  // namespace cllm

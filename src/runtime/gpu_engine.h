@@ -1,0 +1,64 @@
+// The GPU engine: a Llama forward pass on a CUDA device whose weights stay compressed
+// (docs/architecture.md "GPU runtime"). Declared in every build; without CUDA, open() throws
+// "no CUDA device (...): use --device cpu".
+//
+//   file -> weight schedule -> [lowmem: pinned host store -> H2D copy -> staging buffer]
+//        -> [resident: compressed store in VRAM] -> GPU decoder -> layer slot (ring of two)
+//        -> kernels -> logits
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "format/cllm_reader.h"
+#include "model/llama_config.h"
+#include "runtime/memory_plan.h"
+
+namespace cllm {
+
+struct GpuOptions {
+  std::string mode = "auto";  // full, resident, lowmem, or auto: the fastest that fits
+  int context = 0;            // KV cache positions; 0 = min(model context, 4096)
+  int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
+  int threads = 1;            // host threads for loading
+  uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
+  int device = 0;
+};
+
+// Cumulative since open() or the last reset_stats().
+struct GpuStats {
+  uint64_t vram_peak = 0;      // most device memory in use by this engine (cudaMemGetInfo), bytes
+  double decode_ms = 0;        // GPU time of the tile decoder (ring modes)
+  uint64_t decoded_bytes = 0;  // bytes written by it
+  uint64_t h2d_bytes = 0;      // compressed bytes copied host -> device (lowmem)
+  double h2d_ms = 0;           // GPU time of those copies
+  double stall_ms = 0;         // time the compute stream waited for a layer's weights
+  uint64_t steps = 0;          // weight steps run (layers and classifier slices)
+  int forwards = 0;
+};
+
+class GpuEngine {
+ public:
+  // Plans the memory, picks the mode, allocates, loads the weights. Throws with the needed
+  // and available VRAM (and the mode that would fit) when the mode does not fit.
+  static std::unique_ptr<GpuEngine> open(const CllmFile& file, const GpuOptions& opt);
+  virtual ~GpuEngine() = default;
+
+  // As CpuForward::forward: tokens[0..n) at positions pos.., the last token's logits
+  // (vocab floats), or every token's (n, vocab) with all_logits; valid until the next call.
+  virtual const float* forward(const int* tokens, int n, int pos, bool all_logits = false) = 0;
+
+  virtual const LlamaConfig& config() const = 0;
+  virtual int context() const = 0;
+  virtual Mode mode() const = 0;
+  virtual bool mode_was_chosen() const = 0;      // by auto
+  virtual const MemoryPlan& memory() const = 0;  // the plan it allocated
+  virtual std::string device_name() const = 0;   // "NVIDIA H100 80GB HBM3"
+  virtual double load_ms() const = 0;
+  virtual bool pinned() const = 0;               // lowmem: the host store is pinned
+  virtual const GpuStats& stats() const = 0;
+  virtual void reset_stats() = 0;
+};
+
+}  // namespace cllm

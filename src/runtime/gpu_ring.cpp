@@ -1,0 +1,168 @@
+#include "runtime/gpu_ring.h"
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/decode_tiles.h"
+
+namespace cllm {
+
+PinnedBuffer::~PinnedBuffer() {
+  if (ptr_) cudaFreeHost(ptr_);
+}
+
+bool PinnedBuffer::allocate(size_t bytes) {
+  if (ptr_) cudaFreeHost(ptr_);
+  ptr_ = nullptr;
+  size_ = 0;
+  if (bytes == 0) return true;
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the caller falls back to pageable memory
+    return false;
+  }
+  ptr_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+  return true;
+}
+
+namespace {
+void check_decoder_flag(const cuda::DeviceBuffer<int>& flag, const std::string& origin) {
+  int err = 0;
+  CLLM_CUDA_CHECK(cudaMemcpy(&err, flag.data(), sizeof err, cudaMemcpyDeviceToHost));
+  if (err != 0)
+    fail("'", origin, "': the GPU decoder found corrupt tile data (run `codecllm verify ", origin, "`)");
+}
+}  // namespace
+
+void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cuda::TileTask>& tiles,
+                      const std::vector<cuda::BlockTask>& blocks, cudaStream_t s, const std::string& origin) {
+  if (blocks.empty()) return;
+  cuda::DeviceBuffer<cuda::TileTask> d_tiles;
+  cuda::DeviceBuffer<cuda::BlockTask> d_blocks;
+  cuda::DeviceBuffer<int> flag(1);
+  d_tiles.upload(tiles, s);
+  d_blocks.upload(blocks, s);
+  CLLM_CUDA_CHECK(cudaMemsetAsync(flag.data(), 0, sizeof(int), s));
+  cuda::decode_tiles(d_src, d_dst, d_tiles.data(), d_blocks.data(), static_cast<uint32_t>(blocks.size()),
+                     flag.data(), s);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_decoder_flag(flag, origin);
+}
+
+WeightRing::WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources,
+                       bool sources_on_host, uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute,
+                       std::string origin)
+    : steps_(std::move(steps)), sources_(std::move(sources)), on_host_(sources_on_host), origin_(std::move(origin)),
+      compute_(compute) {
+  CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&decode_, cudaStreamNonBlocking));
+  if (on_host_) CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+  for (int i = 0; i < 2; ++i) {
+    slot_[i].resize(slot_bytes);
+    if (on_host_) staging_[i].resize(staging_bytes);
+    CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&copied_[i], cudaEventDisableTiming));
+    CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&decoded_[i], cudaEventDisableTiming));
+    CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&computed_[i], cudaEventDisableTiming));
+  }
+  // Every step's decoder tasks live on the device from the start.
+  std::vector<cuda::TileTask> tiles;
+  std::vector<cuda::BlockTask> blocks;
+  for (const WeightStep* s : steps_) {
+    tile_base_.push_back(tiles.size());
+    block_base_.push_back(blocks.size());
+    tiles.insert(tiles.end(), s->tiles.begin(), s->tiles.end());
+    blocks.insert(blocks.end(), s->blocks.begin(), s->blocks.end());
+  }
+  tiles_.upload(tiles, compute_);
+  blocks_.upload(blocks, compute_);
+  error_.resize(1);
+  CLLM_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int), compute_));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+}
+
+WeightRing::~WeightRing() {
+  // Nothing may still run on the ring's streams when its buffers go.
+  if (decode_) cudaStreamSynchronize(decode_);
+  if (copy_) cudaStreamSynchronize(copy_);
+  for (int i = 0; i < 2; ++i)
+    for (cudaEvent_t e : {copied_[i], decoded_[i], computed_[i]})
+      if (e) cudaEventDestroy(e);
+  for (StepTimes& t : times_)
+    for (int i = 0; i < 2; ++i)
+      for (cudaEvent_t e : {t.copy[i], t.decode[i], t.wait[i]}) cudaEventDestroy(e);
+  if (decode_) cudaStreamDestroy(decode_);
+  if (copy_) cudaStreamDestroy(copy_);
+}
+
+WeightRing::StepTimes& WeightRing::times(size_t k) {
+  while (times_.size() <= k) {
+    StepTimes t{};
+    for (int i = 0; i < 2; ++i) {
+      CLLM_CUDA_CHECK(cudaEventCreate(&t.copy[i]));
+      CLLM_CUDA_CHECK(cudaEventCreate(&t.decode[i]));
+      CLLM_CUDA_CHECK(cudaEventCreate(&t.wait[i]));
+    }
+    times_.push_back(t);
+  }
+  return times_[k];
+}
+
+const uint8_t* WeightRing::acquire(size_t i) {
+  CLLM_CHECK(i < steps_.size(), "weight ring: no step ", i);
+  const WeightStep& step = *steps_[i];
+  const int slot = static_cast<int>(count_ % 2);
+  StepTimes& t = times(pending_);
+  pending_steps_.push_back(i);
+  ++pending_;
+  const uint8_t* src = sources_[i];
+  if (on_host_) {
+    // staging[slot] is free once the decode two steps back has read it
+    CLLM_CUDA_CHECK(cudaStreamWaitEvent(copy_, decoded_[slot], 0));
+    CLLM_CUDA_CHECK(cudaEventRecord(t.copy[0], copy_));
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(staging_[slot].data(), src, step.src_bytes, cudaMemcpyHostToDevice, copy_));
+    CLLM_CUDA_CHECK(cudaEventRecord(t.copy[1], copy_));
+    CLLM_CUDA_CHECK(cudaEventRecord(copied_[slot], copy_));
+    CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, copied_[slot], 0));
+    src = staging_[slot].data();
+  }
+  // slot[slot] is free once the compute two steps back is done with it
+  CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, computed_[slot], 0));
+  CLLM_CUDA_CHECK(cudaEventRecord(t.decode[0], decode_));
+  cuda::decode_tiles(src, slot_[slot].data(), tiles_.data() + tile_base_[i], blocks_.data() + block_base_[i],
+                     static_cast<uint32_t>(step.blocks.size()), error_.data(), decode_);
+  CLLM_CUDA_CHECK(cudaEventRecord(t.decode[1], decode_));
+  CLLM_CUDA_CHECK(cudaEventRecord(decoded_[slot], decode_));
+  CLLM_CUDA_CHECK(cudaEventRecord(t.wait[0], compute_));
+  CLLM_CUDA_CHECK(cudaStreamWaitEvent(compute_, decoded_[slot], 0));
+  CLLM_CUDA_CHECK(cudaEventRecord(t.wait[1], compute_));
+  return slot_[slot].data();
+}
+
+void WeightRing::release() {
+  const int slot = static_cast<int>(count_ % 2);
+  CLLM_CUDA_CHECK(cudaEventRecord(computed_[slot], compute_));
+  ++count_;
+}
+
+void WeightRing::collect(GpuStats& stats) {
+  for (size_t k = 0; k < pending_; ++k) {
+    const StepTimes& t = times_[k];
+    const WeightStep& step = *steps_[pending_steps_[k]];
+    float ms = 0;
+    if (on_host_) {
+      CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.copy[0], t.copy[1]));
+      stats.h2d_ms += ms;
+      stats.h2d_bytes += step.src_bytes;
+    }
+    CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.decode[0], t.decode[1]));
+    stats.decode_ms += ms;
+    for (const cuda::TileTask& tile : step.tiles) stats.decoded_bytes += uint64_t{tile.n_elems} * tile.elem_bytes;
+    CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.wait[0], t.wait[1]));
+    stats.stall_ms += ms;
+    ++stats.steps;
+  }
+  pending_ = 0;
+  pending_steps_.clear();
+  check_decoder_flag(error_, origin_);
+}
+
+}  // namespace cllm

@@ -1,0 +1,90 @@
+// The two-slot layer ring (CUDA builds only). Each weight step is decoded into one of two
+// VRAM layer slots just before the compute stream needs it; in lowmem mode its compressed
+// bytes first travel host -> device into one of two staging buffers. Three streams overlap
+// the work of consecutive steps, and events order the ring:
+//
+//   copy stream:    copy(s) into staging[s%2]   after decode(s-2) has read staging[s%2]
+//   decode stream:  decode(s) into slot[s%2]    after copy(s), and after compute(s-2) is done with slot[s%2]
+//   compute stream: layer s reads slot[s%2]     after decode(s)
+//
+// The host enqueues everything without waiting, so copies and decodes of the next steps run
+// while the current one computes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cuda/device_buffer.h"
+#include "runtime/gpu_engine.h"
+#include "runtime/weight_schedule.h"
+
+namespace cllm {
+
+// Page-locked host memory (cudaHostAlloc); allocate() returns false when the system refuses.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  bool allocate(size_t bytes);
+  uint8_t* data() { return ptr_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+class WeightRing {
+ public:
+  // steps[i]'s compressed bytes are at sources[i]: device memory (resident), or host memory
+  // (lowmem: pinned, or pageable after a failed pinned allocation). origin names the file
+  // in errors.
+  WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources, bool sources_on_host,
+             uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute, std::string origin);
+  ~WeightRing();
+  WeightRing(const WeightRing&) = delete;
+  WeightRing& operator=(const WeightRing&) = delete;
+
+  // Enqueues step i's copy and decode into the next slot and makes the compute stream wait
+  // for it. Returns the slot; valid for the compute stream's work until release().
+  const uint8_t* acquire(size_t i);
+  // The compute work reading the slot of the last acquire() has been enqueued.
+  void release();
+  // After the compute stream has synchronized: adds the timings of the steps since the last
+  // call to stats. Throws if the decoder found corrupt data.
+  void collect(GpuStats& stats);
+
+ private:
+  struct StepTimes {
+    cudaEvent_t copy[2], decode[2], wait[2];  // start, end
+  };
+  StepTimes& times(size_t k);
+
+  std::vector<const WeightStep*> steps_;
+  std::vector<const uint8_t*> sources_;
+  bool on_host_;
+  std::string origin_;
+  cudaStream_t compute_, copy_ = nullptr, decode_ = nullptr;
+  cuda::DeviceBuffer<uint8_t> slot_[2], staging_[2];
+  cuda::DeviceBuffer<cuda::TileTask> tiles_;
+  cuda::DeviceBuffer<cuda::BlockTask> blocks_;
+  std::vector<size_t> tile_base_, block_base_;  // per step: its first task in tiles_/blocks_
+  cuda::DeviceBuffer<int> error_;
+  cudaEvent_t copied_[2] = {}, decoded_[2] = {}, computed_[2] = {};
+  uint64_t count_ = 0;  // acquisitions so far: the next slot is count_ % 2
+  std::vector<StepTimes> times_;
+  size_t pending_ = 0;  // timed steps not yet collected
+  std::vector<size_t> pending_steps_;
+};
+
+// Decodes all tiles of a plan from device memory src into dst, synchronously (full mode's
+// load). Throws naming origin if the decoder found corrupt data.
+void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cuda::TileTask>& tiles,
+                      const std::vector<cuda::BlockTask>& blocks, cudaStream_t s, const std::string& origin);
+
+}  // namespace cllm

@@ -1,0 +1,69 @@
+// The GPU runtime's memory modes and what each needs in VRAM, computed from the weight
+// schedule before anything is allocated: `auto` picks with it, an out-of-memory error quotes
+// it, and the engine allocates exactly these buffers (gpu_forward.cpp), so the estimate is
+// the allocation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "model/llama_config.h"
+#include "runtime/weight_schedule.h"
+
+namespace cllm {
+
+enum class Mode {
+  full,      // every layer decoded once at load, in VRAM
+  resident,  // compressed weights in VRAM, decoded into two layer slots as the layers run
+  lowmem,    // compressed weights in pinned host RAM, copied and decoded into two slots
+};
+const char* mode_name(Mode m);
+// "full", "resident", "lowmem"; throws naming the valid ones otherwise ("auto" is the caller's).
+Mode parse_mode(const std::string& s);
+
+// Sizes of the activation buffers for batches of up to `batch` tokens.
+struct ActivationSizes {
+  int batch = 0;
+  uint64_t x = 0;       // (batch, dim) fp32 residual stream
+  uint64_t xn = 0;      // (batch, max(dim, q_dim)) act: normed input, attention output
+  uint64_t q = 0;       // (batch, q_dim) fp32
+  uint64_t kv = 0;      // (batch, kv_dim) fp32, for k and for v each
+  uint64_t ffn = 0;     // (batch, ffn) fp32, for gate and for up each
+  uint64_t h = 0;       // (batch, ffn) act: SwiGLU output
+  uint64_t logits = 0;  // (1, vocab) fp32 (more rows are allocated when all rows are asked for)
+  uint64_t tokens = 0;  // (batch) int32 token ids, or gathered embedding rows (batch, dim) act
+  uint64_t total() const { return x + xn + q + 2 * kv + 2 * ffn + h + logits + tokens; }
+};
+ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch);
+
+// The KV cache's dtype: f32 for f32 models (the fp32 reference stays close), else f16.
+DType kv_cache_dtype(DType linear_dtype);
+
+constexpr uint64_t kBlasWorkspaceBytes = 32ull << 20;  // fixed, so cuBLAS is deterministic
+
+struct MemoryPlan {
+  Mode mode = Mode::full;
+  uint64_t weights = 0;      // full: all groups decoded; resident: compressed store; lowmem: output_norm
+  uint64_t slots = 0;        // two layer slots (resident, lowmem)
+  uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
+  uint64_t kv_cache = 0;     // (n_layers, context, kv_dim) keys and values
+  uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables
+  uint64_t workspace = kBlasWorkspaceBytes;
+  uint64_t host_pinned = 0;  // lowmem: the compressed store in pinned host RAM
+  uint64_t total() const { return weights + slots + staging + kv_cache + activations + workspace; }
+  std::string describe() const;  // "weights 10.71 GiB + slots 0.81 GiB + ... = 12.3 GiB"
+};
+
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
+
+// The fastest mode whose plan fits `available` bytes: full, else resident, else lowmem.
+// Throws when none fits, giving lowmem's need and what is available.
+Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
+
+// "out of VRAM: --mode full needs 16.2 GiB, 11.0 GiB are free; --mode lowmem (2.1 GiB) would fit"
+std::string out_of_vram_message(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
+                                uint64_t available);
+
+std::string format_gib(uint64_t bytes);  // "2.13 GiB" (MiB below 1 GiB)
+
+}  // namespace cllm
