@@ -1,6 +1,8 @@
-// Causal attention over the KV cache, for prompt batches and single tokens alike. One block
-// per (head, query token) streams the key positions in tiles of kTile with an online softmax
-// (running max and sum, rescaled per tile), so any context length fits in shared memory.
+// Causal attention over the KV cache with an online softmax (running max and sum, rescaled per
+// tile of keys), so any context length fits in shared memory.
+// - one token (decoding): one block per head streams the key positions in tiles of kTile;
+// - a prompt batch: one block per (head, 32 queries) loads each tile of 32 keys and values
+//   into shared memory once for all its queries; each warp owns 4 queries.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -14,50 +16,56 @@ namespace {
 constexpr int kTile = 128;  // key positions per tile == threads per block
 constexpr int kAccPerThread = kMaxHeadDim / kTile;
 
-__global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const void* k_cache, const void* v_cache,
-                                                          DType kv_dt, void* out, DType out_dt, int pos, int n_heads,
-                                                          int n_kv_heads, int head_dim) {
+// One token's attention, one block per head. Scores: each warp takes every 4th key of the
+// tile, its lanes read the key's row together (coalesced) and reduce the dot product in a fixed
+// tree. Values: each thread owns output dimensions and walks the tile's positions.
+template <class KV>
+__global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const KV* k_cache, const KV* v_cache,
+                                                          void* out, DType out_dt, int pos, int n_heads, int n_kv_heads,
+                                                          int head_dim) {
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float p_s[kTile];
   __shared__ float scratch[32];
-  const int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
+  const int h = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  constexpr int kWarps = kTile / 32;
   const int kvh = h / (n_heads / n_kv_heads);
-  const int n_pos = pos + t + 1;  // causal: positions 0 .. pos+t
-  const size_t q_dim = static_cast<size_t>(n_heads) * head_dim, kv_dim = static_cast<size_t>(n_kv_heads) * head_dim;
+  const int n_pos = pos + 1;
+  const size_t kv_dim = static_cast<size_t>(n_kv_heads) * head_dim, head_off = static_cast<size_t>(kvh) * head_dim;
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  for (int i = tid; i < head_dim; i += kTile) q_s[i] = q[t * q_dim + static_cast<size_t>(h) * head_dim + i];
+  for (int i = tid; i < head_dim; i += kTile) q_s[i] = q[static_cast<size_t>(h) * head_dim + i];
   __syncthreads();
 
   float running_max = -INFINITY, running_sum = 0.0f;
   float acc[kAccPerThread];
   for (int j = 0; j < kAccPerThread; ++j) acc[j] = 0.0f;
-  const size_t head_off = static_cast<size_t>(kvh) * head_dim;
 
   for (int tile = 0; tile < n_pos; tile += kTile) {
-    // this thread's score: q . k_p / sqrt(head_dim) for p = tile + tid
-    const int p = tile + tid;
-    float score = -INFINITY;
-    if (p < n_pos) {
-      const size_t row = static_cast<size_t>(p) * kv_dim + head_off;
+    const int count = min(kTile, n_pos - tile);
+    for (int r = warp; r < kTile; r += kWarps) {
       float d = 0.0f;
-      for (int i = 0; i < head_dim; ++i) d += q_s[i] * load_f32(k_cache, kv_dt, row + i);
-      score = d * scale;
+      if (r < count) {
+        const KV* kr = k_cache + static_cast<size_t>(tile + r) * kv_dim + head_off;
+        for (int i = lane; i < head_dim; i += 32) d += q_s[i] * to_f32(kr[i]);
+        for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      }
+      if (lane == 0) p_s[r] = r < count ? d * scale : -INFINITY;
     }
+    __syncthreads();
+    const float score = p_s[tid];
     const float new_max = fmaxf(running_max, block_max(score, scratch));
-    const float e = p < n_pos ? expf(score - new_max) : 0.0f;
+    const float e = tid < count ? expf(score - new_max) : 0.0f;
     const float rescale = expf(running_max - new_max);  // 0 on the first tile
     running_sum = running_sum * rescale + block_sum(e, scratch);
     running_max = new_max;
     p_s[tid] = e;
     __syncthreads();
-    // output dims d = tid + j*kTile: rescale, then add this tile's weighted values
-    const int count = min(kTile, n_pos - tile);
     for (int j = 0; j < kAccPerThread; ++j) {
       const int d = tid + j * kTile;
       if (d >= head_dim) break;
+      const KV* vc = v_cache + static_cast<size_t>(tile) * kv_dim + head_off + d;
       float a = acc[j] * rescale;
-      for (int jj = 0; jj < count; ++jj)
-        a += p_s[jj] * load_f32(v_cache, kv_dt, static_cast<size_t>(tile + jj) * kv_dim + head_off + d);
+#pragma unroll 8
+      for (int jj = 0; jj < count; ++jj) a += p_s[jj] * to_f32(vc[static_cast<size_t>(jj) * kv_dim]);
       acc[j] = a;
     }
     __syncthreads();  // p_s is rewritten by the next tile
@@ -65,7 +73,104 @@ __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const 
   const float inv = 1.0f / running_sum;
   for (int j = 0; j < kAccPerThread; ++j) {
     const int d = tid + j * kTile;
-    if (d < head_dim) store_f32(out, out_dt, t * q_dim + static_cast<size_t>(h) * head_dim + d, acc[j] * inv);
+    if (d < head_dim) store_f32(out, out_dt, static_cast<size_t>(h) * head_dim + d, acc[j] * inv);
+  }
+}
+
+constexpr int kPrefillQueries = 32;  // queries per block: 8 warps x 4
+constexpr int kQueriesPerWarp = 4;
+constexpr int kPrefillKeys = 32;     // keys per shared-memory tile: one per lane
+constexpr int kAccPerLane = kMaxHeadDim / 32;
+
+__host__ __device__ constexpr size_t prefill_smem_bytes(int head_dim) {
+  // queries (32, hd), keys (32, hd + 1: the padding spreads a column over the banks), values (32, hd)
+  return sizeof(float) * (kPrefillQueries * head_dim + kPrefillKeys * (head_dim + 1) + kPrefillKeys * head_dim);
+}
+
+__global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, const void* k_cache,
+                                                                const void* v_cache, DType kv_dt, void* out,
+                                                                DType out_dt, int n, int pos, int n_heads,
+                                                                int n_kv_heads, int head_dim) {
+  extern __shared__ float smem[];
+  float* q_s = smem;
+  float* k_s = q_s + kPrefillQueries * head_dim;
+  float* v_s = k_s + kPrefillKeys * (head_dim + 1);
+  const int h = blockIdx.x, q0 = blockIdx.y * kPrefillQueries;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int kvh = h / (n_heads / n_kv_heads);
+  const size_t q_dim = static_cast<size_t>(n_heads) * head_dim, kv_dim = static_cast<size_t>(n_kv_heads) * head_dim;
+  const size_t head_off = static_cast<size_t>(kvh) * head_dim;
+  const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
+  const int q_end = min(q0 + kPrefillQueries, n);
+  const int n_keys = pos + q_end;  // the last query sees keys 0 .. pos + q_end - 1
+
+  for (int i = threadIdx.x; i < kPrefillQueries * head_dim; i += blockDim.x) {
+    const int t = q0 + i / head_dim;
+    q_s[i] = t < n ? q[t * q_dim + static_cast<size_t>(h) * head_dim + i % head_dim] : 0.0f;
+  }
+  float running_max[kQueriesPerWarp], running_sum[kQueriesPerWarp], acc[kQueriesPerWarp][kAccPerLane];
+  for (int i = 0; i < kQueriesPerWarp; ++i) {
+    running_max[i] = -INFINITY;
+    running_sum[i] = 0.0f;
+    for (int c = 0; c < kAccPerLane; ++c) acc[i][c] = 0.0f;
+  }
+
+  for (int tile = 0; tile < n_keys; tile += kPrefillKeys) {
+    __syncthreads();  // the previous tile is no longer read (and q_s is written, the first time)
+    for (int i = threadIdx.x; i < kPrefillKeys * head_dim; i += blockDim.x) {
+      const int r = i / head_dim, d = i % head_dim;
+      const bool in = tile + r < n_keys;
+      const size_t at = static_cast<size_t>(tile + r) * kv_dim + head_off + d;
+      k_s[r * (head_dim + 1) + d] = in ? load_f32(k_cache, kv_dt, at) : 0.0f;
+      v_s[r * head_dim + d] = in ? load_f32(v_cache, kv_dt, at) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kQueriesPerWarp; ++i) {
+      const int qi = warp * kQueriesPerWarp + i, t = q0 + qi;
+      const int last = pos + t;  // the last key this query sees
+      if (t >= n || tile > last) continue;  // warp-uniform
+      const int key = tile + lane;
+      const bool valid = key <= last;
+      float score = -INFINITY;
+      if (valid) {
+        const float* qv = q_s + qi * head_dim;
+        const float* kv = k_s + lane * (head_dim + 1);
+        float d = 0.0f;
+        for (int j = 0; j < head_dim; ++j) d += qv[j] * kv[j];
+        score = d * scale;
+      }
+      float tile_max = score;
+      for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+      const float new_max = fmaxf(running_max[i], tile_max);
+      const float p = valid ? expf(score - new_max) : 0.0f;
+      const float rescale = expf(running_max[i] - new_max);
+      float p_sum = p;
+      for (int o = 16; o > 0; o >>= 1) p_sum += __shfl_xor_sync(0xffffffffu, p_sum, o);
+      running_sum[i] = running_sum[i] * rescale + p_sum;
+      running_max[i] = new_max;
+#pragma unroll
+      for (int c = 0; c < kAccPerLane; ++c) acc[i][c] *= rescale;
+      const int count = min(kPrefillKeys, last - tile + 1);
+      for (int jj = 0; jj < count; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const float* vr = v_s + jj * head_dim;
+#pragma unroll
+        for (int c = 0; c < kAccPerLane; ++c)
+          if (c * 32 + lane < head_dim) acc[i][c] += pj * vr[c * 32 + lane];
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kQueriesPerWarp; ++i) {
+    const int t = q0 + warp * kQueriesPerWarp + i;
+    if (t >= n) continue;
+    const float inv = 1.0f / running_sum[i];
+#pragma unroll
+    for (int c = 0; c < kAccPerLane; ++c) {
+      const int d = c * 32 + lane;
+      if (d < head_dim) store_f32(out, out_dt, t * q_dim + static_cast<size_t>(h) * head_dim + d, acc[i][c] * inv);
+    }
   }
 }
 
@@ -77,9 +182,25 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
   if (head_dim > kMaxHeadDim || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("attention: head_dim ", head_dim, " (at most ", kMaxHeadDim, "), heads ", n_heads, "/", n_kv_heads,
          " not supported");
-  const dim3 grid(n_heads, n);
-  attention_kernel<<<grid, kTile, 0, s>>>(q, k_cache, v_cache, kv_dt, out, out_dt, pos, n_heads, n_kv_heads, head_dim);
-  CLLM_CUDA_CHECK_LAUNCH("attention");
+  if (n == 1) {
+    if (kv_dt == DType::F16)
+      attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const __half*>(k_cache),
+                                                 static_cast<const __half*>(v_cache), out, out_dt, pos, n_heads,
+                                                 n_kv_heads, head_dim);
+    else
+      attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const float*>(k_cache),
+                                                 static_cast<const float*>(v_cache), out, out_dt, pos, n_heads,
+                                                 n_kv_heads, head_dim);
+    CLLM_CUDA_CHECK_LAUNCH("attention");
+    return;
+  }
+  const size_t smem = prefill_smem_bytes(head_dim);
+  CLLM_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(n_heads, (n + kPrefillQueries - 1) / kPrefillQueries);
+  attention_prefill_kernel<<<grid, 256, smem, s>>>(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, n_heads, n_kv_heads,
+                                                   head_dim);
+  CLLM_CUDA_CHECK_LAUNCH("attention_prefill");
 }
 
 }  // namespace cllm::cuda

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <cublas_v2.h>
+
 #include "cuda/benchmarks.h"
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.h"
@@ -42,6 +44,25 @@ double gbps(double bytes, int reps, Fn&& fn) {
 }
 
 }  // namespace
+
+double measure_gemm_tflops(int m, int n, int k, int reps) {
+  DeviceBuffer<uint16_t> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(k) * n);
+  DeviceBuffer<float> c(static_cast<size_t>(m) * n);
+  a.fill_bytes(0x3c);  // small normal bf16 values, not zeros (zeros run faster)
+  b.fill_bytes(0x3b);
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: cublasCreate failed");
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  const double flops = 2.0 * m * n * k;
+  const double tflops = gbps(flops, reps, [&] {
+    st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a.data(), CUDA_R_16BF, k, b.data(), CUDA_R_16BF,
+                      k, &beta, c.data(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  }) / 1e3;
+  cublasDestroy(h);
+  if (st != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: cublasGemmEx failed: ", cublasGetStatusString(st));
+  return tflops;
+}
 
 Ceilings measure_ceilings(size_t bytes, int reps) {
   Ceilings c;

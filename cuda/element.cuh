@@ -24,6 +24,9 @@ __device__ __forceinline__ void store_f32(void* p, DType dt, size_t i, float v) 
   }
 }
 
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(float v) { return v; }
+
 // Threads of a block sum their values in a fixed tree (warp shuffles, then one warp over the
 // warps' sums): the same inputs give the same bits on every run. blockDim.x must be a
 // multiple of 32, at most 1024; scratch holds 32 floats. All threads get the sum.

@@ -54,4 +54,22 @@ void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t 
 // per row with 16-byte loads: batch-1 decoding is bound by reading W once.
 void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s);
 
+// Up to three such products of the same x in one launch (q, k and v of one token).
+struct MatVecJob {
+  const void* w;
+  float* y;
+  int d;
+  bool accumulate;
+};
+struct MatVecJobs {
+  MatVecJob job[3];
+  int first_block[3];  // filled in by matvec()
+  int count = 0;
+};
+void matvec(MatVecJobs jobs, DType dt, const void* x, int k, cudaStream_t s);
+
+// out (d) in dt = silu(W_gate x) * (W_up x): one token's SwiGLU input to w_down, in one launch.
+// The same bits as matvec() twice and swiglu().
+void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s);
+
 }  // namespace cllm::cuda

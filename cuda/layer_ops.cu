@@ -1,5 +1,7 @@
 // The small per-token kernels of a layer: embedding gather, RMSNorm, RoPE with the KV cache
 // write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
+#include <algorithm>
+
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/kernels.h"
@@ -79,7 +81,9 @@ void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, in
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
              cudaStream_t s) {
   if (n <= 0) return;
-  rmsnorm_kernel<<<n, 256, 0, s>>>(x, w, w_dt, out, out_dt, dim, eps);
+  // Enough threads that each handles about 4 elements: one row is latency-bound.
+  const int threads = std::min(1024, std::max(32, (dim / 4 + 31) / 32 * 32));
+  rmsnorm_kernel<<<n, threads, 0, s>>>(x, w, w_dt, out, out_dt, dim, eps);
   CLLM_CUDA_CHECK_LAUNCH("rmsnorm");
 }
 

@@ -15,7 +15,7 @@ namespace cllm::cuda {
 namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block
-constexpr int kUnroll = 4;        // 16-byte loads in flight per lane
+constexpr int kUnroll = 8;        // 16-byte loads of each row in flight per lane
 
 // Sum of products of the elements packed in two 16-byte words.
 __device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
@@ -47,60 +47,175 @@ __device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(float v) { return v; }
+template <class T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ float from_float(float v) { return v; }
 
+// x staged in shared memory once per block: warps then read it without going to L1/L2 for
+// every 16 bytes of weights. Returns the staged copy (raw T values).
+template <class T>
+__device__ __forceinline__ const T* stage_x(const T* __restrict__ x, int k) {
+  extern __shared__ uint4 x_smem[];
+  const int n4 = k * sizeof(T) / 16;
+  const uint4* x4 = reinterpret_cast<const uint4*>(x);
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) x_smem[i] = __ldg(x4 + i);
+  __syncthreads();
+  return reinterpret_cast<const T*>(x_smem);
+}
+
+// kRows rows of w (k elements each, 16-byte aligned) dotted with x (in shared memory) by one
+// warp: every lane keeps kUnroll 16-byte loads of each row in flight. Each lane sums its
+// elements in a fixed order and the warp reduces in a fixed tree; every lane gets the sums.
+template <class T, int kRows>
+__device__ __forceinline__ void rows_dot(const T* const (&w)[kRows], const T* x_s, int k, int lane, float (&sum)[kRows]) {
+  constexpr int per = 16 / sizeof(T);
+  const uint4* x4 = reinterpret_cast<const uint4*>(x_s);
+  const int n4 = k / per;
+  for (int r = 0; r < kRows; ++r) sum[r] = 0.0f;
+  int i = lane;
+  for (; i + 32 * (kUnroll - 1) < n4; i += 32 * kUnroll) {
+    uint4 a[kRows][kUnroll];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) a[r][u] = __ldg(reinterpret_cast<const uint4*>(w[r]) + i + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint4 b = x4[i + 32 * u];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) sum[r] += dot16(a[r][u], b, T());
+    }
+  }
+  for (; i < n4; i += 32) {
+    const uint4 b = x4[i];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) sum[r] += dot16(__ldg(reinterpret_cast<const uint4*>(w[r]) + i), b, T());
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+    for (int o = 16; o > 0; o >>= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], o);
+}
+
+// The same without alignment: any k, element by element (small or odd-shaped models).
+template <class T>
+__device__ __forceinline__ float row_dot_scalar(const T* __restrict__ w, const T* __restrict__ x, int k, int lane) {
+  float sum = 0.0f;
+  for (int i = lane; i < k; i += 32) sum += to_float(w[i]) * to_float(x[i]);
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  return sum;
+}
+
+// Up to three products with the same x in one launch (q, k, v): blocks [first[j], first[j+1])
+// do job j.
+template <class T, bool kVector>
+__global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(MatVecJobs jobs, const T* __restrict__ x, int k) {
+  const T* xs = kVector ? stage_x(x, k) : x;
+  int j = 0;
+  while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
+  const int row = (blockIdx.x - jobs.first_block[j]) * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= jobs.job[j].d) return;
+  const T* wr = static_cast<const T*>(jobs.job[j].w) + static_cast<size_t>(row) * k;
+  float sum[1];
+  if (kVector) rows_dot<T, 1>({wr}, xs, k, lane, sum);
+  else sum[0] = row_dot_scalar(wr, x, k, lane);
+  float* y = jobs.job[j].y;
+  if (lane == 0) y[row] = jobs.job[j].accumulate ? y[row] + sum[0] : sum[0];
+}
+
+// out[r] = silu(gate_r . x) * (up_r . x), stored in T: the feed-forward's first half for one
+// token, the same bits as two products and swiglu() apart.
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
-    matvec_kernel(const T* __restrict__ w, const T* __restrict__ x, float* __restrict__ y, int d, int k,
-                  bool accumulate) {
+    matvec_swiglu_kernel(const T* __restrict__ gate, const T* __restrict__ up, const T* __restrict__ x, T* out, int d,
+                         int k) {
+  const T* xs = kVector ? stage_x(x, k) : x;
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= d) return;
-  const T* wr = w + static_cast<size_t>(row) * k;
-  float sum = 0.0f;
-  if (kVector) {
-    constexpr int per = 16 / sizeof(T);
-    const uint4* w4 = reinterpret_cast<const uint4*>(wr);
-    const uint4* x4 = reinterpret_cast<const uint4*>(x);
-    const int n4 = k / per;
-    int i = lane;
-    for (; i + 32 * (kUnroll - 1) < n4; i += 32 * kUnroll) {
-      uint4 a[kUnroll], b[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) a[u] = __ldg(w4 + i + 32 * u);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) b[u] = __ldg(x4 + i + 32 * u);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) sum += dot16(a[u], b[u], T());
-    }
-    for (; i < n4; i += 32) sum += dot16(__ldg(w4 + i), __ldg(x4 + i), T());
-  } else {
-    for (int i = lane; i < k; i += 32) sum += to_float(wr[i]) * to_float(x[i]);
+  const size_t off = static_cast<size_t>(row) * k;
+  float gu[2];
+  if (kVector) rows_dot<T, 2>({gate + off, up + off}, xs, k, lane, gu);
+  else {
+    gu[0] = row_dot_scalar(gate + off, x, k, lane);
+    gu[1] = row_dot_scalar(up + off, x, k, lane);
   }
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) y[row] = accumulate ? y[row] + sum : sum;
+  if (lane == 0) out[row] = from_float<T>(gu[0] / (1.0f + expf(-gu[0])) * gu[1]);
+}
+
+// Shared memory for x; above 48 KiB a kernel must opt in.
+template <class K>
+size_t x_smem_bytes(K kernel, size_t bytes) {
+  if (bytes > (48u << 10))
+    CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  return bytes;
 }
 
 template <class T>
-void launch(const void* w, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s) {
-  const bool vector = k % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const unsigned blocks = (d + kRowsPerBlock - 1) / kRowsPerBlock;
-  const T* wt = static_cast<const T*>(w);
+bool vectorizable(const void* p, int k) {
+  return k % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <class T>
+void launch(MatVecJobs jobs, const void* x, int k, cudaStream_t s) {
+  bool vector = vectorizable<T>(x, k);
+  int blocks = 0;
+  for (int j = 0; j < jobs.count; ++j) {
+    vector = vector && vectorizable<T>(jobs.job[j].w, k);
+    jobs.first_block[j] = blocks;
+    blocks += (jobs.job[j].d + kRowsPerBlock - 1) / kRowsPerBlock;
+  }
+  if (blocks == 0) return;
   const T* xt = static_cast<const T*>(x);
-  if (vector) matvec_kernel<T, true><<<blocks, kRowsPerBlock * 32, 0, s>>>(wt, xt, y, d, k, accumulate);
-  else matvec_kernel<T, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(wt, xt, y, d, k, accumulate);
+  if (vector) {
+    const size_t smem = x_smem_bytes(matvec_kernel<T, true>, sizeof(T) * k);
+    matvec_kernel<T, true><<<blocks, kRowsPerBlock * 32, smem, s>>>(jobs, xt, k);
+  } else {
+    matvec_kernel<T, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(jobs, xt, k);
+  }
+}
+
+template <class T>
+void launch_swiglu(const void* gate, const void* up, const void* x, void* out, int d, int k, cudaStream_t s) {
+  const bool vector = vectorizable<T>(x, k) && vectorizable<T>(gate, k) && vectorizable<T>(up, k);
+  const unsigned blocks = (d + kRowsPerBlock - 1) / kRowsPerBlock;
+  const T *g = static_cast<const T*>(gate), *u = static_cast<const T*>(up), *xt = static_cast<const T*>(x);
+  T* o = static_cast<T*>(out);
+  if (vector) {
+    const size_t smem = x_smem_bytes(matvec_swiglu_kernel<T, true>, sizeof(T) * k);
+    matvec_swiglu_kernel<T, true><<<blocks, kRowsPerBlock * 32, smem, s>>>(g, u, xt, o, d, k);
+  } else {
+    matvec_swiglu_kernel<T, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(g, u, xt, o, d, k);
+  }
 }
 
 }  // namespace
 
-void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s) {
-  if (d <= 0) return;
+void matvec(MatVecJobs jobs, DType dt, const void* x, int k, cudaStream_t s) {
   switch (dt) {
-    case DType::BF16: launch<__nv_bfloat16>(w, x, y, d, k, accumulate, s); break;
-    case DType::F16: launch<__half>(w, x, y, d, k, accumulate, s); break;
-    case DType::F32: launch<float>(w, x, y, d, k, accumulate, s); break;
+    case DType::BF16: launch<__nv_bfloat16>(jobs, x, k, s); break;
+    case DType::F16: launch<__half>(jobs, x, k, s); break;
+    case DType::F32: launch<float>(jobs, x, k, s); break;
     default: fail("matvec: weights of dtype ", dtype_name(dt), " are not supported");
   }
   CLLM_CUDA_CHECK_LAUNCH("matvec");
+}
+
+void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s) {
+  MatVecJobs jobs;
+  jobs.job[0] = {w, y, d, accumulate};
+  jobs.count = 1;
+  matvec(jobs, dt, x, k, s);
+}
+
+void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s) {
+  if (d <= 0) return;
+  switch (dt) {
+    case DType::BF16: launch_swiglu<__nv_bfloat16>(gate, up, x, out, d, k, s); break;
+    case DType::F16: launch_swiglu<__half>(gate, up, x, out, d, k, s); break;
+    case DType::F32: launch_swiglu<float>(gate, up, x, out, d, k, s); break;
+    default: fail("matvec_swiglu: weights of dtype ", dtype_name(dt), " are not supported");
+  }
+  CLLM_CUDA_CHECK_LAUNCH("matvec_swiglu");
 }
 
 }  // namespace cllm::cuda

@@ -17,6 +17,7 @@ std::vector<DeviceInfo> list_devices() { return {}; }
 namespace cllm::cuda {
 
 Ceilings measure_ceilings(size_t, int) { fail("GPU ceilings: this codecllm was built without CUDA"); }
+double measure_gemm_tflops(int, int, int, int) { fail("GPU ceilings: this codecllm was built without CUDA"); }
 
 std::vector<double> time_decode(const uint8_t*, size_t, const std::vector<TileTask>&, const std::vector<BlockTask>&,
                                 size_t, int, int*, std::vector<uint8_t>*) {

@@ -248,8 +248,9 @@ TEST_CASE("gpu: too little VRAM names the need, the free amount and the mode tha
   const CllmFile f = CllmFile::open(synth_tiny(dir));
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
-  const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, 256, 512).total();
-  const uint64_t full = plan_memory(s, c, Mode::full, 256, 512).total();
+  // The engine plans for batches of min(max_batch, context) = 256 tokens.
+  const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, 256, 256).total();
+  const uint64_t full = plan_memory(s, c, Mode::full, 256, 256).total();
   REQUIRE(lowmem < full);
   GpuOptions o;
   o.context = 256;
@@ -266,7 +267,7 @@ TEST_CASE("gpu: too little VRAM names the need, the free amount and the mode tha
   auto e = GpuEngine::open(f, o);
   CHECK(e->mode() == Mode::lowmem);
   CHECK(e->mode_was_chosen());
-  o.vram_limit = std::min({lowmem, full, plan_memory(s, c, Mode::resident, 256, 512).total()}) - 1;
+  o.vram_limit = std::min({lowmem, full, plan_memory(s, c, Mode::resident, 256, 256).total()}) - 1;
   CHECK_THROWS_WITH(GpuEngine::open(f, o), Contains("no mode fits"));
 }
 

@@ -135,7 +135,11 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   }
   plan_ = plan_memory(sched_, c_, mode_, context_, batch_);
 
-  CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+  // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
+  // layer's kernels leave free instead of holding them while compute waits.
+  int least = 0, greatest = 0;
+  CLLM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CLLM_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
   try {
     allocate();
     ThreadPool pool(std::max(1, opt.threads));
@@ -290,9 +294,18 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
 
   // attention block: x += wo . attention(rope(wq xn), rope(wk xn), wv xn), xn = rmsnorm(x)
   cuda::rmsnorm(x_.data(), W(kAttnNorm), T(kAttnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
-  b.linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
-  b.linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
-  b.linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
+  if (n == 1) {  // one token: q, k and v in one launch
+    cuda::MatVecJobs qkv;
+    qkv.job[0] = {W(kAttnQ), q_.data(), qd, false};
+    qkv.job[1] = {W(kAttnK), k_.data(), kvd, false};
+    qkv.job[2] = {W(kAttnV), v_.data(), kvd, false};
+    qkv.count = 3;
+    cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
+  } else {
+    b.linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
+    b.linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
+    b.linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
+  }
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
                             rope_cos_.data(), rope_sin_.data()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kc, vc, kv_, n, pos, rope, compute_);
@@ -301,9 +314,13 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
 
   // feed-forward block: x += w_down (silu(w_gate xn) * (w_up xn)), xn = rmsnorm(x)
   cuda::rmsnorm(x_.data(), W(kFfnNorm), T(kFfnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
-  b.linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
-  b.linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
-  cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_);
+  if (n == 1) {  // one token: both products and the SwiGLU in one launch
+    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_);
+  } else {
+    b.linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
+    b.linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
+    cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_);
+  }
   b.linear(W(kFfnDown), act_, h_.data(), x_.data(), dim, n, ffn, dim, true);
 }
 
