@@ -2,14 +2,15 @@
 # On a machine with a CUDA GPU: runs the GPU tests and the benchmarks, writing every log to
 # OUT_DIR (the device tool brings that folder back). Uses the bundle from
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
-#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|all]
+#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|profile|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
 #     sanitize: compute-sanitizer memcheck, racecheck, synccheck on the GPU tests -> sanitize.log
 #     smoke:    `run` in each mode on a synthetic TinyLlama -> smoke.log
 #     bench:    synth + compress + benchmarks of TinyLlama-1.1B and Llama-3.1-8B shapes -> bench.log
+#     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|profile|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -80,7 +81,9 @@ bench_model() {  # preset tag [codec]
   [ -f "$src/config.json" ] || /usr/bin/time -f "synth wall %e s" "$bin" --quiet synth "$src" --preset "$preset" 2>&1 | tail -2
   [ -f "$model" ] || /usr/bin/time -f "compress wall %e s, max RSS %M KB" "$bin" compress "$src" "$model" --force 2>&1 | tail -5
   [ -n "$codec" ] && "$bin" bench --codec "$model" -r 5 -o md 2>&1
-  "$bin" bench "$model" --mode "${BENCH_MODES:-full,resident,lowmem}" -p 512 -n 128 -r 3 2>&1 | grep -v "^bench:"
+  "$bin" bench "$model" --mode "${BENCH_MODES:-full,resident,lowmem}" -p 512 -n 128 -r 3 -o json \
+    > "$out/bench-$tag.json" 2> "$out/bench-$tag.err" || { cat "$out/bench-$tag.err"; status=1; }
+  python3 scripts/bench-report.py "$out/bench-$tag.json"
   [ -n "${BENCH_QUICK:-}" ] && return
   echo "lowmem at a 4096-token context:"
   "$bin" run "$model" --mode lowmem -c 4096 -p "Once upon a time" -n 8 --no-verify 2>&1 | grep -E "device:|VRAM peak|load time|prompt eval"
@@ -93,6 +96,15 @@ if [ "$what" = profile ]; then
       "$bin" run "$model" --mode full -p "Once upon a time" -n 16 --no-verify 2>&1 \
       | grep -E "^  [a-z_]|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Grid Size|Block Size"
   done 2>&1 | tee "$out/profile.log"
+fi
+
+if [ "$what" = compare ] || [ "$what" = all ]; then
+  # Hugging Face transformers and accelerate's cpu_offload on the same synthetic models.
+  for preset in tinyllama-1.1b:tinyllama llama3.1-8b:llama31-8b; do
+    tag=${preset#*:} src="$work/${preset#*:}"
+    [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset "${preset%%:*}" 2>&1 | tail -1
+    python3 scripts/compare-hf.py "$src" > "$out/hf-$tag.json" || status=1
+  done 2>&1 | tee "$out/compare.log"
 fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then

@@ -2,7 +2,7 @@
 # Installs what codecllm builds with, from Debian's packages (skips apt when all are present).
 # The CUDA toolkit (nvcc, cuBLAS) is optional: without it the CPU paths are built.
 set -euo pipefail
-packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2)
+packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,4 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   echo "setup: CUDA toolkit found in /usr/local/cuda (add /usr/local/cuda/bin to PATH)" >&2
+fi
+# The BPE tokenizer's parity tests (tests/test-tokenizer.cpp) compare against Hugging Face's
+# `tokenizers` from PyPI, kept in a git-ignored venv (.deps/venv) where the tests look first.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.deps/venv/bin/python3" -c "import tokenizers" >/dev/null 2>&1; then
+  echo "setup: installing the Python package tokenizers into .deps/venv" >&2
+  python3 -m venv "$root/.deps/venv"
+  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "tokenizers==0.23.3"
 fi
