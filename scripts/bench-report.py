@@ -66,7 +66,7 @@ def main():
         ax.set_ylabel("tg128 tokens per second")
         ax.set_title(f"tg128 against peak VRAM on {benches[0]['device']}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         fig.savefig(a.plot, dpi=120)
 

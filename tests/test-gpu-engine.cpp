@@ -234,6 +234,7 @@ TEST_CASE("gpu: without pinned memory lowmem streams from pageable memory, same 
   auto pinned = open_gpu(f, Mode::lowmem);
   const float* l = pinned->forward(prompt.data(), 3, 0);
   const std::vector<float> want(l, l + 4096);
+  // No pinned memory at all.
   ::setenv("CLLM_NO_PINNED", "1", 1);
   auto pageable = open_gpu(f, Mode::lowmem);
   ::unsetenv("CLLM_NO_PINNED");

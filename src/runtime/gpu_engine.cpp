@@ -90,7 +90,7 @@ class CudaEngine final : public GpuEngine {
   DeviceBuffer<uint8_t> full_global_;               // full: token_embd, output_norm, output decoded
   uint64_t full_embd_offset_ = 0, full_classifier_offset_ = 0;
   DeviceBuffer<uint8_t> store_;                      // resident: every step's compressed bytes
-  PinnedBuffer host_store_;                          // lowmem: the same in pinned host memory
+  PinnedBuffer host_store_;                          // lowmem: a pinned copy of the steps' bytes
   std::unique_ptr<WeightRing> ring_;
   std::vector<uint8_t> embd_host_;                   // ring modes: token_embd decoded, (vocab, dim)
   PinnedBuffer rows_host_;                           // ring modes: gathered rows on their way up
@@ -231,8 +231,12 @@ void CudaEngine::load_ring(ThreadPool& pool) {
                                  steps_[i]->src_bytes, cudaMemcpyHostToDevice));
     for (size_t i = 0; i < steps_.size(); ++i) sources.push_back(store_.data() + at[i]);
   } else {
-    pinned_ = !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(end);
-    if (pinned_) {
+    // A pinned copy of the steps' bytes; without one, stream from the pageable mapping.
+    // (Pinning the mapped file in place with cudaHostRegister avoids the copy but took longer:
+    // 7.6 s against 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
+    const bool may_pin = !std::getenv("CLLM_NO_PINNED");
+    if (may_pin && host_store_.allocate(end)) {
+      pinned_ = true;
       pool.parallel_for(steps_.size(), [&](size_t i) {
         std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
       });
