@@ -2,15 +2,16 @@
 # On a machine with a CUDA GPU: runs the GPU tests and the benchmarks, writing every log to
 # OUT_DIR (the device tool brings that folder back). Uses the bundle from
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
-#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|profile|all]
+#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|ttft|profile|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
 #     sanitize: compute-sanitizer memcheck, racecheck, synccheck on the GPU tests -> sanitize.log
 #     smoke:    `run` in each mode on a synthetic TinyLlama -> smoke.log
 #     bench:    synth + compress + benchmarks of TinyLlama-1.1B and Llama-3.1-8B shapes -> bench.log
 #     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
+#     ttft:     time to first token of the 8B in lowmem at 4096 context -> ttft.log
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|profile|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|ttft|profile|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -105,6 +106,18 @@ if [ "$what" = compare ] || [ "$what" = all ]; then
     [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset "${preset%%:*}" 2>&1 | tail -1
     python3 scripts/compare-hf.py "$src" > "$out/hf-$tag.json" || status=1
   done 2>&1 | tee "$out/compare.log"
+fi
+
+if [ "$what" = ttft ] || [ "$what" = all ]; then
+  # Time to first token of the 8B in lowmem at a 4096-token context, from a warm page cache.
+  src="$work/llama31-8b" model="$work/llama31-8b.cllm"
+  [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset llama3.1-8b 2>&1 | tail -1
+  [ -f "$model" ] || "$bin" --quiet compress "$src" "$model" 2>&1 | tail -1
+  cat "$model" > /dev/null
+  for i in 1 2; do
+    /usr/bin/time -f "wall %e s (process start to exit, 1 token generated)" "$bin" run "$model" --mode lowmem \
+      -c 4096 -p "Once upon a time" -n 1 --no-verify 2>&1 | grep -E "VRAM peak|load time|prompt eval|wall"
+  done 2>&1 | tee "$out/ttft.log"
 fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then
