@@ -21,8 +21,9 @@ constexpr int kAccPerThread = kMaxHeadDim / kTile;
 // tree. Values: each thread owns output dimensions and walks the tile's positions.
 template <class KV>
 __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const KV* k_cache, const KV* v_cache,
-                                                          void* out, DType out_dt, int pos, int n_heads, int n_kv_heads,
-                                                          int head_dim) {
+                                                          void* out, DType out_dt, int pos_value, const int* d_pos,
+                                                          int n_heads, int n_kv_heads, int head_dim) {
+  const int pos = d_pos ? *d_pos : pos_value;
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float p_s[kTile];
   __shared__ float scratch[32];
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
 }  // namespace
 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
-               int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
+               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
   if (n <= 0) return;
   if (head_dim > kMaxHeadDim || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("attention: head_dim ", head_dim, " (at most ", kMaxHeadDim, "), heads ", n_heads, "/", n_kv_heads,
@@ -185,15 +186,16 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
   if (n == 1) {
     if (kv_dt == DType::F16)
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const __half*>(k_cache),
-                                                 static_cast<const __half*>(v_cache), out, out_dt, pos, n_heads,
+                                                 static_cast<const __half*>(v_cache), out, out_dt, pos, d_pos, n_heads,
                                                  n_kv_heads, head_dim);
     else
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const float*>(k_cache),
-                                                 static_cast<const float*>(v_cache), out, out_dt, pos, n_heads,
+                                                 static_cast<const float*>(v_cache), out, out_dt, pos, d_pos, n_heads,
                                                  n_kv_heads, head_dim);
     CLLM_CUDA_CHECK_LAUNCH("attention");
     return;
   }
+  if (d_pos) fail("attention: a prompt batch takes its position by value");
   const size_t smem = prefill_smem_bytes(head_dim);
   CLLM_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));

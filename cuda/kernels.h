@@ -27,7 +27,8 @@ void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, in
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
              cudaStream_t s);
 
-// RoPE and the KV cache write for n tokens at positions pos .. pos+n-1:
+// RoPE and the KV cache write for n tokens at positions pos .. pos+n-1 (pos is read from
+// d_pos in device memory when d_pos is not null, so a captured CUDA graph serves every position):
 // q (n, n_heads*head_dim) and k (n, n_kv_heads*head_dim), fp32, are rotated (q in place),
 // then k and v (n, kv_dim) are stored at rows pos.. of the layer's caches (context, kv_dim)
 // in kv_dt. cos_sin: (context, head_dim/2) cosines, then the same of sines.
@@ -38,14 +39,15 @@ struct RopeArgs {
   const float* sin;
 };
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
-                   int pos, const RopeArgs& r, cudaStream_t s);
+                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s);
 
 // Causal attention: query t (absolute position pos+t) of head h attends to cache rows
 // 0 .. pos+t of kv head h / (n_heads / n_kv_heads). q (n, n_heads*head_dim) fp32;
-// out (n, n_heads*head_dim) in out_dt. head_dim <= kMaxHeadDim.
+// out (n, n_heads*head_dim) in out_dt. head_dim <= kMaxHeadDim. With n == 1, pos may come
+// from d_pos in device memory (as rope_store_kv).
 constexpr int kMaxHeadDim = 256;
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
-               int n, int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
 
 // out (count) in out_dt = silu(gate) * up, gate and up fp32.
 void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s);

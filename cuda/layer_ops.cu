@@ -38,7 +38,8 @@ __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, flo
 
 // One block per token; threads walk the (head, pair) grid of q, then of k, then v's values.
 __global__ void rope_store_kernel(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
-                                  DType kv_dt, int pos, RopeArgs r) {
+                                  DType kv_dt, int pos_value, const int* d_pos, RopeArgs r) {
+  const int pos = d_pos ? *d_pos : pos_value;
   const int t = blockIdx.x, half = r.head_dim / 2;
   const int q_dim = r.n_heads * r.head_dim, kv_dim = r.n_kv_heads * r.head_dim;
   const float* c = r.cos + static_cast<size_t>(pos + t) * half;
@@ -88,9 +89,9 @@ void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt,
 }
 
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
-                   int pos, const RopeArgs& r, cudaStream_t s) {
+                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s) {
   if (n <= 0) return;
-  rope_store_kernel<<<n, 256, 0, s>>>(q, k, v, k_cache, v_cache, kv_dt, pos, r);
+  rope_store_kernel<<<n, 256, 0, s>>>(q, k, v, k_cache, v_cache, kv_dt, pos, d_pos, r);
   CLLM_CUDA_CHECK_LAUNCH("rope_store_kv");
 }
 

@@ -58,7 +58,9 @@ class CudaEngine final : public GpuEngine {
   void embed(const int* tokens, int n);
   const uint8_t* acquire(size_t step);
   void release();
-  void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos);
+  void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
+  const float* forward_one_graph(int token, int pos);
+  void drop_graph();
   void run_classifier(int rows);
   void track_vram() { stats_.vram_peak = std::max<uint64_t>(stats_.vram_peak, device_used_bytes() - vram_base_); }
 
@@ -96,6 +98,11 @@ class CudaEngine final : public GpuEngine {
   PinnedBuffer rows_host_;                           // ring modes: gathered rows on their way up
   cudaEvent_t rows_sent_ = nullptr;
   std::vector<float> logits_host_;
+  // full mode, one token: the whole pass captured once as a CUDA graph (one launch instead of
+  // ~8 per layer); the position comes from d_pos_, the token from rows_.
+  bool use_graph_ = false;
+  cudaGraphExec_t token_graph_ = nullptr;
+  DeviceBuffer<int> d_pos_;
 };
 
 CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file) {
@@ -149,13 +156,51 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
     if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
     fail(out_of_vram_message(sched_, c_, mode_, context_, batch_, available), " (", e.what(), ")");
   }
+  use_graph_ = mode_ == Mode::full && !std::getenv("CLLM_NO_GRAPHS");
+  d_pos_.resize(1);
   CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
   track_vram();
   load_ms_ = load.ms();
 }
 
+void CudaEngine::drop_graph() {
+  if (token_graph_) cudaGraphExecDestroy(token_graph_);
+  token_graph_ = nullptr;
+}
+
+const float* CudaEngine::forward_one_graph(int token, int pos) {
+  if (!token_graph_) {
+    // The same kernels with the same arguments as the uncaptured path, except that RoPE and
+    // attention read the position from device memory.
+    cudaGraph_t graph = nullptr;
+    CLLM_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+    cuda::gather_rows_f32(full_global_.data() + full_embd_offset_, sched_.token_embd->dtype, c_.dim,
+                          reinterpret_cast<const int*>(rows_.data()), 1, x_.data(), compute_);
+    for (size_t l = 0; l < sched_.layers.size(); ++l)
+      run_layer(sched_.layers[l], full_layers_[l].data(), 1, 0, d_pos_.data());
+    cuda::rmsnorm(x_.data(), output_norm_.data(), sched_.output_norm->dtype, xn_.data(), act_, 1, c_.dim, c_.norm_eps,
+                  compute_);
+    run_classifier(1);
+    CLLM_CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&token_graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    CLLM_CUDA_CHECK(err);
+  }
+  const int args[2] = {token, pos};
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), &args[0], sizeof(int), cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(d_pos_.data(), &args[1], sizeof(int), cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaGraphLaunch(token_graph_, compute_));
+  logits_host_.resize(c_.vocab_size);
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), logits_.data(), sizeof(float) * c_.vocab_size,
+                                  cudaMemcpyDeviceToHost, compute_));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  ++stats_.forwards;
+  return logits_host_.data();
+}
+
 CudaEngine::~CudaEngine() {
   if (compute_) cudaStreamSynchronize(compute_);
+  drop_graph();
   ring_.reset();
   blas_.reset();
   if (rows_sent_) cudaEventDestroy(rows_sent_);
@@ -287,7 +332,7 @@ void CudaEngine::embed(const int* tokens, int n) {
   cuda::gather_rows_f32(rows_.data(), dt, c_.dim, nullptr, n, x_.data(), compute_);
 }
 
-void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos) {
+void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim(), ffn = c_.ffn_dim;
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
   const auto T = [&](LayerTensor t) { return step.tensor[t]->dtype; };
@@ -312,8 +357,9 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
   }
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
                             rope_cos_.data(), rope_sin_.data()};
-  cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kc, vc, kv_, n, pos, rope, compute_);
-  cuda::attention(q_.data(), kc, vc, kv_, xn_.data(), act_, n, pos, c_.n_heads, c_.n_kv_heads, c_.head_dim, compute_);
+  cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kc, vc, kv_, n, pos, d_pos, rope, compute_);
+  cuda::attention(q_.data(), kc, vc, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
+                  compute_);
   b.linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
 
   // feed-forward block: x += w_down (silu(w_gate xn) * (w_up xn)), xn = rmsnorm(x)
@@ -346,8 +392,10 @@ const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_log
   for (int i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       fail("forward: token id ", tokens[i], " out of range (vocabulary of ", vocab, ")");
+  if (n == 1 && !all_logits && use_graph_) return forward_one_graph(tokens[0], pos);
   logits_host_.resize(static_cast<size_t>(all_logits ? n : 1) * vocab);
   if (all_logits && logit_rows_ < batch_) {  // every row's logits: a larger buffer, on demand
+    drop_graph();  // it wrote into the old buffer
     logits_.resize(static_cast<size_t>(batch_) * vocab);
     logit_rows_ = batch_;
   }
