@@ -1,5 +1,7 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM), model.safetensors or shards listed
-// in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece).
+// in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
+// tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
+// template.
 //
 // HF checkpoints store q/k rows permuted for "rotate half" RoPE. The tensors are kept exactly
 // as stored and the layout is recorded as neox; the runtime rotates (x[i], x[i + d/2]).
@@ -14,6 +16,7 @@
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
+#include "model/chat_template.h"
 
 namespace cllm {
 
@@ -213,8 +216,24 @@ std::string special_token_text(const nlohmann::json& tc, const char* key) {
   return "";
 }
 
+// Records the chat template and the format it is recognised as (metadata tokenizer.chat_template,
+// tokenizer.chat_format).
+void record_chat_template(const nlohmann::json& tc, const std::string& tc_path, SourceModel& m) {
+  const std::string jinja = hf_chat_template(tc, tc_path);
+  if (jinja.empty()) return;
+  const ChatFormat f = chat_format_detect(jinja);
+  m.extra_metadata["tokenizer.chat_template"] = jinja;
+  m.extra_metadata["tokenizer.chat_format"] = chat_format_name(f);
+  if (f == ChatFormat::none)
+    log_warn("'", tc_path, "': the chat template is none of the known formats (llama3, llama2, zephyr): run --chat "
+             "will need --chat-template NAME");
+}
+
 void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std::string& cfg_path, SourceModel& m) {
+  // tokenizer.model (SentencePiece) first: Llama 2 / TinyLlama folders carry both it and a
+  // tokenizer.json converted from it. Without it, tokenizer.json is the (Llama 3) BPE tokenizer.
   const std::string spm_path = path_join(dir, "tokenizer.model");
+  const std::string json_path = path_join(dir, "tokenizer.json");
   SpmInfo info;
   if (path_exists(spm_path)) {
     m.tokenizer.kind = "sentencepiece";
@@ -223,27 +242,31 @@ void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std
     info = spm_check(m.tokenizer.data, spm_path);
     if (info.vocab_size > m.config.vocab_size)
       fail("'", spm_path, "': ", info.vocab_size, " tokens, more than config.json's vocab_size ", m.config.vocab_size);
+  } else if (path_exists(json_path)) {
+    m.tokenizer = load_hf_tokenizer_json(json_path, m.config.vocab_size, &info);
   } else {
-    log_debug("'", dir, "': no tokenizer.model: the model will have no tokenizer");
+    log_debug("'", dir, "': no tokenizer.model or tokenizer.json: the model will have no tokenizer");
   }
 
   nlohmann::json tc = nlohmann::json::object();
   const std::string tc_path = path_join(dir, "tokenizer_config.json");
   if (path_exists(tc_path)) tc = json_read_file(tc_path);
+  if (!tc.is_object()) fail("'", tc_path, "': expected a JSON object");
 
-  // Special ids: config.json, then tokenizer_config.json's token strings, then SentencePiece's.
-  auto special_id = [&](const char* id_key, const char* token_key, int spm_id) -> int {
+  // The id of a token given by its text, in whichever tokenizer was found.
+  auto piece_id = [&](const std::string& text) -> int {
+    if (text.empty() || m.tokenizer.data.empty()) return -1;
+    return m.tokenizer.kind == "bpe" ? bpe_added_token_id(m.tokenizer.data, text) : spm_piece_id(m.tokenizer.data, text);
+  };
+  // Special ids: config.json, then tokenizer_config.json's token strings, then the tokenizer's.
+  auto special_id = [&](const char* id_key, const char* token_key, int own_id) -> int {
     if (const auto* v = json_find(cfg, id_key)) {
       const nlohmann::json& x = v->is_array() && !v->empty() ? v->front() : *v;  // eos may be a list
       if (!x.is_number_integer()) fail("'", cfg_path, "': '", id_key, "' must be an integer or a list of them");
       return x.get<int>();
     }
-    const std::string text = special_token_text(tc, token_key);
-    if (!text.empty() && !m.tokenizer.data.empty()) {
-      const int id = spm_piece_id(m.tokenizer.data, text);
-      if (id >= 0) return id;
-    }
-    return spm_id;
+    const int id = piece_id(special_token_text(tc, token_key));
+    return id >= 0 ? id : own_id;
   };
   const int bos = special_id("bos_token_id", "bos_token", info.bos_id);
   const int eos = special_id("eos_token_id", "eos_token", info.eos_id);
@@ -258,7 +281,11 @@ void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std
       if (x.is_number_integer()) ids.push_back(x.get<int>());
     m.extra_metadata["tokenizer.eos_ids"] = ids;
   }
-  m.extra_metadata["tokenizer.add_bos"] = json_bool_or(tc, "add_bos_token", true, tc_path);
+  // A BPE tokenizer adds BOS when its post-processor says so (Llama 3's does); SentencePiece
+  // models do unless tokenizer_config.json says otherwise.
+  const bool bpe_adds_bos = m.tokenizer.kind != "bpe" || info.bos_id >= 0;
+  m.extra_metadata["tokenizer.add_bos"] = json_bool_or(tc, "add_bos_token", bpe_adds_bos, tc_path);
+  record_chat_template(tc, tc_path, m);
 }
 
 }  // namespace
@@ -304,7 +331,7 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
     m.tokenizer = load_tokenizer_file(opt.tokenizer_path, m.config.vocab_size, &info);
     if (info.bos_id >= 0) m.extra_metadata["tokenizer.bos_id"] = info.bos_id;
     if (info.eos_id >= 0) m.extra_metadata["tokenizer.eos_id"] = info.eos_id;
-    m.extra_metadata["tokenizer.add_bos"] = true;
+    m.extra_metadata["tokenizer.add_bos"] = m.tokenizer.kind != "bpe" || info.bos_id >= 0;
   } else {
     read_tokenizer(dir, cfg, cfg_path, m);
   }

@@ -27,8 +27,8 @@ struct SourceTensor {
 };
 
 struct SourceTokenizer {
-  std::string kind;             // "sentencepiece" ("" = none found)
-  std::vector<uint8_t> data;    // the serialized tokenizer (SentencePiece ModelProto)
+  std::string kind;             // "sentencepiece" or "bpe" ("" = none found)
+  std::vector<uint8_t> data;    // SentencePiece ModelProto, or compact BPE data (model/bpe_tokenizer.h)
   std::string origin;           // where it came from, e.g. "tokenizer.model", "gguf metadata"
 };
 
@@ -46,7 +46,7 @@ struct SourceModel {
 };
 
 struct ImportOptions {
-  std::string tokenizer_path;  // --tokenizer FILE: a SentencePiece .model or a llama2.c tokenizer .bin
+  std::string tokenizer_path;  // --tokenizer FILE: a SentencePiece .model, a llama2.c tokenizer .bin or a tokenizer.json
 };
 
 // Detects the format of path (a directory is an HF folder; ".gguf" magic; otherwise llama2.c)

@@ -4,14 +4,18 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/log.h"
 #include "common/thread_pool.h"
 #include "common/timer.h"
 #include "convert/safetensors.h"
 #include "convert/spm_model_builder.h"
+#include "model/bpe_tokenizer.h"
 
 namespace cllm {
 
@@ -138,7 +142,32 @@ void write_text(const std::string& path, const std::string& text, bool overwrite
   f.commit();
 }
 
+constexpr int kLlama3Vocab = 128256;
+
+// Copies dir's tokenizer.json (and tokenizer_config.json) byte for byte, after checking that
+// the tokenizer loads and fits the vocabulary.
+void copy_hf_tokenizer(const std::string& dir, const std::string& out_dir, int vocab, bool overwrite) {
+  const std::string json = path_join(dir, "tokenizer.json");
+  if (!path_exists(json)) fail("synth: '", dir, "' has no tokenizer.json to copy");
+  const std::string text = read_text_file(json);
+  const BpeSpec spec = bpe_spec_from_hf_json(text, "'" + json + "'");
+  if (static_cast<int>(spec.tokens.size()) > vocab)
+    fail("synth: '", json, "' has ", spec.tokens.size(), " tokens, more than the preset's vocabulary of ", vocab);
+  write_text(path_join(out_dir, "tokenizer.json"), text, overwrite);
+  const std::string config = path_join(dir, "tokenizer_config.json");
+  if (path_exists(config)) write_text(path_join(out_dir, "tokenizer_config.json"), read_text_file(config), overwrite);
+}
+
 }  // namespace
+
+std::string find_llama3_tokenizer_dir() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("CLLM_SHARED_MODELS")) candidates.push_back(path_join(env, "llama3.1"));
+  candidates.push_back("../shared/models/llama3.1");
+  for (const auto& dir : candidates)
+    if (path_exists(path_join(dir, "tokenizer.json"))) return dir;
+  return "";
+}
 
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt) {
   Timer timer;
@@ -210,11 +239,28 @@ SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, 
   }
   config["codecllm_synth"] = {{"preset", preset.name}, {"seed", opt.seed}, {"weight_std", preset.weight_std}};
   write_text(path_join(out_dir, "config.json"), config.dump(2) + "\n", opt.overwrite);
-  const auto tok = synth_tokenizer(config.at("vocab_size").get<int>(), config.value("bos_token_id", 1), config.value("eos_token_id", 2));
-  {
+  const int vocab = config.at("vocab_size").get<int>();
+  const std::string tok_dir = !opt.tokenizer_dir.empty() ? opt.tokenizer_dir
+                              : vocab == kLlama3Vocab     ? find_llama3_tokenizer_dir()
+                                                          : "";
+  // The other kind's files, left by an earlier synth into this folder, would be read instead.
+  for (const char* stale : tok_dir.empty() ? std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"}
+                                           : std::vector<const char*>{"tokenizer.model"}) {
+    const std::string path = path_join(out_dir, stale);
+    if (path_exists(path) && std::remove(path.c_str()) != 0) fail("removing '", path, "': ", errno_string(errno));
+  }
+  if (!tok_dir.empty()) {
+    copy_hf_tokenizer(tok_dir, out_dir, vocab, opt.overwrite);
+    sum.tokenizer = "tokenizer.json from '" + tok_dir + "'";
+  } else {
+    if (vocab == kLlama3Vocab)
+      log_warn("synth: Llama 3's tokenizer.json was not found (pass --tokenizer-dir DIR, or set CLLM_SHARED_MODELS): "
+               "writing a synthetic SentencePiece tokenizer instead");
+    const auto tok = synth_tokenizer(vocab, config.value("bos_token_id", 1), config.value("eos_token_id", 2));
     AtomicOutputFile f(path_join(out_dir, "tokenizer.model"), opt.overwrite);
     f.write(tok.data(), tok.size());
     f.commit();
+    sum.tokenizer = "synthetic SentencePiece";
   }
   sum.seconds = timer.seconds();
   return sum;

@@ -1,6 +1,9 @@
-// `codecllm synth`: writes a Hugging Face folder (config.json, sharded safetensors, index,
-// tokenizer.model) with the exact shapes of a known model and Gaussian bf16 weights, so that
-// compress, run and bench can be measured at real sizes without downloads.
+// `codecllm synth`: writes a Hugging Face folder (config.json, sharded safetensors, index, a
+// tokenizer) with the exact shapes of a known model and Gaussian bf16 weights, so that
+// compress, run and bench can be measured at real sizes without downloads. The tokenizer is a
+// synthetic SentencePiece model of the preset's vocabulary size, except for presets with Llama
+// 3's vocabulary (128256 tokens): they get Llama 3's tokenizer.json and tokenizer_config.json
+// (chat template included), copied from --tokenizer-dir or from the shared reference models.
 #pragma once
 
 #include <cstdint>
@@ -28,15 +31,23 @@ struct SynthOptions {
   int threads = 0;              // 0 = all hardware threads
   bool overwrite = false;       // replace files in an existing folder
   uint64_t shard_bytes = 5000000000ull;  // like HF's 5 GB shards
+  // A folder holding tokenizer.json (and tokenizer_config.json) to copy instead of writing a
+  // synthetic tokenizer. "" = for Llama 3's vocabulary, $CLLM_SHARED_MODELS/llama3.1 or
+  // ../shared/models/llama3.1 when there; otherwise the synthetic SentencePiece model.
+  std::string tokenizer_dir;
   std::function<void(uint64_t done, uint64_t total)> progress;  // bytes of weights
 };
 
 struct SynthSummary {
   uint64_t parameters = 0, bytes = 0;
   int shards = 0;
+  std::string tokenizer;  // what was written: "tokenizer.json from DIR" or "synthetic SentencePiece"
   double seconds = 0;
 };
 
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt);
+
+// Where synth finds Llama 3's tokenizer for a preset of that vocabulary ("" = not found).
+std::string find_llama3_tokenizer_dir();
 
 }  // namespace cllm

@@ -2,10 +2,14 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "common/error.h"
 #include "common/file_io.h"
 #include "convert/import_util.h"
 #include "convert/spm_model_builder.h"
+#include "model/bpe_tokenizer.h"
 
 namespace cllm {
 
@@ -106,10 +110,55 @@ std::vector<uint8_t> spm_from_llama2c_tokenizer(const uint8_t* data, uint64_t si
   return with_context("'" + path + "'", [&] { return build_spm_model(spec); });
 }
 
+SourceTokenizer load_hf_tokenizer_json(const std::string& path, int vocab_size, SpmInfo* info) {
+  const std::string origin = "'" + path + "'";
+  BpeSpec spec = bpe_spec_from_hf_json(read_text_file(path), origin);
+  const int n = static_cast<int>(spec.tokens.size());
+  if (n > vocab_size)
+    fail(origin, ": ", n, " tokens, more than the model's vocabulary of ", vocab_size,
+         " (config.json vocab_size): they do not belong together");
+  SourceTokenizer tok;
+  tok.kind = "bpe";
+  tok.origin = path_basename(path);
+  tok.data = bpe_spec_serialize(spec);
+  if (info) {
+    info->vocab_size = n;
+    info->unk_id = -1;
+    info->bos_id = spec.template_bos;
+    info->eos_id = -1;
+  }
+  BpeTokenizer check(std::move(spec), origin);  // refuses merges, bytes or regexes it cannot use
+  return tok;
+}
+
+int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& content) {
+  if (content.empty()) return -1;
+  const BpeSpec spec = bpe_spec_deserialize(data.data(), data.size(), "BPE tokenizer data");
+  for (const auto& t : spec.added)
+    if (t.content == content) return t.id;
+  return -1;
+}
+
+std::string hf_chat_template(const nlohmann::json& tc, const std::string& path) {
+  auto it = tc.find("chat_template");
+  if (it == tc.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {  // [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
+    for (const auto& e : *it)
+      if (e.is_object() && e.value("name", "") == "default" && e.value("template", nlohmann::json()).is_string())
+        return e["template"].get<std::string>();
+    return "";
+  }
+  fail("'", path, "': chat_template must be a string or a list of {name, template}, found ", it->type_name());
+}
+
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info) {
   SourceTokenizer tok;
   tok.kind = "sentencepiece";
   tok.data = read_file(path);
+  // A JSON object is a tokenizer.json; a ModelProto or a llama2.c .bin never starts with '{'.
+  const auto first = std::find_if(tok.data.begin(), tok.data.end(), [](uint8_t c) { return !std::isspace(c); });
+  if (first != tok.data.end() && *first == '{') return load_hf_tokenizer_json(path, vocab_size, info);
   std::string spm_error;
   SpmInfo local;
   if (!info) info = &local;

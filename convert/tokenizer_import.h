@@ -1,6 +1,7 @@
-// Tokenizers the importers carry into a .cllm file, always as a serialized SentencePiece
-// ModelProto: a .model file as it is, or a llama2.c tokenizer .bin converted into one. Every
-// result is checked by loading it with libsentencepiece.
+// Tokenizers the importers carry into a .cllm file: a serialized SentencePiece ModelProto (a
+// .model file as it is, or a llama2.c tokenizer .bin converted into one), checked by loading it
+// with libsentencepiece; or a Hugging Face tokenizer.json (byte-level BPE, Llama 3) converted
+// into the compact form of model/bpe_tokenizer.h, checked by building the tokenizer from it.
 #pragma once
 
 #include <cstdint>
@@ -33,8 +34,20 @@ int spm_piece_id(const std::vector<uint8_t>& proto, const std::string& piece);
 std::vector<uint8_t> spm_from_llama2c_tokenizer(const uint8_t* data, uint64_t size, int vocab_size,
                                                 const std::string& path);
 
-// `--tokenizer FILE` for llama2.c checkpoints: a SentencePiece .model (kept byte for byte) or
-// a llama2.c .bin (converted). vocab_size is the model's; a tokenizer of another size is refused.
+// A tokenizer.json as kind "bpe" (compact form); *info gets its size and BOS (the token its
+// post-processor puts first; EOS is -1: tokenizer.json has no notion of it). More tokens than
+// vocab_size (the model's embedding rows) are refused; fewer are fine (padded embeddings).
+SourceTokenizer load_hf_tokenizer_json(const std::string& path, int vocab_size, SpmInfo* info);
+// The id of an added token with exactly this content in compact BPE data, -1 when none.
+int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& content);
+
+// `--tokenizer FILE`: a SentencePiece .model (kept byte for byte), a llama2.c .bin (converted) or
+// a tokenizer.json (converted to the compact BPE form). vocab_size is the model's; a SentencePiece
+// tokenizer of another size is refused, a BPE one only when it is larger.
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info);
+
+// tokenizer_config.json's chat_template (a string, or the "default" of a list of named ones);
+// "" when there is none.
+std::string hf_chat_template(const nlohmann::json& tokenizer_config, const std::string& path);
 
 }  // namespace cllm

@@ -1,5 +1,6 @@
 // codecllm tokenize (MODEL.cllm | --tokenizer FILE) [--no-bos] [--ids] TEXT: the token ids of a
-// text, as llama.cpp's llama-tokenize prints them.
+// text, as llama.cpp's llama-tokenize prints them. FILE is a SentencePiece .model or a Hugging
+// Face tokenizer.json (byte-level BPE; special tokens written in the text become their ids).
 #include <cstdio>
 #include <memory>
 
@@ -71,7 +72,9 @@ void register_tokenize(CLI::App& app, Action& action) {
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text");
   cmd->add_option("args", a->positional, "MODEL.cllm (unless --tokenizer or -m), then TEXT");
   cmd->add_option("-m,--model", a->model, "The .cllm file whose tokenizer to use");
-  cmd->add_option("--tokenizer", a->tokenizer, "A SentencePiece .model file instead of a .cllm")
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "A SentencePiece .model or a Hugging Face tokenizer.json (with tokenizer_config.json beside it, "
+                  "if any) instead of a .cllm")
       ->check(CLI::ExistingFile);
   auto* p = cmd->add_option("-p,--prompt", a->prompt, "The text");
   auto* f = cmd->add_option("-f,--file", a->prompt_file, "Read the text from a file (as is)")->check(CLI::ExistingFile);

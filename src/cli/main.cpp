@@ -1,5 +1,7 @@
 // codecllm: run Llama-family models from a lossless compressed container.
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "common/error.h"
@@ -24,9 +26,26 @@ int main(int argc, char** argv) {
   cllm::cli::register_bench(app, action);
   cllm::cli::register_synth(app, action);
 
+  // llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare, as their long names.
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& arg : args) {
+    if (arg == "-cnv") arg = "--chat";
+    else if (arg == "-sys") arg = "--system-prompt";
+  }
+  std::vector<char*> arg_ptrs;
+  for (auto& arg : args) arg_ptrs.push_back(arg.data());
   try {
-    app.parse(argc, argv);
+    app.parse(argc, arg_ptrs.data());
   } catch (const CLI::ParseError& e) {
+    // CLI11 reports a misspelt command as "A subcommand is required": name it instead.
+    if (app.get_subcommands().empty() && argc > 1 && args[1][0] != '-') {
+      std::string known;
+      for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "unknown command '%s' (commands: %s)\nRun with --help for more information.\n",
+                   args[1].c_str(), known.c_str());
+      return 2;
+    }
     // --help and --version exit 0; usage errors print CLI11's message and exit 2 (docs/cli.md).
     return app.exit(e) == 0 ? 0 : 2;
   }

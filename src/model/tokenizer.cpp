@@ -2,34 +2,28 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/crc32c.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "model/bpe_tokenizer.h"
+#include "model/chat_template.h"
 #include "model/tensor_data.h"
+#include "model/utf8.h"
 
 namespace cllm {
 
 namespace {
 
 const std::string kSpace = "\xE2\x96\x81";        // '▁' U+2581, SentencePiece's space
-const std::string kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 const std::string kUnknownText = " \xE2\x81\x87 ";  // " ⁇ ", SentencePiece's unk surface
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
     s.replace(at, from.size(), to);
   return s;
-}
-
-// Length of the UTF-8 sequence a lead byte starts; 0 for a byte that cannot start one.
-size_t utf8_length(uint8_t b) {
-  if (b < 0x80) return 1;
-  if (b >= 0xC2 && b <= 0xDF) return 2;
-  if (b >= 0xE0 && b <= 0xEF) return 3;
-  if (b >= 0xF0 && b <= 0xF4) return 4;
-  return 0;
 }
 
 int meta_int(const nlohmann::json& m, const char* key, int fallback) {
@@ -39,8 +33,43 @@ int meta_int(const nlohmann::json& m, const char* key, int fallback) {
   return it->get<int>();
 }
 
+std::string meta_string(const nlohmann::json& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end()) return "";
+  if (!it->is_string()) fail("metadata: '", key, "' must be a string, found ", it->dump());
+  return it->get<std::string>();
+}
+
+// Valid UTF-8 as it is, other bytes as <0xNN>.
+std::string printable(const std::string& bytes) {
+  std::string out;
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  for (size_t i = 0, len = 0; i < bytes.size(); i += len) {
+    if (utf8_step(p + i, bytes.size() - i, &len) == Utf8Step::valid) {
+      out.append(bytes, i, len);
+    } else {
+      for (size_t k = 0; k < len; ++k) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "<0x%02X>", p[i + k]);
+        out += hex;
+      }
+    }
+  }
+  return out;
+}
+
+// A special token in tokenizer_config.json: "<s>" or {"content": "<s>", ...}.
+std::string config_token(const nlohmann::json& tc, const char* key) {
+  auto it = tc.find(key);
+  if (it == tc.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object()) return it->value("content", "");
+  return "";
+}
+
 }  // namespace
 
+Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
@@ -53,11 +82,12 @@ Tokenizer Tokenizer::from_serialized(const std::string& proto, const std::string
   if (!status.ok()) fail(origin, ": not a valid SentencePiece model (", status.ToString(), ")");
   const int n = t.sp_->GetPieceSize();
   if (n <= 0) fail(origin, ": the SentencePiece model has no pieces");
+  t.piece_.resize(n);
   t.text_.resize(n);
   t.kind_.resize(n, Kind::normal);
   t.byte_.resize(n, 0);
   for (int id = 0; id < n; ++id) {
-    const std::string& p = t.sp_->IdToPiece(id);
+    const std::string& p = t.piece_[id] = t.sp_->IdToPiece(id);
     if (t.sp_->IsControl(id)) {
       t.kind_[id] = Kind::control;
     } else if (t.sp_->IsUnknown(id)) {
@@ -78,9 +108,69 @@ Tokenizer Tokenizer::from_serialized(const std::string& proto, const std::string
   return t;
 }
 
+Tokenizer Tokenizer::from_bpe(const std::string& data, const std::string& origin) {
+  const auto* p = reinterpret_cast<const uint8_t*>(data.data());
+  BpeSpec spec = bpe_spec_looks_serialized(p, data.size()) ? bpe_spec_deserialize(p, data.size(), origin)
+                                                           : bpe_spec_from_hf_json(data, origin);
+  Tokenizer t;
+  t.origin_ = origin;
+  const int n = static_cast<int>(spec.tokens.size());
+  t.piece_.resize(n);
+  t.text_.resize(n);
+  t.kind_.assign(n, Kind::normal);
+  t.byte_.assign(n, 0);
+  for (int id = 0; id < n; ++id) {
+    t.text_[id] = spec.tokens[id];
+    t.piece_[id] = bpe_bytes_to_piece(spec.tokens[id]);
+  }
+  for (const auto& a : spec.added) {
+    if (a.id < 0 || a.id >= n) fail(origin, ": added token id ", a.id, " is outside the ", n, " tokens");
+    t.piece_[a.id] = a.content;
+    if (a.special) {
+      t.kind_[a.id] = Kind::control;
+      t.text_[a.id].clear();
+    }
+  }
+  t.bos_id_ = spec.template_bos;
+  t.add_bos_ = spec.template_bos >= 0;
+  t.bpe_ = std::make_unique<BpeTokenizer>(std::move(spec), origin);
+  return t;
+}
+
+void Tokenizer::read_hf_config(const std::string& dir) {
+  const std::string path = path_join(dir, "tokenizer_config.json");
+  if (!path_exists(path)) return;
+  nlohmann::json tc;
+  try {
+    tc = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("'", path, "': invalid JSON: ", e.what());
+  }
+  if (const int id = find_piece(config_token(tc, "bos_token")); id >= 0) bos_id_ = id;
+  if (const int id = find_piece(config_token(tc, "eos_token")); id >= 0) eos_id_ = id;
+  if (auto it = tc.find("add_bos_token"); it != tc.end() && it->is_boolean()) add_bos_ = it->get<bool>();
+  if (auto it = tc.find("chat_template"); it != tc.end()) {
+    if (it->is_string()) {
+      chat_template_ = it->get<std::string>();
+    } else if (it->is_array()) {  // [{"name": "default", "template": ...}, ...]
+      for (const auto& e : *it)
+        if (e.is_object() && e.value("name", "") == "default") chat_template_ = e.value("template", "");
+    }
+    chat_format_ = chat_format_name(chat_format_detect(chat_template_));
+  }
+}
+
 Tokenizer Tokenizer::from_file(const std::string& path) {
   const auto bytes = read_file(path);
-  return from_serialized(std::string(bytes.begin(), bytes.end()), "'" + path + "'");
+  const std::string data(bytes.begin(), bytes.end());
+  const size_t first = data.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && data[first] == '{') {  // a Hugging Face tokenizer.json
+    Tokenizer t = from_bpe(data, "'" + path + "'");
+    const size_t slash = path.find_last_of('/');
+    t.read_hf_config(slash == std::string::npos ? "." : path.substr(0, slash));
+    return t;
+  }
+  return from_serialized(data, "'" + path + "'");
 }
 
 Tokenizer Tokenizer::from_cllm(const CllmFile& f, ThreadPool* pool) {
@@ -90,20 +180,23 @@ Tokenizer Tokenizer::from_cllm(const CllmFile& f, ThreadPool* pool) {
     const std::string model = kind != m.end() && kind->is_string() ? kind->get<std::string>() : "none";
     if (model == "none")
       fail("the file has no tokenizer (metadata tokenizer.model is \"none\"): compress the model with "
-           "--tokenizer FILE (a SentencePiece .model), or pass --tokenizer FILE where the command has it");
-    if (model != "sentencepiece")
-      fail("unsupported tokenizer '", model, "' (this version reads \"sentencepiece\")");
+           "--tokenizer FILE (a SentencePiece .model or a tokenizer.json), or pass --tokenizer FILE where the "
+           "command has it");
+    if (model != "sentencepiece" && model != "bpe")
+      fail("unsupported tokenizer '", model, "' (this version reads \"sentencepiece\" and \"bpe\")");
     const TensorInfo* data = f.find("tokenizer.data");
-    if (!data) fail("metadata says tokenizer.model is \"sentencepiece\" but there is no tensor 'tokenizer.data'");
+    if (!data) fail("metadata says tokenizer.model is \"", model, "\" but there is no tensor 'tokenizer.data'");
     // Its tiles' checksums are checked here even when the file was opened without verification
-    // (tokenize opens big models that way): a few KiB.
+    // (tokenize opens big models that way): a few MiB at most.
     for (size_t i = 0; i < data->tiles.size(); ++i) {
       const TileInfo& tile = data->tiles[i];
       if (crc32c(f.tile_data(tile), tile.size) != tile.crc32c)
         fail("tensor 'tokenizer.data' tile ", i, ": checksum mismatch (file corrupted or incomplete)");
     }
     const auto bytes = decode_tensor_bytes(f, *data, pool);
-    Tokenizer t = from_serialized(std::string(bytes.begin(), bytes.end()), "tensor 'tokenizer.data'");
+    const std::string blob(bytes.begin(), bytes.end());
+    Tokenizer t = model == "bpe" ? from_bpe(blob, "tensor 'tokenizer.data'")
+                                 : from_serialized(blob, "tensor 'tokenizer.data'");
     t.bos_id_ = meta_int(m, "tokenizer.bos_id", t.bos_id_);
     t.eos_id_ = meta_int(m, "tokenizer.eos_id", t.eos_id_);
     if (t.bos_id_ >= t.n_vocab() || t.eos_id_ >= t.n_vocab())
@@ -114,6 +207,16 @@ Tokenizer Tokenizer::from_cllm(const CllmFile& f, ThreadPool* pool) {
       if (!add_bos->is_boolean()) fail("metadata: 'tokenizer.add_bos' must be true or false");
       t.add_bos_ = add_bos->get<bool>();
     }
+    if (auto ids = m.find("tokenizer.eos_ids"); ids != m.end()) {
+      if (!ids->is_array()) fail("metadata: 'tokenizer.eos_ids' must be a list of ids, found ", ids->dump());
+      for (const auto& x : *ids) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= t.n_vocab())
+          fail("metadata: 'tokenizer.eos_ids' holds ", x.dump(), ", not an id in 0..", t.n_vocab() - 1);
+        t.eos_ids_.push_back(x.get<int>());
+      }
+    }
+    t.chat_template_ = meta_string(m, "tokenizer.chat_template");
+    t.chat_format_ = meta_string(m, "tokenizer.chat_format");
     return t;
   });
 }
@@ -123,10 +226,38 @@ std::vector<int> Tokenizer::encode(const std::string& text, bool add_bos) const 
   if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
   if (text.empty()) return ids;
   std::vector<int> body;
-  const auto status = sp_->Encode(text, &body);
-  if (!status.ok()) fail(origin_, ": SentencePiece could not encode the text (", status.ToString(), ")");
+  if (bpe_) {
+    body = bpe_->encode(text);
+  } else {
+    const auto status = sp_->Encode(text, &body);
+    if (!status.ok()) fail(origin_, ": SentencePiece could not encode the text (", status.ToString(), ")");
+  }
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;
+}
+
+std::string Tokenizer::decode(const std::vector<int>& ids, bool special) const {
+  TokenDecoder dec(*this, special);
+  std::string out;
+  for (int id : ids) out += dec.push(id);
+  return out + dec.flush();
+}
+
+bool Tokenizer::is_eog(int id) const {
+  return id >= 0 && (id == eos_id_ || std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end());
+}
+
+int Tokenizer::find_piece(const std::string& piece) const {
+  if (sp_) {
+    const int id = sp_->PieceToId(piece);
+    return id >= 0 && id < n_vocab() && piece_[id] == piece ? id : -1;
+  }
+  for (int id = 0; id < n_vocab(); ++id)  // added tokens: their piece is their content
+    if (kind_[id] == Kind::control && piece_[id] == piece) return id;
+  std::string bytes;
+  if (!bpe_piece_to_bytes(piece, &bytes)) return -1;
+  const int id = bpe_->find(bytes);
+  return id >= 0 && piece_[id] == piece ? id : -1;
 }
 
 void Tokenizer::check_id(int id) const {
@@ -140,12 +271,12 @@ Tokenizer::Kind Tokenizer::kind(int id) const {
 
 const std::string& Tokenizer::piece(int id) const {
   check_id(id);
-  return sp_->IdToPiece(id);
+  return piece_[id];
 }
 
 std::string Tokenizer::display(int id) const {
   switch (kind(id)) {
-    case Kind::normal: return text_[id];
+    case Kind::normal: return printable(text_[id]);
     case Kind::unknown: return text_[id];
     case Kind::control:
     case Kind::byte: return piece(id);
@@ -154,39 +285,33 @@ std::string Tokenizer::display(int id) const {
 }
 
 std::string TokenDecoder::push(int id) {
-  std::string out;
   const auto kind = tok_.kind(id);
+  std::string bytes;
   if (kind == Tokenizer::Kind::byte) {
-    const uint8_t b = tok_.byte_[id];
-    if (!pending_.empty() && (b & 0xC0) != 0x80) out += flush();  // the sequence broke off
-    if (pending_.empty()) {
-      need_ = utf8_length(b);
-      if (need_ == 1) out += static_cast<char>(b);
-      else if (need_ == 0) out += kReplacement;  // a stray continuation or invalid byte
-      else pending_ += static_cast<char>(b);
-    } else {
-      pending_ += static_cast<char>(b);
-      if (pending_.size() == need_) {
-        out += pending_;
-        pending_.clear();
-      }
+    bytes = static_cast<char>(tok_.byte_[id]);
+  } else if (kind == Tokenizer::Kind::control) {
+    if (special_) bytes = tok_.piece_[id];
+    else {
+      prev_ = id;
+      return flush();  // an unfinished character before a control token stays unfinished
     }
   } else {
-    out += flush();
-    std::string text = tok_.text_[id];  // empty for control tokens
+    bytes = tok_.text_[id];
     // The '▁' SentencePiece puts before the first word is no space when it follows BOS.
-    if (prev_ >= 0 && prev_ == tok_.bos_id() && !text.empty() && text[0] == ' ') text.erase(0, 1);
-    out += text;
+    if (tok_.sp_ && prev_ >= 0 && prev_ == tok_.bos_id() && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
   }
   prev_ = id;
+  std::string out;
+  if (!pending_.empty() && kind == Tokenizer::Kind::control) out += flush();
+  pending_ += bytes;
+  pending_.erase(0, utf8_repair_prefix(pending_.data(), pending_.size(), false, &out));
   return out;
 }
 
 std::string TokenDecoder::flush() {
   std::string out;
-  for (size_t i = 0; i < pending_.size(); ++i) out += kReplacement;
+  utf8_repair_prefix(pending_.data(), pending_.size(), true, &out);
   pending_.clear();
-  need_ = 0;
   return out;
 }
 

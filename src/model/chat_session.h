@@ -1,0 +1,68 @@
+// A conversation with a model, turn by turn, on any engine (ForwardFn): each user message is
+// rendered in the model's chat format and fed at the positions after everything before it, so
+// the KV cache holds the whole conversation and is never recomputed; the reply is sampled
+// until the format's end-of-turn token (or another end-of-generation token, -n tokens, or a
+// full context). The stop token itself is not fed: the next turn starts with the end-of-turn
+// token, which keeps the cache exactly the template's rendering of the conversation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/chat_template.h"
+#include "model/generate.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+
+namespace cllm {
+
+struct ChatOptions {
+  ChatFormat format = ChatFormat::none;
+  std::string system;    // the system prompt ("" = none)
+  int n_predict = -1;    // tokens per reply; -1: until the end of the turn or a full context
+  SamplerParams sampling;
+};
+
+struct ChatTurn {
+  int pos = 0;                 // where prompt[0] went in the KV cache
+  std::vector<int> prompt;     // fed for this turn: the previous reply's end, the message, the assistant header
+  std::vector<int> reply;      // sampled ids, the stop token included when it ended the reply
+  std::string text;            // the reply's text
+  bool end_of_turn = false;    // ended at the end-of-turn or an end-of-generation token
+  bool context_full = false;   // ended because the context was full
+  double prompt_ms = 0, eval_ms = 0, sample_ms = 0;
+  int n_eval = 0;              // single-token forward passes
+};
+
+class ChatSession {
+ public:
+  // Throws when the format is none or the tokenizer lacks a token the format needs.
+  ChatSession(ForwardFn forward, int context, int n_vocab, const Tokenizer& tok, const ChatOptions& opt);
+
+  // The tokens the next turn would feed for this message (for --verbose-prompt and tests).
+  std::vector<int> next_prompt(const std::string& user) const;
+  // Feeds the message and samples the reply; on_text receives its text as it completes. Throws
+  // when the message does not fit in what is left of the context.
+  ChatTurn turn(const std::string& user, const std::function<void(const std::string&)>& on_text = {});
+
+  int position() const { return pos_; }  // tokens in the KV cache
+  int turns() const { return turns_; }
+  uint32_t seed() const { return sampler_.seed(); }
+  uint64_t last_logits_hash() const { return logits_hash_; }
+  int end_of_turn_id() const { return eot_; }
+
+ private:
+  ForwardFn forward_;
+  int context_, n_vocab_, n_sample_;
+  const Tokenizer& tok_;
+  ChatOptions opt_;
+  ChatSpecials specials_;
+  Sampler sampler_;
+  int eot_ = -1;
+  int pos_ = 0, turns_ = 0;
+  uint64_t logits_hash_ = 0;
+};
+
+}  // namespace cllm

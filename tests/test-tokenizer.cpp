@@ -1,0 +1,343 @@
+// Specification of the byte-level BPE tokenizer (Llama 3/3.1): the Llama-3.1 tokenizer.json of
+// ../shared/models, parity with the Hugging Face `tokenizers` library on a generated corpus of
+// tricky strings, the container's compact form, refusals of what it cannot tokenize exactly,
+// UTF-8 repair and streaming detokenization.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/timer.h"
+#include "model/bpe_tokenizer.h"
+#include "model/tokenizer.h"
+#include "model/utf8.h"
+#include "tests/test_util.h"
+
+using namespace cllm;
+using Catch::Contains;
+
+namespace {
+
+std::string llama3_json() { return test::shared_model("llama3.1/tokenizer.json"); }
+
+const Tokenizer& llama3() {
+  static const Tokenizer tok = Tokenizer::from_file(llama3_json());
+  return tok;
+}
+
+// Records of u32 little-endian count + payload (scripts/tokenizer-parity.py).
+std::vector<std::string> read_records(const std::string& path) {
+  const auto bytes = read_file(path);
+  std::vector<std::string> out;
+  for (size_t at = 0; at + 4 <= bytes.size();) {
+    uint32_t n = 0;
+    std::memcpy(&n, bytes.data() + at, 4);
+    at += 4;
+    REQUIRE(at + n <= bytes.size());
+    out.emplace_back(reinterpret_cast<const char*>(bytes.data() + at), n);
+    at += n;
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> read_id_records(const std::string& path) {
+  const auto bytes = read_file(path);
+  std::vector<std::vector<int>> out;
+  for (size_t at = 0; at + 4 <= bytes.size();) {
+    uint32_t n = 0;
+    std::memcpy(&n, bytes.data() + at, 4);
+    at += 4;
+    REQUIRE(at + 4ull * n <= bytes.size());
+    std::vector<int> ids(n);
+    for (uint32_t i = 0; i < n; ++i, at += 4) std::memcpy(&ids[i], bytes.data() + at, 4);
+    out.push_back(std::move(ids));
+  }
+  return out;
+}
+
+// A python3 that imports `tokenizers`: $CLLM_PYTHON, the venv scripts/setup.sh makes, python3.
+std::string python_with_tokenizers() {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
+  candidates.push_back(std::string(CLLM_SOURCE_DIR) + "/.deps/venv/bin/python3");
+  candidates.push_back("python3");
+  for (const auto& py : candidates) {
+    const std::string cmd = "'" + py + "' -c 'import tokenizers' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+std::string ids_string(const std::vector<int>& ids) {
+  std::string s = "[";
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
+  return s + "]";
+}
+
+std::string escaped(const std::string& s) { return nlohmann::json(utf8_repair(s)).dump(); }
+
+// A copy of the Llama-3.1 tokenizer.json with one change, for the refusal tests.
+std::string edited_json(const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json j = nlohmann::json::parse(read_text_file(llama3_json()));
+  edit(j);
+  return j.dump();
+}
+
+}  // namespace
+
+TEST_CASE("bpe: the Llama-3.1 tokenizer.json: vocabulary, special tokens, BOS from its post-processor", "[tokenizer]") {
+  const Tokenizer& tok = llama3();
+  CHECK(std::string(tok.model_name()) == "bpe");
+  CHECK(tok.n_vocab() == 128256);                 // 128000 BPE tokens + 256 added special tokens
+  CHECK(tok.bos_id() == 128000);                  // <|begin_of_text|>, the TemplateProcessing's first token
+  CHECK(tok.add_bos());
+  CHECK(tok.eos_id() == 128009);                  // tokenizer_config.json beside it: eos_token <|eot_id|>
+  CHECK(tok.chat_format() == "llama3");
+  CHECK_THAT(tok.chat_template(), Contains("<|start_header_id|>"));
+  CHECK(tok.encode("Hello world", true) == std::vector<int>{128000, 9906, 1917});
+  CHECK(tok.encode("Hello world", false) == std::vector<int>{9906, 1917});
+  CHECK(tok.encode("", true) == std::vector<int>{128000});
+  CHECK(tok.encode("", false).empty());
+  // Digits go in groups of three; runs of spaces keep the last one for the next word.
+  CHECK(tok.encode(" 12345678", false) == std::vector<int>{220, 4513, 10961, 2495});
+  CHECK(tok.encode("a    b\n\n\nc", false) == std::vector<int>{64, 262, 293, 1432, 66});
+  CHECK(tok.encode("I'M don't", false) == std::vector<int>{40, 28703, 1541, 956});  // (?i:'m) and 't
+  // Pieces are spelled in the byte-level alphabet; display shows the text.
+  CHECK(tok.piece(1917) == "\xC4\xA0world");   // "Ġworld"
+  CHECK(tok.display(1917) == " world");
+  CHECK(tok.piece(128009) == "<|eot_id|>");
+  CHECK(tok.display(128009) == "<|eot_id|>");
+  CHECK(tok.is_control(128009));
+  CHECK_FALSE(tok.is_control(1917));
+  CHECK_FALSE(tok.is_byte(1917));
+  CHECK(tok.find_piece("<|eot_id|>") == 128009);
+  CHECK(tok.find_piece("\xC4\xA0world") == 1917);
+  CHECK(tok.find_piece("<|no such token|>") == -1);
+  // The llama emoji is three tokens, the first two ending inside the character.
+  const auto llama = tok.encode("\xF0\x9F\xA6\x99", false);
+  REQUIRE(llama == std::vector<int>{9468, 99, 247});
+  CHECK(tok.display(9468) == "<0xF0><0x9F>");  // no whole character: the bytes in hex
+}
+
+TEST_CASE("bpe: special tokens written in the text become their ids, as Hugging Face does by default", "[tokenizer]") {
+  const Tokenizer& tok = llama3();
+  CHECK(tok.encode("<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>", false) ==
+        std::vector<int>{128006, 882, 128007, 271, 13347, 0, 128009});
+  // Glued to words on both sides, and twice in a row.
+  CHECK(tok.encode("a<|eot_id|><|eot_id|>b", false) == std::vector<int>{64, 128009, 128009, 65});
+  // Not a special token: a prefix of one, or another case; those are plain text.
+  for (const std::string text : {"<|eot_id", "<|EOT_ID|>", "<|eot_id |>"}) {
+    const auto ids = tok.encode(text, false);
+    CHECK(ids.size() > 1);
+    for (int id : ids) CHECK_FALSE(tok.is_control(id));
+    CHECK(tok.decode(ids) == text);
+  }
+}
+
+TEST_CASE("bpe: ids equal Hugging Face tokenizers' on a generated corpus of tricky strings; decode(encode(x)) == x",
+          "[tokenizer][parity]") {
+  const std::string json = llama3_json();
+  const std::string py = python_with_tokenizers();
+  if (py.empty()) {
+    const char* msg = "the Python package 'tokenizers' is missing (scripts/setup.sh installs it into .deps/venv; or set "
+                      "CLLM_PYTHON to a python3 that has it)";
+    if (std::getenv("CI")) FAIL(msg);  // CI installs it: there, a missing reference is an error
+    std::printf("SKIPPED [parity] %s: %s\n", Catch::getResultCapture().getCurrentTestName().c_str(), msg);
+    std::fflush(stdout);
+    std::_Exit(4);
+  }
+  test::TempDir dir("cllm-parity");
+  const std::string cmd = "'" + py + "' '" + CLLM_SOURCE_DIR + "/scripts/tokenizer-parity.py' '" + json + "' '" +
+                          dir.path() + "' >'" + dir.file("log") + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  INFO("scripts/tokenizer-parity.py says: " << read_text_file(dir.file("log")));
+  REQUIRE(status == 0);
+
+  const auto corpus = read_records(dir.file("corpus.bin"));
+  const auto hf_ids = read_id_records(dir.file("hf_ids.bin"));
+  const auto hf_text = read_records(dir.file("hf_text.bin"));
+  REQUIRE(corpus.size() == hf_ids.size());
+  REQUIRE(corpus.size() == hf_text.size());
+  REQUIRE(corpus.size() >= 30000);
+
+  const Tokenizer& tok = llama3();
+  size_t bytes = 0, tokens = 0, invalid = 0, id_mismatches = 0, text_mismatches = 0;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    const std::string& x = corpus[i];
+    bytes += x.size();
+    invalid += !utf8_is_valid(x);
+    const auto ids = tok.encode(x, false);
+    tokens += ids.size();
+    if (ids != hf_ids[i] && ++id_mismatches <= 10) {
+      const std::string ours = ids_string(ids), theirs = ids_string(hf_ids[i]);
+      INFO("string " << i << ": " << escaped(x).substr(0, 400));
+      INFO("ours:         " << ours.substr(0, 400));
+      INFO("Hugging Face: " << theirs.substr(0, 400));
+      CHECK(ours == theirs);
+    }
+    // Round trip: the text back, special tokens written out (invalid UTF-8 comes back repaired,
+    // as the library saw it); and the library's own decode agrees.
+    const std::string back = tok.decode(ids, true);
+    if ((back != utf8_repair(x) || back != hf_text[i]) && ++text_mismatches <= 10) {
+      INFO("string " << i << ": " << escaped(x).substr(0, 400));
+      CHECK(escaped(back) == escaped(utf8_repair(x)));
+      CHECK(escaped(back) == escaped(hf_text[i]));
+    }
+  }
+  std::printf("parity: %zu strings (%zu not valid UTF-8), %zu bytes, %zu tokens: %zu id mismatches, %zu text "
+              "mismatches\n", corpus.size(), invalid, bytes, tokens, id_mismatches, text_mismatches);
+  CHECK(invalid > 1000);
+  CHECK(id_mismatches == 0);
+  CHECK(text_mismatches == 0);
+}
+
+TEST_CASE("bpe: the compact form in .cllm files holds the same tokenizer", "[tokenizer]") {
+  const std::string json = read_text_file(llama3_json());
+  const BpeSpec spec = bpe_spec_from_hf_json(json, "tokenizer.json");
+  CHECK(spec.tokens.size() == 128256);
+  CHECK(spec.merges.size() == 280147);
+  CHECK(spec.added.size() == 256);
+  CHECK(spec.splits.size() == 1);
+  CHECK_FALSE(spec.add_prefix_space);
+  CHECK_FALSE(spec.byte_level_regex);
+  CHECK(spec.ignore_merges);
+  CHECK(spec.template_bos == 128000);
+  const auto blob = bpe_spec_serialize(spec);
+  CHECK(blob.size() < json.size() / 2);  // 9.1 MB of JSON -> ~3.6 MB
+  const BpeSpec back = bpe_spec_deserialize(blob.data(), blob.size(), "blob");
+  CHECK(back.tokens == spec.tokens);
+  CHECK(back.merges == spec.merges);
+  CHECK(back.splits == spec.splits);
+  REQUIRE(back.added.size() == spec.added.size());
+  for (size_t i = 0; i < spec.added.size(); ++i) {
+    CHECK(back.added[i].id == spec.added[i].id);
+    CHECK(back.added[i].content == spec.added[i].content);
+    CHECK(back.added[i].special == spec.added[i].special);
+  }
+  const Tokenizer from_blob = Tokenizer::from_bpe(std::string(blob.begin(), blob.end()), "blob");
+  for (const std::string text : {"Hello world", " naïve café 日本語 🦙\n\n", "<|eot_id|>x  y", "12345 '''s"})
+    CHECK(from_blob.encode(text, true) == llama3().encode(text, true));
+
+  // Broken data is refused with what is wrong and where.
+  auto refuse = [&](std::vector<uint8_t> b, const char* what) {
+    CHECK_THROWS_WITH(bpe_spec_deserialize(b.data(), b.size(), "tensor 'tokenizer.data'"),
+                      Contains("tensor 'tokenizer.data'") && Contains(what));
+  };
+  refuse({blob.begin(), blob.begin() + 5}, "no 'cllm-bpe' magic");
+  auto bad_version = blob;
+  bad_version[8] = 9;
+  refuse(bad_version, "version 9");
+  refuse({blob.begin(), blob.end() - 3}, "merges need");
+  refuse({blob.begin(), blob.begin() + 100}, "truncated");
+  auto bad_merge = blob;
+  std::fill(bad_merge.end() - 4, bad_merge.end(), 0xFF);
+  refuse(bad_merge, "outside the 128256 tokens");
+}
+
+TEST_CASE("bpe: tokenizer.json features it cannot reproduce exactly are refused, naming the field", "[tokenizer]") {
+  auto refused = [](const std::string& json) {
+    try {
+      Tokenizer::from_bpe(json, "'t.json'");
+    } catch (const cllm::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(loaded)");
+  };
+  CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["type"] = "Unigram"; })),
+             Contains("'t.json'") && Contains("model.type is 'Unigram'"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["normalizer"] = {{"type", "NFC"}}; })),
+             Contains("normalizer 'NFC' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; })),
+             Contains("pre_tokenizer.pretokenizers[0].behavior: 'Removed' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; })),
+             Contains("pre-tokenizer 'Whitespace' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"].erase(1); })),
+             Contains("no ByteLevel step"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a"; })),
+             Contains("pre-tokenizer regex '(a' does not compile"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["merges"][0] = "Ġ nosuchtoken"; })),
+             Contains("model.merges[0]") && Contains("'nosuchtoken' is not in model.vocab"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["vocab"].erase("!"); })),
+             Contains("id 0 is neither in model.vocab nor in added_tokens"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["added_tokens"][0]["single_word"] = true; })),
+             Contains("added_tokens[0]") && Contains("single_word is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["vocab"]["\xC4\xA0\xC4\xA0"] = 0; })),
+             Contains("model.vocab has id 0 twice"));
+  CHECK_THAT(refused("{\"model\": 3"), Contains("'t.json': invalid JSON"));
+}
+
+TEST_CASE("bpe: a GPT-2-style tokenizer.json (ByteLevel with its own regex and prefix space) loads and splits",
+          "[tokenizer]") {
+  // The same vocabulary, with GPT-2's pre-tokenizer: ByteLevel(add_prefix_space, use_regex).
+  const std::string json = edited_json([](auto& j) {
+    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}};
+  });
+  const Tokenizer tok = Tokenizer::from_bpe(json, "gpt2-style");
+  // "Hello" gets the prefix space: " Hello"; GPT-2's \p{N}+ keeps digit runs whole (no 3-groups).
+  CHECK(tok.encode("Hello world", false) == llama3().encode(" Hello world", false));
+  const auto digits = tok.encode("12345678", false);
+  CHECK(tok.decode(digits) == " 12345678");
+}
+
+TEST_CASE("utf8: ill-formed input is repaired one U+FFFD per maximal subpart, as Python and Rust do", "[tokenizer]") {
+  const std::string R = "\xEF\xBF\xBD";
+  CHECK(utf8_repair("plain ascii") == "plain ascii");
+  CHECK(utf8_repair("caf\xC3\xA9 \xF0\x9F\xA6\x99") == "caf\xC3\xA9 \xF0\x9F\xA6\x99");
+  CHECK(utf8_repair("\x80") == R);                              // lone continuation byte
+  CHECK(utf8_repair("\xE2\x82") == R);                          // truncated 3-byte: one subpart
+  CHECK(utf8_repair("\xE2\x82x") == R + "x");
+  CHECK(utf8_repair("\xF0\x9F\xA6") == R);                      // truncated 4-byte
+  CHECK(utf8_repair("\xC0\xAF") == R + R);                      // overlong: C0 never starts a character
+  CHECK(utf8_repair("\xE0\x80\xAF") == R + R + R);              // overlong 3-byte: E0 needs A0..BF next
+  CHECK(utf8_repair("\xED\xA0\x80") == R + R + R);              // a surrogate
+  CHECK(utf8_repair("\xF4\x90\x80\x80") == R + R + R + R);      // above U+10FFFF
+  CHECK(utf8_repair("\xF5\xFF") == R + R);
+  CHECK(utf8_repair("a\xF0\x9F\xA6" "b") == "a" + R + "b");
+  CHECK_FALSE(utf8_is_valid("\xE2\x82"));
+  CHECK(utf8_is_valid("\xE2\x82\xAC"));
+  // encode sees the repaired text: the same ids as for the text with U+FFFD written in.
+  CHECK(llama3().encode("x\xE2\x82 y\xFF", false) == llama3().encode("x" + R + " y" + R, false));
+}
+
+TEST_CASE("bpe: streaming detokenization keeps UTF-8 whole across tokens that split characters", "[tokenizer]") {
+  const Tokenizer& tok = llama3();
+  const std::string text = "Llamas \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99 and \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E!";
+  const auto ids = tok.encode(text, true);
+  TokenDecoder dec(tok);
+  std::string out;
+  int empty_pieces = 0;
+  for (int id : ids) {
+    const std::string piece = dec.push(id);
+    INFO("token " << id << " gave '" << piece << "'");
+    CHECK(utf8_is_valid(piece));  // never half a character on the terminal
+    empty_pieces += piece.empty();
+    out += piece;
+  }
+  out += dec.flush();
+  CHECK(out == text);        // BOS prints nothing; no space is dropped after it (that is SentencePiece's)
+  CHECK(empty_pieces >= 3);  // BOS, and tokens that end inside an emoji
+  // Special tokens print nothing unless asked for; a cut-off character becomes U+FFFD.
+  CHECK(tok.decode({128006, 882, 128007}) == "user");
+  CHECK(tok.decode({128006, 882, 128007}, true) == "<|start_header_id|>user<|end_header_id|>");
+  CHECK(tok.decode({9468, 99}) == "\xEF\xBF\xBD");
+  TokenDecoder cut(tok);
+  CHECK(cut.push(9468).empty());
+  CHECK(cut.push(128009) == "\xEF\xBF\xBD");  // a control token ends the unfinished character
+}
+
+TEST_CASE("bpe: long inputs (70 KB runs of one class) tokenize in linear time, like the library", "[tokenizer]") {
+  const Tokenizer& tok = llama3();
+  const std::string spaces(200000, ' ');
+  Timer t;
+  const auto ids = tok.encode(spaces + "x", false);
+  CHECK(t.seconds() < 5.0);  // quadratic merging of 200k bytes would take minutes
+  CHECK(tok.decode(ids) == spaces + "x");
+  const auto letters = tok.encode(std::string(200000, 'a'), false);
+  CHECK(tok.decode(letters) == std::string(200000, 'a'));
+}
