@@ -1,0 +1,236 @@
+#include "model/cpu_layer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace cllm {
+
+namespace {
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// Elementwise work in chunks, so that SwiGLU's exponentials spread over the pool.
+constexpr size_t kElemsPerItem = 4096;
+
+}  // namespace
+
+void CpuLayerWeights::check() const {
+  const std::pair<const char*, const CpuTensor*> tensors[] = {
+      {"attn_norm", &attn_norm}, {"attn_q", &wq},        {"attn_k", &wk},      {"attn_v", &wv},
+      {"attn_output", &wo},      {"ffn_norm", &ffn_norm}, {"ffn_gate", &w_gate}, {"ffn_up", &w_up},
+      {"ffn_down", &w_down}};
+  for (const auto& [name, t] : tensors) {
+    if (!t->data) fail("CPU layer: tensor '", name, "' has no data");
+    if (!is_float(t->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(t->dtype), ", expected f32, f16 or bf16");
+    const bool norm = t == &attn_norm || t == &ffn_norm;
+    if (!norm && t->dtype != wq.dtype)
+      fail("CPU layer: tensor '", name, "' is ", dtype_name(t->dtype), " but 'attn_q' is ", dtype_name(wq.dtype),
+           ": all linear layers must share one dtype");
+  }
+}
+
+CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
+                                          const std::array<DType, kCpuLayerTensors>& dtype) {
+  const auto* base = static_cast<const uint8_t*>(slot);
+  const auto at = [&](int i) { return CpuTensor{base + offset[i], dtype[i]}; };
+  CpuLayerWeights w;
+  w.attn_norm = at(0);
+  w.wq = at(1);
+  w.wk = at(2);
+  w.wv = at(3);
+  w.wo = at(4);
+  w.ffn_norm = at(5);
+  w.w_gate = at(6);
+  w.w_up = at(7);
+  w.w_down = at(8);
+  return w;
+}
+
+CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {
+  const auto f = [](const std::vector<float>& v) { return CpuTensor{v.data(), DType::F32}; };
+  CpuLayerWeights w;
+  w.attn_norm = f(L.attn_norm);
+  w.wq = f(L.wq);
+  w.wk = f(L.wk);
+  w.wv = f(L.wv);
+  w.wo = f(L.wo);
+  w.ffn_norm = f(L.ffn_norm);
+  w.w_gate = f(L.w_gate);
+  w.w_up = f(L.w_up);
+  w.w_down = f(L.w_down);
+  return w;
+}
+
+DType cpu_kv_dtype(DType linear_dtype) { return linear_dtype == DType::F32 ? DType::F32 : DType::F16; }
+
+CpuKvCache::CpuKvCache(int n_layers, int context, int kv_dim, DType dtype)
+    : n_layers_(n_layers), context_(context), dtype_(dtype) {
+  CLLM_CHECK(dtype == DType::F16 || dtype == DType::F32, "CPU KV cache: dtype ", dtype_name(dtype),
+             ", expected f16 or f32");
+  CLLM_CHECK(n_layers >= 0 && context >= 1 && kv_dim >= 1, "CPU KV cache: ", n_layers, " layers, context ", context,
+             ", kv_dim ", kv_dim, " (context and kv_dim must be >= 1)");
+  array_bytes_ = static_cast<size_t>(context) * kv_dim * dtype_size(dtype);
+  data_.resize(2 * array_bytes_ * n_layers);
+}
+
+CpuKvLayer CpuKvCache::layer(int i) {
+  CLLM_CHECK(i >= 0 && i < n_layers_, "CPU KV cache: layer ", i, " of ", n_layers_);
+  uint8_t* k = data_.data() + 2 * array_bytes_ * i;
+  return {k, k + array_bytes_, dtype_, context_};
+}
+
+CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& opt, ThreadPool* pool)
+    : c_(c), opt_(opt), pool_(pool) {
+  c_.validate();
+  CLLM_CHECK(opt.context >= 1, "CPU layer: context ", opt.context, " must be >= 1");
+  CLLM_CHECK(opt.max_batch >= 1, "CPU layer: max_batch ", opt.max_batch, " must be >= 1");
+  CLLM_CHECK(cpu::isa_available(opt.isa), "CPU layer: ", cpu::isa_name(opt.isa), " is not available on this CPU");
+  const size_t B = opt.max_batch, dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim();
+  xb_.resize(B * std::max(dim, qd));
+  q_.resize(B * qd);
+  k_.resize(B * kvd);
+  v_.resize(B * kvd);
+  hb_.resize(B * c.ffn_dim);
+  hb2_.resize(B * c.ffn_dim);
+  tmp_.resize(B * dim);
+  att_.resize(B * c.n_heads * static_cast<size_t>(opt.context));
+  norm_.resize(dim);
+  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
+}
+
+void CpuLayerForward::forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+  w.check();
+  CLLM_CHECK(n >= 1, "CPU layer: no tokens");
+  CLLM_CHECK(pos >= 0 && pos + n <= opt_.context, "CPU layer: positions ", pos, "..", pos + n - 1,
+             " do not fit the context of ", opt_.context, " tokens");
+  CLLM_CHECK(kv.k && kv.v && (kv.dtype == DType::F16 || kv.dtype == DType::F32), "CPU layer: the KV cache is ",
+             (kv.k && kv.v ? dtype_name(kv.dtype) : "missing"), ", expected f16 or f32 arrays");
+  CLLM_CHECK(kv.context >= pos + n, "CPU layer: positions ", pos, "..", pos + n - 1, " do not fit the KV cache of ",
+             kv.context, " positions");
+  for (int b = 0; b < n; b += opt_.max_batch)
+    forward_batch(w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
+}
+
+void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n,
+                             int k, bool accumulate) {
+  const DType dt = w[0].dtype;
+  if (dt == DType::F32) {
+    // CpuForward's arithmetic: cpu::matmul, then the residual added as a separate step.
+    for (int i = 0; i < count; ++i) {
+      const auto* wf = static_cast<const float*>(w[i].data);
+      if (!accumulate) {
+        cpu::matmul(y[i], d[i], x, wf, n, k, d[i], pool_);
+        continue;
+      }
+      cpu::matmul(tmp_.data(), d[i], x, wf, n, k, d[i], pool_);
+      const size_t m = static_cast<size_t>(n) * d[i];
+      for (size_t j = 0; j < m; ++j) y[i][j] += tmp_[j];
+    }
+    return;
+  }
+  cpu::Product16 p[3];
+  CLLM_CHECK(count <= 3, "CPU layer: ", count, " products of one input");
+  for (int i = 0; i < count; ++i) {
+    p[i].w = w[i].data;
+    p[i].d = d[i];
+    p[i].y = y[i];
+    p[i].ldy = d[i];
+    p[i].accumulate = accumulate;
+  }
+  cpu::matmul16_multi(p, count, x, dt, n, k, pool_, opt_.isa);
+}
+
+void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+  const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), ffn = c_.ffn_dim;
+  const int kv_group = c_.n_heads / c_.n_kv_heads;  // query heads per kv head
+  float* xb = xb_.data();
+  float* q = q_.data();
+  float* k = k_.data();
+  float* v = v_.data();
+  float* hb = hb_.data();
+  float* hb2 = hb2_.data();
+
+  // attention RMSNorm
+  to_f32(w.attn_norm.dtype, w.attn_norm.data, norm_.data(), dim);
+  for (int t = 0; t < n; ++t) cpu::rmsnorm(xb + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
+
+  // q, k, v projections (one pass over the input), then RoPE on q and k
+  {
+    const CpuTensor ws[] = {w.wq, w.wk, w.wv};
+    float* const ys[] = {q, k, v};
+    const int ds[] = {qd, kvd, kvd};
+    linear(ws, ys, ds, 3, xb, n, dim, false);
+  }
+  for (int t = 0; t < n; ++t) {
+    const float* cs = rope_.cos_at(pos + t);
+    const float* sn = rope_.sin_at(pos + t);
+    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn);
+    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn);
+  }
+
+  // keys and values of this batch into the cache (f16: rounded to nearest even)
+  const size_t row0 = static_cast<size_t>(pos) * kvd, m = static_cast<size_t>(n) * kvd;
+  if (kv.dtype == DType::F32) {
+    std::memcpy(static_cast<float*>(kv.k) + row0, k, sizeof(float) * m);
+    std::memcpy(static_cast<float*>(kv.v) + row0, v, sizeof(float) * m);
+  } else {
+    uint16_t* kc = static_cast<uint16_t*>(kv.k) + row0;
+    uint16_t* vc = static_cast<uint16_t*>(kv.v) + row0;
+    for (size_t i = 0; i < m; ++i) {
+      kc[i] = f32_to_f16(k[i]);
+      vc[i] = f32_to_f16(v[i]);
+    }
+  }
+
+  // causal attention per (token, head): token t sees positions 0 .. pos+t; query head h
+  // reads kv head h / kv_group (GQA); the output goes to xb (n, q_dim)
+  const size_t ctx = opt_.context;
+  const double att_cost = 2.0 * hd * (pos + n);
+  cpu::parallel_for(pool_, static_cast<size_t>(n) * c_.n_heads, att_cost, [&](size_t i) {
+    const int t = static_cast<int>(i / c_.n_heads), h = static_cast<int>(i % c_.n_heads);
+    const size_t head = static_cast<size_t>(h / kv_group) * hd;
+    float* out = xb + t * qd + h * hd;
+    const float* qh = q + t * qd + h * hd;
+    float* scores = att_.data() + i * ctx;
+    if (kv.dtype == DType::F32) {
+      cpu::attention_head(out, qh, static_cast<const float*>(kv.k) + head, static_cast<const float*>(kv.v) + head,
+                          pos + t + 1, kvd, hd, scores);
+    } else {
+      cpu::attention_head_f16(out, qh, static_cast<const uint16_t*>(kv.k) + head,
+                              static_cast<const uint16_t*>(kv.v) + head, pos + t + 1, kvd, hd, scores, opt_.isa);
+    }
+  });
+
+  // output projection, added to the residual
+  {
+    float* const ys[] = {x};
+    const int ds[] = {dim};
+    linear(&w.wo, ys, ds, 1, xb, n, qd, true);
+  }
+
+  // FFN RMSNorm
+  to_f32(w.ffn_norm.dtype, w.ffn_norm.data, norm_.data(), dim);
+  for (int t = 0; t < n; ++t) cpu::rmsnorm(xb + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
+
+  // SwiGLU: down(silu(gate xf) * up xf), added to the residual
+  {
+    const CpuTensor ws[] = {w.w_gate, w.w_up};
+    float* const ys[] = {hb, hb2};
+    const int ds[] = {ffn, ffn};
+    linear(ws, ys, ds, 2, xb, n, dim, false);
+  }
+  const size_t elems = static_cast<size_t>(n) * ffn;
+  cpu::parallel_for(pool_, (elems + kElemsPerItem - 1) / kElemsPerItem, 20.0 * kElemsPerItem, [&](size_t i) {
+    const size_t b = i * kElemsPerItem;
+    cpu::swiglu(hb + b, hb2 + b, std::min(kElemsPerItem, elems - b));
+  });
+  {
+    float* const ys[] = {x};
+    const int ds[] = {dim};
+    linear(&w.w_down, ys, ds, 1, hb, n, ffn, true);
+  }
+}
+
+}  // namespace cllm

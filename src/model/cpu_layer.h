@@ -1,0 +1,129 @@
+// One Llama layer's forward pass on the CPU, from the layer's decoded weights in host memory
+// (bf16 or f16, read in place by cpu_kernels_bf16.h; f32 too), on an fp32 residual stream and
+// a KV cache in host RAM: what the hybrid runtime (issue 8) runs for the layers it keeps on
+// the CPU. The residual stream is the GPU engine's too (fp32, (n, dim)), so handing a token
+// over between CPU and GPU layers is one copy of x each way.
+//
+// Numerics are the GPU engine's (docs/architecture.md, "GPU numerics"): fp32 residual stream,
+// norms, RoPE, softmax and accumulation; the inputs of the linear layers rounded to the
+// weights' dtype; keys and values stored in f16 (f32 for f32 models). With f32 weights and an
+// f32 cache it is exactly CpuForward's layer (same operations, same order, same bits).
+// Results depend neither on the thread count nor on how tokens are batched.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+#include "model/cpu_kernels_bf16.h"
+#include "model/cpu_ops.h"
+#include "model/llama_config.h"
+#include "model/llama_weights.h"
+
+namespace cllm {
+
+struct CpuTensor {
+  const void* data = nullptr;
+  DType dtype = DType::BF16;
+};
+
+// A layer's weights, wherever they live. Shapes as LlamaLayerWeights: (out, in), row-major.
+struct CpuLayerWeights {
+  CpuTensor attn_norm;  // (dim)          norms: f32, f16 or bf16
+  CpuTensor wq;         // (q_dim, dim)   linear layers: bf16, f16 or f32, all seven the same
+  CpuTensor wk;         // (kv_dim, dim)
+  CpuTensor wv;         // (kv_dim, dim)
+  CpuTensor wo;         // (dim, q_dim)
+  CpuTensor ffn_norm;   // (dim)
+  CpuTensor w_gate;     // (ffn, dim)
+  CpuTensor w_up;       // (ffn, dim)
+  CpuTensor w_down;     // (dim, ffn)
+
+  DType linear_dtype() const { return wq.dtype; }
+  // Throws naming the first missing tensor, a dtype that is not a float type, or a linear
+  // layer whose dtype differs from wq's.
+  void check() const;
+};
+
+// The tensors of a layer slot as the GPU runtime lays it out (runtime/weight_schedule.h):
+// tensor i at slot + offset[i] with dtype[i], i in the order of runtime's LayerTensor:
+// attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down
+// (WeightStep::offset and WeightStep::tensor[i]->dtype).
+constexpr int kCpuLayerTensors = 9;
+CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
+                                          const std::array<DType, kCpuLayerTensors>& dtype);
+// A view of fp32 weights (LlamaWeights' layers), which must outlive it.
+CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L);
+
+// The KV cache dtype for a model whose linear layers are linear_dtype: f32 for f32 models,
+// else f16 (the GPU engine's choice).
+DType cpu_kv_dtype(DType linear_dtype);
+
+// One layer's keys and values: two (context, kv_dim) arrays of dtype (F16 or F32).
+struct CpuKvLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+  DType dtype = DType::F16;
+  int context = 0;
+};
+
+// Keys and values of n_layers layers in host RAM (the layers the CPU computes).
+class CpuKvCache {
+ public:
+  CpuKvCache(int n_layers, int context, int kv_dim, DType dtype);
+  CpuKvLayer layer(int i);
+  int n_layers() const { return n_layers_; }
+  size_t bytes() const { return data_.size(); }
+
+ private:
+  int n_layers_ = 0, context_ = 0;
+  DType dtype_ = DType::F16;
+  size_t array_bytes_ = 0;     // one (context, kv_dim) array
+  std::vector<uint8_t> data_;  // per layer: keys, then values
+};
+
+struct CpuLayerOptions {
+  int context = 0;      // positions in the RoPE table and the largest pos + n accepted
+  int max_batch = 16;   // tokens per pass through the layer; more are run in chunks of this
+  cpu::Isa isa = cpu::isa_best();
+};
+
+// Runs layers of one model: holds the RoPE table and the activations of max_batch tokens.
+class CpuLayerForward {
+ public:
+  // pool (may be null: inline) must outlive this object.
+  CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& opt, ThreadPool* pool);
+
+  // x (n, dim): the residual stream of n tokens at positions pos .. pos+n-1, updated in place:
+  //   x += wo . attention(rope(wq xa), rope(wk xa), wv xa),  xa = rmsnorm(x) * attn_norm
+  //   x += w_down (silu(w_gate xf) * (w_up xf)),              xf = rmsnorm(x) * ffn_norm
+  // Positions < pos must already be in kv (written by earlier calls for this layer); this call
+  // writes keys and values of pos .. pos+n-1. Throws when the positions pass the context, the
+  // weights are incomplete or kv's dtype or context does not fit.
+  void forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+
+  const LlamaConfig& config() const { return c_; }
+  int context() const { return opt_.context; }
+
+ private:
+  void forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  // y (n, d) [+]= x (n, k) @ w^T for the products of one input, whatever the weights' dtype.
+  void linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n, int k,
+              bool accumulate);
+
+  LlamaConfig c_;
+  CpuLayerOptions opt_;
+  ThreadPool* pool_;
+  cpu::RopeTable rope_;
+  // (max_batch, ...) activations, fp32
+  std::vector<float> xb_;             // (B, max(dim, q_dim)) normed input, then attention output
+  std::vector<float> q_, k_, v_;      // (B, q_dim), (B, kv_dim), (B, kv_dim)
+  std::vector<float> hb_, hb2_;       // (B, ffn) gate and up
+  std::vector<float> tmp_;            // (B, dim) f32 products before their residual add
+  std::vector<float> att_;            // (B, n_heads, context) attention scores
+  std::vector<float> norm_;           // (dim) a norm's weights in fp32
+};
+
+}  // namespace cllm
