@@ -38,7 +38,7 @@ int run_compress(const CompressArgs& a) {
   opt.store_raw = a.raw;
   ProgressBar bar("compressing");
   opt.progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
-  const CompressSummary s = with_context("writing '" + a.output + "'", [&] { return compress_model(model, a.output, opt); });
+  const CompressSummary s = with_context("compressing '" + a.input + "'", [&] { return compress_model(model, a.output, opt); });
   bar.finish();
 
   const double bits_per_weight = s.coded_elems ? 8.0 * static_cast<double>(s.float_tile_bytes) / static_cast<double>(s.coded_elems) : 0.0;
@@ -65,7 +65,7 @@ void register_compress(CLI::App& app, Action& action) {
   cmd->add_option("input", a->input, "Model to compress: a Hugging Face folder, a llama2.c .bin or a .gguf file")->required();
   cmd->add_option("output", a->output, "The .cllm file to write")->required();
   cmd->add_option("-t,--threads", a->threads, "Encoder threads (0 = all hardware threads)")->default_val(0)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer to embed (SentencePiece .model or llama2.c tokenizer .bin); for llama2.c checkpoints")->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer to embed (SentencePiece .model, llama2.c tokenizer .bin or tokenizer.json); for llama2.c checkpoints")->check(CLI::ExistingFile);
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file if it exists");
   cmd->add_option("--tile-elems", a->tile_elems, "Elements per tile (32768 .. 16777216)")->default_val(1u << 20)->check(CLI::Range(32768u, 1u << 24));
   cmd->add_flag("--raw", a->raw, "Store every tile uncompressed (for testing and comparisons)");

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -72,6 +74,41 @@ std::string read_text_file(const std::string& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
+// ---- Mapped ranges, so that a SIGBUS (a mapped file that shrank under us) names the file.
+// A fixed table: the handler reads it without allocating or locking.
+
+namespace {
+
+constexpr int kMaxMappings = 256;
+struct MappingSlot {
+  std::atomic<const uint8_t*> begin{nullptr};  // null: free
+  uint64_t size = 0;
+  char path[512];
+};
+MappingSlot g_mappings[kMaxMappings];
+std::mutex g_mappings_mutex;
+
+void mapping_register(const uint8_t* begin, uint64_t size, const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  for (auto& m : g_mappings) {
+    if (m.begin.load() != nullptr) continue;
+    m.size = size;
+    const size_t n = std::min(path.size(), sizeof(m.path) - 1);
+    std::memcpy(m.path, path.data(), n);
+    m.path[n] = '\0';
+    m.begin.store(begin);  // published last: the handler sees a complete slot
+    return;
+  }  // table full: the mapping works, a SIGBUS in it is just not explained
+}
+
+void mapping_unregister(const uint8_t* begin) {
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  for (auto& m : g_mappings)
+    if (m.begin.load() == begin) m.begin.store(nullptr);
+}
+
+}  // namespace
+
 // ---- MappedFile
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
@@ -96,12 +133,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       fail("mapping '", path, "': ", errno_string(err));
     }
     data_ = static_cast<const uint8_t*>(p);
+    mapping_register(data_, size_, path_);
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_) {
+    mapping_unregister(data_);
+    ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
@@ -112,7 +153,10 @@ MappedFile::MappedFile(MappedFile&& o) noexcept
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    if (data_) {
+      mapping_unregister(data_);
+      ::munmap(const_cast<uint8_t*>(data_), size_);
+    }
     path_ = std::move(o.path_);
     data_ = o.data_;
     size_ = o.size_;
@@ -149,13 +193,54 @@ void temp_unregister(int slot) {
   g_temp_used[slot] = 0;
 }
 
-extern "C" void cleanup_on_signal(int sig) {
+void remove_temp_files() {
   for (int i = 0; i < kMaxTempFiles; ++i)
     if (g_temp_used[i]) ::unlink(g_temp_paths[i]);
-  static const char msg[] = "\ninterrupted: removed partial output\n";
-  if (::write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+}
+
+void write_stderr(const char* s) {
+  if (::write(STDERR_FILENO, s, std::strlen(s)) < 0) {
   }
+}
+
+extern "C" void cleanup_on_signal(int sig) {
+  remove_temp_files();
+  write_stderr("\ninterrupted: removed partial output\n");
   ::_exit(128 + sig);
+}
+
+// Decimal digits of v into buf (no allocation, no stdio: async-signal-safe).
+const char* u64_to_chars(uint64_t v, char (&buf)[24]) {
+  char* p = buf + sizeof(buf) - 1;
+  *p = '\0';
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return p;
+}
+
+// A read from a mapped file past its current end: another program truncated or replaced the
+// file while codecllm was reading it. Explain, remove partial output, exit 1. A SIGBUS
+// anywhere else is not ours to explain: the default action (core dump) runs.
+extern "C" void explain_sigbus(int sig, siginfo_t* info, void*) {
+  const auto* addr = static_cast<const uint8_t*>(info->si_addr);
+  for (const auto& m : g_mappings) {
+    const uint8_t* begin = m.begin.load();
+    if (!begin || addr < begin || addr >= begin + m.size) continue;
+    remove_temp_files();
+    char at[24], size[24];
+    write_stderr("error: '");
+    write_stderr(m.path);
+    write_stderr("': the file shrank while codecllm was reading it (byte ");
+    write_stderr(u64_to_chars(static_cast<uint64_t>(addr - begin), at));
+    write_stderr(" of the ");
+    write_stderr(u64_to_chars(m.size, size));
+    write_stderr(" it had when opened is gone): was it truncated or rewritten by another program? "
+                 "Run again once the file is complete\n");
+    ::_exit(1);
+  }
+  ::signal(sig, SIG_DFL);  // returning re-runs the faulting access, which now dumps core
 }
 
 // The slot of each open AtomicOutputFile, keyed by its fd (fds are small and unique while open).
@@ -170,6 +255,16 @@ void install_cleanup_signal_handlers() {
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+
+  struct sigaction bus;
+  std::memset(&bus, 0, sizeof(bus));
+  bus.sa_sigaction = explain_sigbus;
+  bus.sa_flags = SA_SIGINFO;
+  sigemptyset(&bus.sa_mask);
+  ::sigaction(SIGBUS, &bus, nullptr);
+  // A file size limit (ulimit -f) makes write() fail with EFBIG, reported like a full disk,
+  // instead of killing the process with the temporary file left behind.
+  ::signal(SIGXFSZ, SIG_IGN);
 }
 
 // ---- AtomicOutputFile
@@ -199,7 +294,13 @@ void AtomicOutputFile::pwrite(const void* data, size_t size, uint64_t offset) {
   while (size > 0) {
     const ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("writing '", path_, "': ", errno_string(errno));
+    if (n < 0) {
+      const int err = errno;
+      if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+        fail("writing '", path_, "': ", errno_string(err),
+             " (the disk is full or a size limit was reached; the partial file is removed: free some space and retry)");
+      fail("writing '", path_, "': ", errno_string(err));
+    }
     if (n == 0) fail("writing '", path_, "': no progress (disk full?)");
     p += n;
     size -= static_cast<size_t>(n);

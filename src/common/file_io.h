@@ -19,7 +19,10 @@ std::string path_basename(const std::string& path);
 std::vector<uint8_t> read_file(const std::string& path);
 std::string read_text_file(const std::string& path);
 
-// A read-only memory map of a whole file. Movable, not copyable.
+// A read-only memory map of a whole file. Movable, not copyable. If another program truncates
+// the file while it is mapped, reading the lost part raises SIGBUS; with the handlers of
+// install_cleanup_signal_handlers() that is an error naming the file (exit status 1), not a
+// crash. Bytes changed in place show through the map: readers check CRCs and structure.
 class MappedFile {
  public:
   MappedFile() = default;
@@ -66,7 +69,10 @@ class AtomicOutputFile {
 };
 
 // Installs SIGINT/SIGTERM handlers that remove every uncommitted AtomicOutputFile and exit
-// with status 130 (SIGINT) or 143 (SIGTERM). Called once by main().
+// with status 130 (SIGINT) or 143 (SIGTERM); a SIGBUS handler that turns a read past the end
+// of a MappedFile that shrank into "error: '<path>': the file shrank ..." (temporary files
+// removed, exit status 1); and ignores SIGXFSZ, so that a file size limit is a write error
+// like a full disk. Called once by main().
 void install_cleanup_signal_handlers();
 
 }  // namespace cllm

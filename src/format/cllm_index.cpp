@@ -280,6 +280,11 @@ void parse_tiles(IndexReader& r, TensorInfo& t, const GroupInfo& g, GroupCursor&
     tile.crc32c = r.u32("tile crc32c");
     if (tile.offset % kTileOffsetAlign != 0)
       fail("tile ", k, ": offset ", tile.offset, " is not a multiple of ", kTileOffsetAlign);
+    // Every codec keeps at least one raw byte per element, so a tile's bytes bound what it
+    // decodes to: a few bytes of index cannot make a reader allocate gigabytes.
+    if (tile.n_elems > tile.size)
+      fail("tile ", k, ": n_elems ", tile.n_elems, " is more than its ", tile.size,
+           " bytes can hold (at least one byte per element)");
     if (tile.offset < g.offset || tile.offset > group_end || tile.size > group_end - tile.offset)
       fail("tile ", k, ": [", tile.offset, ", +", tile.size, ") is outside its group '", g.name,
            "' [", g.offset, ", ", group_end, ")");

@@ -82,6 +82,9 @@ void CllmWriter::add_tensor(const std::string& name, DType dtype, TensorCodec co
   for (size_t k = 0; k < tiles.size(); ++k) {
     if (tiles[k].bytes.size() > UINT32_MAX)
       fail(where, "tile ", k, " is ", tiles[k].bytes.size(), " bytes, at most 2^32-1 allowed");
+    if (tiles[k].n_elems > tiles[k].bytes.size())
+      fail(where, "tile ", k, " holds ", tiles[k].n_elems, " elements in ", tiles[k].bytes.size(),
+           " bytes (a reader requires at least one byte per element)");
     sum += tiles[k].n_elems;
   }
   if (sum != n) fail(where, "the tiles hold ", sum, " elements, the shape has ", n);

@@ -46,11 +46,13 @@ void top_k(std::vector<Candidate>& c, int k) {
 std::vector<float> probabilities(const std::vector<Candidate>& c, float temp) {
   std::vector<float> p(c.size());
   if (c.empty()) return p;
+  // (logit - max) / temp, not logit / temp - max / temp: with a tiny temperature logit / temp
+  // overflows to inf and inf - inf is NaN, where the difference gives exp(-inf) = 0.
   float max_l = -INFINITY;
-  for (const auto& x : c) max_l = std::max(max_l, x.logit / temp);
+  for (const auto& x : c) max_l = std::max(max_l, x.logit);
   double sum = 0.0;
   for (size_t i = 0; i < c.size(); ++i) {
-    p[i] = std::exp(c[i].logit / temp - max_l);
+    p[i] = std::exp((c[i].logit - max_l) / temp);
     sum += p[i];
   }
   for (auto& x : p) x = static_cast<float>(x / sum);
