@@ -91,8 +91,24 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
     REQUIRE(e->mode() == m);
     traces.push_back(greedy_trace(*e, prompt, steps, vocab));
   }
+  // A VRAM budget between lowmem's and full's: a hybrid of decoded, resident and streamed steps.
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  const uint64_t lo = plan_memory(s, c, Mode::lowmem, 256, 256).total();
+  const uint64_t hi = plan_memory(s, c, Mode::full, 256, 256).total();
+  GpuOptions o;
+  o.context = 256;
+  o.threads = 2;
+  for (int k = 1; k < 8 && o.vram_budget == 0; ++k)
+    if (mode_of(placements_for_budget(s, c, 256, 256, lo + (hi - lo) * k / 8)) == Mode::hybrid)
+      o.vram_budget = lo + (hi - lo) * k / 8;
+  REQUIRE(o.vram_budget > 0);
+  auto hybrid = GpuEngine::open(f, o);
+  REQUIRE(hybrid->mode() == Mode::hybrid);
+  INFO("hybrid: " << describe_placements(hybrid->placements()));
+  traces.push_back(greedy_trace(*hybrid, prompt, steps, vocab));
   for (size_t m = 1; m < traces.size(); ++m) {
-    INFO("mode " << mode_name(kModes[m]) << " against full");
+    INFO((m < 3 ? mode_name(kModes[m]) : "hybrid") << " against full");
     REQUIRE(traces[m].tokens == traces[0].tokens);
     for (size_t i = 0; i < traces[0].logits.size(); ++i) {
       INFO("token " << i);
@@ -103,7 +119,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
 
 }  // namespace
 
-TEST_CASE("gpu: full, resident and lowmem give bitwise-identical logits at every token", "[gpu]") {
+TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identical logits at every token", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
   SECTION("stories260K (f32)") {

@@ -141,3 +141,53 @@ TEST_CASE("modes by name", "[runtime]") {
   CHECK(kv_cache_dtype(DType::BF16) == DType::F16);
   CHECK(kv_cache_dtype(DType::F32) == DType::F32);
 }
+
+TEST_CASE("a VRAM budget places each step: streamed, then compressed in VRAM, then decoded", "[runtime]") {
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(test::compress_stories(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  const int ctx = 256, batch = 64;
+  const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, ctx, batch).total();
+  const uint64_t full = plan_memory(s, c, Mode::full, ctx, batch).total();
+  const uint64_t resident = plan_memory(s, c, Mode::resident, ctx, batch).total();
+
+  CHECK(mode_of(placements_for_budget(s, c, ctx, batch, lowmem)) == Mode::lowmem);
+  CHECK(mode_of(placements_for_budget(s, c, ctx, batch, std::max(full, resident) + (1 << 20))) == Mode::full);
+  CHECK_THROWS_WITH(placements_for_budget(s, c, ctx, batch, lowmem - 1), Contains("out of VRAM"));
+
+  // Every budget's plan fits it, and more VRAM never means more bytes over PCIe or more decoding.
+  uint64_t prev_streamed = UINT64_MAX, prev_ring = UINT64_MAX;
+  bool saw_hybrid = false;
+  for (int k = 0; k <= 40; ++k) {
+    const uint64_t budget = lowmem + (std::max(full, resident) - lowmem) * k / 40;
+    const Placements p = placements_for_budget(s, c, ctx, batch, budget);
+    INFO("budget " << budget << ": " << describe_placements(p));
+    CHECK(plan_memory(s, c, p, ctx, batch).total() <= budget);
+    uint64_t streamed = 0, ring = 0;
+    for (size_t i = 0; i < p.size(); ++i) {
+      const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+      if (p[i] == Placement::streamed) streamed += step.src_bytes;
+      if (p[i] != Placement::decoded) ring += step.slot_bytes;
+    }
+    CHECK(streamed <= prev_streamed);
+    if (streamed == 0 && prev_streamed == 0) CHECK(ring <= prev_ring);
+    prev_streamed = streamed;
+    prev_ring = ring;
+    saw_hybrid = saw_hybrid || mode_of(p) == Mode::hybrid;
+  }
+  CHECK(saw_hybrid);
+  CHECK(describe_placements({Placement::decoded, Placement::streamed, Placement::streamed}) ==
+        "1 decoded, 0 resident, 2 streamed");
+}
+
+TEST_CASE("sizes as users write them", "[runtime]") {
+  CHECK(parse_size("2.5G") == 2684354560ull);
+  CHECK(parse_size("512M") == 536870912ull);
+  CHECK(parse_size("8GiB") == 8589934592ull);
+  CHECK(parse_size("1000") == 1000ull);
+  CHECK(parse_size("3gb") == 3221225472ull);
+  CHECK_THROWS_WITH(parse_size("lots"), Contains("'lots' is not a size"));
+  CHECK_THROWS_WITH(parse_size("2X"), Contains("unknown size unit 'X'"));
+  CHECK_THROWS_WITH(parse_size("-1G"), Contains("not a positive size"));
+}

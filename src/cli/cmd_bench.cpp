@@ -12,6 +12,7 @@
 #include "common/thread_pool.h"
 #include "runtime/codec_bench.h"
 #include "runtime/device_select.h"
+#include "runtime/memory_plan.h"
 #include "runtime/model_bench.h"
 
 namespace cllm::cli {
@@ -23,6 +24,7 @@ struct BenchArgs {
   bool codec = false;
   int reps = 5, threads = 0;
   std::vector<std::string> modes = {"auto"};
+  std::vector<std::string> budgets;
   std::vector<int> n_prompt = {512}, n_gen = {128};
 };
 
@@ -51,7 +53,9 @@ void print_model_md(const ModelBenchResult& r) {
   for (const auto& row : r.rows)
     std::printf("| %s | %s | %s | %.3f | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", r.model.c_str(),
                 format_bytes(static_cast<double>(r.file_bytes)).c_str(), params(r.params).c_str(), ratio,
-                r.device == "cpu" ? "CPU" : "CUDA", row.mode.c_str(), row.test.c_str(), row.mean_tps, row.std_tps,
+                r.device == "cpu" ? "CPU" : "CUDA",
+                (row.budget.empty() ? row.mode : row.mode + " @" + row.budget + " (" + row.placement + ")").c_str(),
+                row.test.c_str(), row.mean_tps, row.std_tps,
                 row.roofline_tps > 0 ? (num(100 * row.mean_tps / row.roofline_tps, "%.0f") + "% " + row.bound).c_str() : "-",
                 gib(row.vram_peak).c_str(), num(row.decode_gbps).c_str(), num(row.h2d_gbps).c_str(),
                 row.roofline_tps > 0 ? (num(row.stall_pct, "%.0f") + "%").c_str() : "-");
@@ -85,7 +89,8 @@ void print_model_json(const ModelBenchResult& r) {
   j["ceilings"] = {{"copy_gbps", r.copy_gbps}, {"h2d_pinned_gbps", r.h2d_pinned_gbps}, {"gemm_tflops", r.gemm_tflops}};
   j["rows"] = nlohmann::json::array();
   for (const auto& row : r.rows)
-    j["rows"].push_back({{"mode", row.mode}, {"test", row.test}, {"n_tokens", row.n_tokens},
+    j["rows"].push_back({{"mode", row.mode}, {"budget", row.budget}, {"placement", row.placement},
+                         {"test", row.test}, {"n_tokens", row.n_tokens},
                          {"mean_tps", row.mean_tps}, {"std_tps", row.std_tps}, {"samples_s", row.samples_s},
                          {"vram_peak", row.vram_peak}, {"decode_gbps", row.decode_gbps}, {"h2d_gbps", row.h2d_gbps},
                          {"stall_pct", row.stall_pct}, {"roofline_tps", row.roofline_tps}, {"bound", row.bound},
@@ -136,6 +141,14 @@ int run_model_bench(const BenchArgs& a, const CllmFile& f, Device dev) {
   ModelBenchOptions opt;
   opt.gpu = dev == Device::cuda;
   opt.modes = a.modes;
+  opt.budgets = a.budgets;
+  if (!a.budgets.empty()) {
+    if (!opt.gpu) fail("--vram-budget plans GPU memory: use --device cuda (or leave it out)");
+    if (a.modes != std::vector<std::string>{"auto"})
+      fail("--vram-budget plans where each layer lives: leave --mode out");
+    for (const auto& b : a.budgets)
+      if (b != "auto") parse_size(b);  // a bad size fails before anything loads
+  }
   if (!opt.gpu) {
     for (const auto& m : a.modes)
       if (m != "auto") fail("--mode ", m, " is a GPU memory mode: use --device cuda (or leave --mode out)");
@@ -178,6 +191,9 @@ void register_bench(CLI::App& app, Action& action) {
   cmd->add_option("--mode", a->modes, "GPU memory modes to run, comma-separated: full,resident,lowmem,auto")
       ->delimiter(',')
       ->check(CLI::IsMember({"full", "resident", "lowmem", "auto"}));
+  cmd->add_option("--vram-budget", a->budgets,
+                  "VRAM budgets to run, comma-separated (2.5G,8G,auto): each plans every layer's placement")
+      ->delimiter(',');
   cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt lengths, comma-separated (pp tests; 0: none)")
       ->delimiter(',')
       ->check(CLI::Range(0, 1 << 20));

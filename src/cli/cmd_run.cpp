@@ -5,6 +5,7 @@
 #include <memory>
 #include <random>
 
+#include "cli/chat.h"
 #include "cli/commands.h"
 #include "common/file_io.h"
 #include "common/log.h"
@@ -31,7 +32,9 @@ struct RunArgs {
   int threads = hardware_threads();
   std::string device = "auto";
   std::string mode = "auto";  // GPU memory mode: full, resident, lowmem, auto
+  std::string vram_budget;    // plan per layer for this much VRAM ("2.5G"); empty: --mode decides
   bool no_bos = false, no_verify = false;
+  ChatArgs chat;  // --chat, --system-prompt, --chat-template, --verbose-prompt (cli/chat.h)
 };
 
 // A value in (lo, hi]: CLI11's Range is closed on both ends.
@@ -44,6 +47,30 @@ CLI::Validator half_open_range(double lo, double hi) {
         return "";
       },
       cat("FLOAT in (", lo, " - ", hi, "]"));
+}
+
+// A value in [lo, hi]. CLI11's Range lets NaN through (every comparison with NaN is false).
+CLI::Validator closed_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!(v >= lo && v <= hi)) return cat("value ", s, " not in range [", lo, ", ", hi, "]");
+        return "";
+      },
+      cat("FLOAT in [", lo, " - ", hi, "]"));
+}
+
+// x > 0 (CLI::PositiveNumber lets NaN through).
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!(v > 0)) return "value " + s + " must be > 0";
+        return "";
+      },
+      "FLOAT > 0");
 }
 
 // x >= 0 (CLI::NonNegativeNumber's message would print the largest double in full).
@@ -97,6 +124,8 @@ int run_run(const RunArgs& a) {
   const Device device = select_device(a.device);
   if (device == Device::cpu && a.mode != "auto")
     fail("--mode ", a.mode, " is a GPU memory mode: use --device cuda (or leave --mode out)");
+  if (device == Device::cpu && !a.vram_budget.empty())
+    fail("--vram-budget plans GPU memory: use --device cuda (or leave it out)");
 
   // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
   // GPU engine loads them for its memory mode. Then the tokenizer.
@@ -114,6 +143,7 @@ int run_run(const RunArgs& a) {
     if (device == Device::cuda) {
       GpuOptions g;
       g.mode = a.mode;
+      if (!a.vram_budget.empty() && a.vram_budget != "auto") g.vram_budget = parse_size(a.vram_budget);
       g.context = a.context;
       g.threads = a.threads;
       gpu = GpuEngine::open(file, g);
@@ -134,7 +164,11 @@ int run_run(const RunArgs& a) {
                rope_layout_name(c.rope_layout), c.rope_scaling.type == "llama3" ? " (llama3 scaling)" : ""));
   if (gpu)
     log_info(cat("device: cuda (", gpu->device_name(), "), mode ", mode_name(gpu->mode()),
-                 gpu->mode_was_chosen() ? " (chosen by --mode auto: the fastest that fits)" : "", ", context ",
+                 gpu->mode() == Mode::hybrid ? " (" + describe_placements(gpu->placements()) + ")" : "",
+                 gpu->mode_was_chosen() ? (a.vram_budget.empty() ? " (chosen by --mode auto: the fastest that fits)"
+                                                                 : " (planned for --vram-budget " + a.vram_budget + ")")
+                                        : "",
+                 ", context ",
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
   else
     log_info(cat("device: cpu (fp32), ", cpu->threads(), " threads, context ", context, " of ", c.context_length));
@@ -157,6 +191,8 @@ int run_run(const RunArgs& a) {
   const ForwardFn forward = [&](const int* tokens, int n, int pos) {
     return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
   };
+  if (a.chat.chat) return run_chat(forward, context, c.vocab_size, *tok, gen.sampling, a.chat, prompt, a.n_predict);
+  if (a.chat.verbose_prompt) print_prompt_tokens(*tok, tok->encode(prompt, gen.add_bos), "prompt");
   const GenerateResult r = generate(forward, context, c.vocab_size, *tok, prompt, gen,
                                     [](const std::string& s) {
                                       std::fwrite(s.data(), 1, s.size(), stdout);
@@ -204,9 +240,9 @@ void register_run(CLI::App& app, Action& action) {
   cmd->add_option("--temp", a->sampling.temp, "Temperature (0: greedy)")->check(non_negative());
   cmd->add_option("--top-k", a->sampling.top_k, "Top-k sampling (0: off)")->check(CLI::Range(0, INT_MAX));
   cmd->add_option("--top-p", a->sampling.top_p, "Top-p sampling (1: off)")->check(half_open_range(0.0, 1.0));
-  cmd->add_option("--min-p", a->sampling.min_p, "Min-p sampling (0: off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", a->sampling.min_p, "Min-p sampling (0: off)")->check(closed_range(0.0, 1.0));
   cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Repeat penalty (1: off)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--repeat-last-n", a->sampling.repeat_last_n, "Tokens the repeat penalty looks back (-1: all)")
       ->check(CLI::Range(-1, INT_MAX));
   cmd->add_option("-s,--seed", a->sampling.seed, "Sampling seed (-1: random, printed on stderr)")
@@ -220,8 +256,12 @@ void register_run(CLI::App& app, Action& action) {
                   "layer), lowmem (compressed in host RAM, streamed per layer), auto (the fastest that fits)")
       ->check(CLI::IsMember({"full", "resident", "lowmem", "auto"}))
       ->envname("CLLM_MODE");
+  cmd->add_option("--vram-budget", a->vram_budget,
+                  "Use at most this much VRAM (e.g. 2.5G, 8G; auto: what is free): each layer is placed decoded in "
+                  "VRAM, compressed in VRAM, or streamed from host RAM, the fastest mix that fits");
   cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with BOS");
   cmd->add_flag("--no-verify", a->no_verify, "Skip the tiles' checksums at open");
+  add_chat_flags(cmd, a->chat);
   cmd->callback([a, &action] {
     a->model = a->model_pos.empty() ? a->model_opt : a->model_pos;
     if (a->model.empty()) throw CLI::RequiredError("MODEL.cllm (or -m MODEL.cllm)");

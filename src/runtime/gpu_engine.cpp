@@ -3,7 +3,9 @@
 // (resident, lowmem). The kernels, shapes, alignments and order of operations are the same in
 // every mode, so all three give the same logits bit for bit.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -42,6 +44,7 @@ class CudaEngine final : public GpuEngine {
   Mode mode() const override { return mode_; }
   bool mode_was_chosen() const override { return chosen_; }
   const MemoryPlan& memory() const override { return plan_; }
+  const Placements& placements() const override { return placements_; }
   std::string device_name() const override { return device_name_; }
   double load_ms() const override { return load_ms_; }
   bool pinned() const override { return pinned_; }
@@ -57,7 +60,7 @@ class CudaEngine final : public GpuEngine {
   void load_ring(ThreadPool& pool);
   void embed(const int* tokens, int n);
   const uint8_t* acquire(size_t step);
-  void release();
+  void release(size_t step);
   void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
   const float* forward_one_graph(int token, int pos);
   void drop_graph();
@@ -69,6 +72,8 @@ class CudaEngine final : public GpuEngine {
   WeightSchedule sched_;
   std::vector<const WeightStep*> steps_;  // layers, then classifier slices
   Mode mode_ = Mode::full;
+  Placements placements_;            // per step: decoded, resident or streamed
+  std::vector<size_t> ring_index_;   // per step: its index in the ring (ring steps only)
   bool chosen_ = false, pinned_ = false;
   MemoryPlan plan_;
   int context_ = 0, batch_ = 0;
@@ -89,6 +94,7 @@ class CudaEngine final : public GpuEngine {
   // weights
   DeviceBuffer<uint8_t> output_norm_;
   std::vector<DeviceBuffer<uint8_t>> full_layers_;  // full: one decoded group per layer
+  std::vector<DeviceBuffer<uint8_t>> decoded_steps_;  // hybrid: the decoded steps' buffers
   DeviceBuffer<uint8_t> full_global_;               // full: token_embd, output_norm, output decoded
   uint64_t full_embd_offset_ = 0, full_classifier_offset_ = 0;
   DeviceBuffer<uint8_t> store_;                      // resident: every step's compressed bytes
@@ -132,15 +138,22 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   uint64_t available = free > margin ? free - margin : 0;
   if (opt.vram_limit) available = std::min<uint64_t>(available, opt.vram_limit);
 
-  if (opt.mode == "auto") {
-    mode_ = choose_mode(sched_, c_, context_, batch_, available);
+  if (opt.vram_budget) {
+    if (opt.mode != "auto")
+      fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", opt.mode, ")");
+    placements_ = placements_for_budget(sched_, c_, context_, batch_, std::min(opt.vram_budget, available));
+    chosen_ = true;
+  } else if (opt.mode == "auto") {
+    placements_ = uniform_placements(sched_, choose_mode(sched_, c_, context_, batch_, available));
     chosen_ = true;
   } else {
-    mode_ = parse_mode(opt.mode);
-    if (plan_memory(sched_, c_, mode_, context_, batch_).total() > available)
-      fail(out_of_vram_message(sched_, c_, mode_, context_, batch_, available));
+    const Mode m = parse_mode(opt.mode);
+    if (plan_memory(sched_, c_, m, context_, batch_).total() > available)
+      fail(out_of_vram_message(sched_, c_, m, context_, batch_, available));
+    placements_ = uniform_placements(sched_, m);
   }
-  plan_ = plan_memory(sched_, c_, mode_, context_, batch_);
+  mode_ = mode_of(placements_);
+  plan_ = plan_memory(sched_, c_, placements_, context_, batch_);
 
   // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
   // layer's kernels leave free instead of holding them while compute waits.
@@ -154,7 +167,8 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
     else load_ring(pool);
   } catch (const Error& e) {
     if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
-    fail(out_of_vram_message(sched_, c_, mode_, context_, batch_, available), " (", e.what(), ")");
+    fail("out of VRAM while allocating the ", mode_name(mode_), " plan (", plan_.describe(), "), ",
+         format_gib(available), " available: ", e.what());
   }
   use_graph_ = mode_ == Mode::full && !std::getenv("CLLM_NO_GRAPHS");
   d_pos_.resize(1);
@@ -259,41 +273,67 @@ void CudaEngine::load_full(ThreadPool&) {
 }
 
 void CudaEngine::load_ring(ThreadPool& pool) {
-  // The compressed bytes of every step, each 256-byte aligned, in VRAM (resident) or in pinned
-  // host memory (lowmem; pageable, straight from the mapped file, when pinning fails).
-  std::vector<uint64_t> at;
-  uint64_t end = 0;
-  for (const WeightStep* s : steps_) {
-    at.push_back(end);
-    end += (s->src_bytes + 255) / 256 * 256;
+  // Per step, by placement: decoded into its own buffer now; compressed bytes in VRAM
+  // (resident); or in pinned host memory (streamed; pageable, straight from the mapped file,
+  // when pinning fails). Each store keeps its steps 256-byte aligned.
+  std::vector<uint64_t> at(steps_.size(), 0);
+  uint64_t device_end = 0, host_end = 0, staging_bytes = 0, slot_bytes = 0;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const uint64_t bytes = (steps_[i]->src_bytes + 255) / 256 * 256;
+    if (placements_[i] == Placement::resident) at[i] = std::exchange(device_end, device_end + bytes);
+    if (placements_[i] == Placement::streamed) {
+      at[i] = std::exchange(host_end, host_end + bytes);
+      staging_bytes = std::max(staging_bytes, steps_[i]->src_bytes);
+    }
+    if (placements_[i] != Placement::decoded) slot_bytes = std::max(slot_bytes, steps_[i]->slot_bytes);
   }
-  std::vector<const uint8_t*> sources;
-  const bool on_host = mode_ == Mode::lowmem;
-  if (!on_host) {
-    store_.resize(end);
-    for (size_t i = 0; i < steps_.size(); ++i)
-      CLLM_CUDA_CHECK(cudaMemcpy(store_.data() + at[i], file_.file_data() + steps_[i]->src_offset,
-                                 steps_[i]->src_bytes, cudaMemcpyHostToDevice));
-    for (size_t i = 0; i < steps_.size(); ++i) sources.push_back(store_.data() + at[i]);
-  } else {
-    // A pinned copy of the steps' bytes; without one, stream from the pageable mapping.
-    // (Pinning the mapped file in place with cudaHostRegister avoids the copy but took longer:
-    // 7.6 s against 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
-    const bool may_pin = !std::getenv("CLLM_NO_PINNED");
-    if (may_pin && host_store_.allocate(end)) {
-      pinned_ = true;
-      pool.parallel_for(steps_.size(), [&](size_t i) {
-        std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
-      });
-      for (size_t i = 0; i < steps_.size(); ++i) sources.push_back(host_store_.data() + at[i]);
-    } else {
-      log_warn("could not allocate ", format_gib(end),
-               " of pinned host memory: streaming the weights from pageable memory (slower)");
-      for (const WeightStep* s : steps_) sources.push_back(file_.file_data() + s->src_offset);
+  decoded_steps_.resize(steps_.size());
+  {
+    DeviceBuffer<uint8_t> staging;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      if (placements_[i] != Placement::decoded) continue;
+      const WeightStep& s = *steps_[i];
+      staging.resize(std::max<size_t>(staging.size(), s.src_bytes));
+      decoded_steps_[i].resize(s.slot_bytes);
+      CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file_.file_data() + s.src_offset, s.src_bytes, cudaMemcpyHostToDevice));
+      decode_on_device(staging.data(), decoded_steps_[i].data(), s.tiles, s.blocks, compute_, file_.path());
     }
   }
-  ring_ = std::make_unique<WeightRing>(steps_, std::move(sources), on_host, sched_.slot_bytes, sched_.max_src_bytes,
-                                       compute_, file_.path());
+  store_.resize(device_end);
+  for (size_t i = 0; i < steps_.size(); ++i)
+    if (placements_[i] == Placement::resident)
+      CLLM_CUDA_CHECK(cudaMemcpy(store_.data() + at[i], file_.file_data() + steps_[i]->src_offset,
+                                 steps_[i]->src_bytes, cudaMemcpyHostToDevice));
+  const bool pinned_copy = host_end > 0 && !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(host_end);
+  pinned_ = host_end > 0 && pinned_copy;
+  if (host_end > 0 && !pinned_copy)
+    log_warn("could not allocate ", format_gib(host_end),
+             " of pinned host memory: streaming the weights from pageable memory (slower)");
+  if (pinned_copy)
+    pool.parallel_for(steps_.size(), [&](size_t i) {
+      if (placements_[i] == Placement::streamed)
+        std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
+    });
+  // (Pinning the mapped file in place with cudaHostRegister avoids the copy but took longer:
+  // 7.6 s against 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
+
+  std::vector<const WeightStep*> ring_steps;
+  std::vector<const uint8_t*> sources;
+  std::vector<bool> on_host;
+  ring_index_.assign(steps_.size(), SIZE_MAX);
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (placements_[i] == Placement::decoded) continue;
+    ring_index_[i] = ring_steps.size();
+    ring_steps.push_back(steps_[i]);
+    const bool host = placements_[i] == Placement::streamed;
+    on_host.push_back(host);
+    if (!host) sources.push_back(store_.data() + at[i]);
+    else if (pinned_copy) sources.push_back(host_store_.data() + at[i]);
+    else sources.push_back(file_.file_data() + steps_[i]->src_offset);
+  }
+  if (!ring_steps.empty())
+    ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(on_host), slot_bytes, staging_bytes,
+                                         compute_, file_.path());
   // Embedding rows are looked up on the host, so token_embd never sits whole in VRAM.
   embd_host_.resize(sched_.token_embd->raw_bytes());
   decode_tensor(file_, *sched_.token_embd, embd_host_.data(), &pool);
@@ -302,15 +342,18 @@ void CudaEngine::load_ring(ThreadPool& pool) {
 }
 
 const uint8_t* CudaEngine::acquire(size_t i) {
-  if (ring_) return ring_->acquire(i);
+  if (mode_ != Mode::full) {
+    if (placements_[i] == Placement::decoded) return decoded_steps_[i].data();
+    return ring_->acquire(ring_index_[i]);
+  }
   const WeightStep& s = *steps_[i];
   if (s.layer >= 0) return full_layers_[s.layer].data();
   const uint64_t row_bytes = static_cast<uint64_t>(c_.dim) * dtype_size(act_);
   return full_global_.data() + full_classifier_offset_ + s.row_begin * row_bytes;
 }
 
-void CudaEngine::release() {
-  if (ring_) ring_->release();
+void CudaEngine::release(size_t i) {
+  if (mode_ != Mode::full && placements_[i] != Placement::decoded) ring_->release();
 }
 
 void CudaEngine::embed(const int* tokens, int n) {
@@ -377,10 +420,11 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
 void CudaEngine::run_classifier(int rows) {
   for (size_t k = 0; k < sched_.classifier.size(); ++k) {
     const WeightStep& s = sched_.classifier[k];
-    const uint8_t* w = acquire(sched_.layers.size() + k);
+    const size_t step = sched_.layers.size() + k;
+    const uint8_t* w = acquire(step);
     blas_->linear(w, act_, xn_.data(), logits_.data() + s.row_begin, c_.vocab_size, rows, c_.dim,
                   s.row_end - s.row_begin, false);
-    release();
+    release(step);
   }
 }
 
@@ -405,7 +449,7 @@ const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_log
     for (size_t l = 0; l < sched_.layers.size(); ++l) {
       const uint8_t* w = acquire(l);
       run_layer(sched_.layers[l], w, nb, pos + b);
-      release();
+      release(l);
     }
     if (!all_logits && b + nb < n) continue;  // logits only where asked
     const int first = all_logits ? 0 : nb - 1, rows = nb - first;

@@ -23,6 +23,7 @@ struct GpuOptions {
   int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
   int threads = 1;            // host threads for loading
   uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
+  uint64_t vram_budget = 0;   // plan each layer's placement for this much VRAM (mode must be auto)
   int device = 0;
 };
 
@@ -54,6 +55,7 @@ class GpuEngine {
   virtual Mode mode() const = 0;
   virtual bool mode_was_chosen() const = 0;      // by auto
   virtual const MemoryPlan& memory() const = 0;  // the plan it allocated
+  virtual const Placements& placements() const = 0;  // per weight step
   virtual std::string device_name() const = 0;   // "NVIDIA H100 80GB HBM3"
   virtual double load_ms() const = 0;
   virtual bool pinned() const = 0;               // lowmem: the host store is pinned

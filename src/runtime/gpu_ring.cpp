@@ -1,5 +1,7 @@
 #include "runtime/gpu_ring.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.h"
@@ -50,15 +52,16 @@ void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cu
 }
 
 WeightRing::WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources,
-                       bool sources_on_host, uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute,
+                       std::vector<bool> on_host, uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute,
                        std::string origin)
-    : steps_(std::move(steps)), sources_(std::move(sources)), on_host_(sources_on_host), origin_(std::move(origin)),
+    : steps_(std::move(steps)), sources_(std::move(sources)), on_host_(std::move(on_host)), origin_(std::move(origin)),
       compute_(compute) {
+  const bool any_host = std::find(on_host_.begin(), on_host_.end(), true) != on_host_.end();
   CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&decode_, cudaStreamNonBlocking));
-  if (on_host_) CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+  if (any_host) CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
   for (int i = 0; i < 2; ++i) {
     slot_[i].resize(slot_bytes);
-    if (on_host_) staging_[i].resize(staging_bytes);
+    if (any_host) staging_[i].resize(staging_bytes);
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&copied_[i], cudaEventDisableTiming));
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&decoded_[i], cudaEventDisableTiming));
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&computed_[i], cudaEventDisableTiming));
@@ -114,7 +117,7 @@ const uint8_t* WeightRing::acquire(size_t i) {
   pending_steps_.push_back(i);
   ++pending_;
   const uint8_t* src = sources_[i];
-  if (on_host_) {
+  if (on_host_[i]) {
     // staging[slot] is free once the decode two steps back has read it
     CLLM_CUDA_CHECK(cudaStreamWaitEvent(copy_, decoded_[slot], 0));
     CLLM_CUDA_CHECK(cudaEventRecord(t.copy[0], copy_));
@@ -148,7 +151,7 @@ void WeightRing::collect(GpuStats& stats) {
     const StepTimes& t = times_[k];
     const WeightStep& step = *steps_[pending_steps_[k]];
     float ms = 0;
-    if (on_host_) {
+    if (on_host_[pending_steps_[k]]) {
       CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.copy[0], t.copy[1]));
       stats.h2d_ms += ms;
       stats.h2d_bytes += step.src_bytes;

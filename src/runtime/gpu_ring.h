@@ -42,9 +42,9 @@ class PinnedBuffer {
 class WeightRing {
  public:
   // steps[i]'s compressed bytes are at sources[i]: device memory (resident), or host memory
-  // (lowmem: pinned, or pageable after a failed pinned allocation). origin names the file
-  // in errors.
-  WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources, bool sources_on_host,
+  // when on_host[i] (streamed: pinned, or pageable after a failed pinned allocation). origin
+  // names the file in errors.
+  WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources, std::vector<bool> on_host,
              uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute, std::string origin);
   ~WeightRing();
   WeightRing(const WeightRing&) = delete;
@@ -67,7 +67,7 @@ class WeightRing {
 
   std::vector<const WeightStep*> steps_;
   std::vector<const uint8_t*> sources_;
-  bool on_host_;
+  std::vector<bool> on_host_;
   std::string origin_;
   cudaStream_t compute_, copy_ = nullptr, decode_ = nullptr;
   cuda::DeviceBuffer<uint8_t> slot_[2], staging_[2];

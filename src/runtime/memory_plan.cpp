@@ -1,6 +1,7 @@
 #include "runtime/memory_plan.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 #include "common/error.h"
@@ -17,6 +18,7 @@ const char* mode_name(Mode m) {
     case Mode::full: return "full";
     case Mode::resident: return "resident";
     case Mode::lowmem: return "lowmem";
+    case Mode::hybrid: return "hybrid";
   }
   return "?";
 }
@@ -60,28 +62,102 @@ std::string MemoryPlan::describe() const {
   return out;
 }
 
-MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
+Placements uniform_placements(const WeightSchedule& s, Mode m) {
+  CLLM_CHECK(m != Mode::hybrid, "hybrid placements come from a VRAM budget");
+  const Placement p = m == Mode::full ? Placement::decoded : m == Mode::resident ? Placement::resident : Placement::streamed;
+  return Placements(s.layers.size() + s.classifier.size(), p);
+}
+
+Mode mode_of(const Placements& p) {
+  const auto all = [&](Placement x) { return std::all_of(p.begin(), p.end(), [x](Placement y) { return y == x; }); };
+  if (all(Placement::decoded)) return Mode::full;
+  if (all(Placement::resident)) return Mode::resident;
+  if (all(Placement::streamed)) return Mode::lowmem;
+  return Mode::hybrid;
+}
+
+std::string describe_placements(const Placements& p) {
+  int n[3] = {0, 0, 0};
+  for (Placement x : p) ++n[static_cast<int>(x)];
+  return cat(n[0], " decoded, ", n[1], " resident, ", n[2], " streamed");
+}
+
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& pl, int context, int batch) {
+  CLLM_CHECK(pl.size() == s.layers.size() + s.classifier.size(), "placements for ", pl.size(), " steps, the schedule has ",
+             s.layers.size() + s.classifier.size());
   MemoryPlan p;
-  p.mode = m;
-  const uint64_t norm = align_up(s.output_norm->raw_bytes());
-  switch (m) {
-    case Mode::full: p.weights = s.decoded_bytes; break;
-    case Mode::resident:
-      p.weights = s.store_bytes + norm;
-      p.slots = 2 * align_up(s.slot_bytes);
-      break;
-    case Mode::lowmem:
-      p.weights = norm;
-      p.slots = 2 * align_up(s.slot_bytes);
-      p.staging = 2 * align_up(s.max_src_bytes);
-      p.host_pinned = s.store_bytes;
-      break;
+  p.mode = mode_of(pl);
+  if (p.mode == Mode::full) {
+    p.weights = s.decoded_bytes;  // the global group too: embeddings are gathered on the GPU
+  } else {
+    // Embedding rows come from the host; each step by its placement.
+    p.weights = align_up(s.output_norm->raw_bytes());
+    uint64_t slot = 0, staging = 0;
+    for (size_t i = 0; i < pl.size(); ++i) {
+      const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+      switch (pl[i]) {
+        case Placement::decoded: p.weights += align_up(step.slot_bytes); break;
+        case Placement::resident:
+          p.weights += align_up(step.src_bytes);
+          slot = std::max(slot, step.slot_bytes);
+          break;
+        case Placement::streamed:
+          p.host_pinned += align_up(step.src_bytes);
+          slot = std::max(slot, step.slot_bytes);
+          staging = std::max(staging, step.src_bytes);
+          break;
+      }
+    }
+    p.slots = 2 * align_up(slot);
+    p.staging = staging ? 2 * align_up(staging) : 0;
   }
   const DType kv = kv_cache_dtype(s.linear_dtype);
   p.kv_cache = 2 * align_up(static_cast<uint64_t>(c.n_layers) * context * c.kv_dim() * dtype_size(kv));
   const uint64_t rope = 2 * align_up(static_cast<uint64_t>(context) * (c.head_dim / 2) * 4);
   p.activations = activation_sizes(c, s.linear_dtype, batch).total() + rope;
   return p;
+}
+
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
+  return plan_memory(s, c, uniform_placements(s, m), context, batch);
+}
+
+Placements placements_for_budget(const WeightSchedule& s, const LlamaConfig& c, int context, int batch,
+                                 uint64_t budget) {
+  Placements p = uniform_placements(s, Mode::lowmem);
+  if (plan_memory(s, c, p, context, batch).total() > budget)
+    fail(out_of_vram_message(s, c, Mode::lowmem, context, batch, budget));
+  // Each pass moves steps one placement up (streamed -> resident, then resident -> decoded),
+  // in schedule order, keeping a move only while the whole plan still fits.
+  for (const auto& [from, to] : {std::pair{Placement::streamed, Placement::resident},
+                                 std::pair{Placement::resident, Placement::decoded}})
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (p[i] != from) continue;
+      p[i] = to;
+      if (plan_memory(s, c, p, context, batch).total() > budget) p[i] = from;
+    }
+  return p;
+}
+
+uint64_t parse_size(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    fail("'", text, "' is not a size (expected e.g. 2.5G, 512M, 8GiB)");
+  }
+  std::string unit = text.substr(used);
+  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  double mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
+  else fail("'", text, "': unknown size unit '", text.substr(used), "' (expected K, M, G or T)");
+  if (!(v > 0) || v * mult > 1e18) fail("'", text, "' is not a positive size");
+  return static_cast<uint64_t>(v * mult);
 }
 
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {

@@ -16,10 +16,25 @@ enum class Mode {
   full,      // every layer decoded once at load, in VRAM
   resident,  // compressed weights in VRAM, decoded into two layer slots as the layers run
   lowmem,    // compressed weights in pinned host RAM, copied and decoded into two slots
+  hybrid,    // a mix per weight step, planned for a VRAM budget (placements_for_budget)
 };
 const char* mode_name(Mode m);
 // "full", "resident", "lowmem"; throws naming the valid ones otherwise ("auto" is the caller's).
 Mode parse_mode(const std::string& s);
+
+// Where one weight step (a layer, or a classifier slice) lives and how it reaches a layer.
+enum class Placement : uint8_t {
+  decoded,   // decoded once at load into its own VRAM buffer
+  resident,  // compressed in VRAM, decoded into a ring slot before it runs
+  streamed,  // compressed in pinned host RAM, copied over PCIe and decoded into a ring slot
+};
+// One per step, in schedule order (layers, then classifier slices).
+using Placements = std::vector<Placement>;
+Placements uniform_placements(const WeightSchedule& s, Mode m);  // full, resident or lowmem
+// The mode a set of placements amounts to: full, resident or lowmem when uniform, else hybrid.
+Mode mode_of(const Placements& p);
+// "12 decoded, 3 resident, 20 streamed"
+std::string describe_placements(const Placements& p);
 
 // Sizes of the activation buffers for batches of up to `batch` tokens.
 struct ActivationSizes {
@@ -54,7 +69,18 @@ struct MemoryPlan {
   std::string describe() const;  // "weights 10.71 GiB + slots 0.81 GiB + ... = 12.3 GiB"
 };
 
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& p, int context, int batch);
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
+
+// The placements that make the most of `budget` bytes of VRAM: start from everything streamed
+// (lowmem); move steps into VRAM compressed while they fit (each saves its compressed bytes of
+// PCIe traffic per token, the scarcest bandwidth); then decode resident steps in place while
+// they fit (each saves the decoder's work). Throws when even lowmem does not fit.
+Placements placements_for_budget(const WeightSchedule& s, const LlamaConfig& c, int context, int batch,
+                                 uint64_t budget);
+
+// "2.5G", "512M", "8GiB", "3000000000" -> bytes; throws naming the text otherwise.
+uint64_t parse_size(const std::string& text);
 
 // The fastest mode whose plan fits `available` bytes: full, else resident, else lowmem.
 // Throws when none fits, giving lowmem's need and what is available.

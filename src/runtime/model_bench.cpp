@@ -89,15 +89,22 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
     res.device = "cpu";
   }
 
-  for (const std::string& mode : opt.modes) {
+  // One engine per configuration: a mode, or a VRAM budget (planned per layer).
+  std::vector<std::pair<std::string, std::string>> configs;  // (mode, budget)
+  if (opt.gpu && !opt.budgets.empty())
+    for (const auto& b : opt.budgets) configs.emplace_back("auto", b);
+  else
+    for (const auto& m : opt.modes) configs.emplace_back(m, "");
+  for (const auto& [mode, budget] : configs) {
     std::unique_ptr<GpuEngine> gpu;
     std::unique_ptr<LlamaWeights> weights;
     std::unique_ptr<CpuForward> cpu;
     Timer load;
-    say(cat("loading ", res.model, " (", opt.gpu ? "mode " + mode : std::string("cpu"), ")"));
+    say(cat("loading ", res.model, " (", opt.gpu ? (budget.empty() ? "mode " + mode : "VRAM budget " + budget) : "cpu", ")"));
     if (opt.gpu) {
       GpuOptions g;
       g.mode = mode;
+      if (!budget.empty() && budget != "auto") g.vram_budget = parse_size(budget);
       g.context = context;
       g.threads = opt.threads;
       gpu = GpuEngine::open(file, g);
@@ -117,6 +124,8 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
         if (n <= 0) continue;
         ModelBenchRow row;
         row.mode = mode_used;
+        row.budget = budget;
+        if (gpu) row.placement = describe_placements(gpu->placements());
         row.test = cat(pass == 0 ? "pp" : "tg", n);
         row.n_tokens = n;
         row.load_s = load_s;
@@ -142,6 +151,18 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
           } else if (gpu->mode() == Mode::lowmem) {
             row.bound = "PCIe";
             row.roofline_tps = res.h2d_pinned_gbps * 1e9 / res.compressed_bytes;
+          } else if (gpu->mode() == Mode::hybrid) {
+            // The streamed steps' bytes over PCIe; the rest runs from VRAM alongside.
+            uint64_t streamed = 0;
+            const Placements& pl = gpu->placements();
+            for (size_t i = 0; i < pl.size(); ++i) {
+              const WeightStep& step =
+                  i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+              if (pl[i] == Placement::streamed) streamed += step.src_bytes;
+            }
+            row.bound = streamed ? "PCIe" : "HBM";
+            row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
+                                        : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
           } else {
             row.bound = "HBM";
             const double bytes = gpu->mode() == Mode::full ? token_bytes

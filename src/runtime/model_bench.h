@@ -16,6 +16,7 @@ namespace cllm {
 
 struct ModelBenchOptions {
   std::vector<std::string> modes = {"auto"};  // full, resident, lowmem, auto; "cpu" with device cpu
+  std::vector<std::string> budgets;           // --vram-budget values ("2.5G", "auto"); run instead of modes
   std::vector<int> n_prompt = {512};          // pp tests (0 entries skip)
   std::vector<int> n_gen = {128};             // tg tests
   int reps = 5;
@@ -25,7 +26,9 @@ struct ModelBenchOptions {
 };
 
 struct ModelBenchRow {
-  std::string mode;             // "full", "resident", "lowmem", or "cpu"
+  std::string mode;             // "full", "resident", "lowmem", "hybrid" or "cpu"
+  std::string budget;           // the --vram-budget of the row ("" when run by mode)
+  std::string placement;        // "12 decoded, 3 resident, 20 streamed"
   std::string test;             // "pp512", "tg128"
   int n_tokens = 0;
   std::vector<double> samples_s;  // seconds per repetition
