@@ -182,7 +182,7 @@ TEST_CASE("compress: Ctrl-C (SIGINT) or SIGTERM while writing exits 130 / 143 an
   }
 }
 
-TEST_CASE("compress: a full disk (file size limit) is an error naming the output; nothing is left, the source is untouched",
+TEST_CASE("compress: a full disk (file size limit) is an error naming the output, nothing is left, the source is untouched",
           "[faults]") {
   test::TempDir dir, logs;
   const std::string src = write_llama2c(dir, "model.bin");
@@ -200,7 +200,7 @@ TEST_CASE("compress: a full disk (file size limit) is an error naming the output
   CHECK(file_crc(src) == src_crc);
 }
 
-TEST_CASE("compress: a missing, unreadable or directory source is refused naming it; nothing is written",
+TEST_CASE("compress: a missing, unreadable or directory source is refused naming it, nothing is written",
           "[faults]") {
   test::TempDir dir;
   const std::string out = dir.file("out.cllm");
