@@ -425,7 +425,7 @@ TEST_CASE("run --chat: a synthetic Llama-3.1-shaped model chats in each format, 
   }
 }
 
-TEST_CASE("run --chat: a model without a chat template asks for --chat-template; SentencePiece models chat too",
+TEST_CASE("run --chat: a model without a chat template asks for --chat-template, SentencePiece models chat too",
           "[chat][run]") {
   test::TempDir dir;
   const std::string model = test::compress_stories(dir);  // stories260K: a SentencePiece tokenizer, no template
@@ -448,7 +448,7 @@ TEST_CASE("run --chat: a model without a chat template asks for --chat-template;
   CHECK_THAT(err, Contains("codecllm: prompt: ") && Contains(" tokens: '<s>Once upon'") && Contains("     1 -> '<s>'"));
 }
 
-TEST_CASE("chat session: the model's EOS ends a reply too; the next turn closes it with the format's end of turn",
+TEST_CASE("chat session: the model's EOS ends a reply too, the next turn closes it with the format's end of turn",
           "[chat]") {
   const CllmFile f = CllmFile::open(tiny_llama3().cllm);
   const Tokenizer tok = Tokenizer::from_cllm(f);

@@ -127,7 +127,7 @@ TEST_CASE("the instruction sets reported available are the ones /proc/cpuinfo li
                missing.empty() ? " none" : missing.c_str());
 }
 
-TEST_CASE("ISA names round-trip; unknown names are refused", "[cpu-kernels]") {
+TEST_CASE("ISA names round-trip, unknown names are refused", "[cpu-kernels]") {
   for (Isa isa : kIsas) {
     Isa back = Isa::scalar;
     REQUIRE(cpu::isa_from_name(cpu::isa_name(isa), &back));

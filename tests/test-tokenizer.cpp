@@ -140,7 +140,7 @@ TEST_CASE("bpe: special tokens written in the text become their ids, as Hugging 
   }
 }
 
-TEST_CASE("bpe: ids equal Hugging Face tokenizers' on a generated corpus of tricky strings; decode(encode(x)) == x",
+TEST_CASE("bpe: ids equal Hugging Face tokenizers' on a generated corpus of tricky strings, decode(encode(x)) == x",
           "[tokenizer][parity]") {
   const std::string json = llama3_json();
   const std::string py = python_with_tokenizers();

@@ -243,9 +243,6 @@ extern "C" void explain_sigbus(int sig, siginfo_t* info, void*) {
   ::signal(sig, SIG_DFL);  // returning re-runs the faulting access, which now dumps core
 }
 
-// The slot of each open AtomicOutputFile, keyed by its fd (fds are small and unique while open).
-int g_slot_of_fd[1024];
-
 }  // namespace
 
 void install_cleanup_signal_handlers() {
@@ -275,18 +272,21 @@ AtomicOutputFile::AtomicOutputFile(const std::string& path, bool overwrite)
     fail("'", path, "' already exists: refusing to overwrite it (use --force)");
   if (is_directory(path)) fail("'", path, "' is a directory, expected a file name");
   tmp_path_ = path + ".tmp." + std::to_string(::getpid());
+  // Registered before it exists: a signal arriving between the open and the registration
+  // would otherwise leave the new file behind.
+  temp_slot_ = temp_register(tmp_path_);
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("creating '", tmp_path_, "': ", errno_string(errno));
-  const int slot = temp_register(tmp_path_);
-  if (fd_ < 1024) g_slot_of_fd[fd_] = slot;
+  if (fd_ < 0) {
+    const int err = errno;
+    temp_unregister(temp_slot_);
+    fail("creating '", tmp_path_, "': ", errno_string(err));
+  }
 }
 
 AtomicOutputFile::~AtomicOutputFile() {
-  if (fd_ >= 0) {
-    if (fd_ < 1024) temp_unregister(g_slot_of_fd[fd_]);
-    ::close(fd_);
-  }
+  if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(tmp_path_.c_str());
+  temp_unregister(temp_slot_);  // last: until the file is gone, a signal must still remove it
 }
 
 void AtomicOutputFile::pwrite(const void* data, size_t size, uint64_t offset) {

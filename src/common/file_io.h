@@ -63,6 +63,7 @@ class AtomicOutputFile {
  private:
   std::string path_, tmp_path_;
   int fd_ = -1;
+  int temp_slot_ = -1;  // its entry in the table the signal handlers clean up
   uint64_t offset_ = 0;
   bool overwrite_ = false;
   bool committed_ = false;
