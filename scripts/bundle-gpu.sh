@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # Builds codecllm with CUDA here and packs what the GPU machine needs into .device/bundle
-# (git-ignored; pass it to the device tool's `carry`): the binary, the test executables, the
+# and .device/bundle.tar.gz (git-ignored; carry the archive with the device tool): the binary, the test executables, the
 # shared libraries that machine lacks, and the reference models the tests read.
 #   scripts/bundle-gpu.sh && (on the GPU machine) scripts/gpu-check.sh OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
-CLLM_BUILD_DIR=build-gpu scripts/build.sh -DCLLM_CUDA=ON >/dev/null
+# CLLM_BUILD_DIR picks the build folder (default build-gpu; build/ works too, it has sm_90).
+build=${CLLM_BUILD_DIR:-build-gpu}
+CLLM_BUILD_DIR=$build scripts/build.sh -DCLLM_CUDA=ON >/dev/null
 bundle=.device/bundle
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/tests" "$bundle/lib" "$bundle/shared"
-cp build-gpu/bin/codecllm "$bundle/bin/"
-for t in build-gpu/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundle/tests/"; done
+cp "$build"/bin/codecllm "$bundle/bin/"
+for t in "$build"/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundle/tests/"; done
 # Libraries from Debian that the GPU machine's Ubuntu may lack or have in another version.
-ldd build-gpu/bin/codecllm | awk '/sentencepiece|protobuf/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
+ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 shared=${CLLM_SHARED_MODELS:-../shared/models}
 cp "$shared"/stories260K.bin "$shared"/stories260K-f32.gguf "$shared"/tok512.model "$shared"/tok512.bin "$shared"/tokenizer.model "$shared"/tokenizer.bin "$bundle/shared/"
 cp -r "$shared"/llama3.1 "$bundle/shared/"
-strip "$bundle"/bin/* "$bundle"/tests/* 2>/dev/null || true
-du -sh "$bundle"
+cp "$build"/tests/bench-cpu-kernels "$bundle/tests/"
+# The fuzz targets, when scripts/fuzz.sh has built them, for gpu-check.sh's long run on 16 cores.
+if [ -x build-fuzz/tests/fuzz/fuzz_cllm ] && [ -d build-fuzz/fuzz-seeds ]; then
+  mkdir -p "$bundle/fuzz"
+  cp build-fuzz/tests/fuzz/fuzz_{cllm,safetensors,gguf,llama2c,tokenizer,bpe} "$bundle/fuzz/"
+  cp -r build-fuzz/fuzz-seeds "$bundle/fuzz/seeds"
+  cp -r tests/fuzz/regressions "$bundle/fuzz/regressions"
+  ldd build-fuzz/tests/fuzz/fuzz_cllm | awk '/pcre2/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
+fi
+strip "$bundle"/bin/* "$bundle"/tests/* "$bundle"/fuzz/fuzz_* 2>/dev/null || true
+# One archive for the device tool's carry (64 MiB at most): gpu-check.sh unpacks it.
+tar czf .device/bundle.tar.gz -C .device bundle
+du -sh "$bundle" .device/bundle.tar.gz

@@ -10,11 +10,19 @@
 #     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
 #     ttft:     time to first token of the 8B in lowmem at 4096 context -> ttft.log
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
+#     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
+#     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
+#               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
+#               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|ttft|profile|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
+# The bundle travels as one archive (scripts/bundle-gpu.sh); unpacked when it is newer.
+if [ -f .device/bundle.tar.gz ] && [ .device/bundle.tar.gz -nt "$bundle/.unpacked" ]; then
+  rm -rf "$bundle" && tar xzf .device/bundle.tar.gz -C .device && touch "$bundle/.unpacked"
+fi
 # cuBLAS comes from the machine's CUDA 13 (the toolkit, or the nvidia-cublas wheel).
 cublas_dirs=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
@@ -118,6 +126,37 @@ if [ "$what" = ttft ] || [ "$what" = all ]; then
     /usr/bin/time -f "wall %e s (process start to exit, 1 token generated)" "$bin" run "$model" --mode lowmem \
       -c 4096 -p "Once upon a time" -n 1 --no-verify 2>&1 | grep -E "VRAM peak|load time|prompt eval|wall"
   done 2>&1 | tee "$out/ttft.log"
+fi
+
+if [ "$what" = cpu ]; then
+  "$bundle/tests/bench-cpu-kernels" --threads "${CPU_THREADS:-8,16}" --batches 1,4,16 --seconds 0.3 2>&1 | tee "$out/cpu.log"
+fi
+
+if [ "$what" = fuzz ]; then
+  fz=$bundle/fuzz runs=${FUZZ_RUNS:-10000000} jobs=${FUZZ_JOBS:-$(nproc)}
+  per_job=$(( (runs + jobs - 1) / jobs ))
+  export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  mkdir -p "$out/fuzz-logs" "$out/fuzz-artifacts"
+  pids=()
+  for t in ${FUZZ_TARGETS:-cllm gguf}; do
+    # Each process: its own seed and corpus folder, the shared seeds and regressions read-only.
+    for j in $(seq 1 "$jobs"); do
+      mkdir -p "$work/fuzz-corpus/$t-$j"
+      "$fz/fuzz_$t" -runs="$per_job" -seed="$j" -max_total_time="${FUZZ_SECONDS:-540}" -max_len=65536 -timeout=10 \
+        -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/fuzz-artifacts/$t-" \
+        "$work/fuzz-corpus/$t-$j" "$fz/seeds/$t" $([ -d "$fz/regressions/$t" ] && echo "$fz/regressions/$t") \
+        > "$out/fuzz-logs/$t-$j.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+  failed=0
+  for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+  for t in ${FUZZ_TARGETS:-cllm gguf}; do
+    total=$(cat "$out"/fuzz-logs/"$t"-*.log | sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s += $1} END {print s}')
+    echo "fuzz $t: $total executions in $jobs processes"
+  done | tee "$out/fuzz.log"
+  echo "processes that failed: $failed (artifacts: $(ls "$out/fuzz-artifacts" | wc -l))" | tee -a "$out/fuzz.log"
+  [ "$failed" -eq 0 ] || status=1
 fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then

@@ -24,6 +24,7 @@
 #include "model/forward_cpu.h"
 #include "model/llama_weights.h"
 #include "runtime/gpu_engine.h"
+#include "runtime/placement_plan.h"
 #include "tests/test_util.h"
 
 using namespace cllm;
@@ -91,18 +92,13 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
     REQUIRE(e->mode() == m);
     traces.push_back(greedy_trace(*e, prompt, steps, vocab));
   }
-  // A VRAM budget between lowmem's and full's: a hybrid of decoded, resident and streamed steps.
+  // A hybrid: layers decoded, resident and streamed in turn, the classifier slices too.
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
-  const uint64_t lo = plan_memory(s, c, Mode::lowmem, 256, 256).total();
-  const uint64_t hi = plan_memory(s, c, Mode::full, 256, 256).total();
   GpuOptions o;
   o.context = 256;
   o.threads = 2;
-  for (int k = 1; k < 8 && o.vram_budget == 0; ++k)
-    if (mode_of(placements_for_budget(s, c, 256, 256, lo + (hi - lo) * k / 8)) == Mode::hybrid)
-      o.vram_budget = lo + (hi - lo) * k / 8;
-  REQUIRE(o.vram_budget > 0);
+  for (size_t i = 0; i < s.layers.size() + s.classifier.size(); ++i) o.placements.push_back(static_cast<Placement>(i % 3));
   auto hybrid = GpuEngine::open(f, o);
   REQUIRE(hybrid->mode() == Mode::hybrid);
   INFO("hybrid: " << describe_placements(hybrid->placements()));
@@ -131,6 +127,104 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
     REQUIRE(plan_weight_schedule(f, config_from_metadata(f.metadata())).classifier.size() > 1);
     check_modes_identical(f, {1, 17, 300, 4000, 12, 99, 2048}, 40);
   }
+}
+
+namespace {
+
+// Every other layer on the CPU (the rest streamed, the classifier resident), as a planner
+// would interleave them.
+Placements cpu_hybrid(const CllmFile& f) {
+  const WeightSchedule s = plan_weight_schedule(f, config_from_metadata(f.metadata()));
+  Placements p;
+  for (size_t l = 0; l < s.layers.size(); ++l) p.push_back(l % 2 ? Placement::streamed : Placement::cpu);
+  p.insert(p.end(), s.classifier.size(), Placement::resident);
+  return p;
+}
+
+// A conversation's worth of calls: a prompt, single tokens, a 5-token batch, single tokens
+// (the batch and the prompt take the other route than single tokens when cpu_max_batch < 5).
+Trace mixed_trace(GpuEngine& e, const std::vector<int>& prompt, int vocab) {
+  Trace t;
+  int pos = 0;
+  const auto step = [&](const std::vector<int>& toks) {
+    const float* l = e.forward(toks.data(), static_cast<int>(toks.size()), pos, false);
+    pos += static_cast<int>(toks.size());
+    t.logits.emplace_back(l, l + vocab);
+    t.tokens.push_back(test::argmax(l, vocab));
+  };
+  step(prompt);
+  for (int i = 0; i < 6; ++i) step({t.tokens.back()});
+  step({t.tokens.back(), 7, 8, 9, 10});
+  for (int i = 0; i < 6; ++i) step({t.tokens.back()});
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within the tolerance, on both routes", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+  test::TempDir dir;
+  struct Case {
+    const char* name;
+    std::string path;
+    std::vector<int> prompt;
+    double tol;
+  };
+  const Case cases[] = {{"stories260K (f32)", test::compress_stories(dir), {1, 403, 407, 261, 378}, 1e-4},
+                        {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2}};
+  for (const Case& k : cases) {
+    const CllmFile f = CllmFile::open(k.path);
+    const int vocab = config_from_metadata(f.metadata()).vocab_size;
+    auto full = open_gpu(f, Mode::full);
+    const Trace want = mixed_trace(*full, k.prompt, vocab);
+    // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU route.
+    for (int max_batch : {1, 8}) {
+      INFO(k.name << ", CPU layers for batches up to " << max_batch);
+      GpuOptions o;
+      o.context = 256;
+      o.threads = 2;
+      o.placements = cpu_hybrid(f);
+      o.cpu_max_batch = max_batch;
+      auto e = GpuEngine::open(f, o);
+      REQUIRE(e->mode() == Mode::hybrid);
+      REQUIRE(e->cpu_max_batch() == max_batch);
+      CHECK_THAT(describe_placements(e->placements()), Contains(" CPU"));
+      const Trace got = mixed_trace(*e, k.prompt, vocab);
+      CHECK(got.tokens == want.tokens);
+      for (size_t i = 0; i < got.logits.size(); ++i) {
+        INFO("call " << i);
+        CHECK(test::rel_error(got.logits[i].data(), want.logits[i].data(), vocab) < k.tol);
+      }
+      CHECK(e->stats().cpu_steps > 0);
+      CHECK(e->stats().cpu_ms > 0);
+    }
+  }
+}
+
+TEST_CASE("gpu: --vram-budget calibrates the paths, caches them, and plans within the budget", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+  test::TempDir dir, cache;
+  ::setenv("XDG_CACHE_HOME", cache.path().c_str(), 1);
+  const CllmFile f = CllmFile::open(synth_tiny(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, 256, 256).total();
+  GpuOptions o;
+  o.context = 256;
+  o.threads = 2;
+  o.vram_budget = lowmem + (4u << 20);
+  auto first = GpuEngine::open(f, o);
+  CHECK_THAT(first->plan_summary(), Contains("path speeds (measured)") && Contains("PCIe") && Contains("tok/s"));
+  CHECK(path_exists(cache.file("codecllm/path-speeds.json")));
+  CHECK(first->memory().total() <= o.vram_budget);
+  auto second = GpuEngine::open(f, o);
+  CHECK_THAT(second->plan_summary(), Contains("path speeds (cached)"));
+  CHECK(second->placements() == first->placements());
+  const std::vector<int> prompt = {1, 17, 300};
+  auto full = open_gpu(f, Mode::full);
+  const Trace want = greedy_trace(*full, prompt, 12, 4096);
+  CHECK(greedy_trace(*second, prompt, 12, 4096).tokens == want.tokens);
+  ::unsetenv("XDG_CACHE_HOME");
 }
 
 TEST_CASE("gpu: stories260K greedy tokens and logits match the CPU reference", "[gpu]") {

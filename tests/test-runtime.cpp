@@ -2,11 +2,16 @@
 // schedule (what each ring step copies and decodes, and where it lands) and the memory plan of
 // each mode (what `auto` chooses with, and what an out-of-VRAM error quotes).
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
 
 #include "convert/compress.h"
 #include "convert/source_model.h"
 #include "format/cllm_reader.h"
 #include "runtime/memory_plan.h"
+#include "runtime/path_speeds.h"
+#include "runtime/placement_plan.h"
 #include "runtime/weight_schedule.h"
 #include "tests/test_util.h"
 
@@ -142,7 +147,27 @@ TEST_CASE("modes by name", "[runtime]") {
   CHECK(kv_cache_dtype(DType::F32) == DType::F32);
 }
 
-TEST_CASE("a VRAM budget places each step: streamed, then compressed in VRAM, then decoded", "[runtime]") {
+namespace {
+
+// Path speeds shaped like the H200 machine's (PCIe 55 GB/s, CPU layers ~100 GB/s), or with
+// a CPU too slow to be worth using.
+PathSpeeds machine_speeds(double cpu_gbs) {
+  PathSpeeds v;
+  v.pcie_gbs = 55;
+  v.decode_gbs = 1500;
+  v.gpu_gbs = 2500;
+  v.cpu_gbs_1 = cpu_gbs;
+  v.cpu_gbs_8 = cpu_gbs * 0.8;
+  v.handover_ms = 0.03;
+  v.cpu_threads = 16;
+  return v;
+}
+
+int count(const Placements& p, Placement x) { return static_cast<int>(std::count(p.begin(), p.end(), x)); }
+
+}  // namespace
+
+TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is never slower", "[runtime]") {
   test::TempDir dir;
   const CllmFile f = CllmFile::open(test::compress_stories(dir));
   const LlamaConfig c = config_from_metadata(f.metadata());
@@ -151,34 +176,189 @@ TEST_CASE("a VRAM budget places each step: streamed, then compressed in VRAM, th
   const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, ctx, batch).total();
   const uint64_t full = plan_memory(s, c, Mode::full, ctx, batch).total();
   const uint64_t resident = plan_memory(s, c, Mode::resident, ctx, batch).total();
+  CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, lowmem - 1, machine_speeds(100), 0), Contains("out of VRAM"));
 
-  CHECK(mode_of(placements_for_budget(s, c, ctx, batch, lowmem)) == Mode::lowmem);
-  CHECK(mode_of(placements_for_budget(s, c, ctx, batch, std::max(full, resident) + (1 << 20))) == Mode::full);
-  CHECK_THROWS_WITH(placements_for_budget(s, c, ctx, batch, lowmem - 1), Contains("out of VRAM"));
-
-  // Every budget's plan fits it, and more VRAM never means more bytes over PCIe or more decoding.
-  uint64_t prev_streamed = UINT64_MAX, prev_ring = UINT64_MAX;
-  bool saw_hybrid = false;
-  for (int k = 0; k <= 40; ++k) {
-    const uint64_t budget = lowmem + (std::max(full, resident) - lowmem) * k / 40;
-    const Placements p = placements_for_budget(s, c, ctx, batch, budget);
-    INFO("budget " << budget << ": " << describe_placements(p));
-    CHECK(plan_memory(s, c, p, ctx, batch).total() <= budget);
-    uint64_t streamed = 0, ring = 0;
-    for (size_t i = 0; i < p.size(); ++i) {
-      const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
-      if (p[i] == Placement::streamed) streamed += step.src_bytes;
-      if (p[i] != Placement::decoded) ring += step.slot_bytes;
+  for (const double cpu_gbs : {0.001, 100.0}) {
+    INFO("CPU layers at " << cpu_gbs << " GB/s");
+    const PathSpeeds v = machine_speeds(cpu_gbs);
+    double prev_ms = 1e30;
+    bool saw_hybrid = false;
+    for (int k = 0; k <= 40; ++k) {
+      const uint64_t budget = lowmem + (std::max(full, resident) - lowmem) * k / 40;
+      const PlacementPlan plan = plan_placements(s, c, ctx, batch, budget, v, 0);
+      INFO("budget " << budget << ": " << describe_placements(plan.placements));
+      CHECK(plan_memory(s, c, plan.placements, ctx, batch).total() <= budget);
+      CHECK(plan.token.total_ms() <= prev_ms * 1.005);
+      prev_ms = plan.token.total_ms();
+      saw_hybrid = saw_hybrid || mode_of(plan.placements) == Mode::hybrid;
+      // Only layers ever go to the CPU, and a CPU too slow to help gets none.
+      for (size_t i = s.layers.size(); i < plan.placements.size(); ++i) CHECK(plan.placements[i] != Placement::cpu);
+      if (cpu_gbs < 1) CHECK(count(plan.placements, Placement::cpu) == 0);
     }
-    CHECK(streamed <= prev_streamed);
-    if (streamed == 0 && prev_streamed == 0) CHECK(ring <= prev_ring);
-    prev_streamed = streamed;
-    prev_ring = ring;
-    saw_hybrid = saw_hybrid || mode_of(p) == Mode::hybrid;
+    CHECK(saw_hybrid);
+    CHECK(mode_of(plan_placements(s, c, ctx, batch, full + resident, v, 0).placements) == Mode::full);
   }
-  CHECK(saw_hybrid);
+}
+
+TEST_CASE("the planner puts layers on a fast CPU when VRAM is short, interleaved with streamed ones", "[runtime]") {
+  // A Llama-3.1-8B-shaped schedule: 32 layers of 436 MiB decoded, 290 MiB compressed, and a
+  // 1 GiB classifier in 4 slices; no file needed.
+  WeightSchedule s;
+  for (int l = 0; l < 32; ++l) {
+    WeightStep w;
+    w.layer = l;
+    w.slot_bytes = 436ull << 20;
+    w.src_bytes = 290ull << 20;
+    s.layers.push_back(w);
+  }
+  for (int k = 0; k < 4; ++k) {
+    WeightStep w;
+    w.row_begin = k * 32064;
+    w.row_end = (k + 1) * 32064;
+    w.slot_bytes = 251ull << 20;
+    w.src_bytes = 170ull << 20;
+    s.classifier.push_back(w);
+  }
+  TensorInfo norm;
+  norm.dtype = DType::BF16;
+  norm.shape = {4096};
+  s.output_norm = &norm;
+  s.linear_dtype = DType::BF16;
+  s.decoded_bytes = 32 * (436ull << 20) + 2 * 4 * (251ull << 20);  // full mode: layers, classifier, embeddings
+  LlamaConfig c;
+  c.dim = 4096;
+  c.n_layers = 32;
+  c.n_heads = 32;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.ffn_dim = 14336;
+  c.vocab_size = 128256;
+  const int ctx = 640, batch = 512;
+
+  const PlacementPlan small = plan_placements(s, c, ctx, batch, 2560ull << 20, machine_speeds(100), 0);
+  INFO(describe_placements(small.placements) << ", " << small.token.total_ms() << " ms, bound by " << small.token.bound());
+  const int cpu = count(small.placements, Placement::cpu), streamed = count(small.placements, Placement::streamed);
+  // About half the bytes each way: PCIe (55 GB/s on 2/3 of the bytes) against the CPU (100 GB/s).
+  CHECK(cpu >= 12);
+  CHECK(cpu <= 20);
+  CHECK(streamed >= 10);
+  // ... and faster than lowmem or the CPU alone.
+  const PathSpeeds v = machine_speeds(100);
+  CHECK(small.token.total_ms() < estimate_pass(s, uniform_placements(s, Mode::lowmem), v, 1, true).total_ms() * 0.7);
+  // Interleaved: no two CPU layers in a row more than once or twice.
+  int runs_of_two = 0;
+  for (size_t l = 1; l < s.layers.size(); ++l)
+    runs_of_two += small.placements[l] == Placement::cpu && small.placements[l - 1] == Placement::cpu;
+  CHECK(runs_of_two <= 2);
+  // Single tokens and small batches use the CPU; a prompt batch streams the CPU layers.
+  CHECK(small.cpu_max_batch >= 1);
+  CHECK(small.cpu_max_batch < 64);
+  CHECK(estimate_pass(s, small.placements, v, 512, false).total_ms() <
+        estimate_pass(s, small.placements, v, 512, true).total_ms());
+  // Less host RAM: fewer decoded CPU layers, within it.
+  const uint64_t ram = 11ull << 30;
+  const PlacementPlan less_ram = plan_placements(s, c, ctx, batch, 2560ull << 20, v, ram);
+  const MemoryPlan m = plan_memory(s, c, less_ram.placements, ctx, batch);
+  CHECK(m.host_decoded + m.host_pinned <= ram);
+  CHECK(count(less_ram.placements, Placement::cpu) < cpu);
+  // Half the model's VRAM: most layers in VRAM, a few on the CPU or streamed.
+  const PlacementPlan half = plan_placements(s, c, ctx, batch, 8ull << 30, v, 0);
+  INFO(describe_placements(half.placements));
+  CHECK(count(half.placements, Placement::decoded) + count(half.placements, Placement::resident) >= 16);
+  CHECK(half.token.total_ms() < small.token.total_ms() / 1.5);
+}
+
+TEST_CASE("interleaving spreads each placement evenly", "[runtime]") {
+  const int two_and_two[4] = {0, 0, 2, 2};
+  CHECK(interleave_layers(two_and_two) ==
+        Placements{Placement::streamed, Placement::cpu, Placement::streamed, Placement::cpu});
+  const int mixed[4] = {1, 0, 4, 3};
+  const Placements p = interleave_layers(mixed);
+  REQUIRE(p.size() == 8);
+  CHECK(count(p, Placement::decoded) == 1);
+  CHECK(count(p, Placement::streamed) == 4);
+  CHECK(count(p, Placement::cpu) == 3);
+  for (size_t i = 1; i < p.size(); ++i) CHECK_FALSE((p[i] == Placement::cpu && p[i - 1] == Placement::cpu));
+  CHECK(describe_placements(p) == "1 decoded, 0 resident, 4 streamed, 3 CPU");
   CHECK(describe_placements({Placement::decoded, Placement::streamed, Placement::streamed}) ==
         "1 decoded, 0 resident, 2 streamed");
+}
+
+TEST_CASE("a pass's estimate: the longest of the compute, decoder and PCIe chains", "[runtime]") {
+  WeightSchedule s;
+  for (int l = 0; l < 2; ++l) {
+    WeightStep w;
+    w.layer = l;
+    w.slot_bytes = 1000000000;  // 1 GB decoded
+    w.src_bytes = 500000000;    // 0.5 GB compressed
+    s.layers.push_back(w);
+  }
+  PathSpeeds v = machine_speeds(100);
+  v.pcie_gbs = 50, v.decode_gbs = 1000, v.gpu_gbs = 2000, v.handover_ms = 0.5;
+  const PassEstimate lowmem = estimate_pass(s, {Placement::streamed, Placement::streamed}, v, 1, true);
+  CHECK(lowmem.pcie_ms == Approx(20.0));
+  CHECK(lowmem.decode_ms == Approx(2.0));
+  CHECK(lowmem.compute_ms == Approx(1.0));
+  CHECK(lowmem.total_ms() == Approx(20.0));
+  CHECK(std::string(lowmem.bound()) == "PCIe");
+  // A CPU layer: 10 ms of CPU plus one hand-over on the compute chain; streamed when cpu_route is off.
+  const PassEstimate one_cpu = estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, true);
+  CHECK(one_cpu.compute_ms == Approx(10.0 + 0.5 + 0.5));
+  CHECK(one_cpu.pcie_ms == Approx(10.0));
+  CHECK(std::string(one_cpu.bound()) == "compute");
+  CHECK(estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, false).pcie_ms == Approx(20.0));
+  // At 8 tokens the CPU reads the weights once at 80 GB/s: 12.5 ms.
+  CHECK(v.cpu_ms(1e9, 8) == Approx(12.5));
+  CHECK(v.cpu_ms(1e9, 1) == Approx(10.0));
+}
+
+TEST_CASE("path speeds: the CPU layer is measured on the model's shape, and the cache keeps them", "[runtime]") {
+  test::TempDir dir, cache;
+  const CllmFile f = CllmFile::open(test::compress_stories(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  PathSpeeds v = machine_speeds(1);
+  measure_cpu_layer(s, c, 2, v);
+  CHECK(v.cpu_gbs_1 > 0);
+  CHECK(v.cpu_gbs_8 > 0);
+  CHECK(v.cpu_threads == 2);
+  ::setenv("XDG_CACHE_HOME", cache.path().c_str(), 1);
+  const std::string key = path_speeds_key("Some GPU", s, c, 2);
+  PathSpeeds back;
+  CHECK_FALSE(load_path_speeds(key, back));
+  save_path_speeds(key, v);
+  REQUIRE(load_path_speeds(key, back));
+  CHECK(back.pcie_gbs == v.pcie_gbs);
+  CHECK(back.cpu_gbs_1 == v.cpu_gbs_1);
+  CHECK(back.handover_ms == v.handover_ms);
+  CHECK_FALSE(load_path_speeds(path_speeds_key("Another GPU", s, c, 2), back));
+  ::setenv("CLLM_RECALIBRATE", "1", 1);
+  CHECK_FALSE(load_path_speeds(key, back));
+  ::unsetenv("CLLM_RECALIBRATE");
+  // A damaged cache is ignored, not an error.
+  std::ofstream(cache.file("codecllm/path-speeds.json")) << "{not json";
+  CHECK_FALSE(load_path_speeds(key, back));
+  save_path_speeds(key, v);
+  CHECK(load_path_speeds(key, back));
+  ::unsetenv("XDG_CACHE_HOME");
+  CHECK(host_ram_available() > 0);
+}
+
+TEST_CASE("a CPU layer's memory: its compressed bytes pinned, its weights decoded in host RAM, VRAM as streamed", "[runtime]") {
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(test::compress_stories(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  Placements p = uniform_placements(s, Mode::lowmem);
+  const MemoryPlan lowmem = plan_memory(s, c, p, 256, 64);
+  p[0] = Placement::cpu;
+  const MemoryPlan one_cpu = plan_memory(s, c, p, 256, 64);
+  CHECK(one_cpu.total() == lowmem.total());
+  CHECK(one_cpu.host_pinned == lowmem.host_pinned);
+  CHECK(one_cpu.host_decoded >= s.layers[0].slot_bytes);
+  CHECK(mode_of(p) == Mode::hybrid);
+  p.back() = Placement::cpu;  // a classifier slice
+  CHECK_THROWS_WITH(plan_memory(s, c, p, 256, 64), Contains("only layers"));
 }
 
 TEST_CASE("sizes as users write them", "[runtime]") {

@@ -111,10 +111,13 @@ void log_gpu_summary(const GpuEngine& e, double eval_ms) {
   log_info(format("codecllm: %16s = %10.2f ms / %6.2f GB decoded (%7.1f GB/s), %llu layer steps", "decode time",
                   s.decode_ms, s.decoded_bytes / gb, s.decode_ms > 0 ? s.decoded_bytes / gb / (s.decode_ms / 1e3) : 0.0,
                   static_cast<unsigned long long>(s.steps)));
-  if (e.mode() == Mode::lowmem)
+  if (s.h2d_bytes > 0)
     log_info(format("codecllm: %16s = %10.2f ms / %6.2f GB copied (%7.1f GB/s), %s host memory", "host->device",
                     s.h2d_ms, s.h2d_bytes / gb, s.h2d_ms > 0 ? s.h2d_bytes / gb / (s.h2d_ms / 1e3) : 0.0,
                     e.pinned() ? "pinned" : "pageable"));
+  if (s.cpu_steps > 0)
+    log_info(format("codecllm: %16s = %10.2f ms / %llu layer steps (%.2f ms per layer)", "CPU layers", s.cpu_ms,
+                    static_cast<unsigned long long>(s.cpu_steps), s.cpu_ms / s.cpu_steps));
   log_info(format("codecllm: %16s = %10.2f ms (compute waiting for weights; %.1f%% of eval time)", "weight stalls",
                   s.stall_ms, eval_ms > 0 ? 100.0 * s.stall_ms / eval_ms : 0.0));
 }
@@ -143,7 +146,7 @@ int run_run(const RunArgs& a) {
     if (device == Device::cuda) {
       GpuOptions g;
       g.mode = a.mode;
-      if (!a.vram_budget.empty() && a.vram_budget != "auto") g.vram_budget = parse_size(a.vram_budget);
+      if (!a.vram_budget.empty()) g.vram_budget = parse_vram_budget(a.vram_budget);
       g.context = a.context;
       g.threads = a.threads;
       gpu = GpuEngine::open(file, g);
@@ -170,6 +173,7 @@ int run_run(const RunArgs& a) {
                                         : "",
                  ", context ",
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
+  if (gpu && !gpu->plan_summary().empty()) log_info("plan: ", gpu->plan_summary());
   else
     log_info(cat("device: cpu (fp32), ", cpu->threads(), " threads, context ", context, " of ", c.context_length));
 
@@ -258,7 +262,8 @@ void register_run(CLI::App& app, Action& action) {
       ->envname("CLLM_MODE");
   cmd->add_option("--vram-budget", a->vram_budget,
                   "Use at most this much VRAM (e.g. 2.5G, 8G; auto: what is free): each layer is placed decoded in "
-                  "VRAM, compressed in VRAM, or streamed from host RAM, the fastest mix that fits");
+                  "VRAM, compressed in VRAM, streamed from host RAM, or computed on the CPU, the fastest mix that "
+                  "fits by this machine's measured bandwidths (set CLLM_RECALIBRATE=1 to measure again)");
   cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with BOS");
   cmd->add_flag("--no-verify", a->no_verify, "Skip the tiles' checksums at open");
   add_chat_flags(cmd, a->chat);

@@ -15,17 +15,27 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
 #include "cuda/kernels.h"
+#include "model/cpu_layer.h"
 #include "model/cpu_ops.h"
 #include "model/forward_cpu.h"
 #include "model/tensor_data.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/gpu_ring.h"
+#include "runtime/placement_plan.h"
 
 namespace cllm {
 
 namespace {
 
 using cuda::DeviceBuffer;
+
+// Host memory for decoded CPU layers: page-aligned, so every tensor is 256-byte aligned as in a slot.
+using HostSlot = std::unique_ptr<uint8_t, decltype(&std::free)>;
+HostSlot host_slot(uint64_t bytes) {
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
+  if (!p) fail("could not allocate ", format_gib(bytes), " of host memory for a CPU layer");
+  return HostSlot(p, &std::free);
+}
 
 uint64_t device_used_bytes() {
   size_t free = 0, total = 0;
@@ -48,6 +58,8 @@ class CudaEngine final : public GpuEngine {
   std::string device_name() const override { return device_name_; }
   double load_ms() const override { return load_ms_; }
   bool pinned() const override { return pinned_; }
+  int cpu_max_batch() const override { return cpu_max_batch_; }
+  std::string plan_summary() const override { return plan_summary_; }
   const GpuStats& stats() const override { return stats_; }
   void reset_stats() override {
     stats_ = GpuStats{};
@@ -66,6 +78,17 @@ class CudaEngine final : public GpuEngine {
   void drop_graph();
   void run_classifier(int rows);
   void track_vram() { stats_.vram_peak = std::max<uint64_t>(stats_.vram_peak, device_used_bytes() - vram_base_); }
+  // CPU layers
+  struct CpuRun {  // layers [first, last) of one batch, run by a host function on the stream
+    CudaEngine* engine;
+    int first, last, n, pos;
+  };
+  static void CUDART_CB cpu_run_entry(void* run);
+  void cpu_run(const CpuRun& r);
+  void enqueue_cpu_run(int first, int last, int n, int pos);
+  void sync_cpu_kv(bool cpu_route, int pos);
+  void plan_for_budget(const GpuOptions& opt, uint64_t available);
+  void setup_cpu_layers(int threads);
 
   const CllmFile& file_;
   LlamaConfig c_;
@@ -109,6 +132,21 @@ class CudaEngine final : public GpuEngine {
   bool use_graph_ = false;
   cudaGraphExec_t token_graph_ = nullptr;
   DeviceBuffer<int> d_pos_;
+  // CPU layers (Placement::cpu): decoded weights in host RAM, their own KV cache there; the
+  // device KV cache keeps their entries too, for batches that stream them instead. Positions
+  // below kv_host_upto_ / kv_device_upto_ are valid in the host / device copy.
+  int cpu_max_batch_ = 0;
+  std::string plan_summary_;
+  std::vector<int> cpu_index_;      // per layer: its index among the CPU layers, -1 if none
+  std::vector<HostSlot> cpu_slots_;  // per CPU layer: its decoded slot
+  std::unique_ptr<ThreadPool> cpu_pool_;
+  std::unique_ptr<CpuLayerForward> cpu_layer_;
+  std::unique_ptr<CpuKvCache> cpu_kv_;
+  PinnedBuffer x_host_;             // (cpu_max_batch, dim) fp32 residual stream on its way through the CPU
+  std::vector<std::unique_ptr<CpuRun>> cpu_runs_;  // the runs enqueued by the current forward
+  std::string cpu_error_;           // set by a host function, thrown after the stream synchronizes
+  int kv_host_upto_ = 0, kv_device_upto_ = 0;
+  cudaEvent_t done_ = nullptr;       // blocking-sync event: waiting for CPU layers leaves the cores to them
 };
 
 CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file) {
@@ -138,10 +176,26 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   uint64_t available = free > margin ? free - margin : 0;
   if (opt.vram_limit) available = std::min<uint64_t>(available, opt.vram_limit);
 
-  if (opt.vram_budget) {
+  // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
+  // layer's kernels leave free instead of holding them while compute waits.
+  int least = 0, greatest = 0;
+  CLLM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CLLM_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
+
+  if (!opt.placements.empty()) {
+    CLLM_CHECK(opt.placements.size() == steps_.size(), "placements for ", opt.placements.size(), " steps, the model has ",
+               steps_.size());
+    placements_ = opt.placements;
+    if (plan_memory(sched_, c_, placements_, context_, batch_).total() > available)
+      fail("out of VRAM: the given placements need ", plan_memory(sched_, c_, placements_, context_, batch_).describe(),
+           ", ", format_gib(available), " available");
+    cpu_max_batch_ = std::find(placements_.begin(), placements_.end(), Placement::cpu) == placements_.end()
+                         ? 0
+                         : std::max(0, std::min(opt.cpu_max_batch < 0 ? 1 : opt.cpu_max_batch, batch_));
+  } else if (opt.vram_budget) {
     if (opt.mode != "auto")
       fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", opt.mode, ")");
-    placements_ = placements_for_budget(sched_, c_, context_, batch_, std::min(opt.vram_budget, available));
+    plan_for_budget(opt, std::min(opt.vram_budget, available));
     chosen_ = true;
   } else if (opt.mode == "auto") {
     placements_ = uniform_placements(sched_, choose_mode(sched_, c_, context_, batch_, available));
@@ -155,16 +209,12 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   mode_ = mode_of(placements_);
   plan_ = plan_memory(sched_, c_, placements_, context_, batch_);
 
-  // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
-  // layer's kernels leave free instead of holding them while compute waits.
-  int least = 0, greatest = 0;
-  CLLM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  CLLM_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
   try {
     allocate();
     ThreadPool pool(std::max(1, opt.threads));
     if (mode_ == Mode::full) load_full(pool);
     else load_ring(pool);
+    setup_cpu_layers(std::max(1, opt.threads));
   } catch (const Error& e) {
     if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
     fail("out of VRAM while allocating the ", mode_name(mode_), " plan (", plan_.describe(), "), ",
@@ -218,6 +268,7 @@ CudaEngine::~CudaEngine() {
   ring_.reset();
   blas_.reset();
   if (rows_sent_) cudaEventDestroy(rows_sent_);
+  if (done_) cudaEventDestroy(done_);
   if (compute_) cudaStreamDestroy(compute_);
 }
 
@@ -281,22 +332,32 @@ void CudaEngine::load_ring(ThreadPool& pool) {
   for (size_t i = 0; i < steps_.size(); ++i) {
     const uint64_t bytes = (steps_[i]->src_bytes + 255) / 256 * 256;
     if (placements_[i] == Placement::resident) at[i] = std::exchange(device_end, device_end + bytes);
-    if (placements_[i] == Placement::streamed) {
+    if (on_host(placements_[i])) {
       at[i] = std::exchange(host_end, host_end + bytes);
       staging_bytes = std::max(staging_bytes, steps_[i]->src_bytes);
     }
     if (placements_[i] != Placement::decoded) slot_bytes = std::max(slot_bytes, steps_[i]->slot_bytes);
   }
   decoded_steps_.resize(steps_.size());
+  cpu_index_.assign(sched_.layers.size(), -1);
   {
-    DeviceBuffer<uint8_t> staging;
+    // Decoded steps into their VRAM buffers; CPU layers through a temporary slot into host RAM.
+    DeviceBuffer<uint8_t> staging, slot;
     for (size_t i = 0; i < steps_.size(); ++i) {
-      if (placements_[i] != Placement::decoded) continue;
+      if (placements_[i] != Placement::decoded && placements_[i] != Placement::cpu) continue;
       const WeightStep& s = *steps_[i];
       staging.resize(std::max<size_t>(staging.size(), s.src_bytes));
-      decoded_steps_[i].resize(s.slot_bytes);
       CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file_.file_data() + s.src_offset, s.src_bytes, cudaMemcpyHostToDevice));
-      decode_on_device(staging.data(), decoded_steps_[i].data(), s.tiles, s.blocks, compute_, file_.path());
+      if (placements_[i] == Placement::decoded) {
+        decoded_steps_[i].resize(s.slot_bytes);
+        decode_on_device(staging.data(), decoded_steps_[i].data(), s.tiles, s.blocks, compute_, file_.path());
+        continue;
+      }
+      slot.resize(std::max<size_t>(slot.size(), s.slot_bytes));
+      decode_on_device(staging.data(), slot.data(), s.tiles, s.blocks, compute_, file_.path());
+      cpu_index_[s.layer] = static_cast<int>(cpu_slots_.size());
+      cpu_slots_.push_back(host_slot(s.slot_bytes));
+      CLLM_CUDA_CHECK(cudaMemcpy(cpu_slots_.back().get(), slot.data(), s.slot_bytes, cudaMemcpyDeviceToHost));
     }
   }
   store_.resize(device_end);
@@ -311,7 +372,7 @@ void CudaEngine::load_ring(ThreadPool& pool) {
              " of pinned host memory: streaming the weights from pageable memory (slower)");
   if (pinned_copy)
     pool.parallel_for(steps_.size(), [&](size_t i) {
-      if (placements_[i] == Placement::streamed)
+      if (on_host(placements_[i]))
         std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
     });
   // (Pinning the mapped file in place with cudaHostRegister avoids the copy but took longer:
@@ -319,20 +380,20 @@ void CudaEngine::load_ring(ThreadPool& pool) {
 
   std::vector<const WeightStep*> ring_steps;
   std::vector<const uint8_t*> sources;
-  std::vector<bool> on_host;
+  std::vector<bool> on_host_steps;
   ring_index_.assign(steps_.size(), SIZE_MAX);
   for (size_t i = 0; i < steps_.size(); ++i) {
     if (placements_[i] == Placement::decoded) continue;
     ring_index_[i] = ring_steps.size();
     ring_steps.push_back(steps_[i]);
-    const bool host = placements_[i] == Placement::streamed;
-    on_host.push_back(host);
+    const bool host = on_host(placements_[i]);
+    on_host_steps.push_back(host);
     if (!host) sources.push_back(store_.data() + at[i]);
     else if (pinned_copy) sources.push_back(host_store_.data() + at[i]);
     else sources.push_back(file_.file_data() + steps_[i]->src_offset);
   }
   if (!ring_steps.empty())
-    ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(on_host), slot_bytes, staging_bytes,
+    ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(on_host_steps), slot_bytes, staging_bytes,
                                          compute_, file_.path());
   // Embedding rows are looked up on the host, so token_embd never sits whole in VRAM.
   embd_host_.resize(sched_.token_embd->raw_bytes());
@@ -443,10 +504,21 @@ const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_log
     logits_.resize(static_cast<size_t>(batch_) * vocab);
     logit_rows_ = batch_;
   }
+  // Small batches compute the CPU layers on the CPU; larger ones stream them through the ring.
+  const bool cpu_route = n <= cpu_max_batch_;
+  if (!cpu_index_.empty()) sync_cpu_kv(cpu_route, pos);
   for (int b = 0; b < n; b += batch_) {
     const int nb = std::min(batch_, n - b);
     embed(tokens + b, nb);
-    for (size_t l = 0; l < sched_.layers.size(); ++l) {
+    const int n_layers = static_cast<int>(sched_.layers.size());
+    for (int l = 0; l < n_layers; ++l) {
+      if (cpu_route && placements_[l] == Placement::cpu) {
+        int last = l + 1;
+        while (last < n_layers && placements_[last] == Placement::cpu) ++last;
+        enqueue_cpu_run(l, last, nb, pos + b);
+        l = last - 1;
+        continue;
+      }
       const uint8_t* w = acquire(l);
       run_layer(sched_.layers[l], w, nb, pos + b);
       release(l);
@@ -460,11 +532,126 @@ const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_log
     CLLM_CUDA_CHECK(
         cudaMemcpyAsync(dst, logits_.data(), sizeof(float) * rows * vocab, cudaMemcpyDeviceToHost, compute_));
   }
-  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  if (cpu_route && !cpu_index_.empty()) {
+    CLLM_CUDA_CHECK(cudaEventRecord(done_, compute_));
+    CLLM_CUDA_CHECK(cudaEventSynchronize(done_));
+  } else {
+    CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+  cpu_runs_.clear();
+  if (!cpu_error_.empty()) fail(std::exchange(cpu_error_, std::string()));
+  if (!cpu_index_.empty()) {  // the route taken holds positions pos .. pos+n-1 now; the other may not
+    (cpu_route ? kv_host_upto_ : kv_device_upto_) = pos + n;
+    int& other = cpu_route ? kv_device_upto_ : kv_host_upto_;
+    other = std::min(other, pos);
+  }
   if (ring_) ring_->collect(stats_);
   ++stats_.forwards;
   track_vram();
   return logits_host_.data();
+}
+
+// ---- CPU layers
+
+void CudaEngine::plan_for_budget(const GpuOptions& opt, uint64_t budget) {
+  // The paths' speeds on this machine: cached, or measured now (about half a second).
+  PathSpeeds speeds;
+  const int threads = std::max(1, opt.threads);
+  const std::string key = path_speeds_key(device_name_, sched_, c_, threads);
+  const bool cached = load_path_speeds(key, speeds);
+  if (!cached) {
+    Timer t;
+    measure_gpu_paths(file_, sched_, c_.dim, compute_, speeds);
+    measure_cpu_layer(sched_, c_, threads, speeds);
+    save_path_speeds(key, speeds);
+    log_info("calibrated the weight paths in ", static_cast<int>(t.ms()), " ms: ", speeds.describe());
+  }
+  const PlacementPlan plan = plan_placements(sched_, c_, context_, batch_, budget, speeds, host_ram_available());
+  placements_ = plan.placements;
+  cpu_max_batch_ = std::min(plan.cpu_max_batch, batch_);
+  plan_summary_ = cat(cached ? "path speeds (cached): " : "path speeds (measured): ", speeds.describe(),
+                      "; estimated ", plan.token.total_ms() > 0 ? 1000.0 / plan.token.total_ms() : 0.0,
+                      " tok/s for one token, bound by ", plan.token.bound());
+  if (cpu_max_batch_ > 0) plan_summary_ += cat("; CPU layers for batches of up to ", cpu_max_batch_, " tokens");
+}
+
+void CudaEngine::setup_cpu_layers(int threads) {
+  if (cpu_slots_.empty()) {
+    cpu_index_.clear();
+    cpu_max_batch_ = 0;
+    return;
+  }
+  const int rows = std::max(1, cpu_max_batch_);
+  cpu_pool_ = std::make_unique<ThreadPool>(threads);
+  CpuLayerOptions o;
+  o.context = context_;
+  o.max_batch = rows;
+  cpu_layer_ = std::make_unique<CpuLayerForward>(c_, o, cpu_pool_.get());
+  cpu_kv_ = std::make_unique<CpuKvCache>(static_cast<int>(cpu_slots_.size()), context_, c_.kv_dim(), kv_);
+  if (!x_host_.allocate(sizeof(float) * rows * c_.dim)) fail("could not allocate pinned host memory for the CPU layers");
+  CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventBlockingSync | cudaEventDisableTiming));
+}
+
+void CUDART_CB CudaEngine::cpu_run_entry(void* run) {
+  const auto* r = static_cast<const CpuRun*>(run);
+  r->engine->cpu_run(*r);
+}
+
+void CudaEngine::cpu_run(const CpuRun& r) {
+  // On CUDA's host-function thread, between the copies down and up: no CUDA calls here.
+  if (!cpu_error_.empty()) return;
+  Timer t;
+  try {
+    for (int l = r.first; l < r.last; ++l) {
+      const WeightStep& s = sched_.layers[l];
+      std::array<DType, kCpuLayerTensors> dtype{};
+      for (int i = 0; i < kCpuLayerTensors; ++i) dtype[i] = s.tensor[i]->dtype;
+      const int k = cpu_index_[l];
+      cpu_layer_->forward(cpu_layer_weights_in_slot(cpu_slots_[k].get(), s.offset, dtype), cpu_kv_->layer(k),
+                          reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
+      ++stats_.cpu_steps;
+    }
+  } catch (const std::exception& e) {
+    cpu_error_ = cat("CPU layer: ", e.what());
+  }
+  stats_.cpu_ms += t.ms();
+}
+
+void CudaEngine::enqueue_cpu_run(int first, int last, int n, int pos) {
+  // x down, the layers on the CPU, x up: all in stream order, so the host thread keeps
+  // enqueueing (and the ring keeps copying and decoding the next steps) meanwhile.
+  const size_t bytes = sizeof(float) * n * c_.dim;
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(x_host_.data(), x_.data(), bytes, cudaMemcpyDeviceToHost, compute_));
+  cpu_runs_.push_back(std::make_unique<CpuRun>(CpuRun{this, first, last, n, pos}));
+  CLLM_CUDA_CHECK(cudaLaunchHostFunc(compute_, cpu_run_entry, cpu_runs_.back().get()));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(x_.data(), x_host_.data(), bytes, cudaMemcpyHostToDevice, compute_));
+}
+
+void CudaEngine::sync_cpu_kv(bool cpu_route, int pos) {
+  // Positions before pos that the route about to run lacks come from the other copy (after
+  // switching between prompt batches and single tokens: a few KB per layer and token).
+  int& upto = cpu_route ? kv_host_upto_ : kv_device_upto_;
+  if (upto >= pos) return;
+  const size_t row = static_cast<size_t>(c_.kv_dim()) * dtype_size(kv_);
+  const size_t layer_kv = static_cast<size_t>(context_) * row;
+  const size_t offset = upto * row, bytes = (pos - upto) * row;
+  for (size_t l = 0; l < cpu_index_.size(); ++l) {
+    const int k = cpu_index_[l];
+    if (k < 0) continue;
+    const CpuKvLayer h = cpu_kv_->layer(k);
+    uint8_t* dk = k_cache_.data() + l * layer_kv + offset;
+    uint8_t* dv = v_cache_.data() + l * layer_kv + offset;
+    uint8_t* hk = static_cast<uint8_t*>(h.k) + offset;
+    uint8_t* hv = static_cast<uint8_t*>(h.v) + offset;
+    if (cpu_route) {
+      CLLM_CUDA_CHECK(cudaMemcpyAsync(hk, dk, bytes, cudaMemcpyDeviceToHost, compute_));
+      CLLM_CUDA_CHECK(cudaMemcpyAsync(hv, dv, bytes, cudaMemcpyDeviceToHost, compute_));
+    } else {
+      CLLM_CUDA_CHECK(cudaMemcpyAsync(dk, hk, bytes, cudaMemcpyHostToDevice, compute_));
+      CLLM_CUDA_CHECK(cudaMemcpyAsync(dv, hv, bytes, cudaMemcpyHostToDevice, compute_));
+    }
+  }
+  upto = pos;
 }
 
 }  // namespace

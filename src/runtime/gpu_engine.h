@@ -24,6 +24,11 @@ struct GpuOptions {
   int threads = 1;            // host threads for loading
   uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
   uint64_t vram_budget = 0;   // plan each layer's placement for this much VRAM (mode must be auto)
+  // Given placements instead of a plan (tests, experiments): one per weight step, cpu only on
+  // layers; cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: from
+  // the calibration).
+  Placements placements;
+  int cpu_max_batch = -1;
   int device = 0;
 };
 
@@ -36,6 +41,8 @@ struct GpuStats {
   double h2d_ms = 0;           // GPU time of those copies
   double stall_ms = 0;         // time the compute stream waited for a layer's weights
   uint64_t steps = 0;          // weight steps run (layers and classifier slices)
+  double cpu_ms = 0;           // host time in the CPU layers
+  uint64_t cpu_steps = 0;      // layers computed on the CPU
   int forwards = 0;
 };
 
@@ -59,6 +66,10 @@ class GpuEngine {
   virtual std::string device_name() const = 0;   // "NVIDIA H100 80GB HBM3"
   virtual double load_ms() const = 0;
   virtual bool pinned() const = 0;               // lowmem: the host store is pinned
+  virtual int cpu_max_batch() const = 0;         // batches up to this size compute the cpu steps on the CPU
+  // With a --vram-budget plan: the calibration and the planner's estimate, for the user
+  // ("measured: PCIe 55.1 GB/s, ...; estimated 11.8 tok/s, bound by compute"); else "".
+  virtual std::string plan_summary() const = 0;
   virtual const GpuStats& stats() const = 0;
   virtual void reset_stats() = 0;
 };

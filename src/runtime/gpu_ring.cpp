@@ -1,8 +1,11 @@
 #include "runtime/gpu_ring.h"
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "common/error.h"
+#include "common/timer.h"
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.h"
 
@@ -166,6 +169,71 @@ void WeightRing::collect(GpuStats& stats) {
   pending_ = 0;
   pending_steps_.clear();
   check_decoder_flag(error_, origin_);
+}
+
+namespace {
+void CUDART_CB nothing(void*) {}
+}  // namespace
+
+void measure_gpu_paths(const CllmFile& file, const WeightSchedule& s, int dim, cudaStream_t stream, PathSpeeds& out) {
+  const WeightStep& step = s.layers.front();
+  PinnedBuffer host;
+  if (!host.allocate(step.src_bytes)) fail("could not allocate pinned host memory to calibrate the PCIe link");
+  std::memcpy(host.data(), file.file_data() + step.src_offset, step.src_bytes);
+  cuda::DeviceBuffer<uint8_t> src(step.src_bytes), dst(step.slot_bytes), copy(step.slot_bytes);
+  cudaEvent_t start, stop;
+  CLLM_CUDA_CHECK(cudaEventCreate(&start));
+  CLLM_CUDA_CHECK(cudaEventCreate(&stop));
+  // Best of three after a warm-up, in ms, of work enqueued on `stream` by fn.
+  const auto best_ms = [&](auto&& fn) {
+    float best = 1e30f;
+    for (int rep = 0; rep < 4; ++rep) {
+      CLLM_CUDA_CHECK(cudaEventRecord(start, stream));
+      fn();
+      CLLM_CUDA_CHECK(cudaEventRecord(stop, stream));
+      CLLM_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (rep > 0) best = std::min(best, ms);
+    }
+    return static_cast<double>(best);
+  };
+  const double h2d_ms = best_ms([&] {
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(src.data(), host.data(), step.src_bytes, cudaMemcpyHostToDevice, stream));
+  });
+  decode_on_device(src.data(), dst.data(), step.tiles, step.blocks, stream, file.path());  // checks the data once
+  cuda::DeviceBuffer<cuda::TileTask> tiles;
+  cuda::DeviceBuffer<cuda::BlockTask> blocks;
+  cuda::DeviceBuffer<int> flag(1);
+  tiles.upload(step.tiles, stream);
+  blocks.upload(step.blocks, stream);
+  CLLM_CUDA_CHECK(cudaMemsetAsync(flag.data(), 0, sizeof(int), stream));
+  const double decode_ms = best_ms([&] {
+    cuda::decode_tiles(src.data(), dst.data(), tiles.data(), blocks.data(), static_cast<uint32_t>(step.blocks.size()),
+                       flag.data(), stream);
+  });
+  const double copy_ms = best_ms([&] {
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(copy.data(), dst.data(), step.slot_bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  out.pcie_gbs = step.src_bytes / (h2d_ms * 1e6);
+  out.decode_gbs = step.slot_bytes / (decode_ms * 1e6);
+  out.gpu_gbs = 0.6 * 2.0 * step.slot_bytes / (copy_ms * 1e6);  // a copy reads and writes the bytes
+  // Hand-over: one token's residual stream down, a host function, and back up; median of 21.
+  PinnedBuffer x;
+  if (!x.allocate(sizeof(float) * dim)) fail("could not allocate pinned host memory to calibrate the hand-over");
+  std::vector<double> times;
+  for (int rep = 0; rep < 21; ++rep) {
+    Timer t;
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(x.data(), src.data(), sizeof(float) * dim, cudaMemcpyDeviceToHost, stream));
+    CLLM_CUDA_CHECK(cudaLaunchHostFunc(stream, nothing, nullptr));
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(src.data(), x.data(), sizeof(float) * dim, cudaMemcpyHostToDevice, stream));
+    CLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    times.push_back(t.ms());
+  }
+  std::nth_element(times.begin(), times.begin() + 10, times.end());
+  out.handover_ms = times[10];
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
 }
 
 }  // namespace cllm

@@ -19,6 +19,7 @@
 
 #include "cuda/device_buffer.h"
 #include "runtime/gpu_engine.h"
+#include "runtime/path_speeds.h"
 #include "runtime/weight_schedule.h"
 
 namespace cllm {
@@ -86,5 +87,12 @@ class WeightRing {
 // load). Throws naming origin if the decoder found corrupt data.
 void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cuda::TileTask>& tiles,
                       const std::vector<cuda::BlockTask>& blocks, cudaStream_t s, const std::string& origin);
+
+// The GPU half of the calibration (path_speeds.h), on the schedule's first layer: pinned
+// host -> device copies of its compressed bytes, the decoder on them, a device copy of the
+// decoded layer (gpu_gbs: the one-token kernels read weights at about 60% of the copy rate,
+// as measured in full mode, docs/benchmarks.md), and the hand-over of one token's activations
+// to a host function and back. Uses temporary buffers of one layer; about 0.2 s.
+void measure_gpu_paths(const CllmFile& file, const WeightSchedule& s, int dim, cudaStream_t stream, PathSpeeds& out);
 
 }  // namespace cllm

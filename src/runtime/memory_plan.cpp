@@ -59,6 +59,8 @@ std::string MemoryPlan::describe() const {
   if (staging) out += cat(" + staging ", format_gib(staging));
   out += cat(" + KV cache ", format_gib(kv_cache), " + activations ", format_gib(activations), " + cuBLAS ",
              format_gib(workspace), " = ", format_gib(total()));
+  if (host_decoded) out += cat("; host RAM: ", format_gib(host_pinned), " pinned + ", format_gib(host_decoded),
+                               " decoded for the CPU layers");
   return out;
 }
 
@@ -77,9 +79,11 @@ Mode mode_of(const Placements& p) {
 }
 
 std::string describe_placements(const Placements& p) {
-  int n[3] = {0, 0, 0};
+  int n[4] = {0, 0, 0, 0};
   for (Placement x : p) ++n[static_cast<int>(x)];
-  return cat(n[0], " decoded, ", n[1], " resident, ", n[2], " streamed");
+  std::string out = cat(n[0], " decoded, ", n[1], " resident, ", n[2], " streamed");
+  if (n[3]) out += cat(", ", n[3], " CPU");
+  return out;
 }
 
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& pl, int context, int batch) {
@@ -101,6 +105,10 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
           p.weights += align_up(step.src_bytes);
           slot = std::max(slot, step.slot_bytes);
           break;
+        case Placement::cpu:
+          CLLM_CHECK(step.layer >= 0, "only layers can be computed on the CPU");
+          p.host_decoded += align_up(step.slot_bytes);
+          [[fallthrough]];
         case Placement::streamed:
           p.host_pinned += align_up(step.src_bytes);
           slot = std::max(slot, step.slot_bytes);
@@ -120,23 +128,6 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
 
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
   return plan_memory(s, c, uniform_placements(s, m), context, batch);
-}
-
-Placements placements_for_budget(const WeightSchedule& s, const LlamaConfig& c, int context, int batch,
-                                 uint64_t budget) {
-  Placements p = uniform_placements(s, Mode::lowmem);
-  if (plan_memory(s, c, p, context, batch).total() > budget)
-    fail(out_of_vram_message(s, c, Mode::lowmem, context, batch, budget));
-  // Each pass moves steps one placement up (streamed -> resident, then resident -> decoded),
-  // in schedule order, keeping a move only while the whole plan still fits.
-  for (const auto& [from, to] : {std::pair{Placement::streamed, Placement::resident},
-                                 std::pair{Placement::resident, Placement::decoded}})
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (p[i] != from) continue;
-      p[i] = to;
-      if (plan_memory(s, c, p, context, batch).total() > budget) p[i] = from;
-    }
-  return p;
 }
 
 uint64_t parse_size(const std::string& text) {
@@ -159,6 +150,8 @@ uint64_t parse_size(const std::string& text) {
   if (!(v > 0) || v * mult > 1e18) fail("'", text, "' is not a positive size");
   return static_cast<uint64_t>(v * mult);
 }
+
+uint64_t parse_vram_budget(const std::string& text) { return text == "auto" ? UINT64_MAX : parse_size(text); }
 
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
   for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})

@@ -27,14 +27,21 @@ enum class Placement : uint8_t {
   decoded,   // decoded once at load into its own VRAM buffer
   resident,  // compressed in VRAM, decoded into a ring slot before it runs
   streamed,  // compressed in pinned host RAM, copied over PCIe and decoded into a ring slot
+  cpu,       // layers only: computed on the CPU from weights decoded once into host RAM, for
+             // batches of up to cpu_max_batch tokens; larger batches stream it like `streamed`
+             // (so its compressed bytes are in pinned host RAM too)
 };
 // One per step, in schedule order (layers, then classifier slices).
 using Placements = std::vector<Placement>;
 Placements uniform_placements(const WeightSchedule& s, Mode m);  // full, resident or lowmem
 // The mode a set of placements amounts to: full, resident or lowmem when uniform, else hybrid.
 Mode mode_of(const Placements& p);
-// "12 decoded, 3 resident, 20 streamed"
+// "12 decoded, 3 resident, 20 streamed" (", 9 CPU" when there are CPU layers)
 std::string describe_placements(const Placements& p);
+// A placement whose steps go through the ring (resident, streamed, and cpu for large batches).
+inline bool in_ring(Placement p) { return p != Placement::decoded; }
+// A placement whose compressed bytes cross PCIe on each pass through the ring.
+inline bool on_host(Placement p) { return p == Placement::streamed || p == Placement::cpu; }
 
 // Sizes of the activation buffers for batches of up to `batch` tokens.
 struct ActivationSizes {
@@ -64,7 +71,8 @@ struct MemoryPlan {
   uint64_t kv_cache = 0;     // (n_layers, context, kv_dim) keys and values
   uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables
   uint64_t workspace = kBlasWorkspaceBytes;
-  uint64_t host_pinned = 0;  // lowmem: the compressed store in pinned host RAM
+  uint64_t host_pinned = 0;  // streamed and cpu steps: the compressed store in pinned host RAM
+  uint64_t host_decoded = 0; // cpu steps: their weights decoded in host RAM
   uint64_t total() const { return weights + slots + staging + kv_cache + activations + workspace; }
   std::string describe() const;  // "weights 10.71 GiB + slots 0.81 GiB + ... = 12.3 GiB"
 };
@@ -72,15 +80,10 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& p, int context, int batch);
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
 
-// The placements that make the most of `budget` bytes of VRAM: start from everything streamed
-// (lowmem); move steps into VRAM compressed while they fit (each saves its compressed bytes of
-// PCIe traffic per token, the scarcest bandwidth); then decode resident steps in place while
-// they fit (each saves the decoder's work). Throws when even lowmem does not fit.
-Placements placements_for_budget(const WeightSchedule& s, const LlamaConfig& c, int context, int batch,
-                                 uint64_t budget);
-
 // "2.5G", "512M", "8GiB", "3000000000" -> bytes; throws naming the text otherwise.
 uint64_t parse_size(const std::string& text);
+// A --vram-budget: a size, or "auto" (all the free VRAM: UINT64_MAX, which the engine caps).
+uint64_t parse_vram_budget(const std::string& text);
 
 // The fastest mode whose plan fits `available` bytes: full, else resident, else lowmem.
 // Throws when none fits, giving lowmem's need and what is available.

@@ -104,7 +104,7 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
     if (opt.gpu) {
       GpuOptions g;
       g.mode = mode;
-      if (!budget.empty() && budget != "auto") g.vram_budget = parse_size(budget);
+      if (!budget.empty()) g.vram_budget = parse_vram_budget(budget);
       g.context = context;
       g.threads = opt.threads;
       gpu = GpuEngine::open(file, g);
@@ -114,6 +114,9 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
       cpu = std::make_unique<CpuForward>(*weights, CpuForwardOptions{context, opt.threads, 512});
     }
     const double load_s = load.seconds();
+    if (gpu && gpu->mode() == Mode::hybrid)
+      say(cat("plan: ", describe_placements(gpu->placements()),
+              gpu->plan_summary().empty() ? "" : "; " + gpu->plan_summary()));
     const ForwardCall fwd = [&](const int* t, int n, int pos) {
       if (gpu) gpu->forward(t, n, pos);
       else cpu->forward(t, n, pos);
