@@ -2,7 +2,7 @@
 # On a machine with a CUDA GPU: runs the GPU tests and the benchmarks, writing every log to
 # OUT_DIR (the device tool brings that folder back). Uses the bundle from
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
-#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|ttft|profile|all]
+#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|compare|ttft|profile|cpu|fuzz|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
 #     sanitize: compute-sanitizer memcheck, racecheck, synccheck on the GPU tests -> sanitize.log
 #     smoke:    `run` in each mode on a synthetic TinyLlama -> smoke.log
@@ -10,12 +10,14 @@
 #     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
 #     ttft:     time to first token of the 8B in lowmem at 4096 context -> ttft.log
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
+#     budget:   issue 8's curve: the 8B at VRAM budgets from 2.5G to all of it (BUDGETS, BUDGET_REPS)
+#               -> bench-budget.json, budget-curve.png, budget.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|compare|ttft|profile|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|compare|ttft|profile|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -126,6 +128,19 @@ if [ "$what" = ttft ] || [ "$what" = all ]; then
     /usr/bin/time -f "wall %e s (process start to exit, 1 token generated)" "$bin" run "$model" --mode lowmem \
       -c 4096 -p "Once upon a time" -n 1 --no-verify 2>&1 | grep -E "VRAM peak|load time|prompt eval|wall"
   done 2>&1 | tee "$out/ttft.log"
+fi
+
+if [ "$what" = budget ] || [ "$what" = all ]; then
+  src="$work/llama31-8b" model="$work/llama31-8b.cllm"
+  [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset llama3.1-8b 2>&1 | tail -1
+  [ -f "$model" ] || "$bin" --quiet compress "$src" "$model" 2>&1 | tail -1
+  {
+    lscpu | grep -E 'Model name|^CPU\(s\)'
+    "$bin" bench "$model" --vram-budget "${BUDGETS:-2.5G,4G,6G,8G,10G,12G,14G,auto}" -p 512 -n 128 \
+      -r "${BUDGET_REPS:-2}" -o json > "$out/bench-budget.json" 2> "$out/bench-budget.err" || { cat "$out/bench-budget.err"; status=1; }
+    grep -E "plan:" "$out/bench-budget.err"
+    python3 scripts/bench-report.py --budget-plot "$out/budget-curve.png" "$out/bench-budget.json"
+  } 2>&1 | tee "$out/budget.log"
 fi
 
 if [ "$what" = cpu ]; then

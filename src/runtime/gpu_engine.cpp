@@ -561,8 +561,7 @@ void CudaEngine::plan_for_budget(const GpuOptions& opt, uint64_t budget) {
   const bool cached = load_path_speeds(key, speeds);
   if (!cached) {
     Timer t;
-    measure_gpu_paths(file_, sched_, c_.dim, compute_, speeds);
-    measure_cpu_layer(sched_, c_, threads, speeds);
+    measure_paths(file_, sched_, c_, threads, compute_, speeds);
     save_path_speeds(key, speeds);
     log_info("calibrated the weight paths in ", static_cast<int>(t.ms()), " ms: ", speeds.describe());
   }

@@ -92,7 +92,9 @@ void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cu
 // host -> device copies of its compressed bytes, the decoder on them, a device copy of the
 // decoded layer (gpu_gbs: the one-token kernels read weights at about 60% of the copy rate,
 // as measured in full mode, docs/benchmarks.md), and the hand-over of one token's activations
-// to a host function and back. Uses temporary buffers of one layer; about 0.2 s.
-void measure_gpu_paths(const CllmFile& file, const WeightSchedule& s, int dim, cudaStream_t stream, PathSpeeds& out);
+// to a host function and back. Then measure_cpu_layer, with pinned copies keeping PCIe busy.
+// Uses temporary buffers of one layer; about half a second for an 8B model.
+void measure_paths(const CllmFile& file, const WeightSchedule& s, const LlamaConfig& c, int threads, cudaStream_t stream,
+                   PathSpeeds& out);
 
 }  // namespace cllm

@@ -16,7 +16,7 @@ enum class Mode {
   full,      // every layer decoded once at load, in VRAM
   resident,  // compressed weights in VRAM, decoded into two layer slots as the layers run
   lowmem,    // compressed weights in pinned host RAM, copied and decoded into two slots
-  hybrid,    // a mix per weight step, planned for a VRAM budget (placements_for_budget)
+  hybrid,    // a mix per weight step, planned for a VRAM budget (placement_plan.h)
 };
 const char* mode_name(Mode m);
 // "full", "resident", "lowmem"; throws naming the valid ones otherwise ("auto" is the caller's).

@@ -65,7 +65,8 @@ std::string cache_path() {
 
 }  // namespace
 
-void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out) {
+void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out,
+                       const std::function<void(bool)>& busy) {
   CLLM_CHECK(!s.layers.empty() && threads >= 1, "measure_cpu_layer: no layers or no threads");
   const WeightStep& step = s.layers.front();
   // The slot layout of layer 0, filled with small values; page-aligned like the engine's copies.
@@ -97,8 +98,10 @@ void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int thread
     return best;
   };
   const double bytes = static_cast<double>(step.slot_bytes);
+  if (busy) busy(true);
   out.cpu_gbs_1 = bytes / (best_ms(1) * 1e6);
   out.cpu_gbs_8 = bytes / (best_ms(8) * 1e6);
+  if (busy) busy(false);
   out.cpu_threads = threads;
 }
 

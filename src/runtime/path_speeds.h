@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "model/llama_config.h"
@@ -32,8 +33,11 @@ struct PathSpeeds {
 
 // The CPU half of the calibration: times CpuLayerForward on a layer of the schedule's shape
 // (synthetic weights of its dtype, in host RAM) at 1 and 8 tokens; fills cpu_gbs_1/8 and
-// cpu_threads. threads >= 1.
-void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out);
+// cpu_threads. threads >= 1. busy(true) / busy(false), when given, are called around the
+// timed passes: the GPU side keeps PCIe copies running meanwhile, because in a hybrid pass
+// they read host memory while the CPU layers do.
+void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out,
+                       const std::function<void(bool)>& busy = {});
 
 // Host RAM available for new allocations (MemAvailable), bytes; 0 when unknown.
 uint64_t host_ram_available();
