@@ -46,12 +46,8 @@ std::vector<Isa> available_isas() {
 // Whether this ISA's products are the scalar path's bits (all but vdpbf16ps on bf16 weights).
 bool exact_isa(Isa isa, DType wt) { return !(isa == Isa::avx512_bf16 && wt == DType::BF16); }
 
-std::vector<float> gaussian(size_t n, float mean, float stddev, std::mt19937_64& rng) {
-  std::normal_distribution<float> d(mean, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::gaussian;
+using test::small_config;
 
 uint16_t to16(DType t, float f) { return t == DType::BF16 ? f32_to_bf16(f) : f32_to_f16(f); }
 float from16(DType t, uint16_t h) { return t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
@@ -390,42 +386,10 @@ void round_weights(LlamaWeights& w, DType t) {
       round_in_place(t, *v);
 }
 
+// Unit-scale outputs: weights of std 1/sqrt(dim) (2x for q and k).
 LlamaWeights random_model(const LlamaConfig& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  LlamaWeights w;
-  w.config = c;
-  const size_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
-  w.token_embd = gaussian(vocab * dim, 0, 1.0f, rng);
-  w.output_norm = gaussian(dim, 1, 0.1f, rng);
-  if (!c.tie_embeddings) w.output = gaussian(vocab * dim, 0, 0.2f, rng);
-  w.layers.resize(c.n_layers);
-  const float s = 1.0f / std::sqrt(static_cast<float>(c.dim));  // unit-scale outputs
-  for (auto& L : w.layers) {
-    L.attn_norm = gaussian(dim, 1, 0.1f, rng);
-    L.wq = gaussian(qd * dim, 0, 2 * s, rng);
-    L.wk = gaussian(kvd * dim, 0, 2 * s, rng);
-    L.wv = gaussian(kvd * dim, 0, s, rng);
-    L.wo = gaussian(dim * qd, 0, s, rng);
-    L.ffn_norm = gaussian(dim, 1, 0.1f, rng);
-    L.w_gate = gaussian(ffn * dim, 0, s, rng);
-    L.w_up = gaussian(ffn * dim, 0, s, rng);
-    L.w_down = gaussian(dim * ffn, 0, s, rng);
-  }
-  return w;
-}
-
-// dim 48 with 4 heads of 16 (q_dim 64 != dim), 2 kv heads (GQA).
-LlamaConfig small_config() {
-  LlamaConfig c;
-  c.dim = 48;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.ffn_dim = 80;
-  c.vocab_size = 97;
-  c.context_length = 64;
-  return c;
+  const float s = 1.0f / std::sqrt(static_cast<float>(c.dim));
+  return test::random_model(c, seed, 2 * s, s);
 }
 
 LlamaWeights load_stories() {

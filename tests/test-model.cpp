@@ -58,51 +58,10 @@ GenerateResult greedy(const std::string& cllm, int n, const std::string& prompt 
 
 // ---- A small random Llama model, for the checks that need no trained weights.
 
-std::vector<float> gaussian(size_t n, float mean, float stddev, std::mt19937_64& rng) {
-  std::normal_distribution<float> d(mean, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::gaussian;
+using test::small_config;
 
-LlamaWeights random_model(const LlamaConfig& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  LlamaWeights w;
-  w.config = c;
-  const size_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
-  w.token_embd = gaussian(vocab * dim, 0, 1.0f, rng);
-  w.output_norm = gaussian(dim, 1, 0.1f, rng);
-  if (!c.tie_embeddings) w.output = gaussian(vocab * dim, 0, 0.2f, rng);
-  w.layers.resize(c.n_layers);
-  for (auto& L : w.layers) {
-    L.attn_norm = gaussian(dim, 1, 0.1f, rng);
-    L.wq = gaussian(qd * dim, 0, 0.3f, rng);
-    L.wk = gaussian(kvd * dim, 0, 0.3f, rng);
-    L.wv = gaussian(kvd * dim, 0, 0.2f, rng);
-    L.wo = gaussian(dim * qd, 0, 0.2f, rng);
-    L.ffn_norm = gaussian(dim, 1, 0.1f, rng);
-    L.w_gate = gaussian(ffn * dim, 0, 0.2f, rng);
-    L.w_up = gaussian(ffn * dim, 0, 0.2f, rng);
-    L.w_down = gaussian(dim * ffn, 0, 0.2f, rng);
-  }
-  return w;
-}
-
-// dim 48 with 4 heads of 16 (q_dim 64 != dim), 2 kv heads (GQA, 2 query heads per kv head).
-LlamaConfig small_config() {
-  LlamaConfig c;
-  c.dim = 48;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.ffn_dim = 80;
-  c.vocab_size = 97;
-  c.context_length = 64;
-  c.norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  return c;
-}
+LlamaWeights random_model(const LlamaConfig& c, uint64_t seed) { return test::random_model(c, seed, 0.3f, 0.2f); }
 
 // The row permutation Hugging Face's convert_llama_weights_to_hf.py applies to wq and wk:
 // w.view(heads, head_dim/2, 2, in).transpose(1, 2).reshape(heads * head_dim, in), i.e. row

@@ -69,6 +69,49 @@ int run_cli(const std::vector<std::string>& args, std::string* out, std::string*
   return -1;
 }
 
+std::vector<float> gaussian(size_t n, float mean, float stddev, std::mt19937_64& rng) {
+  std::normal_distribution<float> d(mean, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+LlamaConfig small_config() {
+  LlamaConfig c;
+  c.dim = 48;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.ffn_dim = 80;
+  c.vocab_size = 97;
+  c.context_length = 64;
+  return c;
+}
+
+LlamaWeights random_model(const LlamaConfig& c, uint64_t seed, float qk_std, float other_std) {
+  std::mt19937_64 rng(seed);
+  LlamaWeights w;
+  w.config = c;
+  const size_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
+  w.token_embd = gaussian(vocab * dim, 0, 1.0f, rng);
+  w.output_norm = gaussian(dim, 1, 0.1f, rng);
+  if (!c.tie_embeddings) w.output = gaussian(vocab * dim, 0, 0.2f, rng);
+  w.layers.resize(c.n_layers);
+  for (auto& L : w.layers) {
+    L.attn_norm = gaussian(dim, 1, 0.1f, rng);
+    L.wq = gaussian(qd * dim, 0, qk_std, rng);
+    L.wk = gaussian(kvd * dim, 0, qk_std, rng);
+    L.wv = gaussian(kvd * dim, 0, other_std, rng);
+    L.wo = gaussian(dim * qd, 0, other_std, rng);
+    L.ffn_norm = gaussian(dim, 1, 0.1f, rng);
+    L.w_gate = gaussian(ffn * dim, 0, other_std, rng);
+    L.w_up = gaussian(ffn * dim, 0, other_std, rng);
+    L.w_down = gaussian(dim * ffn, 0, other_std, rng);
+  }
+  return w;
+}
+
 std::vector<float> gaussian_f32(size_t n, float stddev, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, stddev);

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "model/llama_weights.h"
 
 namespace cllm::test {
 
@@ -31,6 +34,14 @@ int run_cli(const std::vector<std::string>& args, std::string* out = nullptr, st
 // n bf16 values drawn from N(0, std^2), deterministic for a seed.
 std::vector<uint16_t> gaussian_bf16(size_t n, float stddev, uint64_t seed);
 std::vector<float> gaussian_f32(size_t n, float stddev, uint64_t seed);
+
+// n values from N(mean, stddev^2), drawn from the caller's stream.
+std::vector<float> gaussian(size_t n, float mean, float stddev, std::mt19937_64& rng);
+// dim 48 with 4 heads of 16 (q_dim 64 != dim), 2 kv heads (GQA), ffn 80, vocab 97, context 64.
+LlamaConfig small_config();
+// Random weights for c: embeddings N(0, 1), norms N(1, 0.1^2), an untied output N(0, 0.2^2),
+// wq and wk N(0, qk_std^2), the other linear layers N(0, other_std^2); the same draws for a seed.
+LlamaWeights random_model(const LlamaConfig& c, uint64_t seed, float qk_std, float other_std);
 
 // llama2.c's run.c on stories260K, greedy, no prompt: the text after BOS and 200 sampled tokens
 // (run.c's `-n 200`; ../shared/BRIEF.md, "Public reference for stories260K").

@@ -236,7 +236,7 @@ void measure_paths(const CllmFile& file, const WeightSchedule& s, const LlamaCon
   out.handover_ms = times[10];
   // The CPU layer, while PCIe copies run as they do in a hybrid pass: copies queued for about
   // 0.3 s, which covers the timed passes on a fast host (8 passes of ~5 ms for an 8B layer).
-  const int copies = std::max(1, static_cast<int>(300.0 / std::max(h2d_ms, 0.01)));
+  const int copies = std::clamp(static_cast<int>(300.0 / std::max(h2d_ms, 0.001)), 1, 1000);
   measure_cpu_layer(s, c, threads, out, [&](bool start) {
     if (!start) {
       CLLM_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/error.h"
 #include "common/log.h"
 
 namespace cllm::fuzz {
@@ -42,5 +43,29 @@ struct ScratchFile {
   explicit ScratchFile(const char* target) : path(scratch_path(target)) {}
   ~ScratchFile() { ::unlink(path.c_str()); }
 };
+
+// Reads every 64th byte of each tensor (anything with .data and .size): each must lie inside
+// the file's mapping, or ASan (or a SIGBUS) reports it.
+template <class Tensors>
+void touch_tensors(const Tensors& tensors) {
+  uint8_t x = 0;
+  for (const auto& t : tensors)
+    for (uint64_t i = 0; i < t.size; i += 64) x ^= t.data[i];
+  volatile uint8_t sink = x;
+  (void)sink;
+}
+
+// One input through a reader that takes a path: written to this target's scratch file, then
+// read(path); a cllm::Error is the expected way to refuse it, anything else escapes (a finding).
+template <class Read>
+int read_one(const char* target, const uint8_t* data, size_t size, Read read) {
+  static const ScratchFile scratch(target);
+  write_input(scratch.path, data, size);
+  try {
+    read(scratch.path);
+  } catch (const Error&) {
+  }
+  return 0;
+}
 
 }  // namespace cllm::fuzz
