@@ -165,7 +165,7 @@ int run_run(const RunArgs& a) {
   log_info(cat("model: ", path_basename(a.model), ": dim ", c.dim, ", ", c.n_layers, " layers, ", c.n_heads,
                " heads (", c.n_kv_heads, " kv), ffn ", c.ffn_dim, ", vocab ", c.vocab_size, ", rope ",
                rope_layout_name(c.rope_layout), c.rope_scaling.type == "llama3" ? " (llama3 scaling)" : ""));
-  if (gpu)
+  if (gpu) {
     log_info(cat("device: cuda (", gpu->device_name(), "), mode ", mode_name(gpu->mode()),
                  gpu->mode() == Mode::hybrid ? " (" + describe_placements(gpu->placements()) + ")" : "",
                  gpu->mode_was_chosen() ? (a.vram_budget.empty() ? " (chosen by --mode auto: the fastest that fits)"
@@ -173,9 +173,10 @@ int run_run(const RunArgs& a) {
                                         : "",
                  ", context ",
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
-  if (gpu && !gpu->plan_summary().empty()) log_info("plan: ", gpu->plan_summary());
-  else
+    if (!gpu->plan_summary().empty()) log_info("plan: ", gpu->plan_summary());
+  } else {
     log_info(cat("device: cpu (fp32), ", cpu->threads(), " threads, context ", context, " of ", c.context_length));
+  }
 
   // The seed is fixed here so that it can be printed before any output.
   GenerateOptions gen;

@@ -176,12 +176,6 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   uint64_t available = free > margin ? free - margin : 0;
   if (opt.vram_limit) available = std::min<uint64_t>(available, opt.vram_limit);
 
-  // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
-  // layer's kernels leave free instead of holding them while compute waits.
-  int least = 0, greatest = 0;
-  CLLM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  CLLM_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
-
   if (!opt.placements.empty()) {
     CLLM_CHECK(opt.placements.size() == steps_.size(), "placements for ", opt.placements.size(), " steps, the model has ",
                steps_.size());
@@ -209,6 +203,11 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
   mode_ = mode_of(placements_);
   plan_ = plan_memory(sched_, c_, placements_, context_, batch_);
 
+  // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
+  // layer's kernels leave free instead of holding them while compute waits.
+  int least = 0, greatest = 0;
+  CLLM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CLLM_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
   try {
     allocate();
     ThreadPool pool(std::max(1, opt.threads));
@@ -561,7 +560,15 @@ void CudaEngine::plan_for_budget(const GpuOptions& opt, uint64_t budget) {
   const bool cached = load_path_speeds(key, speeds);
   if (!cached) {
     Timer t;
-    measure_paths(file_, sched_, c_, threads, compute_, speeds);
+    cudaStream_t stream = nullptr;
+    CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    try {
+      measure_paths(file_, sched_, c_, threads, stream, speeds);
+    } catch (...) {
+      cudaStreamDestroy(stream);
+      throw;
+    }
+    CLLM_CUDA_CHECK(cudaStreamDestroy(stream));
     save_path_speeds(key, speeds);
     log_info("calibrated the weight paths in ", static_cast<int>(t.ms()), " ms: ", speeds.describe());
   }
