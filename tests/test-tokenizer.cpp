@@ -270,6 +270,16 @@ TEST_CASE("bpe: tokenizer.json features it cannot reproduce exactly are refused,
   CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["vocab"]["\xC4\xA0\xC4\xA0"] = 0; })),
              Contains("model.vocab has id 0 twice"));
   CHECK_THAT(refused("{\"model\": 3"), Contains("'t.json': invalid JSON"));
+  // Values of the wrong JSON type are refused like the others, never with the JSON library's
+  // own exception (fuzz_bpe found these: tests/fuzz/regressions/bpe/).
+  CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["type"] = nlohmann::json::array(); })),
+             Contains("model.type is ''"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["normalizer"] = 44; })), Contains("normalizer '44' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["decoder"] = 7; })), Contains("decoder '7' is not supported"));
+  // A post-processor it cannot read only loses the BOS it would name.
+  CHECK(refused(edited_json([](auto& j) { j["post_processor"] = {{"type", "Sequence"}, {"processors", 5}}; })) ==
+        "(loaded)");
+  CHECK(refused(edited_json([](auto& j) { j["post_processor"] = 3; })) == "(loaded)");
 }
 
 TEST_CASE("bpe: a GPT-2-style tokenizer.json (ByteLevel with its own regex and prefix space) loads and splits",

@@ -210,6 +210,19 @@ const nlohmann::json* find_key(const nlohmann::json& j, const char* key) {
   return it == j.end() || it->is_null() ? nullptr : &*it;
 }
 
+// j[key] when j is an object and that is a string, else "" (nlohmann's value() throws its own
+// type_error on a non-object or a value of another type, which must not escape a reader).
+std::string string_or_empty(const nlohmann::json& j, const char* key) {
+  const auto* v = find_key(j, key);
+  return v && v->is_string() ? v->get<std::string>() : std::string();
+}
+
+// A component for a message: its "type", or the whole JSON when it has none.
+std::string type_or_dump(const nlohmann::json& j) {
+  const std::string type = string_or_empty(j, "type");
+  return type.empty() ? j.dump() : type;
+}
+
 bool bool_or(const nlohmann::json& j, const char* key, bool def, const std::string& where) {
   const auto* v = find_key(j, key);
   if (!v) return def;
@@ -266,10 +279,11 @@ void read_pre_tokenizer(const nlohmann::json& pt, const std::string& where, BpeS
 // The first SpecialToken of a TemplateProcessing post-processor's "single" template: the token
 // that encode(add_special_tokens=True) puts first (Llama 3: <|begin_of_text|>).
 int template_bos(const nlohmann::json& pp, const std::unordered_map<std::string, int>& added_ids) {
-  const std::string type = pp.value("type", "");
+  const std::string type = string_or_empty(pp, "type");
   if (type == "Sequence") {
-    for (const auto& p : pp.value("processors", nlohmann::json::array()))
-      if (int id = template_bos(p, added_ids); id >= 0) return id;
+    if (const auto* list = find_key(pp, "processors"); list && list->is_array())
+      for (const auto& p : *list)
+        if (int id = template_bos(p, added_ids); id >= 0) return id;
     return -1;
   }
   if (type != "TemplateProcessing") return -1;
@@ -277,11 +291,11 @@ int template_bos(const nlohmann::json& pp, const std::unordered_map<std::string,
   if (!single || !single->is_array() || single->empty()) return -1;
   const auto* st = find_key(single->front(), "SpecialToken");
   if (!st) return -1;
-  const std::string name = st->value("id", "");
+  const std::string name = string_or_empty(*st, "id");
   if (const auto* map = find_key(pp, "special_tokens")) {
     if (const auto* e = find_key(*map, name.c_str())) {
-      const auto ids = e->value("ids", nlohmann::json::array());
-      if (ids.size() == 1 && ids[0].is_number_integer()) return ids[0].get<int>();
+      const auto* ids = find_key(*e, "ids");
+      if (ids && ids->is_array() && ids->size() == 1 && (*ids)[0].is_number_integer()) return (*ids)[0].get<int>();
     }
   }
   auto it = added_ids.find(name);
@@ -359,7 +373,7 @@ BpeSpec bpe_spec_from_hf_json(const std::string& json_text, const std::string& o
 
   const auto* model = find_key(j, "model");
   if (!model || !model->is_object()) fail(origin, ": no 'model' object: not a Hugging Face tokenizer.json");
-  const std::string type = model->value("type", "");
+  const std::string type = string_or_empty(*model, "type");
   if (type != "BPE") fail(origin, ": model.type is '", type, "': only byte-level \"BPE\" is supported here");
   if (const auto* d = find_key(*model, "dropout"); d && !(d->is_number() && d->get<double>() == 0.0))
     fail(origin, ": model.dropout ", d->dump(), " is not supported (BPE dropout is for training)");
@@ -369,14 +383,14 @@ BpeSpec bpe_spec_from_hf_json(const std::string& json_text, const std::string& o
   spec.ignore_merges = bool_or(*model, "ignore_merges", false, origin + ": model");
 
   if (const auto* n = find_key(j, "normalizer"))
-    fail(origin, ": normalizer '", n->value("type", n->dump()), "' is not supported (byte-level BPE models have none)");
+    fail(origin, ": normalizer '", type_or_dump(*n), "' is not supported (byte-level BPE models have none)");
   const auto* pt = find_key(j, "pre_tokenizer");
   if (!pt) fail(origin, ": no pre_tokenizer: a byte-level BPE needs a ByteLevel step");
   bool byte_level = false;
   read_pre_tokenizer(*pt, origin + ": pre_tokenizer", spec, &byte_level);
   if (!byte_level) fail(origin, ": pre_tokenizer has no ByteLevel step: not a byte-level BPE");
-  if (const auto* d = find_key(j, "decoder"); d && d->value("type", "") != "ByteLevel")
-    fail(origin, ": decoder '", d->value("type", d->dump()), "' is not supported (only ByteLevel)");
+  if (const auto* d = find_key(j, "decoder"); d && string_or_empty(*d, "type") != "ByteLevel")
+    fail(origin, ": decoder '", type_or_dump(*d), "' is not supported (only ByteLevel)");
 
   // Vocabulary: byte-level spelling -> id.
   const auto* vocab = find_key(*model, "vocab");
