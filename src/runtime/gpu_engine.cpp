@@ -139,6 +139,7 @@ class CudaEngine final : public GpuEngine {
   std::string plan_summary_;
   std::vector<int> cpu_index_;      // per layer: its index among the CPU layers, -1 if none
   std::vector<HostSlot> cpu_slots_;  // per CPU layer: its decoded slot
+  std::vector<CpuLayerWeights> cpu_weights_;  // per CPU layer: its tensors in that slot
   std::unique_ptr<ThreadPool> cpu_pool_;
   std::unique_ptr<CpuLayerForward> cpu_layer_;
   std::unique_ptr<CpuKvCache> cpu_kv_;
@@ -357,6 +358,9 @@ void CudaEngine::load_ring(ThreadPool& pool) {
       cpu_index_[s.layer] = static_cast<int>(cpu_slots_.size());
       cpu_slots_.push_back(host_slot(s.slot_bytes));
       CLLM_CUDA_CHECK(cudaMemcpy(cpu_slots_.back().get(), slot.data(), s.slot_bytes, cudaMemcpyDeviceToHost));
+      std::array<DType, kCpuLayerTensors> dtype{};
+      for (int t = 0; t < kCpuLayerTensors; ++t) dtype[t] = s.tensor[t]->dtype;
+      cpu_weights_.push_back(cpu_layer_weights_in_slot(cpu_slots_.back().get(), s.offset, dtype));
     }
   }
   store_.resize(device_end);
@@ -609,12 +613,8 @@ void CudaEngine::cpu_run(const CpuRun& r) {
   Timer t;
   try {
     for (int l = r.first; l < r.last; ++l) {
-      const WeightStep& s = sched_.layers[l];
-      std::array<DType, kCpuLayerTensors> dtype{};
-      for (int i = 0; i < kCpuLayerTensors; ++i) dtype[i] = s.tensor[i]->dtype;
       const int k = cpu_index_[l];
-      cpu_layer_->forward(cpu_layer_weights_in_slot(cpu_slots_[k].get(), s.offset, dtype), cpu_kv_->layer(k),
-                          reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
+      cpu_layer_->forward(cpu_weights_[k], cpu_kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
       ++stats_.cpu_steps;
     }
   } catch (const std::exception& e) {
