@@ -49,6 +49,11 @@ constexpr int kMaxHeadDim = 256;
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
                int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
 
+// dst (count) = src (count), fp32, by the SMs. Either side may be mapped pinned host memory
+// (PinnedBuffer::device_data()): the hybrid runtime's hand-over of activations between GPU
+// and CPU layers, which must not queue behind a layer's bytes on the copy engine.
+void copy_f32(float* dst, const float* src, size_t count, cudaStream_t s);
+
 // out (count) in out_dt = silu(gate) * up, gate and up fp32.
 void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s);
 

@@ -71,7 +71,20 @@ __global__ void swiglu_kernel(const float* gate, const float* up, void* out, DTy
   }
 }
 
+__global__ void copy_f32_kernel(float* dst, const float* src, size_t count) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
 }  // namespace
+
+void copy_f32(float* dst, const float* src, size_t count, cudaStream_t s) {
+  if (count == 0) return;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 1024);
+  copy_f32_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(dst, src, count);
+  CLLM_CUDA_CHECK_LAUNCH("copy_f32");
+}
 
 void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s) {
   if (n <= 0) return;

@@ -2,7 +2,7 @@
 # On a machine with a CUDA GPU: runs the GPU tests and the benchmarks, writing every log to
 # OUT_DIR (the device tool brings that folder back). Uses the bundle from
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
-#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|compare|ttft|profile|cpu|fuzz|all]
+#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|cpu|fuzz|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
 #     sanitize: compute-sanitizer memcheck, racecheck, synccheck on the GPU tests -> sanitize.log
 #     smoke:    `run` in each mode on a synthetic TinyLlama -> smoke.log
@@ -12,12 +12,14 @@
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
 #     budget:   issue 8's curve: the 8B at VRAM budgets from 2.5G to all of it (BUDGETS, BUDGET_REPS)
 #               -> bench-budget.json, budget-curve.png, budget.log
+#     hybrid:   `run` of the 8B at HYBRID_BUDGET (2.5G) with each of HYBRID_THREADS (16,12,8): the CPU
+#               layers' time per layer against the whole token -> hybrid.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|compare|ttft|profile|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -141,6 +143,20 @@ if [ "$what" = budget ] || [ "$what" = all ]; then
     grep -E "plan:" "$out/bench-budget.err"
     python3 scripts/bench-report.py --budget-plot "$out/budget-curve.png" "$out/bench-budget.json"
   } 2>&1 | tee "$out/budget.log"
+fi
+
+if [ "$what" = hybrid ]; then
+  src="$work/llama31-8b" model="$work/llama31-8b.cllm"
+  [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset llama3.1-8b 2>&1 | tail -1
+  [ -f "$model" ] || "$bin" --quiet compress "$src" "$model" 2>&1 | tail -1
+  {
+    echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
+    for t in ${HYBRID_THREADS:-16 12 8}; do
+      echo "===== -t $t${CLLM_POOL_SPIN_US:+ (pool spin $CLLM_POOL_SPIN_US us)}"
+      "$bin" run "$model" --vram-budget "${HYBRID_BUDGET:-2.5G}" -t "$t" -p "Once upon a time" -n 48 --no-verify 2>&1 \
+        | grep -E "plan:|calibrated|eval time|CPU layers|weight stalls|host->device|decode time|error"
+    done
+  } 2>&1 | tee -a "$out/hybrid.log"
 fi
 
 if [ "$what" = cpu ]; then

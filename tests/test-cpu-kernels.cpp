@@ -524,8 +524,15 @@ TEST_CASE("a 16-bit layer: the same bits for any thread count, batching and exac
       CHECK(same_bits(run(isa, 3, 16, false), a));
       CHECK(same_bits(run(isa, 2, 5, false), a));
       CHECK(same_bits(run(isa, 2, 16, true), a));
-      if (exact_isa(isa, t)) CHECK(same_bits(a, base));
-      else CHECK(test::rel_error(a.data(), base.data(), a.size()) < 1e-5);  // fp32 summation order only
+      if (exact_isa(isa, t)) {
+        CHECK(same_bits(a, base));
+      } else {
+        // vdpbf16ps sums in another order; each product's output differs in fp32 rounding only
+        // (the product test above), but the next product rounds its input to bf16, and a
+        // difference that moves an input across a rounding boundary changes it by one bf16 ulp
+        // (2^-8). Measured on a Xeon with AVX512_BF16 (H200 host): 7.4e-4 over 40 tokens.
+        CHECK(test::rel_error(a.data(), base.data(), a.size()) < 4e-3);
+      }
     }
   }
 }

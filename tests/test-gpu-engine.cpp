@@ -103,8 +103,14 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
   REQUIRE(hybrid->mode() == Mode::hybrid);
   INFO("hybrid: " << describe_placements(hybrid->placements()));
   traces.push_back(greedy_trace(*hybrid, prompt, steps, vocab));
+  // The same with a ring of one slot, and everything streamed through one slot.
+  o.ring_slots = 1;
+  traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
+  o.placements = uniform_placements(s, Mode::lowmem);
+  traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
+  const char* names[] = {"full", "resident", "lowmem", "hybrid", "hybrid, one slot", "lowmem, one slot"};
   for (size_t m = 1; m < traces.size(); ++m) {
-    INFO((m < 3 ? mode_name(kModes[m]) : "hybrid") << " against full");
+    INFO(names[m] << " against full");
     REQUIRE(traces[m].tokens == traces[0].tokens);
     for (size_t i = 0; i < traces[0].logits.size(); ++i) {
       INFO("token " << i);
@@ -177,14 +183,16 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
     const int vocab = config_from_metadata(f.metadata()).vocab_size;
     auto full = open_gpu(f, Mode::full);
     const Trace want = mixed_trace(*full, k.prompt, vocab);
-    // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU route.
-    for (int max_batch : {1, 8}) {
-      INFO(k.name << ", CPU layers for batches up to " << max_batch);
+    // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU
+    // route; a ring of one slot as the planner may choose (2 with batches of 8).
+    for (const auto [max_batch, slots] : {std::pair{1, 2}, {1, 1}, {8, 2}}) {
+      INFO(k.name << ", CPU layers for batches up to " << max_batch << ", " << slots << " ring slots");
       GpuOptions o;
       o.context = 256;
       o.threads = 2;
       o.placements = cpu_hybrid(f);
       o.cpu_max_batch = max_batch;
+      o.ring_slots = slots;
       auto e = GpuEngine::open(f, o);
       REQUIRE(e->mode() == Mode::hybrid);
       REQUIRE(e->cpu_max_batch() == max_batch);

@@ -119,6 +119,11 @@ TEST_CASE("memory plans: what each mode keeps in VRAM, and auto's choice", "[run
   CHECK(lowmem.weights < 4096);  // output_norm only
   CHECK(lowmem.staging == 2 * ((s.max_src_bytes + 255) / 256 * 256));
   CHECK(lowmem.host_pinned == s.store_bytes);
+  // A ring of one slot: half the slots' VRAM, the rest unchanged; 1 or 2 slots only.
+  const Placements streamed = uniform_placements(s, Mode::lowmem);
+  CHECK(plan_memory(s, c, streamed, ctx, batch, 1).slots == lowmem.slots / 2);
+  CHECK(plan_memory(s, c, streamed, ctx, batch, 1).staging == lowmem.staging);
+  CHECK_THROWS_WITH(plan_memory(s, c, streamed, ctx, batch, 3), Contains("1 or 2 slots"));
   // f32 model: f32 KV cache, (layers, context, kv_dim) for keys and for values
   CHECK(full.kv_cache == 2 * uint64_t(5) * ctx * c.kv_dim() * 4);
   CHECK(full.kv_cache == lowmem.kv_cache);
@@ -154,6 +159,7 @@ namespace {
 PathSpeeds machine_speeds(double cpu_gbs) {
   PathSpeeds v;
   v.pcie_gbs = 55;
+  v.pcie_busy_gbs = 48;
   v.decode_gbs = 1500;
   v.gpu_gbs = 2500;
   v.cpu_gbs_1 = cpu_gbs;
@@ -187,7 +193,7 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
       const uint64_t budget = lowmem + (std::max(full, resident) - lowmem) * k / 40;
       const PlacementPlan plan = plan_placements(s, c, ctx, batch, budget, v, 0);
       INFO("budget " << budget << ": " << describe_placements(plan.placements));
-      CHECK(plan_memory(s, c, plan.placements, ctx, batch).total() <= budget);
+      CHECK(plan_memory(s, c, plan.placements, ctx, batch, plan.ring_slots).total() <= budget);
       CHECK(plan.token.total_ms() <= prev_ms * 1.005);
       prev_ms = plan.token.total_ms();
       saw_hybrid = saw_hybrid || mode_of(plan.placements) == Mode::hybrid;
@@ -253,19 +259,28 @@ TEST_CASE("the planner puts layers on a fast CPU when VRAM is short, interleaved
   // Single tokens and small batches use the CPU; a prompt batch streams the CPU layers.
   CHECK(small.cpu_max_batch >= 1);
   CHECK(small.cpu_max_batch < 64);
-  CHECK(estimate_pass(s, small.placements, v, 512, false).total_ms() <
-        estimate_pass(s, small.placements, v, 512, true).total_ms());
+  CHECK(estimate_pass(s, small.placements, v, 512, false, small.ring_slots).total_ms() <
+        estimate_pass(s, small.placements, v, 512, true, small.ring_slots).total_ms());
   // Less host RAM: fewer decoded CPU layers, within it.
   const uint64_t ram = 11ull << 30;
   const PlacementPlan less_ram = plan_placements(s, c, ctx, batch, 2560ull << 20, v, ram);
-  const MemoryPlan m = plan_memory(s, c, less_ram.placements, ctx, batch);
+  const MemoryPlan m = plan_memory(s, c, less_ram.placements, ctx, batch, less_ram.ring_slots);
   CHECK(m.host_decoded + m.host_pinned <= ram);
   CHECK(count(less_ram.placements, Placement::cpu) < cpu);
+  // Its ring has one slot: CPU layers between the streamed ones hide each decode, and the
+  // slot's VRAM holds more resident steps than two slots would allow.
+  CHECK(small.ring_slots == 1);
+  CHECK(plan_memory(s, c, small.placements, ctx, batch, 1).slots == (436ull << 20));
+  CHECK(count(small.placements, Placement::resident) + count(small.placements, Placement::decoded) >= 4);
   // Half the model's VRAM: most layers in VRAM, a few on the CPU or streamed.
   const PlacementPlan half = plan_placements(s, c, ctx, batch, 8ull << 30, v, 0);
   INFO(describe_placements(half.placements));
   CHECK(count(half.placements, Placement::decoded) + count(half.placements, Placement::resident) >= 16);
   CHECK(half.token.total_ms() < small.token.total_ms() / 1.5);
+  // All the VRAM: every step decoded (the decoder would share the GPU with the kernels).
+  const PlacementPlan all = plan_placements(s, c, ctx, batch, 40ull << 30, v, 0);
+  INFO(describe_placements(all.placements));
+  CHECK(count(all.placements, Placement::decoded) == static_cast<int>(all.placements.size()));
 }
 
 TEST_CASE("interleaving spreads each placement evenly", "[runtime]") {
@@ -284,7 +299,7 @@ TEST_CASE("interleaving spreads each placement evenly", "[runtime]") {
         "1 decoded, 0 resident, 2 streamed");
 }
 
-TEST_CASE("a pass's estimate: the longest of the compute, decoder and PCIe chains", "[runtime]") {
+TEST_CASE("a pass's estimate: the longest of the compute chain, the GPU (kernels + decoder) and PCIe", "[runtime]") {
   WeightSchedule s;
   for (int l = 0; l < 2; ++l) {
     WeightStep w;
@@ -294,22 +309,42 @@ TEST_CASE("a pass's estimate: the longest of the compute, decoder and PCIe chain
     s.layers.push_back(w);
   }
   PathSpeeds v = machine_speeds(100);
-  v.pcie_gbs = 50, v.decode_gbs = 1000, v.gpu_gbs = 2000, v.handover_ms = 0.5;
+  v.pcie_gbs = 50, v.pcie_busy_gbs = 0, v.decode_gbs = 1000, v.gpu_gbs = 2000, v.handover_ms = 0.5;
   const PassEstimate lowmem = estimate_pass(s, {Placement::streamed, Placement::streamed}, v, 1, true);
   CHECK(lowmem.pcie_ms == Approx(20.0));
   CHECK(lowmem.decode_ms == Approx(2.0));
   CHECK(lowmem.compute_ms == Approx(1.0));
+  CHECK(lowmem.gpu_ms == Approx(1.0));
   CHECK(lowmem.total_ms() == Approx(20.0));
   CHECK(std::string(lowmem.bound()) == "PCIe");
+  // Resident steps: the decoder and the kernels share the GPU, so their times add.
+  const PassEstimate resident = estimate_pass(s, {Placement::resident, Placement::resident}, v, 1, true);
+  CHECK(resident.pcie_ms == 0);
+  CHECK(resident.total_ms() == Approx(1.0 + 2.0));
+  CHECK(std::string(resident.bound()) == "decoder");
   // A CPU layer: 10 ms of CPU plus one hand-over on the compute chain; streamed when cpu_route is off.
   const PassEstimate one_cpu = estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, true);
   CHECK(one_cpu.compute_ms == Approx(10.0 + 0.5 + 0.5));
   CHECK(one_cpu.pcie_ms == Approx(10.0));
   CHECK(std::string(one_cpu.bound()) == "compute");
   CHECK(estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, false).pcie_ms == Approx(20.0));
+  // Beside CPU layers, copies run at PCIe's measured rate under that load.
+  v.pcie_busy_gbs = 25;
+  CHECK(estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, true).pcie_ms == Approx(20.0));
+  CHECK(estimate_pass(s, {Placement::cpu, Placement::streamed}, v, 1, false).pcie_ms == Approx(20.0));  // no CPU work
+  CHECK(estimate_pass(s, {Placement::streamed, Placement::streamed}, v, 1, true).pcie_ms == Approx(20.0));
+  v.pcie_busy_gbs = 0;
   // At 8 tokens the CPU reads the weights once at 80 GB/s: 12.5 ms.
   CHECK(v.cpu_ms(1e9, 8) == Approx(12.5));
   CHECK(v.cpu_ms(1e9, 1) == Approx(10.0));
+  // One ring slot: a ring step right after another decodes only once that one has computed,
+  // so its decode joins the compute chain; a CPU layer between them hides it.
+  CHECK(estimate_pass(s, {Placement::resident, Placement::resident}, v, 1, true, 1).compute_ms == Approx(1.0 + 1.0));
+  CHECK(estimate_pass(s, {Placement::cpu, Placement::resident}, v, 1, true, 1).compute_ms ==
+        Approx(estimate_pass(s, {Placement::cpu, Placement::resident}, v, 1, true, 2).compute_ms));
+  // ... unless a prompt batch streams that CPU layer through the ring.
+  CHECK(estimate_pass(s, {Placement::cpu, Placement::resident}, v, 64, false, 1).compute_ms >
+        estimate_pass(s, {Placement::cpu, Placement::resident}, v, 64, false, 2).compute_ms);
 }
 
 TEST_CASE("path speeds: the CPU layer is measured on the model's shape, and the cache keeps them", "[runtime]") {
@@ -322,6 +357,18 @@ TEST_CASE("path speeds: the CPU layer is measured on the model's shape, and the 
   CHECK(v.cpu_gbs_1 > 0);
   CHECK(v.cpu_gbs_8 > 0);
   CHECK(v.cpu_threads == 2);
+  // With a background load, each timing starts it, runs passes while it lasts (at least 3, at
+  // most 200), and waits for it: a load that lasts 10 polls keeps each timing for 10 more passes.
+  int starts = 0, finishes = 0, polls = 0, left = 0;
+  BackgroundLoad load;
+  load.start = [&] { ++starts, left = 10; };
+  load.running = [&] { return ++polls, left-- > 0; };
+  load.finish = [&] { ++finishes; };
+  measure_cpu_layer(s, c, 2, v, &load);
+  CHECK(starts == 2);
+  CHECK(finishes == 2);
+  CHECK(polls == 2 * 11);
+  CHECK(v.cpu_gbs_1 > 0);
   ::setenv("XDG_CACHE_HOME", cache.path().c_str(), 1);
   const std::string key = path_speeds_key("Some GPU", s, c, 2);
   PathSpeeds back;
@@ -329,6 +376,7 @@ TEST_CASE("path speeds: the CPU layer is measured on the model's shape, and the 
   save_path_speeds(key, v);
   REQUIRE(load_path_speeds(key, back));
   CHECK(back.pcie_gbs == v.pcie_gbs);
+  CHECK(back.pcie_busy_gbs == v.pcie_busy_gbs);
   CHECK(back.cpu_gbs_1 == v.cpu_gbs_1);
   CHECK(back.handover_ms == v.handover_ms);
   CHECK_FALSE(load_path_speeds(path_speeds_key("Another GPU", s, c, 2), back));

@@ -1,7 +1,10 @@
 #include "model/cpu_layer.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+
+#include <sys/mman.h>
 
 #include "common/error.h"
 
@@ -15,6 +18,15 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType
 constexpr size_t kElemsPerItem = 4096;
 
 }  // namespace
+
+CpuLayerMemory allocate_cpu_layer_memory(uint64_t bytes) {
+  constexpr uint64_t kHugePage = uint64_t(2) << 20;
+  const uint64_t size = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = std::aligned_alloc(kHugePage, size);
+  if (!p) fail("could not allocate ", bytes, " bytes of host memory for a CPU layer");
+  madvise(p, size, MADV_HUGEPAGE);  // advice only: without huge pages it still works
+  return CpuLayerMemory(static_cast<uint8_t*>(p), &std::free);
+}
 
 void CpuLayerWeights::check() const {
   const std::pair<const char*, const CpuTensor*> tensors[] = {

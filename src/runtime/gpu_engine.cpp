@@ -29,14 +29,6 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-// Host memory for decoded CPU layers: page-aligned, so every tensor is 256-byte aligned as in a slot.
-using HostSlot = std::unique_ptr<uint8_t, decltype(&std::free)>;
-HostSlot host_slot(uint64_t bytes) {
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
-  if (!p) fail("could not allocate ", format_gib(bytes), " of host memory for a CPU layer");
-  return HostSlot(p, &std::free);
-}
-
 uint64_t device_used_bytes() {
   size_t free = 0, total = 0;
   CLLM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
@@ -136,9 +128,10 @@ class CudaEngine final : public GpuEngine {
   // device KV cache keeps their entries too, for batches that stream them instead. Positions
   // below kv_host_upto_ / kv_device_upto_ are valid in the host / device copy.
   int cpu_max_batch_ = 0;
+  int ring_slots_ = 2;  // the ring's layer slots (the planner may take 1)
   std::string plan_summary_;
   std::vector<int> cpu_index_;      // per layer: its index among the CPU layers, -1 if none
-  std::vector<HostSlot> cpu_slots_;  // per CPU layer: its decoded slot
+  std::vector<CpuLayerMemory> cpu_slots_;  // per CPU layer: its decoded slot
   std::vector<CpuLayerWeights> cpu_weights_;  // per CPU layer: its tensors in that slot
   std::unique_ptr<ThreadPool> cpu_pool_;
   std::unique_ptr<CpuLayerForward> cpu_layer_;
@@ -181,8 +174,10 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
     CLLM_CHECK(opt.placements.size() == steps_.size(), "placements for ", opt.placements.size(), " steps, the model has ",
                steps_.size());
     placements_ = opt.placements;
-    if (plan_memory(sched_, c_, placements_, context_, batch_).total() > available)
-      fail("out of VRAM: the given placements need ", plan_memory(sched_, c_, placements_, context_, batch_).describe(),
+    ring_slots_ = opt.ring_slots;
+    if (plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_).total() > available)
+      fail("out of VRAM: the given placements need ",
+           plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_).describe(),
            ", ", format_gib(available), " available");
     cpu_max_batch_ = std::find(placements_.begin(), placements_.end(), Placement::cpu) == placements_.end()
                          ? 0
@@ -202,7 +197,7 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
     placements_ = uniform_placements(sched_, m);
   }
   mode_ = mode_of(placements_);
-  plan_ = plan_memory(sched_, c_, placements_, context_, batch_);
+  plan_ = plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_);
 
   // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
   // layer's kernels leave free instead of holding them while compute waits.
@@ -356,7 +351,7 @@ void CudaEngine::load_ring(ThreadPool& pool) {
       slot.resize(std::max<size_t>(slot.size(), s.slot_bytes));
       decode_on_device(staging.data(), slot.data(), s.tiles, s.blocks, compute_, file_.path());
       cpu_index_[s.layer] = static_cast<int>(cpu_slots_.size());
-      cpu_slots_.push_back(host_slot(s.slot_bytes));
+      cpu_slots_.push_back(allocate_cpu_layer_memory(s.slot_bytes));
       CLLM_CUDA_CHECK(cudaMemcpy(cpu_slots_.back().get(), slot.data(), s.slot_bytes, cudaMemcpyDeviceToHost));
       std::array<DType, kCpuLayerTensors> dtype{};
       for (int t = 0; t < kCpuLayerTensors; ++t) dtype[t] = s.tensor[t]->dtype;
@@ -396,7 +391,8 @@ void CudaEngine::load_ring(ThreadPool& pool) {
     else sources.push_back(file_.file_data() + steps_[i]->src_offset);
   }
   if (!ring_steps.empty())
-    ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(on_host_steps), slot_bytes, staging_bytes,
+    ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(on_host_steps), slot_bytes, ring_slots_,
+                                         staging_bytes,
                                          compute_, file_.path());
   // Embedding rows are looked up on the host, so token_embd never sits whole in VRAM.
   embd_host_.resize(sched_.token_embd->raw_bytes());
@@ -578,10 +574,12 @@ void CudaEngine::plan_for_budget(const GpuOptions& opt, uint64_t budget) {
   }
   const PlacementPlan plan = plan_placements(sched_, c_, context_, batch_, budget, speeds, host_ram_available());
   placements_ = plan.placements;
+  ring_slots_ = plan.ring_slots;
   cpu_max_batch_ = std::min(plan.cpu_max_batch, batch_);
   plan_summary_ = cat(cached ? "path speeds (cached): " : "path speeds (measured): ", speeds.describe(),
                       "; estimated ", plan.token.total_ms() > 0 ? 1000.0 / plan.token.total_ms() : 0.0,
-                      " tok/s for one token, bound by ", plan.token.bound());
+                      " tok/s for one token, bound by ", plan.token.bound(),
+                      ring_slots_ == 1 ? "; a ring of one slot" : "");
   if (cpu_max_batch_ > 0) plan_summary_ += cat("; CPU layers for batches of up to ", cpu_max_batch_, " tokens");
 }
 
@@ -625,12 +623,15 @@ void CudaEngine::cpu_run(const CpuRun& r) {
 
 void CudaEngine::enqueue_cpu_run(int first, int last, int n, int pos) {
   // x down, the layers on the CPU, x up: all in stream order, so the host thread keeps
-  // enqueueing (and the ring keeps copying and decoding the next steps) meanwhile.
-  const size_t bytes = sizeof(float) * n * c_.dim;
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(x_host_.data(), x_.data(), bytes, cudaMemcpyDeviceToHost, compute_));
+  // enqueueing (and the ring keeps copying and decoding the next steps) meanwhile. x moves
+  // by a kernel through mapped memory, not cudaMemcpyAsync: a copy engine busy with a
+  // streamed layer's 290 MB would hold the few KB of x back for milliseconds.
+  const size_t count = static_cast<size_t>(n) * c_.dim;
+  float* x_mapped = reinterpret_cast<float*>(x_host_.device_data());
+  cuda::copy_f32(x_mapped, x_.data(), count, compute_);
   cpu_runs_.push_back(std::make_unique<CpuRun>(CpuRun{this, first, last, n, pos}));
   CLLM_CUDA_CHECK(cudaLaunchHostFunc(compute_, cpu_run_entry, cpu_runs_.back().get()));
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(x_.data(), x_host_.data(), bytes, cudaMemcpyHostToDevice, compute_));
+  cuda::copy_f32(x_.data(), x_mapped, count, compute_);
 }
 
 void CudaEngine::sync_cpu_kv(bool cpu_route, int pos) {

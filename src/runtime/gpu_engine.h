@@ -29,6 +29,7 @@ struct GpuOptions {
   // the calibration).
   Placements placements;
   int cpu_max_batch = -1;
+  int ring_slots = 2;  // with given placements: the ring's layer slots (1 or 2)
   int device = 0;
 };
 

@@ -3,9 +3,14 @@
 // bytes first travel host -> device into one of two staging buffers. Three streams overlap
 // the work of consecutive steps, and events order the ring:
 //
-//   copy stream:    copy(s) into staging[s%2]   after decode(s-2) has read staging[s%2]
-//   decode stream:  decode(s) into slot[s%2]    after copy(s), and after compute(s-2) is done with slot[s%2]
+//   copy stream:    copy(c) into staging[c%2]   after the decode of copy c-2 has read staging[c%2]
+//   decode stream:  decode(s) into slot[s%2]    after its copy, and after compute(s-2) is done with slot[s%2]
 //   compute stream: layer s reads slot[s%2]     after decode(s)
+//
+// With one slot (the hybrid planner's choice, see plan_memory), s%1 and compute(s-1).
+//
+// (s counts the ring's steps, c only those copied from the host: copies run up to two
+// streamed steps ahead whatever resident steps lie between.)
 //
 // The host enqueues everything without waiting, so copies and decodes of the next steps run
 // while the current one computes.
@@ -24,7 +29,8 @@
 
 namespace cllm {
 
-// Page-locked host memory (cudaHostAlloc); allocate() returns false when the system refuses.
+// Page-locked host memory (cudaHostAlloc), mapped into the device's address space;
+// allocate() returns false when the system refuses.
 class PinnedBuffer {
  public:
   PinnedBuffer() = default;
@@ -33,10 +39,12 @@ class PinnedBuffer {
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   bool allocate(size_t bytes);
   uint8_t* data() { return ptr_; }
+  uint8_t* device_data() { return device_ptr_; }  // the same bytes, for kernels to read and write
   size_t size() const { return size_; }
 
  private:
   uint8_t* ptr_ = nullptr;
+  uint8_t* device_ptr_ = nullptr;
   size_t size_ = 0;
 };
 
@@ -45,8 +53,9 @@ class WeightRing {
   // steps[i]'s compressed bytes are at sources[i]: device memory (resident), or host memory
   // when on_host[i] (streamed: pinned, or pageable after a failed pinned allocation). origin
   // names the file in errors.
+  // slots: 2, or 1 (then a step's decode waits for the step before it to compute).
   WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources, std::vector<bool> on_host,
-             uint64_t slot_bytes, uint64_t staging_bytes, cudaStream_t compute, std::string origin);
+             uint64_t slot_bytes, int slots, uint64_t staging_bytes, cudaStream_t compute, std::string origin);
   ~WeightRing();
   WeightRing(const WeightRing&) = delete;
   WeightRing& operator=(const WeightRing&) = delete;
@@ -76,8 +85,10 @@ class WeightRing {
   cuda::DeviceBuffer<cuda::BlockTask> blocks_;
   std::vector<size_t> tile_base_, block_base_;  // per step: its first task in tiles_/blocks_
   cuda::DeviceBuffer<int> error_;
-  cudaEvent_t copied_[2] = {}, decoded_[2] = {}, computed_[2] = {};
-  uint64_t count_ = 0;  // acquisitions so far: the next slot is count_ % 2
+  cudaEvent_t copied_[2] = {}, decoded_[2] = {}, computed_[2] = {}, staging_read_[2] = {};
+  int slots_ = 2;        // layer slots in use: slot_[0 .. slots_)
+  uint64_t count_ = 0;   // acquisitions so far: the next slot is count_ % slots_
+  uint64_t copies_ = 0;  // host copies so far: the next staging buffer is copies_ % 2
   std::vector<StepTimes> times_;
   size_t pending_ = 0;  // timed steps not yet collected
   std::vector<size_t> pending_steps_;

@@ -86,9 +86,11 @@ std::string describe_placements(const Placements& p) {
   return out;
 }
 
-MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& pl, int context, int batch) {
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& pl, int context, int batch,
+                       int ring_slots) {
   CLLM_CHECK(pl.size() == s.layers.size() + s.classifier.size(), "placements for ", pl.size(), " steps, the schedule has ",
              s.layers.size() + s.classifier.size());
+  CLLM_CHECK(ring_slots == 1 || ring_slots == 2, "the ring has 1 or 2 slots, not ", ring_slots);
   MemoryPlan p;
   p.mode = mode_of(pl);
   if (p.mode == Mode::full) {
@@ -116,7 +118,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
           break;
       }
     }
-    p.slots = 2 * align_up(slot);
+    p.slots = ring_slots * align_up(slot);
     p.staging = staging ? 2 * align_up(staging) : 0;
   }
   const DType kv = kv_cache_dtype(s.linear_dtype);

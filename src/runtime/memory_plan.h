@@ -66,7 +66,7 @@ constexpr uint64_t kBlasWorkspaceBytes = 32ull << 20;  // fixed, so cuBLAS is de
 struct MemoryPlan {
   Mode mode = Mode::full;
   uint64_t weights = 0;      // full: all groups decoded; resident: compressed store; lowmem: output_norm
-  uint64_t slots = 0;        // two layer slots (resident, lowmem)
+  uint64_t slots = 0;        // the ring's layer slots: two, or one (ring_slots)
   uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
   uint64_t kv_cache = 0;     // (n_layers, context, kv_dim) keys and values
   uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables
@@ -77,7 +77,11 @@ struct MemoryPlan {
   std::string describe() const;  // "weights 10.71 GiB + slots 0.81 GiB + ... = 12.3 GiB"
 };
 
-MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& p, int context, int batch);
+// ring_slots: layer slots in the ring, 2 (a step decodes while the one before computes) or 1
+// (the hybrid planner's choice when CPU layers sit between the ring's steps, which hides the
+// decode anyway, and the VRAM of a slot holds more resident layers).
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& p, int context, int batch,
+                       int ring_slots = 2);
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
 
 // "2.5G", "512M", "8GiB", "3000000000" -> bytes; throws naming the text otherwise.

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -27,9 +28,9 @@ double PathSpeeds::cpu_ms(double bytes, int n) const {
 std::string PathSpeeds::describe() const {
   char buf[256];
   std::snprintf(buf, sizeof buf,
-                "PCIe %.1f GB/s, decoder %.0f GB/s, GPU layers %.0f GB/s, CPU layers %.1f GB/s at 1 token and "
-                "%.1f at 8 (%d threads), hand-over %.3f ms",
-                pcie_gbs, decode_gbs, gpu_gbs, cpu_gbs_1, cpu_gbs_8, cpu_threads, handover_ms);
+                "PCIe %.1f GB/s (%.1f beside the CPU layers), decoder %.0f GB/s, GPU layers %.0f GB/s, CPU layers "
+                "%.1f GB/s at 1 token and %.1f at 8 (%d threads), hand-over %.3f ms",
+                pcie_gbs, pcie_with_cpu_gbs(), decode_gbs, gpu_gbs, cpu_gbs_1, cpu_gbs_8, cpu_threads, handover_ms);
   return buf;
 }
 
@@ -66,13 +67,11 @@ std::string cache_path() {
 }  // namespace
 
 void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out,
-                       const std::function<void(bool)>& busy) {
+                       const BackgroundLoad* load) {
   CLLM_CHECK(!s.layers.empty() && threads >= 1, "measure_cpu_layer: no layers or no threads");
   const WeightStep& step = s.layers.front();
-  // The slot layout of layer 0, filled with small values; page-aligned like the engine's copies.
-  std::unique_ptr<uint8_t, decltype(&std::free)> slot(
-      static_cast<uint8_t*>(std::aligned_alloc(4096, (step.slot_bytes + 4095) / 4096 * 4096)), &std::free);
-  if (!slot) fail("could not allocate ", step.slot_bytes, " bytes to calibrate the CPU layers");
+  // The slot layout of layer 0, filled with small values; in memory like the engine's CPU layers.
+  const CpuLayerMemory slot = allocate_cpu_layer_memory(step.slot_bytes);
   std::array<DType, kCpuLayerTensors> dtype{};
   for (int i = 0; i < kCpuLayerTensors; ++i) {
     dtype[i] = step.tensor[i]->dtype;
@@ -87,21 +86,23 @@ void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int thread
   CpuLayerForward layer(c, opt, &pool);
   CpuKvCache kv(1, opt.context, c.kv_dim(), cpu_kv_dtype(w.linear_dtype()));
   std::vector<float> x(static_cast<size_t>(8) * c.dim, 0.5f);
-  // Best of a few passes after a warm-up (the first touches the pages).
-  const auto best_ms = [&](int n) {
-    double best = 1e30;
-    for (int rep = 0; rep < 4; ++rep) {
+  layer.forward(w, kv.layer(0), x.data(), 1, 0);  // warm-up: touches the pages
+  // The median of passes repeated while the load runs (at least 3, at most 200).
+  const auto median_ms = [&](int n) {
+    std::vector<double> times;
+    if (load) load->start();
+    while (times.size() < 3 || (load && load->running() && times.size() < 200)) {
       Timer t;
       layer.forward(w, kv.layer(0), x.data(), n, 0);
-      if (rep > 0) best = std::min(best, t.ms());
+      times.push_back(t.ms());
     }
-    return best;
+    if (load) load->finish();
+    std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+    return times[times.size() / 2];
   };
   const double bytes = static_cast<double>(step.slot_bytes);
-  if (busy) busy(true);
-  out.cpu_gbs_1 = bytes / (best_ms(1) * 1e6);
-  out.cpu_gbs_8 = bytes / (best_ms(8) * 1e6);
-  if (busy) busy(false);
+  out.cpu_gbs_1 = bytes / (median_ms(1) * 1e6);
+  out.cpu_gbs_8 = bytes / (median_ms(8) * 1e6);
   out.cpu_threads = threads;
 }
 
@@ -117,7 +118,7 @@ uint64_t host_ram_available() {
 
 std::string path_speeds_key(const std::string& gpu_name, const WeightSchedule& s, const LlamaConfig& c, int threads) {
   return cat(gpu_name, " | ", cpu_model_name(), " | ", threads, " threads | layer ", c.dim, "x", c.ffn_dim, " ",
-             c.n_heads, "/", c.n_kv_heads, " heads ", dtype_name(s.linear_dtype), " | calibration v1");
+             c.n_heads, "/", c.n_kv_heads, " heads ", dtype_name(s.linear_dtype), " | calibration v2");
 }
 
 bool load_path_speeds(const std::string& key, PathSpeeds& out) {
@@ -131,6 +132,7 @@ bool load_path_speeds(const std::string& key, PathSpeeds& out) {
     const auto& e = j.at(key);
     PathSpeeds p;
     p.pcie_gbs = e.at("pcie_gbs");
+    p.pcie_busy_gbs = e.at("pcie_busy_gbs");
     p.decode_gbs = e.at("decode_gbs");
     p.gpu_gbs = e.at("gpu_gbs");
     p.cpu_gbs_1 = e.at("cpu_gbs_1");
@@ -156,7 +158,7 @@ void save_path_speeds(const std::string& key, const PathSpeeds& p) {
       j = nlohmann::json::parse(in, nullptr, false);
       if (!j.is_object()) j = nlohmann::json::object();
     }
-    j[key] = {{"pcie_gbs", p.pcie_gbs},   {"decode_gbs", p.decode_gbs}, {"gpu_gbs", p.gpu_gbs},
+    j[key] = {{"pcie_gbs", p.pcie_gbs},   {"pcie_busy_gbs", p.pcie_busy_gbs}, {"decode_gbs", p.decode_gbs}, {"gpu_gbs", p.gpu_gbs},
               {"cpu_gbs_1", p.cpu_gbs_1}, {"cpu_gbs_8", p.cpu_gbs_8},   {"handover_ms", p.handover_ms},
               {"cpu_threads", p.cpu_threads}};
     std::filesystem::create_directories(path.substr(0, path.rfind('/')));

@@ -17,6 +17,7 @@ namespace cllm {
 // Rates in GB/s (1e9 bytes per second) of the bytes each path moves; times in ms.
 struct PathSpeeds {
   double pcie_gbs = 0;     // pinned host -> device copies (compressed bytes)
+  double pcie_busy_gbs = 0;  // the same while the CPU layers run: they share host memory (0: not measured)
   double decode_gbs = 0;   // the GPU tile decoder (decoded bytes written)
   double gpu_gbs = 0;      // one-token layer kernels (decoded weight bytes read): HBM copy rate x efficiency
   double cpu_gbs_1 = 0;    // CpuLayerForward at 1 token (decoded weight bytes read per second)
@@ -25,19 +26,27 @@ struct PathSpeeds {
   int cpu_threads = 0;     // the threads cpu_gbs were measured with
 
   bool valid() const { return pcie_gbs > 0 && decode_gbs > 0 && gpu_gbs > 0 && cpu_gbs_1 > 0 && cpu_gbs_8 > 0; }
+  double pcie_with_cpu_gbs() const { return pcie_busy_gbs > 0 ? pcie_busy_gbs : pcie_gbs; }
   // Milliseconds the CPU layer needs for a layer of `bytes` decoded weights at n tokens
   // (linear in n between the two measured points, and beyond).
   double cpu_ms(double bytes, int n) const;
   std::string describe() const;  // "PCIe 55.1 GB/s, decoder 1480 GB/s, GPU layers 2520 GB/s, CPU 98 GB/s (16 threads) ..."
 };
 
+// Work that competes with the CPU layers for host memory while they are timed: in a hybrid
+// pass, PCIe copies read host RAM while the CPU layers do. start() begins it, running() says
+// whether it still runs, finish() waits for it.
+struct BackgroundLoad {
+  std::function<void()> start;
+  std::function<bool()> running;
+  std::function<void()> finish;
+};
+
 // The CPU half of the calibration: times CpuLayerForward on a layer of the schedule's shape
-// (synthetic weights of its dtype, in host RAM) at 1 and 8 tokens; fills cpu_gbs_1/8 and
-// cpu_threads. threads >= 1. busy(true) / busy(false), when given, are called around the
-// timed passes: the GPU side keeps PCIe copies running meanwhile, because in a hybrid pass
-// they read host memory while the CPU layers do.
+// (synthetic weights of its dtype, in host RAM) at 1 and 8 tokens, the median of passes
+// repeated while `load` (when given) runs; fills cpu_gbs_1/8 and cpu_threads. threads >= 1.
 void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int threads, PathSpeeds& out,
-                       const std::function<void(bool)>& busy = {});
+                       const BackgroundLoad* load = nullptr);
 
 // Host RAM available for new allocations (MemAvailable), bytes; 0 when unknown.
 uint64_t host_ram_available();

@@ -6,30 +6,37 @@
 
 namespace cllm {
 
-double PassEstimate::total_ms() const { return std::max({compute_ms, decode_ms, pcie_ms}); }
+double PassEstimate::total_ms() const { return std::max({compute_ms, gpu_ms + decode_ms, pcie_ms}); }
 
 const char* PassEstimate::bound() const {
-  if (pcie_ms >= compute_ms && pcie_ms >= decode_ms) return "PCIe";
-  return decode_ms > compute_ms ? "decoder" : "compute";
+  if (pcie_ms >= compute_ms && pcie_ms >= gpu_ms + decode_ms) return "PCIe";
+  return gpu_ms + decode_ms > compute_ms ? "decoder" : "compute";
 }
 
-PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const PathSpeeds& v, int n, bool cpu_route) {
+PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const PathSpeeds& v, int n, bool cpu_route,
+                           int ring_slots) {
   CLLM_CHECK(v.valid(), "estimate_pass: path speeds not measured");
   const auto ms = [](double bytes, double gbs) { return bytes / (gbs * 1e6); };
   PassEstimate e;
+  const auto route = [&](size_t i) { return pl[i] == Placement::cpu && !cpu_route ? Placement::streamed : pl[i]; };
+  // Copies slow down while CPU layers read host memory too.
+  const bool cpu_busy = cpu_route && std::find(pl.begin(), pl.end(), Placement::cpu) != pl.end();
+  const double pcie_gbs = cpu_busy ? v.pcie_with_cpu_gbs() : v.pcie_gbs;
   for (size_t i = 0; i < pl.size(); ++i) {
     const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
     const double D = static_cast<double>(step.slot_bytes), C = static_cast<double>(step.src_bytes);
-    Placement p = pl[i];
-    if (p == Placement::cpu && !cpu_route) p = Placement::streamed;
+    const Placement p = route(i);
     if (p == Placement::cpu) {
       e.compute_ms += v.cpu_ms(D, n);
       if (i == 0 || pl[i - 1] != Placement::cpu) e.compute_ms += v.handover_ms;  // one per run of CPU layers
       continue;
     }
+    e.gpu_ms += ms(D, v.gpu_gbs);
     e.compute_ms += ms(D, v.gpu_gbs);
     if (in_ring(p)) e.decode_ms += ms(D, v.decode_gbs);
-    if (p == Placement::streamed) e.pcie_ms += ms(C, v.pcie_gbs);
+    const auto through_ring = [](Placement q) { return q == Placement::resident || q == Placement::streamed; };
+    if (through_ring(p) && ring_slots == 1 && i > 0 && through_ring(route(i - 1))) e.compute_ms += ms(D, v.decode_gbs);
+    if (p == Placement::streamed) e.pcie_ms += ms(C, pcie_gbs);
   }
   return e;
 }
@@ -53,11 +60,12 @@ Placements interleave_layers(const int (&count)[4]) {
   return out;
 }
 
-int cpu_max_batch(const WeightSchedule& s, const Placements& p, const PathSpeeds& v) {
+int cpu_max_batch(const WeightSchedule& s, const Placements& p, const PathSpeeds& v, int ring_slots) {
   if (std::find(p.begin(), p.end(), Placement::cpu) == p.end()) return 0;
   int best = 0;
   for (int n = 1; n <= 64; ++n) {
-    if (estimate_pass(s, p, v, n, true).total_ms() >= estimate_pass(s, p, v, n, false).total_ms()) break;
+    if (estimate_pass(s, p, v, n, true, ring_slots).total_ms() >= estimate_pass(s, p, v, n, false, ring_slots).total_ms())
+      break;
     best = n;
   }
   return best;
@@ -73,29 +81,31 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
   double best_ms = 1e300;
   uint64_t best_vram = 0;
   int best_cpu = 0;
-  for (Placement classifier : {Placement::decoded, Placement::resident, Placement::streamed})
-    for (int nd = 0; nd <= L; ++nd)
-      for (int nr = 0; nd + nr <= L; ++nr)
-        for (int nc = 0; nd + nr + nc <= L; ++nc) {
-          const int count[4] = {nd, nr, L - nd - nr - nc, nc};
-          Placements p = interleave_layers(count);
-          p.insert(p.end(), K, classifier);
-          const MemoryPlan m = plan_memory(s, c, p, context, batch);
-          if (m.total() > budget) continue;
-          if (host_ram && m.host_decoded + m.host_pinned > host_ram) continue;
-          const double t = estimate_pass(s, p, speeds, 1, true).total_ms();
-          // Faster wins; at equal speed (within 0.5%), fewer CPU layers, then less VRAM.
-          const bool same = t > best_ms * 0.995 && t < best_ms * 1.005;
-          if ((!same && t < best_ms) || (same && (nc < best_cpu || (nc == best_cpu && m.total() < best_vram)))) {
-            best.placements = std::move(p);
-            best_ms = std::min(best_ms, t);
-            best_vram = m.total();
-            best_cpu = nc;
+  for (int slots : {2, 1})
+    for (Placement classifier : {Placement::decoded, Placement::resident, Placement::streamed})
+      for (int nd = 0; nd <= L; ++nd)
+        for (int nr = 0; nd + nr <= L; ++nr)
+          for (int nc = 0; nd + nr + nc <= L; ++nc) {
+            const int count[4] = {nd, nr, L - nd - nr - nc, nc};
+            Placements p = interleave_layers(count);
+            p.insert(p.end(), K, classifier);
+            const MemoryPlan m = plan_memory(s, c, p, context, batch, slots);
+            if (m.total() > budget) continue;
+            if (host_ram && m.host_decoded + m.host_pinned > host_ram) continue;
+            const double t = estimate_pass(s, p, speeds, 1, true, slots).total_ms();
+            // Faster wins; at equal speed (within 0.5%), fewer CPU layers, then less VRAM.
+            const bool same = t > best_ms * 0.995 && t < best_ms * 1.005;
+            if ((!same && t < best_ms) || (same && (nc < best_cpu || (nc == best_cpu && m.total() < best_vram)))) {
+              best.placements = std::move(p);
+              best.ring_slots = slots;
+              best_ms = std::min(best_ms, t);
+              best_vram = m.total();
+              best_cpu = nc;
+            }
           }
-        }
   CLLM_CHECK(!best.placements.empty(), "no placement fits ", budget, " bytes (lowmem does)");
-  best.cpu_max_batch = cpu_max_batch(s, best.placements, speeds);
-  best.token = estimate_pass(s, best.placements, speeds, 1, true);
+  best.cpu_max_batch = cpu_max_batch(s, best.placements, speeds, best.ring_slots);
+  best.token = estimate_pass(s, best.placements, speeds, 1, true, best.ring_slots);
   return best;
 }
 
