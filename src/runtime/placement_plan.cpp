@@ -6,11 +6,11 @@
 
 namespace cllm {
 
-double PassEstimate::total_ms() const { return std::max({compute_ms, gpu_ms + decode_ms, pcie_ms}); }
+double PassEstimate::total_ms() const { return std::max(compute_ms, pcie_ms); }
 
 const char* PassEstimate::bound() const {
-  if (pcie_ms >= compute_ms && pcie_ms >= gpu_ms + decode_ms) return "PCIe";
-  return gpu_ms + decode_ms > compute_ms ? "decoder" : "compute";
+  if (pcie_ms >= compute_ms) return "PCIe";
+  return cpu_ms > compute_ms - cpu_ms ? "CPU" : "GPU";
 }
 
 PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const PathSpeeds& v, int n, bool cpu_route,
@@ -22,22 +22,37 @@ PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const 
   // Copies slow down while CPU layers read host memory too.
   const bool cpu_busy = cpu_route && std::find(pl.begin(), pl.end(), Placement::cpu) != pl.end();
   const double pcie_gbs = cpu_busy ? v.pcie_with_cpu_gbs() : v.pcie_gbs;
+  double run_ms = 0;   // the current run of CPU layers, so far
+  double hide_ms = 0;  // CPU time left to hide decodes under, after a run
+  int hide_steps = 0;  // ring steps whose decode may still hide there (one per free slot)
   for (size_t i = 0; i < pl.size(); ++i) {
     const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
     const double D = static_cast<double>(step.slot_bytes), C = static_cast<double>(step.src_bytes);
     const Placement p = route(i);
     if (p == Placement::cpu) {
-      e.compute_ms += v.cpu_ms(D, n);
-      if (i == 0 || pl[i - 1] != Placement::cpu) e.compute_ms += v.handover_ms;  // one per run of CPU layers
+      if (run_ms == 0) run_ms = v.handover_ms;  // one hand-over per run of CPU layers
+      run_ms += v.cpu_ms(D, n);
       continue;
     }
-    e.gpu_ms += ms(D, v.gpu_gbs);
-    e.compute_ms += ms(D, v.gpu_gbs);
-    if (in_ring(p)) e.decode_ms += ms(D, v.decode_gbs);
-    const auto through_ring = [](Placement q) { return q == Placement::resident || q == Placement::streamed; };
-    if (through_ring(p) && ring_slots == 1 && i > 0 && through_ring(route(i - 1))) e.compute_ms += ms(D, v.decode_gbs);
+    if (run_ms > 0) {  // a run just ended: the next ring steps decoded while it ran
+      e.cpu_ms += run_ms;
+      hide_ms = run_ms, hide_steps = ring_slots, run_ms = 0;
+    }
+    const double kernels = ms(D, v.gpu_gbs);
+    e.gpu_ms += kernels;
+    double on_gpu = kernels;
+    if (in_ring(p)) {
+      const double decode = ms(D, v.decode_gbs);
+      e.decode_ms += decode;
+      const double hidden = hide_steps > 0 ? std::min(decode, hide_ms) : 0;
+      if (hide_steps > 0) --hide_steps, hide_ms -= hidden;
+      on_gpu += decode - hidden;
+    }
+    e.compute_ms += on_gpu;
     if (p == Placement::streamed) e.pcie_ms += ms(C, pcie_gbs);
   }
+  e.cpu_ms += run_ms;
+  e.compute_ms += e.cpu_ms;
   return e;
 }
 

@@ -1,19 +1,20 @@
 // The hybrid planner (issue 8): for a VRAM budget, where each layer lives and runs, from the
 // machine's measured path speeds (path_speeds.h).
 //
-// A forward pass is three chains of work that overlap: the compute chain (each layer's GPU
-// kernels, and the CPU layers, which the GPU waits for), the decoder chain (resident and
-// streamed steps decoded into the ring) and the PCIe chain (streamed steps' compressed bytes,
-// copied while the other two run). The decoder and the layers' kernels share the GPU's memory
-// bandwidth, so they add up (measured on the H200: 24 decoded + 11 resident steps took 11 ms
-// a token, about their sum; overlapped, it would have been 6 ms). A pass takes about as long
-// as the longest of:
+// A forward pass is two chains of work that overlap: the compute chain and the PCIe chain
+// (streamed steps' compressed bytes, copied up to two steps ahead while the compute runs).
+// On the compute chain, the GPU's layer kernels and the decoder add up: they share its memory
+// bandwidth (measured on the H200: 24 decoded + 11 resident steps took 11 ms a token, about
+// their sum). A CPU run and the GPU do not overlap either, except that the decoder fills the
+// free ring slots while the CPU computes: the decodes of the `ring_slots` ring steps after a
+// run hide under it (measured: with 24 resident and 5 CPU layers, a token took the CPU's
+// time plus the GPU's). So a pass takes about
 //
-//   compute = gpu + sum(cpu: cpu_ms(bytes, n) + hand-over)
-//   GPU     = gpu + sum(resident, streamed: bytes / decoder)
+//   max(compute, PCIe)
+//   compute = sum(cpu runs: hand-over + cpu_ms(bytes, n)) + sum(GPU steps: bytes / gpu_gbs)
+//             + sum(ring steps: bytes / decoder) - the decodes hidden under CPU runs
 //   PCIe    = sum(streamed: compressed bytes / pcie), at PCIe's rate beside the CPU layers
 //             when there are any (both read host memory)
-//   where gpu = sum(decoded, resident, streamed: bytes / gpu_gbs)
 //
 // The planner tries every count of decoded, resident, CPU and streamed layers (and the
 // classifier decoded, resident or streamed), with a ring of two layer slots or one, that fits
@@ -33,16 +34,17 @@
 namespace cllm {
 
 struct PassEstimate {
-  double compute_ms = 0;  // the compute chain: GPU kernels, CPU layers, hand-overs
-  double gpu_ms = 0;      // the GPU kernels' part of it
-  double decode_ms = 0, pcie_ms = 0;
+  double compute_ms = 0;  // the compute chain: CPU runs, GPU kernels, decodes not hidden
+  double cpu_ms = 0;      // its CPU runs (with their hand-overs)
+  double gpu_ms = 0;      // the GPU kernels (all of them on the chain)
+  double decode_ms = 0;   // every decode (some hidden under CPU runs)
+  double pcie_ms = 0;     // the PCIe chain
   double total_ms() const;
-  const char* bound() const;  // the longest: "compute", "decoder" (GPU kernels + decoder) or "PCIe"
+  const char* bound() const;  // "PCIe", else "CPU" or "GPU": whichever has most of the compute chain
 };
 
 // The estimate of one pass of n tokens. cpu_route: the cpu steps run on the CPU (else streamed).
-// ring_slots 1: a ring step right after another waits for it to compute before it decodes,
-// so its decode joins the compute chain.
+// ring_slots: how many ring steps after a CPU run decode while it runs.
 PassEstimate estimate_pass(const WeightSchedule& s, const Placements& p, const PathSpeeds& speeds, int n,
                            bool cpu_route, int ring_slots = 2);
 
