@@ -175,10 +175,9 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
                steps_.size());
     placements_ = opt.placements;
     ring_slots_ = opt.ring_slots;
-    if (plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_).total() > available)
-      fail("out of VRAM: the given placements need ",
-           plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_).describe(),
-           ", ", format_gib(available), " available");
+    const MemoryPlan need = plan_memory(sched_, c_, placements_, context_, batch_, ring_slots_);
+    if (need.total() > available)
+      fail("out of VRAM: the given placements need ", need.describe(), ", ", format_gib(available), " available");
     cpu_max_batch_ = std::find(placements_.begin(), placements_.end(), Placement::cpu) == placements_.end()
                          ? 0
                          : std::max(0, std::min(opt.cpu_max_batch < 0 ? 1 : opt.cpu_max_batch, batch_));

@@ -44,8 +44,11 @@ PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const 
     if (in_ring(p)) {
       const double decode = ms(D, v.decode_gbs);
       e.decode_ms += decode;
-      const double hidden = hide_steps > 0 ? std::min(decode, hide_ms) : 0;
-      if (hide_steps > 0) --hide_steps, hide_ms -= hidden;
+      double hidden = 0;
+      if (hide_steps > 0) {
+        hidden = std::min(decode, hide_ms);
+        --hide_steps, hide_ms -= hidden;
+      }
       on_gpu += decode - hidden;
     }
     e.compute_ms += on_gpu;
