@@ -11,6 +11,7 @@ constexpr uint32_t kChunkElems = 32 * 1024;  // docs/codec.md: elements per chun
 constexpr uint32_t kLanes = 32;
 constexpr uint32_t kMaxProbBits = 12;        // shared table of 2^12 packed entries (16 KiB)
 constexpr uint32_t kThreads = kChunksPerBlock * 32;
+constexpr uint32_t kNoSymbol = 0xFFFFFFFFu;
 
 __device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
@@ -63,67 +64,116 @@ __device__ __forceinline__ void join_run16(const uint8_t* raw, const uint8_t* sy
   }
 }
 
+// The 16-bit words of a chunk's stream, read through a window of 64 words: `cur` holds words
+// [base, base + 32) and `nxt` words [base + 32, base + 64), one per lane, and `ahead` and
+// `later` the next 64, loaded early so their latency hides under ~12 steps of decoding. Lanes
+// take their words with one shuffle, so no global load sits on the states' dependency chain.
+struct WordWindow {
+  const uint16_t* words;
+  uint32_t n_words;  // words in the stream (its padding included)
+  uint32_t base;     // warp-uniform: stream index of cur's word in lane 0
+  uint32_t off;      // warp-uniform: words consumed beyond base, < 32 between steps
+  uint32_t cur, nxt, ahead, later;
+
+  __device__ __forceinline__ uint32_t load(uint32_t i) const { return i < n_words ? words[i] : 0u; }
+
+  __device__ __forceinline__ void start(const uint8_t* stream, uint32_t stream_len, uint32_t lane) {
+    words = reinterpret_cast<const uint16_t*>(stream + 4 * kLanes);
+    n_words = (stream_len - 4 * kLanes) / 2;
+    base = 0;
+    off = 0;
+    cur = load(lane), nxt = load(32 + lane), ahead = load(64 + lane), later = load(96 + lane);
+  }
+
+  // Gives each lane in `need` the next unread word, in lane order (docs/codec.md, "A chunk").
+  // A lane below `off` offers its nxt word, the others their cur word: lane l then reads the
+  // window's word off + (needing lanes below l), which is < off + 32, with a single shuffle.
+  __device__ __forceinline__ uint32_t refill(uint32_t x, bool need, uint32_t lane, uint32_t lanes_below) {
+    const uint32_t offered = lane >= off ? cur : nxt;
+    const uint32_t need_mask = __ballot_sync(0xFFFFFFFFu, need);
+    const uint32_t word = __shfl_sync(0xFFFFFFFFu, offered, off + __popc(need_mask & lanes_below));  // lane index mod 32
+    off += __popc(need_mask);
+    if (off >= 32) {
+      off -= 32;
+      base += 32;
+      cur = nxt, nxt = ahead, ahead = later;
+      later = load(base + 96 + lane);
+    }
+    return need ? __byte_perm(word, x, 0x5410) : x;  // (x << 16) | word, one instruction
+  }
+
+  __device__ __forceinline__ uint32_t consumed() const { return base + off; }
+};
+
+// One rANS step of one lane: the symbol of slot x & (2^P - 1), the state moved past it.
+// table[slot] packs symbol (bits 0-7), freq (bits 8-19) and slot-cum (bits 20-31); a freq of
+// 2^P does not fit, and such tiles take decode_constant_chunk instead.
+__device__ __forceinline__ uint32_t rans_step(const uint32_t* table, uint32_t prob_bits, uint32_t mask_p, uint32_t& x) {
+  const uint32_t ent = table[x & mask_p];
+  x = ((ent >> 8) & 0xFFFu) * (x >> prob_bits) + (ent >> 20);
+  return ent & 0xFFu;
+}
+
+// A chunk of a tile where one symbol has all 2^P of the frequency: decoding leaves every state
+// as it is (x' = 2^P (x >> P) + slot) and reads no word, so the chunk is valid only as the
+// encoder writes it, 32 states of 2^16 and nothing else, and every element has that symbol.
+template <uint32_t E>
+__device__ void decode_constant_chunk(uint32_t sym, const uint8_t* stream, uint32_t stream_len, const uint8_t* raw,
+                                      uint8_t* out, uint32_t n, uint32_t lane, int* error) {
+  const uint32_t x = reinterpret_cast<const uint32_t*>(stream)[lane];
+  if (x != (1u << 16) || stream_len != 4 * kLanes) atomicOr(error, 1);
+  for (uint32_t e = lane; e < n; e += kLanes) {
+    if constexpr (E == 2) reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(join_pair(raw[e], sym));
+    else store_f32(out, raw, e, sym);
+  }
+}
+
 // One warp decodes one chunk: 32 lanes, lane l owns elements l, l+32, l+64, ... of the chunk.
-// table[slot] packs symbol (bits 0-7), freq-1 (bits 8-19) and slot-cum (bits 20-31).
-//
-// The 16-bit words are read through a window of 64 words held 2 per lane (cur) plus the next
-// 64 (nxt) and the 64 after (ahead, loaded early so the load's latency is hidden): a lane that
-// needs a word takes it with a shuffle, so no global load sits on the states' dependency chain.
-// For 16-bit types, symbols of 32 steps are staged in shared memory (sym_buf, 1 KiB per warp)
-// and joined with the raw bytes in 16-byte pieces.
+// For 16-bit types, symbols of a segment of 32 steps are staged in shared memory (sym_buf,
+// 1 KiB per warp) and joined with the raw bytes in 16-byte pieces. A full segment (all 32
+// steps of 32 elements present: every segment of all but a tensor's last chunk) runs
+// unrolled without per-element bounds checks; the decoder is bound by instruction issue, so
+// every instruction taken out of the step is speed (docs/perf-notes.md).
 template <uint32_t E>
 __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const uint8_t* stream,
                              uint32_t stream_len, const uint8_t* raw, uint8_t* out, uint32_t n,
                              uint32_t lane, uint8_t* sym_buf, int* error) {
   const uint32_t mask_p = (1u << prob_bits) - 1u;
   uint32_t x = reinterpret_cast<const uint32_t*>(stream)[lane];
-  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(stream + 4 * kLanes);
-  const uint32_t n_pairs = (stream_len - 4 * kLanes) / 4;  // stream_len is a multiple of 16
-  auto load_pair = [&](uint32_t i) { return i < n_pairs ? pairs[i] : 0u; };
-  uint32_t base = 0;  // warp-uniform: word index of cur's first word
-  uint32_t cur = load_pair(lane), nxt = load_pair(32 + lane), ahead = load_pair(64 + lane);
-  uint32_t next = 0;  // warp-uniform: words consumed so far
+  WordWindow w;
+  w.start(stream, stream_len, lane);
   const uint32_t lanes_below = (1u << lane) - 1u;
   const uint32_t steps = (n + kLanes - 1) / kLanes;
   for (uint32_t seg = 0; seg * kLanes < steps; ++seg) {
-    const uint32_t seg_steps = min(kLanes, steps - seg * kLanes);
-    for (uint32_t j = 0; j < seg_steps; ++j) {
-      const uint32_t e = (seg * kLanes + j) * kLanes + lane;
-      const bool valid = e < n;
-      uint32_t sym = 0;
-      if (valid) {
-        const uint32_t slot = x & mask_p;
-        const uint32_t ent = table[slot];
-        sym = ent & 0xFFu;
-        x = (((ent >> 8) & 0xFFFu) + 1u) * (x >> prob_bits) + (ent >> 20);
+    const uint32_t seg_first = seg * kLanes * kLanes;  // first element of the segment
+    if (E == 2 && seg_first + kLanes * kLanes <= n) {
+#pragma unroll
+      for (uint32_t j = 0; j < kLanes; ++j) {
+        const uint32_t sym = rans_step(table, prob_bits, mask_p, x);
+        x = w.refill(x, x < (1u << 16), lane, lanes_below);
+        sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
       }
-      const bool need = valid && x < (1u << 16);
-      const uint32_t need_mask = __ballot_sync(0xFFFFFFFFu, need);
-      const uint32_t rel = next - base + __popc(need_mask & lanes_below);  // < 64 + 32
-      const uint32_t from_cur = __shfl_sync(0xFFFFFFFFu, cur, (rel >> 1) & 31u);
-      const uint32_t from_nxt = __shfl_sync(0xFFFFFFFFu, nxt, (rel >> 1) & 31u);
-      const uint32_t pair = rel < 64 ? from_cur : from_nxt;
-      if (need) x = (x << 16) | ((rel & 1u) ? pair >> 16 : pair & 0xFFFFu);
-      next += __popc(need_mask);
-      if (next - base >= 64) {
-        base += 64;
-        cur = nxt;
-        nxt = ahead;
-        ahead = load_pair(base / 2 + 64 + lane);
+    } else {
+      const uint32_t seg_steps = min(kLanes, steps - seg * kLanes);
+      for (uint32_t j = 0; j < seg_steps; ++j) {
+        const uint32_t e = seg_first + j * kLanes + lane;
+        const bool valid = e < n;
+        const uint32_t sym = valid ? rans_step(table, prob_bits, mask_p, x) : 0u;
+        x = w.refill(x, valid && x < (1u << 16), lane, lanes_below);
+        if constexpr (E == 2) sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
+        else if (valid) store_f32(out, raw, e, sym);
       }
-      if constexpr (E == 2) sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
-      else if (valid) store_f32(out, raw, e, sym);
     }
     if constexpr (E == 2) {
       // Join this segment's 32 x 32 elements: lane l writes elements [32 l, 32 l + 32) of it.
       // The staged symbols are in step-major order, which is element order within the segment.
       __syncwarp();
-      const uint32_t first = seg * kLanes * kLanes + kLanes * lane;
+      const uint32_t first = seg_first + kLanes * lane;
       if (first + kLanes <= n) {
         join_run16(raw, sym_buf + kLanes * lane, out, first);
       } else {
         for (uint32_t e = first; e < n; ++e) {
-          const uint32_t r = raw[e], s_ = sym_buf[e - seg * kLanes * kLanes];
+          const uint32_t r = raw[e], s_ = sym_buf[e - seg_first];
           reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(((r & 0x80u) << 8) | (s_ << 7) | (r & 0x7Fu));
         }
       }
@@ -132,7 +182,7 @@ __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const ui
   }
   // As the CPU decoder: every lane back at the encoder's initial state, and the stream exactly
   // as long as the words read (plus padding to 16 bytes).
-  if (x != (1u << 16) || align16(4 * kLanes + 2 * next) != stream_len) atomicOr(error, 1);
+  if (x != (1u << 16) || align16(4 * kLanes + 2 * w.consumed()) != stream_len) atomicOr(error, 1);
 }
 
 __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t* __restrict__ src,
@@ -142,6 +192,7 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
                                                                 int* error) {
   __shared__ uint32_t table[1u << kMaxProbBits];
   __shared__ uint32_t cum[257];
+  __shared__ uint32_t constant_sym;  // the symbol with frequency 2^P, or kNoSymbol
   __shared__ __align__(16) uint8_t sym_bufs[kChunksPerBlock][kLanes * kLanes];
 
   const BlockTask bt = blocks[blockIdx.x];
@@ -178,6 +229,10 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
       f[i] = s < sym_count ? freq[s] : 0u;
       sum += f[i];
     }
+    if (lane == 0) constant_sym = kNoSymbol;
+    __syncwarp();
+    for (int i = 0; i < 8; ++i)
+      if (f[i] == (1u << prob_bits)) constant_sym = sym_lo + lane * 8 + i;
     uint32_t incl = sum;
     for (int d = 1; d < 32; d <<= 1) {
       const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, d);
@@ -191,7 +246,7 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
     if (lane == 31) cum[256] = incl;
   }
   __syncthreads();
-  // Slot -> (symbol, freq - 1, slot - cum): each thread fills slots by binary search over cum.
+  // Slot -> (symbol, freq, slot - cum): each thread fills slots by binary search over cum.
   const uint32_t m = 1u << prob_bits;
   for (uint32_t slot = threadIdx.x; slot < m; slot += kThreads) {
     uint32_t lo = 0, hi = sym_count;  // find the last s with cum[s] <= slot
@@ -201,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
       else hi = mid;
     }
     const uint32_t f = cum[lo + 1] - cum[lo];
-    table[slot] = (sym_lo + lo) | ((f - 1u) << 8) | ((slot - cum[lo]) << 20);
+    table[slot] = (sym_lo + lo) | ((f & 0xFFFu) << 8) | ((slot - cum[lo]) << 20);
   }
   __syncthreads();
   if (chunk >= n_chunks) return;
@@ -216,7 +271,10 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
     if (lane == 0) atomicOr(error, 2);
     return;
   }
-  if (tt.elem_bytes == 4)
+  if (constant_sym != kNoSymbol) {
+    if (tt.elem_bytes == 4) decode_constant_chunk<4>(constant_sym, stream, end - begin, raw, out, n, lane, error);
+    else decode_constant_chunk<2>(constant_sym, stream, end - begin, raw, out, n, lane, error);
+  } else if (tt.elem_bytes == 4)
     decode_chunk<4>(table, prob_bits, stream, end - begin, raw, out, n, lane, sym_bufs[warp], error);
   else
     decode_chunk<2>(table, prob_bits, stream, end - begin, raw, out, n, lane, sym_bufs[warp], error);

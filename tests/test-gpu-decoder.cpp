@@ -132,11 +132,21 @@ TEST_CASE("GPU decoder handles special values, constant tiles and u8 raw tiles",
     for (size_t i = 0; i < tile.n; ++i) std::memcpy(&tile.values[4 * i], &specials[i % 11], 4);
     tiles.push_back(tile);
   }
-  // A constant tile (one symbol: frequency 2^P, no renormalisation at all).
+  // Constant tiles (one symbol: frequency 2^P, no renormalisation at all), with sign and
+  // mantissa still varying, in each float type; the decoder takes a separate path for them.
   {
     TestTile tile{DType::BF16, std::vector<uint8_t>(2 * 70000), 70000};
     for (size_t i = 0; i < tile.n; ++i) { tile.values[2 * i] = 0x80; tile.values[2 * i + 1] = 0x3F; }
     tiles.push_back(tile);
+    TestTile half{DType::F16, std::vector<uint8_t>(2 * 65543), 65543};
+    for (size_t i = 0; i < half.n; ++i) { half.values[2 * i] = static_cast<uint8_t>((i * 7) & 0x7F); half.values[2 * i + 1] = (i & 1) ? 0xBC : 0x3C; }
+    tiles.push_back(half);
+    TestTile single{DType::F32, std::vector<uint8_t>(4 * 40000), 40000};
+    for (size_t i = 0; i < single.n; ++i) {
+      const uint32_t v = 0x3F800000u | (static_cast<uint32_t>(i * 2654435761u) >> 9) | (i % 3 == 0 ? 0x80000000u : 0u);
+      std::memcpy(&single.values[4 * i], &v, 4);
+    }
+    tiles.push_back(single);
   }
   tiles.push_back(make_tile(DType::U8, 12345, "bits", 3));
   tiles.push_back(make_tile(DType::U8, 100000, "bits", 4));
@@ -184,6 +194,18 @@ TEST_CASE("GPU decoder flags a chunk whose states were corrupted", "[gpu][decode
   std::vector<uint8_t> bad = src;
   for (uint32_t i = 0; i < 128; ++i) bad[layout.stream_offset + i] ^= 0x5A;  // chunk 0's states
   gpu_decode(tiles, &err, nullptr, &bad);
+  CHECK(err != 0);
+
+  // A constant tile's states never move, so any change to them must be caught as well.
+  TestTile constant{DType::BF16, std::vector<uint8_t>(2 * 50000), 50000};
+  for (size_t i = 0; i < constant.n; ++i) { constant.values[2 * i] = static_cast<uint8_t>(0x80 | (i & 0x7F)); constant.values[2 * i + 1] = (i & 1) ? 0xBF : 0x3F; }
+  gpu_decode({constant}, &err, &src);
+  REQUIRE(err == 0);
+  const auto clayout = codec::parse_tile_layout(DType::BF16, src.data(), src.size());
+  REQUIRE(clayout.sym_count == 1);
+  bad = src;
+  bad[clayout.stream_offset + 4 * 5] ^= 0x01;  // lane 5's state: 2^16 + 1
+  gpu_decode({constant}, &err, nullptr, &bad);
   CHECK(err != 0);
 #endif
 }
