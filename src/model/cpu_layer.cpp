@@ -4,9 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include <sys/mman.h>
-
 #include "common/error.h"
+#include "common/host_memory.h"
 
 namespace cllm {
 
@@ -20,12 +19,9 @@ constexpr size_t kElemsPerItem = 4096;
 }  // namespace
 
 CpuLayerMemory allocate_cpu_layer_memory(uint64_t bytes) {
-  constexpr uint64_t kHugePage = uint64_t(2) << 20;
-  const uint64_t size = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = std::aligned_alloc(kHugePage, size);
+  CpuLayerMemory p = allocate_huge_page_memory(bytes);
   if (!p) fail("could not allocate ", bytes, " bytes of host memory for a CPU layer");
-  madvise(p, size, MADV_HUGEPAGE);  // advice only: without huge pages it still works
-  return CpuLayerMemory(static_cast<uint8_t*>(p), &std::free);
+  return p;
 }
 
 void CpuLayerWeights::check() const {

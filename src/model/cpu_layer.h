@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/host_memory.h"
 #include "common/thread_pool.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_ops.h"
@@ -55,10 +56,9 @@ struct CpuLayerWeights {
 constexpr int kCpuLayerTensors = 9;
 CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
                                           const std::array<DType, kCpuLayerTensors>& dtype);
-// Host memory for a CPU layer's decoded weights: 2 MiB-aligned and advised to the kernel as
-// huge pages (MADV_HUGEPAGE), so streaming a layer's ~400 MiB does not walk 4 KiB page
-// tables. Throws when the system refuses the allocation.
-using CpuLayerMemory = std::unique_ptr<uint8_t, void (*)(void*)>;
+// Host memory for a CPU layer's decoded weights (~400 MiB streamed per token): huge pages
+// (common/host_memory.h). Throws when the system refuses the allocation.
+using CpuLayerMemory = HostMemory;
 CpuLayerMemory allocate_cpu_layer_memory(uint64_t bytes);
 // A view of fp32 weights (LlamaWeights' layers), which must outlive it.
 CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L);

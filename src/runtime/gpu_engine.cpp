@@ -113,7 +113,7 @@ class CudaEngine final : public GpuEngine {
   DeviceBuffer<uint8_t> full_global_;               // full: token_embd, output_norm, output decoded
   uint64_t full_embd_offset_ = 0, full_classifier_offset_ = 0;
   DeviceBuffer<uint8_t> store_;                      // resident: every step's compressed bytes
-  PinnedBuffer host_store_;                          // lowmem: a pinned copy of the steps' bytes
+  RegisteredHostMemory host_store_;                  // lowmem: a page-locked copy of the steps' bytes
   std::unique_ptr<WeightRing> ring_;
   std::vector<uint8_t> embd_host_;                   // ring modes: token_embd decoded, (vocab, dim)
   PinnedBuffer rows_host_;                           // ring modes: gathered rows on their way up
@@ -362,18 +362,22 @@ void CudaEngine::load_ring(ThreadPool& pool) {
     if (placements_[i] == Placement::resident)
       CLLM_CUDA_CHECK(cudaMemcpy(store_.data() + at[i], file_.file_data() + steps_[i]->src_offset,
                                  steps_[i]->src_bytes, cudaMemcpyHostToDevice));
-  const bool pinned_copy = host_end > 0 && !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(host_end);
-  pinned_ = host_end > 0 && pinned_copy;
-  if (host_end > 0 && !pinned_copy)
-    log_warn("could not allocate ", format_gib(host_end),
-             " of pinned host memory: streaming the weights from pageable memory (slower)");
-  if (pinned_copy)
+  // Streamed steps: copied by the pool into huge-page memory, then locked in place. (Locking
+  // the mapped file's page-cache pages instead avoids the copy but took longer: 7.6 s against
+  // 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
+  bool pinned_copy = false;
+  if (host_end > 0 && !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(host_end)) {
     pool.parallel_for(steps_.size(), [&](size_t i) {
       if (on_host(placements_[i]))
         std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
     });
-  // (Pinning the mapped file in place with cudaHostRegister avoids the copy but took longer:
-  // 7.6 s against 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
+    pinned_copy = host_store_.pin();
+    if (!pinned_copy) host_store_.release();  // no gain over the mapped file's own pages
+  }
+  pinned_ = pinned_copy;
+  if (host_end > 0 && !pinned_copy)
+    log_warn("could not lock ", format_gib(host_end),
+             " of host memory for DMA: streaming the weights from pageable memory (slower)");
 
   std::vector<const WeightStep*> ring_steps;
   std::vector<const uint8_t*> sources;

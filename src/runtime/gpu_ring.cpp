@@ -34,6 +34,27 @@ bool PinnedBuffer::allocate(size_t bytes) {
   return true;
 }
 
+bool RegisteredHostMemory::allocate(size_t bytes) {
+  release();
+  memory_ = allocate_huge_page_memory(bytes);
+  size_ = memory_ ? bytes : 0;
+  return memory_ != nullptr;
+}
+
+bool RegisteredHostMemory::pin() {
+  if (!memory_ || pinned_) return pinned_;
+  pinned_ = cudaHostRegister(memory_.get(), size_, cudaHostRegisterDefault) == cudaSuccess;
+  if (!pinned_) cudaGetLastError();  // clear it: the memory stays usable, pageable
+  return pinned_;
+}
+
+void RegisteredHostMemory::release() {
+  if (pinned_) cudaHostUnregister(memory_.get());
+  pinned_ = false;
+  memory_.reset();
+  size_ = 0;
+}
+
 namespace {
 void check_decoder_flag(const cuda::DeviceBuffer<int>& flag, const std::string& origin) {
   int err = 0;

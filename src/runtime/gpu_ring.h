@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/host_memory.h"
 #include "cuda/device_buffer.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/path_speeds.h"
@@ -46,6 +47,28 @@ class PinnedBuffer {
   uint8_t* ptr_ = nullptr;
   uint8_t* device_ptr_ = nullptr;
   size_t size_ = 0;
+};
+
+// The streamed steps' compressed bytes in host RAM, page-locked for DMA: allocated pageable on
+// huge pages, filled by the caller's threads, then locked in place (cudaHostRegister). For the
+// 8B's 10.6 GB that takes 0.5 s where cudaHostAlloc, which zeroes and locks 4 KiB pages one
+// by one, takes 4.4 s (H100 host; docs/perf-notes.md): most of lowmem's time to first token.
+class RegisteredHostMemory {
+ public:
+  RegisteredHostMemory() = default;
+  ~RegisteredHostMemory() { release(); }
+  RegisteredHostMemory(const RegisteredHostMemory&) = delete;
+  RegisteredHostMemory& operator=(const RegisteredHostMemory&) = delete;
+  bool allocate(size_t bytes);  // pageable until pin(); false when the system refuses
+  bool pin();                   // false (and still pageable) when the driver refuses
+  void release();
+  uint8_t* data() { return memory_.get(); }
+  bool pinned() const { return pinned_; }
+
+ private:
+  HostMemory memory_{nullptr, &std::free};
+  size_t size_ = 0;
+  bool pinned_ = false;
 };
 
 class WeightRing {
