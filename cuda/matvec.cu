@@ -64,28 +64,40 @@ __device__ __forceinline__ const T* stage_x(const T* __restrict__ x, int k) {
   return reinterpret_cast<const T*>(x_smem);
 }
 
-// kRows rows of w (k elements each, 16-byte aligned) dotted with x (in shared memory) by one
-// warp: every lane keeps kUnroll 16-byte loads of each row in flight. Each lane sums its
-// elements in a fixed order and the warp reduces in a fixed tree; every lane gets the sums.
+// kRows rows of w (k elements each, 16-byte aligned) dotted with x by one warp: every lane
+// keeps kUnroll 16-byte loads of each row in flight. x is staged in shared memory by the
+// whole block (every thread must call this; `live` is false for a warp past the last row),
+// and the warp's first loads of weights are issued before that, so staging x (a read of
+// k elements and a barrier: a few us, most of a short kernel) overlaps them. Each lane sums
+// its elements in a fixed order and the warp reduces in a fixed tree; every lane gets the sums.
 template <class T, int kRows>
-__device__ __forceinline__ void rows_dot(const T* const (&w)[kRows], const T* x_s, int k, int lane, float (&sum)[kRows]) {
+__device__ __forceinline__ void rows_dot(const T* const (&w)[kRows], const T* __restrict__ x, int k, int lane, bool live,
+                                         float (&sum)[kRows]) {
   constexpr int per = 16 / sizeof(T);
-  const uint4* x4 = reinterpret_cast<const uint4*>(x_s);
   const int n4 = k / per;
   for (int r = 0; r < kRows; ++r) sum[r] = 0.0f;
   int i = lane;
-  for (; i + 32 * (kUnroll - 1) < n4; i += 32 * kUnroll) {
-    uint4 a[kRows][kUnroll];
+  uint4 a[kRows][kUnroll];
+  auto load_batch = [&] {
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) a[r][u] = __ldg(reinterpret_cast<const uint4*>(w[r]) + i + 32 * u);
+  };
+  bool batch = live && i + 32 * (kUnroll - 1) < n4;
+  if (batch) load_batch();
+  const uint4* x4 = reinterpret_cast<const uint4*>(stage_x(x, k));
+  if (!live) return;
+  while (batch) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const uint4 b = x4[i + 32 * u];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) sum[r] += dot16(a[r][u], b, T());
     }
+    i += 32 * kUnroll;
+    batch = i + 32 * (kUnroll - 1) < n4;
+    if (batch) load_batch();
   }
   for (; i < n4; i += 32) {
     const uint4 b = x4[i];
@@ -110,15 +122,15 @@ __device__ __forceinline__ float row_dot_scalar(const T* __restrict__ w, const T
 // do job j.
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(MatVecJobs jobs, const T* __restrict__ x, int k) {
-  const T* xs = kVector ? stage_x(x, k) : x;
   int j = 0;
   while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
   const int row = (blockIdx.x - jobs.first_block[j]) * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= jobs.job[j].d) return;
-  const T* wr = static_cast<const T*>(jobs.job[j].w) + static_cast<size_t>(row) * k;
+  const bool live = row < jobs.job[j].d;
+  const T* wr = static_cast<const T*>(jobs.job[j].w) + static_cast<size_t>(live ? row : 0) * k;
   float sum[1];
-  if (kVector) rows_dot<T, 1>({wr}, xs, k, lane, sum);
-  else sum[0] = row_dot_scalar(wr, x, k, lane);
+  if (kVector) rows_dot<T, 1>({wr}, x, k, lane, live, sum);
+  if (!live) return;
+  if (!kVector) sum[0] = row_dot_scalar(wr, x, k, lane);
   float* y = jobs.job[j].y;
   if (lane == 0) y[row] = jobs.job[j].accumulate ? y[row] + sum[0] : sum[0];
 }
@@ -129,13 +141,13 @@ template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     matvec_swiglu_kernel(const T* __restrict__ gate, const T* __restrict__ up, const T* __restrict__ x, T* out, int d,
                          int k) {
-  const T* xs = kVector ? stage_x(x, k) : x;
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= d) return;
-  const size_t off = static_cast<size_t>(row) * k;
+  const bool live = row < d;
+  const size_t off = static_cast<size_t>(live ? row : 0) * k;
   float gu[2];
-  if (kVector) rows_dot<T, 2>({gate + off, up + off}, xs, k, lane, gu);
-  else {
+  if (kVector) rows_dot<T, 2>({gate + off, up + off}, x, k, lane, live, gu);
+  if (!live) return;
+  if (!kVector) {
     gu[0] = row_dot_scalar(gate + off, x, k, lane);
     gu[1] = row_dot_scalar(up + off, x, k, lane);
   }
