@@ -4,7 +4,9 @@
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
 #   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|cpu|fuzz|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
-#     sanitize: compute-sanitizer memcheck, racecheck, synccheck on the GPU tests -> sanitize.log
+#     sanitize: compute-sanitizer memcheck, racecheck, synccheck on every case of the GPU tests
+#               (SANITIZE_TOOLS, SANITIZE_ONLY, SANITIZE_JOBS in parallel, SANITIZE_TIMEOUT per case)
+#               -> sanitize-summary.txt, sanitize.log
 #     smoke:    `run` in each mode on a synthetic TinyLlama -> smoke.log
 #     bench:    synth + compress + benchmarks of TinyLlama-1.1B and Llama-3.1-8B shapes -> bench.log
 #     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
@@ -60,23 +62,46 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 
 if [ "$what" = sanitize ] || [ "$what" = all ]; then
-  : > "$out/sanitize.log"
-  # Small cases (tiny-test: every mode, prompt batches and single tokens; the decoder's tiles).
-  # (Catch2 reads a comma as "or": the names are matched by their start.)
-  cases=("test-gpu-engine:gpu: prompts longer than a batch*"
-         "test-gpu-engine:gpu: without pinned memory lowmem streams from pageable memory*"
-         "test-gpu-engine:gpu: layers on the CPU give full's greedy tokens*"
-         "test-gpu-decoder:")
-  for tool in memcheck racecheck synccheck; do
-    for t in "${cases[@]}"; do
-      exe=${t%%:*} filter=${t#*:}
-      echo "===== $tool $exe $filter" >> "$out/sanitize.log"
-      if timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 99 "$bundle/tests/$exe" \
-           ${filter:+"$filter"} >> "$out/sanitize.log" 2>&1; then echo "CLEAN $tool $exe $filter"
-      else echo "FAIL ($?) $tool $exe $filter (see sanitize.log)"; status=1; fi
-      tail -3 "$out/sanitize.log"
-    done
-  done
+  # Every test case of the GPU test executables under memcheck, racecheck and synccheck, one
+  # process per (tool, case), SANITIZE_JOBS at a time (racecheck is slow: minutes a case).
+  # SANITIZE_TOOLS picks the tools; SANITIZE_TIMEOUT bounds each case.
+  # Catch2 reads a comma as "or", so a case is named by its text up to the first comma and '*'.
+  sanitize_case() {  # "tool exe index name" -> one line: CLEAN or FAIL
+    local tool=$1 exe=$2 i=$3 name=$4 filter log
+    filter="${name%%,*}"; [ "$filter" = "$name" ] || filter="$filter*"
+    log="$out/sanitize-cases/$tool-$exe-$i.log"
+    timeout "${SANITIZE_TIMEOUT:-900}" compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
+      "$bundle/tests/$exe" "$filter" > "$log" 2>&1
+    local code=$? sums
+    # Clean: the tests passed, and every process's summary (children included) reports nothing.
+    sums=$(grep -E "(ERROR|RACECHECK) SUMMARY" "$log")
+    if [ $code -eq 0 ] && [ -n "$sums" ] && \
+       ! grep -vqE "ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards displayed \(0 errors, 0 warnings\)" <<< "$sums"
+    then echo "CLEAN $tool $exe: $name ($(wc -l <<< "$sums") processes)"
+    else echo "FAIL ($code) $tool $exe: $name (see sanitize.log)"; fi
+  }
+  export -f sanitize_case
+  export out bundle
+  mkdir -p "$out/sanitize-cases"
+  # Cases that measure the device's free memory cannot share the GPU with the others: they run
+  # alone, after them. SANITIZE_ONLY (a regex on the case names) picks a subset.
+  alone="reports its memory"
+  cases() {  # sharing|alone -> "tool\nexe\nindex\nname\n" for each case
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
+      for exe in test-gpu-decoder test-gpu-engine; do
+        "$bundle/tests/$exe" --list-test-names-only | grep -v '^$' | awk -v t="$tool" -v e="$exe" '{print t; print e; print NR; print}'
+      done
+    done | paste - - - - | grep -E -- "${SANITIZE_ONLY:-.}" | \
+      if [ "$1" = alone ]; then grep -F -- "$alone"; else grep -vF -- "$alone"; fi | tr '\t' '\n'
+  }
+  { cases sharing | tr '\n' '\0' | xargs -0 -r -n 4 -P "${SANITIZE_JOBS:-8}" bash -c 'sanitize_case "$@"' _
+    cases alone | tr '\n' '\0' | xargs -0 -r -n 4 -P 1 bash -c 'sanitize_case "$@"' _; } > "$out/sanitize-summary.txt"
+  sort "$out/sanitize-summary.txt" | tee "$out/sanitize-summary.sorted"
+  grep -q "^FAIL" "$out/sanitize-summary.txt" && status=1
+  # One log back instead of one file per case (the device tool returns few files).
+  for f in "$out"/sanitize-cases/*.log; do echo "===== $(basename "$f" .log)"; cat "$f"; done > "$out/sanitize.log"
+  mv "$out/sanitize-summary.sorted" "$out/sanitize-summary.txt"
+  rm -rf "$out/sanitize-cases"
 fi
 
 if [ "$what" = smoke ] || [ "$what" = all ]; then
