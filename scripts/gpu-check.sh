@@ -94,7 +94,9 @@ if [ "$what" = sanitize ] || [ "$what" = all ]; then
     done | paste - - - - | grep -E -- "${SANITIZE_ONLY:-.}" | \
       if [ "$1" = alone ]; then grep -F -- "$alone"; else grep -vF -- "$alone"; fi | tr '\t' '\n'
   }
+  # (The pause lets a process killed by the timeout give its device memory back first.)
   { cases sharing | tr '\n' '\0' | xargs -0 -r -n 4 -P "${SANITIZE_JOBS:-8}" bash -c 'sanitize_case "$@"' _
+    sleep 10
     cases alone | tr '\n' '\0' | xargs -0 -r -n 4 -P 1 bash -c 'sanitize_case "$@"' _; } > "$out/sanitize-summary.txt"
   sort "$out/sanitize-summary.txt" | tee "$out/sanitize-summary.sorted"
   grep -q "^FAIL" "$out/sanitize-summary.txt" && status=1
