@@ -2,7 +2,7 @@
 # On a machine with a CUDA GPU: runs the GPU tests and the benchmarks, writing every log to
 # OUT_DIR (the device tool brings that folder back). Uses the bundle from
 # scripts/bundle-gpu.sh (that machine has no compilers' dependencies and no internet).
-#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|cpu|fuzz|all]
+#   scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|cpu|fuzz|all]
 #     tests:    every test executable (GPU tests included) -> tests.log
 #     sanitize: compute-sanitizer memcheck, racecheck, synccheck on every case of the GPU tests
 #               (SANITIZE_TOOLS, SANITIZE_ONLY, SANITIZE_JOBS in parallel, SANITIZE_TIMEOUT per case)
@@ -12,6 +12,8 @@
 #     compare:  Hugging Face transformers and accelerate offload on the same models -> hf-*.json
 #     ttft:     time to first token of the 8B in lowmem at 4096 context -> ttft.log
 #     profile:  Nsight Compute on the decoding kernels of the 8B in full mode -> profile.log
+#     breakdown: kernel time of a 512-token prompt pass and of a token, by kind of kernel, the 8B
+#               in full mode (ncu) -> breakdown.log
 #     budget:   issue 8's curve: the 8B at VRAM budgets from 2.5G to all of it (BUDGETS, BUDGET_REPS)
 #               -> bench-budget.json, budget-curve.png, budget.log
 #     hybrid:   `run` of the 8B at HYBRID_BUDGET (2.5G) with each of HYBRID_THREADS (16,12,8): the CPU
@@ -21,7 +23,7 @@
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -137,6 +139,22 @@ if [ "$what" = profile ]; then
       "$bin" run "$model" --mode full -p "Once upon a time" -n 16 --no-verify 2>&1 \
       | grep -E "^  [a-z_]|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Grid Size|Block Size"
   done 2>&1 | tee "$out/profile.log"
+fi
+
+if [ "$what" = breakdown ]; then
+  # Kernel time of one prompt pass (512 tokens) and one token, full mode, the 8B: what bounds
+  # pp512 and tg128 against their ceilings (kernels serialised by ncu, so no overlap is counted).
+  src="$work/llama31-8b" model="$work/llama31-8b.cllm"
+  [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset llama3.1-8b 2>&1 | tail -1
+  [ -f "$model" ] || "$bin" --quiet compress "$src" "$model" 2>&1 | tail -1
+  for t in "pp512:-p 512 -n 0" "tg:-p 0 -n 4"; do
+    # bench: the ceilings, then a warm-up and one timed repetition (kernel-breakdown.py counts
+    # the passes and leaves the ceilings and loading out).
+    ncu --csv --metrics gpu__time_duration.sum "$bin" bench "$model" --mode full ${t#*:} -r 1 -o csv \
+      > "$out/breakdown-${t%%:*}.csv" 2> "$out/breakdown-${t%%:*}.err"
+    echo "### ${t%%:*} (full mode, kernel time per pass)"
+    python3 scripts/kernel-breakdown.py "$out/breakdown-${t%%:*}.csv" || status=1
+  done 2>&1 | tee "$out/breakdown.log"
 fi
 
 if [ "$what" = compare ] || [ "$what" = all ]; then
