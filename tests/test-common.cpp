@@ -8,6 +8,7 @@
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/host_memory.h"
 #include "common/thread_pool.h"
 #include "tests/test_util.h"
 
@@ -91,4 +92,15 @@ TEST_CASE("ThreadPool visits every index once and rethrows errors", "[common]") 
     CHECK_THROWS_WITH(pool.parallel_for(10, [](size_t i) { if (i == 7) fail("item ", i); }), "item 7");
     pool.parallel_for(3, [](size_t) {});  // still usable after an error
   }
+}
+
+TEST_CASE("huge-page host memory is 2 MiB aligned and usable to its last byte, none for 0 bytes", "[common]") {
+  for (uint64_t bytes : {uint64_t(1), uint64_t(5) << 20, (uint64_t(2) << 20) + 3}) {
+    HostMemory m = allocate_huge_page_memory(bytes);
+    REQUIRE(m != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(m.get()) % (uint64_t(2) << 20) == 0);
+    std::memset(m.get(), 0x5A, bytes);  // ASan: the whole size is ours
+    CHECK(m.get()[bytes - 1] == 0x5A);
+  }
+  CHECK(allocate_huge_page_memory(0) == nullptr);
 }
