@@ -8,6 +8,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/kernels.h"
+#include "cuda/launch_overlap.cuh"
 
 namespace cllm::cuda {
 
@@ -23,6 +24,7 @@ template <class KV>
 __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const KV* k_cache, const KV* v_cache,
                                                           void* out, DType out_dt, int pos_value, const int* d_pos,
                                                           int n_heads, int n_kv_heads, int head_dim) {
+  let_next_kernel_start();  // one block a head: the output product's weight loads fill the other SMs
   const int pos = d_pos ? *d_pos : pos_value;
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float p_s[kTile];

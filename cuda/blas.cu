@@ -43,7 +43,7 @@ Blas::~Blas() {
 void Blas::linear(const void* w, DType dt, const void* x, float* y, int ldy, int n, int k, int d, bool accumulate) {
   if (n <= 0 || d <= 0) return;
   if (n == 1) {
-    matvec(w, dt, x, y, d, k, accumulate, stream_);
+    matvec(w, dt, x, y, d, k, accumulate, stream_, overlap_);
     return;
   }
   // Column-major view: W is (k, d) with ld k, x is (k, n), y is (d, n) with ld ldy:

@@ -24,9 +24,14 @@ class Blas {
   // y rows are ldy floats apart (ldy >= d).
   void linear(const void* w, DType dt, const void* x, float* y, int ldy, int n, int k, int d, bool accumulate);
 
+  // One token's products may load their weights while the previous kernel still runs
+  // (matvec's overlap_previous): only for weights that nothing writes while they are used.
+  void overlap_single_token_products(bool on) { overlap_ = on; }
+
  private:
   void* handle_ = nullptr;  // cublasHandle_t
   cudaStream_t stream_;
+  bool overlap_ = false;
 };
 
 }  // namespace cllm::cuda

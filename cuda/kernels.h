@@ -59,7 +59,10 @@ void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t 
 
 // y (d) fp32 = W x (+ y when accumulate): W (d, k) row-major in dt, x (k) in dt. One warp
 // per row with 16-byte loads: batch-1 decoding is bound by reading W once.
-void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s);
+// overlap_previous: W is never written while kernels run (full mode), so on sm_90+ the product
+// may start loading it before the stream's previous kernel has finished (launch_overlap.cuh).
+void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s,
+            bool overlap_previous = false);
 
 // Up to three such products of the same x in one launch (q, k and v of one token).
 struct MatVecJob {
@@ -72,11 +75,13 @@ struct MatVecJobs {
   MatVecJob job[3];
   int first_block[3];  // filled in by matvec()
   int count = 0;
+  bool overlap_previous = false;  // as matvec()'s
 };
 void matvec(MatVecJobs jobs, DType dt, const void* x, int k, cudaStream_t s);
 
 // out (d) in dt = silu(W_gate x) * (W_up x): one token's SwiGLU input to w_down, in one launch.
 // The same bits as matvec() twice and swiglu().
-void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s);
+void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s,
+                   bool overlap_previous = false);
 
 }  // namespace cllm::cuda

@@ -5,6 +5,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/kernels.h"
+#include "cuda/launch_overlap.cuh"
 
 namespace cllm::cuda {
 
@@ -20,6 +21,7 @@ __global__ void gather_rows_kernel(const void* table, DType dt, int dim, const i
 // One block per row: sum of squares in a fixed tree, then the scaled, weighted row.
 __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int dim,
                                float eps) {
+  let_next_kernel_start();  // a few blocks: the next product's weight loads fill the other SMs
   __shared__ float scratch[32];
   const float* row = x + static_cast<size_t>(blockIdx.x) * dim;
   float ss = 0.0f;

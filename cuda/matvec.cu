@@ -9,6 +9,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
+#include "cuda/launch_overlap.cuh"
 
 namespace cllm::cuda {
 
@@ -57,6 +58,7 @@ template <> __device__ __forceinline__ float from_float(float v) { return v; }
 template <class T>
 __device__ __forceinline__ const T* stage_x(const T* __restrict__ x, int k) {
   extern __shared__ uint4 x_smem[];
+  wait_for_previous_kernel();  // x is the previous kernel's output
   const int n4 = k * sizeof(T) / 16;
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
   for (int i = threadIdx.x; i < n4; i += blockDim.x) x_smem[i] = __ldg(x4 + i);
@@ -122,6 +124,7 @@ __device__ __forceinline__ float row_dot_scalar(const T* __restrict__ w, const T
 // do job j.
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(MatVecJobs jobs, const T* __restrict__ x, int k) {
+  if (!kVector) wait_for_previous_kernel();  // (the vector path waits in stage_x)
   int j = 0;
   while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
   const int row = (blockIdx.x - jobs.first_block[j]) * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -141,6 +144,7 @@ template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     matvec_swiglu_kernel(const T* __restrict__ gate, const T* __restrict__ up, const T* __restrict__ x, T* out, int d,
                          int k) {
+  if (!kVector) wait_for_previous_kernel();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   const bool live = row < d;
   const size_t off = static_cast<size_t>(live ? row : 0) * k;
@@ -162,6 +166,31 @@ size_t x_smem_bytes(K kernel, size_t bytes) {
   return bytes;
 }
 
+// Starts kernel in stream s, after the stream's previous kernel; with `overlap` on sm_90 and
+// newer as a programmatic dependent launch (cuda/launch_overlap.cuh): its blocks may start,
+// and load weights, while that kernel is still running.
+template <class... Params, class... Args>
+void start_kernel(void (*kernel)(Params...), unsigned blocks, size_t smem, cudaStream_t s, bool overlap,
+                  Args... args) {
+  static const bool hopper = [] {
+    int device = 0, major = 0;
+    CLLM_CUDA_CHECK(cudaGetDevice(&device));
+    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9;
+  }();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kRowsPerBlock * 32);
+  config.dynamicSmemBytes = smem;
+  config.stream = s;
+  config.attrs = attr;
+  config.numAttrs = overlap && hopper ? 1 : 0;
+  CLLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
 template <class T>
 bool vectorizable(const void* p, int k) {
   return k % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
@@ -169,6 +198,7 @@ bool vectorizable(const void* p, int k) {
 
 template <class T>
 void launch(MatVecJobs jobs, const void* x, int k, cudaStream_t s) {
+  const bool overlap = jobs.overlap_previous;
   bool vector = vectorizable<T>(x, k);
   int blocks = 0;
   for (int j = 0; j < jobs.count; ++j) {
@@ -180,23 +210,24 @@ void launch(MatVecJobs jobs, const void* x, int k, cudaStream_t s) {
   const T* xt = static_cast<const T*>(x);
   if (vector) {
     const size_t smem = x_smem_bytes(matvec_kernel<T, true>, sizeof(T) * k);
-    matvec_kernel<T, true><<<blocks, kRowsPerBlock * 32, smem, s>>>(jobs, xt, k);
+    start_kernel(matvec_kernel<T, true>, blocks, smem, s, overlap, jobs, xt, k);
   } else {
-    matvec_kernel<T, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(jobs, xt, k);
+    start_kernel(matvec_kernel<T, false>, blocks, 0, s, overlap, jobs, xt, k);
   }
 }
 
 template <class T>
-void launch_swiglu(const void* gate, const void* up, const void* x, void* out, int d, int k, cudaStream_t s) {
+void launch_swiglu(const void* gate, const void* up, const void* x, void* out, int d, int k, cudaStream_t s,
+                   bool overlap) {
   const bool vector = vectorizable<T>(x, k) && vectorizable<T>(gate, k) && vectorizable<T>(up, k);
   const unsigned blocks = (d + kRowsPerBlock - 1) / kRowsPerBlock;
   const T *g = static_cast<const T*>(gate), *u = static_cast<const T*>(up), *xt = static_cast<const T*>(x);
   T* o = static_cast<T*>(out);
   if (vector) {
     const size_t smem = x_smem_bytes(matvec_swiglu_kernel<T, true>, sizeof(T) * k);
-    matvec_swiglu_kernel<T, true><<<blocks, kRowsPerBlock * 32, smem, s>>>(g, u, xt, o, d, k);
+    start_kernel(matvec_swiglu_kernel<T, true>, blocks, smem, s, overlap, g, u, xt, o, d, k);
   } else {
-    matvec_swiglu_kernel<T, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(g, u, xt, o, d, k);
+    start_kernel(matvec_swiglu_kernel<T, false>, blocks, 0, s, overlap, g, u, xt, o, d, k);
   }
 }
 
@@ -212,19 +243,22 @@ void matvec(MatVecJobs jobs, DType dt, const void* x, int k, cudaStream_t s) {
   CLLM_CUDA_CHECK_LAUNCH("matvec");
 }
 
-void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s) {
+void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool accumulate, cudaStream_t s,
+            bool overlap_previous) {
   MatVecJobs jobs;
   jobs.job[0] = {w, y, d, accumulate};
   jobs.count = 1;
+  jobs.overlap_previous = overlap_previous;
   matvec(jobs, dt, x, k, s);
 }
 
-void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s) {
+void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s,
+                   bool overlap_previous) {
   if (d <= 0) return;
   switch (dt) {
-    case DType::BF16: launch_swiglu<__nv_bfloat16>(gate, up, x, out, d, k, s); break;
-    case DType::F16: launch_swiglu<__half>(gate, up, x, out, d, k, s); break;
-    case DType::F32: launch_swiglu<float>(gate, up, x, out, d, k, s); break;
+    case DType::BF16: launch_swiglu<__nv_bfloat16>(gate, up, x, out, d, k, s, overlap_previous); break;
+    case DType::F16: launch_swiglu<__half>(gate, up, x, out, d, k, s, overlap_previous); break;
+    case DType::F32: launch_swiglu<float>(gate, up, x, out, d, k, s, overlap_previous); break;
     default: fail("matvec_swiglu: weights of dtype ", dtype_name(dt), " are not supported");
   }
   CLLM_CUDA_CHECK_LAUNCH("matvec_swiglu");

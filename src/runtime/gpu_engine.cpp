@@ -270,6 +270,9 @@ void CudaEngine::allocate() {
   const ActivationSizes a = activation_sizes(c_, act_, batch_);
   workspace_.resize(kBlasWorkspaceBytes);
   blas_ = std::make_unique<cuda::Blas>(compute_, workspace_.data(), workspace_.size());
+  // Full mode's weights are never written once loaded, so a product may load them while the
+  // kernel before it finishes; in the ring modes a slot is rewritten as soon as it is released.
+  blas_->overlap_single_token_products(mode_ == Mode::full);
   x_.resize(a.x / 4);
   xn_.resize(a.xn);
   q_.resize(a.q / 4);
@@ -455,6 +458,7 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
     qkv.job[1] = {W(kAttnK), k_.data(), kvd, false};
     qkv.job[2] = {W(kAttnV), v_.data(), kvd, false};
     qkv.count = 3;
+    qkv.overlap_previous = mode_ == Mode::full;
     cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
   } else {
     b.linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
@@ -471,7 +475,8 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
   // feed-forward block: x += w_down (silu(w_gate xn) * (w_up xn)), xn = rmsnorm(x)
   cuda::rmsnorm(x_.data(), W(kFfnNorm), T(kFfnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
   if (n == 1) {  // one token: both products and the SwiGLU in one launch
-    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_);
+    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_,
+                        mode_ == Mode::full);
   } else {
     b.linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
     b.linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
