@@ -49,7 +49,7 @@ class CudaEngine final : public GpuEngine {
   const Placements& placements() const override { return placements_; }
   std::string device_name() const override { return device_name_; }
   double load_ms() const override { return load_ms_; }
-  bool pinned() const override { return pinned_; }
+  bool pinned() const override { return host_store_.pinned(); }
   int cpu_max_batch() const override { return cpu_max_batch_; }
   std::string plan_summary() const override { return plan_summary_; }
   const GpuStats& stats() const override { return stats_; }
@@ -87,9 +87,13 @@ class CudaEngine final : public GpuEngine {
   WeightSchedule sched_;
   std::vector<const WeightStep*> steps_;  // layers, then classifier slices
   Mode mode_ = Mode::full;
+  // Full mode's weights are never written once loaded, so one token's products may load them
+  // while the kernel before them finishes (matvec's overlap_previous); in the ring modes a
+  // slot is rewritten as soon as it is released.
+  bool weights_fixed() const { return mode_ == Mode::full; }
   Placements placements_;            // per step: decoded, resident or streamed
   std::vector<size_t> ring_index_;   // per step: its index in the ring (ring steps only)
-  bool chosen_ = false, pinned_ = false;
+  bool chosen_ = false;
   MemoryPlan plan_;
   int context_ = 0, batch_ = 0;
   DType act_ = DType::BF16, kv_ = DType::F16;
@@ -270,9 +274,7 @@ void CudaEngine::allocate() {
   const ActivationSizes a = activation_sizes(c_, act_, batch_);
   workspace_.resize(kBlasWorkspaceBytes);
   blas_ = std::make_unique<cuda::Blas>(compute_, workspace_.data(), workspace_.size());
-  // Full mode's weights are never written once loaded, so a product may load them while the
-  // kernel before it finishes; in the ring modes a slot is rewritten as soon as it is released.
-  blas_->overlap_single_token_products(mode_ == Mode::full);
+  blas_->overlap_single_token_products(weights_fixed());
   x_.resize(a.x / 4);
   xn_.resize(a.xn);
   q_.resize(a.q / 4);
@@ -368,16 +370,14 @@ void CudaEngine::load_ring(ThreadPool& pool) {
   // Streamed steps: copied by the pool into huge-page memory, then locked in place. (Locking
   // the mapped file's page-cache pages instead avoids the copy but took longer: 7.6 s against
   // 5.1 s of load for the 8B on the H200; docs/perf-notes.md.)
-  bool pinned_copy = false;
   if (host_end > 0 && !std::getenv("CLLM_NO_PINNED") && host_store_.allocate(host_end)) {
     pool.parallel_for(steps_.size(), [&](size_t i) {
       if (on_host(placements_[i]))
         std::memcpy(host_store_.data() + at[i], file_.file_data() + steps_[i]->src_offset, steps_[i]->src_bytes);
     });
-    pinned_copy = host_store_.pin();
-    if (!pinned_copy) host_store_.release();  // no gain over the mapped file's own pages
+    if (!host_store_.pin()) host_store_.release();  // no gain over the mapped file's own pages
   }
-  pinned_ = pinned_copy;
+  const bool pinned_copy = host_store_.pinned();
   if (host_end > 0 && !pinned_copy)
     log_warn("could not lock ", format_gib(host_end),
              " of host memory for DMA: streaming the weights from pageable memory (slower)");
@@ -458,7 +458,7 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
     qkv.job[1] = {W(kAttnK), k_.data(), kvd, false};
     qkv.job[2] = {W(kAttnV), v_.data(), kvd, false};
     qkv.count = 3;
-    qkv.overlap_previous = mode_ == Mode::full;
+    qkv.overlap_previous = weights_fixed();
     cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
   } else {
     b.linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
@@ -475,8 +475,7 @@ void CudaEngine::run_layer(const WeightStep& step, const uint8_t* w, int n, int 
   // feed-forward block: x += w_down (silu(w_gate xn) * (w_up xn)), xn = rmsnorm(x)
   cuda::rmsnorm(x_.data(), W(kFfnNorm), T(kFfnNorm), xn_.data(), act_, n, dim, c_.norm_eps, compute_);
   if (n == 1) {  // one token: both products and the SwiGLU in one launch
-    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_,
-                        mode_ == Mode::full);
+    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_fixed());
   } else {
     b.linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
     b.linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
