@@ -129,6 +129,8 @@ int run_run(const RunArgs& a) {
     fail("--mode ", a.mode, " is a GPU memory mode: use --device cuda (or leave --mode out)");
   if (device == Device::cpu && !a.vram_budget.empty())
     fail("--vram-budget plans GPU memory: use --device cuda (or leave it out)");
+  if (!a.vram_budget.empty() && a.mode != "auto")
+    fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", a.mode, ")");
 
   // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
   // GPU engine loads them for its memory mode. Then the tokenizer.
@@ -145,7 +147,7 @@ int run_run(const RunArgs& a) {
     ThreadPool pool(a.threads);
     if (device == Device::cuda) {
       GpuOptions g;
-      g.mode = a.mode;
+      g.mode = parse_mode_choice(a.mode);
       if (!a.vram_budget.empty()) g.vram_budget = parse_vram_budget(a.vram_budget);
       g.context = a.context;
       g.threads = a.threads;

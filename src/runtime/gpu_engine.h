@@ -1,10 +1,10 @@
 // The GPU engine: a Llama forward pass on a CUDA device whose weights stay compressed
 // (docs/architecture.md "GPU runtime"). Declared in every build; without CUDA, open() throws
-// "no CUDA device (...): use --device cpu".
+// "no CUDA device (...): use --device cpu". Its rooms, along the data flow:
 //
-//   file -> weight schedule -> [lowmem: pinned host store -> H2D copy -> staging buffer]
-//        -> [resident: compressed store in VRAM] -> GPU decoder -> layer slot (ring of two)
-//        -> kernels -> logits
+//   file -> weight schedule (weight_schedule.h) -> plan (engine_plan.h)
+//        -> weights (gpu_weights.h: decoded, resident, streamed through the ring, CPU layers
+//           via gpu_cpu_layers.h) -> forward pass (gpu_forward.h) -> logits
 #pragma once
 
 #include <cstdint>
@@ -13,38 +13,25 @@
 
 #include "format/cllm_reader.h"
 #include "model/llama_config.h"
+#include "runtime/engine_plan.h"
+#include "runtime/gpu_stats.h"
 #include "runtime/memory_plan.h"
 
 namespace cllm {
 
 struct GpuOptions {
-  std::string mode = "auto";  // full, resident, lowmem, or auto: the fastest that fits
+  ModeChoice mode = ModeChoice::automatic;  // a mode, or auto: the fastest that fits
   int context = 0;            // KV cache positions; 0 = min(model context, 4096)
   int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
-  int threads = 1;            // host threads for loading
+  int threads = 1;            // host threads for loading and the CPU layers
   uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
   uint64_t vram_budget = 0;   // plan each layer's placement for this much VRAM (mode must be auto)
   // Given placements instead of a plan (tests, experiments): one per weight step, cpu only on
-  // layers; cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: from
-  // the calibration).
+  // layers; cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: 1).
   Placements placements;
   int cpu_max_batch = -1;
   int ring_slots = 2;  // with given placements: the ring's layer slots (1 or 2)
   int device = 0;
-};
-
-// Cumulative since open() or the last reset_stats().
-struct GpuStats {
-  uint64_t vram_peak = 0;      // most device memory in use by this engine (cudaMemGetInfo), bytes
-  double decode_ms = 0;        // GPU time of the tile decoder (ring modes)
-  uint64_t decoded_bytes = 0;  // bytes written by it
-  uint64_t h2d_bytes = 0;      // compressed bytes copied host -> device (lowmem)
-  double h2d_ms = 0;           // GPU time of those copies
-  double stall_ms = 0;         // time the compute stream waited for a layer's weights
-  uint64_t steps = 0;          // weight steps run (layers and classifier slices)
-  double cpu_ms = 0;           // host time in the CPU layers
-  uint64_t cpu_steps = 0;      // layers computed on the CPU
-  int forwards = 0;
 };
 
 class GpuEngine {

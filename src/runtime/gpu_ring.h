@@ -22,54 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "common/host_memory.h"
 #include "cuda/device_buffer.h"
-#include "runtime/gpu_engine.h"
-#include "runtime/path_speeds.h"
+#include "runtime/gpu_stats.h"
 #include "runtime/weight_schedule.h"
 
 namespace cllm {
-
-// Page-locked host memory (cudaHostAlloc), mapped into the device's address space;
-// allocate() returns false when the system refuses.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer();
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  bool allocate(size_t bytes);
-  uint8_t* data() { return ptr_; }
-  uint8_t* device_data() { return device_ptr_; }  // the same bytes, for kernels to read and write
-  size_t size() const { return size_; }
-
- private:
-  uint8_t* ptr_ = nullptr;
-  uint8_t* device_ptr_ = nullptr;
-  size_t size_ = 0;
-};
-
-// The streamed steps' compressed bytes in host RAM, page-locked for DMA: allocated pageable on
-// huge pages, filled by the caller's threads, then locked in place (cudaHostRegister). For the
-// 8B's 10.6 GB that takes 0.5 s where cudaHostAlloc, which zeroes and locks 4 KiB pages one
-// by one, takes 4.4 s (H100 host; docs/perf-notes.md): most of lowmem's time to first token.
-class RegisteredHostMemory {
- public:
-  RegisteredHostMemory() = default;
-  ~RegisteredHostMemory() { release(); }
-  RegisteredHostMemory(const RegisteredHostMemory&) = delete;
-  RegisteredHostMemory& operator=(const RegisteredHostMemory&) = delete;
-  bool allocate(size_t bytes);  // pageable until pin(); false when the system refuses
-  bool pin();                   // false (and still pageable) when the driver refuses
-  void release();
-  uint8_t* data() { return memory_.get(); }
-  bool pinned() const { return pinned_; }
-
- private:
-  HostMemory memory_{nullptr, &std::free};
-  size_t size_ = 0;
-  bool pinned_ = false;
-};
 
 class WeightRing {
  public:
@@ -121,14 +78,5 @@ class WeightRing {
 // load). Throws naming origin if the decoder found corrupt data.
 void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cuda::TileTask>& tiles,
                       const std::vector<cuda::BlockTask>& blocks, cudaStream_t s, const std::string& origin);
-
-// The GPU half of the calibration (path_speeds.h), on the schedule's first layer: pinned
-// host -> device copies of its compressed bytes, the decoder on them, a device copy of the
-// decoded layer (gpu_gbs: the one-token kernels read weights at about 60% of the copy rate,
-// as measured in full mode, docs/benchmarks.md), and the hand-over of one token's activations
-// to a host function and back. Then measure_cpu_layer, with pinned copies keeping PCIe busy.
-// Uses temporary buffers of one layer; about half a second for an 8B model.
-void measure_paths(const CllmFile& file, const WeightSchedule& s, const LlamaConfig& c, int threads, cudaStream_t stream,
-                   PathSpeeds& out);
 
 }  // namespace cllm

@@ -103,7 +103,7 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
     say(cat("loading ", res.model, " (", opt.gpu ? (budget.empty() ? "mode " + mode : "VRAM budget " + budget) : "cpu", ")"));
     if (opt.gpu) {
       GpuOptions g;
-      g.mode = mode;
+      g.mode = parse_mode_choice(mode);
       if (!budget.empty()) g.vram_budget = parse_vram_budget(budget);
       g.context = context;
       g.threads = opt.threads;

@@ -1,0 +1,86 @@
+#include "runtime/engine_plan.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "runtime/placement_plan.h"
+
+namespace cllm {
+
+const char* mode_choice_name(ModeChoice m) {
+  switch (m) {
+    case ModeChoice::automatic: return "auto";
+    case ModeChoice::full: return "full";
+    case ModeChoice::resident: return "resident";
+    case ModeChoice::lowmem: return "lowmem";
+  }
+  return "?";
+}
+
+ModeChoice parse_mode_choice(const std::string& s) {
+  for (ModeChoice m : {ModeChoice::automatic, ModeChoice::full, ModeChoice::resident, ModeChoice::lowmem})
+    if (s == mode_choice_name(m)) return m;
+  fail("unknown mode '", s, "' (expected full, resident, lowmem or auto)");
+}
+
+namespace {
+
+Mode mode_of_choice(ModeChoice m) {
+  CLLM_CHECK(m != ModeChoice::automatic, "auto is not a mode");
+  return m == ModeChoice::full ? Mode::full : m == ModeChoice::resident ? Mode::resident : Mode::lowmem;
+}
+
+void plan_given(const WeightSchedule& s, const LlamaConfig& c, const EngineRequest& r, int context, int batch,
+                uint64_t available, EnginePlan& p) {
+  CLLM_CHECK(r.placements.size() == s.layers.size() + s.classifier.size(), "placements for ", r.placements.size(),
+             " steps, the model has ", s.layers.size() + s.classifier.size());
+  p.placements = r.placements;
+  p.ring_slots = r.ring_slots;
+  const MemoryPlan need = plan_memory(s, c, p.placements, context, batch, p.ring_slots);
+  if (need.total() > available)
+    fail("out of VRAM: the given placements need ", need.describe(), ", ", format_gib(available), " available");
+  const bool any_cpu = std::find(p.placements.begin(), p.placements.end(), Placement::cpu) != p.placements.end();
+  p.cpu_max_batch = any_cpu ? std::max(0, std::min(r.cpu_max_batch < 0 ? 1 : r.cpu_max_batch, batch)) : 0;
+}
+
+void plan_budget(const WeightSchedule& s, const LlamaConfig& c, const EngineRequest& r, int context, int batch,
+                 const EngineMachine& m, EnginePlan& p) {
+  if (r.mode != ModeChoice::automatic)
+    fail("a VRAM budget plans where each layer lives: it takes no mode (found ", mode_choice_name(r.mode), ")");
+  CLLM_CHECK(m.speeds.valid(), "a VRAM budget needs the machine's measured path speeds");
+  const PlacementPlan plan =
+      plan_placements(s, c, context, batch, std::min(r.vram_budget, m.available), m.speeds, m.host_ram);
+  p.placements = plan.placements;
+  p.ring_slots = plan.ring_slots;
+  p.cpu_max_batch = std::min(plan.cpu_max_batch, batch);
+  p.chosen = true;
+  p.summary = cat(m.speeds_cached ? "path speeds (cached): " : "path speeds (measured): ", m.speeds.describe(),
+                  "; estimated ", plan.token.total_ms() > 0 ? 1000.0 / plan.token.total_ms() : 0.0,
+                  " tok/s for one token, bound by ", plan.token.bound(), p.ring_slots == 1 ? "; a ring of one slot" : "");
+  if (p.cpu_max_batch > 0) p.summary += cat("; CPU layers for batches of up to ", p.cpu_max_batch, " tokens");
+}
+
+}  // namespace
+
+EnginePlan plan_engine(const WeightSchedule& s, const LlamaConfig& c, const EngineRequest& r, int context, int batch,
+                       const EngineMachine& m) {
+  EnginePlan p;
+  if (!r.placements.empty()) {
+    plan_given(s, c, r, context, batch, m.available, p);
+  } else if (r.vram_budget) {
+    plan_budget(s, c, r, context, batch, m, p);
+  } else if (r.mode == ModeChoice::automatic) {
+    p.placements = uniform_placements(s, choose_mode(s, c, context, batch, m.available));
+    p.chosen = true;
+  } else {
+    const Mode mode = mode_of_choice(r.mode);
+    if (plan_memory(s, c, mode, context, batch).total() > m.available)
+      fail(out_of_vram_message(s, c, mode, context, batch, m.available));
+    p.placements = uniform_placements(s, mode);
+  }
+  p.mode = mode_of(p.placements);
+  p.memory = plan_memory(s, c, p.placements, context, batch, p.ring_slots);
+  return p;
+}
+
+}  // namespace cllm

@@ -1,0 +1,106 @@
+#include "runtime/gpu_cpu_layers.h"
+
+#include <array>
+#include <utility>
+
+#include "common/error.h"
+#include "common/timer.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+
+namespace cllm {
+
+GpuCpuLayers::~GpuCpuLayers() {
+  if (done_) cudaEventDestroy(done_);
+}
+
+void GpuCpuLayers::add_layer(const WeightStep& step, const uint8_t* d_slot) {
+  index_.at(step.layer) = static_cast<int>(slots_.size());
+  slots_.push_back(allocate_cpu_layer_memory(step.slot_bytes));
+  CLLM_CUDA_CHECK(cudaMemcpy(slots_.back().get(), d_slot, step.slot_bytes, cudaMemcpyDeviceToHost));
+  std::array<DType, kCpuLayerTensors> dtype{};
+  for (int t = 0; t < kCpuLayerTensors; ++t) dtype[t] = step.tensor[t]->dtype;
+  weights_.push_back(cpu_layer_weights_in_slot(slots_.back().get(), step.offset, dtype));
+}
+
+void GpuCpuLayers::setup(const LlamaConfig& c, int context, DType kv_dt, int max_batch, int threads) {
+  if (empty()) return;
+  const int rows = std::max(1, max_batch);
+  dim_ = c.dim;
+  pool_ = std::make_unique<ThreadPool>(std::max(1, threads));
+  CpuLayerOptions o;
+  o.context = context;
+  o.max_batch = rows;
+  layer_ = std::make_unique<CpuLayerForward>(c, o, pool_.get());
+  kv_ = std::make_unique<CpuKvCache>(static_cast<int>(slots_.size()), context, c.kv_dim(), kv_dt);
+  if (!x_host_.allocate(sizeof(float) * rows * c.dim)) fail("could not allocate pinned host memory for the CPU layers");
+  CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventBlockingSync | cudaEventDisableTiming));
+}
+
+void CUDART_CB GpuCpuLayers::run_entry(void* run) {
+  const auto* r = static_cast<const Run*>(run);
+  r->self->run(*r);
+}
+
+void GpuCpuLayers::run(const Run& r) {
+  // On CUDA's host-function thread, between the copies down and up: no CUDA calls here.
+  if (!error_.empty()) return;
+  Timer t;
+  try {
+    for (int l = r.first; l < r.last; ++l) {
+      const int k = index_[l];
+      layer_->forward(weights_[k], kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
+      ++stats_.cpu_steps;
+    }
+  } catch (const std::exception& e) {
+    error_ = cat("CPU layer: ", e.what());
+  }
+  stats_.cpu_ms += t.ms();
+}
+
+void GpuCpuLayers::enqueue_run(int first, int last, int n, int pos, float* x, cudaStream_t s) {
+  const size_t count = static_cast<size_t>(n) * dim_;
+  float* x_mapped = reinterpret_cast<float*>(x_host_.device_data());
+  cuda::copy_f32(x_mapped, x, count, s);
+  runs_.push_back(std::make_unique<Run>(Run{this, first, last, n, pos}));
+  CLLM_CUDA_CHECK(cudaLaunchHostFunc(s, run_entry, runs_.back().get()));
+  cuda::copy_f32(x, x_mapped, count, s);
+}
+
+void GpuCpuLayers::sync_kv(bool cpu_route, int pos, const std::vector<DeviceKvLayer>& device_kv, size_t row,
+                           cudaStream_t s) {
+  int& upto = cpu_route ? kv_host_upto_ : kv_device_upto_;
+  if (empty() || upto >= pos) return;
+  const size_t offset = upto * row, bytes = (pos - upto) * row;
+  for (size_t l = 0; l < index_.size(); ++l) {
+    const int k = index_[l];
+    if (k < 0) continue;
+    const CpuKvLayer h = kv_->layer(k);
+    uint8_t* dk = device_kv[l].k + offset;
+    uint8_t* dv = device_kv[l].v + offset;
+    uint8_t* hk = static_cast<uint8_t*>(h.k) + offset;
+    uint8_t* hv = static_cast<uint8_t*>(h.v) + offset;
+    const cudaMemcpyKind kind = cpu_route ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(cpu_route ? hk : dk, cpu_route ? dk : hk, bytes, kind, s));
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(cpu_route ? hv : dv, cpu_route ? dv : hv, bytes, kind, s));
+  }
+  upto = pos;
+}
+
+void GpuCpuLayers::finish(bool cpu_route, int pos, int n, cudaStream_t s) {
+  if (cpu_route && !empty()) {
+    CLLM_CUDA_CHECK(cudaEventRecord(done_, s));
+    CLLM_CUDA_CHECK(cudaEventSynchronize(done_));
+  } else {
+    CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  runs_.clear();
+  if (!error_.empty()) fail(std::exchange(error_, std::string()));
+  if (empty()) return;
+  // The route taken holds positions pos .. pos+n-1 now; the other may not.
+  (cpu_route ? kv_host_upto_ : kv_device_upto_) = pos + n;
+  int& other = cpu_route ? kv_device_upto_ : kv_host_upto_;
+  other = std::min(other, pos);
+}
+
+}  // namespace cllm

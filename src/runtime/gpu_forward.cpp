@@ -1,0 +1,198 @@
+// The layers' kernels in the order of src/model/forward_cpu.cpp. The kernels, shapes,
+// alignments and order of operations are the same whichever store the weights come from, so
+// every mode gives the same logits bit for bit.
+#include "runtime/gpu_forward.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "model/cpu_ops.h"
+#include "model/tensor_data.h"
+
+namespace cllm {
+
+GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightSchedule& s,
+                       const GpuForwardShape& shape, GpuWeights& weights, GpuCpuLayers& cpu, cudaStream_t compute)
+    : c_(c), s_(s), shape_(shape), weights_(weights), cpu_(cpu), compute_(compute), act_(s.linear_dtype),
+      kv_(kv_cache_dtype(s.linear_dtype)) {
+  const ActivationSizes a = activation_sizes(c_, act_, shape_.batch);
+  workspace_.resize(kBlasWorkspaceBytes);
+  blas_ = std::make_unique<cuda::Blas>(compute_, workspace_.data(), workspace_.size());
+  blas_->overlap_single_token_products(weights_.fixed());
+  x_.resize(a.x / 4);
+  xn_.resize(a.xn);
+  q_.resize(a.q / 4);
+  k_.resize(a.kv / 4);
+  v_.resize(a.kv / 4);
+  gate_.resize(a.ffn / 4);
+  up_.resize(a.ffn / 4);
+  h_.resize(a.h);
+  logits_.resize(a.logits / 4);
+  rows_.resize(a.tokens);
+  const uint64_t layer_kv = static_cast<uint64_t>(shape_.context) * c_.kv_dim() * dtype_size(kv_);
+  k_cache_.resize(layer_kv * c_.n_layers);
+  v_cache_.resize(layer_kv * c_.n_layers);
+  for (int l = 0; l < c_.n_layers; ++l)
+    kv_layers_.push_back({k_cache_.data() + l * layer_kv, v_cache_.data() + l * layer_kv});
+  // RoPE angles exactly as the CPU reference computes them.
+  const cpu::RopeTable rope =
+      cpu::rope_table(cpu::rope_frequencies(c_.head_dim, c_.rope_theta, c_.rope_scaling), shape_.context);
+  rope_cos_.upload(rope.cos, compute_);
+  rope_sin_.upload(rope.sin, compute_);
+  std::vector<uint8_t> norm(s_.output_norm->raw_bytes());
+  decode_tensor(file, *s_.output_norm, norm.data(), nullptr);
+  output_norm_.upload(norm, compute_);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // the host copies are temporaries
+  use_graph_ = weights_.fixed() && !std::getenv("CLLM_NO_GRAPHS");
+  d_pos_.resize(1);
+}
+
+GpuForward::~GpuForward() {
+  cudaStreamSynchronize(compute_);
+  drop_graph();
+}
+
+void GpuForward::drop_graph() {
+  if (token_graph_) cudaGraphExecDestroy(token_graph_);
+  token_graph_ = nullptr;
+}
+
+void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
+  // x += wo . attention(rope(wq xn), rope(wk xn), wv xn),  xn = rmsnorm(x) * attn_norm
+  const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
+  const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  cuda::rmsnorm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, xn_.data(), act_, n, dim, c_.norm_eps,
+                compute_);
+  if (n == 1) {  // one token: q, k and v in one launch
+    cuda::MatVecJobs qkv;
+    qkv.job[0] = {W(kAttnQ), q_.data(), qd, false};
+    qkv.job[1] = {W(kAttnK), k_.data(), kvd, false};
+    qkv.job[2] = {W(kAttnV), v_.data(), kvd, false};
+    qkv.count = 3;
+    qkv.overlap_previous = weights_.fixed();
+    cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
+  } else {
+    blas_->linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
+    blas_->linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
+    blas_->linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
+  }
+  const DeviceKvLayer kv = kv_layers_[step.layer];
+  const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
+                            rope_cos_.data(), rope_sin_.data()};
+  cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
+  cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
+                  compute_);
+  blas_->linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
+}
+
+void GpuForward::ffn_block(const WeightStep& step, const uint8_t* w, int n) {
+  // x += w_down (silu(w_gate xn) * (w_up xn)),  xn = rmsnorm(x) * ffn_norm
+  const int dim = c_.dim, ffn = c_.ffn_dim;
+  const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  cuda::rmsnorm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, xn_.data(), act_, n, dim, c_.norm_eps, compute_);
+  if (n == 1) {  // one token: both products and the SwiGLU in one launch
+    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_.fixed());
+  } else {
+    blas_->linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
+    blas_->linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
+    cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_);
+  }
+  blas_->linear(W(kFfnDown), act_, h_.data(), x_.data(), dim, n, ffn, dim, true);
+}
+
+void GpuForward::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
+  attention_block(step, w, n, pos, d_pos);
+  ffn_block(step, w, n);
+}
+
+void GpuForward::run_layers(int n, int pos, bool cpu_route) {
+  // Small batches compute the CPU layers on the CPU (a run of them at a time); larger ones
+  // stream them through the ring like any other step.
+  const int n_layers = static_cast<int>(s_.layers.size());
+  for (int l = 0; l < n_layers; ++l) {
+    if (cpu_route && cpu_.is_cpu(l)) {
+      int last = l + 1;
+      while (last < n_layers && cpu_.is_cpu(last)) ++last;
+      cpu_.enqueue_run(l, last, n, pos, x_.data(), compute_);
+      l = last - 1;
+      continue;
+    }
+    run_layer(s_.layers[l], weights_.acquire(l), n, pos);
+    weights_.release(l);
+  }
+}
+
+void GpuForward::run_classifier(int first_row, int rows) {
+  // logits (rows, vocab) = classifier . rmsnorm(x[first_row ..]), a slice of rows at a time
+  cuda::rmsnorm(x_.data() + static_cast<size_t>(first_row) * c_.dim, output_norm_.data(), s_.output_norm->dtype,
+                xn_.data(), act_, rows, c_.dim, c_.norm_eps, compute_);
+  for (size_t k = 0; k < s_.classifier.size(); ++k) {
+    const WeightStep& slice = s_.classifier[k];
+    const size_t step = s_.layers.size() + k;
+    blas_->linear(weights_.acquire(step), act_, xn_.data(), logits_.data() + slice.row_begin, c_.vocab_size, rows,
+                  c_.dim, slice.row_end - slice.row_begin, false);
+    weights_.release(step);
+  }
+}
+
+const float* GpuForward::forward_one_graph(int token, int pos) {
+  if (!token_graph_) {
+    // The same kernels with the same arguments as the uncaptured path, except that RoPE and
+    // attention read the position from device memory.
+    cudaGraph_t graph = nullptr;
+    CLLM_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+    weights_.embed_from_device(reinterpret_cast<const int*>(rows_.data()), 1, x_.data());
+    for (size_t l = 0; l < s_.layers.size(); ++l) run_layer(s_.layers[l], weights_.acquire(l), 1, 0, d_pos_.data());
+    run_classifier(0, 1);
+    CLLM_CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&token_graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    CLLM_CUDA_CHECK(err);
+  }
+  const int args[2] = {token, pos};
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), &args[0], sizeof(int), cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(d_pos_.data(), &args[1], sizeof(int), cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaGraphLaunch(token_graph_, compute_));
+  logits_host_.resize(c_.vocab_size);
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), logits_.data(), sizeof(float) * c_.vocab_size,
+                                  cudaMemcpyDeviceToHost, compute_));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  return logits_host_.data();
+}
+
+const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_logits) {
+  const int vocab = c_.vocab_size;
+  if (n < 1) fail("forward: no tokens");
+  if (pos < 0 || pos + n > shape_.context)
+    fail("forward: positions ", pos, "..", pos + n - 1, " do not fit the context of ", shape_.context, " tokens");
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      fail("forward: token id ", tokens[i], " out of range (vocabulary of ", vocab, ")");
+  if (n == 1 && !all_logits && use_graph_) return forward_one_graph(tokens[0], pos);
+  logits_host_.resize(static_cast<size_t>(all_logits ? n : 1) * vocab);
+  if (all_logits && logit_rows_ < shape_.batch) {  // every row's logits: a larger buffer, on demand
+    drop_graph();                                  // it wrote into the old buffer
+    logits_.resize(static_cast<size_t>(shape_.batch) * vocab);
+    logit_rows_ = shape_.batch;
+  }
+  const bool cpu_route = n <= shape_.cpu_max_batch;
+  cpu_.sync_kv(cpu_route, pos, kv_layers_, static_cast<size_t>(c_.kv_dim()) * dtype_size(kv_), compute_);
+  for (int b = 0; b < n; b += shape_.batch) {
+    const int nb = std::min(shape_.batch, n - b);
+    weights_.embed(tokens + b, nb, rows_.data(), x_.data());
+    run_layers(nb, pos + b, cpu_route);
+    if (!all_logits && b + nb < n) continue;  // logits only where asked
+    const int first = all_logits ? 0 : nb - 1, rows = nb - first;
+    run_classifier(first, rows);
+    float* dst = logits_host_.data() + (all_logits ? static_cast<size_t>(b) * vocab : 0);
+    CLLM_CUDA_CHECK(
+        cudaMemcpyAsync(dst, logits_.data(), sizeof(float) * rows * vocab, cudaMemcpyDeviceToHost, compute_));
+  }
+  cpu_.finish(cpu_route, pos, n, compute_);
+  return logits_host_.data();
+}
+
+}  // namespace cllm

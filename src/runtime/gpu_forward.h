@@ -1,0 +1,79 @@
+// The GPU forward pass (CUDA builds only): the transformer's kernels strung together over
+// the weights a GpuWeights store hands out, with the CPU layers run through GpuCpuLayers.
+// It owns what a pass writes: activations, the KV cache, cuBLAS's workspace, the logits, and
+// in full mode one token's pass captured as a CUDA graph.
+//
+//   tokens -> embed -> per layer: [CPU run | acquire weights -> layer kernels -> release]
+//          -> final RMSNorm -> classifier slices -> logits
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <vector>
+
+#include "cuda/blas.h"
+#include "cuda/device_buffer.h"
+#include "model/llama_config.h"
+#include "runtime/gpu_cpu_layers.h"
+#include "runtime/gpu_weights.h"
+#include "runtime/memory_plan.h"
+#include "runtime/weight_schedule.h"
+
+namespace cllm {
+
+struct GpuForwardShape {
+  int context = 0;        // KV cache positions
+  int batch = 0;          // tokens per pass through the layers (prompts run in batches of this)
+  int cpu_max_batch = 0;  // batches of up to this many tokens compute the CPU layers on the CPU
+  Placements placements;  // per weight step
+};
+
+class GpuForward {
+ public:
+  // Allocates the buffers of memory_plan.h's plan (activations, KV cache, workspace).
+  GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightSchedule& s, const GpuForwardShape& shape,
+             GpuWeights& weights, GpuCpuLayers& cpu, cudaStream_t compute);
+  ~GpuForward();
+  GpuForward(const GpuForward&) = delete;
+  GpuForward& operator=(const GpuForward&) = delete;
+
+  // As GpuEngine::forward: tokens[0..n) at positions pos.., the last token's logits (vocab
+  // floats), or every token's (n, vocab) with all_logits; valid until the next call.
+  const float* forward(const int* tokens, int n, int pos, bool all_logits);
+
+ private:
+  void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
+  void attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos);
+  void ffn_block(const WeightStep& step, const uint8_t* w, int n);
+  void run_layers(int n, int pos, bool cpu_route);
+  void run_classifier(int first_row, int rows);
+  const float* forward_one_graph(int token, int pos);
+  void drop_graph();
+
+  const LlamaConfig& c_;
+  const WeightSchedule& s_;
+  GpuForwardShape shape_;
+  GpuWeights& weights_;
+  GpuCpuLayers& cpu_;
+  cudaStream_t compute_;
+  DType act_, kv_;
+
+  cuda::DeviceBuffer<uint8_t> workspace_;
+  std::unique_ptr<cuda::Blas> blas_;
+  // activations (memory_plan.h ActivationSizes)
+  cuda::DeviceBuffer<float> x_, q_, k_, v_, gate_, up_, logits_, rope_cos_, rope_sin_;
+  cuda::DeviceBuffer<uint8_t> xn_, h_, rows_;  // act dtype; rows_: token ids or gathered embedding rows
+  cuda::DeviceBuffer<uint8_t> output_norm_;    // decoded at load, in VRAM in every mode
+  cuda::DeviceBuffer<uint8_t> k_cache_, v_cache_;
+  std::vector<DeviceKvLayer> kv_layers_;       // per layer: its rows in the caches
+  int logit_rows_ = 1;
+  std::vector<float> logits_host_;
+  // Full mode, one token: the whole pass captured once as a CUDA graph (one launch instead of
+  // ~8 per layer); the position comes from d_pos_, the token from rows_.
+  bool use_graph_ = false;
+  cudaGraphExec_t token_graph_ = nullptr;
+  cuda::DeviceBuffer<int> d_pos_;
+};
+
+}  // namespace cllm

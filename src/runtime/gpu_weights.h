@@ -1,0 +1,66 @@
+// Where the GPU engine's weights live and how a layer gets them (CUDA builds only): the
+// weight stores behind acquire / release / embed. The forward pass asks for step i's decoded
+// weights (a WeightStep's slot layout) and never learns where they came from.
+//
+//   decoded store (full mode): every group decoded once at load, one VRAM buffer per layer,
+//     token_embd and the classifier in the global group's buffer;
+//   placed store (resident, lowmem, hybrid): each step by its placement (memory_plan.h):
+//     decoded into its own buffer, compressed in VRAM, compressed in pinned host RAM, or
+//     computed on the CPU (its decoded weights handed to GpuCpuLayers); the ring steps decode
+//     into the ring's slots (gpu_ring.h); embedding rows are looked up on the host, so
+//     token_embd never sits whole in VRAM.
+//
+// A new kind of store is one more implementation of GpuWeights.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "common/thread_pool.h"
+#include "format/cllm_reader.h"
+#include "runtime/gpu_cpu_layers.h"
+#include "runtime/gpu_stats.h"
+#include "runtime/memory_plan.h"
+#include "runtime/weight_schedule.h"
+
+namespace cllm {
+
+class GpuWeights {
+ public:
+  virtual ~GpuWeights() = default;
+  // Step i's decoded weights (layers, then classifier slices, as in the schedule), ready for
+  // the next work enqueued on the compute stream; valid for that work until release(i).
+  virtual const uint8_t* acquire(size_t i) = 0;
+  // The compute work reading step i's weights has been enqueued.
+  virtual void release(size_t i) = 0;
+  // x (n, dim) fp32 = the token_embd rows of tokens (host ids), on the compute stream;
+  // d_rows: a device buffer of at least n ints and n rows of token_embd's dtype.
+  virtual void embed(const int* tokens, int n, uint8_t* d_rows, float* x) = 0;
+  // True when no weight is rewritten while kernels run (full mode): a pass may then be
+  // captured as a CUDA graph, and a product may load its weights before the kernel before it
+  // has finished (launch_overlap.cuh).
+  virtual bool fixed() const { return false; }
+  // fixed() stores: the gather of embed() from token ids already in device memory, for a
+  // captured graph.
+  virtual void embed_from_device(const int* d_tokens, int n, float* x);
+  // After the compute stream has synchronized: the ring's timings since the last call.
+  // Throws if the decoder found corrupt data.
+  virtual void collect(GpuStats&) {}
+  virtual bool pinned() const { return false; }  // the streamed steps' host copy is page-locked
+};
+
+// Loads the weights for placements p (all decoded: the decoded store). CPU layers' decoded
+// weights go to cpu. threads: the host's pool for copying the streamed steps' bytes.
+std::unique_ptr<GpuWeights> load_gpu_weights(const CllmFile& file, const WeightSchedule& s, const Placements& p,
+                                             int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
+                                             GpuCpuLayers& cpu);
+
+// The two stores (gpu_weights_decoded.cpp, gpu_weights_placed.cpp).
+std::unique_ptr<GpuWeights> load_decoded_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
+std::unique_ptr<GpuWeights> load_placed_weights(const CllmFile& file, const WeightSchedule& s, const Placements& p,
+                                                int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
+                                                GpuCpuLayers& cpu);
+
+}  // namespace cllm

@@ -1,0 +1,104 @@
+// Specification of the GPU engine's plan (runtime/engine_plan.h), which needs no GPU: what a
+// mode, auto, a VRAM budget or given placements turn into, and the errors when nothing fits.
+#include <catch2/catch.hpp>
+#include <algorithm>
+
+#include "format/cllm_reader.h"
+#include "runtime/engine_plan.h"
+#include "runtime/weight_schedule.h"
+#include "tests/test_util.h"
+
+using namespace cllm;
+using Catch::Matchers::Contains;
+
+namespace {
+
+struct Stories {
+  test::TempDir dir;
+  CllmFile f = CllmFile::open(test::compress_stories(dir));
+  LlamaConfig c = config_from_metadata(f.metadata());
+  WeightSchedule s = plan_weight_schedule(f, c);
+  static constexpr int ctx = 256, batch = 64;
+  uint64_t need(Mode m) const { return plan_memory(s, c, m, ctx, batch).total(); }
+};
+
+EngineMachine with_vram(uint64_t available) {
+  EngineMachine m;
+  m.available = available;
+  return m;
+}
+
+EngineRequest asking(ModeChoice mode) {
+  EngineRequest r;
+  r.mode = mode;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a named mode is planned as asked, and refused with the mode that fits when it does not", "[runtime]") {
+  Stories m;
+  const EnginePlan p = plan_engine(m.s, m.c, asking(ModeChoice::resident), m.ctx, m.batch, with_vram(UINT64_MAX));
+  CHECK(p.mode == Mode::resident);
+  CHECK_FALSE(p.chosen);
+  CHECK(p.placements == uniform_placements(m.s, Mode::resident));
+  CHECK(p.memory.total() == m.need(Mode::resident));
+  CHECK(p.cpu_max_batch == 0);
+  CHECK(p.summary.empty());
+  CHECK_THROWS_WITH(plan_engine(m.s, m.c, asking(ModeChoice::full), m.ctx, m.batch, with_vram(m.need(Mode::lowmem))),
+                    Contains("--mode full needs") && Contains("would fit"));
+}
+
+TEST_CASE("auto takes the fastest mode that fits the free VRAM", "[runtime]") {
+  Stories m;
+  const EngineRequest r = asking(ModeChoice::automatic);
+  CHECK(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)).mode == Mode::full);
+  const EnginePlan low = plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(m.need(Mode::lowmem)));
+  CHECK(low.mode == Mode::lowmem);
+  CHECK(low.chosen);
+  CHECK_THROWS_WITH(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(m.need(Mode::lowmem) - 1)),
+                    Contains("no mode fits"));
+}
+
+TEST_CASE("a VRAM budget is planned from the path speeds, takes no mode, and fits", "[runtime]") {
+  Stories m;
+  EngineMachine machine = with_vram(UINT64_MAX);
+  machine.speeds.pcie_gbs = 55;
+  machine.speeds.decode_gbs = 1500;
+  machine.speeds.gpu_gbs = 2500;
+  machine.speeds.cpu_gbs_1 = 100;
+  machine.speeds.cpu_gbs_8 = 80;
+  machine.speeds.cpu_threads = 16;
+  machine.speeds_cached = true;
+  EngineRequest r;
+  r.vram_budget = m.need(Mode::lowmem) + 4096;
+  const EnginePlan p = plan_engine(m.s, m.c, r, m.ctx, m.batch, machine);
+  CHECK(p.chosen);
+  CHECK(p.memory.total() <= r.vram_budget);
+  CHECK_THAT(p.summary, Contains("path speeds (cached)") && Contains("tok/s"));
+  r.mode = ModeChoice::full;
+  CHECK_THROWS_WITH(plan_engine(m.s, m.c, r, m.ctx, m.batch, machine), Contains("takes no mode") && Contains("full"));
+}
+
+TEST_CASE("given placements are kept, and CPU layers compute one token unless told otherwise", "[runtime]") {
+  Stories m;
+  EngineRequest r;
+  r.placements = uniform_placements(m.s, Mode::lowmem);
+  r.placements[1] = Placement::cpu;
+  r.ring_slots = 1;
+  const EnginePlan p = plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX));
+  CHECK(p.placements == r.placements);
+  CHECK(p.mode == Mode::hybrid);
+  CHECK(p.ring_slots == 1);
+  CHECK(p.cpu_max_batch == 1);
+  r.cpu_max_batch = 1000;
+  CHECK(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)).cpu_max_batch == m.batch);
+  r.placements.pop_back();
+  CHECK_THROWS_WITH(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)), Contains("placements for"));
+}
+
+TEST_CASE("modes are asked for by name", "[runtime]") {
+  CHECK(parse_mode_choice("auto") == ModeChoice::automatic);
+  CHECK(parse_mode_choice("lowmem") == ModeChoice::lowmem);
+  CHECK_THROWS_WITH(parse_mode_choice("fast"), Contains("unknown mode 'fast'"));
+}
