@@ -77,7 +77,7 @@ TEST_CASE("the weight schedule of stories260K: one step per layer, then the clas
     CHECK(step.src_offset == f.groups()[step.tensor[kAttnQ]->group].offset);
     CHECK(step.slot_bytes <= s.slot_bytes);
     for (int t = 0; t < kLayerTensors; ++t) {
-      CHECK(step.tensor[t]->name == layer_tensor_name(static_cast<int>(l), layer_tensor_part(LayerTensor(t))));
+      CHECK(step.tensor[t]->name == layer_tensor_name(static_cast<int>(l), llama_architecture().layer[t].part));
       CHECK(step.offset[t] % 256 == 0);
       CHECK(step.offset[t] + step.tensor[t]->raw_bytes() <= step.slot_bytes);
     }

@@ -19,6 +19,7 @@
 #include "common/dtype.h"
 #include "common/host_memory.h"
 #include "common/thread_pool.h"
+#include "model/architecture.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_ops.h"
 #include "model/llama_config.h"
@@ -50,10 +51,10 @@ struct CpuLayerWeights {
 };
 
 // The tensors of a layer slot as the GPU runtime lays it out (runtime/weight_schedule.h):
-// tensor i at slot + offset[i] with dtype[i], i in the order of runtime's LayerTensor:
+// tensor i at slot + offset[i] with dtype[i], i in the order of LayerTensor (architecture.h):
 // attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down
 // (WeightStep::offset and WeightStep::tensor[i]->dtype).
-constexpr int kCpuLayerTensors = 9;
+constexpr int kCpuLayerTensors = kLayerTensors;
 CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
                                           const std::array<DType, kCpuLayerTensors>& dtype);
 // Host memory for a CPU layer's decoded weights (~400 MiB streamed per token): huge pages

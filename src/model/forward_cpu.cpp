@@ -17,7 +17,7 @@ int resolve_context(const LlamaConfig& c, int requested) {
 }
 
 CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt)
-    : w_(weights), context_(resolve_context(weights.config, opt.context)), pool_(std::max(1, opt.threads)) {
+    : w_(weights), arch_(architecture_of(weights.config)), context_(resolve_context(weights.config, opt.context)), pool_(std::max(1, opt.threads)) {
   const LlamaConfig& c = w_.config;
   w_.check();
   if (opt.max_batch < 1) fail("max_batch must be >= 1, found ", opt.max_batch);
@@ -58,6 +58,17 @@ const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_log
   return s_.logits.data();
 }
 
+void CpuForward::norm(float* out, const float* x, const float* w, int n) const {
+  // out (n, dim) = norm(x) * w, row by row
+  const LlamaConfig& c = w_.config;
+  switch (arch_.norm) {
+    case NormKind::rms:
+      for (int t = 0; t < n; ++t)
+        cpu::rmsnorm(out + static_cast<size_t>(t) * c.dim, x + static_cast<size_t>(t) * c.dim, w, c.dim, c.norm_eps);
+      return;
+  }
+}
+
 void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
   const LlamaConfig& c = w_.config;
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
@@ -83,9 +94,8 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
     float* k_new = k_layer + static_cast<size_t>(pos) * kvd;  // rows of this batch's positions
     float* v_new = v_layer + static_cast<size_t>(pos) * kvd;
 
-    // attention RMSNorm
-    for (int t = 0; t < n; ++t)
-      cpu::rmsnorm(xb + t * dim, x + t * dim, L.attn_norm.data(), dim, c.norm_eps);
+    // attention norm
+    norm(xb, x, L.attn_norm.data(), n);
 
     // q, k, v projections; k and v land directly in the KV cache
     cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
@@ -114,11 +124,11 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
     cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
     for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
 
-    // FFN RMSNorm
-    for (int t = 0; t < n; ++t)
-      cpu::rmsnorm(xb + t * dim, x + t * dim, L.ffn_norm.data(), dim, c.norm_eps);
+    // FFN norm
+    norm(xb, x, L.ffn_norm.data(), n);
 
     // SwiGLU: down(silu(gate x) * up x), then the residual
+    CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU engine has no code for this feed-forward");
     cpu::matmul(hb, ffn, xb, L.w_gate.data(), n, dim, ffn, pool);
     cpu::matmul(hb2, ffn, xb, L.w_up.data(), n, dim, ffn, pool);
     cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn);
@@ -130,8 +140,7 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
   // final RMSNorm and the classifier, for every token or only the last
   const int first = all_rows ? 0 : n - 1;
   const int rows = n - first;
-  for (int t = 0; t < rows; ++t)
-    cpu::rmsnorm(xb + t * dim, x + (first + t) * dim, w_.output_norm.data(), dim, c.norm_eps);
+  norm(xb, x + static_cast<size_t>(first) * dim, w_.output_norm.data(), rows);
   cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, pool);
 }
 

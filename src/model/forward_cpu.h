@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "model/architecture.h"
 #include "model/cpu_ops.h"
 #include "model/llama_weights.h"
 
@@ -53,8 +54,10 @@ class CpuForward {
   // One batch of n <= batch tokens. Writes to logits (when not null) the (n, vocab) logits of
   // all its tokens with all_rows, else the last token's.
   void forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows);
+  void norm(float* out, const float* x, const float* w, int n) const;
 
   const LlamaWeights& w_;
+  const Architecture& arch_;  // how a layer computes: the norm and feed-forward kinds
   int context_ = 0;
   ThreadPool pool_;
   cpu::RopeTable rope_;

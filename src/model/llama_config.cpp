@@ -1,5 +1,7 @@
 #include "model/llama_config.h"
 
+#include "model/architecture.h"
+
 #include "common/error.h"
 
 namespace cllm {
@@ -126,22 +128,17 @@ std::string layer_tensor_name(int layer, const char* part) {
 
 std::vector<TensorSpec> expected_tensors(const LlamaConfig& c) {
   using U = uint64_t;
-  const U dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
+  const U dim = c.dim, vocab = c.vocab_size;
   std::vector<TensorSpec> t;
   t.push_back({"token_embd.weight", {vocab, dim}});
   t.push_back({"output_norm.weight", {dim}});
   if (!c.tie_embeddings) t.push_back({"output.weight", {vocab, dim}});
-  for (int l = 0; l < c.n_layers; ++l) {
-    t.push_back({layer_tensor_name(l, "attn_norm"), {dim}});
-    t.push_back({layer_tensor_name(l, "attn_q"), {q, dim}});
-    t.push_back({layer_tensor_name(l, "attn_k"), {kv, dim}});
-    t.push_back({layer_tensor_name(l, "attn_v"), {kv, dim}});
-    t.push_back({layer_tensor_name(l, "attn_output"), {dim, q}});
-    t.push_back({layer_tensor_name(l, "ffn_norm"), {dim}});
-    t.push_back({layer_tensor_name(l, "ffn_gate"), {ffn, dim}});
-    t.push_back({layer_tensor_name(l, "ffn_up"), {ffn, dim}});
-    t.push_back({layer_tensor_name(l, "ffn_down"), {dim, ffn}});
-  }
+  const Architecture& arch = architecture_of(c);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (const LayerTensorDesc& d : arch.layer) {
+      const U rows = extent_size(d.rows, c), cols = extent_size(d.cols, c);
+      t.push_back({layer_tensor_name(l, d.part), d.cols == Extent::none ? std::vector<U>{rows} : std::vector<U>{rows, cols}});
+    }
   return t;
 }
 

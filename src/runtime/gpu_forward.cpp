@@ -16,7 +16,7 @@ namespace cllm {
 
 GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightSchedule& s,
                        const GpuForwardShape& shape, GpuWeights& weights, GpuCpuLayers& cpu, cudaStream_t compute)
-    : c_(c), s_(s), shape_(shape), weights_(weights), cpu_(cpu), compute_(compute), act_(s.linear_dtype),
+    : c_(c), arch_(architecture_of(c)), s_(s), shape_(shape), weights_(weights), cpu_(cpu), compute_(compute), act_(s.linear_dtype),
       kv_(kv_cache_dtype(s.linear_dtype)) {
   const ActivationSizes a = activation_sizes(c_, act_, shape_.batch);
   workspace_.resize(kBlasWorkspaceBytes);
@@ -60,12 +60,18 @@ void GpuForward::drop_graph() {
   token_graph_ = nullptr;
 }
 
+void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
+  // xn (n, dim) in act = norm(x) * w
+  switch (arch_.norm) {
+    case NormKind::rms: cuda::rmsnorm(x, w, w_dt, xn_.data(), act_, n, c_.dim, c_.norm_eps, compute_); return;
+  }
+}
+
 void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
   // x += wo . attention(rope(wq xn), rope(wk xn), wv xn),  xn = rmsnorm(x) * attn_norm
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
-  cuda::rmsnorm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, xn_.data(), act_, n, dim, c_.norm_eps,
-                compute_);
+  norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
   if (n == 1) {  // one token: q, k and v in one launch
     cuda::MatVecJobs qkv;
     qkv.job[0] = {W(kAttnQ), q_.data(), qd, false};
@@ -92,7 +98,8 @@ void GpuForward::ffn_block(const WeightStep& step, const uint8_t* w, int n) {
   // x += w_down (silu(w_gate xn) * (w_up xn)),  xn = rmsnorm(x) * ffn_norm
   const int dim = c_.dim, ffn = c_.ffn_dim;
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
-  cuda::rmsnorm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, xn_.data(), act_, n, dim, c_.norm_eps, compute_);
+  norm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, n);
+  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the GPU engine has no kernels for this feed-forward");
   if (n == 1) {  // one token: both products and the SwiGLU in one launch
     cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_.fixed());
   } else {
@@ -127,8 +134,7 @@ void GpuForward::run_layers(int n, int pos, bool cpu_route) {
 
 void GpuForward::run_classifier(int first_row, int rows) {
   // logits (rows, vocab) = classifier . rmsnorm(x[first_row ..]), a slice of rows at a time
-  cuda::rmsnorm(x_.data() + static_cast<size_t>(first_row) * c_.dim, output_norm_.data(), s_.output_norm->dtype,
-                xn_.data(), act_, rows, c_.dim, c_.norm_eps, compute_);
+  norm(x_.data() + static_cast<size_t>(first_row) * c_.dim, output_norm_.data(), s_.output_norm->dtype, rows);
   for (size_t k = 0; k < s_.classifier.size(); ++k) {
     const WeightStep& slice = s_.classifier[k];
     const size_t step = s_.layers.size() + k;

@@ -14,6 +14,7 @@
 
 #include "cuda/blas.h"
 #include "cuda/device_buffer.h"
+#include "model/architecture.h"
 #include "model/llama_config.h"
 #include "runtime/gpu_cpu_layers.h"
 #include "runtime/gpu_weights.h"
@@ -44,6 +45,7 @@ class GpuForward {
 
  private:
   void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
+  void norm(const float* x, const void* w, DType w_dt, int n);
   void attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos);
   void ffn_block(const WeightStep& step, const uint8_t* w, int n);
   void run_layers(int n, int pos, bool cpu_route);
@@ -52,6 +54,7 @@ class GpuForward {
   void drop_graph();
 
   const LlamaConfig& c_;
+  const Architecture& arch_;  // how a layer computes: the norm and feed-forward kinds
   const WeightSchedule& s_;
   GpuForwardShape shape_;
   GpuWeights& weights_;

@@ -9,11 +9,8 @@ namespace cllm {
 namespace {
 constexpr uint64_t kStoreAlign = 256;
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-const char* const kParts[kLayerTensors] = {"attn_norm", "attn_q",   "attn_k", "attn_v", "attn_output",
-                                           "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
-bool is_norm(int t) { return t == kAttnNorm || t == kFfnNorm; }
 
-WeightStep layer_step(const CllmFile& file, int layer, uint32_t group) {
+WeightStep layer_step(const CllmFile& file, const Architecture& arch, int layer, uint32_t group) {
   GroupDecodePlan p = plan_group_decode(file, group);
   WeightStep s;
   s.layer = layer;
@@ -21,7 +18,7 @@ WeightStep layer_step(const CllmFile& file, int layer, uint32_t group) {
   s.src_bytes = p.src_bytes;
   s.slot_bytes = p.slot_bytes;
   for (int t = 0; t < kLayerTensors; ++t) {
-    const std::string name = layer_tensor_name(layer, kParts[t]);
+    const std::string name = layer_tensor_name(layer, arch.layer[t].part);
     const auto it = p.tensors.find(name);
     CLLM_CHECK(it != p.tensors.end(), "'", file.path(), "': tensor '", name, "' is not in group '",
                file.groups()[group].name, "' with the rest of layer ", layer);
@@ -57,7 +54,6 @@ WeightStep classifier_step(const TensorInfo& t, int dim, int r0, int r1) {
 }
 }  // namespace
 
-const char* layer_tensor_part(LayerTensor t) { return kParts[t]; }
 
 std::vector<std::pair<int, int>> classifier_slices(const TensorInfo& t, int dim, uint64_t max_slice_bytes) {
   CLLM_CHECK(t.shape.size() == 2 && t.shape[1] == static_cast<uint64_t>(dim), "tensor '", t.name, "': shape ",
@@ -101,13 +97,14 @@ WeightSchedule plan_weight_schedule(const CllmFile& file, const LlamaConfig& c) 
   s.linear_dtype = s.classifier_tensor->dtype;
 
   s.decoded_bytes = plan_group_decode(file, s.global_group).slot_bytes;  // also checks its tiles
+  const Architecture& arch = architecture_of(c);
   for (int l = 0; l < c.n_layers; ++l) {
-    const uint32_t g = file.get(layer_tensor_name(l, "attn_norm")).group;
+    const uint32_t g = file.get(layer_tensor_name(l, arch.layer.front().part)).group;
     CLLM_CHECK(g != s.global_group, "'", file.path(), "': layer ", l, " shares the group of token_embd.weight");
-    s.layers.push_back(layer_step(file, l, g));
+    s.layers.push_back(layer_step(file, arch, l, g));
     const WeightStep& step = s.layers.back();
     for (int t = 0; t < kLayerTensors; ++t)
-      CLLM_CHECK(is_norm(t) || step.tensor[t]->dtype == s.linear_dtype, "'", file.path(), "': tensor '",
+      CLLM_CHECK(arch.is_norm(LayerTensor(t)) || step.tensor[t]->dtype == s.linear_dtype, "'", file.path(), "': tensor '",
                  step.tensor[t]->name, "' is ", dtype_name(step.tensor[t]->dtype), " but '",
                  s.classifier_tensor->name, "' is ", dtype_name(s.linear_dtype),
                  ": the GPU engine needs one dtype for all linear layers");

@@ -11,14 +11,12 @@
 #include <vector>
 
 #include "format/cllm_reader.h"
+#include "model/architecture.h"
 #include "model/llama_config.h"
 #include "runtime/decode_plan.h"
 
 namespace cllm {
 
-// A layer's tensors, in file order.
-enum LayerTensor { kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown, kLayerTensors };
-const char* layer_tensor_part(LayerTensor t);  // "attn_norm", "attn_q", ...
 
 struct WeightStep {
   int layer = -1;                   // a layer step; -1 for a classifier slice

@@ -1,0 +1,55 @@
+// An architecture's transformer layer described by data: which tensors a layer has (their
+// roles, file names and shapes), how its norms, attention and feed-forward compute. The
+// importers' tensor checks (expected_tensors), the GPU runtime's weight schedule and both
+// forward passes (CPU and GPU) read this one description, so a new family is a new entry
+// here plus the kernels its features need, not a fork of the forward passes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace cllm {
+
+struct LlamaConfig;
+
+// A layer tensor's role, in the order the layer's tensors are stored (and laid out in a
+// GPU layer slot).
+enum LayerTensor { kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown, kLayerTensors };
+
+// One extent of a tensor's shape, in the config's terms.
+enum class Extent { none, dim, q_dim, kv_dim, ffn };
+uint64_t extent_size(Extent e, const LlamaConfig& c);
+
+struct LayerTensorDesc {
+  LayerTensor role;
+  const char* part;  // its name in "blk.N.<part>.weight"
+  Extent rows;       // [rows, cols] as nn.Linear stores it; a vector has cols none
+  Extent cols;
+};
+
+enum class NormKind {
+  rms,  // x * rsqrt(mean(x^2) + eps) * w
+};
+
+enum class FfnKind {
+  swiglu,  // w_down (silu(w_gate x) * (w_up x))
+};
+
+// Attention is causal multi-head attention with grouped KV heads and RoPE on q and k, whose
+// layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling).
+struct Architecture {
+  const char* name;                    // "llama", as general.architecture names it
+  std::vector<LayerTensorDesc> layer;  // kLayerTensors entries, in role order
+  NormKind norm = NormKind::rms;       // before attention, before the FFN, and at the output
+  FfnKind ffn = FfnKind::swiglu;
+
+  const LayerTensorDesc& tensor(LayerTensor role) const { return layer[role]; }
+  bool is_norm(LayerTensor role) const { return tensor(role).cols == Extent::none; }
+};
+
+// The Llama family (Llama 2/3/3.1, TinyLlama, SmolLM2, the TinyStories models).
+const Architecture& llama_architecture();
+// The architecture a config describes (today always the Llama family's).
+const Architecture& architecture_of(const LlamaConfig& c);
+
+}  // namespace cllm
