@@ -11,6 +11,7 @@
 namespace cllm {
 
 GpuCpuLayers::~GpuCpuLayers() {
+  for (void* a : registered_) cudaHostUnregister(a);
   if (done_) cudaEventDestroy(done_);
 }
 
@@ -33,6 +34,14 @@ void GpuCpuLayers::setup(const LlamaConfig& c, int context, DType kv_dt, int max
   o.max_batch = rows;
   layer_ = std::make_unique<CpuLayerForward>(c, o, pool_.get());
   kv_ = std::make_unique<CpuKvCache>(static_cast<int>(slots_.size()), context, c.kv_dim(), kv_dt);
+  kv_row_bytes_ = static_cast<size_t>(c.kv_dim()) * dtype_size(kv_dt);
+  // Page-locked, so prompt batches move the rows at PCIe's rate (pageable: a sixth of it);
+  // where the driver refuses, the copies still work, slower.
+  for (int k = 0; k < kv_->n_layers(); ++k)
+    for (void* a : {kv_->layer(k).k, kv_->layer(k).v}) {
+      if (cudaHostRegister(a, context * kv_row_bytes_, cudaHostRegisterDefault) == cudaSuccess) registered_.push_back(a);
+      else cudaGetLastError();
+    }
   if (!x_host_.allocate(sizeof(float) * rows * c.dim)) fail("could not allocate pinned host memory for the CPU layers");
   CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventBlockingSync | cudaEventDisableTiming));
 }
@@ -67,27 +76,22 @@ void GpuCpuLayers::enqueue_run(int first, int last, int n, int pos, float* x, cu
   cuda::copy_f32(x, x_mapped, count, s);
 }
 
-void GpuCpuLayers::sync_kv(bool cpu_route, int pos, const std::vector<DeviceKvLayer>& device_kv, size_t row,
-                           cudaStream_t s) {
-  int& upto = cpu_route ? kv_host_upto_ : kv_device_upto_;
-  if (empty() || upto >= pos) return;
-  const size_t offset = upto * row, bytes = (pos - upto) * row;
-  for (size_t l = 0; l < index_.size(); ++l) {
-    const int k = index_[l];
-    if (k < 0) continue;
-    const CpuKvLayer h = kv_->layer(k);
-    uint8_t* dk = device_kv[l].k + offset;
-    uint8_t* dv = device_kv[l].v + offset;
-    uint8_t* hk = static_cast<uint8_t*>(h.k) + offset;
-    uint8_t* hv = static_cast<uint8_t*>(h.v) + offset;
-    const cudaMemcpyKind kind = cpu_route ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(cpu_route ? hk : dk, cpu_route ? dk : hk, bytes, kind, s));
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(cpu_route ? hv : dv, cpu_route ? dv : hv, bytes, kind, s));
-  }
-  upto = pos;
+void GpuCpuLayers::kv_up(int layer, int pos, const DeviceKvLayer& dev, cudaStream_t s) {
+  if (pos == 0) return;
+  const CpuKvLayer h = kv_->layer(index_[layer]);
+  const size_t bytes = pos * kv_row_bytes_;
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(dev.k, h.k, bytes, cudaMemcpyHostToDevice, s));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(dev.v, h.v, bytes, cudaMemcpyHostToDevice, s));
 }
 
-void GpuCpuLayers::finish(bool cpu_route, int pos, int n, cudaStream_t s) {
+void GpuCpuLayers::kv_down(int layer, int pos, int n, const DeviceKvLayer& dev, cudaStream_t s) {
+  const CpuKvLayer h = kv_->layer(index_[layer]);
+  const size_t offset = pos * kv_row_bytes_, bytes = n * kv_row_bytes_;
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(h.k) + offset, dev.k + offset, bytes, cudaMemcpyDeviceToHost, s));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(h.v) + offset, dev.v + offset, bytes, cudaMemcpyDeviceToHost, s));
+}
+
+void GpuCpuLayers::finish(bool cpu_route, cudaStream_t s) {
   if (cpu_route && !empty()) {
     CLLM_CUDA_CHECK(cudaEventRecord(done_, s));
     CLLM_CUDA_CHECK(cudaEventSynchronize(done_));
@@ -96,11 +100,6 @@ void GpuCpuLayers::finish(bool cpu_route, int pos, int n, cudaStream_t s) {
   }
   runs_.clear();
   if (!error_.empty()) fail(std::exchange(error_, std::string()));
-  if (empty()) return;
-  // The route taken holds positions pos .. pos+n-1 now; the other may not.
-  (cpu_route ? kv_host_upto_ : kv_device_upto_) = pos + n;
-  int& other = cpu_route ? kv_device_upto_ : kv_host_upto_;
-  other = std::min(other, pos);
 }
 
 }  // namespace cllm

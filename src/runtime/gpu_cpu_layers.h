@@ -48,14 +48,14 @@ class GpuCpuLayers {
   // Enqueues layers [first, last) for n tokens at pos on the stream, reading and writing x
   // (n, dim) fp32 in device memory.
   void enqueue_run(int first, int last, int n, int pos, float* x, cudaStream_t s);
-  // Before a pass over positions pos..: the positions below pos that the route about to run
-  // lacks come from the other copy (after switching between prompt batches and tokens: a few
-  // KB per layer and token). cpu_route: the CPU layers run on the CPU.
-  void sync_kv(bool cpu_route, int pos, const std::vector<DeviceKvLayer>& device_kv, size_t kv_row_bytes,
-               cudaStream_t s);
-  // Waits for a pass enqueued on s (leaving the cores to the CPU layers while it waits),
-  // then records that its route holds positions pos..pos+n-1. Throws a CPU layer's error.
-  void finish(bool cpu_route, int pos, int n, cudaStream_t s);
+  // A CPU layer's keys and values live in host RAM only (page-locked). A batch too large for
+  // the CPU (a prompt) runs the layer on the GPU instead: its rows 0..pos-1 go up into the
+  // device layer `dev` first, and the rows the batch wrote (pos..pos+n-1) come back down.
+  void kv_up(int layer, int pos, const DeviceKvLayer& dev, cudaStream_t s);
+  void kv_down(int layer, int pos, int n, const DeviceKvLayer& dev, cudaStream_t s);
+  // Waits for a pass enqueued on s (leaving the cores to the CPU layers while it waits).
+  // Throws a CPU layer's error.
+  void finish(bool cpu_route, cudaStream_t s);
 
  private:
   struct Run {  // layers [first, last) of one batch, run by a host function on the stream
@@ -75,7 +75,8 @@ class GpuCpuLayers {
   int dim_ = 0;
   std::vector<std::unique_ptr<Run>> runs_;    // the runs enqueued by the current pass
   std::string error_;                         // set by a host function, thrown after the stream synchronizes
-  int kv_host_upto_ = 0, kv_device_upto_ = 0;  // positions below these are valid in the host / device copy
+  size_t kv_row_bytes_ = 0;                   // one position's keys (or values)
+  std::vector<void*> registered_;             // the KV arrays page-locked for DMA
   cudaEvent_t done_ = nullptr;                // blocking-sync: waiting for CPU layers leaves the cores to them
   GpuStats& stats_;
 };

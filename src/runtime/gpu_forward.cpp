@@ -32,11 +32,16 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   h_.resize(a.h);
   logits_.resize(a.logits / 4);
   rows_.resize(a.tokens);
-  const uint64_t layer_kv = static_cast<uint64_t>(shape_.context) * c_.kv_dim() * dtype_size(kv_);
-  k_cache_.resize(layer_kv * c_.n_layers);
-  v_cache_.resize(layer_kv * c_.n_layers);
-  for (int l = 0; l < c_.n_layers; ++l)
-    kv_layers_.push_back({k_cache_.data() + l * layer_kv, v_cache_.data() + l * layer_kv});
+  // The KV cache as memory_plan.h counts it: a device layer per GPU layer, and one that the
+  // CPU layers' prompt batches share (their keys and values live in host RAM).
+  const uint64_t layer_kv = kv_layer_bytes(c_, act_, shape_.context);
+  const uint64_t kv_layers = plan_memory(s_, c_, shape_.placements, shape_.context, shape_.batch).kv_layers;
+  k_cache_.resize(layer_kv * kv_layers);
+  v_cache_.resize(layer_kv * kv_layers);
+  for (int l = 0, next = 0; l < c_.n_layers; ++l) {
+    const uint64_t at = (cpu_.is_cpu(l) ? kv_layers - 1 : next++) * layer_kv;
+    kv_layers_.push_back({k_cache_.data() + at, v_cache_.data() + at});
+  }
   // RoPE angles exactly as the CPU reference computes them.
   const cpu::RopeTable rope =
       cpu::rope_table(cpu::rope_frequencies(c_.head_dim, c_.rope_theta, c_.rope_scaling), shape_.context);
@@ -127,8 +132,10 @@ void GpuForward::run_layers(int n, int pos, bool cpu_route) {
       l = last - 1;
       continue;
     }
+    if (cpu_.is_cpu(l)) cpu_.kv_up(l, pos, kv_layers_[l], compute_);  // a prompt batch through a CPU layer
     run_layer(s_.layers[l], weights_.acquire(l), n, pos);
     weights_.release(l);
+    if (cpu_.is_cpu(l)) cpu_.kv_down(l, pos, n, kv_layers_[l], compute_);
   }
 }
 
@@ -185,7 +192,6 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
     logit_rows_ = shape_.batch;
   }
   const bool cpu_route = n <= shape_.cpu_max_batch;
-  cpu_.sync_kv(cpu_route, pos, kv_layers_, static_cast<size_t>(c_.kv_dim()) * dtype_size(kv_), compute_);
   for (int b = 0; b < n; b += shape_.batch) {
     const int nb = std::min(shape_.batch, n - b);
     weights_.embed(tokens + b, nb, rows_.data(), x_.data());
@@ -197,7 +203,7 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
     CLLM_CUDA_CHECK(
         cudaMemcpyAsync(dst, logits_.data(), sizeof(float) * rows * vocab, cudaMemcpyDeviceToHost, compute_));
   }
-  cpu_.finish(cpu_route, pos, n, compute_);
+  cpu_.finish(cpu_route, compute_);
   return logits_host_.data();
 }
 

@@ -46,6 +46,10 @@ ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch) {
 
 DType kv_cache_dtype(DType linear_dtype) { return linear_dtype == DType::F32 ? DType::F32 : DType::F16; }
 
+uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context) {
+  return static_cast<uint64_t>(context) * c.kv_dim() * dtype_size(kv_cache_dtype(linear_dtype));
+}
+
 std::string format_gib(uint64_t bytes) {
   char buf[64];
   if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
@@ -57,10 +61,12 @@ std::string MemoryPlan::describe() const {
   std::string out = cat("weights ", format_gib(weights));
   if (slots) out += cat(" + slots ", format_gib(slots));
   if (staging) out += cat(" + staging ", format_gib(staging));
-  out += cat(" + KV cache ", format_gib(kv_cache), " + activations ", format_gib(activations), " + cuBLAS ",
+  out += cat(" + KV cache ", format_gib(kv_cache));
+  if (host_kv) out += cat(" (", kv_layers - 1, " layers, and one for the CPU layers' prompts)");
+  out += cat(" + activations ", format_gib(activations), " + cuBLAS ",
              format_gib(workspace), " = ", format_gib(total()));
   if (host_decoded) out += cat("; host RAM: ", format_gib(host_pinned), " pinned + ", format_gib(host_decoded),
-                               " decoded for the CPU layers");
+                               " decoded and ", format_gib(host_kv), " of KV cache for the CPU layers");
   return out;
 }
 
@@ -121,8 +127,14 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
     p.slots = ring_slots * align_up(slot);
     p.staging = staging ? 2 * align_up(staging) : 0;
   }
-  const DType kv = kv_cache_dtype(s.linear_dtype);
-  p.kv_cache = 2 * align_up(static_cast<uint64_t>(c.n_layers) * context * c.kv_dim() * dtype_size(kv));
+  // The KV cache, layer by layer: a GPU layer's keys and values live in VRAM; a CPU layer's
+  // in host RAM only, and batches that run it on the GPU (prompts) bring its rows up into
+  // one shared device layer.
+  const int cpu_layers = static_cast<int>(std::count(pl.begin(), pl.end(), Placement::cpu));
+  p.kv_layers = c.n_layers - cpu_layers + (cpu_layers > 0 ? 1 : 0);
+  const uint64_t layer_kv = kv_layer_bytes(c, s.linear_dtype, context);
+  p.kv_cache = 2 * align_up(p.kv_layers * layer_kv);
+  p.host_kv = 2 * static_cast<uint64_t>(cpu_layers) * layer_kv;
   const uint64_t rope = 2 * align_up(static_cast<uint64_t>(context) * (c.head_dim / 2) * 4);
   p.activations = activation_sizes(c, s.linear_dtype, batch).total() + rope;
   return p;

@@ -60,6 +60,8 @@ ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch);
 
 // The KV cache's dtype: f32 for f32 models (the fp32 reference stays close), else f16.
 DType kv_cache_dtype(DType linear_dtype);
+// One layer's keys (or values): (context, kv_dim) in kv_cache_dtype, bytes.
+uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context);
 
 constexpr uint64_t kBlasWorkspaceBytes = 32ull << 20;  // fixed, so cuBLAS is deterministic
 
@@ -68,11 +70,13 @@ struct MemoryPlan {
   uint64_t weights = 0;      // full: all groups decoded; resident: compressed store; lowmem: output_norm
   uint64_t slots = 0;        // the ring's layer slots: two, or one (ring_slots)
   uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
-  uint64_t kv_cache = 0;     // (n_layers, context, kv_dim) keys and values
+  uint64_t kv_cache = 0;     // (kv_layers, context, kv_dim) keys and values in VRAM
+  uint64_t kv_layers = 0;    // the GPU layers, and one shared by the CPU layers' prompt batches
   uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables
   uint64_t workspace = kBlasWorkspaceBytes;
   uint64_t host_pinned = 0;  // streamed and cpu steps: the compressed store in pinned host RAM
   uint64_t host_decoded = 0; // cpu steps: their weights decoded in host RAM
+  uint64_t host_kv = 0;      // cpu steps: their keys and values, in host RAM only
   uint64_t total() const { return weights + slots + staging + kv_cache + activations + workspace; }
   std::string describe() const;  // "weights 10.71 GiB + slots 0.81 GiB + ... = 12.3 GiB"
 };

@@ -109,7 +109,7 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
             p.insert(p.end(), K, classifier);
             const MemoryPlan m = plan_memory(s, c, p, context, batch, slots);
             if (m.total() > budget) continue;
-            if (host_ram && m.host_decoded + m.host_pinned > host_ram) continue;
+            if (host_ram && m.host_decoded + m.host_pinned + m.host_kv > host_ram) continue;
             const double t = estimate_pass(s, p, speeds, 1, true, slots).total_ms();
             // Faster wins; at equal speed (within 0.5%), fewer CPU layers, then less VRAM.
             const bool same = t > best_ms * 0.995 && t < best_ms * 1.005;
