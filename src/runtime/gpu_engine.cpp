@@ -186,15 +186,16 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) : file_(file
                          ? 0
                          : std::max(0, std::min(opt.cpu_max_batch < 0 ? 1 : opt.cpu_max_batch, batch_));
   } else if (opt.vram_budget) {
-    if (opt.mode != "auto")
-      fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", opt.mode, ")");
+    CLLM_CHECK(!opt.mode, "a VRAM budget plans where each layer lives: it takes no mode (found ",
+               mode_name(*opt.mode), ")");
     plan_for_budget(opt, std::min(opt.vram_budget, available));
     chosen_ = true;
-  } else if (opt.mode == "auto") {
+  } else if (!opt.mode) {
     placements_ = uniform_placements(sched_, choose_mode(sched_, c_, context_, batch_, available));
     chosen_ = true;
   } else {
-    const Mode m = parse_mode(opt.mode);
+    const Mode m = *opt.mode;
+    CLLM_CHECK(m != Mode::hybrid, "mode hybrid comes from a VRAM budget or given placements");
     if (plan_memory(sched_, c_, m, context_, batch_).total() > available)
       fail(out_of_vram_message(sched_, c_, m, context_, batch_, available));
     placements_ = uniform_placements(sched_, m);
