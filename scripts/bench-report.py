@@ -10,6 +10,11 @@ import argparse
 import json
 
 
+def depth(row):
+    """A row's KV cache depth (bench -d; llama-bench's n_depth): 0 in files written before -d."""
+    return row.get("n_depth", 0)
+
+
 def table(b):
     c = b["ceilings"]
     print(f"### {b['model']} ({b['params'] / 1e9:.2f} B parameters, {b['file_bytes'] / 1e9:.2f} GB file, "
@@ -40,7 +45,7 @@ def budget_plot(benches, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, test, col in ((axes[0], "tg", 1), (axes[1], "pp", 3)):
         for i, b in enumerate(benches):
-            rows = sorted((r for r in b["rows"] if r["test"].startswith(test) and r.get("budget")),
+            rows = sorted((r for r in b["rows"] if r["test"].startswith(test) and r.get("budget") and depth(r) == 0),
                           key=lambda r: r["vram_peak"])
             ax.plot([r["vram_peak"] / 2**30 for r in rows], [r["mean_tps"] for r in rows], "o-", color=f"C{i}",
                     label=f"codecllm --vram-budget ({b['model']})")
@@ -90,7 +95,7 @@ def main():
         markers = {"full": "o", "resident": "s", "lowmem": "^"}
         for i, b in enumerate(benches):
             for r in b["rows"]:
-                if r["test"].startswith("tg"):
+                if r["test"].startswith("tg") and depth(r) == 0:
                     ax.scatter(r["vram_peak"] / 2**30, r["mean_tps"], marker=markers.get(r["mode"], "x"), s=60,
                                color=f"C{i}", label=f"codecllm {b['model']} {r['mode']}")
         for r in hf:

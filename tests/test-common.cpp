@@ -10,9 +10,11 @@
 #include "common/file_io.h"
 #include "common/host_memory.h"
 #include "common/thread_pool.h"
+#include "common/units.h"
 #include "tests/test_util.h"
 
 using namespace cllm;
+using Catch::Contains;
 
 TEST_CASE("crc32c matches the standard check value and composes", "[common]") {
   const char* s = "123456789";
@@ -103,4 +105,25 @@ TEST_CASE("huge-page host memory is 2 MiB aligned and usable to its last byte, n
     CHECK(m.get()[bytes - 1] == 0x5A);
   }
   CHECK(allocate_huge_page_memory(0) == nullptr);
+}
+
+TEST_CASE("sizes as users write them", "[common]") {
+  CHECK(parse_size("2.5G") == 2684354560ull);
+  CHECK(parse_size("512M") == 536870912ull);
+  CHECK(parse_size("8GiB") == 8589934592ull);
+  CHECK(parse_size("1000") == 1000ull);
+  CHECK(parse_size("3gb") == 3221225472ull);
+  CHECK(parse_size("1k") == 1024ull);
+  CHECK_THROWS_WITH(parse_size("lots"), Contains("'lots' is not a size"));
+  CHECK_THROWS_WITH(parse_size("2X"), Contains("unknown size unit 'X'"));
+  CHECK_THROWS_WITH(parse_size("-1G"), Contains("not a positive size"));
+  CHECK_THROWS_WITH(parse_size("0"), Contains("not a positive size"));
+}
+
+TEST_CASE("sizes as messages print them: GiB, MiB below one GiB", "[common]") {
+  CHECK(format_gib(0) == "0.0 MiB");
+  CHECK(format_gib(512ull << 20) == "512.0 MiB");
+  CHECK(format_gib((1ull << 30) - 1) == "1024.0 MiB");
+  CHECK(format_gib(1ull << 30) == "1.00 GiB");
+  CHECK(format_gib(2684354560ull) == "2.50 GiB");
 }

@@ -28,7 +28,7 @@ EngineMachine with_vram(uint64_t available) {
   return m;
 }
 
-EngineRequest asking(ModeChoice mode) {
+EngineRequest asking(std::optional<Mode> mode) {
   EngineRequest r;
   r.mode = mode;
   return r;
@@ -38,20 +38,20 @@ EngineRequest asking(ModeChoice mode) {
 
 TEST_CASE("a named mode is planned as asked, and refused with the mode that fits when it does not", "[runtime]") {
   Stories m;
-  const EnginePlan p = plan_engine(m.s, m.c, asking(ModeChoice::resident), m.ctx, m.batch, with_vram(UINT64_MAX));
+  const EnginePlan p = plan_engine(m.s, m.c, asking(Mode::resident), m.ctx, m.batch, with_vram(UINT64_MAX));
   CHECK(p.mode == Mode::resident);
   CHECK_FALSE(p.chosen);
   CHECK(p.placements == uniform_placements(m.s, Mode::resident));
   CHECK(p.memory.total() == m.need(Mode::resident));
   CHECK(p.cpu_max_batch == 0);
   CHECK(p.summary.empty());
-  CHECK_THROWS_WITH(plan_engine(m.s, m.c, asking(ModeChoice::full), m.ctx, m.batch, with_vram(m.need(Mode::lowmem))),
+  CHECK_THROWS_WITH(plan_engine(m.s, m.c, asking(Mode::full), m.ctx, m.batch, with_vram(m.need(Mode::lowmem))),
                     Contains("--mode full needs") && Contains("would fit"));
 }
 
 TEST_CASE("auto takes the fastest mode that fits the free VRAM", "[runtime]") {
   Stories m;
-  const EngineRequest r = asking(ModeChoice::automatic);
+  const EngineRequest r = asking(std::nullopt);
   CHECK(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)).mode == Mode::full);
   const EnginePlan low = plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(m.need(Mode::lowmem)));
   CHECK(low.mode == Mode::lowmem);
@@ -76,7 +76,7 @@ TEST_CASE("a VRAM budget is planned from the path speeds, takes no mode, and fit
   CHECK(p.chosen);
   CHECK(p.memory.total() <= r.vram_budget);
   CHECK_THAT(p.summary, Contains("path speeds (cached)") && Contains("tok/s"));
-  r.mode = ModeChoice::full;
+  r.mode = Mode::full;
   CHECK_THROWS_WITH(plan_engine(m.s, m.c, r, m.ctx, m.batch, machine), Contains("takes no mode") && Contains("full"));
 }
 
@@ -95,10 +95,4 @@ TEST_CASE("given placements are kept, and CPU layers compute one token unless to
   CHECK(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)).cpu_max_batch == m.batch);
   r.placements.pop_back();
   CHECK_THROWS_WITH(plan_engine(m.s, m.c, r, m.ctx, m.batch, with_vram(UINT64_MAX)), Contains("placements for"));
-}
-
-TEST_CASE("modes are asked for by name", "[runtime]") {
-  CHECK(parse_mode_choice("auto") == ModeChoice::automatic);
-  CHECK(parse_mode_choice("lowmem") == ModeChoice::lowmem);
-  CHECK_THROWS_WITH(parse_mode_choice("fast"), Contains("unknown mode 'fast'"));
 }

@@ -56,7 +56,7 @@ Trace greedy_trace(Engine& e, const std::vector<int>& prompt, int steps, int voc
 
 std::unique_ptr<GpuEngine> open_gpu(const CllmFile& f, Mode m, int context = 256, int max_batch = 512) {
   GpuOptions o;
-  o.mode = parse_mode_choice(mode_name(m));
+  o.mode = m;
   o.context = context;
   o.max_batch = max_batch;
   o.threads = 2;
@@ -374,7 +374,7 @@ TEST_CASE("gpu: too little VRAM names the need, the free amount and the mode tha
   GpuOptions o;
   o.context = 256;
   o.vram_limit = lowmem + 1;
-  o.mode = ModeChoice::full;
+  o.mode = Mode::full;
   try {
     GpuEngine::open(f, o);
     FAIL("expected an out-of-VRAM error");
@@ -382,7 +382,7 @@ TEST_CASE("gpu: too little VRAM names the need, the free amount and the mode tha
     CHECK_THAT(e.what(), Contains("out of VRAM: --mode full needs") && Contains("available") &&
                              Contains("--mode lowmem") && Contains("would fit"));
   }
-  o.mode = ModeChoice::automatic;
+  o.mode = std::nullopt;
   auto e = GpuEngine::open(f, o);
   CHECK(e->mode() == Mode::lowmem);
   CHECK(e->mode_was_chosen());

@@ -127,9 +127,9 @@ TEST_CASE("run: out-of-range flag values are refused with a message", "[run]") {
   const std::string model = test::compress_stories(dir);
   const std::vector<std::vector<std::string>> bad = {
       {"-n", "-2"},          {"--temp", "-0.5"},          {"--top-p", "0"},   {"--top-p", "1.5"},
-      {"--min-p", "-0.1"},   {"--min-p", "1.01"},         {"-t", "0"},        {"-c", "0"},
+      {"--min-p", "-0.1"},   {"--min-p", "1.01"},         {"-t", "-1"},       {"-c", "-1"},
       {"--top-k", "-3"},     {"--repeat-penalty", "0"},  {"-s", "-7"},       {"--device", "gpu"},
-      {"--repeat-last-n", "-2"}, {"-n", "many"}};
+      {"--repeat-last-n", "-2"}, {"-n", "many"}, {"-t", "4097"}};  // -t 0 and -c 0: the defaults (test-cli)
   for (const auto& flags : bad) {
     std::vector<std::string> args = {"run", model};
     args.insert(args.end(), flags.begin(), flags.end());

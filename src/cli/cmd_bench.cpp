@@ -1,10 +1,12 @@
 // codecllm bench MODEL.cllm: llama-bench's pp/tg measurements for each memory mode
 // (runtime/model_bench.h); with --codec, the codec's speed on the file (CPU encoder and
 // decoder; GPU decoder against the card's measured ceilings).
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "cli/progress.h"
 #include "common/error.h"
 #include "common/file_io.h"
@@ -12,6 +14,7 @@
 #include "common/thread_pool.h"
 #include "runtime/codec_bench.h"
 #include "runtime/device_select.h"
+#include "model/llama_config.h"
 #include "runtime/memory_plan.h"
 #include "runtime/model_bench.h"
 
@@ -20,12 +23,11 @@ namespace cllm::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, output = "md", device = "auto";
+  std::string model, output = "md";
   bool codec = false;
-  int reps = 5, threads = 0;
-  std::vector<std::string> modes = {"auto"};
-  std::vector<std::string> budgets;
-  std::vector<int> n_prompt = {512}, n_gen = {128};
+  int reps = 5;
+  EngineFlags engine;  // --device, --mode, --vram-budget (lists), -t, -c, --no-verify (cli/engine_flags.h)
+  std::vector<int> n_prompt = {512}, n_gen = {128}, n_depth = {0};
 };
 
 // "8.03 B", "1.10 B", "5.05 M", "260.1 K", as llama-bench's params column.
@@ -65,16 +67,41 @@ void print_model_md(const ModelBenchResult& r) {
                 r.device.c_str(), r.copy_gbps, r.h2d_pinned_gbps, r.gemm_tflops);
 }
 
+// Tokens per second of each repetition (llama-bench's samples_ts).
+std::vector<double> samples_tps(const ModelBenchRow& row) {
+  std::vector<double> tps;
+  for (double s : row.samples_s) tps.push_back(s > 0 ? row.n_tokens / s : 0.0);
+  return tps;
+}
+
+// llama-bench's nanosecond figures: per repetition, their mean and standard deviation.
+std::vector<uint64_t> samples_ns(const ModelBenchRow& row) {
+  std::vector<uint64_t> ns;
+  for (double s : row.samples_s) ns.push_back(static_cast<uint64_t>(s * 1e9 + 0.5));
+  return ns;
+}
+
+std::pair<double, double> mean_stddev(const std::vector<uint64_t>& v) {
+  double sum = 0, sum2 = 0;
+  for (uint64_t x : v) sum += static_cast<double>(x);
+  const double n = static_cast<double>(v.size()), mean = n > 0 ? sum / n : 0;
+  for (uint64_t x : v) sum2 += (x - mean) * (x - mean);
+  return {mean, n > 1 ? std::sqrt(sum2 / (n - 1)) : 0.0};
+}
+
+// The columns up to samples_s are the first version's; llama-bench's follow.
 void print_model_csv(const ModelBenchResult& r) {
   std::printf("model,device,mode,test,n_tokens,mean_tps,std_tps,vram_peak,decode_gbps,h2d_gbps,stall_pct,"
-              "roofline_tps,bound,load_s,samples_s\n");
+              "roofline_tps,bound,load_s,samples_s,n_prompt,n_gen,n_depth,avg_ts,stddev_ts,samples_ts\n");
   for (const auto& row : r.rows) {
-    std::string samples;
+    std::string samples, tps;
     for (double s : row.samples_s) samples += (samples.empty() ? "" : ";") + std::to_string(s);
-    std::printf("\"%s\",\"%s\",%s,%s,%d,%.4f,%.4f,%llu,%.2f,%.2f,%.2f,%.4f,%s,%.3f,\"%s\"\n", r.model.c_str(),
-                r.device.c_str(), row.mode.c_str(), row.test.c_str(), row.n_tokens, row.mean_tps, row.std_tps,
-                static_cast<unsigned long long>(row.vram_peak), row.decode_gbps, row.h2d_gbps, row.stall_pct,
-                row.roofline_tps, row.bound.c_str(), row.load_s, samples.c_str());
+    for (double t : samples_tps(row)) tps += (tps.empty() ? "" : ";") + std::to_string(t);
+    std::printf("\"%s\",\"%s\",%s,\"%s\",%d,%.4f,%.4f,%llu,%.2f,%.2f,%.2f,%.4f,%s,%.3f,\"%s\",%d,%d,%d,%.4f,%.4f,\"%s\"\n",
+                r.model.c_str(), r.device.c_str(), row.mode.c_str(), row.test.c_str(), row.n_tokens, row.mean_tps,
+                row.std_tps, static_cast<unsigned long long>(row.vram_peak), row.decode_gbps, row.h2d_gbps,
+                row.stall_pct, row.roofline_tps, row.bound.c_str(), row.load_s, samples.c_str(), row.n_prompt,
+                row.n_gen, row.n_depth, row.mean_tps, row.std_tps, tps.c_str());
   }
 }
 
@@ -88,13 +115,21 @@ void print_model_json(const ModelBenchResult& r) {
   j["compressed_bytes"] = r.compressed_bytes;
   j["ceilings"] = {{"copy_gbps", r.copy_gbps}, {"h2d_pinned_gbps", r.h2d_pinned_gbps}, {"gemm_tflops", r.gemm_tflops}};
   j["rows"] = nlohmann::json::array();
-  for (const auto& row : r.rows)
+  for (const auto& row : r.rows) {
+    const std::vector<uint64_t> ns = samples_ns(row);
+    const auto [avg_ns, stddev_ns] = mean_stddev(ns);
     j["rows"].push_back({{"mode", row.mode}, {"budget", row.budget}, {"placement", row.placement},
                          {"test", row.test}, {"n_tokens", row.n_tokens},
                          {"mean_tps", row.mean_tps}, {"std_tps", row.std_tps}, {"samples_s", row.samples_s},
                          {"vram_peak", row.vram_peak}, {"decode_gbps", row.decode_gbps}, {"h2d_gbps", row.h2d_gbps},
                          {"stall_pct", row.stall_pct}, {"roofline_tps", row.roofline_tps}, {"bound", row.bound},
-                         {"load_s", row.load_s}});
+                         {"load_s", row.load_s},
+                         // llama-bench's names, so that its scripts read these rows
+                         {"n_prompt", row.n_prompt}, {"n_gen", row.n_gen}, {"n_depth", row.n_depth},
+                         {"avg_ns", static_cast<uint64_t>(avg_ns + 0.5)},
+                         {"stddev_ns", static_cast<uint64_t>(stddev_ns + 0.5)}, {"avg_ts", row.mean_tps},
+                         {"stddev_ts", row.std_tps}, {"samples_ns", ns}, {"samples_ts", samples_tps(row)}});
+  }
   std::printf("%s\n", j.dump(2).c_str());
 }
 
@@ -140,24 +175,26 @@ void print_json(const CllmFile& f, const CodecBenchResult& r) {
 int run_model_bench(const BenchArgs& a, const CllmFile& f, Device dev) {
   ModelBenchOptions opt;
   opt.gpu = dev == Device::cuda;
-  opt.modes = a.modes;
-  opt.budgets = a.budgets;
-  if (!a.budgets.empty()) {
-    if (!opt.gpu) fail("--vram-budget plans GPU memory: use --device cuda (or leave it out)");
-    if (a.modes != std::vector<std::string>{"auto"})
-      fail("--vram-budget plans where each layer lives: leave --mode out");
-    for (const auto& b : a.budgets)
-      if (b != "auto") parse_size(b);  // a bad size fails before anything loads
-  }
-  if (!opt.gpu) {
-    for (const auto& m : a.modes)
-      if (m != "auto") fail("--mode ", m, " is a GPU memory mode: use --device cuda (or leave --mode out)");
-    opt.modes = {"cpu"};
-  }
+  opt.engines.clear();
+  if (!a.engine.budgets.empty())
+    for (const auto& b : split_list(a.engine.budgets)) opt.engines.push_back({std::nullopt, parse_vram_budget(b), b});
+  else
+    for (const auto& m : split_list(a.engine.modes)) opt.engines.push_back({parse_mode_choice(m), 0, ""});
   opt.n_prompt = a.n_prompt;
   opt.n_gen = a.n_gen;
+  opt.n_depth = a.n_depth;
+  opt.context = a.engine.context;
   opt.reps = a.reps;
-  opt.threads = a.threads > 0 ? a.threads : hardware_threads();
+  opt.threads = a.engine.resolved_threads();
+  // Depth and test must fit the context: -c, or the model's own (the default context is their sum).
+  const int needed = bench_context(opt);
+  if (opt.context > 0 && needed > opt.context)
+    fail("bench: the tests need ", needed, " positions (depth -d plus the longest of -p and -n), more than -c ",
+         opt.context, ": use -c ", needed, " or more (or leave -c out: the default is what the tests need)");
+  const int model_context = config_from_metadata(f.metadata()).context_length;
+  if (std::max(opt.context, needed) > model_context)
+    fail("bench: ", opt.context > needed ? cat("-c ", opt.context) : cat("the tests need ", needed, " positions (-d + -p or -n), which"),
+         " exceed the model's context of ", model_context, ": use smaller ", opt.context > needed ? "-c" : "-d, -p or -n");
   opt.progress = [](const std::string& s) { log_info("bench: ", s); };
   const ModelBenchResult r = bench_model(f, opt);
   if (a.output == "json") print_model_json(r);
@@ -167,12 +204,15 @@ int run_model_bench(const BenchArgs& a, const CllmFile& f, Device dev) {
 }
 
 int run_bench(const BenchArgs& a) {
-  const Device dev = select_device(a.device);
-  const CllmFile f = CllmFile::open(a.model);
+  const Device dev = select_device(a.engine.device);
+  if (!a.codec) check_engine_flags(a.engine, dev);
+  CllmOpenOptions open_opt;
+  open_opt.verify_checksums = !a.engine.no_verify;
+  const CllmFile f = CllmFile::open(a.model, open_opt);
   if (!a.codec) return run_model_bench(a, f, dev);
   CodecBenchOptions opt;
   opt.reps = a.reps;
-  opt.threads = a.threads;
+  opt.threads = a.engine.threads;
   opt.gpu = dev == Device::cuda;
   const CodecBenchResult r = bench_codec(f, opt);
   if (a.output == "json") print_json(f, r);
@@ -188,22 +228,22 @@ void register_bench(CLI::App& app, Action& action) {
   CLI::App* cmd = app.add_subcommand("bench", "Measure speed like llama-bench: pp/tg tokens per second per mode");
   cmd->add_option("model", a->model, "The .cllm file")->required();
   cmd->add_flag("--codec", a->codec, "Measure the codec: CPU encoder/decoder, GPU decoder and the card's ceilings");
-  cmd->add_option("--mode", a->modes, "GPU memory modes to run, comma-separated: full,resident,lowmem,auto")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"full", "resident", "lowmem", "auto"}));
-  cmd->add_option("--vram-budget", a->budgets,
-                  "VRAM budgets to run, comma-separated (2.5G,8G,auto): each plans every layer's placement")
-      ->delimiter(',');
   cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt lengths, comma-separated (pp tests; 0: none)")
       ->delimiter(',')
+      ->default_str("512")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-n,--n-gen", a->n_gen, "Generated lengths, comma-separated (tg tests; 0: none)")
       ->delimiter(',')
+      ->default_str("128")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-d,--n-depth", a->n_depth,
+                  "KV cache depths, comma-separated: each test runs after this many tokens fill the cache (untimed)")
+      ->delimiter(',')
+      ->default_str("0")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-r,--repetitions", a->reps, "Timed repetitions after one warm-up")->default_val(5)->check(CLI::Range(1, 1000));
-  cmd->add_option("-t,--threads", a->threads, "CPU threads for the multi-threaded rows (0 = all)")->default_val(0)->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--output", a->output, "Output format")->default_val("md")->check(CLI::IsMember({"md", "csv", "json"}));
-  cmd->add_option("--device", a->device, "cpu, cuda or auto")->default_val("auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  add_engine_flags(cmd, a->engine, EngineFlagsFor::bench);
   cmd->callback([a, &action] { action = [a] { return run_bench(*a); }; });
 }
 

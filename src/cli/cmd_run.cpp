@@ -7,6 +7,7 @@
 
 #include "cli/chat.h"
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "common/file_io.h"
 #include "common/log.h"
 #include "common/thread_pool.h"
@@ -27,13 +28,9 @@ struct RunArgs {
   std::string model_pos, model_opt, model;  // MODEL.cllm given as a positional or with -m
   std::string prompt, prompt_file;
   int n_predict = -1;
-  int context = 0;  // 0: min(model context, 4096)
   SamplerParams sampling;
-  int threads = hardware_threads();
-  std::string device = "auto";
-  std::string mode = "auto";  // GPU memory mode: full, resident, lowmem, auto
-  std::string vram_budget;    // plan per layer for this much VRAM ("2.5G"); empty: --mode decides
-  bool no_bos = false, no_verify = false;
+  EngineFlags engine;  // --device, --mode, --vram-budget, -t, -c, --no-verify (cli/engine_flags.h)
+  bool no_bos = false;
   ChatArgs chat;  // --chat, --system-prompt, --chat-template, --verbose-prompt (cli/chat.h)
 };
 
@@ -124,39 +121,30 @@ void log_gpu_summary(const GpuEngine& e, double eval_ms) {
 
 int run_run(const RunArgs& a) {
   Timer total;
-  const Device device = select_device(a.device);
-  if (device == Device::cpu && a.mode != "auto")
-    fail("--mode ", a.mode, " is a GPU memory mode: use --device cuda (or leave --mode out)");
-  if (device == Device::cpu && !a.vram_budget.empty())
-    fail("--vram-budget plans GPU memory: use --device cuda (or leave it out)");
-  if (!a.vram_budget.empty() && a.mode != "auto")
-    fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", a.mode, ")");
+  const Device device = select_device(a.engine.device);
+  check_engine_flags(a.engine, device);
+  const int threads = a.engine.resolved_threads();
 
   // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
   // GPU engine loads them for its memory mode. Then the tokenizer.
   Timer load;
   CllmOpenOptions open_opt;
-  open_opt.verify_checksums = !a.no_verify;
-  open_opt.threads = a.threads;
+  open_opt.verify_checksums = !a.engine.no_verify;
+  open_opt.threads = threads;
   const CllmFile file = CllmFile::open(a.model, open_opt);
   LlamaWeights weights;
   std::unique_ptr<CpuForward> cpu;
   std::unique_ptr<GpuEngine> gpu;
   std::unique_ptr<Tokenizer> tok;
   {
-    ThreadPool pool(a.threads);
+    ThreadPool pool(threads);
     if (device == Device::cuda) {
-      GpuOptions g;
-      g.mode = parse_mode_choice(a.mode);
-      if (!a.vram_budget.empty()) g.vram_budget = parse_vram_budget(a.vram_budget);
-      g.context = a.context;
-      g.threads = a.threads;
-      gpu = GpuEngine::open(file, g);
+      gpu = GpuEngine::open(file, gpu_options(a.engine));
     } else {
       weights = load_llama_weights(file, &pool);
       CpuForwardOptions fw_opt;
-      fw_opt.context = a.context;
-      fw_opt.threads = a.threads;
+      fw_opt.context = a.engine.context;
+      fw_opt.threads = threads;
       cpu = std::make_unique<CpuForward>(weights, fw_opt);
     }
     tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
@@ -170,8 +158,9 @@ int run_run(const RunArgs& a) {
   if (gpu) {
     log_info(cat("device: cuda (", gpu->device_name(), "), mode ", mode_name(gpu->mode()),
                  gpu->mode() == Mode::hybrid ? " (" + describe_placements(gpu->placements()) + ")" : "",
-                 gpu->mode_was_chosen() ? (a.vram_budget.empty() ? " (chosen by --mode auto: the fastest that fits)"
-                                                                 : " (planned for --vram-budget " + a.vram_budget + ")")
+                 gpu->mode_was_chosen() ? (a.engine.budgets.empty()
+                                               ? " (chosen by --mode auto: the fastest that fits)"
+                                               : " (planned for --vram-budget " + a.engine.budgets[0] + ")")
                                         : "",
                  ", context ",
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
@@ -234,16 +223,13 @@ void register_run(CLI::App& app, Action& action) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text with a .cllm model");
   cmd->option_defaults()->always_capture_default();
   auto* pos = cmd->add_option("model", a->model_pos, "The .cllm file (or -m)");
-  auto* mopt = cmd->add_option("-m,--model", a->model_opt, "The .cllm file")->envname("CLLM_MODEL");
+  auto* mopt = cmd->add_option("-m,--model", a->model_opt, "The .cllm file")->envname("CLLM_ARG_MODEL");
   pos->excludes(mopt);
   auto* p = cmd->add_option("-p,--prompt", a->prompt, "Prompt text (empty: start from BOS alone)");
   auto* f = cmd->add_option("-f,--file", a->prompt_file, "Read the prompt from a file")->check(CLI::ExistingFile);
   p->excludes(f);
   cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate (-1: until EOS or the context is full)")
       ->check(CLI::Range(-1, INT_MAX));
-  cmd->add_option("-c,--ctx-size", a->context, "Context size in tokens (default: min(model context, 4096))")
-      ->default_str("min(model, 4096)")
-      ->check(CLI::Range(1, INT_MAX));
   cmd->add_option("--temp", a->sampling.temp, "Temperature (0: greedy)")->check(non_negative());
   cmd->add_option("--top-k", a->sampling.top_k, "Top-k sampling (0: off)")->check(CLI::Range(0, INT_MAX));
   cmd->add_option("--top-p", a->sampling.top_p, "Top-p sampling (1: off)")->check(half_open_range(0.0, 1.0));
@@ -254,21 +240,8 @@ void register_run(CLI::App& app, Action& action) {
       ->check(CLI::Range(-1, INT_MAX));
   cmd->add_option("-s,--seed", a->sampling.seed, "Sampling seed (-1: random, printed on stderr)")
       ->check(CLI::Range(static_cast<int64_t>(-1), static_cast<int64_t>(UINT32_MAX)));
-  cmd->add_option("-t,--threads", a->threads, "CPU threads")->check(CLI::Range(1, 4096))->envname("CLLM_THREADS");
-  cmd->add_option("--device", a->device, "cpu, cuda or auto (auto: cuda when usable, else cpu)")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
-      ->envname("CLLM_DEVICE");
-  cmd->add_option("--mode", a->mode,
-                  "GPU memory mode: full (decoded weights in VRAM), resident (compressed in VRAM, decoded per "
-                  "layer), lowmem (compressed in host RAM, streamed per layer), auto (the fastest that fits)")
-      ->check(CLI::IsMember({"full", "resident", "lowmem", "auto"}))
-      ->envname("CLLM_MODE");
-  cmd->add_option("--vram-budget", a->vram_budget,
-                  "Use at most this much VRAM (e.g. 2.5G, 8G; auto: what is free): each layer is placed decoded in "
-                  "VRAM, compressed in VRAM, streamed from host RAM, or computed on the CPU, the fastest mix that "
-                  "fits by this machine's measured bandwidths (set CLLM_RECALIBRATE=1 to measure again)");
+  add_engine_flags(cmd, a->engine, EngineFlagsFor::one_engine);
   cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with BOS");
-  cmd->add_flag("--no-verify", a->no_verify, "Skip the tiles' checksums at open");
   add_chat_flags(cmd, a->chat);
   cmd->callback([a, &action] {
     a->model = a->model_pos.empty() ? a->model_opt : a->model_pos;

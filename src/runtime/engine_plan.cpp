@@ -7,28 +7,7 @@
 
 namespace cllm {
 
-const char* mode_choice_name(ModeChoice m) {
-  switch (m) {
-    case ModeChoice::automatic: return "auto";
-    case ModeChoice::full: return "full";
-    case ModeChoice::resident: return "resident";
-    case ModeChoice::lowmem: return "lowmem";
-  }
-  return "?";
-}
-
-ModeChoice parse_mode_choice(const std::string& s) {
-  for (ModeChoice m : {ModeChoice::automatic, ModeChoice::full, ModeChoice::resident, ModeChoice::lowmem})
-    if (s == mode_choice_name(m)) return m;
-  fail("unknown mode '", s, "' (expected full, resident, lowmem or auto)");
-}
-
 namespace {
-
-Mode mode_of_choice(ModeChoice m) {
-  CLLM_CHECK(m != ModeChoice::automatic, "auto is not a mode");
-  return m == ModeChoice::full ? Mode::full : m == ModeChoice::resident ? Mode::resident : Mode::lowmem;
-}
 
 void plan_given(const WeightSchedule& s, const LlamaConfig& c, const EngineRequest& r, int context, int batch,
                 uint64_t available, EnginePlan& p) {
@@ -45,8 +24,7 @@ void plan_given(const WeightSchedule& s, const LlamaConfig& c, const EngineReque
 
 void plan_budget(const WeightSchedule& s, const LlamaConfig& c, const EngineRequest& r, int context, int batch,
                  const EngineMachine& m, EnginePlan& p) {
-  if (r.mode != ModeChoice::automatic)
-    fail("a VRAM budget plans where each layer lives: it takes no mode (found ", mode_choice_name(r.mode), ")");
+  if (r.mode) fail("a VRAM budget plans where each layer lives: it takes no mode (found ", mode_name(*r.mode), ")");
   CLLM_CHECK(m.speeds.valid(), "a VRAM budget needs the machine's measured path speeds");
   const PlacementPlan plan =
       plan_placements(s, c, context, batch, std::min(r.vram_budget, m.available), m.speeds, m.host_ram);
@@ -69,11 +47,12 @@ EnginePlan plan_engine(const WeightSchedule& s, const LlamaConfig& c, const Engi
     plan_given(s, c, r, context, batch, m.available, p);
   } else if (r.vram_budget) {
     plan_budget(s, c, r, context, batch, m, p);
-  } else if (r.mode == ModeChoice::automatic) {
+  } else if (!r.mode) {
     p.placements = uniform_placements(s, choose_mode(s, c, context, batch, m.available));
     p.chosen = true;
   } else {
-    const Mode mode = mode_of_choice(r.mode);
+    const Mode mode = *r.mode;
+    CLLM_CHECK(mode != Mode::hybrid, "hybrid placements come from a VRAM budget, not a mode");
     if (plan_memory(s, c, mode, context, batch).total() > m.available)
       fail(out_of_vram_message(s, c, mode, context, batch, m.available));
     p.placements = uniform_placements(s, mode);

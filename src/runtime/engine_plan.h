@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "runtime/memory_plan.h"
@@ -16,14 +17,9 @@
 namespace cllm {
 
 // What the user asked for: a mode, auto (the fastest mode that fits), a VRAM budget for
-// the hybrid planner (mode must then be auto), or placements given outright.
-enum class ModeChoice { automatic, full, resident, lowmem };
-const char* mode_choice_name(ModeChoice m);  // "auto", "full", ...
-// "auto", "full", "resident", "lowmem"; throws naming the valid ones otherwise.
-ModeChoice parse_mode_choice(const std::string& s);
-
+// the hybrid planner (then no mode), or placements given outright.
 struct EngineRequest {
-  ModeChoice mode = ModeChoice::automatic;
+  std::optional<Mode> mode;  // full, resident or lowmem; none: auto
   uint64_t vram_budget = 0;  // bytes; 0: none
   // Given placements (tests, experiments): one per weight step, cpu only on layers;
   // cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: 1).

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "format/cllm_reader.h"
@@ -20,14 +21,16 @@
 namespace cllm {
 
 struct GpuOptions {
-  ModeChoice mode = ModeChoice::automatic;  // a mode, or auto: the fastest that fits
+  std::optional<Mode> mode;   // full, resident or lowmem; none: the fastest that fits (auto)
   int context = 0;            // KV cache positions; 0 = min(model context, 4096)
   int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
   int threads = 1;            // host threads for loading and the CPU layers
   uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
-  uint64_t vram_budget = 0;   // plan each layer's placement for this much VRAM (mode must be auto)
+  uint64_t vram_budget = 0;   // bytes: plan each layer's placement for this much VRAM, capped at
+                              // what is free (UINT64_MAX: all of it); 0: none. Takes no mode.
   // Given placements instead of a plan (tests, experiments): one per weight step, cpu only on
-  // layers; cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: 1).
+  // layers; cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: from
+  // the calibration).
   Placements placements;
   int cpu_max_batch = -1;
   int ring_slots = 2;  // with given placements: the ring's layer slots (1 or 2)

@@ -1,8 +1,6 @@
 #include "runtime/memory_plan.h"
 
 #include <algorithm>
-#include <cctype>
-#include <cstdio>
 
 #include "common/error.h"
 
@@ -21,12 +19,6 @@ const char* mode_name(Mode m) {
     case Mode::hybrid: return "hybrid";
   }
   return "?";
-}
-
-Mode parse_mode(const std::string& s) {
-  for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})
-    if (s == mode_name(m)) return m;
-  fail("unknown mode '", s, "' (expected full, resident, lowmem or auto)");
 }
 
 ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch) {
@@ -48,13 +40,6 @@ DType kv_cache_dtype(DType linear_dtype) { return linear_dtype == DType::F32 ? D
 
 uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context) {
   return static_cast<uint64_t>(context) * c.kv_dim() * dtype_size(kv_cache_dtype(linear_dtype));
-}
-
-std::string format_gib(uint64_t bytes) {
-  char buf[64];
-  if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
-  else std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / double(1ull << 20));
-  return buf;
 }
 
 std::string MemoryPlan::describe() const {
@@ -143,29 +128,6 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
   return plan_memory(s, c, uniform_placements(s, m), context, batch);
 }
-
-uint64_t parse_size(const std::string& text) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    fail("'", text, "' is not a size (expected e.g. 2.5G, 512M, 8GiB)");
-  }
-  std::string unit = text.substr(used);
-  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  double mult = 1;
-  if (unit == "" || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
-  else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-  else fail("'", text, "': unknown size unit '", text.substr(used), "' (expected K, M, G or T)");
-  if (!(v > 0) || v * mult > 1e18) fail("'", text, "' is not a positive size");
-  return static_cast<uint64_t>(v * mult);
-}
-
-uint64_t parse_vram_budget(const std::string& text) { return text == "auto" ? UINT64_MAX : parse_size(text); }
 
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
   for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/units.h"  // format_gib, for the messages of every user of a plan
 #include "model/llama_config.h"
 #include "runtime/weight_schedule.h"
 
@@ -19,8 +20,6 @@ enum class Mode {
   hybrid,    // a mix per weight step, planned for a VRAM budget (placement_plan.h)
 };
 const char* mode_name(Mode m);
-// "full", "resident", "lowmem"; throws naming the valid ones otherwise ("auto" is the caller's).
-Mode parse_mode(const std::string& s);
 
 // Where one weight step (a layer, or a classifier slice) lives and how it reaches a layer.
 enum class Placement : uint8_t {
@@ -88,11 +87,6 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
                        int ring_slots = 2);
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
 
-// "2.5G", "512M", "8GiB", "3000000000" -> bytes; throws naming the text otherwise.
-uint64_t parse_size(const std::string& text);
-// A --vram-budget: a size, or "auto" (all the free VRAM: UINT64_MAX, which the engine caps).
-uint64_t parse_vram_budget(const std::string& text);
-
 // The fastest mode whose plan fits `available` bytes: full, else resident, else lowmem.
 // Throws when none fits, giving lowmem's need and what is available.
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
@@ -100,7 +94,5 @@ Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int
 // "out of VRAM: --mode full needs 16.2 GiB, 11.0 GiB are free; --mode lowmem (2.1 GiB) would fit"
 std::string out_of_vram_message(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
                                 uint64_t available);
-
-std::string format_gib(uint64_t bytes);  // "2.13 GiB" (MiB below 1 GiB)
 
 }  // namespace cllm

@@ -20,14 +20,22 @@ namespace {
 
 using ForwardCall = std::function<void(const int* tokens, int n, int pos)>;
 
-// One warm-up and reps timed runs of one test; seconds per run.
-std::vector<double> time_test(const ForwardCall& fwd, bool prompt, int n_tokens, int vocab, int reps) {
-  std::vector<int> tokens(n_tokens);
-  for (int i = 0; i < n_tokens; ++i) tokens[i] = static_cast<int>((1 + 7919ull * i) % vocab);  // fixed, spread
+// n fixed token ids spread over the vocabulary; `salt` makes the depth's fill differ from the tests.
+std::vector<int> bench_tokens(int n, int vocab, uint64_t salt) {
+  std::vector<int> tokens(n);
+  for (int i = 0; i < n; ++i) tokens[i] = static_cast<int>((1 + salt + 7919ull * i) % vocab);
+  return tokens;
+}
+
+// One warm-up and reps timed runs of one test at positions depth..; seconds per run. The
+// cache's first `depth` positions were filled before and are only read, so every run sees
+// the same cache.
+std::vector<double> time_test(const ForwardCall& fwd, bool prompt, int n_tokens, int depth, int vocab, int reps) {
+  const std::vector<int> tokens = bench_tokens(n_tokens, vocab, 0);
   const auto run_once = [&] {
-    if (prompt) fwd(tokens.data(), n_tokens, 0);
+    if (prompt) fwd(tokens.data(), n_tokens, depth);
     else
-      for (int i = 0; i < n_tokens; ++i) fwd(&tokens[i], 1, i);
+      for (int i = 0; i < n_tokens; ++i) fwd(&tokens[i], 1, depth + i);
   };
   run_once();
   std::vector<double> s;
@@ -53,6 +61,18 @@ void summarize(ModelBenchRow& row) {
 
 }  // namespace
 
+int bench_context(const ModelBenchOptions& opt) {
+  int context = 1;
+  for (int d : opt.n_depth)
+    for (const auto* lengths : {&opt.n_prompt, &opt.n_gen})
+      for (int n : *lengths) context = std::max(context, d + n);
+  return context;
+}
+
+std::string bench_test_name(bool prompt, int n_tokens, int depth) {
+  return cat(prompt ? "pp" : "tg", n_tokens, depth > 0 ? cat(" @ d", depth) : "");
+}
+
 ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt) {
   const auto say = [&](const std::string& s) {
     if (opt.progress) opt.progress(s);
@@ -70,10 +90,11 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
   // Bytes a single token must read in each mode: all weights but the embedding rows.
   const uint64_t token_bytes = sched.decoded_bytes - sched.token_embd->raw_bytes() *
                                                          (c.tie_embeddings ? 0 : 1);
-  int context = 1;
-  for (int p : opt.n_prompt) context = std::max(context, p);
-  for (int n : opt.n_gen) context = std::max(context, n);
-  CLLM_CHECK(context <= c.context_length, "bench: ", context, " tokens do not fit the model's context of ",
+  const int needed = bench_context(opt);
+  const int context = opt.context > 0 ? opt.context : needed;
+  CLLM_CHECK(needed <= context, "bench: the tests need ", needed, " positions (depth + test), more than the context of ",
+             context);
+  CLLM_CHECK(context <= c.context_length, "bench: a context of ", context, " positions does not fit the model's ",
              c.context_length);
 
   if (opt.gpu) {
@@ -90,21 +111,23 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
   }
 
   // One engine per configuration: a mode, or a VRAM budget (planned per layer).
-  std::vector<std::pair<std::string, std::string>> configs;  // (mode, budget)
-  if (opt.gpu && !opt.budgets.empty())
-    for (const auto& b : opt.budgets) configs.emplace_back("auto", b);
-  else
-    for (const auto& m : opt.modes) configs.emplace_back(m, "");
-  for (const auto& [mode, budget] : configs) {
+  const std::vector<ModelBenchEngine> engines = opt.gpu ? opt.engines : std::vector<ModelBenchEngine>{{}};
+  for (const ModelBenchEngine& engine : engines) {
+    const std::string& budget = engine.budget;
     std::unique_ptr<GpuEngine> gpu;
     std::unique_ptr<LlamaWeights> weights;
     std::unique_ptr<CpuForward> cpu;
     Timer load;
-    say(cat("loading ", res.model, " (", opt.gpu ? (budget.empty() ? "mode " + mode : "VRAM budget " + budget) : "cpu", ")"));
+    say(cat("loading ", res.model, " (",
+            !opt.gpu               ? std::string("cpu")
+            : engine.vram_budget   ? "VRAM budget " + budget
+            : engine.mode          ? cat("mode ", mode_name(*engine.mode))
+                                   : std::string("mode auto"),
+            ")"));
     if (opt.gpu) {
       GpuOptions g;
-      g.mode = parse_mode_choice(mode);
-      if (!budget.empty()) g.vram_budget = parse_vram_budget(budget);
+      g.mode = engine.mode;
+      g.vram_budget = engine.vram_budget;
       g.context = context;
       g.threads = opt.threads;
       gpu = GpuEngine::open(file, g);
@@ -122,60 +145,71 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
       else cpu->forward(t, n, pos);
     };
     const std::string mode_used = gpu ? mode_name(gpu->mode()) : "cpu";
-    for (int pass = 0; pass < 2; ++pass)
-      for (int n : pass == 0 ? opt.n_prompt : opt.n_gen) {
-        if (n <= 0) continue;
-        ModelBenchRow row;
-        row.mode = mode_used;
-        row.budget = budget;
-        if (gpu) row.placement = describe_placements(gpu->placements());
-        row.test = cat(pass == 0 ? "pp" : "tg", n);
-        row.n_tokens = n;
-        row.load_s = load_s;
-        say(cat(row.test, " in mode ", mode_used, ": 1 warm-up + ", opt.reps, " runs"));
-        if (gpu) gpu->reset_stats();
-        row.samples_s = time_test(fwd, pass == 0, n, c.vocab_size, opt.reps);
-        summarize(row);
-        if (gpu) {
-          const GpuStats& st = gpu->stats();
-          double wall = 0;
-          for (double s : row.samples_s) wall += s;
-          const double wall_ms = wall * 1e3 * (opt.reps + 1) / opt.reps;  // the warm-up ran too
-          row.vram_peak = st.vram_peak;
-          row.decode_gbps = st.decode_ms > 0 ? st.decoded_bytes / (st.decode_ms * 1e-3) / 1e9 : 0;
-          row.h2d_gbps = st.h2d_ms > 0 ? st.h2d_bytes / (st.h2d_ms * 1e-3) / 1e9 : 0;
-          row.stall_pct = wall_ms > 0 ? 100.0 * st.stall_ms / wall_ms : 0;
-          // Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
-          // (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe).
-          const double params = static_cast<double>(res.params);
-          if (pass == 0) {
-            row.bound = "GEMM";
-            row.roofline_tps = res.gemm_tflops * 1e12 / (2.0 * params);
-          } else if (gpu->mode() == Mode::lowmem) {
-            row.bound = "PCIe";
-            row.roofline_tps = res.h2d_pinned_gbps * 1e9 / res.compressed_bytes;
-          } else if (gpu->mode() == Mode::hybrid) {
-            // The streamed steps' bytes over PCIe; the rest runs from VRAM alongside.
-            uint64_t streamed = 0;
-            const Placements& pl = gpu->placements();
-            for (size_t i = 0; i < pl.size(); ++i) {
-              const WeightStep& step =
-                  i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
-              if (pl[i] == Placement::streamed) streamed += step.src_bytes;
-            }
-            row.bound = streamed ? "PCIe" : "HBM";
-            row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
-                                        : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
-          } else {
-            row.bound = "HBM";
-            const double bytes = gpu->mode() == Mode::full ? token_bytes
-                                                           : res.compressed_bytes + 2.0 * sched.decoded_bytes;
-            row.roofline_tps = res.copy_gbps * 1e9 / bytes;
+    for (int depth : opt.n_depth) {
+      bool filled = depth == 0;
+      for (int pass = 0; pass < 2; ++pass)
+        for (int n : pass == 0 ? opt.n_prompt : opt.n_gen) {
+          if (n <= 0) continue;
+          if (!filled) {  // the depth's tokens, as one prompt (the engines batch it), untimed
+            say(cat("filling the KV cache with ", depth, " tokens"));
+            const std::vector<int> fill = bench_tokens(depth, c.vocab_size, 104729);
+            fwd(fill.data(), depth, 0);
+            filled = true;
           }
+          ModelBenchRow row;
+          row.mode = mode_used;
+          row.budget = budget;
+          if (gpu) row.placement = describe_placements(gpu->placements());
+          row.test = bench_test_name(pass == 0, n, depth);
+          row.n_tokens = n;
+          (pass == 0 ? row.n_prompt : row.n_gen) = n;
+          row.n_depth = depth;
+          row.load_s = load_s;
+          say(cat(row.test, " in mode ", mode_used, ": 1 warm-up + ", opt.reps, " runs"));
+          if (gpu) gpu->reset_stats();
+          row.samples_s = time_test(fwd, pass == 0, n, depth, c.vocab_size, opt.reps);
+          summarize(row);
+          if (gpu) {
+            const GpuStats& st = gpu->stats();
+            double wall = 0;
+            for (double s : row.samples_s) wall += s;
+            const double wall_ms = wall * 1e3 * (opt.reps + 1) / opt.reps;  // the warm-up ran too
+            row.vram_peak = st.vram_peak;
+            row.decode_gbps = st.decode_ms > 0 ? st.decoded_bytes / (st.decode_ms * 1e-3) / 1e9 : 0;
+            row.h2d_gbps = st.h2d_ms > 0 ? st.h2d_bytes / (st.h2d_ms * 1e-3) / 1e9 : 0;
+            row.stall_pct = wall_ms > 0 ? 100.0 * st.stall_ms / wall_ms : 0;
+            // Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
+            // (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe).
+            const double params = static_cast<double>(res.params);
+            if (pass == 0) {
+              row.bound = "GEMM";
+              row.roofline_tps = res.gemm_tflops * 1e12 / (2.0 * params);
+            } else if (gpu->mode() == Mode::lowmem) {
+              row.bound = "PCIe";
+              row.roofline_tps = res.h2d_pinned_gbps * 1e9 / res.compressed_bytes;
+            } else if (gpu->mode() == Mode::hybrid) {
+              // The streamed steps' bytes over PCIe; the rest runs from VRAM alongside.
+              uint64_t streamed = 0;
+              const Placements& pl = gpu->placements();
+              for (size_t i = 0; i < pl.size(); ++i) {
+                const WeightStep& step =
+                    i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+                if (pl[i] == Placement::streamed) streamed += step.src_bytes;
+              }
+              row.bound = streamed ? "PCIe" : "HBM";
+              row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
+                                          : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
+            } else {
+              row.bound = "HBM";
+              const double bytes = gpu->mode() == Mode::full ? token_bytes
+                                                             : res.compressed_bytes + 2.0 * sched.decoded_bytes;
+              row.roofline_tps = res.copy_gbps * 1e9 / bytes;
+            }
+          }
+          say(cat(row.test, " ", mode_used, ": ", row.mean_tps, " t/s"));
+          res.rows.push_back(std::move(row));
         }
-        say(cat(row.test, " ", mode_used, ": ", row.mean_tps, " t/s"));
-        res.rows.push_back(std::move(row));
-      }
+    }
   }
   return res;
 }
