@@ -40,6 +40,7 @@ done
 export LD_LIBRARY_PATH="$bundle/lib$cublas_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CLLM_SHARED_MODELS="$bundle/shared"
 export CLLM_BINARY="$bundle/bin/codecllm"  # the tests run the CLI from the bundle
+export CLLM_SOURCE_DIR="$bundle"             # and read tests/fixtures and scripts/ there (bundle-gpu.sh)
 bin=$CLLM_BINARY
 mkdir -p "$out"
 work=${CLLM_WORK:-/tmp/cllm-gpu-check}
