@@ -1,5 +1,6 @@
 // GPU decoder for exponent-rANS tiles (docs/codec.md). Bit-exact with the CPU reference
 // decoder (src/codec/tile_decoder.cpp), which is its oracle in tests/test-gpu-decoder.cpp.
+#include "common/tile_format.h"
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.h"
 
@@ -7,18 +8,33 @@ namespace cllm::cuda {
 
 namespace {
 
-constexpr uint32_t kChunkElems = 32 * 1024;  // docs/codec.md: elements per chunk
-constexpr uint32_t kLanes = 32;
-constexpr uint32_t kMaxProbBits = 12;        // shared table of 2^12 packed entries (16 KiB)
+// The format's constants come from the codec's own definition (common/tile_format.h): a
+// change there either flows through here or stops the build at an assertion below.
+using namespace tile_format;
 constexpr uint32_t kThreads = kChunksPerBlock * 32;
 constexpr uint32_t kNoSymbol = 0xFFFFFFFFu;
+
+// What the code below is written for, beyond the values it takes from tile_format.h:
+static_assert(kLanes == 32, "one rANS lane per warp lane: ballots, shuffles and lane masks assume 32");
+static_assert(kMaxProbBits <= 12, "table[] packs freq in 12 bits (8..19) and slot - cum in bits 20..31; "
+                                  "the shared table is 2^kMaxProbBits entries (16 KiB at 12)");
+static_assert(kStateLow == 1u << 16, "16-bit renormalisation: one u16 word per refill");
+static_assert(kStateBytes == 4 * kLanes, "a chunk stream opens with one u32 state per lane");
+static_assert((kStreamAlign & (kStreamAlign - 1)) == 0, "align16 rounds to a power of two");
+static_assert(kChunkElems % (kLanes * kLanes) == 0 && kChunkElems % 16 == 0,
+              "whole 32 x 32 segments per chunk; 16-byte copies of raw chunks");
+static_assert(kRawBytes16 == 1 && kSymbolShift16 == 7,
+              "join_pair: 16-bit elements are raw byte r and symbol s as ((r & 0x80) << 8) | (s << 7) | (r & 0x7F)");
+static_assert(kRawBytes32 == 3 && kSymbolShift32 == 23,
+              "store_f32: f32 elements are 3 raw bytes r and symbol s as ((r & 0x800000) << 8) | (s << 23) | (r & 0x7FFFFF)");
+static_assert(kModeRaw == 0, "a raw tile is told by mode == 0");
 
 __device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
          static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
 }
 
-__device__ __forceinline__ uint32_t align16(uint32_t x) { return (x + 15u) & ~15u; }
+__device__ __forceinline__ uint32_t align16(uint32_t x) { return (x + (kStreamAlign - 1)) & ~(kStreamAlign - 1); }
 
 // Copies one chunk of a raw tile: bytes [begin, end) of the payload, 16 bytes per lane-step
 // where both sides are aligned (they are: tiles and destinations are 16-aligned and chunks
@@ -35,13 +51,13 @@ __device__ void copy_raw_chunk(const uint8_t* payload, uint8_t* out, uint64_t be
 __device__ __forceinline__ void store_f32(uint8_t* out, const uint8_t* raw, uint32_t e, uint32_t sym) {
   const uint8_t* p = raw + 3u * e;
   const uint32_t r = static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16;
-  reinterpret_cast<uint32_t*>(out)[e] = ((r & 0x800000u) << 8) | (sym << 23) | (r & 0x7FFFFFu);
+  reinterpret_cast<uint32_t*>(out)[e] = ((r & 0x800000u) << 8) | (sym << kSymbolShift32) | (r & 0x7FFFFFu);
 }
 
 // bf16/f16: two elements from two raw bytes and two symbols, each in the low byte of a 16-bit
 // half: ((r & 0x80) << 8) | (s << 7) | (r & 0x7F) in both halves at once.
 __device__ __forceinline__ uint32_t join_pair(uint32_t r2, uint32_t s2) {
-  return ((r2 & 0x00800080u) << 8) | (s2 << 7) | (r2 & 0x007F007Fu);
+  return ((r2 & 0x00800080u) << 8) | (s2 << kSymbolShift16) | (r2 & 0x007F007Fu);
 }
 
 // Writes elements [first, first + 32) of a chunk (16-bit types) from the raw plane and the
@@ -78,8 +94,8 @@ struct WordWindow {
   __device__ __forceinline__ uint32_t load(uint32_t i) const { return i < n_words ? words[i] : 0u; }
 
   __device__ __forceinline__ void start(const uint8_t* stream, uint32_t stream_len, uint32_t lane) {
-    words = reinterpret_cast<const uint16_t*>(stream + 4 * kLanes);
-    n_words = (stream_len - 4 * kLanes) / 2;
+    words = reinterpret_cast<const uint16_t*>(stream + kStateBytes);
+    n_words = (stream_len - kStateBytes) / 2;
     base = 0;
     off = 0;
     cur = load(lane), nxt = load(32 + lane), ahead = load(64 + lane), later = load(96 + lane);
@@ -121,7 +137,7 @@ template <uint32_t E>
 __device__ void decode_constant_chunk(uint32_t sym, const uint8_t* stream, uint32_t stream_len, const uint8_t* raw,
                                       uint8_t* out, uint32_t n, uint32_t lane, int* error) {
   const uint32_t x = reinterpret_cast<const uint32_t*>(stream)[lane];
-  if (x != (1u << 16) || stream_len != 4 * kLanes) atomicOr(error, 1);
+  if (x != kStateLow || stream_len != kStateBytes) atomicOr(error, 1);
   for (uint32_t e = lane; e < n; e += kLanes) {
     if constexpr (E == 2) reinterpret_cast<uint16_t*>(out)[e] = static_cast<uint16_t>(join_pair(raw[e], sym));
     else store_f32(out, raw, e, sym);
@@ -150,7 +166,7 @@ __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const ui
 #pragma unroll
       for (uint32_t j = 0; j < kLanes; ++j) {
         const uint32_t sym = rans_step(table, prob_bits, mask_p, x);
-        x = w.refill(x, x < (1u << 16), lane, lanes_below);
+        x = w.refill(x, x < kStateLow, lane, lanes_below);
         sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
       }
     } else {
@@ -159,7 +175,7 @@ __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const ui
         const uint32_t e = seg_first + j * kLanes + lane;
         const bool valid = e < n;
         const uint32_t sym = valid ? rans_step(table, prob_bits, mask_p, x) : 0u;
-        x = w.refill(x, valid && x < (1u << 16), lane, lanes_below);
+        x = w.refill(x, valid && x < kStateLow, lane, lanes_below);
         if constexpr (E == 2) sym_buf[j * kLanes + lane] = static_cast<uint8_t>(sym);
         else if (valid) store_f32(out, raw, e, sym);
       }
@@ -182,7 +198,7 @@ __device__ void decode_chunk(const uint32_t* table, uint32_t prob_bits, const ui
   }
   // As the CPU decoder: every lane back at the encoder's initial state, and the stream exactly
   // as long as the words read (plus padding to 16 bytes).
-  if (x != (1u << 16) || align16(4 * kLanes + 2 * w.consumed()) != stream_len) atomicOr(error, 1);
+  if (x != kStateLow || align16(kStateBytes + 2 * w.consumed()) != stream_len) atomicOr(error, 1);
 }
 
 __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t* __restrict__ src,
@@ -201,22 +217,22 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
   uint8_t* out_tile = dst + tt.dst;
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t chunk = bt.first_chunk + warp;
-  const uint32_t mode = tile[0];
+  const uint32_t mode = tile[kHeaderMode];
 
-  if (mode == 0) {  // raw tile: the payload follows the 16-byte header
+  if (mode == kModeRaw) {  // raw tile: the payload follows the 16-byte header
     const uint64_t bytes = static_cast<uint64_t>(tt.n_elems) * tt.elem_bytes;
     const uint64_t begin = static_cast<uint64_t>(chunk) * kChunkElems * tt.elem_bytes;
     if (begin < bytes) {
       const uint64_t end = min(bytes, begin + static_cast<uint64_t>(kChunkElems) * tt.elem_bytes);
-      copy_raw_chunk(tile + 16, out_tile, begin, end, lane);
+      copy_raw_chunk(tile + kTileHeaderBytes, out_tile, begin, end, lane);
     }
     return;
   }
 
-  const uint32_t prob_bits = tile[1], sym_lo = tile[2], sym_count = tile[3] + 1u;
-  const uint32_t n_elems = load_u32(tile + 4), n_chunks = load_u32(tile + 8);
-  const uint32_t raw_bytes = tt.elem_bytes == 4 ? 3u : 1u;
-  const uint32_t freq_off = 16, chunk_end_off = align16(freq_off + 2 * sym_count);
+  const uint32_t prob_bits = tile[kHeaderProbBits], sym_lo = tile[kHeaderSymLo], sym_count = tile[kHeaderSymCountM1] + 1u;
+  const uint32_t n_elems = load_u32(tile + kHeaderNElems), n_chunks = load_u32(tile + kHeaderNChunks);
+  const uint32_t raw_bytes = tt.elem_bytes == 4 ? kRawBytes32 : kRawBytes16;
+  const uint32_t freq_off = kFreqOffset, chunk_end_off = align16(freq_off + 2 * sym_count);
   const uint32_t raw_off = align16(chunk_end_off + 4 * n_chunks);
   const uint32_t stream_off = align16(raw_off + n_elems * raw_bytes);
   const uint16_t* freq = reinterpret_cast<const uint16_t*>(tile + freq_off);
@@ -267,7 +283,7 @@ __global__ void __launch_bounds__(kThreads, 5) decode_tiles_kernel(const uint8_t
   const uint8_t* stream = tile + stream_off + begin;
   const uint8_t* raw = tile + raw_off + static_cast<uint64_t>(chunk) * kChunkElems * raw_bytes;
   uint8_t* out = out_tile + static_cast<uint64_t>(chunk) * kChunkElems * tt.elem_bytes;
-  if (end - begin < 4 * kLanes) {
+  if (end - begin < kStateBytes) {
     if (lane == 0) atomicOr(error, 2);
     return;
   }

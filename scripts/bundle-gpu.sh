@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds codecllm with CUDA here and packs what the GPU machine needs into .device/bundle
 # and .device/bundle.tar.gz (git-ignored; carry the archive with the device tool): the binary, the test executables, the
-# shared libraries that machine lacks, and the reference models the tests read.
+# shared libraries that machine lacks, the reference models the tests read, and the source tree's files they read at run
+# time (tests/fixtures, scripts/tokenizer-parity.py), which they find through CLLM_SOURCE_DIR (gpu-check.sh sets it to the
+# bundle) or, failing that, in the folders above the executable: the bundle runs from any folder.
 #   scripts/bundle-gpu.sh && (on the GPU machine) scripts/gpu-check.sh OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,11 @@ rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/tests" "$bundle/lib" "$bundle/shared"
 cp "$build"/bin/codecllm "$bundle/bin/"
 for t in "$build"/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundle/tests/"; done
+# The bundle's root stands in for the source tree (tests/test_util.h, source_dir()). The .deps venv stays behind: it
+# belongs to this machine's Python; there test-tokenizer's parity case uses python3 or skips.
+cp -r tests/fixtures "$bundle/tests/fixtures"
+mkdir -p "$bundle/scripts"
+cp scripts/tokenizer-parity.py "$bundle/scripts/"
 # Libraries from Debian that the GPU machine's Ubuntu may lack or have in another version.
 ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 shared=${CLLM_SHARED_MODELS:-../shared/models}
@@ -28,7 +35,7 @@ if [ -x build-fuzz/tests/fuzz/fuzz_cllm ] && [ -d build-fuzz/fuzz-seeds ]; then
   cp -r tests/fuzz/regressions "$bundle/fuzz/regressions"
   ldd build-fuzz/tests/fuzz/fuzz_cllm | awk '/pcre2/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 fi
-strip "$bundle"/bin/* "$bundle"/tests/* "$bundle"/fuzz/fuzz_* 2>/dev/null || true
+strip "$bundle"/bin/* "$bundle"/tests/test-* "$bundle"/tests/bench-* "$bundle"/fuzz/fuzz_* 2>/dev/null || true
 # One archive for the device tool's carry (64 MiB at most): gpu-check.sh unpacks it.
 tar czf .device/bundle.tar.gz -C .device bundle
 du -sh "$bundle" .device/bundle.tar.gz

@@ -40,6 +40,7 @@ done
 export LD_LIBRARY_PATH="$bundle/lib$cublas_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CLLM_SHARED_MODELS="$bundle/shared"
 export CLLM_BINARY="$bundle/bin/codecllm"  # the tests run the CLI from the bundle
+export CLLM_SOURCE_DIR="$bundle"             # and read tests/fixtures and scripts/ there (bundle-gpu.sh)
 bin=$CLLM_BINARY
 mkdir -p "$out"
 work=${CLLM_WORK:-/tmp/cllm-gpu-check}
@@ -90,7 +91,8 @@ if [ "$what" = sanitize ] || [ "$what" = all ]; then
   alone="reports its memory"
   cases() {  # sharing|alone -> "tool\nexe\nindex\nname\n" for each case
     for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
-      for exe in test-gpu-decoder test-gpu-engine; do
+      for exe in test-gpu-decoder test-gpu-engine test-gpu-kernels test-gpu-attention; do
+        [ -x "$bundle/tests/$exe" ] || continue  # (a bundle built before the test existed)
         "$bundle/tests/$exe" --list-test-names-only | grep -v '^$' | awk -v t="$tool" -v e="$exe" '{print t; print e; print NR; print}'
       done
     done | paste - - - - | grep -E -- "${SANITIZE_ONLY:-.}" | \

@@ -212,7 +212,7 @@ TEST_CASE("compress: a missing, unreadable or directory source is refused naming
   }
   SECTION("a Hugging Face folder whose weights file is a directory") {
     ::mkdir(dir.file("hf").c_str(), 0755);
-    std::ofstream(dir.file("hf/config.json")) << read_text_file(std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/hf-f32-gqa/config.json");
+    std::ofstream(dir.file("hf/config.json")) << read_text_file(test::fixture_dir("hf-f32-gqa") + "/config.json");
     ::mkdir(dir.file("hf/model.safetensors").c_str(), 0755);
     CHECK(test::run_cli({"compress", dir.file("hf"), out}, nullptr, &err) == 1);
     CHECK_THAT(err, Contains("model.safetensors") && Contains("directory"));

@@ -65,7 +65,7 @@ std::vector<std::vector<int>> read_id_records(const std::string& path) {
 std::string python_with_tokenizers() {
   std::vector<std::string> candidates;
   if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
-  candidates.push_back(std::string(CLLM_SOURCE_DIR) + "/.deps/venv/bin/python3");
+  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
   candidates.push_back("python3");
   for (const auto& py : candidates) {
     const std::string cmd = "'" + py + "' -c 'import tokenizers' >/dev/null 2>&1";
@@ -153,7 +153,7 @@ TEST_CASE("bpe: ids equal Hugging Face tokenizers' on a generated corpus of tric
     std::_Exit(4);
   }
   test::TempDir dir("cllm-parity");
-  const std::string cmd = "'" + py + "' '" + CLLM_SOURCE_DIR + "/scripts/tokenizer-parity.py' '" + json + "' '" +
+  const std::string cmd = "'" + py + "' '" + test::source_path("scripts/tokenizer-parity.py") + "' '" + json + "' '" +
                           dir.path() + "' >'" + dir.file("log") + "' 2>&1";
   const int status = std::system(cmd.c_str());
   INFO("scripts/tokenizer-parity.py says: " << read_text_file(dir.file("log")));

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -146,7 +147,30 @@ std::string compress_stories(const TempDir& dir, bool with_tokenizer) {
   return out;
 }
 
-std::string fixture_dir(const std::string& name) { return std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/" + name; }
+std::string source_dir() {
+  static const std::string dir = [] {
+    if (const char* env = std::getenv("CLLM_SOURCE_DIR"); env && *env) return std::string(env);
+    std::error_code ec;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec)
+      for (std::filesystem::path p = exe.parent_path(); !p.empty(); p = p.parent_path()) {
+        if (std::filesystem::is_directory(p / "tests" / "fixtures", ec)) return p.string();
+        if (p == p.parent_path()) break;  // the root
+      }
+    return std::string(CLLM_SOURCE_DIR);
+  }();
+  return dir;
+}
+
+std::string source_path(const std::string& relative) { return source_dir() + "/" + relative; }
+
+std::string fixture_dir(const std::string& name) {
+  const std::string p = source_path("tests/fixtures/" + name);
+  INFO("test fixture " << p << " (found through $CLLM_SOURCE_DIR, the folders above the test executable, or "
+                       << CLLM_SOURCE_DIR << ")");
+  REQUIRE(path_exists(p));
+  return p;
+}
 
 double rel_error(const float* a, const float* b, size_t n) {
   double num = 0, den = 0;

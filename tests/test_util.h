@@ -51,7 +51,17 @@ constexpr int kStoriesReferenceTokens = 200;
 // stories260K.bin (+ tok512.model unless with_tokenizer is false) compressed into dir.
 std::string compress_stories(const TempDir& dir, bool with_tokenizer = true);
 
-// tests/fixtures/<name>: models the project generated (scripts/make-hf-fixtures.py).
+// The source tree's files that tests read at run time (tests/fixtures, scripts/, .deps/venv),
+// wherever the test executables run from (scripts/bundle-gpu.sh copies them elsewhere):
+// $CLLM_SOURCE_DIR when set; else the nearest folder above the executable that holds
+// tests/fixtures (a bundle's root, or the source tree above build/); else the source tree the
+// executable was built from (CLLM_SOURCE_DIR compiled in).
+std::string source_dir();
+// source_dir() + "/" + relative.
+std::string source_path(const std::string& relative);
+
+// tests/fixtures/<name>: models the project generated (scripts/make-hf-fixtures.py). REQUIREs
+// that it exists, naming where it looked.
 std::string fixture_dir(const std::string& name);
 
 // ||a - b|| / ||b|| over n values (one row of logits).

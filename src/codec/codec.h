@@ -10,20 +10,22 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/tile_format.h"
 
 namespace cllm::codec {
 
-// ---- Bitstream constants (docs/codec.md). Changing any of them changes the format.
-constexpr uint32_t kLanes = 32;              // interleaved rANS states per chunk (one per warp lane)
-constexpr uint32_t kChunkElems = 32 * 1024;  // elements per chunk (one warp's independent work)
-constexpr uint32_t kTileHeaderBytes = 16;
-constexpr uint32_t kStreamAlign = 16;        // chunk streams, raw plane and tables start 16-aligned
-constexpr uint32_t kStateLow = 1u << 16;     // rANS state interval [2^16, 2^32)
-constexpr uint32_t kMinProbBits = 8, kMaxProbBits = 12;  // the GPU keeps a 2^P-entry table in shared memory
-constexpr uint32_t kMaxTileElems = 1u << 24;
+// ---- Bitstream constants (docs/codec.md), defined in common/tile_format.h, which the GPU
+// decoder reads too. Changing any of them changes the format.
+constexpr uint32_t kLanes = tile_format::kLanes;              // interleaved rANS states per chunk (one per warp lane)
+constexpr uint32_t kChunkElems = tile_format::kChunkElems;    // elements per chunk (one warp's independent work)
+constexpr uint32_t kTileHeaderBytes = tile_format::kTileHeaderBytes;
+constexpr uint32_t kStreamAlign = tile_format::kStreamAlign;  // chunk streams, raw plane and tables start 16-aligned
+constexpr uint32_t kStateLow = tile_format::kStateLow;        // rANS state interval [2^16, 2^32)
+constexpr uint32_t kMinProbBits = tile_format::kMinProbBits, kMaxProbBits = tile_format::kMaxProbBits;
+constexpr uint32_t kMaxTileElems = tile_format::kMaxTileElems;
 
 // Tile modes (the first byte of every tile).
-enum class TileMode : uint8_t { raw = 0, rans = 1 };
+enum class TileMode : uint8_t { raw = tile_format::kModeRaw, rans = tile_format::kModeRans };
 
 // Encoder defaults (not format constants: a reader accepts any valid choice).
 constexpr uint32_t kDefaultTileElems = 1u << 20;

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/tile_format.h"
+
 namespace cllm::codec {
 
 // A 16-bit element's raw byte r with its bits in place: ((r & 0x80) << 8) | (r & 0x7F). The
@@ -23,24 +25,24 @@ inline constexpr RawBits16 kRawBits16{};
 // raw byte = sign (bit 15) moved to bit 7, plus mantissa bits 0..6.
 struct Split16 {
   using Value = uint16_t;
-  static constexpr uint32_t kRawBytes = 1;
+  static constexpr uint32_t kRawBytes = tile_format::kRawBytes16;
   static Value load(const uint8_t* p) { Value v; std::memcpy(&v, p, sizeof v); return v; }
   static void store(uint8_t* p, Value v) { std::memcpy(p, &v, sizeof v); }
-  static uint32_t symbol(Value v) { return (v >> 7) & 0xFFu; }
+  static uint32_t symbol(Value v) { return (v >> tile_format::kSymbolShift16) & 0xFFu; }
   static void put_raw(Value v, uint8_t* raw) {
     raw[0] = static_cast<uint8_t>(((v >> 8) & 0x80u) | (v & 0x7Fu));
   }
-  static Value join(uint32_t s, const uint8_t* raw) { return static_cast<Value>(kRawBits16.v[raw[0]] | (s << 7)); }
+  static Value join(uint32_t s, const uint8_t* raw) { return static_cast<Value>(kRawBits16.v[raw[0]] | (s << tile_format::kSymbolShift16)); }
 };
 
 // f32: symbol = the exponent (bits 23..30); raw = 23 mantissa bits with the sign moved to
 // bit 23, stored as 3 bytes little-endian.
 struct Split32 {
   using Value = uint32_t;
-  static constexpr uint32_t kRawBytes = 3;
+  static constexpr uint32_t kRawBytes = tile_format::kRawBytes32;
   static Value load(const uint8_t* p) { Value v; std::memcpy(&v, p, sizeof v); return v; }
   static void store(uint8_t* p, Value v) { std::memcpy(p, &v, sizeof v); }
-  static uint32_t symbol(Value v) { return (v >> 23) & 0xFFu; }
+  static uint32_t symbol(Value v) { return (v >> tile_format::kSymbolShift32) & 0xFFu; }
   static void put_raw(Value v, uint8_t* raw) {
     const uint32_t r = (v & 0x7FFFFFu) | ((v >> 8) & 0x800000u);
     raw[0] = static_cast<uint8_t>(r);
@@ -49,7 +51,7 @@ struct Split32 {
   }
   static Value join(uint32_t s, const uint8_t* raw) {
     const uint32_t r = uint32_t(raw[0]) | (uint32_t(raw[1]) << 8) | (uint32_t(raw[2]) << 16);
-    return ((r & 0x800000u) << 8) | (s << 23) | (r & 0x7FFFFFu);
+    return ((r & 0x800000u) << 8) | (s << tile_format::kSymbolShift32) | (r & 0x7FFFFFu);
   }
 };
 

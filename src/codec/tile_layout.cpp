@@ -10,15 +10,15 @@ namespace cllm::codec {
 uint32_t raw_bytes_per_elem(DType t) {
   switch (t) {
     case DType::BF16:
-    case DType::F16: return 1;
-    case DType::F32: return 3;
+    case DType::F16: return tile_format::kRawBytes16;
+    case DType::F32: return tile_format::kRawBytes32;
     case DType::U8: return 1;  // no symbol: the whole byte is raw (u8 tiles are always raw)
   }
   fail("codec: unknown dtype ", static_cast<int>(t));
 }
 
 uint64_t place_rans_parts(DType t, TileLayout& l) {
-  l.freq_offset = kTileHeaderBytes;
+  l.freq_offset = tile_format::kFreqOffset;
   const uint64_t chunk_end_offset = align16(uint64_t(l.freq_offset) + 2ull * l.sym_count);
   const uint64_t raw_offset = align16(chunk_end_offset + 4ull * l.n_chunks);
   const uint64_t stream_offset = align16(raw_offset + uint64_t(l.n_elems) * raw_bytes_per_elem(t));
@@ -31,13 +31,14 @@ uint64_t place_rans_parts(DType t, TileLayout& l) {
 
 void write_tile_header(const TileLayout& l, uint8_t* dst) {
   const bool rans = l.mode == TileMode::rans;
-  dst[0] = static_cast<uint8_t>(l.mode);
-  dst[1] = static_cast<uint8_t>(rans ? l.prob_bits : 0);
-  dst[2] = static_cast<uint8_t>(rans ? l.sym_lo : 0);
-  dst[3] = static_cast<uint8_t>(rans ? l.sym_count - 1 : 0);
-  store_u32(dst + 4, l.n_elems);
-  store_u32(dst + 8, rans ? l.n_chunks : 0);
-  store_u32(dst + 12, rans ? l.stream_bytes : 0);
+  using namespace tile_format;
+  dst[kHeaderMode] = static_cast<uint8_t>(l.mode);
+  dst[kHeaderProbBits] = static_cast<uint8_t>(rans ? l.prob_bits : 0);
+  dst[kHeaderSymLo] = static_cast<uint8_t>(rans ? l.sym_lo : 0);
+  dst[kHeaderSymCountM1] = static_cast<uint8_t>(rans ? l.sym_count - 1 : 0);
+  store_u32(dst + kHeaderNElems, l.n_elems);
+  store_u32(dst + kHeaderNChunks, rans ? l.n_chunks : 0);
+  store_u32(dst + kHeaderStreamBytes, rans ? l.stream_bytes : 0);
 }
 
 namespace {
@@ -73,21 +74,23 @@ TileLayout parse_tile_layout(DType t, const uint8_t* tile, size_t tile_size) {
   CLLM_CHECK(tile_size >= kTileHeaderBytes, "tile of ", tile_size, " bytes is shorter than its ",
              kTileHeaderBytes, "-byte header");
   TileLayout l{};
-  const uint8_t mode = tile[0];
+  using namespace tile_format;
+  const uint8_t mode = tile[kHeaderMode];
   CLLM_CHECK(mode <= 1, "tile: unknown mode ", int(mode), " (0 = raw, 1 = rans)");
   l.mode = static_cast<TileMode>(mode);
-  l.prob_bits = tile[1];
-  l.sym_lo = tile[2];
-  l.sym_count = uint32_t(tile[3]) + 1;
-  l.n_elems = load_u32(tile + 4);
-  l.n_chunks = load_u32(tile + 8);
-  l.stream_bytes = load_u32(tile + 12);
+  l.prob_bits = tile[kHeaderProbBits];
+  l.sym_lo = tile[kHeaderSymLo];
+  l.sym_count = uint32_t(tile[kHeaderSymCountM1]) + 1;
+  l.n_elems = load_u32(tile + kHeaderNElems);
+  l.n_chunks = load_u32(tile + kHeaderNChunks);
+  l.stream_bytes = load_u32(tile + kHeaderStreamBytes);
   CLLM_CHECK(l.n_elems <= kMaxTileElems, "tile: n_elems ", l.n_elems, " exceeds the limit ", kMaxTileElems);
 
   if (l.mode == TileMode::raw) {
-    CLLM_CHECK(tile[1] == 0 && tile[2] == 0 && tile[3] == 0 && l.n_chunks == 0 && l.stream_bytes == 0,
+    CLLM_CHECK(tile[kHeaderProbBits] == 0 && tile[kHeaderSymLo] == 0 && tile[kHeaderSymCountM1] == 0 &&
+                   l.n_chunks == 0 && l.stream_bytes == 0,
                "raw tile: header bytes 1..3 and 8..15 must be zero (prob_bits ", l.prob_bits, ", sym_lo ",
-               l.sym_lo, ", sym_count-1 ", int(tile[3]), ", n_chunks ", l.n_chunks, ", stream_bytes ",
+               l.sym_lo, ", sym_count-1 ", int(tile[kHeaderSymCountM1]), ", n_chunks ", l.n_chunks, ", stream_bytes ",
                l.stream_bytes, ")");
     const uint64_t expect = kTileHeaderBytes + uint64_t(l.n_elems) * dtype_size(t);
     CLLM_CHECK(tile_size == expect, "raw tile: ", tile_size, " bytes, expected ", expect, " for ", l.n_elems,

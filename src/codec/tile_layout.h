@@ -34,7 +34,7 @@ inline uint32_t chunk_elems(uint64_t n_elems, uint32_t k) {
 }
 
 // Bytes of a chunk stream: 32 initial states (u32), `words` u16 words, zero padding to 16.
-constexpr uint32_t kStateBytes = kLanes * 4;
+constexpr uint32_t kStateBytes = tile_format::kStateBytes;
 inline uint64_t chunk_stream_bytes(uint64_t words) { return align16(kStateBytes + 2 * words); }
 
 // Fills the byte offsets of a rans tile's parts from sym_count, n_chunks and n_elems; returns
