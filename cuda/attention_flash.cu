@@ -21,6 +21,7 @@
 // inputs give the same bits on every run.
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "cuda/attention.h"
@@ -484,12 +485,24 @@ void check_shape(const char* what, const void* k_cache, const void* v_cache, int
     fail(what, ": the KV cache must be 16-byte aligned");
 }
 
+// Allows a kernel more than 48 KiB of dynamic shared memory, once per device (outside any
+// graph capture that may come later, and not on every launch).
+template <auto kernel>  // one flag set per kernel instance
+void allow_smem(size_t bytes) {
+  static std::atomic<uint64_t> done{0};  // one bit per device
+  int dev = 0;
+  CLLM_CUDA_CHECK(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t{1} << (dev % 64);
+  if (done.load() & bit) return;
+  CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  done.fetch_or(bit);
+}
+
 template <int HD>
 void launch_prefill(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
                     int n_heads, int n_kv_heads, cudaStream_t s) {
   const size_t smem = tile_smem_bytes<HD>();
-  CLLM_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_f16_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
+  allow_smem<attention_prefill_f16_kernel<HD>>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   const dim3 grid((rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp), n_kv_heads);
   attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
@@ -501,8 +514,7 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
   // The merge at the end reuses the tiles' shared memory.
   static_assert(sizeof(float) * kWarps * kRowsPerWarp * (HD + 2) <= tile_smem_bytes<HD>(), "merge space");
   const size_t smem = tile_smem_bytes<HD>();
-  CLLM_CUDA_CHECK(cudaFuncSetAttribute(attention_decode_f16_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
+  allow_smem<attention_decode_f16_kernel<HD>>(smem);
   const int rows = a.n * (a.n_heads / a.n_kv_heads);
   const dim3 grid(n_chunks, a.n_kv_heads, (rows + kRowsPerWarp - 1) / kRowsPerWarp);
   attention_decode_f16_kernel<HD><<<grid, kThreads, smem, s>>>(a);
