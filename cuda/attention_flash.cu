@@ -234,7 +234,7 @@ __device__ __forceinline__ void finish_sums(WarpState<HD>& st) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prompt attention. Block (row tile, kv head): 64 query rows (4 warps x 16) of one GQA group
+// Prompt attention. Block (kv head, row tile): 64 query rows (4 warps x 16) of one GQA group
 // stream the keys 0 .. (their last position) through shared memory, 64 at a time, in two stages
 // (cp.async of tile i+1 overlaps the math of tile i). A warp skips tiles entirely above its
 // rows' diagonal and masks only tiles that cross it. Row tiles run longest first (the last
@@ -248,8 +248,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
   const int group = n_heads / n_kv_heads, n_rows = n * group;
-  const int tile_row0 = (gridDim.x - 1 - blockIdx.x) * (kWarps * kRowsPerWarp);
-  const int kv_head = blockIdx.y;
+  const int tile_row0 = (gridDim.y - 1 - blockIdx.y) * (kWarps * kRowsPerWarp);
+  const int kv_head = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const size_t kv_dim = static_cast<size_t>(n_kv_heads) * HD, head_off = static_cast<size_t>(kv_head) * HD;
 
@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
       const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
       warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, key0 + kTileKeys - 1 > warp_min_pos, st);
     }
-    __syncthreads();  // the stage is rewritten by the load two tiles on
+    __syncthreads();  // the next iteration loads tile i + 2 into this stage
   }
 
   finish_sums(st);
@@ -485,8 +485,7 @@ void check_shape(const char* what, const void* k_cache, const void* v_cache, int
     fail(what, ": the KV cache must be 16-byte aligned");
 }
 
-// Allows a kernel more than 48 KiB of dynamic shared memory, once per device (outside any
-// graph capture that may come later, and not on every launch).
+// Allows a kernel more than 48 KiB of dynamic shared memory, once per device and kernel.
 template <auto kernel>  // one flag set per kernel instance
 void allow_smem(size_t bytes) {
   static std::atomic<uint64_t> done{0};  // one bit per device
@@ -494,7 +493,14 @@ void allow_smem(size_t bytes) {
   CLLM_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = uint64_t{1} << (dev % 64);
   if (done.load() & bit) return;
-  CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  // The first launch may be inside a graph capture (the engine's one-token graph): relaxed mode
+  // lets this non-stream call through there, then the thread's mode is restored.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  CLLM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  CLLM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  CLLM_CUDA_CHECK(err);
   done.fetch_or(bit);
 }
 
@@ -504,7 +510,8 @@ void launch_prefill(const float* q, const __half* k, const __half* v, void* out,
   const size_t smem = tile_smem_bytes<HD>();
   allow_smem<attention_prefill_f16_kernel<HD>>(smem);
   const int rows = n * (n_heads / n_kv_heads);
-  const dim3 grid((rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp), n_kv_heads);
+  // kv heads vary fastest, so every head's longest row tiles are dispatched first
+  const dim3 grid(n_kv_heads, (rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
   attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }

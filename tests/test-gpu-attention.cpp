@@ -8,18 +8,23 @@
 //
 // Tolerances: relative L2 error of one output row (one token, one head, head_dim values)
 // against the reference computed in double from the same cache values:
-// - f16 cache, f32 output: 2e-3. Q is rounded to f16 after scaling (relative 2^-12 an element)
-//   and P is rounded to f16 (2^-12); with scores of standard deviation ~2 these move a row by a
-//   few 1e-4; the rest is fp32 accumulation.
-// - f16 cache, bf16 output: 6e-3. The output's rounding alone is up to 2^-9 relative an
-//   element (about 1.2e-3 as an L2 average over a row), on top of the above.
+// - f16 cache, f32 output: 3e-3. Q is rounded to f16 after scaling (at most 2^-11 relative an
+//   element, RMS ~2.8e-4); with q ~ N(0, 2^2) and k ~ N(0, 1) a score moves by ~6e-4 and the
+//   row, a softmax-weighted mean of V, by about the same relative amount whatever the spread of
+//   the weights; P's rounding to f16 adds ~1.5e-4. Worst rows over thousands reach ~3x the RMS.
+//   An indexing or masking bug gives errors of order 1.
+// - f16 cache, bf16 output: 8e-3. The output's own rounding is up to 2^-9 relative an element
+//   (RMS ~1.1e-3 over a row), on top of the above.
 // - f32 cache (the fp32 CUDA-core kernels), f32 output: 1e-5 (fp32 summation order only);
-//   bf16 output: 6e-3 as above.
+//   bf16 output: 8e-3 as above.
+// Each test prints the largest error it saw per path, so a run shows the margins.
 // Rows of the cache at and past pos + n are filled with NaN: any read of them shows up as a NaN
 // output.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -169,9 +174,24 @@ std::vector<float> to_f32(const std::vector<uint8_t>& raw, DType dt) {
 }
 
 double tolerance(DType kv, DType out) {
-  if (out == DType::BF16) return 6e-3;
-  return kv == DType::F16 ? 2e-3 : 1e-5;
+  if (out == DType::BF16) return 8e-3;
+  return kv == DType::F16 ? 3e-3 : 1e-5;
 }
+
+// The largest error seen per (cache dtype, output dtype) in the current test, printed at its end.
+struct WorstErrors {
+  double err[2][2] = {{0, 0}, {0, 0}};
+  void add(DType kv, DType out, double e) {
+    double& w = err[kv == DType::F16][out == DType::BF16];
+    w = std::max(w, e);
+  }
+  void print(const char* test) const {
+    std::printf("%s: largest row error, f16 cache: %.3g (f32 out) %.3g (bf16 out); f32 cache: %.3g (f32 out) "
+                "%.3g (bf16 out)\n",
+                test, err[1][0], err[1][1], err[0][0], err[0][1]);
+  }
+};
+WorstErrors worst;
 
 // The largest relative L2 error over the rows (t, h); NaN anywhere gives infinity.
 double max_row_error(const std::vector<float>& got, const std::vector<double>& want, int head_dim, int* worst_row) {
@@ -209,6 +229,7 @@ void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t 
     INFO(describe(s, kv, n, pos, context) << ", " << dtype_name(out_dt) << " out: worst row t " << row / s.n_heads
                                           << " head " << row % s.n_heads << ", error " << err);
     CHECK(err <= tolerance(kv, out_dt));
+    worst.add(kv, out_dt, err);
   }
 }
 
@@ -245,6 +266,7 @@ TEST_CASE("gpu attention: decoding 1, 2 and 16 tokens matches a double-precision
           // the context itself, then a longer one (another chunk size: 64 -> 512 rows at 4097)
           for (int context : {total, total * 8 + 100}) check_case(s, kv, n, total - n, context, seed++);
         }
+  worst.print("decode");
 #endif
 }
 
@@ -263,6 +285,7 @@ TEST_CASE("gpu attention: prompts of 17 to 512 tokens, from 0 and after cached t
   // a 512-token prompt ending at row 4096 (total 4097): tiles far from the diagonal
   check_case({8, 2, 128}, DType::F16, 512, 4097 - 512, 4097, seed++);
   check_case({16, 2, 64}, DType::F16, 512, 4097 - 512, 4200, seed++);
+  worst.print("prompt");
 #endif
 }
 
@@ -344,6 +367,7 @@ TEST_CASE("gpu attention: a 131072-row context decodes at position 100000", "[gp
     int row = 0;
     const double err = max_row_error(to_f32(dc.run(n, pos, DType::F32), DType::F32), reference(s, q, c, n, pos),
                                       s.head_dim, &row);
+    std::printf("context 131072, pos %d, n %d: largest row error %.3g\n", pos, n, err);
     INFO("n " << n << ": error " << err << " at row " << row);
     CHECK(err <= tolerance(DType::F16, DType::F32));
   }
