@@ -8,8 +8,9 @@
 //
 // Paths (f16 caches with head_dim 64 or 128; anything else takes the fp32 kernels):
 // - n <= kMaxDecodeTokens, "flash-decoding": the rows 0 .. context-1 are cut into fixed chunks
-//   whose size depends only on context (attention_decode_chunk). One block per (kv head, chunk,
-//   16 query rows) computes its partial softmax (max, sum, unnormalised output) into the
+//   whose size depends only on context (attention_decode_chunk). One block per (chunk, kv head,
+//   up to 64 query rows: all of the group's heads for all n tokens when n x group <= 64)
+//   computes its partial softmax (max, sum, unnormalised output) into the
 //   workspace; a combine kernel merges the chunks of each query in chunk order. Results depend
 //   only on (inputs, pos, context): the same bits whether pos comes from the host or from d_pos
 //   inside a graph (where the grid covers the whole context and blocks past pos exit at once).

@@ -267,14 +267,14 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
     qpos[i] = r < n_rows ? pos + r / group : -1;
   }
 
+  // The first tile's copy starts before Q's loads, which it then overlaps.
+  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
+  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
+  cp_async_commit();
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, q, warp_row0, n_rows, group, kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
   WarpState<HD> st;
   st.init();
-
-  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
-  cp_async_commit();
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
@@ -308,10 +308,14 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoding, split-K. Block (chunk, kv head, 16 query rows): the rows of its chunk are loaded 64
-// at a time into shared memory (two stages); warp w takes keys 16w .. 16w+15 of each tile with
-// its own online softmax over the same 16 query rows, so the chunk is read once for them. At
-// the end the four warps' states merge in warp order and the chunk's partial goes to the
+// Decoding, split-K. Block (chunk, kv head, 16 x ROW_WARPS query rows): the rows of its chunk
+// are loaded 64 at a time into shared memory (two stages). The four warps form ROW_WARPS row
+// groups of 16 query rows times kSplit = 4 / ROW_WARPS key slots: warp w = group * kSplit + slot
+// takes keys slot * 64/kSplit .. of each tile for its group's rows, with its own online softmax.
+// ROW_WARPS is the fewest that hold all n x group query rows (up to 64; beyond, several blocks
+// read the chunk), so the chunk is read from memory once for all of them (n = 1: 1 row group,
+// 4 key slots of 16 keys; Llama-3 8B's n = 16: 64 rows, 4 row groups of all 64 keys). At the
+// end each row group's slots merge in slot order and the chunk's partial goes to the
 // workspace: for query (t, head h) and chunk c, ml[(c*n + t)*n_heads + h] = (max, sum) and
 // acc[((c*n + t)*n_heads + h)*HD + d] the unnormalised output.
 struct DecodeArgs {
@@ -325,19 +329,20 @@ struct DecodeArgs {
   int n_heads, n_kv_heads, chunk;
 };
 
-template <int HD>
+template <int HD, int ROW_WARPS>
 __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeArgs a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
-  constexpr int kWarpKeys = kTileKeys / kWarps;
+  constexpr int kSplit = kWarps / ROW_WARPS, kWarpKeys = kTileKeys / kSplit, kBlockRows = ROW_WARPS * kRowsPerWarp;
   const int pos = a.d_pos ? *a.d_pos : a.pos_value;
-  const int chunk = blockIdx.x, kv_head = blockIdx.y, row0 = blockIdx.z * kRowsPerWarp;
+  const int chunk = blockIdx.x, kv_head = blockIdx.y;
   const int key_begin = chunk * a.chunk;
   const int key_end = min(key_begin + a.chunk, pos + a.n);  // the last token sees pos + n - 1
   if (key_begin >= key_end) return;  // past the last position: the combine never reads it
   const int group = a.n_heads / a.n_kv_heads, n_rows = a.n * group;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = warp % kSplit;
+  const int block_row0 = blockIdx.z * kBlockRows, row0 = block_row0 + (warp / kSplit) * kRowsPerWarp;
   const size_t kv_dim = static_cast<size_t>(a.n_kv_heads) * HD, head_off = static_cast<size_t>(kv_head) * HD;
 
   int qpos[2];
@@ -346,14 +351,14 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
     const int r = row0 + lane / 4 + 8 * i;
     qpos[i] = r < n_rows ? pos + r / group : -1;
   }
+  // The first tile's copy starts before Q's loads, which it then overlaps.
+  const int n_tiles = (key_end - key_begin + kTileKeys - 1) / kTileKeys;
+  load_tile<HD>(smem, smem + kTileHalves, a.k_cache, a.v_cache, key_begin, key_end, kv_dim, head_off);
+  cp_async_commit();
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, a.q, row0, n_rows, group, kv_head, a.n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
   WarpState<HD> st;
   st.init();
-
-  const int n_tiles = (key_end - key_begin + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, a.k_cache, a.v_cache, key_begin, key_end, kv_dim, head_off);
-  cp_async_commit();
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
@@ -363,17 +368,18 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const int key0 = key_begin + i * kTileKeys + warp * kWarpKeys;
-    if (key0 < key_end) {  // warp-uniform; always masked (rows of different tokens, padding)
-      const __half* k_s = smem + (i & 1) * 2 * kTileHalves + warp * kWarpKeys * smem_row<HD>();
+    const int key0 = key_begin + i * kTileKeys + slot * kWarpKeys;
+    // warp-uniform; always masked (rows of different tokens, padding rows)
+    if (key0 < key_end && row0 < n_rows) {
+      const __half* k_s = smem + (i & 1) * 2 * kTileHalves + slot * kWarpKeys * smem_row<HD>();
       warp_attend<HD, kWarpKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, true, st);
     }
     __syncthreads();
   }
   finish_sums(st);
 
-  // Merge the warps' states in warp order through shared memory (the tiles are no longer read;
-  // 4 x 16 x (HD + 2) floats fit in one stage).
+  // Merge each row group's slots in slot order through shared memory (the tiles are no longer
+  // read; 4 warps x 16 rows x (HD + 2) floats fit in one stage).
   float* o_s = reinterpret_cast<float*>(smem_raw);        // (warp, row, HD)
   float* m_s = o_s + kWarps * kRowsPerWarp * HD;          // (warp, row)
   float* l_s = m_s + kWarps * kRowsPerWarp;               // (warp, row)
@@ -392,16 +398,19 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < kRowsPerWarp * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD, row = row0 + r;
+  for (int e = threadIdx.x; e < kBlockRows * HD; e += kThreads) {
+    const int br = e / HD, d = e % HD, row = block_row0 + br;
     if (row >= n_rows) break;  // rows grow with e
+    // slot k of this row's group is warp w0 + k; the row is row r of those warps
+    const int w0 = (br / kRowsPerWarp) * kSplit, r = br % kRowsPerWarp;
     float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m_s[w * kRowsPerWarp + r]);
+    for (int k = 0; k < kSplit; ++k) mx = fmaxf(mx, m_s[(w0 + k) * kRowsPerWarp + r]);
     float o = 0.0f, l = 0.0f;
     if (mx != -INFINITY) {  // else no key of this chunk is visible to the row: o = l = 0
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
+      for (int k = 0; k < kSplit; ++k) {
+        const int w = w0 + k;
         const float f = exp2f(m_s[w * kRowsPerWarp + r] - mx);
         o += f * o_s[(w * kRowsPerWarp + r) * HD + d];
         l += f * l_s[w * kRowsPerWarp + r];
@@ -516,16 +525,28 @@ void launch_prefill(const float* q, const __half* k, const __half* v, void* out,
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
+template <int HD, int ROW_WARPS>
+void launch_decode_rows(const DecodeArgs& a, int n_chunks, cudaStream_t s) {
+  const size_t smem = tile_smem_bytes<HD>();
+  allow_smem<attention_decode_f16_kernel<HD, ROW_WARPS>>(smem);
+  const int rows = a.n * (a.n_heads / a.n_kv_heads), block_rows = ROW_WARPS * kRowsPerWarp;
+  const dim3 grid(n_chunks, a.n_kv_heads, (rows + block_rows - 1) / block_rows);
+  attention_decode_f16_kernel<HD, ROW_WARPS><<<grid, kThreads, smem, s>>>(a);
+  CLLM_CUDA_CHECK_LAUNCH("attention_decode_f16");
+}
+
 template <int HD>
 void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, cudaStream_t s) {
   // The merge at the end reuses the tiles' shared memory.
   static_assert(sizeof(float) * kWarps * kRowsPerWarp * (HD + 2) <= tile_smem_bytes<HD>(), "merge space");
-  const size_t smem = tile_smem_bytes<HD>();
-  allow_smem<attention_decode_f16_kernel<HD>>(smem);
+  // The fewest row groups that hold the query rows (then every key slot has work).
   const int rows = a.n * (a.n_heads / a.n_kv_heads);
-  const dim3 grid(n_chunks, a.n_kv_heads, (rows + kRowsPerWarp - 1) / kRowsPerWarp);
-  attention_decode_f16_kernel<HD><<<grid, kThreads, smem, s>>>(a);
-  CLLM_CUDA_CHECK_LAUNCH("attention_decode_f16");
+  if (rows <= kRowsPerWarp)
+    launch_decode_rows<HD, 1>(a, n_chunks, s);
+  else if (rows <= 2 * kRowsPerWarp)
+    launch_decode_rows<HD, 2>(a, n_chunks, s);
+  else
+    launch_decode_rows<HD, 4>(a, n_chunks, s);
   attention_combine_kernel<HD><<<a.n * a.n_heads, kCombineThreads, 0, s>>>(a.acc, a.ml, out, out_dt, a.n, a.pos_value,
                                                                           a.d_pos, a.n_heads, a.chunk);
   CLLM_CUDA_CHECK_LAUNCH("attention_combine");

@@ -1,5 +1,5 @@
 // Specification of the GPU attention kernels (cuda/attention.h): causal GQA attention over one
-// layer's KV cache against a double-precision CPU reference, for decoding (1, 2 or 16 new
+// layer's KV cache against a double-precision CPU reference, for decoding (1 .. 16 new
 // tokens: split-K over fixed chunks and a combine) and prompts (17 .. 512 tokens: tensor
 // cores), f16 and f32 caches, bf16 and f32 outputs; a decode captured in a CUDA graph with the
 // position in device memory gives the direct launch's bits; repeated runs give identical bits;
@@ -254,14 +254,17 @@ TEST_CASE("gpu attention: the decode chunk depends on the context only and the w
 #endif
 }
 
-TEST_CASE("gpu attention: decoding 1, 2 and 16 tokens matches a double-precision reference", "[gpu]") {
+// n x group query rows pick the decode kernel's row groups: <= 16 rows one group (4 key slots),
+// <= 32 two (n 4 or 7 with 8 or 4 heads a group, n 7 with 3), more four (n 16, n 7 with 8);
+// rows that do not fill the last group (3 heads a group) leave padding warps.
+TEST_CASE("gpu attention: decoding 1, 2, 4, 7 and 16 tokens matches a double-precision reference", "[gpu]") {
   CLLM_REQUIRE_GPU();
 #if CLLM_HAVE_CUDA
   uint64_t seed = 1;
   for (const Shape& s : kShapes)
     for (DType kv : {DType::F16, DType::F32})
       for (int total : {1, 63, 64, 65, 4097})
-        for (int n : {1, 2, 16}) {
+        for (int n : {1, 2, 4, 7, 16}) {
           if (n > total) continue;
           // the context itself, then a longer one (another chunk size: 64 -> 512 rows at 4097)
           for (int context : {total, total * 8 + 100}) check_case(s, kv, n, total - n, context, seed++);
