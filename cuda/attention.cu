@@ -1,8 +1,10 @@
-// Causal attention over the KV cache with an online softmax (running max and sum, rescaled per
-// tile of keys), so any context length fits in shared memory.
+// The fp32 CUDA-core attention kernels, and attention()'s choice of path (cuda/attention.h).
+// Online softmax (running max and sum, rescaled per tile of keys), so any context length fits
+// in shared memory.
 // - one token (decoding): one block per head streams the key positions in tiles of kTile;
 // - a prompt batch: one block per (head, 32 queries) loads each tile of 32 keys and values
 //   into shared memory once for all its queries; each warp owns 4 queries.
+// The f16 tensor-core and split-K kernels are in cuda/attention_flash.cu.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -182,9 +184,10 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
                int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
   if (n <= 0) return;
-  if (head_dim > kMaxHeadDim || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
+  if (head_dim > kMaxHeadDim || head_dim <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("attention: head_dim ", head_dim, " (at most ", kMaxHeadDim, "), heads ", n_heads, "/", n_kv_heads,
          " not supported");
+  if (kv_dt != DType::F16 && kv_dt != DType::F32) fail("attention: the KV cache must be f16 or f32");
   if (n == 1) {
     if (kv_dt == DType::F16)
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const __half*>(k_cache),
@@ -205,6 +208,23 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
   attention_prefill_kernel<<<grid, 256, smem, s>>>(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, n_heads, n_kv_heads,
                                                    head_dim);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill");
+}
+
+void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
+               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
+               size_t workspace_bytes, cudaStream_t s) {
+  if (n <= 0) return;
+  if (!attention_flash_supported(kv_dt, head_dim)) {  // f32 caches stay fp32 end to end
+    attention(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, s);
+    return;
+  }
+  if (n <= kMaxDecodeTokens)
+    attention_decode_f16(q, k_cache, v_cache, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, context,
+                         workspace, workspace_bytes, s);
+  else {
+    if (d_pos) fail("attention: a prompt batch takes its position by value");
+    attention_prefill_f16(q, k_cache, v_cache, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, s);
+  }
 }
 
 }  // namespace cllm::cuda

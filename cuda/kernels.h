@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "cuda/attention.h"
 
 namespace cllm::cuda {
 
@@ -41,13 +42,7 @@ struct RopeArgs {
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
                    int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s);
 
-// Causal attention: query t (absolute position pos+t) of head h attends to cache rows
-// 0 .. pos+t of kv head h / (n_heads / n_kv_heads). q (n, n_heads*head_dim) fp32;
-// out (n, n_heads*head_dim) in out_dt. head_dim <= kMaxHeadDim. With n == 1, pos may come
-// from d_pos in device memory (as rope_store_kv).
-constexpr int kMaxHeadDim = 256;
-void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
-               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+// Causal attention over the KV cache: cuda/attention.h.
 
 // dst (count) = src (count), fp32, by the SMs. Either side may be mapped pinned host memory
 // (PinnedBuffer::device_data()): the hybrid runtime's hand-over of activations between GPU

@@ -1,0 +1,70 @@
+// Causal attention over one layer's KV cache (cuda/attention.cu, cuda/attention_flash.cu).
+//
+// q (n, n_heads*head_dim) fp32 after RoPE; k_cache, v_cache (context, kv_dim) with
+// kv_dim = n_kv_heads*head_dim, rows 0 .. pos+n-1 valid; out (n, n_heads*head_dim) in out_dt.
+// Query t (absolute position pos+t) of head h attends to rows 0 .. pos+t of kv head
+// h / (n_heads / n_kv_heads). With n == 1, pos may come from d_pos in device memory (a CUDA
+// graph captured once serves every position).
+//
+// Paths (f16 caches with head_dim 64 or 128; anything else takes the fp32 kernels):
+// - n <= kMaxDecodeTokens, "flash-decoding": the rows 0 .. context-1 are cut into fixed chunks
+//   whose size depends only on context (attention_decode_chunk). One block per (chunk, kv head,
+//   up to 64 query rows: all of the group's heads for all n tokens when n x group <= 64)
+//   computes its partial softmax (max, sum, unnormalised output) into the
+//   workspace; a combine kernel merges the chunks of each query in chunk order. Results depend
+//   only on (inputs, pos, context): the same bits whether pos comes from the host or from d_pos
+//   inside a graph (where the grid covers the whole context and blocks past pos exit at once).
+// - n > kMaxDecodeTokens: flash attention on tensor cores (mma.sync m16n8k16, f16 in, fp32
+//   accumulate), 64 query rows x 64 keys a step, no workspace.
+// - f32 caches (f32 models, checked against the CPU at 1e-4) or other head_dims: the fp32
+//   CUDA-core kernels (one block per head for n == 1, 32 queries a block otherwise).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "common/dtype.h"
+
+namespace cllm::cuda {
+
+constexpr int kMaxHeadDim = 256;
+// Batches of at most this many tokens take the split-K decode path.
+constexpr int kMaxDecodeTokens = 16;
+
+// Rows of the cache per decode chunk: a power of two >= 64 chosen so that at most
+// kMaxDecodeChunks chunks cover the context (64 rows for context <= 8192, 1024 for 131072).
+constexpr int kMaxDecodeChunks = 128;
+int attention_decode_chunk(int context);
+
+// Bytes of device workspace attention() needs for this shape (fp32 partials for
+// kMaxDecodeTokens tokens x n_heads x every chunk: at most 128 chunks x 16 x n_heads x
+// (head_dim + 2) x 4 bytes, 34 MB for 32 heads of 128). The workspace is only read and
+// written by the decode path, between attention()'s own two kernels, so one buffer can serve
+// every layer of a stream.
+size_t attention_workspace_bytes(int n_heads, int head_dim, int context);
+
+// Causal attention as described above. workspace: device memory of at least
+// attention_workspace_bytes(n_heads, head_dim, context) bytes (may be null only where the
+// decode path is not taken: n > kMaxDecodeTokens, or an f32 cache). The last kernel it
+// launches calls let_next_kernel_start() first, so the product after it may be a
+// programmatic dependent launch.
+void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
+               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
+               float* workspace, size_t workspace_bytes, cudaStream_t s);
+
+// The previous entry point (today's engine calls it): the fp32 CUDA-core kernels for every
+// dtype and batch, one block per head when n == 1. Kept until the engine passes a workspace.
+void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
+               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+
+// The new path's kernels alone, for tests and benchmarks (f16 caches, head_dim 64 or 128);
+// attention() chooses between them and the fp32 kernels.
+bool attention_flash_supported(DType kv_dt, int head_dim);
+void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
+                          int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
+                          float* workspace, size_t workspace_bytes, cudaStream_t s);
+void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
+                           int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+
+}  // namespace cllm::cuda
