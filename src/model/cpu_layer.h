@@ -19,6 +19,7 @@
 #include "common/dtype.h"
 #include "common/host_memory.h"
 #include "common/thread_pool.h"
+#include "model/cpu_attention.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_ops.h"
 #include "model/llama_config.h"
@@ -128,7 +129,6 @@ class CpuLayerForward {
   std::vector<float> q_, k_, v_;      // (B, q_dim), (B, kv_dim), (B, kv_dim)
   std::vector<float> hb_, hb2_;       // (B, ffn) gate and up
   std::vector<float> tmp_;            // (B, dim) f32 products before their residual add
-  std::vector<float> att_;            // (B, n_heads, context) attention scores
   std::vector<float> norm_;           // (dim) a norm's weights in fp32
 };
 
