@@ -8,7 +8,8 @@
 // norms, RoPE, softmax and accumulation; the inputs of the linear layers rounded to the
 // weights' dtype; keys and values stored in f16 (f32 for f32 models). With f32 weights and an
 // f32 cache it is exactly CpuForward's layer (same operations, same order, same bits).
-// Results depend neither on the thread count nor on how tokens are batched.
+// Results depend neither on the thread count nor on how tokens are batched; the ISA changes
+// attention's rounding (cpu_attention.h), and bf16 products' on avx512-bf16.
 #pragma once
 
 #include <array>
