@@ -3,14 +3,20 @@
 // issue's target (>= 70% of the host's read bandwidth on Llama-3.1-8B's layer shapes).
 //
 //   bench-cpu-kernels [--threads 1,2,4] [--batches 1,4,16] [--isa NAME] [--dtype bf16|f16]
-//                     [--mem-mib 1024] [--seconds 0.5] [--no-layer]
+//                     [--mem-mib 1024] [--seconds 0.5] [--no-layer] [--no-products]
+//                     [--depths 4096,32768] [--att-tokens 1,8] [--no-attention] [--att-baseline]
 //
 // Prints markdown tables on stdout:
 // - memory read bandwidth: a multi-threaded sum of 64-bit words over --mem-mib MiB, best of 5;
 // - each product (d x k) at each batch and thread count: ms per call and GB/s of weight bytes
 //   read (d * k * 2 / time), cycling through enough copies of the weights (>= --mem-mib) that
 //   none is still in cache, and that as a share of the read bandwidth at the same thread count;
-// - a whole 8B-shaped layer through CpuLayerForward (seven products, attention at position 0).
+// - a whole 8B-shaped layer through CpuLayerForward (seven products, attention at position 0);
+// - attention (cpu_attention.h) of Llama-3.1-8B's shape (32 query heads over 8 kv heads of 128,
+//   f16 cache) for --att-tokens new tokens after --depths cached positions: ms per call and
+//   GB/s of keys and values read (2 x positions x 8 x 128 x 2 bytes / time), cycling through
+//   enough caches (>= --mem-mib) that none is still in cache; --att-baseline adds the
+//   per-(token, head) loop over cpu::attention_head_f16 that it replaced.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +28,7 @@
 #include "common/error.h"
 #include "common/thread_pool.h"
 #include "common/timer.h"
+#include "model/cpu_attention.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_layer.h"
 
@@ -37,6 +44,11 @@ struct Options {
   size_t mem_bytes = size_t{1} << 30;
   double seconds = 0.5;
   bool layer = true;
+  bool products = true;
+  bool attention = true;
+  bool att_baseline = false;
+  std::vector<int> depths = {4096, 32768};
+  std::vector<int> att_tokens = {1, 8};
 };
 
 std::vector<int> parse_list(const std::string& s) {
@@ -95,6 +107,67 @@ struct Shape {
   int d, k;
 };
 
+// Attention of Llama-3.1-8B's shape over an f16 cache, per depth, token count and thread count.
+void bench_attention(const Options& opt, const std::vector<double>& bw) {
+  constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kKvDim = kKvHeads * kHeadDim, kQDim = kHeads * kHeadDim;
+  const int max_tokens = *std::max_element(opt.att_tokens.begin(), opt.att_tokens.end());
+  std::printf("\n| attention 32/8 heads of 128, f16 cache | depth | tokens | threads | ms | GB/s of K+V | %% of read BW "
+              "(same threads) |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  std::vector<float> q(static_cast<size_t>(max_tokens) * kQDim), out(q.size());
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+  for (int depth : opt.depths) {
+    const int ctx = depth + max_tokens;
+    const size_t elems = static_cast<size_t>(ctx) * kKvDim, cache_bytes = 2 * elems * 2;
+    const int copies = static_cast<int>(std::max<size_t>(2, (opt.mem_bytes + cache_bytes - 1) / cache_bytes));
+    std::vector<uint16_t> kv(2 * elems * copies);
+    fill(kv.data(), kv.size(), 3);
+    std::vector<float> scores(opt.att_baseline ? static_cast<size_t>(max_tokens) * kHeads * ctx : 0);
+    for (int n : opt.att_tokens)
+      for (int variant = 0; variant < (opt.att_baseline ? 2 : 1); ++variant)
+        for (size_t ti = 0; ti < opt.threads.size(); ++ti) {
+          ThreadPool pool(opt.threads[ti]);
+          const auto call = [&](int c) {
+            const uint16_t* k = kv.data() + 2 * elems * c;
+            const uint16_t* v = k + elems;
+            if (variant == 0) {
+              cpu::AttentionArgs a;
+              a.out = out.data();
+              a.out_stride = kQDim;
+              a.q = q.data();
+              a.q_stride = kQDim;
+              a.k = k;
+              a.v = v;
+              a.kv_dtype = DType::F16;
+              a.kv_stride = kKvDim;
+              a.n_tokens = n;
+              a.pos = depth;
+              a.n_heads = kHeads;
+              a.n_kv_heads = kKvHeads;
+              a.head_dim = kHeadDim;
+              cpu::attention(a, &pool, opt.isa);
+            } else {  // the loop CpuLayerForward ran before cpu_attention.h
+              pool.parallel_for(static_cast<size_t>(n) * kHeads, [&](size_t i) {
+                const int t = static_cast<int>(i / kHeads), h = static_cast<int>(i % kHeads);
+                const size_t at = static_cast<size_t>(t) * kQDim + static_cast<size_t>(h) * kHeadDim;
+                const size_t head = static_cast<size_t>(h / (kHeads / kKvHeads)) * kHeadDim;
+                cpu::attention_head_f16(out.data() + at, q.data() + at, k + head, v + head, depth + t + 1, kKvDim,
+                                        kHeadDim, scores.data() + i * ctx, opt.isa);
+              });
+            }
+          };
+          call(0);  // warm-up (scratch, pool)
+          int calls = 0;
+          Timer t;
+          while (calls < copies || t.seconds() < opt.seconds) call(calls++ % copies);
+          const double sec = t.seconds() / calls;
+          const double gbs = 2.0 * (depth + n) * kKvDim * 2 / sec / 1e9;
+          std::printf("| %s | %d | %d | %d | %.3f | %.1f | %.0f%% |\n", variant ? "per-head (before)" : "cpu::attention",
+                      depth, n, opt.threads[ti], sec * 1e3, gbs, 100 * gbs / bw[ti]);
+          std::fflush(stdout);
+        }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,6 +194,11 @@ int main(int argc, char** argv) {
       } else if (a == "--mem-mib") opt.mem_bytes = static_cast<size_t>(std::stoull(value())) << 20;
       else if (a == "--seconds") opt.seconds = std::stod(value());
       else if (a == "--no-layer") opt.layer = false;
+      else if (a == "--no-products") opt.products = false;
+      else if (a == "--no-attention") opt.attention = false;
+      else if (a == "--att-baseline") opt.att_baseline = true;
+      else if (a == "--depths") opt.depths = parse_list(value());
+      else if (a == "--att-tokens") opt.att_tokens = parse_list(value());
       else fail("unknown option ", a, " (see the comment at the top of tests/bench-cpu-kernels.cpp)");
     }
     if (!cpu::isa_available(opt.isa)) fail("--isa ", cpu::isa_name(opt.isa), ": not available on this CPU");
@@ -151,10 +229,13 @@ int main(int argc, char** argv) {
                             {"down 4096x14336", 4096, 14336},
                             {"k/v 1024x4096", 1024, 4096}};
     const int max_batch = *std::max_element(opt.batches.begin(), opt.batches.end());
-    std::printf("| product (%s) | batch | threads | ms | GB/s of weights | %% of read BW (same threads) | %% of best read BW |\n",
-                dtype_name(opt.dtype));
-    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    if (opt.products) {
+      std::printf("| product (%s) | batch | threads | ms | GB/s of weights | %% of read BW (same threads) | %% of best read BW |\n",
+                  dtype_name(opt.dtype));
+      std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    }
     for (const Shape& s : shapes) {
+      if (!opt.products) break;
       const size_t elems = static_cast<size_t>(s.d) * s.k, bytes = elems * 2;
       const int copies = static_cast<int>(std::max<size_t>(2, (opt.mem_bytes + bytes - 1) / bytes));
       std::vector<uint16_t> w(elems * copies);
@@ -178,6 +259,7 @@ int main(int argc, char** argv) {
         }
     }
 
+    if (opt.attention) bench_attention(opt, bw);
     if (!opt.layer) return 0;
     // One Llama-3.1-8B layer (436 MiB of bf16, 13x a 32 MiB L3) through CpuLayerForward.
     LlamaConfig c;

@@ -3,7 +3,9 @@
 // - every instruction set this CPU has gives cpu::matmul's bits on the weights widened to fp32
 //   and the inputs rounded to the weights' dtype (avx512-bf16: within a stated fp32 bound),
 //   for odd sizes, tails and strides, whatever the thread count or the batching;
-// - rounding and attention on an f16 cache are the scalar definitions' bits;
+// - rounding and attention_head_f16 on an f16 cache are the scalar definitions' bits;
+// - a 16-bit layer's bits depend neither on the thread count nor on batching; its ISAs agree
+//   within a bound (cpu_attention.h rounds differently on each, tests/test-cpu-attention.cpp);
 // - a layer with f32 weights and cache is CpuForward's layer, bit for bit; with stories260K's
 //   weights rounded to bf16 (or f16) on both sides it stays within the GPU engine's documented
 //   bf16 tolerance of CpuForward over 200 greedy positions and picks the same tokens wherever
@@ -478,7 +480,7 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
   }
 }
 
-TEST_CASE("a 16-bit layer: the same bits for any thread count, batching and exact ISA", "[cpu-kernels]") {
+TEST_CASE("a 16-bit layer: the same bits for any thread count and batching, ISAs within a bound", "[cpu-kernels]") {
   // Wide enough for the pool to run the products and the attention (cpu_ops.cpp's threshold).
   LlamaConfig c = small_config();
   c.dim = 512;
@@ -524,14 +526,18 @@ TEST_CASE("a 16-bit layer: the same bits for any thread count, batching and exac
       CHECK(same_bits(run(isa, 3, 16, false), a));
       CHECK(same_bits(run(isa, 2, 5, false), a));
       CHECK(same_bits(run(isa, 2, 16, true), a));
-      if (exact_isa(isa, t)) {
+      if (isa == Isa::scalar) {
         CHECK(same_bits(a, base));
       } else {
-        // vdpbf16ps sums in another order; each product's output differs in fp32 rounding only
-        // (the product test above), but the next product rounds its input to bf16, and a
-        // difference that moves an input across a rounding boundary changes it by one bf16 ulp
-        // (2^-8). Measured on a Xeon with AVX512_BF16 (H200 host): 7.4e-4 over 40 tokens.
-        CHECK(test::rel_error(a.data(), base.data(), a.size()) < 4e-3);
+        // Attention (cpu_attention.h) rounds differently on each ISA (FMA, 8 or 16 lanes, a
+        // polynomial exp; within 5e-6 of max |v| of the scalar oracle, test-cpu-attention),
+        // and so does vdpbf16ps for bf16 products. Each difference is an fp32 rounding, but the
+        // next product rounds its input to bf16 (or f16), and a difference that moves an input
+        // across a rounding boundary changes it by one ulp of that type (2^-8 in bf16).
+        // Measured: 7.4e-4 over 40 tokens with vdpbf16ps (H200 host); here, see the warning.
+        const double e = test::rel_error(a.data(), base.data(), a.size());
+        WARN(dtype_name(t) << " on " << cpu::isa_name(isa) << ": relative L2 error " << e << " against scalar");
+        CHECK(e < 4e-3);
       }
     }
   }

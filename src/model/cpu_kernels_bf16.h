@@ -16,7 +16,8 @@
 // - The AVX512_BF16 path (vdpbf16ps, bf16 weights only) adds products in pairs with the CPU's
 //   own rounding: deterministic on a given CPU, but only within fp32 rounding of the other
 //   paths (tests/test-cpu-kernels.cpp states the bound).
-// - Attention on an f16 cache gives cpu::attention_head's bits on the cache widened to fp32.
+// - attention_head_f16 gives cpu::attention_head's bits on the cache widened to fp32. (The CPU
+//   layers now run cpu_attention.h instead, which is faster at depth but not bit-exact.)
 #pragma once
 
 #include <cstddef>

@@ -103,7 +103,6 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   hb_.resize(B * c.ffn_dim);
   hb2_.resize(B * c.ffn_dim);
   tmp_.resize(B * dim);
-  att_.resize(B * c.n_heads * static_cast<size_t>(opt.context));
   norm_.resize(dim);
   rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
 }
@@ -152,7 +151,6 @@ void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, 
 
 void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), ffn = c_.ffn_dim;
-  const int kv_group = c_.n_heads / c_.n_kv_heads;  // query heads per kv head
   float* xb = xb_.data();
   float* q = q_.data();
   float* k = k_.data();
@@ -192,24 +190,25 @@ void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& 
     }
   }
 
-  // causal attention per (token, head): token t sees positions 0 .. pos+t; query head h
-  // reads kv head h / kv_group (GQA); the output goes to xb (n, q_dim)
-  const size_t ctx = opt_.context;
-  const double att_cost = 2.0 * hd * (pos + n);
-  cpu::parallel_for(pool_, static_cast<size_t>(n) * c_.n_heads, att_cost, [&](size_t i) {
-    const int t = static_cast<int>(i / c_.n_heads), h = static_cast<int>(i % c_.n_heads);
-    const size_t head = static_cast<size_t>(h / kv_group) * hd;
-    float* out = xb + t * qd + h * hd;
-    const float* qh = q + t * qd + h * hd;
-    float* scores = att_.data() + i * ctx;
-    if (kv.dtype == DType::F32) {
-      cpu::attention_head(out, qh, static_cast<const float*>(kv.k) + head, static_cast<const float*>(kv.v) + head,
-                          pos + t + 1, kvd, hd, scores);
-    } else {
-      cpu::attention_head_f16(out, qh, static_cast<const uint16_t*>(kv.k) + head,
-                              static_cast<const uint16_t*>(kv.v) + head, pos + t + 1, kvd, hd, scores, opt_.isa);
-    }
-  });
+  // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
+  // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
+  {
+    cpu::AttentionArgs a;
+    a.out = xb;
+    a.out_stride = qd;
+    a.q = q;
+    a.q_stride = qd;
+    a.k = kv.k;
+    a.v = kv.v;
+    a.kv_dtype = kv.dtype;
+    a.kv_stride = kvd;
+    a.n_tokens = n;
+    a.pos = pos;
+    a.n_heads = c_.n_heads;
+    a.n_kv_heads = c_.n_kv_heads;
+    a.head_dim = hd;
+    cpu::attention(a, pool_, opt_.isa);
+  }
 
   // output projection, added to the residual
   {

@@ -8,7 +8,8 @@
 // norms, RoPE, softmax and accumulation; the inputs of the linear layers rounded to the
 // weights' dtype; keys and values stored in f16 (f32 for f32 models). With f32 weights and an
 // f32 cache it is exactly CpuForward's layer (same operations, same order, same bits).
-// Results depend neither on the thread count nor on how tokens are batched.
+// Results depend neither on the thread count nor on how tokens are batched; the ISA changes
+// attention's rounding (cpu_attention.h), and bf16 products' on avx512-bf16.
 #pragma once
 
 #include <array>
@@ -20,6 +21,7 @@
 #include "common/host_memory.h"
 #include "common/thread_pool.h"
 #include "model/architecture.h"
+#include "model/cpu_attention.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_ops.h"
 #include "model/llama_config.h"
@@ -129,7 +131,6 @@ class CpuLayerForward {
   std::vector<float> q_, k_, v_;      // (B, q_dim), (B, kv_dim), (B, kv_dim)
   std::vector<float> hb_, hb2_;       // (B, ffn) gate and up
   std::vector<float> tmp_;            // (B, dim) f32 products before their residual add
-  std::vector<float> att_;            // (B, n_heads, context) attention scores
   std::vector<float> norm_;           // (dim) a norm's weights in fp32
 };
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "model/cpu_attention.h"
 
 namespace cllm {
 
@@ -33,7 +34,6 @@ CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt
   s_.q.resize(B * qd);
   s_.hb.resize(B * c.ffn_dim);
   s_.hb2.resize(B * c.ffn_dim);
-  s_.att.resize(B * c.n_heads * static_cast<size_t>(context_));
   s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
   s_.value_cache.resize(s_.key_cache.size());
   rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), context_);
@@ -72,7 +72,6 @@ void CpuForward::norm(float* out, const float* x, const float* w, int n) const {
 void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
   const LlamaConfig& c = w_.config;
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
-  const int kv_group = c.n_heads / c.n_kv_heads;  // query heads per kv head
   const size_t ctx = context_;
   ThreadPool* pool = &pool_;
   float* x = s_.x.data();
@@ -110,15 +109,25 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
       cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
     }
 
-    // causal attention per (token, head): token t sees positions 0 .. pos+t;
-    // query head h reads kv head h / kv_group (GQA)
-    const double att_cost = 2.0 * hd * (pos + n);
-    cpu::parallel_for(pool, static_cast<size_t>(n) * c.n_heads, att_cost, [&](size_t i) {
-      const int t = static_cast<int>(i / c.n_heads), h = static_cast<int>(i % c.n_heads);
-      const int kvh = h / kv_group;
-      cpu::attention_head(xb + t * qd + h * hd, q + t * qd + h * hd, k_layer + kvh * hd,
-                          v_layer + kvh * hd, pos + t + 1, kvd, hd, s_.att.data() + i * ctx);
-    });
+    // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
+    // h / (n_heads / n_kv_heads) (GQA)
+    {
+      cpu::AttentionArgs a;
+      a.out = xb;
+      a.out_stride = qd;
+      a.q = q;
+      a.q_stride = qd;
+      a.k = k_layer;
+      a.v = v_layer;
+      a.kv_dtype = DType::F32;
+      a.kv_stride = kvd;
+      a.n_tokens = n;
+      a.pos = pos;
+      a.n_heads = c.n_heads;
+      a.n_kv_heads = c.n_kv_heads;
+      a.head_dim = hd;
+      cpu::attention(a, pool);
+    }
 
     // output projection, then the residual
     cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);

@@ -28,7 +28,6 @@ struct CpuRunState {
   std::vector<float> xb2;       // (batch, dim) projection output added to the residual
   std::vector<float> q;         // (batch, q_dim)
   std::vector<float> hb, hb2;   // (batch, ffn) gate and up projections
-  std::vector<float> att;       // (batch, n_heads, context) attention scores
   std::vector<float> logits;    // (rows, vocab): last token's, or every token's when asked
   std::vector<float> key_cache;    // (n_layers, context, kv_dim)
   std::vector<float> value_cache;  // (n_layers, context, kv_dim)

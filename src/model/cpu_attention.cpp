@@ -1,0 +1,173 @@
+#include "model/cpu_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/error.h"
+#include "model/cpu_attention_isa.h"
+#include "model/cpu_ops.h"
+
+namespace cllm::cpu {
+
+namespace {
+
+using attn::AttentionKernels;
+using attn::ChunkArgs;
+using attn::kPartL;
+using attn::kPartM;
+
+static_assert(attn::kChunk == kAttentionChunk, "the ISA files' chunk is the public one");
+
+// Tokens per pass over the cache: a pass holds a partial row per (kv head, chunk, token, query
+// head), 17 MiB for 16 tokens of Llama-3.1-8B at 32768 positions. Longer batches (prompts) run
+// in passes of this many tokens; no (token, head) is computed differently for it.
+constexpr int kTokenBlock = 16;
+
+// ---- The scalar path: the same chunks and combine in plain C++ (cpu::dot, std::exp, sums in
+// position order): the portable fallback, and a second opinion for the tests.
+
+void chunk_scalar(const ChunkArgs& a) {
+  const int hd = a.head_dim, G = a.group, np = a.p1 - a.p0, rows = (a.t1 - a.t0) * G;
+  thread_local std::vector<float> kv, w;
+  kv.resize(static_cast<size_t>(np) * hd);
+  w.resize(static_cast<size_t>(rows) * np);
+  const auto widen = [&](const void* base) {
+    for (int p = 0; p < np; ++p) {
+      const size_t at = static_cast<size_t>(a.p0 + p) * a.kv_stride;
+      float* d = kv.data() + static_cast<size_t>(p) * hd;
+      for (int i = 0; i < hd; ++i)
+        d[i] = a.f16 ? f16_to_f32(static_cast<const uint16_t*>(base)[at + i]) : static_cast<const float*>(base)[at + i];
+    }
+  };
+  const auto n_valid = [&](int r) { return std::min(a.p1, a.pos + a.t0 + r / G + 1) - a.p0; };
+  const auto out_row = [&](int r) {
+    return a.part + (static_cast<size_t>(a.t0 + r / G - a.t_base) * G + r % G) * a.part_stride;
+  };
+  widen(a.k);
+  for (int r = 0; r < rows; ++r) {
+    const int n = n_valid(r);
+    const float* q = a.q + static_cast<size_t>(a.t0 + r / G) * a.q_stride + static_cast<size_t>(r % G) * hd;
+    float* s = w.data() + static_cast<size_t>(r) * np;
+    float m = -INFINITY;
+    for (int p = 0; p < n; ++p) {
+      s[p] = dot(q, kv.data() + static_cast<size_t>(p) * hd, hd) * a.scale;
+      m = std::max(m, s[p]);
+    }
+    float l = 0.0f;
+    for (int p = 0; p < n; ++p) {
+      s[p] = std::exp(s[p] - m);
+      l += s[p];
+    }
+    float* o = out_row(r);
+    o[a.part_stride - kPartM] = m;
+    o[a.part_stride - kPartL] = l;
+  }
+  widen(a.v);
+  for (int r = 0; r < rows; ++r) {
+    const int n = n_valid(r);
+    const float* s = w.data() + static_cast<size_t>(r) * np;
+    float* o = out_row(r);
+    std::fill(o, o + hd, 0.0f);
+    for (int p = 0; p < n; ++p) {
+      const float* vp = kv.data() + static_cast<size_t>(p) * hd;
+      for (int i = 0; i < hd; ++i) o[i] += s[p] * vp[i];
+    }
+  }
+}
+
+void combine_scalar(float* out, const float* part, size_t chunk_stride, int n_chunks, int hd, int part_stride) {
+  float big = -INFINITY;
+  for (int c = 0; c < n_chunks; ++c) big = std::max(big, part[c * chunk_stride + part_stride - kPartM]);
+  std::fill(out, out + hd, 0.0f);
+  float l = 0.0f;
+  for (int c = 0; c < n_chunks; ++c) {
+    const float* row = part + c * chunk_stride;
+    const float e = std::exp(row[part_stride - kPartM] - big);
+    l += e * row[part_stride - kPartL];
+    for (int i = 0; i < hd; ++i) out[i] += e * row[i];
+  }
+  for (int i = 0; i < hd; ++i) out[i] /= l;
+}
+
+constexpr AttentionKernels kScalar = {chunk_scalar, combine_scalar};
+
+// AVX512_BF16 brings nothing to attention: it runs the AVX-512 loops; a build without an ISA's
+// file falls back to the one below it.
+const AttentionKernels& kernels_for(Isa isa) {
+  CLLM_CHECK(isa_available(isa), "attention: ", isa_name(isa), " is not available on this CPU or build");
+  const AttentionKernels* k = nullptr;
+  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) k = attn::avx512_attention();
+  if (!k && isa != Isa::scalar) k = attn::avx2_attention();
+  return k ? *k : kScalar;
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
+  CLLM_CHECK(a.out && a.q && a.k && a.v, "attention: missing ", !a.out ? "output" : !a.q ? "queries" : "keys/values");
+  CLLM_CHECK(a.kv_dtype == DType::F16 || a.kv_dtype == DType::F32, "attention: KV cache of ",
+             dtype_name(a.kv_dtype), ", expected f16 or f32");
+  CLLM_CHECK(a.n_tokens >= 0 && a.pos >= 0 && a.head_dim >= 1 && a.n_kv_heads >= 1 && a.n_heads >= a.n_kv_heads &&
+                 a.n_heads % a.n_kv_heads == 0,
+             "attention: ", a.n_tokens, " tokens at position ", a.pos, ", ", a.n_heads, " heads over ", a.n_kv_heads,
+             " kv heads of ", a.head_dim, " (need heads a multiple of kv heads, all >= 1)");
+  CLLM_CHECK(a.kv_stride >= a.n_kv_heads * a.head_dim && a.q_stride >= a.n_heads * a.head_dim &&
+                 a.out_stride >= a.n_heads * a.head_dim,
+             "attention: strides (q ", a.q_stride, ", out ", a.out_stride, ", kv ", a.kv_stride,
+             ") shorter than the rows they hold");
+  const AttentionKernels& kern = kernels_for(isa);
+  const int G = a.n_heads / a.n_kv_heads, hd = a.head_dim, C = kAttentionChunk;
+  const int ps = (hd + 15) / 16 * 16 + 16;  // cpu_attention_isa.h's part_stride
+  const size_t esize = a.kv_dtype == DType::F16 ? 2 : 4;
+
+  // (A thread_local named inside the lambdas below would be each worker's own: they get
+  // the calling thread's through this pointer.)
+  thread_local std::vector<float> part_buffer;
+  for (int tb = 0; tb < a.n_tokens; tb += kTokenBlock) {
+    const int te = std::min(a.n_tokens, tb + kTokenBlock), nt = te - tb;
+    const int n_ctx = a.pos + te;  // positions seen by the pass's last token
+    const int n_chunks = (n_ctx + C - 1) / C;
+    // partial row of (kv head j, chunk c, token t, query head g) at
+    // ((j * n_chunks + c) * nt + t - tb) * G + g rows of ps floats
+    const size_t chunk_stride = static_cast<size_t>(nt) * G * ps;
+    part_buffer.resize(static_cast<size_t>(a.n_kv_heads) * n_chunks * chunk_stride);
+    float* const part = part_buffer.data();
+
+    ChunkArgs base;
+    base.q_stride = a.q_stride;
+    base.f16 = a.kv_dtype == DType::F16;
+    base.kv_stride = a.kv_stride;
+    base.head_dim = hd;
+    base.group = G;
+    base.t1 = te;
+    base.pos = a.pos;
+    base.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    base.t_base = tb;
+    base.part_stride = ps;
+    const double chunk_cost = 4.0 * hd * C * nt * G;  // scores and weighted sums, multiply-adds
+    parallel_for(pool, static_cast<size_t>(a.n_kv_heads) * n_chunks, chunk_cost, [&](size_t item) {
+      const int j = static_cast<int>(item / n_chunks), c = static_cast<int>(item % n_chunks);
+      ChunkArgs ca = base;
+      ca.q = a.q + static_cast<size_t>(j) * G * hd;
+      ca.k = static_cast<const char*>(a.k) + static_cast<size_t>(j) * hd * esize;
+      ca.v = static_cast<const char*>(a.v) + static_cast<size_t>(j) * hd * esize;
+      ca.p0 = c * C;
+      ca.p1 = std::min(ca.p0 + C, n_ctx);
+      ca.t0 = std::max(tb, ca.p0 - a.pos);  // the first token that sees p0
+      ca.part = part + item * chunk_stride;
+      kern.chunk(ca);
+    });
+    // Each (token, head): its chunks combined in position order.
+    parallel_for(pool, static_cast<size_t>(nt) * a.n_heads, 2.0 * n_chunks * hd, [&](size_t i) {
+      const int t = tb + static_cast<int>(i / a.n_heads), h = static_cast<int>(i % a.n_heads);
+      const int j = h / G, g = h % G;
+      const float* row = part + static_cast<size_t>(j) * n_chunks * chunk_stride +
+                         (static_cast<size_t>(t - tb) * G + g) * ps;
+      kern.combine(a.out + static_cast<size_t>(t) * a.out_stride + static_cast<size_t>(h) * hd, row, chunk_stride,
+                   (a.pos + t) / C + 1, hd, ps);
+    });
+  }
+}
+
+}  // namespace cllm::cpu
