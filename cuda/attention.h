@@ -25,25 +25,11 @@
 #include <cstddef>
 
 #include "common/dtype.h"
+#include "cuda/attention_sizes.h"
 
 namespace cllm::cuda {
 
 constexpr int kMaxHeadDim = 256;
-// Batches of at most this many tokens take the split-K decode path.
-constexpr int kMaxDecodeTokens = 16;
-
-// Rows of the cache per decode chunk: a power of two >= 64 chosen so that at most
-// kMaxDecodeChunks chunks cover the context (64 rows for context <= 8192, 1024 for 131072).
-constexpr int kMaxDecodeChunks = 128;
-int attention_decode_chunk(int context);
-
-// Bytes of device workspace attention() needs for this shape (fp32 partials for
-// kMaxDecodeTokens tokens x n_heads x every chunk: at most 128 chunks x 16 x n_heads x
-// (head_dim + 2) x 4 bytes, 34 MB for 32 heads of 128). The workspace is only read and
-// written by the decode path, between attention()'s own two kernels, so one buffer can serve
-// every layer of a stream.
-size_t attention_workspace_bytes(int n_heads, int head_dim, int context);
-
 // Causal attention as described above. workspace: device memory of at least
 // attention_workspace_bytes(n_heads, head_dim, context) bytes (may be null only where the
 // decode path is not taken: n > kMaxDecodeTokens, or an f32 cache). The last kernel it

@@ -35,7 +35,7 @@ namespace {
 
 constexpr int kWarps = 4;              // per block, both kernels
 constexpr int kThreads = kWarps * 32;
-constexpr int kTileKeys = 64;          // keys per shared-memory tile
+constexpr int kTileKeys = kDecodeMinChunk;          // keys per shared-memory tile
 constexpr int kRowsPerWarp = 16;       // one mma row tile
 constexpr int kPad = 8;                // halves added to a shared row: 16 bytes, rows 4 banks apart
 constexpr float kLog2e = 1.4426950408889634f;
@@ -553,21 +553,6 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
 }
 
 }  // namespace
-
-int attention_decode_chunk(int context) {
-  int chunk = kTileKeys;  // a whole number of tiles
-  while (static_cast<int64_t>(chunk) * kMaxDecodeChunks < context) chunk *= 2;
-  return chunk;
-}
-
-size_t attention_workspace_bytes(int n_heads, int head_dim, int context) {
-  const int chunk = attention_decode_chunk(context);
-  const size_t n_chunks = (static_cast<size_t>(context) + chunk - 1) / chunk;
-  const size_t rows = n_chunks * kMaxDecodeTokens * n_heads;
-  // acc (rows, head_dim), then ml (rows) float2, 16-byte aligned
-  const size_t acc = (rows * head_dim * sizeof(float) + 15) / 16 * 16;
-  return acc + rows * sizeof(float2);
-}
 
 bool attention_flash_supported(DType kv_dt, int head_dim) {
   return kv_dt == DType::F16 && (head_dim == 64 || head_dim == 128);

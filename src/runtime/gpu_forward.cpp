@@ -32,6 +32,7 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   h_.resize(a.h);
   logits_.resize(a.logits / 4);
   rows_.resize(a.tokens);
+  attention_ws_.resize(attention_workspace(c_, shape_.context));
   // The KV cache as memory_plan.h counts it: a device layer per GPU layer, and one that the
   // CPU layers' prompt batches share (their keys and values live in host RAM).
   const uint64_t layer_kv = kv_layer_bytes(c_, act_, shape_.context);
@@ -95,7 +96,7 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
                             rope_cos_.data(), rope_sin_.data()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
-                  compute_);
+                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_);
   blas_->linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
 }
 

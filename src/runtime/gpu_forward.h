@@ -67,6 +67,7 @@ class GpuForward {
   // activations (memory_plan.h ActivationSizes)
   cuda::DeviceBuffer<float> x_, q_, k_, v_, gate_, up_, logits_, rope_cos_, rope_sin_;
   cuda::DeviceBuffer<uint8_t> xn_, h_, rows_;  // act dtype; rows_: token ids or gathered embedding rows
+  cuda::DeviceBuffer<uint8_t> attention_ws_;   // decode attention's split-K partials
   cuda::DeviceBuffer<uint8_t> output_norm_;    // decoded at load, in VRAM in every mode
   cuda::DeviceBuffer<uint8_t> k_cache_, v_cache_;
   std::vector<DeviceKvLayer> kv_layers_;       // per layer: its rows in the caches

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "cuda/attention_sizes.h"
 
 namespace cllm {
 
@@ -37,6 +38,10 @@ ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch) {
 }
 
 DType kv_cache_dtype(DType linear_dtype) { return linear_dtype == DType::F32 ? DType::F32 : DType::F16; }
+
+uint64_t attention_workspace(const LlamaConfig& c, int context) {
+  return align_up(cuda::attention_workspace_bytes(c.n_heads, c.head_dim, context));
+}
 
 uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context) {
   return static_cast<uint64_t>(context) * c.kv_dim() * dtype_size(kv_cache_dtype(linear_dtype));
@@ -121,7 +126,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
   p.kv_cache = 2 * align_up(p.kv_layers * layer_kv);
   p.host_kv = 2 * static_cast<uint64_t>(cpu_layers) * layer_kv;
   const uint64_t rope = 2 * align_up(static_cast<uint64_t>(context) * (c.head_dim / 2) * 4);
-  p.activations = activation_sizes(c, s.linear_dtype, batch).total() + rope;
+  p.activations = activation_sizes(c, s.linear_dtype, batch).total() + rope + attention_workspace(c, context);
   return p;
 }
 

@@ -59,6 +59,8 @@ ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch);
 
 // The KV cache's dtype: f32 for f32 models (the fp32 reference stays close), else f16.
 DType kv_cache_dtype(DType linear_dtype);
+// The decode attention's split-K partials (cuda/attention_sizes.h), bytes, aligned.
+uint64_t attention_workspace(const LlamaConfig& c, int context);
 // One layer's keys (or values): (context, kv_dim) in kv_cache_dtype, bytes.
 uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context);
 
@@ -71,7 +73,7 @@ struct MemoryPlan {
   uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
   uint64_t kv_cache = 0;     // (kv_layers, context, kv_dim) keys and values in VRAM
   uint64_t kv_layers = 0;    // the GPU layers, and one shared by the CPU layers' prompt batches
-  uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables
+  uint64_t activations = 0;  // ActivationSizes::total() plus RoPE tables and attention's workspace
   uint64_t workspace = kBlasWorkspaceBytes;
   uint64_t host_pinned = 0;  // streamed and cpu steps: the compressed store in pinned host RAM
   uint64_t host_decoded = 0; // cpu steps: their weights decoded in host RAM
