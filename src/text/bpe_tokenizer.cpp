@@ -1,4 +1,4 @@
-#include "model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -12,7 +12,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace cllm {
 
