@@ -16,7 +16,7 @@
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 
 namespace cllm {
 

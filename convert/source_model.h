@@ -28,7 +28,7 @@ struct SourceTensor {
 
 struct SourceTokenizer {
   std::string kind;             // "sentencepiece" or "bpe" ("" = none found)
-  std::vector<uint8_t> data;    // SentencePiece ModelProto, or compact BPE data (model/bpe_tokenizer.h)
+  std::vector<uint8_t> data;    // SentencePiece ModelProto, or compact BPE data (text/bpe_tokenizer.h)
   std::string origin;           // where it came from, e.g. "tokenizer.model", "gguf metadata"
 };
 

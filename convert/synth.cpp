@@ -15,7 +15,7 @@
 #include "common/timer.h"
 #include "convert/safetensors.h"
 #include "convert/spm_model_builder.h"
-#include "model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace cllm {
 

@@ -9,7 +9,7 @@
 #include "common/file_io.h"
 #include "convert/import_util.h"
 #include "convert/spm_model_builder.h"
-#include "model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace cllm {
 

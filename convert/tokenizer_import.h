@@ -1,7 +1,7 @@
 // Tokenizers the importers carry into a .cllm file: a serialized SentencePiece ModelProto (a
 // .model file as it is, or a llama2.c tokenizer .bin converted into one), checked by loading it
 // with libsentencepiece; or a Hugging Face tokenizer.json (byte-level BPE, Llama 3) converted
-// into the compact form of model/bpe_tokenizer.h, checked by building the tokenizer from it.
+// into the compact form of text/bpe_tokenizer.h, checked by building the tokenizer from it.
 #pragma once
 
 #include <cstdint>

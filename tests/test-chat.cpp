@@ -18,9 +18,9 @@
 #include "convert/synth.h"
 #include "format/cllm_reader.h"
 #include "model/chat_session.h"
-#include "model/chat_template.h"
-#include "model/tokenizer.h"
 #include "tests/test_util.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 using namespace cllm;
 using Catch::Contains;

@@ -21,8 +21,8 @@
 #include "model/generate.h"
 #include "model/llama_weights.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
 #include "tests/test_util.h"
+#include "text/tokenizer.h"
 
 using namespace cllm;
 using Catch::Contains;

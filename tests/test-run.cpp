@@ -13,8 +13,8 @@
 #include "model/forward_cpu.h"
 #include "model/generate.h"
 #include "model/llama_weights.h"
-#include "model/tokenizer.h"
 #include "tests/test_util.h"
+#include "text/tokenizer.h"
 
 using namespace cllm;
 using Catch::Contains;

@@ -14,10 +14,10 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/timer.h"
-#include "model/bpe_tokenizer.h"
-#include "model/tokenizer.h"
-#include "model/utf8.h"
 #include "tests/test_util.h"
+#include "text/bpe_tokenizer.h"
+#include "text/tokenizer.h"
+#include "text/utf8.h"
 
 using namespace cllm;
 using Catch::Contains;

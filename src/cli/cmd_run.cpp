@@ -16,9 +16,9 @@
 #include "model/forward_cpu.h"
 #include "model/generate.h"
 #include "model/llama_weights.h"
-#include "model/tokenizer.h"
 #include "runtime/device_select.h"
 #include "runtime/gpu_engine.h"
+#include "text/tokenizer.h"
 
 namespace cllm::cli {
 

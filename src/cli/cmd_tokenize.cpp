@@ -7,7 +7,7 @@
 #include "cli/commands.h"
 #include "common/file_io.h"
 #include "format/cllm_reader.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm::cli {
 

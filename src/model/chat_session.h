@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "model/chat_template.h"
 #include "model/generate.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "model/sampler.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 

@@ -4,8 +4,8 @@
 // loads encodes a text (added tokens, pre-tokenizer regexes, merges) and decodes it back.
 // Only cllm::Error may escape.
 #include "common/error.h"
-#include "model/tokenizer.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   cllm::fuzz::quiet_logs();

@@ -17,10 +17,10 @@
 #include "format/cllm_reader.h"
 #include "model/llama_weights.h"
 #include "model/tensor_data.h"
-#include "model/tokenizer.h"
 #include "runtime/decode_plan.h"
 #include "runtime/weight_schedule.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "text/tokenizer.h"
 
 namespace {
 

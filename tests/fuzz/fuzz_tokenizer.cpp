@@ -8,8 +8,8 @@
 // guided by codecllm's code around it, and finds crashes inside it only by chance.
 #include "common/error.h"
 #include "convert/tokenizer_import.h"
-#include "model/tokenizer.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   cllm::fuzz::quiet_logs();

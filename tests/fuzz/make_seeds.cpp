@@ -21,7 +21,7 @@
 #include "convert/compress.h"
 #include "convert/safetensors.h"
 #include "convert/spm_model_builder.h"
-#include "model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 using namespace cllm;
 

@@ -1,17 +1,16 @@
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
-#include "common/crc32c.h"
 #include "common/error.h"
 #include "common/file_io.h"
-#include "model/bpe_tokenizer.h"
-#include "model/chat_template.h"
-#include "model/tensor_data.h"
-#include "model/utf8.h"
+#include "text/bpe_tokenizer.h"
+#include "text/chat_template.h"
+#include "text/utf8.h"
 
 namespace cllm {
 
@@ -173,52 +172,30 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   return from_serialized(data, "'" + path + "'");
 }
 
-Tokenizer Tokenizer::from_cllm(const CllmFile& f, ThreadPool* pool) {
-  return with_context(cat("'", f.path(), "'"), [&] {
-    const auto& m = f.metadata();
-    auto kind = m.find("tokenizer.model");
-    const std::string model = kind != m.end() && kind->is_string() ? kind->get<std::string>() : "none";
-    if (model == "none")
-      fail("the file has no tokenizer (metadata tokenizer.model is \"none\"): compress the model with "
-           "--tokenizer FILE (a SentencePiece .model or a tokenizer.json), or pass --tokenizer FILE where the "
-           "command has it");
-    if (model != "sentencepiece" && model != "bpe")
-      fail("unsupported tokenizer '", model, "' (this version reads \"sentencepiece\" and \"bpe\")");
-    const TensorInfo* data = f.find("tokenizer.data");
-    if (!data) fail("metadata says tokenizer.model is \"", model, "\" but there is no tensor 'tokenizer.data'");
-    // Its tiles' checksums are checked here even when the file was opened without verification
-    // (tokenize opens big models that way): a few MiB at most.
-    for (size_t i = 0; i < data->tiles.size(); ++i) {
-      const TileInfo& tile = data->tiles[i];
-      if (crc32c(f.tile_data(tile), tile.size) != tile.crc32c)
-        fail("tensor 'tokenizer.data' tile ", i, ": checksum mismatch (file corrupted or incomplete)");
+Tokenizer Tokenizer::from_embedded(const std::string& kind, const std::string& blob, const std::string& origin,
+                                   const nlohmann::json& m) {
+  Tokenizer t = kind == "bpe" ? from_bpe(blob, origin) : from_serialized(blob, origin);
+  t.bos_id_ = meta_int(m, "tokenizer.bos_id", t.bos_id_);
+  t.eos_id_ = meta_int(m, "tokenizer.eos_id", t.eos_id_);
+  if (t.bos_id_ >= t.n_vocab() || t.eos_id_ >= t.n_vocab())
+    fail("tokenizer.bos_id ", t.bos_id_, " / tokenizer.eos_id ", t.eos_id_, " outside the vocabulary of ",
+         t.n_vocab());
+  auto add_bos = m.find("tokenizer.add_bos");
+  if (add_bos != m.end()) {
+    if (!add_bos->is_boolean()) fail("metadata: 'tokenizer.add_bos' must be true or false");
+    t.add_bos_ = add_bos->get<bool>();
+  }
+  if (auto ids = m.find("tokenizer.eos_ids"); ids != m.end()) {
+    if (!ids->is_array()) fail("metadata: 'tokenizer.eos_ids' must be a list of ids, found ", ids->dump());
+    for (const auto& x : *ids) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= t.n_vocab())
+        fail("metadata: 'tokenizer.eos_ids' holds ", x.dump(), ", not an id in 0..", t.n_vocab() - 1);
+      t.eos_ids_.push_back(x.get<int>());
     }
-    const auto bytes = decode_tensor_bytes(f, *data, pool);
-    const std::string blob(bytes.begin(), bytes.end());
-    Tokenizer t = model == "bpe" ? from_bpe(blob, "tensor 'tokenizer.data'")
-                                 : from_serialized(blob, "tensor 'tokenizer.data'");
-    t.bos_id_ = meta_int(m, "tokenizer.bos_id", t.bos_id_);
-    t.eos_id_ = meta_int(m, "tokenizer.eos_id", t.eos_id_);
-    if (t.bos_id_ >= t.n_vocab() || t.eos_id_ >= t.n_vocab())
-      fail("tokenizer.bos_id ", t.bos_id_, " / tokenizer.eos_id ", t.eos_id_, " outside the vocabulary of ",
-           t.n_vocab());
-    auto add_bos = m.find("tokenizer.add_bos");
-    if (add_bos != m.end()) {
-      if (!add_bos->is_boolean()) fail("metadata: 'tokenizer.add_bos' must be true or false");
-      t.add_bos_ = add_bos->get<bool>();
-    }
-    if (auto ids = m.find("tokenizer.eos_ids"); ids != m.end()) {
-      if (!ids->is_array()) fail("metadata: 'tokenizer.eos_ids' must be a list of ids, found ", ids->dump());
-      for (const auto& x : *ids) {
-        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= t.n_vocab())
-          fail("metadata: 'tokenizer.eos_ids' holds ", x.dump(), ", not an id in 0..", t.n_vocab() - 1);
-        t.eos_ids_.push_back(x.get<int>());
-      }
-    }
-    t.chat_template_ = meta_string(m, "tokenizer.chat_template");
-    t.chat_format_ = meta_string(m, "tokenizer.chat_format");
-    return t;
-  });
+  }
+  t.chat_template_ = meta_string(m, "tokenizer.chat_template");
+  t.chat_format_ = meta_string(m, "tokenizer.chat_format");
+  return t;
 }
 
 std::vector<int> Tokenizer::encode(const std::string& text, bool add_bos) const {

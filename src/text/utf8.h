@@ -2,6 +2,7 @@
 // each maximal ill-formed subpart (Unicode 15, section 3.9, "U+FFFD substitution of maximal
 // subparts") becomes one U+FFFD. Python's bytes.decode(errors="replace") and Rust's
 // String::from_utf8_lossy follow the same rule, so a repaired text matches theirs byte for byte.
+// Also code points in and out, for the tokenizers' byte-level alphabet and white space.
 #pragma once
 
 #include <cstddef>
@@ -26,5 +27,12 @@ std::string utf8_repair(const std::string& s);
 // Appends the repaired text of in[0..n) to *out, holding back a trailing incomplete sequence
 // unless final; returns the number of bytes consumed (the rest is to be retried with more).
 size_t utf8_repair_prefix(const char* in, size_t n, bool final, std::string* out);
+
+// The code point of the sequence at s[i] (i < s.size()), *len its length; 0xFFFFFFFF when that
+// sequence is not valid (*len then as utf8_step gives it).
+uint32_t utf8_code_point(const std::string& s, size_t i, size_t* len);
+
+// Appends code point cp (at most 0x10FFFF) as UTF-8.
+void utf8_append(uint32_t cp, std::string& out);
 
 }  // namespace cllm

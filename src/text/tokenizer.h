@@ -1,6 +1,6 @@
 // Text <-> token ids for Llama models, one front for both kinds of tokenizer they ship:
 //   - SentencePiece (Llama 1/2, TinyLlama, the stories models), through the SentencePiece library;
-//   - byte-level BPE (Llama 3/3.1, a Hugging Face tokenizer.json), model/bpe_tokenizer.h.
+//   - byte-level BPE (Llama 3/3.1, a Hugging Face tokenizer.json), text/bpe_tokenizer.h.
 // BOS/EOS handling and the streaming detokenizer follow llama.cpp: a prompt starts with BOS
 // unless told otherwise, bytes are held back until they form whole UTF-8 characters (byte-fallback
 // pieces <0xNN>, or BPE tokens that end inside a character), and the '▁' that begins the first
@@ -8,11 +8,11 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
 #include "common/thread_pool.h"
-#include "format/cllm_reader.h"
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -21,13 +21,21 @@ class SentencePieceProcessor;
 namespace cllm {
 
 class BpeTokenizer;
+class CllmFile;
 
 class Tokenizer {
  public:
   // The tokenizer embedded in a .cllm file (metadata tokenizer.model "sentencepiece" or "bpe",
   // tensor tokenizer.data), with the special ids, end-of-generation ids and chat template of its
   // metadata. Throws a clear error when the file has none.
+  // Defined in the model library (model/tokenizer_cllm.cpp), which links this one: finding and
+  // decoding the tensor needs the container and the tile decoder, which src/text does not use.
   static Tokenizer from_cllm(const CllmFile& f, ThreadPool* pool = nullptr);
+  // What from_cllm does once it has the bytes of tensor tokenizer.data: the tokenizer of kind
+  // ("sentencepiece" or "bpe") in blob (origin names it in errors), with tokenizer.bos_id,
+  // tokenizer.eos_id, tokenizer.add_bos, tokenizer.eos_ids and the chat template of metadata.
+  static Tokenizer from_embedded(const std::string& kind, const std::string& blob, const std::string& origin,
+                                 const nlohmann::json& metadata);
   // A SentencePiece .model file, or a Hugging Face tokenizer.json (tokenize --tokenizer FILE).
   // Beside a tokenizer.json, tokenizer_config.json (when present) gives EOS, add_bos and the
   // chat template; BOS is the token its post-processor puts first.

@@ -1,7 +1,7 @@
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 
 #include "common/error.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 

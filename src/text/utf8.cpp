@@ -1,4 +1,4 @@
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace cllm {
 
@@ -67,6 +67,35 @@ std::string utf8_repair(const std::string& s) {
   out.reserve(s.size());
   utf8_repair_prefix(s.data(), s.size(), true, &out);
   return out;
+}
+
+uint32_t utf8_code_point(const std::string& s, size_t i, size_t* len) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data()) + i;
+  if (utf8_step(p, s.size() - i, len) != Utf8Step::valid) return 0xFFFFFFFFu;
+  switch (*len) {
+    case 1: return p[0];
+    case 2: return (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
+    case 3: return (p[0] & 0x0Fu) << 12 | (p[1] & 0x3Fu) << 6 | (p[2] & 0x3Fu);
+    default: return (p[0] & 0x07u) << 18 | (p[1] & 0x3Fu) << 12 | (p[2] & 0x3Fu) << 6 | (p[3] & 0x3Fu);
+  }
+}
+
+void utf8_append(uint32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
 }
 
 }  // namespace cllm
