@@ -27,6 +27,7 @@ shared=${CLLM_SHARED_MODELS:-../shared/models}
 cp "$shared"/stories260K.bin "$shared"/stories260K-f32.gguf "$shared"/tok512.model "$shared"/tok512.bin "$shared"/tokenizer.model "$shared"/tokenizer.bin "$bundle/shared/"
 cp -r "$shared"/llama3.1 "$bundle/shared/"
 cp "$build"/tests/bench-cpu-kernels "$bundle/tests/"
+[ -x "$build"/tests/bench-gpu-attention ] && cp "$build"/tests/bench-gpu-attention "$bundle/tests/"
 # The fuzz targets, when scripts/fuzz.sh has built them, for gpu-check.sh's long run on 16 cores.
 if [ -x build-fuzz/tests/fuzz/fuzz_cllm ] && [ -d build-fuzz/fuzz-seeds ]; then
   mkdir -p "$bundle/fuzz"

@@ -18,12 +18,18 @@
 #               -> bench-budget.json, budget-curve.png, budget.log
 #     hybrid:   `run` of the 8B at HYBRID_BUDGET (2.5G) with each of HYBRID_THREADS (16,12,8): the CPU
 #               layers' time per layer against the whole token -> hybrid.log
+#     hashes:   greedy `run` in every mode (and a VRAM budget) on stories260K and the 8B: the `#` line's
+#               logits hash, for this binary and each of OTHER_BINS (paths): a refactor keeps them -> hashes.log
+#     depth:    issue 15's table: bench -d DEPTHS (0,4096,16384,32768) for each of DEPTH_MODES and the
+#               2.5G budget on the 8B, and llama.cpp's batched-bench beside it when PEER_DIR holds a
+#               build (llamacpp.sh) -> depth-*.json, depth.log
+#     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|attention|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -205,6 +211,60 @@ if [ "$what" = hybrid ]; then
         | grep -E "plan:|calibrated|eval time|CPU layers|weight stalls|host->device|decode time|error"
     done
   } 2>&1 | tee -a "$out/hybrid.log"
+fi
+
+model_8b() {  # synth + compress the 8B once per machine; prints the .cllm path
+  local src="$work/llama31-8b" model="$work/llama31-8b.cllm"
+  [ -f "$src/config.json" ] || "$bin" --quiet synth "$src" --preset llama3.1-8b >&2
+  [ -f "$model" ] || "$bin" --quiet compress "$src" "$model" >&2
+  echo "$model"
+}
+
+if [ "$what" = hashes ]; then
+  stories="$work/stories260K.cllm"
+  [ -f "$stories" ] || "$bin" --quiet compress "$bundle/shared/stories260K.bin" "$stories" --force 2>&1 | tail -1
+  m8=$(model_8b)
+  for b in "$bin" ${OTHER_BINS:-}; do
+    echo "===== $b"
+    for m in "$stories:2G" "$m8:2.5G"; do
+      for flags in "--mode full" "--mode resident" "--mode lowmem" "--vram-budget ${m##*:}"; do
+        printf '%-28s %-22s ' "$(basename "${m%:*}")" "$flags"
+        CLLM_RECALIBRATE=1 "$b" run "${m%:*}" $flags -p "Once upon a time" -n 32 --temp 0 --no-verify 2>&1 | grep -E "^# |error" | tr -d '\n'
+        echo
+      done
+    done
+  done 2>&1 | tee "$out/hashes.log"
+fi
+
+if [ "$what" = attention ]; then
+  "$bundle/tests/bench-gpu-attention" 2>&1 | tee "$out/attention.log"
+fi
+
+if [ "$what" = depth ]; then
+  m8=$(model_8b)
+  depths=${DEPTHS:-0,4096,16384,32768}
+  {
+    for mode in ${DEPTH_MODES:-full resident lowmem}; do
+      reps=2; [ "$mode" = lowmem ] && reps=1
+      "$bin" bench "$m8" --mode "$mode" -d "$depths" -p 512 -n 128 -r "$reps" -o json > "$out/depth-$mode.json" \
+        2> "$out/depth-$mode.err" || { tail -3 "$out/depth-$mode.err"; status=1; }
+      python3 scripts/bench-report.py "$out/depth-$mode.json"
+    done
+    if [ -n "${DEPTH_BUDGET:-2.5G}" ]; then
+      "$bin" bench "$m8" --vram-budget "${DEPTH_BUDGET:-2.5G}" -d "$depths" -p 512 -n 128 -r 1 -o json \
+        > "$out/depth-budget.json" 2> "$out/depth-budget.err" || { tail -3 "$out/depth-budget.err"; status=1; }
+      grep -E "plan:" "$out/depth-budget.err"
+      python3 scripts/bench-report.py "$out/depth-budget.json"
+    fi
+    peer=${PEER_DIR:-}/build/bin/llama-batched-bench
+    if [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+      npp=$(echo "$depths" | tr ',' '\n' | awk '$1 > 0' | paste -sd, -)
+      for fa in "" "-fa"; do
+        echo "### llama.cpp batched-bench $fa (S_PP: prompt t/s, S_TG: decode t/s after the prompt)"
+        "$peer" -m "$work/llama31-8b.gguf" -c 34000 -ngl 99 $fa -npp "512,$npp" -ntg 128 -npl 1 2>&1 | grep -E "^\|"
+      done
+    fi
+  } 2>&1 | tee "$out/depth.log"
 fi
 
 if [ "$what" = cpu ]; then
