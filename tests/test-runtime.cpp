@@ -182,7 +182,16 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
   const uint64_t lowmem = plan_memory(s, c, Mode::lowmem, ctx, batch).total();
   const uint64_t full = plan_memory(s, c, Mode::full, ctx, batch).total();
   const uint64_t resident = plan_memory(s, c, Mode::resident, ctx, batch).total();
-  CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, lowmem - 1, machine_speeds(100), 0), Contains("out of VRAM"));
+  // The least VRAM: every layer on the CPU (its KV cache in host RAM), the classifier streamed, one slot.
+  Placements least(s.layers.size(), Placement::cpu);
+  least.insert(least.end(), s.classifier.size(), Placement::streamed);
+  const uint64_t smallest = plan_memory(s, c, least, ctx, batch, 1).total();
+  CHECK(smallest < lowmem);
+  CHECK_NOTHROW(plan_placements(s, c, ctx, batch, smallest, machine_speeds(100), 0));
+  CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, smallest - 1, machine_speeds(100), 0),
+                    Contains("out of VRAM: the smallest plan") && Contains("try a smaller context (-c) than 256"));
+  CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, lowmem, machine_speeds(100), 1),
+                    Contains("out of host RAM"));
 
   for (const double cpu_gbs : {0.001, 100.0}) {
     INFO("CPU layers at " << cpu_gbs << " GB/s");

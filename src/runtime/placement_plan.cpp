@@ -93,8 +93,6 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
                               const PathSpeeds& speeds, uint64_t host_ram) {
   const int L = static_cast<int>(s.layers.size());
   const size_t K = s.classifier.size();
-  if (plan_memory(s, c, Mode::lowmem, context, batch).total() > budget)
-    fail(out_of_vram_message(s, c, Mode::lowmem, context, batch, budget));
   PlacementPlan best;
   double best_ms = 1e300;
   uint64_t best_vram = 0;
@@ -121,7 +119,19 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
               best_cpu = nc;
             }
           }
-  CLLM_CHECK(!best.placements.empty(), "no placement fits ", budget, " bytes (lowmem does)");
+  if (best.placements.empty()) {
+    // The least VRAM any plan needs: every layer on the CPU (its KV cache in host RAM), the
+    // classifier streamed, one ring slot.
+    Placements least(L, Placement::cpu);
+    least.insert(least.end(), K, Placement::streamed);
+    const MemoryPlan m = plan_memory(s, c, least, context, batch, 1);
+    if (m.total() > budget)
+      fail("out of VRAM: the smallest plan (every layer on the CPU, the classifier streamed) needs ", m.describe(),
+           ", the budget is ", format_gib(budget), ": try a smaller context (-c) than ", context);
+    fail("out of host RAM: the plans that fit ", format_gib(budget), " of VRAM need more than the ",
+         format_gib(host_ram), " of host RAM available (", format_gib(m.host_pinned + m.host_decoded + m.host_kv),
+         " with every layer on the CPU)");
+  }
   best.cpu_max_batch = cpu_max_batch(s, best.placements, speeds, best.ring_slots);
   best.token = estimate_pass(s, best.placements, speeds, 1, true, best.ring_slots);
   return best;

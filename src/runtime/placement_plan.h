@@ -56,8 +56,8 @@ struct PlacementPlan {
 };
 
 // The fastest placements for one token that fit `budget` bytes of VRAM and keep the CPU
-// layers' decoded weights within host_ram bytes (0: no limit). Throws when even everything
-// streamed (lowmem) does not fit the budget.
+// layers' decoded weights and KV cache within host_ram bytes (0: no limit). Throws when no
+// plan fits: naming the smallest plan's need (every layer on the CPU) and the context.
 PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t budget,
                               const PathSpeeds& speeds, uint64_t host_ram);
 
