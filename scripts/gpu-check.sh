@@ -221,15 +221,22 @@ model_8b() {  # synth + compress the 8B once per machine; prints the .cllm path
 }
 
 if [ "$what" = hashes ]; then
+  # Each line: model, flags, and `run`'s # line (tok/s and the final logits' hash). The modes
+  # must agree bit for bit, at depth too (a ~4100-token prompt), and with HASH_BUDGET_8B a
+  # hybrid plan without CPU layers; plans with CPU layers differ within tolerance.
   stories="$work/stories260K.cllm"
-  [ -f "$stories" ] || "$bin" --quiet compress "$bundle/shared/stories260K.bin" "$stories" --force 2>&1 | tail -1
+  [ -f "$stories" ] || "$bin" --quiet compress "$bundle/shared/stories260K.bin" "$stories" \
+    --tokenizer "$bundle/shared/tok512.model" --force 2>&1 | tail -1
   m8=$(model_8b)
+  long="$work/prompt-4k.txt"
+  [ -f "$long" ] || for i in $(seq 1 330); do echo "The quick brown fox jumps over the lazy dog, line $i."; done > "$long"
   for b in "$bin" ${OTHER_BINS:-}; do
     echo "===== $b"
-    for m in "$stories:2G" "$m8:2.5G"; do
-      for flags in "--mode full" "--mode resident" "--mode lowmem" "--vram-budget ${m##*:}"; do
-        printf '%-28s %-22s ' "$(basename "${m%:*}")" "$flags"
-        CLLM_RECALIBRATE=1 "$b" run "${m%:*}" $flags -p "Once upon a time" -n 32 --temp 0 --no-verify 2>&1 | grep -E "^# |error" | tr -d '\n'
+    for m in "$stories:2G:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-c 8192 -f $long"; do
+      IFS=: read -r model budget prompt <<< "$m"
+      for flags in "--mode full" "--mode resident" "--mode lowmem" "--vram-budget $budget"; do
+        printf '%-18s %-24s %-22s ' "$(basename "$model")" "${prompt:0:24}" "$flags"
+        "$b" run "$model" $flags $prompt -n 32 --temp 0 --no-verify 2>&1 | grep -E "^# |error" | tr -d '\n'
         echo
       done
     done

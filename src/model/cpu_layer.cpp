@@ -90,7 +90,7 @@ CpuKvLayer CpuKvCache::layer(int i) {
 }
 
 CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& opt, ThreadPool* pool)
-    : c_(c), opt_(opt), pool_(pool) {
+    : c_(c), arch_(architecture_of(c)), opt_(opt), pool_(pool) {
   c_.validate();
   CLLM_CHECK(opt.context >= 1, "CPU layer: context ", opt.context, " must be >= 1");
   CLLM_CHECK(opt.max_batch >= 1, "CPU layer: max_batch ", opt.max_batch, " must be >= 1");
@@ -150,22 +150,47 @@ void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, 
 }
 
 void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
-  const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), ffn = c_.ffn_dim;
+  attention_block(w, kv, x, n, pos);
+  ffn_block(w, x, n);
+}
+
+void CpuLayerForward::norm(const CpuTensor& w, const float* x, int n) {
+  // xb (n, dim) = norm(x) * w
+  const int dim = c_.dim;
+  to_f32(w.dtype, w.data, norm_.data(), dim);
+  switch (arch_.norm) {
+    case NormKind::rms:
+      for (int t = 0; t < n; ++t) cpu::rmsnorm(xb_.data() + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
+      return;
+  }
+}
+
+void CpuLayerForward::store_kv(const CpuKvLayer& kv, int n, int pos) {
+  // keys and values of this batch into the cache (f16: rounded to nearest even)
+  const size_t kvd = c_.kv_dim(), row0 = static_cast<size_t>(pos) * kvd, m = static_cast<size_t>(n) * kvd;
+  if (kv.dtype == DType::F32) {
+    std::memcpy(static_cast<float*>(kv.k) + row0, k_.data(), sizeof(float) * m);
+    std::memcpy(static_cast<float*>(kv.v) + row0, v_.data(), sizeof(float) * m);
+    return;
+  }
+  uint16_t* kc = static_cast<uint16_t*>(kv.k) + row0;
+  uint16_t* vc = static_cast<uint16_t*>(kv.v) + row0;
+  for (size_t i = 0; i < m; ++i) {
+    kc[i] = f32_to_f16(k_[i]);
+    vc[i] = f32_to_f16(v_[i]);
+  }
+}
+
+void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+  // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
+  const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   float* xb = xb_.data();
   float* q = q_.data();
   float* k = k_.data();
-  float* v = v_.data();
-  float* hb = hb_.data();
-  float* hb2 = hb2_.data();
-
-  // attention RMSNorm
-  to_f32(w.attn_norm.dtype, w.attn_norm.data, norm_.data(), dim);
-  for (int t = 0; t < n; ++t) cpu::rmsnorm(xb + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
-
-  // q, k, v projections (one pass over the input), then RoPE on q and k
-  {
+  norm(w.attn_norm, x, n);
+  {  // q, k, v projections (one pass over the input), then RoPE on q and k
     const CpuTensor ws[] = {w.wq, w.wk, w.wv};
-    float* const ys[] = {q, k, v};
+    float* const ys[] = {q, k, v_.data()};
     const int ds[] = {qd, kvd, kvd};
     linear(ws, ys, ds, 3, xb, n, dim, false);
   }
@@ -175,69 +200,50 @@ void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& 
     cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn);
     cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn);
   }
-
-  // keys and values of this batch into the cache (f16: rounded to nearest even)
-  const size_t row0 = static_cast<size_t>(pos) * kvd, m = static_cast<size_t>(n) * kvd;
-  if (kv.dtype == DType::F32) {
-    std::memcpy(static_cast<float*>(kv.k) + row0, k, sizeof(float) * m);
-    std::memcpy(static_cast<float*>(kv.v) + row0, v, sizeof(float) * m);
-  } else {
-    uint16_t* kc = static_cast<uint16_t*>(kv.k) + row0;
-    uint16_t* vc = static_cast<uint16_t*>(kv.v) + row0;
-    for (size_t i = 0; i < m; ++i) {
-      kc[i] = f32_to_f16(k[i]);
-      vc[i] = f32_to_f16(v[i]);
-    }
-  }
-
+  store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
-  {
-    cpu::AttentionArgs a;
-    a.out = xb;
-    a.out_stride = qd;
-    a.q = q;
-    a.q_stride = qd;
-    a.k = kv.k;
-    a.v = kv.v;
-    a.kv_dtype = kv.dtype;
-    a.kv_stride = kvd;
-    a.n_tokens = n;
-    a.pos = pos;
-    a.n_heads = c_.n_heads;
-    a.n_kv_heads = c_.n_kv_heads;
-    a.head_dim = hd;
-    cpu::attention(a, pool_, opt_.isa);
-  }
+  cpu::AttentionArgs a;
+  a.out = xb;
+  a.out_stride = qd;
+  a.q = q;
+  a.q_stride = qd;
+  a.k = kv.k;
+  a.v = kv.v;
+  a.kv_dtype = kv.dtype;
+  a.kv_stride = kvd;
+  a.n_tokens = n;
+  a.pos = pos;
+  a.n_heads = c_.n_heads;
+  a.n_kv_heads = c_.n_kv_heads;
+  a.head_dim = hd;
+  cpu::attention(a, pool_, opt_.isa);
+  float* const ys[] = {x};  // output projection, added to the residual
+  const int ds[] = {dim};
+  linear(&w.wo, ys, ds, 1, xb, n, qd, true);
+}
 
-  // output projection, added to the residual
-  {
-    float* const ys[] = {x};
-    const int ds[] = {dim};
-    linear(&w.wo, ys, ds, 1, xb, n, qd, true);
-  }
-
-  // FFN RMSNorm
-  to_f32(w.ffn_norm.dtype, w.ffn_norm.data, norm_.data(), dim);
-  for (int t = 0; t < n; ++t) cpu::rmsnorm(xb + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
-
-  // SwiGLU: down(silu(gate xf) * up xf), added to the residual
+void CpuLayerForward::ffn_block(const CpuLayerWeights& w, float* x, int n) {
+  // x += w_down (silu(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm
+  const int dim = c_.dim, ffn = c_.ffn_dim;
+  float* hb = hb_.data();
+  float* hb2 = hb2_.data();
+  norm(w.ffn_norm, x, n);
+  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU layers have no code for this feed-forward");
   {
     const CpuTensor ws[] = {w.w_gate, w.w_up};
     float* const ys[] = {hb, hb2};
     const int ds[] = {ffn, ffn};
-    linear(ws, ys, ds, 2, xb, n, dim, false);
+    linear(ws, ys, ds, 2, xb_.data(), n, dim, false);
   }
   const size_t elems = static_cast<size_t>(n) * ffn;
   cpu::parallel_for(pool_, (elems + kElemsPerItem - 1) / kElemsPerItem, 20.0 * kElemsPerItem, [&](size_t i) {
     const size_t b = i * kElemsPerItem;
     cpu::swiglu(hb + b, hb2 + b, std::min(kElemsPerItem, elems - b));
   });
-  {
-    float* const ys[] = {x};
-    const int ds[] = {dim};
-    linear(&w.w_down, ys, ds, 1, hb, n, ffn, true);
-  }
+  float* const ys[] = {x};
+  const int ds[] = {dim};
+  linear(&w.w_down, ys, ds, 1, hb, n, ffn, true);
 }
 
 }  // namespace cllm

@@ -118,11 +118,16 @@ class CpuLayerForward {
 
  private:
   void forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void ffn_block(const CpuLayerWeights& w, float* x, int n);
+  void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
+  void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos
   // y (n, d) [+]= x (n, k) @ w^T for the products of one input, whatever the weights' dtype.
   void linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n, int k,
               bool accumulate);
 
   LlamaConfig c_;
+  const Architecture& arch_;  // how a layer computes: the norm and feed-forward kinds
   CpuLayerOptions opt_;
   ThreadPool* pool_;
   cpu::RopeTable rope_;

@@ -71,86 +71,95 @@ void CpuForward::norm(float* out, const float* x, const float* w, int n) const {
 
 void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
   const LlamaConfig& c = w_.config;
-  const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+  const int dim = c.dim;
+  float* x = s_.x.data();
+  float* xb = s_.xb.data();
+
+  // x[t] = token_embd[token t]
+  for (int t = 0; t < n; ++t)
+    std::memcpy(x + static_cast<size_t>(t) * dim, w_.token_embd.data() + static_cast<size_t>(tokens[t]) * dim,
+                sizeof(float) * dim);
+  for (int l = 0; l < c.n_layers; ++l) {
+    attention_block(l, n, pos);
+    ffn_block(l, n);
+  }
+  if (!logits) return;
+
+  // final norm and the classifier, for every token or only the last
+  const int first = all_rows ? 0 : n - 1;
+  const int rows = n - first;
+  norm(xb, x + static_cast<size_t>(first) * dim, w_.output_norm.data(), rows);
+  cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, &pool_);
+}
+
+void CpuForward::attention_block(int l, int n, int pos) {
+  // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
+  const LlamaConfig& c = w_.config;
+  const LlamaLayerWeights& L = w_.layers[l];
+  const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
   const size_t ctx = context_;
   ThreadPool* pool = &pool_;
   float* x = s_.x.data();
   float* xb = s_.xb.data();
   float* xb2 = s_.xb2.data();
   float* q = s_.q.data();
+  float* k_layer = s_.key_cache.data() + l * ctx * kvd;    // (context, kv_dim)
+  float* v_layer = s_.value_cache.data() + l * ctx * kvd;
+  float* k_new = k_layer + static_cast<size_t>(pos) * kvd;  // rows of this batch's positions
+  float* v_new = v_layer + static_cast<size_t>(pos) * kvd;
+
+  norm(xb, x, L.attn_norm.data(), n);
+  // q, k, v projections; k and v land directly in the KV cache
+  cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
+  cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
+  cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
+  // RoPE: rotate q and k by each token's position
+  for (int t = 0; t < n; ++t) {
+    const float* cs = rope_.cos_at(pos + t);
+    const float* sn = rope_.sin_at(pos + t);
+    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);
+    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
+  }
+  // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
+  // h / (n_heads / n_kv_heads) (GQA)
+  cpu::AttentionArgs a;
+  a.out = xb;
+  a.out_stride = qd;
+  a.q = q;
+  a.q_stride = qd;
+  a.k = k_layer;
+  a.v = v_layer;
+  a.kv_dtype = DType::F32;
+  a.kv_stride = kvd;
+  a.n_tokens = n;
+  a.pos = pos;
+  a.n_heads = c.n_heads;
+  a.n_kv_heads = c.n_kv_heads;
+  a.head_dim = hd;
+  cpu::attention(a, pool);
+  // output projection, then the residual
+  cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
+  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
+}
+
+void CpuForward::ffn_block(int l, int n) {
+  // x += w_down (silu(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm
+  const LlamaConfig& c = w_.config;
+  const LlamaLayerWeights& L = w_.layers[l];
+  const int dim = c.dim, ffn = c.ffn_dim;
+  ThreadPool* pool = &pool_;
+  float* x = s_.x.data();
+  float* xb = s_.xb.data();
+  float* xb2 = s_.xb2.data();
   float* hb = s_.hb.data();
   float* hb2 = s_.hb2.data();
-
-  // x[t] = token_embd[token t]
-  for (int t = 0; t < n; ++t)
-    std::memcpy(x + static_cast<size_t>(t) * dim, w_.token_embd.data() + static_cast<size_t>(tokens[t]) * dim,
-                sizeof(float) * dim);
-
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LlamaLayerWeights& L = w_.layers[l];
-    float* k_layer = s_.key_cache.data() + l * ctx * kvd;    // (context, kv_dim)
-    float* v_layer = s_.value_cache.data() + l * ctx * kvd;
-    float* k_new = k_layer + static_cast<size_t>(pos) * kvd;  // rows of this batch's positions
-    float* v_new = v_layer + static_cast<size_t>(pos) * kvd;
-
-    // attention norm
-    norm(xb, x, L.attn_norm.data(), n);
-
-    // q, k, v projections; k and v land directly in the KV cache
-    cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
-    cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
-    cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
-
-    // RoPE: rotate q and k by each token's position
-    for (int t = 0; t < n; ++t) {
-      const float* cs = rope_.cos_at(pos + t);
-      const float* sn = rope_.sin_at(pos + t);
-      cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);
-      cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
-    }
-
-    // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
-    // h / (n_heads / n_kv_heads) (GQA)
-    {
-      cpu::AttentionArgs a;
-      a.out = xb;
-      a.out_stride = qd;
-      a.q = q;
-      a.q_stride = qd;
-      a.k = k_layer;
-      a.v = v_layer;
-      a.kv_dtype = DType::F32;
-      a.kv_stride = kvd;
-      a.n_tokens = n;
-      a.pos = pos;
-      a.n_heads = c.n_heads;
-      a.n_kv_heads = c.n_kv_heads;
-      a.head_dim = hd;
-      cpu::attention(a, pool);
-    }
-
-    // output projection, then the residual
-    cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
-    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
-
-    // FFN norm
-    norm(xb, x, L.ffn_norm.data(), n);
-
-    // SwiGLU: down(silu(gate x) * up x), then the residual
-    CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU engine has no code for this feed-forward");
-    cpu::matmul(hb, ffn, xb, L.w_gate.data(), n, dim, ffn, pool);
-    cpu::matmul(hb2, ffn, xb, L.w_up.data(), n, dim, ffn, pool);
-    cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn);
-    cpu::matmul(xb2, dim, hb, L.w_down.data(), n, ffn, dim, pool);
-    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
-  }
-  if (!logits) return;
-
-  // final RMSNorm and the classifier, for every token or only the last
-  const int first = all_rows ? 0 : n - 1;
-  const int rows = n - first;
-  norm(xb, x + static_cast<size_t>(first) * dim, w_.output_norm.data(), rows);
-  cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, pool);
+  norm(xb, x, L.ffn_norm.data(), n);
+  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU engine has no code for this feed-forward");
+  cpu::matmul(hb, ffn, xb, L.w_gate.data(), n, dim, ffn, pool);
+  cpu::matmul(hb2, ffn, xb, L.w_up.data(), n, dim, ffn, pool);
+  cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn);
+  cpu::matmul(xb2, dim, hb, L.w_down.data(), n, ffn, dim, pool);
+  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
 }
 
 }  // namespace cllm

@@ -53,6 +53,8 @@ class CpuForward {
   // One batch of n <= batch tokens. Writes to logits (when not null) the (n, vocab) logits of
   // all its tokens with all_rows, else the last token's.
   void forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows);
+  void attention_block(int layer, int n, int pos);
+  void ffn_block(int layer, int n);
   void norm(float* out, const float* x, const float* w, int n) const;
 
   const LlamaWeights& w_;
