@@ -1,6 +1,6 @@
 // CRC-32C (Castagnoli, polynomial 0x1EDC6F41, reflected, init and final xor 0xFFFFFFFF):
 // the checksum of every tile in a .cllm file. Uses the SSE4.2 crc32 instruction when the
-// CPU has it (about 10-20 GB/s), a table otherwise. crc32c("123456789") == 0xE3069283.
+// CPU has it, a table otherwise. crc32c("123456789") == 0xE3069283.
 #pragma once
 
 #include <cstddef>

@@ -31,9 +31,9 @@ class PinnedBuffer {
 };
 
 // The streamed steps' compressed bytes in host RAM, page-locked for DMA: allocated pageable on
-// huge pages, filled by the caller's threads, then locked in place (cudaHostRegister). For the
-// 8B's 10.6 GB that takes 0.5 s where cudaHostAlloc, which zeroes and locks 4 KiB pages one
-// by one, takes 4.4 s (H100 host; docs/perf-notes.md): most of lowmem's time to first token.
+// huge pages, filled by the caller's threads, then locked in place (cudaHostRegister): several
+// times faster than cudaHostAlloc, which zeroes and locks 4 KiB pages one by one and was most
+// of lowmem's time to first token (docs/perf-notes.md has the figures).
 class RegisteredHostMemory {
  public:
   RegisteredHostMemory() = default;

@@ -4,11 +4,10 @@
 // A forward pass is two chains of work that overlap: the compute chain and the PCIe chain
 // (streamed steps' compressed bytes, copied up to two steps ahead while the compute runs).
 // On the compute chain, the GPU's layer kernels and the decoder add up: they share its memory
-// bandwidth (measured on the H200: 24 decoded + 11 resident steps took 11 ms a token, about
-// their sum). A CPU run and the GPU do not overlap either, except that the decoder fills the
-// free ring slots while the CPU computes: the decodes of the `ring_slots` ring steps after a
-// run hide under it (measured: with 24 resident and 5 CPU layers, a token took the CPU's
-// time plus the GPU's). So a pass takes about
+// bandwidth (a mix of decoded and resident steps took about the sum of their times; the
+// measurements are in docs/architecture.md, "The planner"). A CPU run and the GPU do not
+// overlap either, except that the decoder fills the free ring slots while the CPU computes:
+// the decodes of the `ring_slots` ring steps after a run hide under it. So a pass takes about
 //
 //   max(compute, PCIe)
 //   compute = sum(cpu runs: hand-over + cpu_ms(bytes, n)) + sum(GPU steps: bytes / gpu_gbs)
