@@ -234,6 +234,8 @@ if [ "$what" = hashes ]; then
     echo "===== $b"
     for m in "$stories:2G:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-c 8192 -f $long"; do
       IFS=: read -r model budget prompt <<< "$m"
+      # Other binaries: stories260K only, unless HASH_OTHERS_8B is set (the 8B takes minutes).
+      [ "$b" != "$bin" ] && [ "$model" = "$m8" ] && [ -z "${HASH_OTHERS_8B:-}" ] && continue
       for flags in "--mode full" "--mode resident" "--mode lowmem" "--vram-budget $budget"; do
         printf '%-18s %-24s %-22s ' "$(basename "$model")" "${prompt:0:24}" "$flags"
         "$b" run "$model" $flags $prompt -n 32 --temp 0 --no-verify 2>&1 | grep -E "^# |error" | tr -d '\n'
@@ -253,18 +255,18 @@ if [ "$what" = depth ]; then
   {
     for mode in ${DEPTH_MODES:-full resident lowmem}; do
       reps=2; [ "$mode" = lowmem ] && reps=1
-      "$bin" bench "$m8" --mode "$mode" -d "$depths" -p 512 -n 128 -r "$reps" -o json > "$out/depth-$mode.json" \
+      "$bin" bench "$m8" --mode "$mode" -d "$depths" -p 512 -n "${DEPTH_GEN:-128}" -r "$reps" -o json > "$out/depth-$mode.json" \
         2> "$out/depth-$mode.err" || { tail -3 "$out/depth-$mode.err"; status=1; }
       python3 scripts/bench-report.py "$out/depth-$mode.json"
     done
-    if [ -n "${DEPTH_BUDGET:-2.5G}" ]; then
-      "$bin" bench "$m8" --vram-budget "${DEPTH_BUDGET:-2.5G}" -d "$depths" -p 512 -n 128 -r 1 -o json \
+    if [ -n "${DEPTH_BUDGET-2.5G}" ]; then
+      "$bin" bench "$m8" --vram-budget "${DEPTH_BUDGET:-2.5G}" -d "$depths" -p 512 -n "${DEPTH_GEN:-128}" -r 1 -o json \
         > "$out/depth-budget.json" 2> "$out/depth-budget.err" || { tail -3 "$out/depth-budget.err"; status=1; }
       grep -E "plan:" "$out/depth-budget.err"
       python3 scripts/bench-report.py "$out/depth-budget.json"
     fi
     peer=${PEER_DIR:-}/build/bin/llama-batched-bench
-    if [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+    if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
       npp=$(echo "$depths" | tr ',' '\n' | awk '$1 > 0' | paste -sd, -)
       for fa in "" "-fa"; do
         echo "### llama.cpp batched-bench $fa (S_PP: prompt t/s, S_TG: decode t/s after the prompt)"
