@@ -216,6 +216,20 @@ TEST_CASE("cli: each rule between device, mode and budget exits 1 naming the fla
                 2);
 }
 
+TEST_CASE("cli: the runtime says what would help, the CLI says it as the flag to change", "[cli]") {
+  using cllm::cli::remedy_in_flags;
+  CHECK(remedy_in_flags({Remedy::mode, "lowmem"}) == "use --mode lowmem");
+  CHECK(remedy_in_flags({Remedy::context_at_most, "512"}) == "use -c 512 or less");
+  CHECK(remedy_in_flags({Remedy::smaller_context, "33280"}) == "use a -c smaller than 33280");
+  CHECK(remedy_in_flags({Remedy::cpu_device, ""}) == "use --device cpu");
+  CHECK(remedy_in_flags({}).empty());
+  test::TempDir dir;
+  const std::string model = test::compress_stories(dir);
+  check_refused({{{"run", model, "--device", "cpu", "-c", "100000", "-n", "1"},
+                  "context size 100000 is larger than the model's context length 512: use -c 512 or less"}},
+                1);
+}
+
 TEST_CASE("cli: the variables set the engine flags, the flags win over them", "[cli]") {
   test::TempDir dir;
   const std::string model = test::compress_stories(dir);

@@ -46,7 +46,7 @@ TEST_CASE("a named mode is planned as asked, and refused with the mode that fits
   CHECK(p.cpu_max_batch == 0);
   CHECK(p.summary.empty());
   CHECK_THROWS_WITH(plan_engine(m.s, m.c, asking(Mode::full), m.ctx, m.batch, with_vram(m.need(Mode::lowmem))),
-                    Contains("--mode full needs") && Contains("would fit"));
+                    Contains("mode full needs") && Contains("would fit"));
 }
 
 TEST_CASE("auto takes the fastest mode that fits the free VRAM", "[runtime]") {

@@ -379,8 +379,10 @@ TEST_CASE("gpu: too little VRAM names the need, the free amount and the mode tha
     GpuEngine::open(f, o);
     FAIL("expected an out-of-VRAM error");
   } catch (const Error& e) {
-    CHECK_THAT(e.what(), Contains("out of VRAM: --mode full needs") && Contains("available") &&
-                             Contains("--mode lowmem") && Contains("would fit"));
+    CHECK_THAT(e.what(), Contains("out of VRAM: mode full needs") && Contains("available") &&
+                             Contains("mode lowmem") && Contains("would fit"));
+    CHECK(e.remedy().kind == Remedy::mode);
+    CHECK(e.remedy().value == "lowmem");
   }
   o.mode = std::nullopt;
   auto e = GpuEngine::open(f, o);

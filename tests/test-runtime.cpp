@@ -139,8 +139,13 @@ TEST_CASE("memory plans: what each mode keeps in VRAM, and auto's choice", "[run
   }
   CHECK(choose_mode(s, c, ctx, batch, UINT64_MAX) == Mode::full);
   CHECK_THROWS_WITH(choose_mode(s, c, ctx, batch, std::min({full.total(), resident.total(), lowmem.total()}) - 1), Contains("out of VRAM") && Contains("no mode fits"));
-  CHECK_THAT(out_of_vram_message(s, c, Mode::full, ctx, batch, lowmem.total()),
-             Contains("--mode full needs") && Contains("would fit"));
+  const Error e = out_of_vram_error(s, c, Mode::full, ctx, batch, lowmem.total());
+  CHECK_THAT(e.what(), Contains("mode full needs") && Contains("would fit"));
+  CHECK(e.remedy().kind == Remedy::mode);
+  CHECK(e.remedy().value == "lowmem");  // the runtime names no flag: the CLI says --mode lowmem
+  const Error none = out_of_vram_error(s, c, Mode::lowmem, ctx, batch, 1);
+  CHECK(none.remedy().kind == Remedy::smaller_context);
+  CHECK(none.remedy().value == "256");
 }
 
 TEST_CASE("modes by name", "[runtime]") {
@@ -189,7 +194,7 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
   CHECK(smallest < lowmem);
   CHECK_NOTHROW(plan_placements(s, c, ctx, batch, smallest, machine_speeds(100), 0));
   CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, smallest - 1, machine_speeds(100), 0),
-                    Contains("out of VRAM: the smallest plan") && Contains("try a smaller context (-c) than 256"));
+                    Contains("out of VRAM: the smallest plan"));
   CHECK_THROWS_WITH(plan_placements(s, c, ctx, batch, lowmem, machine_speeds(100), 1),
                     Contains("out of host RAM"));
 

@@ -142,6 +142,17 @@ void check_engine_flags(const EngineFlags& f, Device device) {
         fail("--vram-budget plans where each layer lives: leave --mode out (found --mode ", m, ")");
 }
 
+std::string remedy_in_flags(const Remedy& r) {
+  switch (r.kind) {
+    case Remedy::none: return "";
+    case Remedy::mode: return cat("use --mode ", r.value);
+    case Remedy::context_at_most: return cat("use -c ", r.value, " or less");
+    case Remedy::smaller_context: return cat("use a -c smaller than ", r.value);
+    case Remedy::cpu_device: return "use --device cpu";
+  }
+  return "";
+}
+
 GpuOptions gpu_options(const EngineFlags& f) {
   GpuOptions g;
   g.mode = parse_mode_choice(f.modes.empty() ? "auto" : f.modes.front());

@@ -52,4 +52,8 @@ void check_engine_flags(const EngineFlags& f, Device device);
 // The GPU engine's options for the first (run: the only) mode and budget, typed.
 GpuOptions gpu_options(const EngineFlags& f);
 
+// What to change, in flags, for an error's remedy: "use --mode lowmem", "use -c 512 or less",
+// "use a -c smaller than 33280", "use --device cpu"; "" when it has none.
+std::string remedy_in_flags(const Remedy& r);
+
 }  // namespace cllm::cli

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
@@ -54,7 +55,9 @@ int main(int argc, char** argv) {
   try {
     return action ? action() : 0;
   } catch (const cllm::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    // The runtime says what is wrong and what would help (its Remedy); here that becomes a flag.
+    const std::string hint = cllm::cli::remedy_in_flags(e.remedy());
+    std::fprintf(stderr, "error: %s%s%s\n", e.what(), hint.empty() ? "" : ": ", hint.c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");

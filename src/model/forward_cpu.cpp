@@ -12,8 +12,8 @@ int resolve_context(const LlamaConfig& c, int requested) {
   if (requested < 0) fail("context size ", requested, " must be positive");
   if (requested == 0) return std::min(c.context_length, 4096);
   if (requested > c.context_length)
-    fail("context size ", requested, " is larger than the model's context length ", c.context_length,
-         " (use -c ", c.context_length, " or less)");
+    fail_with({Remedy::context_at_most, std::to_string(c.context_length)}, "context size ", requested,
+              " is larger than the model's context length ", c.context_length);
   return requested;
 }
 

@@ -12,7 +12,7 @@ Device select_device(const std::string& choice) {
   if (choice == "cuda" || choice == "auto") {
     if (cuda::device_count() > 0) return Device::cuda;
     if (choice == "auto") return Device::cpu;
-    fail("no CUDA device (", cuda::why_unavailable(), "): use --device cpu");
+    fail_with({Remedy::cpu_device, ""}, "no CUDA device (", cuda::why_unavailable(), ")");
   }
   fail("unknown device '", choice, "' (expected cpu, cuda or auto)");
 }

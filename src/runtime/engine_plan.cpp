@@ -54,7 +54,7 @@ EnginePlan plan_engine(const WeightSchedule& s, const LlamaConfig& c, const Engi
     const Mode mode = *r.mode;
     CLLM_CHECK(mode != Mode::hybrid, "hybrid placements come from a VRAM budget, not a mode");
     if (plan_memory(s, c, mode, context, batch).total() > m.available)
-      fail(out_of_vram_message(s, c, mode, context, batch, m.available));
+      throw out_of_vram_error(s, c, mode, context, batch, m.available);
     p.placements = uniform_placements(s, mode);
   }
   p.mode = mode_of(p.placements);

@@ -137,19 +137,21 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, in
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
   for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})
     if (plan_memory(s, c, m, context, batch).total() <= available) return m;
-  fail(out_of_vram_message(s, c, Mode::lowmem, context, batch, available));
+  throw out_of_vram_error(s, c, Mode::lowmem, context, batch, available);
 }
 
-std::string out_of_vram_message(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
-                                uint64_t available) {
+Error out_of_vram_error(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
+                        uint64_t available) {
   const MemoryPlan need = plan_memory(s, c, m, context, batch);
-  std::string msg = cat("out of VRAM: --mode ", mode_name(m), " needs ", format_gib(need.total()), " (",
-                        need.describe(), "), ", format_gib(available), " available");
+  const std::string msg = cat("out of VRAM: mode ", mode_name(m), " needs ", format_gib(need.total()), " (",
+                              need.describe(), "), ", format_gib(available), " available");
   for (Mode other : {Mode::full, Mode::resident, Mode::lowmem}) {
     const uint64_t t = plan_memory(s, c, other, context, batch).total();
-    if (other != m && t <= available) return msg + cat("; --mode ", mode_name(other), " (", format_gib(t), ") would fit");
+    if (other != m && t <= available)
+      return Error(msg + cat("; mode ", mode_name(other), " (", format_gib(t), ") would fit"),
+                   {Remedy::mode, mode_name(other)});
   }
-  return msg + cat("; no mode fits: try a smaller context (-c) than ", context);
+  return Error(msg + cat("; no mode fits a context of ", context), {Remedy::smaller_context, std::to_string(context)});
 }
 
 }  // namespace cllm

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/error.h"
+
 #include "common/units.h"  // format_gib, for the messages of every user of a plan
 #include "model/llama_config.h"
 #include "runtime/weight_schedule.h"
@@ -93,8 +95,10 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, in
 // Throws when none fits, giving lowmem's need and what is available.
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
 
-// "out of VRAM: --mode full needs 16.2 GiB, 11.0 GiB are free; --mode lowmem (2.1 GiB) would fit"
-std::string out_of_vram_message(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
-                                uint64_t available);
+// The error when mode m does not fit `available` bytes: the need, what is available, and the
+// mode that would fit (Remedy::mode) or, when none does, the context (Remedy::smaller_context).
+// "out of VRAM: mode full needs 16.2 GiB (...), 11.0 GiB available; mode lowmem (2.1 GiB) would fit"
+Error out_of_vram_error(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
+                        uint64_t available);
 
 }  // namespace cllm

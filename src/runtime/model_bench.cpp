@@ -99,7 +99,7 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
 
   if (opt.gpu) {
     const auto devs = cuda::list_devices();
-    CLLM_CHECK(!devs.empty(), "no CUDA device (", cuda::why_unavailable(), "): use --device cpu");
+    if (devs.empty()) fail_with({Remedy::cpu_device, ""}, "no CUDA device (", cuda::why_unavailable(), ")");
     res.device = devs[0].name;
     say("measuring the card's ceilings (copy, host-to-device, GEMM)");
     const cuda::Ceilings ceil = cuda::measure_ceilings(size_t{1} << 30, 5);

@@ -6,7 +6,7 @@
 namespace cllm {
 
 std::unique_ptr<GpuEngine> GpuEngine::open(const CllmFile&, const GpuOptions&) {
-  fail("no CUDA device (", cuda::why_unavailable(), "): use --device cpu");
+  fail_with({Remedy::cpu_device, ""}, "no CUDA device (", cuda::why_unavailable(), ")");
 }
 
 }  // namespace cllm

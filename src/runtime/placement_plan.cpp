@@ -126,8 +126,9 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
     least.insert(least.end(), K, Placement::streamed);
     const MemoryPlan m = plan_memory(s, c, least, context, batch, 1);
     if (m.total() > budget)
-      fail("out of VRAM: the smallest plan (every layer on the CPU, the classifier streamed) needs ", m.describe(),
-           ", the budget is ", format_gib(budget), ": try a smaller context (-c) than ", context);
+      fail_with({Remedy::smaller_context, std::to_string(context)},
+                "out of VRAM: the smallest plan (every layer on the CPU, the classifier streamed) needs ", m.describe(),
+                ", the budget is ", format_gib(budget));
     fail("out of host RAM: the plans that fit ", format_gib(budget), " of VRAM need more than the ",
          format_gib(host_ram), " of host RAM available (", format_gib(m.host_pinned + m.host_decoded + m.host_kv),
          " with every layer on the CPU)");
