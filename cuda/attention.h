@@ -53,4 +53,17 @@ void attention_decode_f16(const float* q, const void* k_cache, const void* v_cac
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                            int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
 
+// The prompt kernel's variants (cuda/attention_flash.cu), for A/B runs: same numerics in kind
+// (f16 Q, K, P; fp32 accumulators; the same masking), each deterministic. attention() and
+// attention_prefill_f16 take attention_prefill_default_variant(): CLLM_PREFILL_VARIANT from the
+// environment, read once (a value outside 0 .. attention_prefill_variants()-1 fails), else
+// kDefaultPrefillVariant. Tests and benchmarks name a variant explicitly.
+constexpr int kDefaultPrefillVariant = 0;
+int attention_prefill_variants();
+const char* attention_prefill_variant_name(int variant);
+int attention_prefill_default_variant();
+void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
+                                   DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
+                                   cudaStream_t s);
+
 }  // namespace cllm::cuda

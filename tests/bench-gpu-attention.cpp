@@ -9,8 +9,11 @@
 //   or --context): µs per layer, GB/s of K and V read (2 x depth x kv_dim x 2 bytes) and that
 //   over the memcpy's GB/s; the same for the previous one-block-per-head kernel. Each timing
 //   cycles through enough layers' caches (>= 512 MiB) that none is still in L2;
-// - prompt attention, 512 tokens at depth 0 and 4096 and 16384 tokens from 0: ms and TFLOP/s
-//   counting 4 x head_dim x n_heads x (keys each query sees) flops, and the fp32 kernel's ms.
+// - prompt attention, 512 tokens at depth 0, 4096, 16384 and 32768 and 16384 tokens from 0,
+//   under every variant of the prompt kernel (attention_prefill_f16_variant), attention()
+//   (the default variant, CLLM_PREFILL_VARIANT) and the fp32 kernel (up to depth 4096): ms and
+//   TFLOP/s counting 4 x head_dim x n_heads x (keys each query sees) flops; then a summary,
+//   TFLOP/s per variant and prompt.
 // Times are medians over --reps runs after a warm-up, from CUDA events.
 #include <cuda_runtime.h>
 
@@ -19,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -142,11 +146,19 @@ int main(int argc, char** argv) try {
     std::fflush(stdout);
   }
 
-  std::printf("\n| prompt | tokens | depth | ms | TFLOP/s | fp32 kernel ms |\n|---|---|---|---|---|---|\n");
+  // Prompts: every variant of the prompt kernel (attention_prefill_f16_variant), then the
+  // default's choice (CLLM_PREFILL_VARIANT) through attention() and the fp32 kernel.
+  const int n_variants = cuda::attention_prefill_variants();
+  std::printf("\nprompt kernel variants (default now: %d, CLLM_PREFILL_VARIANT picks):\n\n",
+              cuda::attention_prefill_default_variant());
+  std::printf("| prompt | tokens | depth | variant | ms | TFLOP/s | vs variant 0 |\n|---|---|---|---|---|---|---|\n");
   struct Prompt {
     int n, depth;
   };
-  for (const Prompt p : {Prompt{512, 0}, Prompt{512, 4096}, Prompt{16384, 0}}) {
+  const Prompt prompts[] = {{512, 0}, {512, 4096}, {16384, 0}, {512, 16384}, {512, 32768}};
+  std::vector<std::vector<double>> tf(std::size(prompts));
+  for (size_t pi = 0; pi < std::size(prompts); ++pi) {
+    const Prompt p = prompts[pi];
     const size_t rows = static_cast<size_t>(p.depth + p.n);
     cuda::DeviceBuffer<uint8_t> k(rows * kKvDim * 2), v(rows * kKvDim * 2);
     fill_f16(k);
@@ -155,16 +167,44 @@ int main(int argc, char** argv) try {
     for (int t = 0; t < p.n; ++t) keys += p.depth + t + 1;
     const double flops = 4.0 * kHeadDim * kHeads * keys;
     const int r = p.n > 4096 ? std::min(reps, 5) : reps;
+    double base_ms = 0;
+    for (int var = 0; var < n_variants; ++var) {
+      const double ms = median_ms(r, [&] {
+        cuda::attention_prefill_f16_variant(var, q.data(), k.data(), v.data(), out.data(), DType::BF16, p.n, p.depth,
+                                            kHeads, kKvHeads, kHeadDim, nullptr);
+      });
+      if (var == 0) base_ms = ms;
+      tf[pi].push_back(flops / (ms * 1e9));
+      std::printf("| pp%d | %d | %d | %s | %.3f | %.1f | %.2fx |\n", p.n, p.n, p.depth,
+                  cuda::attention_prefill_variant_name(var), ms, flops / (ms * 1e9), base_ms / ms);
+      std::fflush(stdout);
+    }
     const double ms = median_ms(r, [&] {
       cuda::attention(q.data(), k.data(), v.data(), DType::F16, out.data(), DType::BF16, p.n, p.depth, nullptr, kHeads,
                       kKvHeads, kHeadDim, static_cast<int>(rows), nullptr, 0, nullptr);
     });
-    const double old_ms = median_ms(std::min(r, 3), [&] {
-      cuda::attention(q.data(), k.data(), v.data(), DType::F16, out.data(), DType::BF16, p.n, p.depth, nullptr, kHeads,
-                      kKvHeads, kHeadDim, nullptr);
-    });
-    std::printf("| pp%d | %d | %d | %.3f | %.1f | %.3f |\n", p.n, p.n, p.depth, ms, flops / (ms * 1e9), old_ms);
+    std::printf("| pp%d | %d | %d | attention() (default %d) | %.3f | %.1f | %.2fx |\n", p.n, p.n, p.depth,
+                cuda::attention_prefill_default_variant(), ms, flops / (ms * 1e9), base_ms / ms);
+    if (p.depth <= 4096 && p.n <= 4096) {
+      const double old_ms = median_ms(std::min(r, 3), [&] {
+        cuda::attention(q.data(), k.data(), v.data(), DType::F16, out.data(), DType::BF16, p.n, p.depth, nullptr,
+                        kHeads, kKvHeads, kHeadDim, nullptr);
+      });
+      std::printf("| pp%d | %d | %d | fp32 kernel | %.3f | %.1f | %.2fx |\n", p.n, p.n, p.depth, old_ms,
+                  flops / (old_ms * 1e9), base_ms / old_ms);
+    }
     std::fflush(stdout);
+  }
+  // One line per variant: TFLOP/s on each prompt, to pick the default from.
+  std::printf("\n| variant |");
+  for (const Prompt p : prompts) std::printf(" pp%d@%d |", p.n, p.depth);
+  std::printf("\n|---|");
+  for (size_t pi = 0; pi < std::size(prompts); ++pi) std::printf("---|");
+  std::printf("\n");
+  for (int var = 0; var < n_variants; ++var) {
+    std::printf("| %s |", cuda::attention_prefill_variant_name(var));
+    for (size_t pi = 0; pi < std::size(prompts); ++pi) std::printf(" %.1f |", tf[pi][var]);
+    std::printf("\n");
   }
   return 0;
 } catch (const std::exception& e) {

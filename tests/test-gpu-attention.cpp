@@ -3,7 +3,9 @@
 // tokens: split-K over fixed chunks and a combine) and prompts (17 .. 512 tokens: tensor
 // cores), f16 and f32 caches, bf16 and f32 outputs; a decode captured in a CUDA graph with the
 // position in device memory gives the direct launch's bits; repeated runs give identical bits;
-// a 131072-row context works with a bounded workspace. [gpu] tests skip, visibly, where no
+// a 131072-row context works with a bounded workspace. Every variant of the prompt kernel
+// (cuda::attention_prefill_variants, chosen by CLLM_PREFILL_VARIANT) is checked on every
+// prompt case, in-process, and for repeatability. [gpu] tests skip, visibly, where no
 // CUDA device exists.
 //
 // Tolerances: relative L2 error of one output row (one token, one head, head_dim values)
@@ -146,16 +148,24 @@ struct DeviceCase {
     ws.resize(cuda::attention_workspace_bytes(s.n_heads, s.head_dim, context));
     ws.fill_bytes(0xff);  // NaN everywhere: a partial read before it is written shows
   }
-  // Runs attention into out (as out_dt) and returns its bytes.
-  std::vector<uint8_t> run(int n, int pos, DType out_dt, const int* d_pos = nullptr, cudaStream_t st = nullptr) {
-    launch(n, pos, out_dt, d_pos, st);
+  // Runs attention into out (as out_dt) and returns its bytes. prefill_variant >= 0: a prompt
+  // (f16 cache, n > kMaxDecodeTokens) through that variant of the prompt kernel.
+  std::vector<uint8_t> run(int n, int pos, DType out_dt, const int* d_pos = nullptr, cudaStream_t st = nullptr,
+                           int prefill_variant = -1) {
+    launch(n, pos, out_dt, d_pos, st, prefill_variant);
     CLLM_CUDA_CHECK(cudaStreamSynchronize(st));
     return out.download();
   }
-  void launch(int n, int pos, DType out_dt, const int* d_pos, cudaStream_t st) {
+  void launch(int n, int pos, DType out_dt, const int* d_pos, cudaStream_t st, int prefill_variant = -1) {
     out.resize(static_cast<size_t>(n) * s.q_dim() * dtype_size(out_dt));
-    cuda::attention(q.data(), k.data(), v.data(), kv, out.data(), out_dt, n, pos, d_pos, s.n_heads, s.n_kv_heads,
-                    s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st);
+    if (prefill_variant >= 0) {
+      out.fill_bytes(0xff);  // NaN (f32 and bf16): an output the variant fails to write shows
+      cuda::attention_prefill_f16_variant(prefill_variant, q.data(), k.data(), v.data(), out.data(), out_dt, n, pos,
+                                          s.n_heads, s.n_kv_heads, s.head_dim, st);
+    } else {
+      cuda::attention(q.data(), k.data(), v.data(), kv, out.data(), out_dt, n, pos, d_pos, s.n_heads, s.n_kv_heads,
+                      s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st);
+    }
   }
 };
 
@@ -192,6 +202,7 @@ struct WorstErrors {
   }
 };
 WorstErrors worst;
+double worst_variant[64] = {};  // per prompt-kernel variant, every output dtype
 
 // The largest relative L2 error over the rows (t, h); NaN anywhere gives infinity.
 double max_row_error(const std::vector<float>& got, const std::vector<double>& want, int head_dim, int* worst_row) {
@@ -223,14 +234,23 @@ void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t 
   const std::vector<float> q = test::gaussian(static_cast<size_t>(n) * s.q_dim(), 0.0f, 2.0f, rng);
   const std::vector<double> want = reference(s, q, c, n, pos);
   DeviceCase dc(s, kv, c, q, context);
-  for (DType out_dt : {DType::F32, DType::BF16}) {
-    int row = 0;
-    const double err = max_row_error(to_f32(dc.run(n, pos, out_dt), out_dt), want, s.head_dim, &row);
-    INFO(describe(s, kv, n, pos, context) << ", " << dtype_name(out_dt) << " out: worst row t " << row / s.n_heads
-                                          << " head " << row % s.n_heads << ", error " << err);
-    CHECK(err <= tolerance(kv, out_dt));
-    worst.add(kv, out_dt, err);
-  }
+  // f16 prompts: attention() (the default variant), then every variant of the prompt kernel
+  const bool prompt = kv == DType::F16 && n > cuda::kMaxDecodeTokens &&
+                      cuda::attention_flash_supported(kv, s.head_dim);
+  const int variants = prompt ? cuda::attention_prefill_variants() : 0;
+  for (int variant = -1; variant < variants; ++variant)
+    for (DType out_dt : {DType::F32, DType::BF16}) {
+      int row = 0;
+      const double err =
+          max_row_error(to_f32(dc.run(n, pos, out_dt, nullptr, nullptr, variant), out_dt), want, s.head_dim, &row);
+      INFO(describe(s, kv, n, pos, context)
+           << ", " << dtype_name(out_dt) << " out, "
+           << (variant < 0 ? std::string("attention()") : cuda::attention_prefill_variant_name(variant))
+           << ": worst row t " << row / s.n_heads << " head " << row % s.n_heads << ", error " << err);
+      CHECK(err <= tolerance(kv, out_dt));
+      worst.add(kv, out_dt, err);
+      if (variant >= 0) worst_variant[variant] = std::max(worst_variant[variant], err);
+    }
 }
 
 }  // namespace
@@ -290,7 +310,12 @@ TEST_CASE("gpu attention: prompts of 17 to 512 tokens, from 0 and after cached t
   // a 512-token prompt ending at row 4096 (total 4097): tiles far from the diagonal
   check_case({8, 2, 128}, DType::F16, 512, 4097 - 512, 4097, seed++);
   check_case({16, 2, 64}, DType::F16, 512, 4097 - 512, 4200, seed++);
+  // Llama-3 8B's shape (32/8 heads of 128): 128- and 256-row blocks over several kv heads
+  check_case({32, 8, 128}, DType::F16, 300, 700, 1000, seed++);
   worst.print("prompt");
+  for (int v = 0; v < cuda::attention_prefill_variants(); ++v)
+    std::printf("prompt variant %s: largest row error %.3g\n", cuda::attention_prefill_variant_name(v),
+                worst_variant[v]);
 #endif
 }
 
@@ -367,6 +392,19 @@ TEST_CASE("gpu attention: repeated runs give identical bits", "[gpu]") {
     INFO("n " << n << " pos " << pos);
     const std::vector<uint8_t> first = dc.run(n, pos, DType::BF16);
     for (int i = 0; i < 5; ++i) CHECK(dc.run(n, pos, DType::BF16) == first);
+  }
+  for (int variant = 0; variant < cuda::attention_prefill_variants(); ++variant)
+    for (int n : {17, 512}) {
+      const int pos = context - n;
+      INFO(cuda::attention_prefill_variant_name(variant) << ", n " << n << " pos " << pos);
+      const std::vector<uint8_t> first = dc.run(n, pos, DType::BF16, nullptr, nullptr, variant);
+      for (int i = 0; i < 3; ++i) CHECK(dc.run(n, pos, DType::BF16, nullptr, nullptr, variant) == first);
+    }
+  // attention() runs the default variant
+  {
+    const int n = 512, pos = context - n;
+    CHECK(dc.run(n, pos, DType::BF16) ==
+          dc.run(n, pos, DType::BF16, nullptr, nullptr, cuda::attention_prefill_default_variant()));
   }
 #endif
 }
