@@ -127,6 +127,100 @@ class Parser {
   std::string path_;
 };
 
+struct HeaderCounts {
+  uint64_t n_tensors = 0, n_kv = 0;
+};
+
+// Magic, version and the two counts, each count bounded by the bytes left.
+HeaderCounts read_header(ByteReader& r, uint64_t size, const std::string& path, uint32_t& version) {
+  const uint32_t magic = r.read<uint32_t>("the magic");
+  if (magic != kMagic) fail("'", path, "': bad magic: not a GGUF file");
+  version = r.read<uint32_t>("the version");
+  if (version == 1) fail("'", path, "': GGUF version 1 is not supported (re-convert with a current llama.cpp)");
+  if (version != 2 && version != 3) {
+    if ((version & 0xFFFF) == 0) fail("'", path, "': GGUF version ", version, " looks byte-swapped: big-endian GGUF files are not supported");
+    fail("'", path, "': GGUF version ", version, " is not supported (this reader knows 2 and 3)");
+  }
+  HeaderCounts c;
+  c.n_tensors = r.read<uint64_t>("the tensor count");
+  c.n_kv = r.read<uint64_t>("the metadata count");
+  // Smallest encodings: a key/value is 8 + 4 + 1 bytes, a tensor info 8 + 4 + 8 + 4 + 8.
+  if (c.n_kv > r.remaining() / 13)
+    fail("'", path, "': metadata count ", c.n_kv, " cannot fit in a ", size, "-byte file (truncated or corrupt header?)");
+  if (c.n_tensors > r.remaining() / 32)
+    fail("'", path, "': tensor count ", c.n_tensors, " cannot fit in a ", size, "-byte file (truncated or corrupt header?)");
+  return c;
+}
+
+// n_kv key/value pairs, in file order, and each key's index into them; keys must be unique.
+void read_metadata(Parser& parser, uint64_t n_kv, const std::string& path,
+                   std::vector<std::pair<std::string, GGUFValue>>& kv, std::map<std::string, size_t>& index) {
+  kv.reserve(n_kv);
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    const std::string key(parser.read_string("metadata key #" + std::to_string(i), kMaxNameBytes));
+    if (key.empty()) fail("'", path, "': metadata key #", i, " is empty");
+    const std::string what = "metadata '" + key + "'";
+    const GGUFType type = parser.read_type(what);
+    GGUFValue v = parser.read_value(type, what, 0);
+    if (!index.emplace(key, kv.size()).second) fail("'", path, "': metadata key '", key, "' appears twice");
+    kv.emplace_back(key, std::move(v));
+  }
+}
+
+// The tensor table: unique names, 1 to 4 dimensions, aligned offsets, sizes that fit 64 bits.
+std::vector<GGUFTensorInfo> read_tensor_infos(Parser& parser, uint64_t n_tensors, uint64_t alignment,
+                                              const std::string& path) {
+  ByteReader& r = parser.reader();
+  std::vector<GGUFTensorInfo> tensors;
+  tensors.reserve(n_tensors);
+  std::map<std::string, size_t> names;
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    GGUFTensorInfo t;
+    t.name = std::string(parser.read_string("tensor name #" + std::to_string(i), kMaxNameBytes));
+    const std::string what = "tensor '" + t.name + "'";
+    if (!names.emplace(t.name, i).second) fail("'", path, "': ", what, " appears twice");
+    const uint32_t n_dims = r.read<uint32_t>((what + " n_dims").c_str());
+    if (n_dims == 0 || n_dims > kMaxDims) fail("'", path, "': ", what, " has ", n_dims, " dimensions (1 to 4 allowed)");
+    for (uint32_t d = 0; d < n_dims; ++d) t.ne.push_back(r.read<uint64_t>((what + " dims").c_str()));
+    t.type = r.read<uint32_t>((what + " type").c_str());
+    t.offset = r.read<uint64_t>((what + " offset").c_str());
+    if (t.offset % alignment != 0)
+      fail("'", path, "': ", what, " offset ", t.offset, " is not a multiple of the alignment ", alignment);
+    const uint64_t n = shape_elements(t.ne, "'" + path + "': " + what);
+    t.size = n * ggml_element_size(t.type);  // n < 2^62 but size may still overflow for 8-byte types:
+    if (ggml_element_size(t.type) != 0 && t.size / ggml_element_size(t.type) != n)
+      fail("'", path, "': ", what, " is too large");
+    tensors.push_back(std::move(t));
+  }
+  return tensors;
+}
+
+// Points each sized tensor at its bytes, which must lie inside the file's data section.
+void place_tensors(std::vector<GGUFTensorInfo>& tensors, const uint8_t* base, uint64_t size, uint64_t data_offset,
+                   const std::string& path) {
+  const uint64_t data_size = size >= data_offset ? size - data_offset : 0;
+  for (auto& t : tensors) {
+    const bool sized = ggml_element_size(t.type) != 0;
+    if (t.offset > data_size || (sized && t.size > data_size - t.offset))
+      fail("'", path, "': tensor '", t.name, "' (", ggml_type_name(t.type), ", ", sized ? std::to_string(t.size) : "?",
+           " bytes at data offset ", t.offset, ") runs past the end of the file (", data_size,
+           " data bytes): truncated?");
+    if (sized) t.data = base + data_offset + t.offset;
+  }
+}
+
+// Sized tensors must not share bytes.
+void check_no_overlap(const std::vector<GGUFTensorInfo>& tensors, const std::string& path) {
+  std::vector<const GGUFTensorInfo*> by_offset;
+  for (const auto& t : tensors)
+    if (t.data && t.size > 0) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GGUFTensorInfo* a, const GGUFTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i - 1]->offset + by_offset[i - 1]->size > by_offset[i]->offset)
+      fail("'", path, "': tensors '", by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap");
+}
+
 }  // namespace
 
 const char* gguf_type_name(GGUFType t) {
@@ -164,34 +258,9 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
   const uint8_t* base = file_->data();
   const uint64_t size = file_->size();
   Parser parser(base, size, path);
-  ByteReader& r = parser.reader();
 
-  const uint32_t magic = r.read<uint32_t>("the magic");
-  if (magic != kMagic) fail("'", path, "': bad magic: not a GGUF file");
-  version_ = r.read<uint32_t>("the version");
-  if (version_ == 1) fail("'", path, "': GGUF version 1 is not supported (re-convert with a current llama.cpp)");
-  if (version_ != 2 && version_ != 3) {
-    if ((version_ & 0xFFFF) == 0) fail("'", path, "': GGUF version ", version_, " looks byte-swapped: big-endian GGUF files are not supported");
-    fail("'", path, "': GGUF version ", version_, " is not supported (this reader knows 2 and 3)");
-  }
-  const uint64_t n_tensors = r.read<uint64_t>("the tensor count");
-  const uint64_t n_kv = r.read<uint64_t>("the metadata count");
-  // Smallest encodings: a key/value is 8 + 4 + 1 bytes, a tensor info 8 + 4 + 8 + 4 + 8.
-  if (n_kv > r.remaining() / 13)
-    fail("'", path, "': metadata count ", n_kv, " cannot fit in a ", size, "-byte file (truncated or corrupt header?)");
-  if (n_tensors > r.remaining() / 32)
-    fail("'", path, "': tensor count ", n_tensors, " cannot fit in a ", size, "-byte file (truncated or corrupt header?)");
-
-  kv_.reserve(n_kv);
-  for (uint64_t i = 0; i < n_kv; ++i) {
-    const std::string key(parser.read_string("metadata key #" + std::to_string(i), kMaxNameBytes));
-    if (key.empty()) fail("'", path, "': metadata key #", i, " is empty");
-    const std::string what = "metadata '" + key + "'";
-    const GGUFType type = parser.read_type(what);
-    GGUFValue v = parser.read_value(type, what, 0);
-    if (!index_.emplace(key, kv_.size()).second) fail("'", path, "': metadata key '", key, "' appears twice");
-    kv_.emplace_back(key, std::move(v));
-  }
+  const HeaderCounts counts = read_header(parser.reader(), size, path, version_);
+  read_metadata(parser, counts.n_kv, path, kv_, index_);
 
   uint64_t align = 32;
   if (find("general.alignment")) {
@@ -199,51 +268,15 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
       fail("'", path, "': general.alignment ", align, " must be a power of two");
   }
   alignment_ = align;
-
-  tensors_.reserve(n_tensors);
-  std::map<std::string, size_t> names;
-  for (uint64_t i = 0; i < n_tensors; ++i) {
-    GGUFTensorInfo t;
-    t.name = std::string(parser.read_string("tensor name #" + std::to_string(i), kMaxNameBytes));
-    const std::string what = "tensor '" + t.name + "'";
-    if (!names.emplace(t.name, i).second) fail("'", path, "': ", what, " appears twice");
-    const uint32_t n_dims = r.read<uint32_t>((what + " n_dims").c_str());
-    if (n_dims == 0 || n_dims > kMaxDims) fail("'", path, "': ", what, " has ", n_dims, " dimensions (1 to 4 allowed)");
-    for (uint32_t d = 0; d < n_dims; ++d) t.ne.push_back(r.read<uint64_t>((what + " dims").c_str()));
-    t.type = r.read<uint32_t>((what + " type").c_str());
-    t.offset = r.read<uint64_t>((what + " offset").c_str());
-    if (t.offset % alignment_ != 0)
-      fail("'", path, "': ", what, " offset ", t.offset, " is not a multiple of the alignment ", alignment_);
-    const uint64_t n = shape_elements(t.ne, "'" + path + "': " + what);
-    t.size = n * ggml_element_size(t.type);  // n < 2^62 but size may still overflow for 8-byte types:
-    if (ggml_element_size(t.type) != 0 && t.size / ggml_element_size(t.type) != n)
-      fail("'", path, "': ", what, " is too large");
-    tensors_.push_back(std::move(t));
-  }
+  tensors_ = read_tensor_infos(parser, counts.n_tensors, alignment_, path);
 
   // The data section starts at the next multiple of the alignment.
-  const uint64_t info_end = r.offset();
+  const uint64_t info_end = parser.reader().offset();
   data_offset_ = (info_end + alignment_ - 1) / alignment_ * alignment_;
-  if (n_tensors > 0 && data_offset_ > size)
+  if (counts.n_tensors > 0 && data_offset_ > size)
     fail("'", path, "': truncated: tensor data should start at byte ", data_offset_, " but the file has ", size, " bytes");
-  const uint64_t data_size = size >= data_offset_ ? size - data_offset_ : 0;
-  for (auto& t : tensors_) {
-    const bool sized = ggml_element_size(t.type) != 0;
-    if (t.offset > data_size || (sized && t.size > data_size - t.offset))
-      fail("'", path, "': tensor '", t.name, "' (", ggml_type_name(t.type), ", ", sized ? std::to_string(t.size) : "?",
-           " bytes at data offset ", t.offset, ") runs past the end of the file (", data_size,
-           " data bytes): truncated?");
-    if (sized) t.data = base + data_offset_ + t.offset;
-  }
-  // Sized tensors must not share bytes.
-  std::vector<const GGUFTensorInfo*> by_offset;
-  for (const auto& t : tensors_)
-    if (t.data && t.size > 0) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const GGUFTensorInfo* a, const GGUFTensorInfo* b) { return a->offset < b->offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i)
-    if (by_offset[i - 1]->offset + by_offset[i - 1]->size > by_offset[i]->offset)
-      fail("'", path, "': tensors '", by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap");
+  place_tensors(tensors_, base, size, data_offset_, path);
+  check_no_overlap(tensors_, path);
 }
 
 const GGUFValue* GGUFFile::find(const std::string& key) const {

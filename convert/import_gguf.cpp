@@ -165,20 +165,17 @@ void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
   if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
 }
 
-}  // namespace
-
-SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
-  GGUFFile g(path);
-  SourceModel m;
-  m.format = SourceFormat::gguf;
-  m.path = path;
-
+void check_architecture(const GGUFFile& g) {
+  const std::string& path = g.path();
   std::string arch;
   if (!g.get_string("general.architecture", &arch)) fail("'", path, "': missing metadata 'general.architecture'");
   if (arch != "llama")
     fail("'", path, "': general.architecture is '", arch, "': codecllm supports Llama models (\"llama\") only");
+}
 
-  LlamaConfig& c = m.config;
+// The llama.* hyperparameters; the vocabulary size comes from token_embd.weight instead.
+void read_hparams(const GGUFFile& g, LlamaConfig& c) {
+  const std::string& path = g.path();
   c.dim = hparam(g, "llama.embedding_length", 0, true);
   c.n_layers = hparam(g, "llama.block_count", 0, true);
   c.ffn_dim = hparam(g, "llama.feed_forward_length", 0, true);
@@ -203,8 +200,11 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
   std::string scaling;
   if (g.get_string("llama.rope.scaling.type", &scaling) && scaling != "none")
     fail("'", path, "': llama.rope.scaling.type '", scaling, "' is not supported (llama3 scaling comes as rope_freqs.weight)");
+}
 
-  // Tensors: refuse quantized types by name before anything else.
+// Every tensor but rope_freqs.weight, which is returned (null when absent): it holds the RoPE
+// scaling, not a weight. Quantized types are refused by name before anything else.
+const GGUFTensorInfo* add_tensors(const GGUFFile& g, SourceModel& m) {
   const GGUFTensorInfo* rope_freqs = nullptr;
   for (const auto& t : g.tensors()) {
     if (t.name == "rope_freqs.weight") {
@@ -217,7 +217,7 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
     else if (t.type == kGgmlF16) s.dtype = DType::F16;
     else if (t.type == kGgmlBF16) s.dtype = DType::BF16;
     else
-      fail("'", path, "': tensor '", t.name, "' has GGUF type ", ggml_type_name(t.type), " (", t.type,
+      fail("'", g.path(), "': tensor '", t.name, "' has GGUF type ", ggml_type_name(t.type), " (", t.type,
            "): codecllm takes F32, F16 or BF16 only (quantized weights cannot be restored losslessly; "
            "convert the original F16/BF16 model)");
     s.shape = t.shape();
@@ -225,30 +225,55 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
     s.size = t.size;
     m.tensors.push_back(std::move(s));
   }
+  return rope_freqs;
+}
+
+// The vocabulary is token_embd.weight's rows; llama.vocab_size, when present, must agree.
+void set_vocab_size(const GGUFFile& g, SourceModel& m) {
+  const std::string& path = g.path();
   const SourceTensor* embd = m.find("token_embd.weight");
   if (!embd) fail("'", path, "': missing tensor 'token_embd.weight'");
   if (embd->shape.size() != 2 || embd->shape[0] == 0 || embd->shape[0] > static_cast<uint64_t>(INT32_MAX))
     fail("'", path, "': tensor 'token_embd.weight' has shape ", shape_to_string(embd->shape), ", expected [vocab, dim]");
-  c.vocab_size = static_cast<int>(embd->shape[0]);
+  m.config.vocab_size = static_cast<int>(embd->shape[0]);
   uint64_t vocab_kv = 0;
-  if (g.get_uint("llama.vocab_size", &vocab_kv) && vocab_kv != static_cast<uint64_t>(c.vocab_size))
-    fail("'", path, "': llama.vocab_size ", vocab_kv, " differs from token_embd.weight's ", c.vocab_size, " rows");
-  check_layer_count(m, "'" + path + "': llama.block_count");
-  with_context("'" + path + "'", [&] { c.validate(); });
-  if (rope_freqs) rope_scaling_from_freqs(g, *rope_freqs, c);
+  if (g.get_uint("llama.vocab_size", &vocab_kv) && vocab_kv != static_cast<uint64_t>(m.config.vocab_size))
+    fail("'", path, "': llama.vocab_size ", vocab_kv, " differs from token_embd.weight's ", m.config.vocab_size,
+         " rows");
+}
 
-  // An output projection that is a byte copy of the embedding (stories260K's) is dropped and
-  // the model marked tied, so every source of the same weights imports to the same tensors.
-  c.tie_embeddings = true;
+// An output projection that is a byte copy of the embedding (stories260K's) is dropped and
+// the model marked tied, so every source of the same weights imports to the same tensors.
+void drop_copied_output(SourceModel& m) {
+  m.config.tie_embeddings = true;
   for (size_t i = 0; i < m.tensors.size(); ++i) {
     if (m.tensors[i].name != "output.weight") continue;
     if (tensors_identical(m.tensors[i], *m.find("token_embd.weight"))) {
       m.tensors.erase(m.tensors.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
-      c.tie_embeddings = false;
+      m.config.tie_embeddings = false;
     }
     break;
   }
+}
+
+}  // namespace
+
+SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
+  GGUFFile g(path);
+  SourceModel m;
+  m.format = SourceFormat::gguf;
+  m.path = path;
+
+  check_architecture(g);
+  LlamaConfig& c = m.config;
+  read_hparams(g, c);
+  const GGUFTensorInfo* rope_freqs = add_tensors(g, m);
+  set_vocab_size(g, m);
+  check_layer_count(m, "'" + path + "': llama.block_count");
+  with_context("'" + path + "'", [&] { c.validate(); });
+  if (rope_freqs) rope_scaling_from_freqs(g, *rope_freqs, c);
+  drop_copied_output(m);
 
   m.extra_metadata = nlohmann::json::object();
   import_gguf_tokenizer(g, m);

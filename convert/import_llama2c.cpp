@@ -57,15 +57,18 @@ void check_header(const Header& h, const std::string& path) {
     fail("'", path, "': head size ", h.dim / h.n_heads, " is odd: RoPE needs pairs");
 }
 
-}  // namespace
+// A positive vocab_size shares the classifier with the embedding; a negative one promises a
+// separate classifier (wcls) of |vocab_size| rows.
+bool shares_classifier(const Header& h) { return h.vocab_size > 0; }
 
-SourceModel import_llama2c(const std::string& path, const ImportOptions& opt) {
-  SourceModel m;
-  m.format = SourceFormat::llama2c;
-  m.path = path;
-  m.files.push_back(std::make_unique<MappedFile>(path));
-  const MappedFile& file = *m.files.back();
+uint64_t vocab_rows(const Header& h) {
+  return static_cast<uint64_t>(shares_classifier(h) ? h.vocab_size : -static_cast<int64_t>(h.vocab_size));
+}
 
+constexpr uint64_t kHeaderBytes = 7 * 4;
+
+// The 7 int32 header fields, refusing the newer exports' magic first.
+Header read_header(const MappedFile& file, const std::string& path) {
   ByteReader r(file.data(), file.size(), path);
   if (file.size() >= 4) {
     uint32_t magic;
@@ -83,48 +86,59 @@ SourceModel import_llama2c(const std::string& path, const ImportOptions& opt) {
   h.vocab_size = r.read<int32_t>("header field vocab_size");
   h.seq_len = r.read<int32_t>("header field seq_len");
   check_header(h, path);
+  return h;
+}
 
-  const bool shared = h.vocab_size > 0;
+// The file must hold exactly the header's tensors; a mismatch names the likely cause.
+void check_file_size(const Header& h, uint64_t file_size, const std::string& path) {
+  const bool shared = shares_classifier(h);
   const uint64_t dim = h.dim, hidden = h.hidden_dim, L = h.n_layers, seq = h.seq_len;
-  const uint64_t vocab = static_cast<uint64_t>(shared ? h.vocab_size : -static_cast<int64_t>(h.vocab_size));
+  const uint64_t vocab = vocab_rows(h);
   const uint64_t head_size = dim / h.n_heads;
   const uint64_t kv_dim = dim * h.n_kv_heads / h.n_heads;
 
   // Expected size, in floats, with and without the classifier.
   const uint64_t body = vocab * dim + L * dim + L * dim * dim + 2 * L * kv_dim * dim + L * dim * dim +
                         L * dim + 3 * L * hidden * dim + dim + seq * head_size;
-  const uint64_t header_bytes = 7 * 4;
-  const uint64_t without_cls = header_bytes + 4 * body;
+  const uint64_t without_cls = kHeaderBytes + 4 * body;
   const uint64_t with_cls = without_cls + 4 * vocab * dim;
   const uint64_t expect = shared ? without_cls : with_cls;
-  if (file.size() != expect) {
+  if (file_size != expect) {
     std::string hint;
-    if (shared && file.size() == with_cls)
+    if (shared && file_size == with_cls)
       hint = " (the file has room for a separate classifier, but vocab_size is positive, which means a shared one)";
-    else if (!shared && file.size() == without_cls)
+    else if (!shared && file_size == without_cls)
       hint = " (vocab_size is negative, which promises a separate classifier, but the file has none)";
-    else if (file.size() < expect)
+    else if (file_size < expect)
       hint = " (file truncated?)";
-    fail("'", path, "': expected ", expect, " bytes for ", header_str(h), ", found ", file.size(), hint);
+    fail("'", path, "': expected ", expect, " bytes for ", header_str(h), ", found ", file_size, hint);
   }
+}
 
-  LlamaConfig& c = m.config;
+LlamaConfig config_from_header(const Header& h) {
+  LlamaConfig c;
   c.dim = h.dim;
   c.n_layers = h.n_layers;
   c.n_heads = h.n_heads;
   c.n_kv_heads = h.n_kv_heads;
-  c.head_dim = static_cast<int>(head_size);
+  c.head_dim = h.dim / h.n_heads;
   c.ffn_dim = h.hidden_dim;
-  c.vocab_size = static_cast<int>(vocab);
+  c.vocab_size = static_cast<int>(vocab_rows(h));
   c.context_length = h.seq_len;
   c.norm_eps = 1e-5f;        // fixed by run.c, not stored
   c.rope_theta = 10000.0f;   // likewise
   c.rope_layout = RopeLayout::interleaved;
-  c.tie_embeddings = shared;
+  c.tie_embeddings = shares_classifier(h);
+  return c;
+}
 
-  // Walk the float section; each block is sliced per layer. The size check above guarantees
-  // every slice lies inside the file.
-  const uint8_t* p = file.data() + header_bytes;
+// Walks the float section from `p`; each block is sliced per layer. The size check guarantees
+// every slice lies inside the file.
+void add_tensors(SourceModel& m, const Header& h, const uint8_t* p) {
+  const uint64_t dim = h.dim, hidden = h.hidden_dim, seq = h.seq_len;
+  const uint64_t vocab = vocab_rows(h);
+  const uint64_t head_size = dim / h.n_heads;
+  const uint64_t kv_dim = dim * h.n_kv_heads / h.n_heads;
   auto add = [&](const std::string& name, const std::string& source_name, std::vector<uint64_t> shape) {
     SourceTensor t;
     t.name = name;
@@ -153,21 +167,45 @@ SourceModel import_llama2c(const std::string& path, const ImportOptions& opt) {
   per_layer("ffn_up", "w3", {hidden, dim});
   add("output_norm.weight", "rms_final_weight", {dim});
   p += 4 * seq * head_size;  // freq_cis_real + freq_cis_imag: legacy RoPE tables run.c ignores
-  if (!shared) add("output.weight", "wcls", {vocab, dim});
+  if (!shares_classifier(h)) add("output.weight", "wcls", {vocab, dim});
+}
 
-  // Tokenizer: only from --tokenizer (llama2.c keeps it in a separate file).
+struct SpecialTokens {
   int bos = 1, eos = 2;  // run.c's fixed ids
+};
+
+// Tokenizer: only from --tokenizer (llama2.c keeps it in a separate file).
+SpecialTokens load_tokenizer(SourceModel& m, const std::string& path, const ImportOptions& opt) {
+  SpecialTokens ids;
   if (!opt.tokenizer_path.empty()) {
     SpmInfo info;
-    m.tokenizer = load_tokenizer_file(opt.tokenizer_path, c.vocab_size, &info);
-    bos = info.bos_id;
-    eos = info.eos_id;
+    m.tokenizer = load_tokenizer_file(opt.tokenizer_path, m.config.vocab_size, &info);
+    ids.bos = info.bos_id;
+    ids.eos = info.eos_id;
   } else {
     log_debug("'", path, "': no --tokenizer given: the model will have no tokenizer");
   }
+  return ids;
+}
+
+}  // namespace
+
+SourceModel import_llama2c(const std::string& path, const ImportOptions& opt) {
+  SourceModel m;
+  m.format = SourceFormat::llama2c;
+  m.path = path;
+  m.files.push_back(std::make_unique<MappedFile>(path));
+  const MappedFile& file = *m.files.back();
+
+  const Header h = read_header(file, path);
+  check_file_size(h, file.size(), path);
+  m.config = config_from_header(h);
+  add_tensors(m, h, file.data() + kHeaderBytes);
+
+  const SpecialTokens ids = load_tokenizer(m, path, opt);
   fill_source_metadata(m);
-  if (bos >= 0) m.extra_metadata["tokenizer.bos_id"] = bos;
-  if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
+  if (ids.bos >= 0) m.extra_metadata["tokenizer.bos_id"] = ids.bos;
+  if (ids.eos >= 0) m.extra_metadata["tokenizer.eos_id"] = ids.eos;
   m.extra_metadata["tokenizer.add_bos"] = true;  // run.c always starts with BOS
   check_and_order_tensors(m);
   return m;

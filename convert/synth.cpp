@@ -158,6 +158,125 @@ void copy_hf_tokenizer(const std::string& dir, const std::string& out_dir, int v
   if (path_exists(config)) write_text(path_join(out_dir, "tokenizer_config.json"), read_text_file(config), overwrite);
 }
 
+// The preset's config.json, with --layers applied.
+nlohmann::json synth_config(const ModelPreset& preset, const SynthOptions& opt) {
+  nlohmann::json config = preset.config;
+  if (opt.layers >= 0) {
+    CLLM_CHECK(opt.layers >= 1 && opt.layers <= config.at("num_hidden_layers").get<int>(), "synth: --layers ",
+               opt.layers, " outside 1..", config.at("num_hidden_layers").get<int>(), " for preset '", preset.name, "'");
+    config["num_hidden_layers"] = opt.layers;
+  }
+  return config;
+}
+
+void make_output_dir(const std::string& out_dir) {
+  if (!path_exists(out_dir) && ::mkdir(out_dir.c_str(), 0755) != 0)
+    fail("creating '", out_dir, "': ", errno_string(errno));
+  CLLM_CHECK(is_directory(out_dir), "'", out_dir, "' exists and is not a directory");
+}
+
+// Which tensors (indices into the list) go to which shard file, and the bytes of all of them.
+struct ShardPlan {
+  std::vector<std::vector<size_t>> shards;
+  uint64_t total_bytes = 0;
+};
+
+// Shards of about shard_bytes, tensors kept whole, in HF's order.
+ShardPlan plan_shards(const std::vector<SynthTensor>& tensors, uint64_t shard_bytes) {
+  ShardPlan plan;
+  plan.shards.resize(1);
+  uint64_t in_shard = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t bytes = tensors[i].elems() * 2;
+    if (in_shard > 0 && in_shard + bytes > shard_bytes) {
+      plan.shards.emplace_back();
+      in_shard = 0;
+    }
+    plan.shards.back().push_back(i);
+    in_shard += bytes;
+    plan.total_bytes += bytes;
+  }
+  return plan;
+}
+
+// HF's names: "model.safetensors" alone, else "model-00001-of-00003.safetensors".
+std::string shard_file_name(size_t s, size_t n_shards) {
+  return n_shards == 1 ? "model.safetensors"
+      : cat("model-", std::string(5 - std::min<size_t>(5, std::to_string(s + 1).size()), '0'), s + 1, "-of-",
+            std::string(5 - std::min<size_t>(5, std::to_string(n_shards).size()), '0'), n_shards, ".safetensors");
+}
+
+// Generates tensor i's values into buf, in blocks seeded from (seed, i, block) so the values
+// do not depend on the number of threads.
+void generate_tensor(ThreadPool& pool, std::vector<uint16_t>& buf, const SynthTensor& t, size_t i, uint64_t base_seed,
+                     double weight_std) {
+  constexpr size_t kBlock = 1 << 20;  // elements generated per task
+  const size_t n = t.elems();
+  buf.resize(n);
+  pool.parallel_for((n + kBlock - 1) / kBlock, [&](size_t b) {
+    uint64_t seed = base_seed * 0x100000001B3ull + i;
+    seed = splitmix64(seed) + b;
+    const size_t lo = b * kBlock, len = std::min(kBlock, n - lo);
+    if (t.norm) fill_gaussian_bf16(buf.data() + lo, len, 1.0, 0.05, seed);
+    else fill_gaussian_bf16(buf.data() + lo, len, 0.0, weight_std, seed);
+  });
+}
+
+// Writes every shard file; returns the weight map (tensor name -> file) for the index.
+nlohmann::json write_shards(const std::vector<SynthTensor>& tensors, const ShardPlan& plan, const ModelPreset& preset,
+                            const std::string& out_dir, const SynthOptions& opt, SynthSummary& sum) {
+  ThreadPool pool(opt.threads > 0 ? opt.threads : hardware_threads());
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::vector<uint16_t> buf;
+  uint64_t done = 0;
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    const std::string file = shard_file_name(s, plan.shards.size());
+    SafetensorsWriter w(path_join(out_dir, file), opt.overwrite);
+    w.add_metadata("format", "pt");
+    for (size_t i : plan.shards[s]) {
+      w.add_tensor(tensors[i].name, DType::BF16, tensors[i].shape);
+      weight_map[tensors[i].name] = file;
+    }
+    for (size_t i : plan.shards[s]) {
+      const size_t n = tensors[i].elems();
+      generate_tensor(pool, buf, tensors[i], i, opt.seed, preset.weight_std);
+      w.write(buf.data(), n * 2);
+      sum.parameters += n;
+      done += n * 2;
+      if (opt.progress) opt.progress(done, plan.total_bytes);
+    }
+    w.commit();
+  }
+  return weight_map;
+}
+
+// Llama 3's tokenizer.json when given or found (for its vocabulary), else a synthetic
+// SentencePiece model; returns what was written, for the summary.
+std::string write_tokenizer(const nlohmann::json& config, const std::string& out_dir, const SynthOptions& opt) {
+  const int vocab = config.at("vocab_size").get<int>();
+  const std::string tok_dir = !opt.tokenizer_dir.empty() ? opt.tokenizer_dir
+                              : vocab == kLlama3Vocab     ? find_llama3_tokenizer_dir()
+                                                          : "";
+  // The other kind's files, left by an earlier synth into this folder, would be read instead.
+  for (const char* stale : tok_dir.empty() ? std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"}
+                                           : std::vector<const char*>{"tokenizer.model"}) {
+    const std::string path = path_join(out_dir, stale);
+    if (path_exists(path) && std::remove(path.c_str()) != 0) fail("removing '", path, "': ", errno_string(errno));
+  }
+  if (!tok_dir.empty()) {
+    copy_hf_tokenizer(tok_dir, out_dir, vocab, opt.overwrite);
+    return "tokenizer.json from '" + tok_dir + "'";
+  }
+  if (vocab == kLlama3Vocab)
+    log_warn("synth: Llama 3's tokenizer.json was not found (pass --tokenizer-dir DIR, or set CLLM_SHARED_MODELS): "
+             "writing a synthetic SentencePiece tokenizer instead");
+  const auto tok = synth_tokenizer(vocab, config.value("bos_token_id", 1), config.value("eos_token_id", 2));
+  AtomicOutputFile f(path_join(out_dir, "tokenizer.model"), opt.overwrite);
+  f.write(tok.data(), tok.size());
+  f.commit();
+  return "synthetic SentencePiece";
+}
+
 }  // namespace
 
 std::string find_llama3_tokenizer_dir() {
@@ -171,97 +290,23 @@ std::string find_llama3_tokenizer_dir() {
 
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt) {
   Timer timer;
-  nlohmann::json config = preset.config;
-  if (opt.layers >= 0) {
-    CLLM_CHECK(opt.layers >= 1 && opt.layers <= config.at("num_hidden_layers").get<int>(), "synth: --layers ",
-               opt.layers, " outside 1..", config.at("num_hidden_layers").get<int>(), " for preset '", preset.name, "'");
-    config["num_hidden_layers"] = opt.layers;
-  }
-  if (!path_exists(out_dir) && ::mkdir(out_dir.c_str(), 0755) != 0)
-    fail("creating '", out_dir, "': ", errno_string(errno));
-  CLLM_CHECK(is_directory(out_dir), "'", out_dir, "' exists and is not a directory");
+  nlohmann::json config = synth_config(preset, opt);
+  make_output_dir(out_dir);
 
   const auto tensors = hf_tensors(config);
-  // Shards of about opt.shard_bytes, tensors kept whole, in HF's order.
-  std::vector<std::vector<size_t>> shards(1);
-  uint64_t in_shard = 0, total = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t bytes = tensors[i].elems() * 2;
-    if (in_shard > 0 && in_shard + bytes > opt.shard_bytes) {
-      shards.emplace_back();
-      in_shard = 0;
-    }
-    shards.back().push_back(i);
-    in_shard += bytes;
-    total += bytes;
-  }
-
-  ThreadPool pool(opt.threads > 0 ? opt.threads : hardware_threads());
-  constexpr size_t kBlock = 1 << 20;  // elements generated per task
+  const ShardPlan plan = plan_shards(tensors, opt.shard_bytes);
   SynthSummary sum;
-  nlohmann::json weight_map = nlohmann::json::object();
-  std::vector<uint16_t> buf;
-  uint64_t done = 0;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string file = shards.size() == 1 ? "model.safetensors"
-        : cat("model-", std::string(5 - std::min<size_t>(5, std::to_string(s + 1).size()), '0'), s + 1, "-of-",
-              std::string(5 - std::min<size_t>(5, std::to_string(shards.size()).size()), '0'), shards.size(), ".safetensors");
-    SafetensorsWriter w(path_join(out_dir, file), opt.overwrite);
-    w.add_metadata("format", "pt");
-    for (size_t i : shards[s]) {
-      w.add_tensor(tensors[i].name, DType::BF16, tensors[i].shape);
-      weight_map[tensors[i].name] = file;
-    }
-    for (size_t i : shards[s]) {
-      const SynthTensor& t = tensors[i];
-      const size_t n = t.elems();
-      buf.resize(n);
-      pool.parallel_for((n + kBlock - 1) / kBlock, [&](size_t b) {
-        uint64_t seed = opt.seed * 0x100000001B3ull + i;
-        seed = splitmix64(seed) + b;
-        const size_t lo = b * kBlock, len = std::min(kBlock, n - lo);
-        if (t.norm) fill_gaussian_bf16(buf.data() + lo, len, 1.0, 0.05, seed);
-        else fill_gaussian_bf16(buf.data() + lo, len, 0.0, preset.weight_std, seed);
-      });
-      w.write(buf.data(), n * 2);
-      sum.parameters += n;
-      done += n * 2;
-      if (opt.progress) opt.progress(done, total);
-    }
-    w.commit();
-  }
-  sum.shards = static_cast<int>(shards.size());
-  sum.bytes = total;
+  const nlohmann::json weight_map = write_shards(tensors, plan, preset, out_dir, opt, sum);
+  sum.shards = static_cast<int>(plan.shards.size());
+  sum.bytes = plan.total_bytes;
 
-  if (shards.size() > 1) {
-    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  if (plan.shards.size() > 1) {
+    nlohmann::json index = {{"metadata", {{"total_size", plan.total_bytes}}}, {"weight_map", weight_map}};
     write_text(path_join(out_dir, "model.safetensors.index.json"), index.dump(2) + "\n", opt.overwrite);
   }
   config["codecllm_synth"] = {{"preset", preset.name}, {"seed", opt.seed}, {"weight_std", preset.weight_std}};
   write_text(path_join(out_dir, "config.json"), config.dump(2) + "\n", opt.overwrite);
-  const int vocab = config.at("vocab_size").get<int>();
-  const std::string tok_dir = !opt.tokenizer_dir.empty() ? opt.tokenizer_dir
-                              : vocab == kLlama3Vocab     ? find_llama3_tokenizer_dir()
-                                                          : "";
-  // The other kind's files, left by an earlier synth into this folder, would be read instead.
-  for (const char* stale : tok_dir.empty() ? std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"}
-                                           : std::vector<const char*>{"tokenizer.model"}) {
-    const std::string path = path_join(out_dir, stale);
-    if (path_exists(path) && std::remove(path.c_str()) != 0) fail("removing '", path, "': ", errno_string(errno));
-  }
-  if (!tok_dir.empty()) {
-    copy_hf_tokenizer(tok_dir, out_dir, vocab, opt.overwrite);
-    sum.tokenizer = "tokenizer.json from '" + tok_dir + "'";
-  } else {
-    if (vocab == kLlama3Vocab)
-      log_warn("synth: Llama 3's tokenizer.json was not found (pass --tokenizer-dir DIR, or set CLLM_SHARED_MODELS): "
-               "writing a synthetic SentencePiece tokenizer instead");
-    const auto tok = synth_tokenizer(vocab, config.value("bos_token_id", 1), config.value("eos_token_id", 2));
-    AtomicOutputFile f(path_join(out_dir, "tokenizer.model"), opt.overwrite);
-    f.write(tok.data(), tok.size());
-    f.commit();
-    sum.tokenizer = "synthetic SentencePiece";
-  }
+  sum.tokenizer = write_tokenizer(config, out_dir, opt);
   sum.seconds = timer.seconds();
   return sum;
 }

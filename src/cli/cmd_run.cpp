@@ -119,43 +119,42 @@ void log_gpu_summary(const GpuEngine& e, double eval_ms) {
                   s.stall_ms, eval_ms > 0 ? 100.0 * s.stall_ms / eval_ms : 0.0));
 }
 
-int run_run(const RunArgs& a) {
-  Timer total;
-  const Device device = select_device(a.engine.device);
-  check_engine_flags(a.engine, device);
-  const int threads = a.engine.resolved_threads();
-
-  // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
-  // GPU engine loads them for its memory mode. Then the tokenizer.
-  Timer load;
-  CllmOpenOptions open_opt;
-  open_opt.verify_checksums = !a.engine.no_verify;
-  open_opt.threads = threads;
-  const CllmFile file = CllmFile::open(a.model, open_opt);
+// The loaded model: the GPU engine, or the CPU weights decoded to fp32 and their forward pass;
+// and the tokenizer. Not movable: the CPU forward pass holds a reference to `weights`.
+struct RunEngine {
   LlamaWeights weights;
   std::unique_ptr<CpuForward> cpu;
   std::unique_ptr<GpuEngine> gpu;
   std::unique_ptr<Tokenizer> tok;
-  {
+
+  RunEngine(const CllmFile& file, Device device, const EngineFlags& flags, int threads) {
     ThreadPool pool(threads);
     if (device == Device::cuda) {
-      gpu = GpuEngine::open(file, gpu_options(a.engine));
+      gpu = GpuEngine::open(file, gpu_options(flags));
     } else {
       weights = load_llama_weights(file, &pool);
       CpuForwardOptions fw_opt;
-      fw_opt.context = a.engine.context;
+      fw_opt.context = flags.context;
       fw_opt.threads = threads;
       cpu = std::make_unique<CpuForward>(weights, fw_opt);
     }
     tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
   }
-  const LlamaConfig& c = gpu ? gpu->config() : cpu->config();
-  const int context = gpu ? gpu->context() : cpu->context();
-  const double load_ms = load.ms();
+  RunEngine(const RunEngine&) = delete;
+  RunEngine& operator=(const RunEngine&) = delete;
+
+  const LlamaConfig& config() const { return gpu ? gpu->config() : cpu->config(); }
+  int context() const { return gpu ? gpu->context() : cpu->context(); }
+};
+
+// The model's shape and the engine it runs on, for stderr.
+void log_engine(const RunArgs& a, const RunEngine& e) {
+  const LlamaConfig& c = e.config();
+  const int context = e.context();
   log_info(cat("model: ", path_basename(a.model), ": dim ", c.dim, ", ", c.n_layers, " layers, ", c.n_heads,
                " heads (", c.n_kv_heads, " kv), ffn ", c.ffn_dim, ", vocab ", c.vocab_size, ", rope ",
                rope_layout_name(c.rope_layout), c.rope_scaling.type == "llama3" ? " (llama3 scaling)" : ""));
-  if (gpu) {
+  if (const GpuEngine* gpu = e.gpu.get()) {
     log_info(cat("device: cuda (", gpu->device_name(), "), mode ", mode_name(gpu->mode()),
                  gpu->mode() == Mode::hybrid ? " (" + describe_placements(gpu->placements()) + ")" : "",
                  gpu->mode_was_chosen() ? (a.engine.budgets.empty()
@@ -166,39 +165,34 @@ int run_run(const RunArgs& a) {
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
     if (!gpu->plan_summary().empty()) log_info("plan: ", gpu->plan_summary());
   } else {
-    log_info(cat("device: cpu (fp32), ", cpu->threads(), " threads, context ", context, " of ", c.context_length));
+    log_info(cat("device: cpu (fp32), ", e.cpu->threads(), " threads, context ", context, " of ", c.context_length));
   }
+}
 
-  // The seed is fixed here so that it can be printed before any output.
+// The seed is fixed here so that it can be printed before any output.
+GenerateOptions generate_options(const RunArgs& a, const Tokenizer& tok) {
   GenerateOptions gen;
   gen.n_predict = a.n_predict;
-  gen.add_bos = a.no_bos ? false : tok->add_bos();
+  gen.add_bos = a.no_bos ? false : tok.add_bos();
   gen.sampling = a.sampling;
   if (gen.sampling.seed == -1) gen.sampling.seed = std::random_device{}();
   if (gen.sampling.temp > 0) log_info(cat("seed: ", gen.sampling.seed));
   else log_info("sampling: greedy (--temp 0)");
+  return gen;
+}
 
+// -p's text, or -f's file without its final newline (as llama.cpp's -f).
+std::string read_prompt(const RunArgs& a) {
   std::string prompt = a.prompt;
   if (!a.prompt_file.empty()) {
     prompt = read_text_file(a.prompt_file);
     if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();  // as llama.cpp's -f
   }
+  return prompt;
+}
 
-  const ForwardFn forward = [&](const int* tokens, int n, int pos) {
-    return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
-  };
-  if (a.chat.chat) return run_chat(forward, context, c.vocab_size, *tok, gen.sampling, a.chat, prompt, a.n_predict);
-  if (a.chat.verbose_prompt) print_prompt_tokens(*tok, tok->encode(prompt, gen.add_bos), "prompt");
-  const GenerateResult r = generate(forward, context, c.vocab_size, *tok, prompt, gen,
-                                    [](const std::string& s) {
-                                      std::fwrite(s.data(), 1, s.size(), stdout);
-                                      std::fflush(stdout);
-                                    });
-  std::fputs("\n", stdout);
-  std::fflush(stdout);
-  if (r.context_full) log_info(cat("(stopped: the context of ", context, " tokens is full)"));
-
-  // llama.cpp-style summary, then one line for scripts and regression checks.
+// llama.cpp-style summary, then one line for scripts and regression checks.
+void log_run_summary(const GenerateResult& r, double load_ms, const Timer& total, const GpuEngine* gpu) {
   const int n_prompt = static_cast<int>(r.prompt.size());
   log_info("");
   const int n_sampled = static_cast<int>(r.generated.size());
@@ -213,6 +207,44 @@ int run_run(const RunArgs& a) {
   const double ms_tok = r.n_eval > 0 ? r.eval_ms / r.n_eval : 0.0;
   log_info(format("# %d tokens: %.2f tok/s, %.3f ms/tok, logits hash %016llx", n_sampled, tok_s, ms_tok,
                   static_cast<unsigned long long>(r.logits_hash)));
+}
+
+int run_run(const RunArgs& a) {
+  Timer total;
+  const Device device = select_device(a.engine.device);
+  check_engine_flags(a.engine, device);
+  const int threads = a.engine.resolved_threads();
+
+  // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
+  // GPU engine loads them for its memory mode. Then the tokenizer.
+  Timer load;
+  CllmOpenOptions open_opt;
+  open_opt.verify_checksums = !a.engine.no_verify;
+  open_opt.threads = threads;
+  const CllmFile file = CllmFile::open(a.model, open_opt);
+  const RunEngine e(file, device, a.engine, threads);
+  const LlamaConfig& c = e.config();
+  const int context = e.context();
+  const double load_ms = load.ms();
+  log_engine(a, e);
+
+  const GenerateOptions gen = generate_options(a, *e.tok);
+  const std::string prompt = read_prompt(a);
+  const Tokenizer& tok = *e.tok;
+  const ForwardFn forward = [&](const int* tokens, int n, int pos) {
+    return e.gpu ? e.gpu->forward(tokens, n, pos) : e.cpu->forward(tokens, n, pos);
+  };
+  if (a.chat.chat) return run_chat(forward, context, c.vocab_size, tok, gen.sampling, a.chat, prompt, a.n_predict);
+  if (a.chat.verbose_prompt) print_prompt_tokens(tok, tok.encode(prompt, gen.add_bos), "prompt");
+  const GenerateResult r = generate(forward, context, c.vocab_size, tok, prompt, gen,
+                                    [](const std::string& s) {
+                                      std::fwrite(s.data(), 1, s.size(), stdout);
+                                      std::fflush(stdout);
+                                    });
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (r.context_full) log_info(cat("(stopped: the context of ", context, " tokens is full)"));
+  log_run_summary(r, load_ms, total, e.gpu.get());
   return 0;
 }
 

@@ -113,52 +113,43 @@ WholeModelPlan plan_whole_model(const CllmFile& f) {
   return w;
 }
 
-}  // namespace
-
-CodecBenchResult bench_codec(const CllmFile& f, const CodecBenchOptions& opt) {
-  CodecBenchResult res;
-  const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
-
+// The CPU rows, on up to opt.cpu_max_bytes of decoded tiles: encode, decode on one thread,
+// and decode on `threads` when that is more than one.
+void add_cpu_rows(const CllmFile& f, const CodecBenchOptions& opt, int threads, CodecBenchResult& res) {
   double sample_bytes = 0;
   const auto sample = cpu_sample(f, opt.cpu_max_bytes, &sample_bytes);
   log_info("bench: CPU codec on ", sample.size(), " tiles (", sample_bytes / 1e6, " MB decoded)");
   res.rows.push_back(cpu_encode_row(f, sample, sample_bytes, opt.reps));
   res.rows.push_back(cpu_decode_row(f, sample, sample_bytes, 1, opt.reps));
   if (threads > 1) res.rows.push_back(cpu_decode_row(f, sample, sample_bytes, threads, opt.reps));
+}
 
-  if (!opt.gpu || cuda::device_count() == 0) return res;
-  const auto devices = cuda::list_devices();
-  res.device = devices.front().name;
-  log_info("bench: measuring ceilings on ", res.device);
-  const auto c = cuda::measure_ceilings(size_t{1} << 30, opt.reps);
-  res.copy_gbps = c.copy_gbps;
-  res.h2d_pinned_gbps = c.h2d_pinned_gbps;
-  res.h2d_pageable_gbps = c.h2d_pageable_gbps;
-
-  const WholeModelPlan w = plan_whole_model(f);
+// The whole model decoded in one launch; its output lands in gpu_out for the bit-exactness check.
+CodecBenchRow gpu_whole_model_row(const CllmFile& f, const WholeModelPlan& w, double copy_gbps, int reps,
+                                  std::vector<uint8_t>& gpu_out) {
   uint64_t decoded = 0, src_bytes = w.src_end - w.src_begin;
   for (const auto& t : w.tiles) decoded += static_cast<uint64_t>(t.n_elems) * t.elem_bytes;
   log_info("bench: GPU decoder, whole model: ", w.tiles.size(), " tiles, ", w.blocks.size(), " blocks, ",
            decoded / 1e6, " MB out of ", src_bytes / 1e6, " MB");
   int error = 0;
-  std::vector<uint8_t> gpu_out;
   CodecBenchRow row;
   row.test = "gpu decode, whole model";
   row.bytes = static_cast<double>(decoded);
   row.samples_ms = cuda::time_decode(f.file_data() + w.src_begin, src_bytes, w.tiles, w.blocks, w.dst_bytes,
-                                     opt.reps, &error, &gpu_out);
+                                     reps, &error, &gpu_out);
   row.ms = median(row.samples_ms);
   // Reading the input and writing the output at copy speed: the decoder's roofline.
-  row.ceiling_gbps = c.copy_gbps * static_cast<double>(decoded) / static_cast<double>(decoded + src_bytes);
+  row.ceiling_gbps = copy_gbps * static_cast<double>(decoded) / static_cast<double>(decoded + src_bytes);
   row.ceiling = "copy bandwidth x out/(in+out)";
-  res.rows.push_back(row);
   CLLM_CHECK(error == 0, "GPU decoder reported corrupt data (flag ", error, ")");
+  return row;
+}
 
-  // Bit-exactness against the CPU reference decoder, tile by tile.
-  res.gpu_bit_exact = true;
+// Bit-exactness against the CPU reference decoder, tile by tile; warns on the first tensor
+// that differs.
+bool gpu_matches_cpu(const CllmFile& f, const WholeModelPlan& w, const std::vector<uint8_t>& gpu_out, int threads) {
   ThreadPool pool(threads);
   std::vector<int> bad(w.tiles.size(), 0);
-  size_t k = 0;
   std::vector<TileRef> refs;
   for (const auto& g : w.groups)
     for (const auto& t : f.tensors()) {
@@ -172,33 +163,61 @@ CodecBenchResult bench_codec(const CllmFile& f, const CodecBenchOptions& opt) {
     codec::decode_tile(t->dtype, f.tile_data(*tile), tile->size, cpu.data(), tile->n_elems);
     bad[i] = std::memcmp(cpu.data(), gpu_out.data() + w.tiles[i].dst, cpu.size()) != 0;
   });
-  for (k = 0; k < bad.size(); ++k)
+  for (size_t k = 0; k < bad.size(); ++k)
     if (bad[k]) {
-      res.gpu_bit_exact = false;
       log_warn("bench: GPU and CPU decoders differ on tensor '", refs[k].tensor->name, "'");
-      break;
+      return false;
     }
+  return true;
+}
 
-  // Layer by layer, as the resident mode runs: one launch per group into a slot.
+// Layer by layer, as the resident mode runs: one launch per group into a slot. The roofline
+// is the whole-model row's.
+CodecBenchRow gpu_per_layer_row(const CllmFile& f, const WholeModelPlan& w, int reps, const CodecBenchRow& whole) {
+  int error = 0;
   CodecBenchRow layers;
   layers.test = "gpu decode, per layer";
   double layer_bytes = 0;
-  std::vector<double> per_rep(static_cast<size_t>(opt.reps), 0.0);
+  std::vector<double> per_rep(static_cast<size_t>(reps), 0.0);
   for (const auto& g : w.groups) {
     if (g.tiles.empty()) continue;
     uint64_t out = 0;
     for (const auto& t : g.tiles) out += static_cast<uint64_t>(t.n_elems) * t.elem_bytes;
     const auto ms = cuda::time_decode(f.file_data() + g.src_offset, g.src_bytes, g.tiles, g.blocks, g.slot_bytes,
-                                      opt.reps, &error, nullptr);
-    for (int r = 0; r < opt.reps; ++r) per_rep[static_cast<size_t>(r)] += ms[static_cast<size_t>(r)];
+                                      reps, &error, nullptr);
+    for (int r = 0; r < reps; ++r) per_rep[static_cast<size_t>(r)] += ms[static_cast<size_t>(r)];
     layer_bytes += static_cast<double>(out);
   }
   layers.bytes = layer_bytes;
   layers.samples_ms = per_rep;
   layers.ms = median(per_rep);
-  layers.ceiling_gbps = row.ceiling_gbps;
-  layers.ceiling = row.ceiling;
-  res.rows.push_back(layers);
+  layers.ceiling_gbps = whole.ceiling_gbps;
+  layers.ceiling = whole.ceiling;
+  return layers;
+}
+
+}  // namespace
+
+CodecBenchResult bench_codec(const CllmFile& f, const CodecBenchOptions& opt) {
+  CodecBenchResult res;
+  const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
+  add_cpu_rows(f, opt, threads, res);
+
+  if (!opt.gpu || cuda::device_count() == 0) return res;
+  const auto devices = cuda::list_devices();
+  res.device = devices.front().name;
+  log_info("bench: measuring ceilings on ", res.device);
+  const auto c = cuda::measure_ceilings(size_t{1} << 30, opt.reps);
+  res.copy_gbps = c.copy_gbps;
+  res.h2d_pinned_gbps = c.h2d_pinned_gbps;
+  res.h2d_pageable_gbps = c.h2d_pageable_gbps;
+
+  const WholeModelPlan w = plan_whole_model(f);
+  std::vector<uint8_t> gpu_out;
+  const CodecBenchRow whole = gpu_whole_model_row(f, w, c.copy_gbps, opt.reps, gpu_out);
+  res.rows.push_back(whole);
+  res.gpu_bit_exact = gpu_matches_cpu(f, w, gpu_out, threads);
+  res.rows.push_back(gpu_per_layer_row(f, w, opt.reps, whole));
   return res;
 }
 

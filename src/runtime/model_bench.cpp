@@ -59,6 +59,187 @@ void summarize(ModelBenchRow& row) {
   row.std_tps = n > 1 ? std::sqrt(std::max(0.0, (sum2 - sum * sum / n) / (n - 1))) : 0.0;
 }
 
+// What every test of one run shares: the options, the model's shape and weight schedule, and
+// the result so far (its ceilings and sizes feed the rooflines).
+struct BenchRun {
+  const ModelBenchOptions& opt;
+  const LlamaConfig& c;
+  const WeightSchedule& sched;
+  uint64_t token_bytes;  // bytes a single token reads in mode full: all weights but the embedding rows
+  ModelBenchResult& res;
+
+  void say(const std::string& s) const {
+    if (opt.progress) opt.progress(s);
+  }
+};
+
+// One opened engine: a GPU engine, or the CPU weights and their forward pass.
+struct OpenEngine {
+  std::unique_ptr<GpuEngine> gpu;
+  std::unique_ptr<LlamaWeights> weights;
+  std::unique_ptr<CpuForward> cpu;
+  double load_s = 0;
+
+  void forward(const int* t, int n, int pos) {
+    if (gpu) gpu->forward(t, n, pos);
+    else cpu->forward(t, n, pos);
+  }
+};
+
+// The file's sizes and counts, the same for every engine.
+ModelBenchResult describe_model(const CllmFile& file, const WeightSchedule& sched) {
+  ModelBenchResult res;
+  res.model = path_basename(file.path());
+  res.file_bytes = file.file_size();
+  for (const auto& t : file.tensors())
+    if (t.dtype != DType::U8) res.params += t.n_elems();
+  res.decoded_bytes = sched.decoded_bytes;
+  for (const auto* steps : {&sched.layers, &sched.classifier})
+    for (const auto& s : *steps) res.compressed_bytes += s.src_bytes;
+  return res;
+}
+
+// The device's name and, on a GPU, the card's ceilings the rooflines divide by.
+void measure_device(const BenchRun& run) {
+  ModelBenchResult& res = run.res;
+  if (!run.opt.gpu) {
+    res.device = "cpu";
+    return;
+  }
+  const auto devs = cuda::list_devices();
+  if (devs.empty()) fail_with({Remedy::cpu_device, ""}, "no CUDA device (", cuda::why_unavailable(), ")");
+  res.device = devs[0].name;
+  run.say("measuring the card's ceilings (copy, host-to-device, GEMM)");
+  const cuda::Ceilings ceil = cuda::measure_ceilings(size_t{1} << 30, 5);
+  res.copy_gbps = ceil.copy_gbps;
+  res.h2d_pinned_gbps = ceil.h2d_pinned_gbps;
+  res.gemm_tflops = cuda::measure_gemm_tflops(8192, 8192, 8192, 5);
+}
+
+std::string engine_label(bool gpu, const ModelBenchEngine& engine) {
+  return !gpu                 ? std::string("cpu")
+         : engine.vram_budget ? "VRAM budget " + engine.budget
+         : engine.mode        ? cat("mode ", mode_name(*engine.mode))
+                              : std::string("mode auto");
+}
+
+// Opens one engine with room for `context` positions, timing the load.
+OpenEngine open_engine(const BenchRun& run, const CllmFile& file, const ModelBenchEngine& engine, int context) {
+  const ModelBenchOptions& opt = run.opt;
+  OpenEngine e;
+  Timer load;
+  run.say(cat("loading ", run.res.model, " (", engine_label(opt.gpu, engine), ")"));
+  if (opt.gpu) {
+    GpuOptions g;
+    g.mode = engine.mode;
+    g.vram_budget = engine.vram_budget;
+    g.context = context;
+    g.threads = opt.threads;
+    e.gpu = GpuEngine::open(file, g);
+  } else {
+    ThreadPool pool(opt.threads);
+    e.weights = std::make_unique<LlamaWeights>(load_llama_weights(file, &pool));
+    e.cpu = std::make_unique<CpuForward>(*e.weights, CpuForwardOptions{context, opt.threads, 512});
+  }
+  e.load_s = load.seconds();
+  if (e.gpu && e.gpu->mode() == Mode::hybrid)
+    run.say(cat("plan: ", describe_placements(e.gpu->placements()),
+                e.gpu->plan_summary().empty() ? "" : "; " + e.gpu->plan_summary()));
+  return e;
+}
+
+// The compressed bytes of the weight steps placed to stream over PCIe.
+uint64_t streamed_bytes(const Placements& pl, const WeightSchedule& sched) {
+  uint64_t streamed = 0;
+  for (size_t i = 0; i < pl.size(); ++i) {
+    const WeightStep& step = i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+    if (pl[i] == Placement::streamed) streamed += step.src_bytes;
+  }
+  return streamed;
+}
+
+// Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
+// (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe).
+void set_roofline(const BenchRun& run, ModelBenchRow& row, bool prompt, const GpuEngine& gpu) {
+  const ModelBenchResult& res = run.res;
+  const WeightSchedule& sched = run.sched;
+  const double params = static_cast<double>(res.params);
+  if (prompt) {
+    row.bound = "GEMM";
+    row.roofline_tps = res.gemm_tflops * 1e12 / (2.0 * params);
+  } else if (gpu.mode() == Mode::lowmem) {
+    row.bound = "PCIe";
+    row.roofline_tps = res.h2d_pinned_gbps * 1e9 / res.compressed_bytes;
+  } else if (gpu.mode() == Mode::hybrid) {
+    // The streamed steps' bytes over PCIe; the rest runs from VRAM alongside.
+    const uint64_t streamed = streamed_bytes(gpu.placements(), sched);
+    row.bound = streamed ? "PCIe" : "HBM";
+    row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
+                                : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
+  } else {
+    row.bound = "HBM";
+    const double bytes = gpu.mode() == Mode::full ? run.token_bytes
+                                                  : res.compressed_bytes + 2.0 * sched.decoded_bytes;
+    row.roofline_tps = res.copy_gbps * 1e9 / bytes;
+  }
+}
+
+// The GPU's counters over the warm-up and the timed runs, as rates and shares of the wall time.
+void set_gpu_stats(ModelBenchRow& row, const GpuStats& st, int reps) {
+  double wall = 0;
+  for (double s : row.samples_s) wall += s;
+  const double wall_ms = wall * 1e3 * (reps + 1) / reps;  // the warm-up ran too
+  row.vram_peak = st.vram_peak;
+  row.decode_gbps = st.decode_ms > 0 ? st.decoded_bytes / (st.decode_ms * 1e-3) / 1e9 : 0;
+  row.h2d_gbps = st.h2d_ms > 0 ? st.h2d_bytes / (st.h2d_ms * 1e-3) / 1e9 : 0;
+  row.stall_pct = wall_ms > 0 ? 100.0 * st.stall_ms / wall_ms : 0;
+}
+
+// One test (pp or tg of n tokens at `depth`) on an engine whose cache holds the depth's tokens.
+ModelBenchRow run_test(const BenchRun& run, OpenEngine& e, const std::string& budget, bool prompt, int n, int depth) {
+  const ModelBenchOptions& opt = run.opt;
+  const std::string mode_used = e.gpu ? mode_name(e.gpu->mode()) : "cpu";
+  ModelBenchRow row;
+  row.mode = mode_used;
+  row.budget = budget;
+  if (e.gpu) row.placement = describe_placements(e.gpu->placements());
+  row.test = bench_test_name(prompt, n, depth);
+  row.n_tokens = n;
+  (prompt ? row.n_prompt : row.n_gen) = n;
+  row.n_depth = depth;
+  row.load_s = e.load_s;
+  run.say(cat(row.test, " in mode ", mode_used, ": 1 warm-up + ", opt.reps, " runs"));
+  if (e.gpu) e.gpu->reset_stats();
+  const ForwardCall fwd = [&](const int* t, int k, int pos) { e.forward(t, k, pos); };
+  row.samples_s = time_test(fwd, prompt, n, depth, run.c.vocab_size, opt.reps);
+  summarize(row);
+  if (e.gpu) {
+    set_gpu_stats(row, e.gpu->stats(), opt.reps);
+    set_roofline(run, row, prompt, *e.gpu);
+  }
+  run.say(cat(row.test, " ", mode_used, ": ", row.mean_tps, " t/s"));
+  return row;
+}
+
+// Every test at every depth on one engine, appending a row each.
+void run_tests(const BenchRun& run, OpenEngine& e, const std::string& budget) {
+  const ModelBenchOptions& opt = run.opt;
+  for (int depth : opt.n_depth) {
+    bool filled = depth == 0;
+    for (int pass = 0; pass < 2; ++pass)
+      for (int n : pass == 0 ? opt.n_prompt : opt.n_gen) {
+        if (n <= 0) continue;
+        if (!filled) {  // the depth's tokens, as one prompt (the engines batch it), untimed
+          run.say(cat("filling the KV cache with ", depth, " tokens"));
+          const std::vector<int> fill = bench_tokens(depth, run.c.vocab_size, 104729);
+          e.forward(fill.data(), depth, 0);
+          filled = true;
+        }
+        run.res.rows.push_back(run_test(run, e, budget, pass == 0, n, depth));
+      }
+  }
+}
+
 }  // namespace
 
 int bench_context(const ModelBenchOptions& opt) {
@@ -74,142 +255,25 @@ std::string bench_test_name(bool prompt, int n_tokens, int depth) {
 }
 
 ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt) {
-  const auto say = [&](const std::string& s) {
-    if (opt.progress) opt.progress(s);
-  };
   const LlamaConfig c = config_from_metadata(file.metadata());
   const WeightSchedule sched = plan_weight_schedule(file, c);
-  ModelBenchResult res;
-  res.model = path_basename(file.path());
-  res.file_bytes = file.file_size();
-  for (const auto& t : file.tensors())
-    if (t.dtype != DType::U8) res.params += t.n_elems();
-  res.decoded_bytes = sched.decoded_bytes;
-  for (const auto* steps : {&sched.layers, &sched.classifier})
-    for (const auto& s : *steps) res.compressed_bytes += s.src_bytes;
-  // Bytes a single token must read in each mode: all weights but the embedding rows.
+  ModelBenchResult res = describe_model(file, sched);
   const uint64_t token_bytes = sched.decoded_bytes - sched.token_embd->raw_bytes() *
                                                          (c.tie_embeddings ? 0 : 1);
+  const BenchRun run{opt, c, sched, token_bytes, res};
   const int needed = bench_context(opt);
   const int context = opt.context > 0 ? opt.context : needed;
   CLLM_CHECK(needed <= context, "bench: the tests need ", needed, " positions (depth + test), more than the context of ",
              context);
   CLLM_CHECK(context <= c.context_length, "bench: a context of ", context, " positions does not fit the model's ",
              c.context_length);
-
-  if (opt.gpu) {
-    const auto devs = cuda::list_devices();
-    if (devs.empty()) fail_with({Remedy::cpu_device, ""}, "no CUDA device (", cuda::why_unavailable(), ")");
-    res.device = devs[0].name;
-    say("measuring the card's ceilings (copy, host-to-device, GEMM)");
-    const cuda::Ceilings ceil = cuda::measure_ceilings(size_t{1} << 30, 5);
-    res.copy_gbps = ceil.copy_gbps;
-    res.h2d_pinned_gbps = ceil.h2d_pinned_gbps;
-    res.gemm_tflops = cuda::measure_gemm_tflops(8192, 8192, 8192, 5);
-  } else {
-    res.device = "cpu";
-  }
+  measure_device(run);
 
   // One engine per configuration: a mode, or a VRAM budget (planned per layer).
   const std::vector<ModelBenchEngine> engines = opt.gpu ? opt.engines : std::vector<ModelBenchEngine>{{}};
   for (const ModelBenchEngine& engine : engines) {
-    const std::string& budget = engine.budget;
-    std::unique_ptr<GpuEngine> gpu;
-    std::unique_ptr<LlamaWeights> weights;
-    std::unique_ptr<CpuForward> cpu;
-    Timer load;
-    say(cat("loading ", res.model, " (",
-            !opt.gpu               ? std::string("cpu")
-            : engine.vram_budget   ? "VRAM budget " + budget
-            : engine.mode          ? cat("mode ", mode_name(*engine.mode))
-                                   : std::string("mode auto"),
-            ")"));
-    if (opt.gpu) {
-      GpuOptions g;
-      g.mode = engine.mode;
-      g.vram_budget = engine.vram_budget;
-      g.context = context;
-      g.threads = opt.threads;
-      gpu = GpuEngine::open(file, g);
-    } else {
-      ThreadPool pool(opt.threads);
-      weights = std::make_unique<LlamaWeights>(load_llama_weights(file, &pool));
-      cpu = std::make_unique<CpuForward>(*weights, CpuForwardOptions{context, opt.threads, 512});
-    }
-    const double load_s = load.seconds();
-    if (gpu && gpu->mode() == Mode::hybrid)
-      say(cat("plan: ", describe_placements(gpu->placements()),
-              gpu->plan_summary().empty() ? "" : "; " + gpu->plan_summary()));
-    const ForwardCall fwd = [&](const int* t, int n, int pos) {
-      if (gpu) gpu->forward(t, n, pos);
-      else cpu->forward(t, n, pos);
-    };
-    const std::string mode_used = gpu ? mode_name(gpu->mode()) : "cpu";
-    for (int depth : opt.n_depth) {
-      bool filled = depth == 0;
-      for (int pass = 0; pass < 2; ++pass)
-        for (int n : pass == 0 ? opt.n_prompt : opt.n_gen) {
-          if (n <= 0) continue;
-          if (!filled) {  // the depth's tokens, as one prompt (the engines batch it), untimed
-            say(cat("filling the KV cache with ", depth, " tokens"));
-            const std::vector<int> fill = bench_tokens(depth, c.vocab_size, 104729);
-            fwd(fill.data(), depth, 0);
-            filled = true;
-          }
-          ModelBenchRow row;
-          row.mode = mode_used;
-          row.budget = budget;
-          if (gpu) row.placement = describe_placements(gpu->placements());
-          row.test = bench_test_name(pass == 0, n, depth);
-          row.n_tokens = n;
-          (pass == 0 ? row.n_prompt : row.n_gen) = n;
-          row.n_depth = depth;
-          row.load_s = load_s;
-          say(cat(row.test, " in mode ", mode_used, ": 1 warm-up + ", opt.reps, " runs"));
-          if (gpu) gpu->reset_stats();
-          row.samples_s = time_test(fwd, pass == 0, n, depth, c.vocab_size, opt.reps);
-          summarize(row);
-          if (gpu) {
-            const GpuStats& st = gpu->stats();
-            double wall = 0;
-            for (double s : row.samples_s) wall += s;
-            const double wall_ms = wall * 1e3 * (opt.reps + 1) / opt.reps;  // the warm-up ran too
-            row.vram_peak = st.vram_peak;
-            row.decode_gbps = st.decode_ms > 0 ? st.decoded_bytes / (st.decode_ms * 1e-3) / 1e9 : 0;
-            row.h2d_gbps = st.h2d_ms > 0 ? st.h2d_bytes / (st.h2d_ms * 1e-3) / 1e9 : 0;
-            row.stall_pct = wall_ms > 0 ? 100.0 * st.stall_ms / wall_ms : 0;
-            // Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
-            // (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe).
-            const double params = static_cast<double>(res.params);
-            if (pass == 0) {
-              row.bound = "GEMM";
-              row.roofline_tps = res.gemm_tflops * 1e12 / (2.0 * params);
-            } else if (gpu->mode() == Mode::lowmem) {
-              row.bound = "PCIe";
-              row.roofline_tps = res.h2d_pinned_gbps * 1e9 / res.compressed_bytes;
-            } else if (gpu->mode() == Mode::hybrid) {
-              // The streamed steps' bytes over PCIe; the rest runs from VRAM alongside.
-              uint64_t streamed = 0;
-              const Placements& pl = gpu->placements();
-              for (size_t i = 0; i < pl.size(); ++i) {
-                const WeightStep& step =
-                    i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
-                if (pl[i] == Placement::streamed) streamed += step.src_bytes;
-              }
-              row.bound = streamed ? "PCIe" : "HBM";
-              row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
-                                          : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
-            } else {
-              row.bound = "HBM";
-              const double bytes = gpu->mode() == Mode::full ? token_bytes
-                                                             : res.compressed_bytes + 2.0 * sched.decoded_bytes;
-              row.roofline_tps = res.copy_gbps * 1e9 / bytes;
-            }
-          }
-          say(cat(row.test, " ", mode_used, ": ", row.mean_tps, " t/s"));
-          res.rows.push_back(std::move(row));
-        }
-    }
+    OpenEngine e = open_engine(run, file, engine, context);
+    run_tests(run, e, engine.budget);
   }
   return res;
 }
