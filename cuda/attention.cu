@@ -4,7 +4,7 @@
 // - one token (decoding): one block per head streams the key positions in tiles of kTile;
 // - a prompt batch: one block per (head, 32 queries) loads each tile of 32 keys and values
 //   into shared memory once for all its queries; each warp owns 4 queries.
-// The f16 tensor-core and split-K kernels are in cuda/attention_flash.cu.
+// The f16 tensor-core and split-K kernels are in cuda/attention_prefill.cu and cuda/attention_decode.cu (their shared warp step: attention_mma.cuh).
 #include <algorithm>
 
 #include "cuda/cuda_check.h"

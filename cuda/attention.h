@@ -1,4 +1,4 @@
-// Causal attention over one layer's KV cache (cuda/attention.cu, cuda/attention_flash.cu).
+// Causal attention over one layer's KV cache (cuda/attention.cu; the f16 tensor-core kernels in attention_prefill.cu and attention_decode.cu).
 //
 // q (n, n_heads*head_dim) fp32 after RoPE; k_cache, v_cache (context, kv_dim) with
 // kv_dim = n_kv_heads*head_dim, rows 0 .. pos+n-1 valid; out (n, n_heads*head_dim) in out_dt.
@@ -53,7 +53,7 @@ void attention_decode_f16(const float* q, const void* k_cache, const void* v_cac
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                            int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
 
-// The prompt kernel's variants (cuda/attention_flash.cu), for A/B runs: same numerics in kind
+// The prompt kernel's variants (cuda/attention_prefill.cu), for A/B runs: same numerics in kind
 // (f16 Q, K, P; fp32 accumulators; the same masking), each deterministic. attention() and
 // attention_prefill_f16 take attention_prefill_default_variant(): CLLM_PREFILL_VARIANT from the
 // environment, read once (a value outside 0 .. attention_prefill_variants()-1 fails), else
