@@ -222,14 +222,14 @@ model_8b() {  # synth + compress the 8B once per machine; prints the .cllm path
 
 if [ "$what" = hashes ]; then
   # Each line: model, flags, and `run`'s # line (tok/s and the final logits' hash). The modes
-  # must agree bit for bit, at depth too (a ~4100-token prompt), and with HASH_BUDGET_8B a
+  # must agree bit for bit, at depth too (a prompt of about 4000 tokens on the 8B's synthetic tokenizer: 330 lines made 9465), and with HASH_BUDGET_8B a
   # hybrid plan without CPU layers; plans with CPU layers differ within tolerance.
   stories="$work/stories260K.cllm"
   [ -f "$stories" ] || "$bin" --quiet compress "$bundle/shared/stories260K.bin" "$stories" \
     --tokenizer "$bundle/shared/tok512.model" --force 2>&1 | tail -1
   m8=$(model_8b)
   long="$work/prompt-4k.txt"
-  [ -f "$long" ] || for i in $(seq 1 330); do echo "The quick brown fox jumps over the lazy dog, line $i."; done > "$long"
+  [ -f "$long" ] || for i in $(seq 1 140); do echo "The quick brown fox jumps over the lazy dog, line $i."; done > "$long"
   for b in "$bin" ${OTHER_BINS:-}; do
     echo "===== $b"
     for m in "$stories:2G:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-p Once" "$m8:${HASH_BUDGET_8B:-12G}:-c 8192 -f $long"; do
