@@ -170,4 +170,23 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
   }
 }
 
+AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float* q, const void* k, const void* v,
+                                   DType kv_dtype, int n, int pos) {
+  AttentionArgs a;
+  a.out = out;
+  a.out_stride = c.q_dim();
+  a.q = q;
+  a.q_stride = c.q_dim();
+  a.k = k;
+  a.v = v;
+  a.kv_dtype = kv_dtype;
+  a.kv_stride = c.kv_dim();
+  a.n_tokens = n;
+  a.pos = pos;
+  a.n_heads = c.n_heads;
+  a.n_kv_heads = c.n_kv_heads;
+  a.head_dim = c.head_dim;
+  return a;
+}
+
 }  // namespace cllm::cpu

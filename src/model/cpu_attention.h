@@ -20,6 +20,7 @@
 #include "common/dtype.h"
 #include "common/thread_pool.h"
 #include "model/cpu_kernels_bf16.h"
+#include "model/llama_config.h"
 
 namespace cllm::cpu {
 
@@ -38,6 +39,11 @@ struct AttentionArgs {
   int pos = 0;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;  // n_heads a multiple of n_kv_heads
 };
+
+// The arguments for a model's layer: q and out (n, q_dim) fp32 rows, the layer's cache of
+// (context, kv_dim) rows of kv_dtype.
+AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float* q, const void* k, const void* v,
+                                   DType kv_dtype, int n, int pos);
 
 // out = softmax(q k^T / sqrt(head_dim)) v per (token, head), causal, on the pool's threads.
 // Keys and values of positions [0, pos + n_tokens) must be in the cache. Throws on bad shapes.

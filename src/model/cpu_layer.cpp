@@ -203,21 +203,7 @@ void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer
   store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
-  cpu::AttentionArgs a;
-  a.out = xb;
-  a.out_stride = qd;
-  a.q = q;
-  a.q_stride = qd;
-  a.k = kv.k;
-  a.v = kv.v;
-  a.kv_dtype = kv.dtype;
-  a.kv_stride = kvd;
-  a.n_tokens = n;
-  a.pos = pos;
-  a.n_heads = c_.n_heads;
-  a.n_kv_heads = c_.n_kv_heads;
-  a.head_dim = hd;
-  cpu::attention(a, pool_, opt_.isa);
+  cpu::attention(cpu::layer_attention_args(c_, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
   float* const ys[] = {x};  // output projection, added to the residual
   const int ds[] = {dim};
   linear(&w.wo, ys, ds, 1, xb, n, qd, true);

@@ -122,21 +122,7 @@ void CpuForward::attention_block(int l, int n, int pos) {
   }
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA)
-  cpu::AttentionArgs a;
-  a.out = xb;
-  a.out_stride = qd;
-  a.q = q;
-  a.q_stride = qd;
-  a.k = k_layer;
-  a.v = v_layer;
-  a.kv_dtype = DType::F32;
-  a.kv_stride = kvd;
-  a.n_tokens = n;
-  a.pos = pos;
-  a.n_heads = c.n_heads;
-  a.n_kv_heads = c.n_kv_heads;
-  a.head_dim = hd;
-  cpu::attention(a, pool);
+  cpu::attention(cpu::layer_attention_args(c, xb, q, k_layer, v_layer, DType::F32, n, pos), pool);
   // output projection, then the residual
   cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
   for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
