@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -72,10 +73,16 @@ Trace cpu_trace(const CllmFile& f, const std::vector<int>& prompt, int steps, in
 
 // A tiny-test (bf16, GQA 8/4, llama3 rope) model compressed with small tiles, so that its
 // classifier is cut into several slices and the ring has many steps.
-std::string synth_tiny(const test::TempDir& dir) {
+// max_positions overrides the preset's context length (1024), for tests at depth.
+std::string synth_tiny(const test::TempDir& dir, int max_positions = 0) {
   SynthOptions so;
   so.threads = 2;
   synth_model(find_model_preset("tiny-test"), dir.file("tiny"), so);
+  if (max_positions > 0) {
+    auto config = nlohmann::json::parse(read_text_file(dir.file("tiny/config.json")));
+    config["max_position_embeddings"] = max_positions;
+    std::ofstream(dir.file("tiny/config.json")) << config.dump(2);
+  }
   CompressOptions co;
   co.tile_elems = 1u << 16;
   co.threads = 2;
@@ -84,11 +91,11 @@ std::string synth_tiny(const test::TempDir& dir) {
   return out;
 }
 
-void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, int steps) {
+void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, int steps, int context = 256) {
   const int vocab = config_from_metadata(f.metadata()).vocab_size;
   std::vector<Trace> traces;
   for (Mode m : kModes) {
-    auto e = open_gpu(f, m);
+    auto e = open_gpu(f, m, context);
     REQUIRE(e->mode() == m);
     traces.push_back(greedy_trace(*e, prompt, steps, vocab));
   }
@@ -96,7 +103,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
   GpuOptions o;
-  o.context = 256;
+  o.context = context;
   o.threads = 2;
   for (size_t i = 0; i < s.layers.size() + s.classifier.size(); ++i) o.placements.push_back(static_cast<Placement>(i % 3));
   auto hybrid = GpuEngine::open(f, o);
@@ -132,6 +139,25 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
     const CllmFile f = CllmFile::open(synth_tiny(dir));
     REQUIRE(plan_weight_schedule(f, config_from_metadata(f.metadata())).classifier.size() > 1);
     check_modes_identical(f, {1, 17, 300, 4000, 12, 99, 2048}, 40);
+  }
+}
+
+TEST_CASE("gpu: at depth 4096 the modes stay bitwise identical, and near the CPU's logits", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(synth_tiny(dir, 8192));
+  // 4100 tokens: the prompt crosses many 64-key tiles and 512-token batches, and the tokens
+  // after it decode against a 4096-deep cache split across blocks.
+  std::vector<int> prompt;
+  for (int i = 0; i < 4100; ++i) prompt.push_back(1 + (i * 7919) % 4095);
+  const int context = 4160, steps = 12;
+  check_modes_identical(f, prompt, steps, context);
+  const Trace cpu = cpu_trace(f, prompt, steps, context);
+  auto gpu = open_gpu(f, Mode::full, context);
+  const Trace full = greedy_trace(*gpu, prompt, steps, 4096);
+  for (size_t i = 0; i < full.logits.size(); ++i) {
+    INFO("token " << i);
+    CHECK(test::rel_error(full.logits[i].data(), cpu.logits[i].data(), 4096) < 3e-2);
   }
 }
 
@@ -185,7 +211,7 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
     const Trace want = mixed_trace(*full, k.prompt, vocab);
     // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU
     // route; a ring of one slot as the planner may choose (2 with batches of 8).
-    for (const auto [max_batch, slots] : {std::pair{1, 2}, {1, 1}, {8, 2}}) {
+    for (const auto& [max_batch, slots] : {std::pair{1, 2}, {1, 1}, {8, 2}}) {
       INFO(k.name << ", CPU layers for batches up to " << max_batch << ", " << slots << " ring slots");
       GpuOptions o;
       o.context = 256;
