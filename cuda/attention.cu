@@ -223,7 +223,8 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
                          workspace, workspace_bytes, s);
   else {
     if (d_pos) fail("attention: a prompt batch takes its position by value");
-    attention_prefill_f16(q, k_cache, v_cache, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, s);
+    attention_prefill_f16(q, k_cache, v_cache, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, workspace,
+                          workspace_bytes, s);
   }
 }
 

@@ -50,8 +50,10 @@ bool attention_flash_supported(DType kv_dt, int head_dim);
 void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                           int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
                           float* workspace, size_t workspace_bytes, cudaStream_t s);
+// workspace (may be null): the split-key variant's partials, when it holds them.
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
-                           int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+                           int pos, int n_heads, int n_kv_heads, int head_dim, float* workspace,
+                           size_t workspace_bytes, cudaStream_t s);
 
 // The prompt kernel's variants (cuda/attention_prefill.cu), for A/B runs: same numerics in kind
 // (f16 Q, K, P; fp32 accumulators; the same masking), each deterministic. attention() and
@@ -64,6 +66,6 @@ const char* attention_prefill_variant_name(int variant);
 int attention_prefill_default_variant();
 void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
                                    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
-                                   cudaStream_t s);
+                                   float* workspace, size_t workspace_bytes, cudaStream_t s);
 
 }  // namespace cllm::cuda

@@ -214,6 +214,17 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
 
 }  // namespace
 
+void attention_combine_f16(int head_dim, const float* acc, const float2* ml, void* out, DType out_dt, int n, int pos,
+                           int n_heads, int chunk, cudaStream_t s) {
+  if (head_dim == 64)
+    attention_combine_kernel<64><<<n * n_heads, kCombineThreads, 0, s>>>(acc, ml, out, out_dt, n, pos, nullptr, n_heads,
+                                                                        chunk);
+  else
+    attention_combine_kernel<128><<<n * n_heads, kCombineThreads, 0, s>>>(acc, ml, out, out_dt, n, pos, nullptr,
+                                                                         n_heads, chunk);
+  CLLM_CUDA_CHECK_LAUNCH("attention_combine");
+}
+
 bool attention_flash_supported(DType kv_dt, int head_dim) {
   return kv_dt == DType::F16 && (head_dim == 64 || head_dim == 128);
 }

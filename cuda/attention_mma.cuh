@@ -277,4 +277,11 @@ void allow_smem(size_t bytes) {
 }
 
 }  // namespace
+
+// Merges per-chunk partials (the decode path's workspace layout, attention_decode.cu) into
+// out: for query (t, head h), chunks 0 .. (pos + t) / chunk, chunk c holding keys c*chunk ..
+// Used by the decode path and by the prompt kernel's split keys.
+void attention_combine_f16(int head_dim, const float* acc, const float2* ml, void* out, DType out_dt, int n, int pos,
+                           int n_heads, int chunk, cudaStream_t s);
+
 }  // namespace cllm::cuda

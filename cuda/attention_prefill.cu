@@ -2,6 +2,7 @@
 // of query rows streams K/V tiles through shared memory (attention_mma.cuh has the warp's
 // step and the precision argument). Several block layouts are kept as variants
 // (CLLM_PREFILL_VARIANT; docs/benchmarks.md has their measured speeds).
+#include <algorithm>
 #include <cstdlib>
 
 #include "cuda/attention_mma.cuh"
@@ -16,11 +17,23 @@ namespace {
 // (cp.async of tile i+1 overlaps the math of tile i). A warp skips tiles entirely above its
 // rows' diagonal and masks only tiles that cross it. Row tiles run longest first (the last
 // queries see the most keys), which evens out the causal triangle over the SMs.
+//
+// Split keys (split.chunk > 0, grid z = the splits): block z takes keys z*chunk .. +chunk-1 of
+// its rows and writes unnormalised partials in the decode path's workspace layout (for query
+// (t, head h) and split z: ml[(z*n + t)*n_heads + h], acc[that row * HD + d]); the decode
+// path's combine merges them. At depth the blocks of a 512-token batch are too few to fill the
+// GPU (8 kv heads x 32 row tiles on 132 SMs); splitting the keys multiplies them.
+struct PrefillSplit {
+  int chunk = 0;  // keys per split, a multiple of kTileKeys; 0: no split
+  float* acc = nullptr;
+  float2* ml = nullptr;
+};
+
 template <int HD>
 __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const float* q, const __half* k_cache,
                                                                          const __half* v_cache, void* out,
                                                                          DType out_dt, int n, int pos, int n_heads,
-                                                                         int n_kv_heads) {
+                                                                         int n_kv_heads, PrefillSplit split) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
@@ -44,9 +57,14 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
     qpos[i] = r < n_rows ? pos + r / group : -1;
   }
 
+  // This block's keys: all of its rows' prefix, or split z's range of it.
+  const int key_lo = split.chunk ? blockIdx.z * split.chunk : 0;
+  const int key_hi = split.chunk ? min(key_lo + split.chunk, key_end) : key_end;
+  if (key_lo >= key_hi) return;  // no row of the block sees this split: the combine skips it
+
   // The first tile's copy starts before Q's loads, which it then overlaps.
-  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
+  const int n_tiles = (key_hi - key_lo + kTileKeys - 1) / kTileKeys;
+  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, key_lo, key_hi, kv_dim, head_off);
   cp_async_commit();
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, q, warp_row0, n_rows, group, kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
@@ -55,12 +73,13 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD>(next, next + kTileHalves, k_cache, v_cache, (i + 1) * kTileKeys, key_end, kv_dim, head_off);
+      load_tile<HD>(next, next + kTileHalves, k_cache, v_cache, key_lo + (i + 1) * kTileKeys, key_hi, kv_dim,
+                    head_off);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const int key0 = i * kTileKeys;
+    const int key0 = key_lo + i * kTileKeys;
     if (key0 <= warp_max_pos) {  // warp-uniform
       const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
       warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, key0 + kTileKeys - 1 > warp_min_pos, st);
@@ -74,6 +93,14 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
     const int r = warp_row0 + lane / 4 + 8 * i;
     if (r >= n_rows) continue;
     const int t = r / group, h = kv_head * group + r % group;
+    if (split.chunk) {  // the partial: unnormalised O, and (max, sum)
+      const size_t at = (static_cast<size_t>(blockIdx.z) * n + t) * n_heads + h;
+      float* acc = split.acc + at * HD + 2 * (lane % 4);
+#pragma unroll
+      for (int nt = 0; nt < HD / 8; ++nt) *reinterpret_cast<float2*>(acc + nt * 8) = make_float2(st.o[nt][2 * i], st.o[nt][2 * i + 1]);
+      if (lane % 4 == 0) split.ml[at] = make_float2(st.m[i], st.l[i]);
+      continue;
+    }
     const size_t row = (static_cast<size_t>(t) * n_heads + h) * HD + 2 * (lane % 4);
     const float inv = 1.0f / st.l[i];
 #pragma unroll
@@ -306,15 +333,22 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
 }
 
 template <int HD>
-void launch_prefill(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                    int n_heads, int n_kv_heads, cudaStream_t s) {
+void launch_prefill_split(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
+                          int n_heads, int n_kv_heads, const PrefillSplit& split, int splits, cudaStream_t s) {
   const size_t smem = tile_smem_bytes<HD>();
   allow_smem<attention_prefill_f16_kernel<HD>>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   // kv heads vary fastest, so every head's longest row tiles are dispatched first
-  const dim3 grid(n_kv_heads, (rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
-  attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
+  const dim3 grid(n_kv_heads, (rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp), splits);
+  attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads,
+                                                                split);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
+}
+
+template <int HD>
+void launch_prefill(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
+                    int n_heads, int n_kv_heads, cudaStream_t s) {
+  launch_prefill_split<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, PrefillSplit{}, 1, s);
 }
 
 template <int HD, int WARPS, int MT, bool QS, int STEP>
@@ -340,10 +374,12 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
 }
 
 // The prompt kernel's variants, by number (attention.h): the launcher of each head_dim.
+// split_keys: at depth, with a workspace, the keys split across blocks (launch_split_keys).
 struct PrefillVariant {
   const char* name;
   void (*launch64)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
   void (*launch128)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
+  bool split_keys = false;
 };
 const PrefillVariant kPrefillVariants[] = {
     {"0: 64 rows, 4 warps x 16 (original)", launch_prefill<64>, launch_prefill<128>},
@@ -360,7 +396,38 @@ const PrefillVariant kPrefillVariants[] = {
      launch_prefill_mt<128, 2, 2, true, 32>},
     {"6: 256 rows, 8 warps x 32, Q smem, K ldmatrix", launch_prefill_mt<64, 8, 2, true, 64>,
      launch_prefill_mt<128, 8, 2, true, 32>},
+    {"7: 64 rows, 4 warps x 16, keys split across up to 4 blocks at depth", launch_prefill<64>, launch_prefill<128>,
+     true},
 };
+
+// Keys split across blocks: up to kMaxKeySplits ranges of at least kMinSplitKeys keys, as many
+// as the workspace holds (n x n_heads x (HD + 2) floats a split). Returns false (nothing
+// launched) when one range would do.
+constexpr int kMaxKeySplits = 4, kMinSplitKeys = 1024;
+bool launch_split_keys(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
+                       int n_heads, int n_kv_heads, int head_dim, float* workspace, size_t workspace_bytes,
+                       cudaStream_t s) {
+  const int keys = pos + n;  // the last row's prefix
+  // acc (splits x n x n_heads rows of head_dim floats), then ml (a float2 a row), 16-aligned
+  const auto acc_bytes = [&](int splits) {
+    return (static_cast<size_t>(splits) * n * n_heads * head_dim * sizeof(float) + 15) / 16 * 16;
+  };
+  const auto need = [&](int splits) { return acc_bytes(splits) + static_cast<size_t>(splits) * n * n_heads * 8; };
+  int splits = workspace ? std::min(kMaxKeySplits, keys / kMinSplitKeys) : 0;
+  while (splits > 1 && need(splits) > workspace_bytes) --splits;
+  if (splits <= 1) return false;
+  PrefillSplit split;
+  split.chunk = (keys + splits * kTileKeys - 1) / (splits * kTileKeys) * kTileKeys;
+  split.acc = workspace;
+  split.ml = reinterpret_cast<float2*>(reinterpret_cast<char*>(workspace) + acc_bytes(splits));
+  const int used = (keys + split.chunk - 1) / split.chunk;  // splits holding a key (<= splits)
+  if (head_dim == 64)
+    launch_prefill_split<64>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, split, used, s);
+  else
+    launch_prefill_split<128>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, split, used, s);
+  attention_combine_f16(head_dim, split.acc, split.ml, out, out_dt, n, pos, n_heads, split.chunk, s);
+  return true;
+}
 constexpr int kNumPrefillVariants = sizeof(kPrefillVariants) / sizeof(kPrefillVariants[0]);
 
 }  // namespace
@@ -387,20 +454,26 @@ int attention_prefill_default_variant() {
 
 void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
                                    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
-                                   cudaStream_t s) {
+                                   float* workspace, size_t workspace_bytes, cudaStream_t s) {
   if (variant < 0 || variant >= kNumPrefillVariants) fail("attention_prefill_f16: no variant ", variant);
   if (n <= 0) return;
   check_shape("attention_prefill_f16", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
+  if (workspace && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    fail("attention_prefill_f16: the workspace must be 16-byte aligned");
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
   const PrefillVariant& pv = kPrefillVariants[variant];
+  if (pv.split_keys && launch_split_keys(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, workspace,
+                                         workspace_bytes, s))
+    return;
   (head_dim == 64 ? pv.launch64 : pv.launch128)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, s);
 }
 
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
-                           int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
+                           int pos, int n_heads, int n_kv_heads, int head_dim, float* workspace,
+                           size_t workspace_bytes, cudaStream_t s) {
   attention_prefill_f16_variant(attention_prefill_default_variant(), q, k_cache, v_cache, out, out_dt, n, pos,
-                                n_heads, n_kv_heads, head_dim, s);
+                                n_heads, n_kv_heads, head_dim, workspace, workspace_bytes, s);
 }
 
 }  // namespace cllm::cuda

@@ -22,15 +22,20 @@ inline int attention_decode_chunk(int context) {
   return chunk;
 }
 
+// Query rows (a head's) whose partials the workspace holds for prompts: 4 key splits of a
+// 512-token batch (attention_prefill.cu, launch_split_keys), as many as a full decode split.
+constexpr int kPromptSplitRows = 4 * 512;
+
 // Bytes of device workspace attention() needs for this shape: fp32 partials (acc of
-// head_dim, then max and sum) for kMaxDecodeTokens tokens x n_heads x every chunk, at most
-// 128 x 16 x n_heads x (head_dim + 2) x 4 bytes (34 MB for 32 heads of 128). Only the decode
-// path reads and writes it, between attention()'s own two kernels, so one buffer serves
-// every layer of a stream.
+// head_dim, then max and sum) for kMaxDecodeTokens tokens x n_heads x every chunk, or for
+// kPromptSplitRows x n_heads, the larger: 2048 x n_heads x (head_dim + 2) x 4 bytes (34 MB for
+// 32 heads of 128). Only attention() reads and writes it, between its own kernels, so one
+// buffer serves every layer of a stream.
 inline size_t attention_workspace_bytes(int n_heads, int head_dim, int context) {
   const size_t chunk = static_cast<size_t>(attention_decode_chunk(context));
   const size_t n_chunks = (static_cast<size_t>(context) + chunk - 1) / chunk;
-  const size_t rows = n_chunks * kMaxDecodeTokens * static_cast<size_t>(n_heads);
+  const size_t decode_rows = n_chunks * kMaxDecodeTokens;
+  const size_t rows = (decode_rows > kPromptSplitRows ? decode_rows : kPromptSplitRows) * static_cast<size_t>(n_heads);
   const size_t acc = (rows * static_cast<size_t>(head_dim) * sizeof(float) + 15) / 16 * 16;
   return acc + rows * 2 * sizeof(float);
 }

@@ -161,6 +161,8 @@ int main(int argc, char** argv) try {
     const Prompt p = prompts[pi];
     const size_t rows = static_cast<size_t>(p.depth + p.n);
     cuda::DeviceBuffer<uint8_t> k(rows * kKvDim * 2), v(rows * kKvDim * 2);
+    cuda::DeviceBuffer<uint8_t> ws(cuda::attention_workspace_bytes(kHeads, kHeadDim, static_cast<int>(rows)));
+    float* wsf = reinterpret_cast<float*>(ws.data());
     fill_f16(k);
     fill_f16(v);
     double keys = 0;  // keys seen, summed over the queries
@@ -171,7 +173,7 @@ int main(int argc, char** argv) try {
     for (int var = 0; var < n_variants; ++var) {
       const double ms = median_ms(r, [&] {
         cuda::attention_prefill_f16_variant(var, q.data(), k.data(), v.data(), out.data(), DType::BF16, p.n, p.depth,
-                                            kHeads, kKvHeads, kHeadDim, nullptr);
+                                            kHeads, kKvHeads, kHeadDim, wsf, ws.size(), nullptr);
       });
       if (var == 0) base_ms = ms;
       tf[pi].push_back(flops / (ms * 1e9));
@@ -181,7 +183,7 @@ int main(int argc, char** argv) try {
     }
     const double ms = median_ms(r, [&] {
       cuda::attention(q.data(), k.data(), v.data(), DType::F16, out.data(), DType::BF16, p.n, p.depth, nullptr, kHeads,
-                      kKvHeads, kHeadDim, static_cast<int>(rows), nullptr, 0, nullptr);
+                      kKvHeads, kHeadDim, static_cast<int>(rows), wsf, ws.size(), nullptr);
     });
     std::printf("| pp%d | %d | %d | attention() (default %d) | %.3f | %.1f | %.2fx |\n", p.n, p.n, p.depth,
                 cuda::attention_prefill_default_variant(), ms, flops / (ms * 1e9), base_ms / ms);

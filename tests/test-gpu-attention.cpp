@@ -161,7 +161,8 @@ struct DeviceCase {
     if (prefill_variant >= 0) {
       out.fill_bytes(0xff);  // NaN (f32 and bf16): an output the variant fails to write shows
       cuda::attention_prefill_f16_variant(prefill_variant, q.data(), k.data(), v.data(), out.data(), out_dt, n, pos,
-                                          s.n_heads, s.n_kv_heads, s.head_dim, st);
+                                          s.n_heads, s.n_kv_heads, s.head_dim, reinterpret_cast<float*>(ws.data()),
+                                          ws.size(), st);
     } else {
       cuda::attention(q.data(), k.data(), v.data(), kv, out.data(), out_dt, n, pos, d_pos, s.n_heads, s.n_kv_heads,
                       s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st);
@@ -312,6 +313,11 @@ TEST_CASE("gpu attention: prompts of 17 to 512 tokens, from 0 and after cached t
   check_case({16, 2, 64}, DType::F16, 512, 4097 - 512, 4200, seed++);
   // Llama-3 8B's shape (32/8 heads of 128): 128- and 256-row blocks over several kv heads
   check_case({32, 8, 128}, DType::F16, 300, 700, 1000, seed++);
+  // Deep enough for the split-key variant: 2, 3 and 4 splits of 1088 keys, whose boundaries
+  // cut through row tiles and through the batch's own diagonal (rows see 1 or 2 splits)
+  check_case({8, 2, 128}, DType::F16, 65, 2040, 2110, seed++);
+  check_case({32, 8, 128}, DType::F16, 100, 3000, 3100, seed++);
+  check_case({16, 2, 64}, DType::F16, 17, 4300, 4317, seed++);
   worst.print("prompt");
   for (int v = 0; v < cuda::attention_prefill_variants(); ++v)
     std::printf("prompt variant %s: largest row error %.3g\n", cuda::attention_prefill_variant_name(v),
