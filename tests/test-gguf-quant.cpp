@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 
 #include "common/dtype.h"
 #include "common/error.h"
@@ -185,4 +186,174 @@ TEST_CASE("sizes that are not whole blocks are refused naming the type and block
   CHECK_THAT(error_of([&] { dequantize_ggml(kGgmlQ4_K, blocks.data(), 143, out.data(), 256, "t"); }),
              Contains("143 bytes") && Contains("expected 144"));
   CHECK_THAT(error_of([&] { dequantize_ggml(16, blocks.data(), 144, out.data(), 256, "t"); }), Contains("IQ2_XXS"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF files with quantized tensors, rewritten from stories260K-f32.gguf
+
+namespace {
+
+struct Rewritten {
+  uint32_t type = kGgmlF32;
+  std::vector<uint8_t> bytes;
+};
+using Rewrite = std::function<Rewritten(const GGUFTensorInfo&, const std::vector<float>&)>;
+
+template <class T>
+void append(std::vector<uint8_t>& out, const T& v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+// stories260K-f32.gguf (all F32) with every tensor replaced by rewrite(info, its values): the
+// header and metadata are copied byte for byte, the tensor table and data written anew.
+std::vector<uint8_t> rewrite_stories(const Rewrite& rewrite, std::map<std::string, Rewritten>* written) {
+  const std::string path = test::shared_model("stories260K-f32.gguf");
+  const GGUFFile g(path);
+  const std::vector<uint8_t> src = read_file(path);
+  std::vector<uint8_t> needle;  // the tensor table starts with the first tensor's name
+  append(needle, static_cast<uint64_t>(g.tensors().front().name.size()));
+  needle.insert(needle.end(), g.tensors().front().name.begin(), g.tensors().front().name.end());
+  const auto table = std::search(src.begin() + 24, src.end(), needle.begin(), needle.end());
+  REQUIRE(table != src.end());
+  std::vector<uint8_t> out(src.begin(), table), data;
+  const auto pad = [&](std::vector<uint8_t>& v) { v.resize((v.size() + g.alignment() - 1) / g.alignment() * g.alignment()); };
+  for (const auto& t : g.tensors()) {
+    REQUIRE(t.type == kGgmlF32);
+    std::vector<float> values(t.size / 4);
+    std::memcpy(values.data(), t.data, t.size);
+    const Rewritten r = rewrite(t, values);
+    append(out, static_cast<uint64_t>(t.name.size()));
+    out.insert(out.end(), t.name.begin(), t.name.end());
+    append(out, static_cast<uint32_t>(t.ne.size()));
+    for (uint64_t d : t.ne) append(out, d);
+    append(out, r.type);
+    append(out, static_cast<uint64_t>(data.size()));
+    data.insert(data.end(), r.bytes.begin(), r.bytes.end());
+    pad(data);
+    (*written)[t.name] = r;
+  }
+  pad(out);
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+// Simple quantizers (not ggml's: any valid blocks will do). Power-of-two scales make values
+// d * q that bf16 (8 significant bits) and f16 (11) hold exactly.
+float pow2_at_least(float x) { return x > 0 ? std::ldexp(1.0f, static_cast<int>(std::ceil(std::log2(x)))) : 1.0f; }
+
+Rewritten quantize(uint32_t type, const std::vector<float>& v, bool pow2) {
+  const GgmlBlockLayout L = ggml_quant_layout(type);
+  Rewritten r{type, std::vector<uint8_t>(v.size() / L.elems * L.bytes, 0)};
+  for (size_t blk = 0; blk < v.size() / 32; ++blk) {
+    const float* x = v.data() + 32 * blk;
+    uint8_t* b = r.bytes.data() + L.bytes * blk;
+    const float lo = *std::min_element(x, x + 32), hi = *std::max_element(x, x + 32);
+    const float amax = std::max(-lo, hi);
+    const float d = type == kGgmlQ8_0 ? (pow2 ? pow2_at_least(amax / 127) : amax / 127)
+                  : type == kGgmlQ4_0 ? pow2_at_least(amax / 7)
+                                      : f16_to_f32(f32_to_f16((hi - lo) / 15));
+    const float m = f16_to_f32(f32_to_f16(lo));
+    const uint16_t dh = f32_to_f16(d), mh = f32_to_f16(m);
+    std::memcpy(b, &dh, 2);
+    for (int j = 0; j < 32; ++j) {
+      if (type == kGgmlQ8_0) {
+        b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::lround(x[j] / d), -127L, 127L)));
+      } else {
+        const long q = type == kGgmlQ4_0 ? std::lround(x[j] / d) + 8 : d > 0 ? std::lround((x[j] - m) / d) : 0;
+        b[(type == kGgmlQ4_1 ? 4 : 2) + j % 16] |= static_cast<uint8_t>(std::clamp(q, 0L, 15L) << (4 * (j / 16)));
+      }
+    }
+    if (type == kGgmlQ4_1) std::memcpy(b + 2, &mh, 2);
+  }
+  return r;
+}
+
+// Plain F32 tensor bytes, each value first rounded through `through` (F32: unchanged).
+Rewritten plain(const std::vector<float>& v, DType through) {
+  Rewritten r{kGgmlF32, std::vector<uint8_t>(v.size() * 4)};
+  auto* out = reinterpret_cast<float*>(r.bytes.data());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = through == DType::BF16 ? bf16_to_f32(f32_to_bf16(v[i]))
+           : through == DType::F16  ? f16_to_f32(f32_to_f16(v[i]))
+                                    : v[i];
+  return r;
+}
+
+bool quantizable(const GGUFTensorInfo& t) { return t.ne.size() == 2 && t.ne[0] % 32 == 0; }
+
+// Every imported tensor holds exactly the values written (dequantized where quantized).
+void check_imported_values(const SourceModel& m, const std::map<std::string, Rewritten>& written) {
+  for (const SourceTensor& t : m.tensors) {
+    INFO("tensor " << t.name);
+    const Rewritten& r = written.at(t.name);
+    const uint64_t n = t.size / dtype_size(t.dtype);
+    std::vector<float> got(n), want(n);
+    to_f32(t.dtype, t.data, got.data(), n);
+    if (r.type == kGgmlF32) std::memcpy(want.data(), r.bytes.data(), n * 4);
+    else dequantize_ggml(r.type, r.bytes.data(), r.bytes.size(), want.data(), n, t.name);
+    REQUIRE(std::memcmp(got.data(), want.data(), n * 4) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a GGUF with Q8_0 and Q4_1 matrices imports to their dequantized values, matrices in f32", "[gguf-quant]") {
+  test::TempDir dir;
+  std::map<std::string, Rewritten> written;
+  const auto bytes = rewrite_stories(
+      [](const GGUFTensorInfo& t, const std::vector<float>& v) {
+        if (!quantizable(t)) return plain(v, DType::F32);  // norms, and ffn_down (rows of 172)
+        const bool embedding = t.name == "token_embd.weight" || t.name == "output.weight";
+        return quantize(embedding ? kGgmlQ8_0 : kGgmlQ4_1, v, false);
+      },
+      &written);
+  std::ofstream(dir.file("q.gguf"), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                                           static_cast<std::streamsize>(bytes.size()));
+  const SourceModel m = open_source_model(dir.file("q.gguf"));
+  check_imported_values(m, written);
+  CHECK(m.find("blk.0.attn_q.weight")->dtype == DType::F32);   // d * q + m needs f32
+  CHECK(m.find("blk.0.ffn_down.weight")->dtype == DType::F32);
+  CHECK(m.find("blk.0.attn_norm.weight")->dtype == DType::F32);
+  CHECK(m.config.tie_embeddings);  // output.weight, quantized alike, is still a copy of token_embd
+  CHECK(m.extra_metadata["general.source.quantization"] == "Q4_1 (30 tensors), Q8_0 (2 tensors)");
+  CHECK(m.extra_metadata["general.source.dequantized_dtype"] == "f32");
+  CHECK(m.extra_metadata["general.source.file_bytes"] == bytes.size());
+
+  const std::string cllm = dir.file("q.cllm");
+  std::string out, err;
+  REQUIRE(test::run_cli({"compress", dir.file("q.gguf"), cllm}, &out, &err) == 0);
+  CHECK_THAT(err, Contains("quantized source: Q4_1 (30 tensors), Q8_0 (2 tensors)") && Contains("to f32"));
+  REQUIRE(test::run_cli({"verify", cllm, dir.file("q.gguf")}, &out, &err) == 0);
+  CHECK_THAT(out, Contains("matches the dequantized values of the quantized"));
+  REQUIRE(test::run_cli({"info", cllm, "--no-tensors"}, &out, &err) == 0);
+  CHECK_THAT(out, Contains("source: a quantized GGUF (Q4_1 (30 tensors), Q8_0 (2 tensors)), dequantized to f32"));
+  REQUIRE(test::run_cli({"run", cllm, "-p", "Once upon a time", "-n", "8", "--temp", "0", "--device", "cpu"}, &out, &err) == 0);
+  CHECK_THAT(out, Contains("Once upon a time"));  // f32 matrices run in the CPU engine
+}
+
+TEST_CASE("matrices are stored in bf16 or f16 when every value of every matrix fits exactly", "[gguf-quant]") {
+  for (const DType want : {DType::BF16, DType::F16}) {
+    INFO(dtype_name(want));
+    test::TempDir dir;
+    std::map<std::string, Rewritten> written;
+    // bf16: Q8_0 with power-of-two scales (7-bit q) and ffn_down rounded to bf16. f16: Q4_0 with
+    // power-of-two scales and ffn_down rounded to f16, which bf16 cannot hold.
+    const auto bytes = rewrite_stories(
+        [&](const GGUFTensorInfo& t, const std::vector<float>& v) {
+          if (t.ne.size() == 1) return plain(v, DType::F32);
+          if (!quantizable(t)) return plain(v, want);
+          return quantize(want == DType::BF16 ? kGgmlQ8_0 : kGgmlQ4_0, v, true);
+        },
+        &written);
+    std::ofstream(dir.file("q.gguf"), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                                             static_cast<std::streamsize>(bytes.size()));
+    const SourceModel m = open_source_model(dir.file("q.gguf"));
+    check_imported_values(m, written);
+    for (const SourceTensor& t : m.tensors) {
+      INFO(t.name);
+      CHECK(t.dtype == (t.shape.size() == 2 ? want : DType::F32));  // norms keep their own dtype
+    }
+    CHECK(m.extra_metadata["general.source.dequantized_dtype"] == dtype_name(want));
+  }
 }
