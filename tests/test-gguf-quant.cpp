@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 
 #include "common/dtype.h"
 #include "common/error.h"
@@ -127,6 +128,7 @@ TEST_CASE("Q4_K and Q5_K: 8 sub-blocks of 32 with packed 6-bit scales and mins, 
   const int sc[8] = {1, 2, 63, 40, 33, 17, 60, 5};
   const int mn[8] = {0, 3, 7, 63, 48, 1, 20, 32};
   const double d = 0.5, dmin = -0.25;
+  std::mt19937 rng(45);
   for (const bool five_bits : {false, true}) {
     INFO((five_bits ? "Q5_K" : "Q4_K"));
     const size_t qs_at = five_bits ? 48 : 16;
@@ -137,9 +139,9 @@ TEST_CASE("Q4_K and Q5_K: 8 sub-blocks of 32 with packed 6-bit scales and mins, 
     pack_k_scales(sc, mn, b.data() + 4);
     for (int i = 0; i < 8; ++i)
       for (int l = 0; l < 32; ++l) {
-        int q = (3 * l + i) & 15;
+        int q = static_cast<int>(rng() % 16);
         b[qs_at + 32 * (i / 2) + l] |= static_cast<uint8_t>(q << (4 * (i % 2)));
-        if (five_bits && (l + 2 * i) % 3 == 0) {
+        if (five_bits && rng() % 2) {
           b[16 + l] |= static_cast<uint8_t>(1 << i);  // qh: bit i of byte l
           q += 16;
         }
@@ -153,13 +155,14 @@ TEST_CASE("Q6_K: 16 sub-blocks of 16, signed 8-bit scales, 6-bit q split over ql
   std::vector<uint8_t> b(210, 0);
   std::vector<float> want(256);
   const double d = -0.0625;
+  std::mt19937 rng(6);  // q drawn at random: a regular pattern may repeat where a wrong index reads
   put_f16(b, 208, static_cast<float>(d));
   for (int s = 0; s < 16; ++s) b[192 + s] = static_cast<uint8_t>(static_cast<int8_t>(17 * s - 128));  // -128..127
   for (int h = 0; h < 2; ++h)
     for (int k = 0; k < 4; ++k)
       for (int l = 0; l < 32; ++l) {
         const int i = 128 * h + 32 * k + l;
-        const int q = (37 * i + 11) % 64;
+        const int q = static_cast<int>(rng() % 64);
         b[64 * h + 32 * (k % 2) + l] |= static_cast<uint8_t>((q & 15) << (4 * (k / 2)));
         b[128 + 32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
         want[i] = expect(d * (17 * (i / 16) - 128) * (q - 32));
