@@ -28,10 +28,10 @@ std::string supported_types() {
 
 // The tensor's weights dequantized to f32, in a buffer m owns.
 SourceTensor dequantized_tensor(const GGUFFile& g, const GGUFTensorInfo& t, SourceModel& m) {
-  const uint64_t n = shape_elements(t.ne, t.name);
+  const std::string what = "'" + g.path() + "': tensor '" + t.name + "'";
+  const uint64_t n = shape_elements(t.ne, what);
   std::vector<uint8_t> buf(n * sizeof(float));
-  dequantize_ggml(t.type, t.data, t.size, reinterpret_cast<float*>(buf.data()), n,
-                  "'" + g.path() + "': tensor '" + t.name + "'");
+  dequantize_ggml(t.type, t.data, t.size, reinterpret_cast<float*>(buf.data()), n, what);
   SourceTensor s;
   s.dtype = DType::F32;
   s.data = buf.data();
@@ -79,8 +79,15 @@ void convert_tensor(SourceTensor& t, DType d, SourceModel& m) {
     for (size_t i = 0; i < v.size(); ++i) out[i] = d == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
   }
   t.dtype = d;
-  t.data = buf.data();
   t.size = buf.size();
+  // A dequantized tensor's f32 buffer is replaced, not kept beside its narrower copy.
+  for (auto& b : m.owned)
+    if (b.data() == t.data) {
+      b = std::move(buf);
+      t.data = b.data();
+      return;
+    }
+  t.data = buf.data();
   m.owned.push_back(std::move(buf));
 }
 
