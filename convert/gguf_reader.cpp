@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "convert/gguf_dequant.h"
 #include "convert/import_util.h"
 
 namespace cllm {
@@ -187,9 +188,13 @@ std::vector<GGUFTensorInfo> read_tensor_infos(Parser& parser, uint64_t n_tensors
     if (t.offset % alignment != 0)
       fail("'", path, "': ", what, " offset ", t.offset, " is not a multiple of the alignment ", alignment);
     const uint64_t n = shape_elements(t.ne, "'" + path + "': " + what);
-    t.size = n * ggml_element_size(t.type);  // n < 2^62 but size may still overflow for 8-byte types:
-    if (ggml_element_size(t.type) != 0 && t.size / ggml_element_size(t.type) != n)
-      fail("'", path, "': ", what, " is too large");
+    if (ggml_is_dequantizable(t.type)) {
+      t.size = ggml_quant_bytes(t.type, t.ne[0], n, "'" + path + "': " + what + " (" + ggml_type_name(t.type) + ")");
+    } else {
+      t.size = n * ggml_element_size(t.type);  // n < 2^62 but size may still overflow for 8-byte types:
+      if (ggml_element_size(t.type) != 0 && t.size / ggml_element_size(t.type) != n)
+        fail("'", path, "': ", what, " is too large");
+    }
     tensors.push_back(std::move(t));
   }
   return tensors;
@@ -200,7 +205,7 @@ void place_tensors(std::vector<GGUFTensorInfo>& tensors, const uint8_t* base, ui
                    const std::string& path) {
   const uint64_t data_size = size >= data_offset ? size - data_offset : 0;
   for (auto& t : tensors) {
-    const bool sized = ggml_element_size(t.type) != 0;
+    const bool sized = ggml_element_size(t.type) != 0 || ggml_is_dequantizable(t.type);
     if (t.offset > data_size || (sized && t.size > data_size - t.offset))
       fail("'", path, "': tensor '", t.name, "' (", ggml_type_name(t.type), ", ", sized ? std::to_string(t.size) : "?",
            " bytes at data offset ", t.offset, ") runs past the end of the file (", data_size,

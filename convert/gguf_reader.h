@@ -50,7 +50,8 @@ struct GGUFTensorInfo {
   uint32_t type = 0;          // ggml type id
   std::vector<uint64_t> ne;   // GGUF order: ne[0] is contiguous
   uint64_t offset = 0;        // from the start of the data section
-  uint64_t size = 0;          // bytes, for F32/F16/BF16 and plain integer types; else 0
+  uint64_t size = 0;          // bytes, for F32/F16/BF16, plain integer types and the quantized
+                              // types of gguf_dequant.h; else 0
   const uint8_t* data = nullptr;  // null when the type's size is unknown here
 
   std::vector<uint64_t> shape() const { return {ne.rbegin(), ne.rend()}; }  // outermost first

@@ -1,4 +1,5 @@
-// GGUF files with general.architecture "llama" and F32/F16/BF16 tensors. Tensor names are
+// GGUF files with general.architecture "llama" and F32/F16/BF16 or quantized tensors
+// (gguf_tensors.h: dequantized on import). Tensor names are
 // already canonical; llama.cpp's converter permutes Hugging Face q/k rows back to adjacent-pair
 // RoPE, so the layout is interleaved. The "llama" (SentencePiece) vocabulary in
 // tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto.
@@ -10,6 +11,7 @@
 #include "common/log.h"
 #include "format/cllm_format.h"
 #include "convert/gguf_reader.h"
+#include "convert/gguf_tensors.h"
 #include "convert/import_util.h"
 #include "convert/source_model.h"
 #include "convert/spm_model_builder.h"
@@ -202,32 +204,6 @@ void read_hparams(const GGUFFile& g, LlamaConfig& c) {
     fail("'", path, "': llama.rope.scaling.type '", scaling, "' is not supported (llama3 scaling comes as rope_freqs.weight)");
 }
 
-// Every tensor but rope_freqs.weight, which is returned (null when absent): it holds the RoPE
-// scaling, not a weight. Quantized types are refused by name before anything else.
-const GGUFTensorInfo* add_tensors(const GGUFFile& g, SourceModel& m) {
-  const GGUFTensorInfo* rope_freqs = nullptr;
-  for (const auto& t : g.tensors()) {
-    if (t.name == "rope_freqs.weight") {
-      rope_freqs = &t;
-      continue;
-    }
-    SourceTensor s;
-    s.name = s.source_name = t.name;
-    if (t.type == kGgmlF32) s.dtype = DType::F32;
-    else if (t.type == kGgmlF16) s.dtype = DType::F16;
-    else if (t.type == kGgmlBF16) s.dtype = DType::BF16;
-    else
-      fail("'", g.path(), "': tensor '", t.name, "' has GGUF type ", ggml_type_name(t.type), " (", t.type,
-           "): codecllm takes F32, F16 or BF16 only (quantized weights cannot be restored losslessly; "
-           "convert the original F16/BF16 model)");
-    s.shape = t.shape();
-    s.data = t.data;
-    s.size = t.size;
-    m.tensors.push_back(std::move(s));
-  }
-  return rope_freqs;
-}
-
 // The vocabulary is token_embd.weight's rows; llama.vocab_size, when present, must agree.
 void set_vocab_size(const GGUFFile& g, SourceModel& m) {
   const std::string& path = g.path();
@@ -268,7 +244,8 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
   check_architecture(g);
   LlamaConfig& c = m.config;
   read_hparams(g, c);
-  const GGUFTensorInfo* rope_freqs = add_tensors(g, m);
+  GgufQuantization quantization;
+  const GGUFTensorInfo* rope_freqs = add_gguf_tensors(g, m, &quantization);
   set_vocab_size(g, m);
   check_layer_count(m, "'" + path + "': llama.block_count");
   with_context("'" + path + "'", [&] { c.validate(); });
@@ -285,6 +262,7 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
   }
   m.files.push_back(g.release_file());
   fill_source_metadata(m);
+  record_gguf_quantization(quantization, m);
   check_and_order_tensors(m);
   return m;
 }

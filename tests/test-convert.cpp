@@ -812,8 +812,13 @@ TEST_CASE("GGUF files that cannot be imported are refused naming the file and fi
   poke<uint32_t>(f, gguf_key_end(f, "llama.block_count"), 99);  // an unknown value type
   CHECK_THAT(err(f), Contains("llama.block_count") && Contains("unknown value type"));
   f = good;
-  poke<uint32_t>(f, gguf_tensor_type_offset(f, "blk.0.attn_q.weight", 2), 2);  // Q4_0
-  CHECK_THAT(err(f), Contains("m.gguf") && Contains("blk.0.attn_q.weight") && Contains("Q4_0"));
+  poke<uint32_t>(f, gguf_tensor_type_offset(f, "blk.0.attn_q.weight", 2), 16);  // IQ2_XXS: not read
+  CHECK_THAT(err(f), Contains("m.gguf") && Contains("blk.0.attn_q.weight") && Contains("IQ2_XXS") &&
+                         Contains("Q4_K"));  // ...and the message lists the types that are
+  f = good;
+  poke<uint32_t>(f, gguf_tensor_type_offset(f, "blk.0.attn_q.weight", 2), 12);  // Q4_K rows of 64: not whole blocks
+  CHECK_THAT(err(f), Contains("m.gguf") && Contains("blk.0.attn_q.weight") && Contains("Q4_K") &&
+                         Contains("rows of 64 weights") && Contains("256"));
   f = good;
   poke<uint64_t>(f, gguf_tensor_type_offset(f, "blk.0.attn_q.weight", 2) + 4, 7);  // misaligned offset
   CHECK_THAT(err(f), Contains("blk.0.attn_q.weight") && Contains("alignment"));

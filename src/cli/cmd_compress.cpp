@@ -20,6 +20,19 @@ struct CompressArgs {
   uint32_t tile_elems = 1u << 20;
 };
 
+// A quantized GGUF source, said plainly: what was dequantized, and what "lossless" then means.
+void print_quantized_source(const nlohmann::json& meta, const CompressSummary& s) {
+  if (!meta.is_object() || !meta.contains("general.source.quantization")) return;
+  const double file_bytes = meta.value("general.source.file_bytes", 0.0);
+  std::fprintf(stderr,
+               "  quantized source: %s in a %s file, dequantized on import to %s;\n"
+               "                  the .cllm is exact to those dequantized values (verify compares against them)\n"
+               "                  and is %.2f x the size of the quantized file\n",
+               meta["general.source.quantization"].get<std::string>().c_str(), format_bytes(file_bytes).c_str(),
+               meta.value("general.source.dequantized_dtype", std::string("f32")).c_str(),
+               file_bytes > 0 ? static_cast<double>(s.file_bytes) / file_bytes : 0.0);
+}
+
 int run_compress(const CompressArgs& a) {
   ImportOptions imp;
   imp.tokenizer_path = a.tokenizer;
@@ -41,19 +54,22 @@ int run_compress(const CompressArgs& a) {
   const CompressSummary s = with_context("compressing '" + a.input + "'", [&] { return compress_model(model, a.output, opt); });
   bar.finish();
 
+  const bool quantized = model.extra_metadata.is_object() && model.extra_metadata.contains("general.source.quantization");
   const double bits_per_weight = s.coded_elems ? 8.0 * static_cast<double>(s.float_tile_bytes) / static_cast<double>(s.coded_elems) : 0.0;
   const double bound_per_weight = s.coded_elems ? s.order0_bound_bits / static_cast<double>(s.coded_elems) : 0.0;
   std::fprintf(stderr,
                "compressed '%s' -> '%s' with %d threads in %.2f s (%s/s)\n"
                "  source tensors  %s\n"
-               "  output file     %s (%.2f%% of the source)\n"
+               "  output file     %s (%.2f%% of the %s)\n"
                "  weights         %.3f bits/weight; order-0 bound %.3f bits/weight (H = %.3f bits); %+.2f%% over the bound\n",
                a.input.c_str(), a.output.c_str(), opt.threads, s.seconds,
                format_bytes(static_cast<double>(s.source_bytes) / (s.seconds > 0 ? s.seconds : 1)).c_str(),
                format_bytes(static_cast<double>(s.source_bytes)).c_str(), format_bytes(static_cast<double>(s.file_bytes)).c_str(),
                100.0 * static_cast<double>(s.file_bytes) / static_cast<double>(s.source_bytes ? s.source_bytes : 1),
+               quantized ? "dequantized tensors" : "source",
                bits_per_weight, bound_per_weight, s.exponent_entropy,
                bound_per_weight > 0 ? 100.0 * (bits_per_weight / bound_per_weight - 1.0) : 0.0);
+  print_quantized_source(model.extra_metadata, s);
   return 0;
 }
 

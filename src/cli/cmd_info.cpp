@@ -21,6 +21,20 @@ std::string shape_str(const std::vector<uint64_t>& s) {
   return out;
 }
 
+// One line for a file made from a quantized GGUF: which types, what the tensors are exact
+// to, and the size against the source file.
+void print_quantized_source(const CllmFile& f) {
+  const nlohmann::json& meta = f.metadata();
+  if (!meta.contains("general.source.quantization")) return;
+  const double source = meta.value("general.source.file_bytes", 0.0);
+  std::printf("source: a quantized GGUF (%s), dequantized to %s on import: the tensors are exact to the dequantized "
+              "values; %s, %.2f x the %s source file\n",
+              meta["general.source.quantization"].get<std::string>().c_str(),
+              meta.value("general.source.dequantized_dtype", std::string("f32")).c_str(),
+              format_bytes(static_cast<double>(f.file_size())).c_str(),
+              source > 0 ? static_cast<double>(f.file_size()) / source : 0.0, format_bytes(source).c_str());
+}
+
 int run_info(const InfoArgs& a) {
   CllmOpenOptions opt;
   opt.verify_checksums = !a.no_verify;
@@ -49,8 +63,10 @@ int run_info(const InfoArgs& a) {
   std::printf("file: %s\nformat: .cllm v%u, %s, %zu groups, %zu tensors, %llu tiles%s\n", a.model.c_str(), f.version(),
               format_bytes(static_cast<double>(f.file_size())).c_str(), f.groups().size(), f.tensors().size(),
               static_cast<unsigned long long>(tiles), a.no_verify ? " (checksums not verified)" : ", checksums OK");
-  std::printf("tensors: %s raw, %s stored (%.2f%%)\n\nmetadata:\n", format_bytes(static_cast<double>(raw)).c_str(),
+  std::printf("tensors: %s raw, %s stored (%.2f%%)\n", format_bytes(static_cast<double>(raw)).c_str(),
               format_bytes(static_cast<double>(stored)).c_str(), raw ? 100.0 * static_cast<double>(stored) / static_cast<double>(raw) : 0.0);
+  print_quantized_source(f);
+  std::printf("\nmetadata:\n");
   for (const auto& [key, value] : f.metadata().items())
     std::printf("  %-44s = %s\n", key.c_str(), value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
   if (!a.tensors) return 0;

@@ -85,7 +85,12 @@ int run_verify(const VerifyArgs& a) {
     bar.update(done, raw);
   }
   bar.finish();
-  if (src)
+  if (src && src->extra_metadata.contains("general.source.quantization"))
+    std::printf("OK: '%s' matches the dequantized values of the quantized '%s' (%s) bit for bit (%zu tensors, %s) "
+                "in %.2f s\n",
+                a.model.c_str(), a.source.c_str(), src->extra_metadata["general.source.quantization"].get<std::string>().c_str(),
+                f.tensors().size(), format_bytes(static_cast<double>(compared)).c_str(), timer.seconds());
+  else if (src)
     std::printf("OK: '%s' matches '%s' bit for bit (%zu tensors, %s) in %.2f s\n", a.model.c_str(), a.source.c_str(),
                 f.tensors().size(), format_bytes(static_cast<double>(compared)).c_str(), timer.seconds());
   else
