@@ -203,9 +203,12 @@ TEST_CASE("bpe: the compact form in .cllm files holds the same tokenizer", "[tok
   CHECK(spec.tokens.size() == 128256);
   CHECK(spec.merges.size() == 280147);
   CHECK(spec.added.size() == 256);
-  CHECK(spec.splits.size() == 1);
-  CHECK_FALSE(spec.add_prefix_space);
-  CHECK_FALSE(spec.byte_level_regex);
+  REQUIRE(spec.pre_steps.size() == 2);  // Split (Llama 3's regex), then ByteLevel without regex or prefix space
+  CHECK(spec.pre_steps[0].kind == BpePreStep::Kind::split);
+  CHECK(spec.pre_steps[1].kind == BpePreStep::Kind::byte_level);
+  CHECK_FALSE(spec.pre_steps[1].add_prefix_space);
+  CHECK_FALSE(spec.pre_steps[1].use_regex);
+  CHECK(spec.normalizers.empty());
   CHECK(spec.ignore_merges);
   CHECK(spec.template_bos == 128000);
   const auto blob = bpe_spec_serialize(spec);
@@ -213,7 +216,9 @@ TEST_CASE("bpe: the compact form in .cllm files holds the same tokenizer", "[tok
   const BpeSpec back = bpe_spec_deserialize(blob.data(), blob.size(), "blob");
   CHECK(back.tokens == spec.tokens);
   CHECK(back.merges == spec.merges);
-  CHECK(back.splits == spec.splits);
+  REQUIRE(back.pre_steps.size() == 2);
+  CHECK(back.pre_steps[0].pattern == spec.pre_steps[0].pattern);
+  CHECK(back.pre_steps[1].kind == BpePreStep::Kind::byte_level);
   REQUIRE(back.added.size() == spec.added.size());
   for (size_t i = 0; i < spec.added.size(); ++i) {
     CHECK(back.added[i].id == spec.added[i].id);
@@ -251,14 +256,16 @@ TEST_CASE("bpe: tokenizer.json features it cannot reproduce exactly are refused,
   };
   CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["type"] = "Unigram"; })),
              Contains("'t.json'") && Contains("model.type is 'Unigram'"));
-  CHECK_THAT(refused(edited_json([](auto& j) { j["normalizer"] = {{"type", "NFC"}}; })),
-             Contains("normalizer 'NFC' is not supported"));
-  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; })),
-             Contains("pre_tokenizer.pretokenizers[0].behavior: 'Removed' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["normalizer"] = {{"type", "Lowercase"}}; })),
+             Contains("normalizer 'Lowercase' is not supported"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Scattered"; })),
+             Contains("pre_tokenizer.pretokenizers[0].behavior: 'Scattered' is not supported"));
   CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; })),
              Contains("pre-tokenizer 'Whitespace' is not supported"));
-  CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"].erase(1); })),
-             Contains("no ByteLevel step"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j.erase("pre_tokenizer"); })),
+             Contains("no pre_tokenizer and no normalizer"));
+  CHECK_THAT(refused(edited_json([](auto& j) { j["decoder"] = {{"type", "Metaspace"}}; })),
+             Contains("decoder 'Metaspace' is not supported (only ByteLevel)"));
   CHECK_THAT(refused(edited_json([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a"; })),
              Contains("pre-tokenizer regex '(a' does not compile"));
   CHECK_THAT(refused(edited_json([](auto& j) { j["model"]["merges"][0] = "Ġ nosuchtoken"; })),

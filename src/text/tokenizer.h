@@ -1,6 +1,7 @@
 // Text <-> token ids for Llama models, one front for both kinds of tokenizer they ship:
 //   - SentencePiece (Llama 1/2, TinyLlama, the stories models), through the SentencePiece library;
-//   - byte-level BPE (Llama 3/3.1, a Hugging Face tokenizer.json), text/bpe_tokenizer.h.
+//   - BPE from a Hugging Face tokenizer.json or a GGUF "gpt2" vocabulary (byte-level: Llama 3,
+//     Qwen, SmolLM, Mistral's Tekken, Phi-4; SentencePiece-style: Gemma ...), text/bpe_tokenizer.h.
 // BOS/EOS handling and the streaming detokenizer follow llama.cpp: a prompt starts with BOS
 // unless told otherwise, bytes are held back until they form whole UTF-8 characters (byte-fallback
 // pieces <0xNN>, or BPE tokens that end inside a character), and the '▁' that begins the first
@@ -97,6 +98,8 @@ class Tokenizer {
   std::vector<int> eos_ids_;
   int bos_id_ = -1, eos_id_ = -1;
   bool add_bos_ = true;
+  bool bpe_byte_level_ = true;  // BPE: tokens are bytes spelled in the byte-level alphabet
+  int strip_leading_ = 0;       // BPE: spaces its decoder strips from the start of the text
   std::string chat_template_, chat_format_;
 };
 
@@ -115,6 +118,7 @@ class TokenDecoder {
   bool special_;
   std::string pending_;    // bytes of an unfinished UTF-8 sequence
   int prev_ = -1;          // the previous token
+  bool produced_ = false;  // some text was produced already
 };
 
 }  // namespace cllm
