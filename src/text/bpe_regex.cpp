@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/error.h"
 #include "text/utf8.h"
@@ -18,21 +19,56 @@ namespace {
 // The library runs its regexes with Oniguruma, which differs from PCRE2 (10.42, Unicode 14) in
 // two ways that change pieces, both measured over all code points (scripts/tokenizer-parity.py):
 //   - its \s is Unicode's White_Space; PCRE2's \s (with UCP) also takes U+180E and U+001C..1F;
-//   - its Unicode data is version 16: 9272 letters and 120 numbers are newer than PCRE2's.
-// So \s and \S are spelled as the White_Space property, and \p{L} / \p{N} get the code points
-// Unicode 15.0-16.0 added to them (harmless where PCRE2 already knows them). \Q...\E is left alone.
-const char* const kLettersSince15 =
-    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"
-    "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}"
-    "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}"
-    "\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}"
-    "\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}"
-    "\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}"
-    "\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
-const char* const kNumbersSince15 =
-    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}"
-    "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"
-    "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}";
+//   - its Unicode data is version 16: 9272 letters, 120 numbers and 93 marks are newer than PCRE2's.
+// So \s and \S are spelled as the White_Space property, and the general categories the
+// families' patterns use (\p{L}, \p{N}, \p{Lu}, \p{Ll}, \p{Lm}, \p{Lo}, \p{M}) get the code points
+// Unicode 15.0-16.0 added to them, as the library classifies them (harmless where PCRE2 already
+// knows them). \Q...\E is left alone.
+struct NewerCodePoints {
+  const char* property;  // as written after \p{
+  const char* ranges;    // a character-class body
+};
+const NewerCodePoints kSince15[] = {
+    {"L",
+     "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}\\x{10D4A}-\\x{10D65}"
+     "\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}"
+     "\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}"
+     "\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}"
+     "\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}"
+     "\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-"
+     "\\x{2EE5D}\\x{31350}-\\x{323AF}"},
+    {"N",
+     "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-"
+     "\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+     "\\x{1E5F1}-\\x{1E5FA}"},
+    {"Lu",
+     "\\x{1C89}\\x{A7CB}-\\x{A7CC}\\x{A7DA}\\x{A7DC}\\x{10D50}-\\x{10D65}"},
+    {"Ll",
+     "\\x{1C8A}\\x{A7CD}\\x{A7DB}\\x{10D70}-\\x{10D85}\\x{1DF25}-\\x{1DF2A}"},
+    {"Lm",
+     "\\x{10D4E}\\x{10D6F}\\x{16D40}-\\x{16D42}\\x{16D6B}-\\x{16D6C}\\x{1E030}-\\x{1E06D}\\x{1E4EB}"},
+    {"Lo",
+     "\\x{105C0}-\\x{105F3}\\x{10D4A}-\\x{10D4D}\\x{10D4F}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}"
+     "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}"
+     "\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-"
+     "\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}\\x{16D43}-\\x{16D6A}\\x{18CFF}\\x{1B132}"
+     "\\x{1B155}\\x{1E4D0}-\\x{1E4EA}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}"
+     "\\x{31350}-\\x{323AF}"},
+    {"M",
+     "\\x{897}\\x{CF3}\\x{ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}\\x{113B8}-\\x{113C0}"
+     "\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D0}\\x{113D2}\\x{113E1}-\\x{113E2}"
+     "\\x{11F00}-\\x{11F01}\\x{11F03}\\x{11F34}-\\x{11F3A}\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}"
+     "\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}\\x{1E5EE}-\\x{1E5EF}"},
+};
+
+// The newer code points of the property named at p[i] ("p{Lu}..."), null for another escape.
+const NewerCodePoints* newer_code_points(const std::string& p, size_t i) {
+  for (const auto& n : kSince15)
+    if (p.compare(i, 2, "p{") == 0 && p.compare(i + 2, std::strlen(n.property), n.property) == 0 &&
+        p.compare(i + 2 + std::strlen(n.property), 1, "}") == 0)
+      return &n;
+  return nullptr;
+}
 
 std::string oniguruma_to_pcre2(const std::string& p) {
   std::string out;
@@ -63,12 +99,10 @@ std::string oniguruma_to_pcre2(const std::string& p) {
       out += "\\p{White_Space}";
     } else if (e == 'S') {
       out += "\\P{White_Space}";
-    } else if (p.compare(i, 4, "p{L}") == 0) {
-      put_set(std::string("\\p{L}") + kLettersSince15);
-      i += 3;
-    } else if (p.compare(i, 4, "p{N}") == 0) {
-      put_set(std::string("\\p{N}") + kNumbersSince15);
-      i += 3;
+    } else if (const NewerCodePoints* extra = newer_code_points(p, i)) {  // \p{Lu}: i at 'p'
+      const size_t len = 3 + std::strlen(extra->property);
+      put_set(p.substr(i - 1, len + 1) + extra->ranges);
+      i += len - 1;
     } else if (e == 'Q') {
       const size_t end = p.find("\\E", i + 1);
       const size_t stop = end == std::string::npos ? p.size() : end + 2;

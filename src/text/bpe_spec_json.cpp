@@ -18,6 +18,9 @@ namespace cllm {
 namespace {
 
 const char* const kMetaspace = "\xE2\x96\x81";  // '▁' U+2581, SentencePiece's space
+// Digits' test, Rust's char::is_numeric: \p{N} with the Unicode 17 digits the library's Rust
+// knows (measured over all code points; bpe_regex.h adds those of Unicode 15-16 to \p{N}).
+const char* const kNumeric = "[\\p{N}\\x{11DE0}-\\x{11DE9}\\x{16FF4}-\\x{16FF6}]";
 
 const nlohmann::json* find_key(const nlohmann::json& j, const char* key) {
   if (!j.is_object()) return nullptr;
@@ -100,8 +103,8 @@ void read_pre_tokenizer(const nlohmann::json& pt, const std::string& where, BpeS
     s.pattern = read_pattern(pt, where);
     s.behavior = read_behavior(pt, where);
     s.invert = bool_or(pt, "invert", false, where);
-  } else if (type == "Digits") {  // Rust's char::is_numeric: \p{N}, one piece per digit or per run
-    s.pattern = bool_or(pt, "individual_digits", false, where) ? "\\p{N}" : "\\p{N}+";
+  } else if (type == "Digits") {  // one piece per digit, or per run of them
+    s.pattern = bool_or(pt, "individual_digits", false, where) ? kNumeric : std::string(kNumeric) + "+";
   } else if (type == "ByteLevel") {
     s.kind = BpePreStep::Kind::byte_level;
     s.add_prefix_space = bool_or(pt, "add_prefix_space", true, where);  // the library's defaults

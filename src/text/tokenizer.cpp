@@ -297,7 +297,10 @@ std::string TokenDecoder::push(int id) {
     // The '▁' SentencePiece puts before the first word is no space when it follows BOS; a
     // SentencePiece-style BPE's decoder strips the spaces its prepending put first (Strip).
     if (tok_.sp_ && prev_ >= 0 && prev_ == tok_.bos_id() && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
-    for (int k = 0; !produced_ && k < tok_.strip_leading_ && !bytes.empty() && bytes[0] == ' '; ++k) bytes.erase(0, 1);
+    while (!produced_ && stripped_ < tok_.strip_leading_ && !bytes.empty() && bytes[0] == ' ') {
+      bytes.erase(0, 1);
+      ++stripped_;
+    }
   }
   prev_ = id;
   produced_ = produced_ || !bytes.empty();

@@ -119,6 +119,7 @@ class TokenDecoder {
   std::string pending_;    // bytes of an unfinished UTF-8 sequence
   int prev_ = -1;          // the previous token
   bool produced_ = false;  // some text was produced already
+  int stripped_ = 0;       // leading spaces dropped so far (Tokenizer::strip_leading_ at most)
 };
 
 }  // namespace cllm
