@@ -4,9 +4,9 @@
 #include <unordered_map>
 
 #include "common/error.h"
-#include "convert/tokenizer_import.h"
 #include "text/bpe_byte_alphabet.h"
 #include "text/bpe_tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 

@@ -10,6 +10,7 @@
 #include "convert/import_util.h"
 #include "convert/spm_model_builder.h"
 #include "text/bpe_tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 
@@ -137,12 +138,6 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
   for (const auto& t : spec.added)
     if (t.content == content) return t.id;
   return -1;
-}
-
-bool is_end_of_turn_text(const std::string& text) {
-  static const char* const kTexts[] = {"<|eot_id|>",    "<|eom_id|>",    "<|im_end|>",      "<|end|>",
-                                       "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<|return|>"};
-  return std::find(std::begin(kTexts), std::end(kTexts), text) != std::end(kTexts);
 }
 
 namespace {

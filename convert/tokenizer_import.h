@@ -46,13 +46,9 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
 // tokenizer of another size is refused, a BPE one only when it is larger.
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info);
 
-// A special token's text that ends a turn in one of the families' chat formats (<|eot_id|>,
-// <|eom_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, <|end_of_text|>, <|return|>).
-bool is_end_of_turn_text(const std::string& text);
-
 // Every id that ends generation for a Hugging Face folder: eos, config.json's and
 // generation_config.json's eos_token_id (an id or a list), and the tokenizer's special tokens
-// whose text ends a turn. Ascending, no repeats; ids outside the vocabulary are refused.
+// whose text ends a turn (is_end_of_turn_text, text/tokenizer.h). Ascending, no repeats; ids outside the vocabulary are refused.
 std::vector<int> hf_eog_ids(const SourceTokenizer& tok, const nlohmann::json& config, const std::string& dir, int eos,
                             int vocab_size);
 

@@ -16,6 +16,8 @@
 #include "common/timer.h"
 #include "convert/gguf_reader.h"
 #include "convert/gguf_vocab.h"
+#include "convert/tokenizer_import.h"
+#include "model/generate.h"
 #include "tests/test_util.h"
 #include "text/bpe_normalizer.h"
 #include "text/bpe_tokenizer.h"
@@ -623,4 +625,53 @@ TEST_CASE("gguf: SmolLM2-135M-Instruct's vocabulary (21 bytes without a token) t
   CHECK(BpeTokenizer(spec, gguf).n_missing_bytes() == 21);
   CHECK(gguf_eog_ids(g, 49152) == std::vector<int>{0, 2});  // <|endoftext|>, <|im_end|> (eos)
   check_parity(py, json, tok, 6000, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// End of generation
+
+TEST_CASE("eog: every end-of-generation token of an HF folder is collected: eos lists and end-of-turn specials",
+          "[tokenizer]") {
+  test::TempDir dir("cllm-eog");
+  const SourceTokenizer tok = load_hf_tokenizer_json(llama3_json(), 128256, nullptr);
+  // Llama-3.1-8B-Instruct: config.json lists three ids, generation_config.json the same.
+  const nlohmann::json config = {{"eos_token_id", {128001, 128008, 128009}}};
+  std::ofstream(dir.file("generation_config.json")) << R"({"eos_token_id": [128001, 128008, 128009]})";
+  CHECK(hf_eog_ids(tok, config, dir.path(), 128001, 128256) == std::vector<int>{128001, 128008, 128009});
+  // A base model's config names only <|end_of_text|>: <|eot_id|> is still an end of turn.
+  std::ofstream(dir.file("generation_config.json")) << R"({"eos_token_id": 128001})";
+  CHECK(hf_eog_ids(tok, {{"eos_token_id", 128001}}, dir.path(), 128001, 128256) == std::vector<int>{128001, 128009});
+  // Ids outside the vocabulary are refused naming the file.
+  std::ofstream(dir.file("generation_config.json")) << R"({"eos_token_id": [2, 999999]})";
+  CHECK_THROWS_WITH(hf_eog_ids(tok, nlohmann::json::object(), dir.path(), -1, 128256),
+                    Contains("generation_config.json") && Contains("999999"));
+  // A tokenizer.json alone: its end-of-turn specials end generation, other specials do not.
+  CHECK(llama3().is_eog(128009));        // <|eot_id|>
+  CHECK(llama3().is_eog(128001));        // <|end_of_text|>
+  CHECK_FALSE(llama3().is_eog(128006));  // <|start_header_id|>
+  CHECK_FALSE(llama3().is_eog(9906));
+}
+
+TEST_CASE("eog: generation stops at any end-of-generation token, not only EOS", "[tokenizer]") {
+  const std::string blob = read_text_file(llama3_json());
+  const nlohmann::json meta = {{"tokenizer.eos_id", 128001}, {"tokenizer.eos_ids", {128001, 128008}}};
+  const Tokenizer tok = Tokenizer::from_embedded("bpe", blob, "llama3", meta);
+  std::vector<float> logits(static_cast<size_t>(tok.n_vocab()));
+  // A forward pass that makes each next token in turn the most likely: "Hello", then stop_id, then "world".
+  for (const int stop_id : {128001, 128008, 128009}) {
+    const std::vector<int> script = {9906, stop_id, 1917};
+    size_t calls = 0;
+    const ForwardFn forward = [&](const int*, int, int) {
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      logits[static_cast<size_t>(script.at(calls++))] = 1.0f;
+      return logits.data();
+    };
+    GenerateOptions opt;
+    opt.sampling.temp = 0;
+    opt.n_predict = 3;
+    const GenerateResult r = generate(forward, 64, tok.n_vocab(), tok, "Hi", opt);
+    INFO("stop token " << stop_id);
+    CHECK(r.generated == std::vector<int>{9906, stop_id});
+    CHECK(r.hit_eos);
+  }
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -74,6 +75,12 @@ std::string config_token(const nlohmann::json& tc, const char* key) {
 }
 
 }  // namespace
+
+bool is_end_of_turn_text(const std::string& text) {
+  static const char* const kTexts[] = {"<|eot_id|>",    "<|eom_id|>",    "<|im_end|>",      "<|end|>",
+                                       "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<|return|>"};
+  return std::find(std::begin(kTexts), std::end(kTexts), text) != std::end(kTexts);
+}
 
 Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
@@ -149,6 +156,7 @@ Tokenizer Tokenizer::from_bpe(const std::string& data, const std::string& origin
     t.text_[a.id] = a.content;
     t.kind_[a.id] = a.special ? Kind::control : Kind::normal;
     if (a.special) t.text_[a.id].clear();
+    if (a.special && is_end_of_turn_text(a.content)) t.eos_ids_.push_back(a.id);
   }
   t.bos_id_ = spec.template_bos;
   t.add_bos_ = spec.template_bos >= 0;

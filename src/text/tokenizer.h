@@ -62,7 +62,8 @@ class Tokenizer {
   int bos_id() const { return bos_id_; }    // -1 when none
   int eos_id() const { return eos_id_; }    // -1 when none
   bool add_bos() const { return add_bos_; }  // the model's default (tokenizer.add_bos)
-  // Ends generation: EOS or one of metadata tokenizer.eos_ids (Llama 3.1: three of them).
+  // Ends generation: EOS, one of metadata tokenizer.eos_ids, or (BPE) a special token whose
+  // text ends a turn (is_end_of_turn_text).
   bool is_eog(int id) const;
   // The id of the token whose piece is exactly this ("<|eot_id|>", "</s>"), -1 when none.
   int find_piece(const std::string& piece) const;
@@ -102,6 +103,11 @@ class Tokenizer {
   int strip_leading_ = 0;       // BPE: spaces its decoder strips from the start of the text
   std::string chat_template_, chat_format_;
 };
+
+// A special token's text that ends a turn in one of the families' chat formats, so ends
+// generation: <|eot_id|>, <|eom_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>,
+// <|end_of_text|>, <|return|> (as llama.cpp's vocabulary counts them).
+bool is_end_of_turn_text(const std::string& text);
 
 // Turns a stream of token ids into UTF-8 text, piece by piece (streaming output).
 class TokenDecoder {
