@@ -9,6 +9,8 @@
 #include <functional>
 #include <cstdlib>
 #include <fstream>
+#include <unordered_set>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -16,6 +18,7 @@
 #include "common/timer.h"
 #include "convert/gguf_reader.h"
 #include "convert/gguf_vocab.h"
+#include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
 #include "model/generate.h"
 #include "tests/test_util.h"
@@ -433,9 +436,21 @@ TEST_CASE("bpe: long inputs (70 KB runs of one class) tokenize in linear time, l
 
 namespace {
 
-// A GGUF v3 file with metadata only (no tensors): strings, u32 ids and arrays of strings or i32.
+// A GGUF v3 file: metadata (strings, numbers, arrays of strings or i32) and tensors copied from
+// another GGUF file, aligned to 32 bytes.
 class GgufMetadataWriter {
  public:
+  // Copies key (any type but an array) from g as it is.
+  void copy_scalar(const GGUFFile& g, const std::string& key) {
+    const GGUFValue* v = g.find(key);
+    REQUIRE(v);
+    if (v->type == GGUFType::string) return string(key, std::string(v->str));
+    static const size_t kSize[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    put_key(key, static_cast<uint32_t>(v->type));
+    kv_.append(reinterpret_cast<const char*>(&v->bits), kSize[static_cast<uint32_t>(v->type)]);
+    ++n_;
+  }
+  void tensor(const GGUFTensorInfo& t) { tensors_.push_back(t); }
   void string(const std::string& key, const std::string& v) {
     put_key(key, 8);
     put_string(v);
@@ -461,14 +476,26 @@ class GgufMetadataWriter {
     ++n_;
   }
   void save(const std::string& path) const {
-    std::ofstream f(path, std::ios::binary);
-    f.write("GGUF", 4);
+    std::string out = "GGUF";
     const uint32_t version = 3;
-    const uint64_t n_tensors = 0;
-    f.write(reinterpret_cast<const char*>(&version), 4);
-    f.write(reinterpret_cast<const char*>(&n_tensors), 8);
-    f.write(reinterpret_cast<const char*>(&n_), 8);
-    f.write(kv_.data(), static_cast<std::streamsize>(kv_.size()));
+    const uint64_t n_tensors = tensors_.size();
+    out.append(reinterpret_cast<const char*>(&version), 4);
+    out.append(reinterpret_cast<const char*>(&n_tensors), 8);
+    out.append(reinterpret_cast<const char*>(&n_), 8);
+    out += kv_;
+    std::string data;
+    for (const auto& t : tensors_) {
+      data.resize((data.size() + 31) / 32 * 32, '\0');
+      append_value(out, uint64_t{t.name.size()});
+      out += t.name;
+      append_value(out, static_cast<uint32_t>(t.ne.size()));
+      for (uint64_t d : t.ne) append_value(out, d);
+      append_value(out, t.type);
+      append_value(out, uint64_t{data.size()});
+      data.append(reinterpret_cast<const char*>(t.data), t.size);
+    }
+    out.resize((out.size() + 31) / 32 * 32, '\0');
+    std::ofstream(path, std::ios::binary) << out << data;
   }
 
  private:
@@ -484,8 +511,13 @@ class GgufMetadataWriter {
     put_string(key);
     put(type);
   }
+  template <typename T>
+  static void append_value(std::string& out, T v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
   std::string kv_;
   uint64_t n_ = 0;
+  std::vector<GGUFTensorInfo> tensors_;
 };
 
 // Llama 3.1's vocabulary as llama.cpp's converter writes it into a GGUF, with pre-tokenizer pre:
@@ -544,6 +576,61 @@ TEST_CASE("gguf: a gpt2 vocabulary gets its family's pre-tokenizer from tokenize
   const GGUFFile g(llama3_vocab_gguf("llama-bpe", dir));
   const auto eog = gguf_eog_ids(g, 128256);
   CHECK(eog == std::vector<int>{128001, 128009});  // <|end_of_text|> (eos), <|eot_id|> (eot)
+}
+
+TEST_CASE("gguf: a model whose GGUF vocabulary is gpt2 imports with its BPE tokenizer and end-of-generation set",
+          "[tokenizer][convert]") {
+  // stories260K's tensors and hyperparameters (vocabulary 512) with a byte-level vocabulary of
+  // 512: the 256 bytes, the first Llama-3.1 merges that build on them, and two control tokens.
+  const GGUFFile src(test::shared_model("stories260K-f32.gguf"));
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(llama3_json()));
+  std::vector<std::string> tokens;
+  std::unordered_set<std::string> have;
+  for (int b = 0; b < 256; ++b) tokens.push_back(bpe_bytes_to_piece(std::string(1, static_cast<char>(b))));
+  have.insert(tokens.begin(), tokens.end());
+  std::vector<std::string> merges;
+  for (const auto& m : j["model"]["merges"]) {
+    if (tokens.size() == 510) break;
+    const std::string a = m.is_string() ? m.get<std::string>().substr(0, m.get<std::string>().find(' ')) : m[0].get<std::string>();
+    const std::string b = m.is_string() ? m.get<std::string>().substr(a.size() + 1) : m[1].get<std::string>();
+    if (!have.count(a) || !have.count(b) || have.count(a + b)) continue;
+    merges.push_back(a + " " + b);
+    tokens.push_back(a + b);
+    have.insert(a + b);
+  }
+  tokens.push_back("<|endoftext|>");  // 510
+  tokens.push_back("<|im_end|>");     // 511
+  std::vector<int32_t> types(510, 1);
+  types.insert(types.end(), {3, 3});
+  GgufMetadataWriter w;
+  for (const auto& [key, value] : src.metadata())
+    if (key.rfind("tokenizer.", 0) != 0 && value.type != GGUFType::array) w.copy_scalar(src, key);
+  w.string("tokenizer.ggml.model", "gpt2");
+  w.string("tokenizer.ggml.pre", "smollm");
+  w.strings("tokenizer.ggml.tokens", tokens);
+  w.i32s("tokenizer.ggml.token_type", types);
+  w.strings("tokenizer.ggml.merges", merges);
+  w.u32("tokenizer.ggml.bos_token_id", 510);
+  w.u32("tokenizer.ggml.eos_token_id", 511);
+  for (const auto& t : src.tensors()) w.tensor(t);
+  test::TempDir dir("cllm-gguf-import");
+  w.save(dir.file("model.gguf"));
+
+  const SourceModel m = import_gguf(dir.file("model.gguf"), {});
+  REQUIRE(m.tokenizer.kind == "bpe");
+  CHECK(m.tokenizer.origin == "gguf metadata");
+  CHECK(m.extra_metadata.at("tokenizer.eos_ids") == nlohmann::json({510, 511}));  // <|endoftext|> ends a turn too
+  const Tokenizer tok = Tokenizer::from_embedded("bpe", std::string(m.tokenizer.data.begin(), m.tokenizer.data.end()),
+                                                 "model.gguf", m.extra_metadata);
+  CHECK(tok.n_vocab() == 512);
+  CHECK(tok.bos_id() == 510);
+  CHECK(tok.is_eog(511));
+  CHECK(tok.is_eog(510));
+  // Digits one by one (smollm), words merged as far as the 254 merges go, specials cut out.
+  const auto ids = tok.encode("in 2024<|im_end|>", false);
+  CHECK(tok.decode(ids, true) == "in 2024<|im_end|>");
+  CHECK(ids.back() == 511);
+  CHECK(std::count_if(ids.begin(), ids.end(), [&](int id) { return tok.display(id).size() == 1 && std::isdigit(tok.display(id)[0]); }) == 4);
 }
 
 TEST_CASE("gguf: vocabularies it cannot tokenize exactly are refused naming the file and key", "[tokenizer]") {
