@@ -2,7 +2,8 @@
 // (gguf_tensors.h: dequantized on import). Tensor names are
 // already canonical; llama.cpp's converter permutes Hugging Face q/k rows back to adjacent-pair
 // RoPE, so the layout is interleaved. The "llama" (SentencePiece) vocabulary in
-// tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto.
+// tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto, a "gpt2" one (byte-level BPE) as
+// the compact BPE form (gguf_vocab.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "format/cllm_format.h"
 #include "convert/gguf_reader.h"
 #include "convert/gguf_tensors.h"
+#include "convert/gguf_vocab.h"
 #include "convert/import_util.h"
 #include "convert/source_model.h"
 #include "convert/spm_model_builder.h"
@@ -95,8 +97,9 @@ SpmPieceType piece_type(int32_t t, size_t id, const std::string& path) {
   return static_cast<SpmPieceType>(t);
 }
 
-// Builds the SentencePiece model from the "llama" vocabulary; other tokenizer models (gpt2 =
-// byte-level BPE) leave the model without a tokenizer. Special ids are recorded either way.
+// Builds the SentencePiece model from the "llama" vocabulary, the BPE tokenizer from a "gpt2"
+// one; other tokenizer models leave the model without a tokenizer. Special ids and the
+// end-of-generation ids are recorded either way.
 void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
   const std::string& path = g.path();
   std::string model;
@@ -110,9 +113,11 @@ void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
 
   if (!g.get_string("tokenizer.ggml.model", &model)) {
     log_warn("'", path, "': no tokenizer in the GGUF metadata");
+  } else if (model == "gpt2") {
+    m.tokenizer = gguf_bpe_tokenizer(g, m.config.vocab_size, add_bos ? bos : -1);
   } else if (model != "llama") {
     log_warn("'", path, "': tokenizer model '", model,
-             "' is not supported (only SentencePiece, \"llama\"): the model will have no tokenizer");
+             "' is not supported (SentencePiece \"llama\", byte-level BPE \"gpt2\"): the model will have no tokenizer");
   } else {
     const auto tokens = g.get_string_array("tokenizer.ggml.tokens");
     const size_t n = tokens.size();
@@ -165,6 +170,7 @@ void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
   }
   if (bos >= 0) m.extra_metadata["tokenizer.bos_id"] = bos;
   if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
+  if (const auto eog = gguf_eog_ids(g, m.config.vocab_size); !eog.empty()) m.extra_metadata["tokenizer.eos_ids"] = eog;
 }
 
 void check_architecture(const GGUFFile& g) {

@@ -274,13 +274,10 @@ void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std
     if (id >= m.config.vocab_size) fail("'", cfg_path, "': special token id ", id, " is outside the vocabulary (", m.config.vocab_size, ")");
   if (bos >= 0) m.extra_metadata["tokenizer.bos_id"] = bos;
   if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
-  // Llama 3.x instruct models stop on several tokens.
-  if (const auto* v = json_find(cfg, "eos_token_id"); v && v->is_array() && v->size() > 1) {
-    nlohmann::json ids = nlohmann::json::array();
-    for (const auto& x : *v)
-      if (x.is_number_integer()) ids.push_back(x.get<int>());
-    m.extra_metadata["tokenizer.eos_ids"] = ids;
-  }
+  // Every end-of-generation token: config.json's / generation_config.json's eos_token_id lists and
+  // the tokenizer's end-of-turn tokens (<|eot_id|>, <|im_end|>, <end_of_turn> ...).
+  const std::vector<int> eog = hf_eog_ids(m.tokenizer, cfg, dir, eos, m.config.vocab_size);
+  if (!eog.empty()) m.extra_metadata["tokenizer.eos_ids"] = eog;
   // A BPE tokenizer adds BOS when its post-processor says so (Llama 3's does); SentencePiece
   // models do unless tokenizer_config.json says otherwise.
   const bool bpe_adds_bos = m.tokenizer.kind != "bpe" || info.bos_id >= 0;

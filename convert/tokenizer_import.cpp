@@ -10,6 +10,7 @@
 #include "convert/import_util.h"
 #include "convert/spm_model_builder.h"
 #include "text/bpe_tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace cllm {
 
@@ -137,6 +138,52 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
   for (const auto& t : spec.added)
     if (t.content == content) return t.id;
   return -1;
+}
+
+namespace {
+
+// An eos_token_id value (an id or a list of them) added to ids.
+void add_eos_ids(const nlohmann::json& v, const std::string& path, int vocab_size, std::vector<int>& ids) {
+  for (const auto& x : v.is_array() ? v : nlohmann::json::array({v})) {
+    if (x.is_null()) continue;
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= vocab_size)
+      fail("'", path, "': eos_token_id holds ", x.dump(), ", not an id in 0..", vocab_size - 1);
+    ids.push_back(x.get<int>());
+  }
+}
+
+// The special tokens of tok whose text ends a turn.
+void add_end_of_turn_tokens(const SourceTokenizer& tok, std::vector<int>& ids) {
+  if (tok.data.empty()) return;
+  if (tok.kind == "bpe") {
+    const BpeSpec spec = bpe_spec_deserialize(tok.data.data(), tok.data.size(), "BPE tokenizer data");
+    for (const auto& t : spec.added)
+      if (t.special && is_end_of_turn_text(t.content)) ids.push_back(t.id);
+    return;
+  }
+  sentencepiece::SentencePieceProcessor sp;
+  if (!spm_load(sp, tok.data, nullptr)) return;
+  for (int id = 0; id < sp.GetPieceSize(); ++id)
+    if (!sp.IsUnknown(id) && is_end_of_turn_text(sp.IdToPiece(id))) ids.push_back(id);
+}
+
+}  // namespace
+
+std::vector<int> hf_eog_ids(const SourceTokenizer& tok, const nlohmann::json& config, const std::string& dir, int eos,
+                            int vocab_size) {
+  std::vector<int> ids;
+  if (eos >= 0) ids.push_back(eos);
+  if (auto it = config.find("eos_token_id"); it != config.end())
+    add_eos_ids(*it, path_join(dir, "config.json"), vocab_size, ids);
+  const std::string gen_path = path_join(dir, "generation_config.json");
+  if (path_exists(gen_path)) {
+    const nlohmann::json gen = json_read_file(gen_path);
+    if (auto it = gen.find("eos_token_id"); gen.is_object() && it != gen.end()) add_eos_ids(*it, gen_path, vocab_size, ids);
+  }
+  add_end_of_turn_tokens(tok, ids);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
 }
 
 std::string hf_chat_template(const nlohmann::json& tc, const std::string& path) {

@@ -46,6 +46,12 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
 // tokenizer of another size is refused, a BPE one only when it is larger.
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info);
 
+// Every id that ends generation for a Hugging Face folder: eos, config.json's and
+// generation_config.json's eos_token_id (an id or a list), and the tokenizer's special tokens
+// whose text ends a turn (is_end_of_turn_text, text/tokenizer.h). Ascending, no repeats; ids outside the vocabulary are refused.
+std::vector<int> hf_eog_ids(const SourceTokenizer& tok, const nlohmann::json& config, const std::string& dir, int eos,
+                            int vocab_size);
+
 // tokenizer_config.json's chat_template (a string, or the "default" of a list of named ones);
 // "" when there is none.
 std::string hf_chat_template(const nlohmann::json& tokenizer_config, const std::string& path);

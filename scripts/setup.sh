@@ -2,7 +2,7 @@
 # Installs what codecllm builds with, from Debian's packages (skips apt when all are present).
 # The CUDA toolkit (nvcc, cuBLAS) is optional: without it the CPU paths are built.
 set -euo pipefail
-packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev python3-venv)
+packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev libicu-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -7,6 +7,7 @@ Writes, for tests/test-tokenizer.cpp to compare against codecllm's own tokenizer
   OUT_DIR/corpus.bin   the test strings as raw bytes (some deliberately not valid UTF-8)
   OUT_DIR/hf_ids.bin   per string: the ids of tokenizer.encode(text, add_special_tokens=False)
   OUT_DIR/hf_text.bin  per string: tokenizer.decode(those ids, skip_special_tokens=False)
+  OUT_DIR/hf_norm.bin  per string: the tokenizer's normalizer's output (only when it has one)
 Each file is a sequence of records: u32 little-endian count, then that many bytes (corpus,
 hf_text) or u32 ids (hf_ids). Strings that are not valid UTF-8 reach the library as Python's
 bytes.decode("utf-8", errors="replace") makes them (each ill-formed subpart -> U+FFFD).
@@ -218,6 +219,8 @@ def main():
             f.write(struct.pack("<I", len(i)))
             f.write(struct.pack("<%dI" % len(i), *i))
     write_records(os.path.join(a.out_dir, "hf_text.bin"), [d.encode("utf-8") for d in decoded])
+    if tok.normalizer is not None:
+        write_records(os.path.join(a.out_dir, "hf_norm.bin"), [tok.normalizer.normalize_str(t).encode("utf-8") for t in texts])
     print("tokenizer-parity: %d strings, %d bytes, %d tokens, tokenizers %s" % (
         len(cases), sum(map(len, cases)), sum(map(len, ids)), __import__("tokenizers").__version__))
     return 0

@@ -454,7 +454,7 @@ TEST_CASE("chat session: the model's EOS ends a reply too, the next turn closes 
   const Tokenizer tok = Tokenizer::from_cllm(f);
   REQUIRE(tok.eos_id() == 128001);  // <|end_of_text|>, config.json's eos_token_id (Llama-3.1-8B base)
   CHECK(tok.is_eog(128001));
-  CHECK_FALSE(tok.is_eog(128009));
+  CHECK(tok.is_eog(128009));  // <|eot_id|> too: a special token that ends a turn (convert/tokenizer_import.h)
   FakeEngine engine(tok.n_vocab());
   engine.script = {9906, 128001, 128009};
   ChatOptions opt;

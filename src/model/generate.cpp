@@ -63,7 +63,7 @@ GenerateResult generate(const ForwardFn& forward, int context, int n_vocab, cons
     r.sample_ms += timer.ms();
     sampler.accept(next);
     r.generated.push_back(next);
-    if (next == tok.eos_id()) {
+    if (tok.is_eog(next)) {  // EOS or any other end-of-generation token (<|eot_id|>, <|im_end|> ...)
       r.hit_eos = true;
       break;
     }

@@ -28,7 +28,7 @@ struct GenerateResult {
   std::vector<int> prompt;     // the prompt's ids, BOS included
   std::vector<int> generated;  // sampled ids, the final EOS included when it ended the text
   std::string text;            // everything streamed: the prompt's text (if echoed), then the new text
-  bool hit_eos = false;        // stopped at EOS
+  bool hit_eos = false;        // stopped at EOS or another end-of-generation token (Tokenizer::is_eog)
   bool context_full = false;   // stopped because the context was full
   uint32_t seed = 0;           // the sampler's seed
   uint64_t logits_hash = 0;    // logits_hash() of the logits the last token was sampled from

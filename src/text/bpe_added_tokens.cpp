@@ -35,9 +35,14 @@ BpeAddedTokens::BpeAddedTokens(const std::vector<BpeAddedToken>& added, int n, c
 }
 
 std::vector<BpeFragment> BpeAddedTokens::cut(const std::string& text) const {
-  std::vector<BpeFragment> frags{{text, -1}};
-  cut_table(raw_, frags);
+  std::vector<BpeFragment> frags = cut_raw(text);
   cut_table(normalized_, frags);
+  return frags;
+}
+
+std::vector<BpeFragment> BpeAddedTokens::cut_raw(const std::string& text) const {
+  std::vector<BpeFragment> frags{{text, -1, true}};
+  cut_table(raw_, frags);
   return frags;
 }
 
@@ -79,11 +84,11 @@ void BpeAddedTokens::cut_table(const Table& table, std::vector<BpeFragment>& fra
         size_t len = 0;
         while (e < s.size() && is_white_space(utf8_code_point(s, e, &len))) e += len;
       }
-      if (b > last) out.push_back({s.substr(last, b - last), -1});
-      out.push_back({"", hit->id});
+      if (b > last) out.push_back({s.substr(last, b - last), -1, f.at_start && last == 0});
+      out.push_back({"", hit->id, false});
       last = i = e;
     }
-    if (last < s.size()) out.push_back({s.substr(last), -1});
+    if (last < s.size()) out.push_back({s.substr(last), -1, f.at_start && last == 0});
   }
   frags = std::move(out);
 }

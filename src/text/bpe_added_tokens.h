@@ -1,6 +1,6 @@
 // Added tokens of a byte-level BPE ("<|eot_id|>") written in the text are cut out before
 // anything else, as the Hugging Face library does: leftmost-longest, in two passes (those
-// matched on the raw text, then, in what is left, the "normalized" ones), each swallowing the
+// matched on the raw text, then, in what is left once normalized, the "normalized" ones), each swallowing the
 // white space around it that its lstrip / rstrip ask for.
 #pragma once
 
@@ -16,6 +16,7 @@ namespace cllm {
 struct BpeFragment {
   std::string text;
   int token = -1;
+  bool at_start = false;  // text that begins the input
 };
 
 class BpeAddedTokens {
@@ -25,6 +26,10 @@ class BpeAddedTokens {
 
   // text as fragments: the added tokens found in it and the (non-empty) text between them.
   std::vector<BpeFragment> cut(const std::string& text) const;
+  // The first pass alone (the tokens matched on the raw text), then the second on fragments
+  // whose text has been normalized since.
+  std::vector<BpeFragment> cut_raw(const std::string& text) const;
+  void cut_normalized(std::vector<BpeFragment>& frags) const { cut_table(normalized_, frags); }
 
  private:
   using Table = std::array<std::vector<int>, 256>;  // by first byte, longest first: indexes into added_

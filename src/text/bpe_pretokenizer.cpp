@@ -1,171 +1,133 @@
 #include "text/bpe_pretokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
-#include <cstdint>
+#include <algorithm>
+#include <utility>
 
 #include "common/error.h"
-#include "text/utf8.h"
 
 namespace cllm {
 
-const char* const kGpt2SplitPattern =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
 namespace {
 
-// The library runs its regexes with Oniguruma, which differs from PCRE2 (10.42, Unicode 14) in
-// two ways that change pieces, both measured over all code points (scripts/tokenizer-parity.py):
-//   - its \s is Unicode's White_Space; PCRE2's \s (with UCP) also takes U+180E and U+001C..1F;
-//   - its Unicode data is version 16: 9272 letters and 120 numbers are newer than PCRE2's.
-// So \s and \S are spelled as the White_Space property, and \p{L} / \p{N} get the code points
-// Unicode 15.0-16.0 added to them (harmless where PCRE2 already knows them). \Q...\E is left alone.
-const char* const kLettersSince15 =
-    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"
-    "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}"
-    "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}"
-    "\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}"
-    "\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}"
-    "\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}"
-    "\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
-const char* const kNumbersSince15 =
-    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}"
-    "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"
-    "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}";
+using Range = std::pair<size_t, size_t>;
 
-std::string oniguruma_to_pcre2(const std::string& p) {
-  std::string out;
-  bool in_class = false;
-  // A set of code points: as it is inside [...], bracketed outside.
-  auto put_set = [&](const std::string& items) { out += in_class ? items : "[" + items + "]"; };
-  for (size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c != '\\' || i + 1 >= p.size()) {
-      if (c == '[' && !in_class) {
-        in_class = true;
-        out += c;
-        if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
-        if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];  // a leading ']' is literal
-      } else if (c == '[' && in_class && p.compare(i, 2, "[:") == 0) {  // [:alpha:]
-        const size_t end = p.find(":]", i + 2);
-        const size_t stop = end == std::string::npos ? p.size() : end + 2;
-        out.append(p, i, stop - i);
-        i = stop - 1;
-      } else {
-        if (c == ']') in_class = false;
-        out += c;
+// s cut at the matches: every stretch [begin, end) with whether it is a match (inverted: the
+// text between matches counts as the match), covering s in order.
+std::vector<std::pair<Range, bool>> segments(const std::string& s, const BpeRegex& re, bool invert) {
+  std::vector<Range> matches;
+  re.find_all(s, matches);
+  std::vector<std::pair<Range, bool>> out;
+  size_t last = 0;
+  for (const auto& m : matches) {
+    if (m.first > last) out.push_back({{last, m.first}, invert});
+    out.push_back({m, !invert});
+    last = m.second;
+  }
+  if (last < s.size()) out.push_back({{last, s.size()}, invert});
+  return out;
+}
+
+// The ranges the pieces keep, as Hugging Face's SplitDelimiterBehavior folds the segments.
+std::vector<Range> fold(const std::vector<std::pair<Range, bool>>& segs, BpeSplitBehavior behavior) {
+  std::vector<Range> out;
+  bool previous_match = false;
+  switch (behavior) {
+    case BpeSplitBehavior::isolated:
+      for (const auto& [r, m] : segs) out.push_back(r);
+      break;
+    case BpeSplitBehavior::removed:
+      for (const auto& [r, m] : segs)
+        if (!m) out.push_back(r);
+      break;
+    case BpeSplitBehavior::merged_with_previous:  // a match joins the piece before it
+      for (const auto& [r, m] : segs) {
+        if (m && !previous_match && !out.empty()) out.back().second = r.second;
+        else out.push_back(r);
+        previous_match = m;
       }
-      continue;
-    }
-    const char e = p[++i];
-    if (e == 's') {
-      out += "\\p{White_Space}";
-    } else if (e == 'S') {
-      out += "\\P{White_Space}";
-    } else if (p.compare(i, 4, "p{L}") == 0) {
-      put_set(std::string("\\p{L}") + kLettersSince15);
-      i += 3;
-    } else if (p.compare(i, 4, "p{N}") == 0) {
-      put_set(std::string("\\p{N}") + kNumbersSince15);
-      i += 3;
-    } else if (e == 'Q') {
-      const size_t end = p.find("\\E", i + 1);
-      const size_t stop = end == std::string::npos ? p.size() : end + 2;
-      out.append(p, i - 1, stop - (i - 1));
-      i = stop - 1;
-    } else {
-      out += '\\';
-      out += e;
-    }
+      break;
+    case BpeSplitBehavior::merged_with_next:  // a match joins the piece after it
+      for (size_t k = segs.size(); k-- > 0;) {
+        const auto& [r, m] = segs[k];
+        if (m && !previous_match && !out.empty()) out.back().first = r.first;
+        else out.push_back(r);
+        previous_match = m;
+      }
+      std::reverse(out.begin(), out.end());
+      break;
+    case BpeSplitBehavior::contiguous:  // runs of matches, runs of the rest
+      for (size_t k = 0; k < segs.size(); ++k) {
+        const auto& [r, m] = segs[k];
+        if (k > 0 && m == previous_match) out.back().second = r.second;
+        else out.push_back(r);
+        previous_match = m;
+      }
+      break;
+  }
+  return out;
+}
+
+std::string replace_spaces(const std::string& s, const std::string& with) {
+  std::string out;
+  for (char c : s) {
+    if (c == ' ') out += with;
+    else out += c;
   }
   return out;
 }
 
 }  // namespace
 
-// A compiled pre-tokenizer regex (PCRE2, UTF + Unicode properties, JIT-compiled when available).
-class BpePretokenizer::Regex {
- public:
-  Regex(const std::string& pattern, const std::string& origin) : pattern_(pattern) {
-    int err = 0;
-    PCRE2_SIZE at = 0;
-    const std::string pcre = oniguruma_to_pcre2(pattern);
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pcre.data()), pcre.size(), PCRE2_UTF | PCRE2_UCP, &err, &at,
-                          nullptr);
-    if (!code_) fail(origin, ": pre-tokenizer regex '", pattern, "' does not compile (at offset ", at, " of '", pcre, "'): ", message(err));
-    uint32_t jit = 0;
-    if (pcre2_config(PCRE2_CONFIG_JIT, &jit) >= 0 && jit) pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // falls back silently
-  }
-  ~Regex() { pcre2_code_free(code_); }
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
-
-  // Splits s[0..n) into the matches and the text between them (behavior "Isolated"), appending
-  // the non-empty pieces to out.
-  void split(const std::string& s, pcre2_match_data* md, std::vector<std::string>& out) const {
-    size_t start = 0, last = 0;
-    while (start <= s.size()) {
-      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, PCRE2_NO_UTF_CHECK, md,
-                                 nullptr);
-      if (rc == PCRE2_ERROR_NOMATCH) break;
-      if (rc < 0) fail("pre-tokenizer regex '", pattern_, "': matching failed: ", message(rc));
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      const size_t b = ov[0], e = ov[1];
-      if (e == b) {  // an empty match splits nothing: step over one character
-        if (b >= s.size()) break;
-        size_t len = 1;
-        utf8_code_point(s, b, &len);
-        start = b + len;
-        continue;
-      }
-      if (b > last) out.push_back(s.substr(last, b - last));
-      out.push_back(s.substr(b, e - b));
-      last = start = e;
+BpePretokenizer::BpePretokenizer(const std::vector<BpePreStep>& steps, const std::string& origin) {
+  for (const auto& s : steps) {
+    Step step{s, nullptr};
+    if (s.kind == BpePreStep::Kind::split) step.regex = std::make_unique<BpeRegex>(s.pattern, origin);
+    if (s.kind == BpePreStep::Kind::byte_level && s.use_regex)
+      step.regex = std::make_unique<BpeRegex>(kGpt2SplitPattern, origin);
+    if (s.kind == BpePreStep::Kind::metaspace) {
+      if (s.replacement.empty()) fail(origin, ": Metaspace replacement is empty");
+      if (s.split) step.regex = std::make_unique<BpeRegex>(bpe_regex_quote(s.replacement), origin);
     }
-    if (last < s.size()) out.push_back(s.substr(last));
+    steps_.push_back(std::move(step));
   }
-
- private:
-  static std::string message(int err) {
-    PCRE2_UCHAR buf[256];
-    pcre2_get_error_message(err, buf, sizeof buf);
-    return reinterpret_cast<const char*>(buf);
-  }
-  std::string pattern_;
-  pcre2_code* code_ = nullptr;
-};
-
-BpePretokenizer::BpePretokenizer(const BpeSpec& spec, const std::string& origin)
-    : add_prefix_space_(spec.add_prefix_space) {
-  for (const auto& p : spec.splits) regexes_.push_back(std::make_unique<Regex>(p, origin));
-  n_before_prefix_ = regexes_.size();
-  if (spec.byte_level_regex) regexes_.push_back(std::make_unique<Regex>(kGpt2SplitPattern, origin));
 }
 
 BpePretokenizer::~BpePretokenizer() = default;
 
-void BpePretokenizer::split(const std::string& text, std::vector<std::string>& pieces) const {
-  // Room for 32 groups; with more, pcre2_match returns 0 but still sets the whole match.
-  struct MatchData {
-    pcre2_match_data* p = pcre2_match_data_create(32, nullptr);
-    ~MatchData() { pcre2_match_data_free(p); }
-  } md;
-  if (!md.p) fail("out of memory for regex match data");
-  auto prefix_space = [&](std::vector<std::string>& ps) {
-    if (add_prefix_space_)
-      for (auto& p : ps)
-        if (p[0] != ' ') p.insert(p.begin(), ' ');
-  };
-  std::vector<std::string> next;
-  pieces.assign(1, text);
-  for (size_t k = 0; k < regexes_.size(); ++k) {
-    if (k == n_before_prefix_) prefix_space(pieces);
-    next.clear();
-    for (const auto& p : pieces) regexes_[k]->split(p, md.p, next);
-    pieces.swap(next);
+// One step on one piece: the pieces it becomes, appended to out (empty ones dropped).
+void BpePretokenizer::apply(const Step& step, Piece piece, std::vector<Piece>& out) const {
+  const BpePreStep& s = step.spec;
+  BpeSplitBehavior behavior = BpeSplitBehavior::isolated;
+  bool invert = false;
+  if (s.kind == BpePreStep::Kind::split) {
+    behavior = s.behavior;
+    invert = s.invert;
+  } else if (s.kind == BpePreStep::Kind::byte_level) {
+    if (s.add_prefix_space && piece.text[0] != ' ') piece.text.insert(piece.text.begin(), ' ');
+  } else {  // metaspace
+    piece.text = replace_spaces(piece.text, s.replacement);
+    const bool prepend = s.prepend == BpePreStep::Prepend::always || (s.prepend == BpePreStep::Prepend::first && piece.at_start);
+    if (prepend && piece.text.compare(0, s.replacement.size(), s.replacement) != 0) piece.text.insert(0, s.replacement);
+    behavior = BpeSplitBehavior::merged_with_next;
   }
-  if (regexes_.size() == n_before_prefix_) prefix_space(pieces);
+  if (!step.regex) {
+    out.push_back(std::move(piece));
+    return;
+  }
+  for (const auto& [b, e] : fold(segments(piece.text, *step.regex, invert), behavior))
+    if (e > b) out.push_back({piece.text.substr(b, e - b), piece.at_start && b == 0});
+}
+
+void BpePretokenizer::split(const std::string& text, bool at_start, std::vector<std::string>& pieces) const {
+  std::vector<Piece> cur{{text, at_start}}, next;
+  for (const auto& step : steps_) {
+    next.clear();
+    for (auto& p : cur) apply(step, std::move(p), next);
+    cur.swap(next);
+  }
+  pieces.clear();
+  for (auto& p : cur)
+    if (!p.text.empty()) pieces.push_back(std::move(p.text));
 }
 
 }  // namespace cllm

@@ -1,8 +1,13 @@
-// The byte-level BPE pre-tokenizer: a fragment of text is split by the spec's regexes in order
-// (Split, behavior Isolated: the matches and the text between them are both pieces), then
-// ByteLevel's add_prefix_space, then (use_regex) GPT-2's pattern. The regexes are written for
-// the Hugging Face library's Oniguruma; they are translated to PCRE2 (UTF, Unicode properties,
-// JIT where available) so that both split every text the same way.
+// The BPE pre-tokenizer: the text between added tokens (already normalized) is cut into pieces
+// by the spec's steps in order, as the Hugging Face library does:
+//   - Split: a regex's matches and the text between them, kept as its behavior says (isolated,
+//     removed, merged with the previous or next piece, contiguous runs), optionally inverted;
+//     Digits is a Split on \p{N};
+//   - ByteLevel: ' ' before a piece that does not start with one (add_prefix_space), then
+//     GPT-2's pattern (use_regex); the byte mapping itself is the model's business;
+//   - Metaspace: ' ' becomes the replacement ("▁"), which is put before the piece (always, or
+//     only before the piece that starts the input), and the piece is cut before each one.
+// The regexes are bpe_regex.h's.
 #pragma once
 
 #include <cstddef>
@@ -10,30 +15,34 @@
 #include <string>
 #include <vector>
 
+#include "text/bpe_regex.h"
 #include "text/bpe_spec.h"
 
 namespace cllm {
 
-// GPT-2's pattern, which ByteLevel with use_regex applies.
-extern const char* const kGpt2SplitPattern;
-
 class BpePretokenizer {
  public:
-  // Compiles spec.splits (and GPT-2's pattern with byte_level_regex); a regex that does not
-  // compile is refused naming origin, the pattern and its translation.
-  BpePretokenizer(const BpeSpec& spec, const std::string& origin);
+  // Compiles the steps' regexes; one that does not compile is refused naming origin.
+  BpePretokenizer(const std::vector<BpePreStep>& steps, const std::string& origin);
   ~BpePretokenizer();
   BpePretokenizer(const BpePretokenizer&) = delete;
   BpePretokenizer& operator=(const BpePretokenizer&) = delete;
 
-  // The pieces of text (non-empty; ' ' prepended where add_prefix_space says), in order.
-  void split(const std::string& text, std::vector<std::string>& pieces) const;
+  // The pieces of text (non-empty), in order. at_start: text begins the input (Metaspace's
+  // prepend_scheme "first" prepends only there).
+  void split(const std::string& text, bool at_start, std::vector<std::string>& pieces) const;
 
  private:
-  class Regex;
-  std::vector<std::unique_ptr<Regex>> regexes_;  // spec.splits (+ GPT-2's with byte_level_regex)
-  size_t n_before_prefix_ = 0;                   // the regexes that run before add_prefix_space
-  bool add_prefix_space_ = false;
+  struct Piece {
+    std::string text;
+    bool at_start;
+  };
+  struct Step {
+    BpePreStep spec;
+    std::unique_ptr<BpeRegex> regex;  // split; byte_level with use_regex: GPT-2's; metaspace with split
+  };
+  void apply(const Step& step, Piece piece, std::vector<Piece>& out) const;
+  std::vector<Step> steps_;
 };
 
 }  // namespace cllm

@@ -14,7 +14,7 @@ namespace cllm {
 namespace {
 
 constexpr char kMagic[8] = {'c', 'l', 'l', 'm', '-', 'b', 'p', 'e'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 1: splits / add_prefix_space / byte_level_regex only (still read)
 
 void put_u32(std::vector<uint8_t>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
@@ -45,6 +45,83 @@ class Reader {
   const std::string& origin_;
 };
 
+// The names the header gives the steps' kinds, in enum order.
+const char* const kNormalizerKinds[] = {"nfc", "nfd", "nfkc", "nfkd", "prepend", "replace"};
+const char* const kPreStepKinds[] = {"split", "byte_level", "metaspace"};
+
+nlohmann::json normalizers_json(const std::vector<BpeNormalizer>& steps) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& n : steps)
+    out.push_back({{"kind", kNormalizerKinds[static_cast<int>(n.kind)]}, {"pattern", n.pattern}, {"content", n.content}});
+  return out;
+}
+
+nlohmann::json pre_steps_json(const std::vector<BpePreStep>& steps) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& p : steps)
+    out.push_back({{"kind", kPreStepKinds[static_cast<int>(p.kind)]},
+                   {"pattern", p.pattern},
+                   {"behavior", static_cast<int>(p.behavior)},
+                   {"invert", p.invert},
+                   {"add_prefix_space", p.add_prefix_space},
+                   {"use_regex", p.use_regex},
+                   {"replacement", p.replacement},
+                   {"prepend", static_cast<int>(p.prepend)},
+                   {"split", p.split}});
+  return out;
+}
+
+// The index of name in kinds, or a json exception (the caller reports it with the origin).
+template <size_t N>
+int kind_index(const std::string& name, const char* const (&kinds)[N]) {
+  for (size_t i = 0; i < N; ++i)
+    if (name == kinds[i]) return static_cast<int>(i);
+  throw nlohmann::json::other_error::create(501, "unknown kind '" + name + "'", nullptr);
+}
+
+int bounded(const nlohmann::json& v, int hi) {
+  const int x = v.get<int>();
+  if (x < 0 || x > hi) throw nlohmann::json::other_error::create(501, "value " + std::to_string(x) + " out of range", nullptr);
+  return x;
+}
+
+void read_steps(const nlohmann::json& h, BpeSpec& spec) {
+  for (const auto& n : h.at("normalizers"))
+    spec.normalizers.push_back({static_cast<BpeNormalizer::Kind>(kind_index(n.at("kind").get<std::string>(), kNormalizerKinds)),
+                                n.at("pattern").get<std::string>(), n.at("content").get<std::string>()});
+  for (const auto& p : h.at("pre_steps")) {
+    BpePreStep s;
+    s.kind = static_cast<BpePreStep::Kind>(kind_index(p.at("kind").get<std::string>(), kPreStepKinds));
+    s.pattern = p.at("pattern").get<std::string>();
+    s.behavior = static_cast<BpeSplitBehavior>(bounded(p.at("behavior"), 4));
+    s.invert = p.at("invert").get<bool>();
+    s.add_prefix_space = p.at("add_prefix_space").get<bool>();
+    s.use_regex = p.at("use_regex").get<bool>();
+    s.replacement = p.at("replacement").get<std::string>();
+    s.prepend = static_cast<BpePreStep::Prepend>(bounded(p.at("prepend"), 2));
+    s.split = p.at("split").get<bool>();
+    spec.pre_steps.push_back(std::move(s));
+  }
+  spec.byte_fallback = h.at("byte_fallback").get<bool>();
+  spec.fuse_unk = h.at("fuse_unk").get<bool>();
+  spec.unk_id = h.at("unk_id").get<int>();
+  spec.decode_strip_leading = bounded(h.at("decode_strip_leading"), 8);
+}
+
+// Version 1 had byte-level tokenizers only: Split (isolated) regexes, then ByteLevel.
+void read_steps_v1(const nlohmann::json& h, BpeSpec& spec) {
+  for (const auto& pattern : h.at("splits").get<std::vector<std::string>>()) {
+    BpePreStep s;
+    s.pattern = pattern;
+    spec.pre_steps.push_back(std::move(s));
+  }
+  BpePreStep b;
+  b.kind = BpePreStep::Kind::byte_level;
+  b.add_prefix_space = h.at("add_prefix_space").get<bool>();
+  b.use_regex = h.at("byte_level_regex").get<bool>();
+  spec.pre_steps.push_back(std::move(b));
+}
+
 }  // namespace
 
 // Layout (little-endian; docs/format.md "BPE tokenizer data"):
@@ -55,10 +132,13 @@ std::vector<uint8_t> bpe_spec_serialize(const BpeSpec& spec) {
   for (const auto& t : spec.added)
     added.push_back({{"id", t.id}, {"special", t.special}, {"lstrip", t.lstrip}, {"rstrip", t.rstrip},
                      {"normalized", t.normalized}});
-  const nlohmann::json header = {{"splits", spec.splits},
-                                 {"add_prefix_space", spec.add_prefix_space},
-                                 {"byte_level_regex", spec.byte_level_regex},
+  const nlohmann::json header = {{"normalizers", normalizers_json(spec.normalizers)},
+                                 {"pre_steps", pre_steps_json(spec.pre_steps)},
                                  {"ignore_merges", spec.ignore_merges},
+                                 {"byte_fallback", spec.byte_fallback},
+                                 {"fuse_unk", spec.fuse_unk},
+                                 {"unk_id", spec.unk_id},
+                                 {"decode_strip_leading", spec.decode_strip_leading},
                                  {"template_bos", spec.template_bos},
                                  {"added", added}};
   const std::string h = header.dump();
@@ -86,15 +166,15 @@ BpeSpec bpe_spec_deserialize(const uint8_t* data, size_t size, const std::string
   Reader r(data, size, origin);
   r.take(8, "magic");
   const uint32_t version = r.u32("version");
-  if (version != kVersion) fail(origin, ": BPE tokenizer data version ", version, ", this build reads ", kVersion);
+  if (version != kVersion && version != 1)
+    fail(origin, ": BPE tokenizer data version ", version, ", this build reads 1 and ", kVersion);
   const uint32_t nh = r.u32("header length");
   const uint8_t* hp = r.take(nh, "header");
   BpeSpec spec;
   try {
     const auto h = nlohmann::json::parse(hp, hp + nh);
-    spec.splits = h.at("splits").get<std::vector<std::string>>();
-    spec.add_prefix_space = h.at("add_prefix_space").get<bool>();
-    spec.byte_level_regex = h.at("byte_level_regex").get<bool>();
+    if (version == 1) read_steps_v1(h, spec);
+    else read_steps(h, spec);
     spec.ignore_merges = h.at("ignore_merges").get<bool>();
     spec.template_bos = h.at("template_bos").get<int>();
     for (const auto& a : h.at("added")) {

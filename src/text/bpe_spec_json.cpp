@@ -1,7 +1,8 @@
 // Reading a Hugging Face tokenizer.json into a BpeSpec. Only what this implementation runs
 // exactly as the tokenizers library does is accepted (model BPE without dropout or subword
-// affixes; no normalizer; Split/ByteLevel pre-tokenizers; a ByteLevel decoder); anything else is
-// refused with the field, what it holds and what is supported.
+// affixes; NFC/NFD/NFKC/NFKD/Prepend/Replace normalizers; Split/ByteLevel/Digits/Metaspace
+// pre-tokenizers; a ByteLevel decoder, or for SentencePiece-style vocabularies the decoders that
+// undo '▁'); anything else is refused with the field, what it holds and what is supported.
 #include "text/bpe_spec.h"
 
 #include <algorithm>
@@ -10,10 +11,16 @@
 
 #include "common/error.h"
 #include "text/bpe_byte_alphabet.h"
+#include "text/bpe_regex.h"
 
 namespace cllm {
 
 namespace {
+
+const char* const kMetaspace = "\xE2\x96\x81";  // '▁' U+2581, SentencePiece's space
+// Digits' test, Rust's char::is_numeric: \p{N} with the Unicode 17 digits the library's Rust
+// knows (measured over all code points; bpe_regex.h adds those of Unicode 15-16 to \p{N}).
+const char* const kNumeric = "[\\p{N}\\x{11DE0}-\\x{11DE9}\\x{16FF4}-\\x{16FF6}]";
 
 const nlohmann::json* find_key(const nlohmann::json& j, const char* key) {
   if (!j.is_object()) return nullptr;
@@ -47,44 +54,94 @@ std::string string_of(const nlohmann::json& j, const char* key, const std::strin
   return v->get<std::string>();
 }
 
-// \Q...\E quoting for a literal Split pattern (a "\E" inside is split out of the quote).
-std::string quote_regex(const std::string& s) {
-  std::string out = "\\Q";
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s.compare(i, 2, "\\E") == 0) {
-      out += "\\E\\\\E\\Q";
-      ++i;
-    } else {
-      out += s[i];
-    }
+// A {"Regex": ...} or {"String": ...} pattern as a regex.
+std::string read_pattern(const nlohmann::json& owner, const std::string& where) {
+  const auto* p = find_key(owner, "pattern");
+  if (p && p->is_object()) {
+    if (const auto* r = find_key(*p, "Regex"); r && r->is_string()) return r->get<std::string>();
+    if (const auto* s = find_key(*p, "String"); s && s->is_string()) return bpe_regex_quote(s->get<std::string>());
   }
-  return out + "\\E";
+  fail(where, ".pattern: expected {\"Regex\": ...} or {\"String\": ...}, found ", p ? p->dump() : "nothing");
 }
 
-void read_pre_tokenizer(const nlohmann::json& pt, const std::string& where, BpeSpec& spec, bool* byte_level) {
+BpeSplitBehavior read_behavior(const nlohmann::json& pt, const std::string& where) {
+  const std::string b = string_of(pt, "behavior", where);
+  if (b == "Isolated") return BpeSplitBehavior::isolated;
+  if (b == "Removed") return BpeSplitBehavior::removed;
+  if (b == "MergedWithPrevious") return BpeSplitBehavior::merged_with_previous;
+  if (b == "MergedWithNext") return BpeSplitBehavior::merged_with_next;
+  if (b == "Contiguous") return BpeSplitBehavior::contiguous;
+  fail(where, ".behavior: '", b, "' is not supported (Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous)");
+}
+
+// Metaspace: replacement, and prepend_scheme (or, in older files, add_prefix_space).
+BpePreStep read_metaspace(const nlohmann::json& pt, const std::string& where) {
+  BpePreStep s;
+  s.kind = BpePreStep::Kind::metaspace;
+  s.replacement = string_of(pt, "replacement", where);
+  s.split = bool_or(pt, "split", true, where);
+  const std::string scheme = string_or_empty(pt, "prepend_scheme");
+  if (scheme == "always" || scheme.empty()) s.prepend = BpePreStep::Prepend::always;
+  else if (scheme == "first") s.prepend = BpePreStep::Prepend::first;
+  else if (scheme == "never") s.prepend = BpePreStep::Prepend::never;
+  else fail(where, ".prepend_scheme: '", scheme, "' is not supported (always, first, never)");
+  if (scheme.empty() && !bool_or(pt, "add_prefix_space", true, where)) s.prepend = BpePreStep::Prepend::never;
+  return s;
+}
+
+void read_pre_tokenizer(const nlohmann::json& pt, const std::string& where, BpeSpec& spec) {
   const std::string type = string_of(pt, "type", where);
   if (type == "Sequence") {
     const auto* list = find_key(pt, "pretokenizers");
     if (!list || !list->is_array()) fail(where, ".pretokenizers: expected a list");
-    for (size_t i = 0; i < list->size(); ++i) read_pre_tokenizer((*list)[i], cat(where, ".pretokenizers[", i, "]"), spec, byte_level);
-  } else if (*byte_level) {
-    fail(where, ": a '", type, "' step after ByteLevel is not supported (ByteLevel must come last)");
-  } else if (type == "Split") {
-    const std::string behavior = string_of(pt, "behavior", where);
-    if (behavior != "Isolated") fail(where, ".behavior: '", behavior, "' is not supported (only \"Isolated\")");
-    if (bool_or(pt, "invert", false, where)) fail(where, ".invert: true is not supported");
-    const auto* p = find_key(pt, "pattern");
-    if (!p || !p->is_object()) fail(where, ".pattern: expected {\"Regex\": ...} or {\"String\": ...}");
-    if (const auto* r = find_key(*p, "Regex"); r && r->is_string()) spec.splits.push_back(r->get<std::string>());
-    else if (const auto* s = find_key(*p, "String"); s && s->is_string()) spec.splits.push_back(quote_regex(s->get<std::string>()));
-    else fail(where, ".pattern: expected {\"Regex\": ...} or {\"String\": ...}, found ", p->dump());
-  } else if (type == "ByteLevel") {
-    *byte_level = true;
-    spec.add_prefix_space = bool_or(pt, "add_prefix_space", true, where);  // the library's defaults
-    spec.byte_level_regex = bool_or(pt, "use_regex", true, where);
-  } else {
-    fail(where, ": pre-tokenizer '", type, "' is not supported (Split, ByteLevel, or a Sequence of them)");
+    for (size_t i = 0; i < list->size(); ++i) read_pre_tokenizer((*list)[i], cat(where, ".pretokenizers[", i, "]"), spec);
+    return;
   }
+  if (spec.byte_level()) fail(where, ": a '", type, "' step after ByteLevel is not supported (ByteLevel must come last)");
+  BpePreStep s;
+  if (type == "Split") {
+    s.pattern = read_pattern(pt, where);
+    s.behavior = read_behavior(pt, where);
+    s.invert = bool_or(pt, "invert", false, where);
+  } else if (type == "Digits") {  // one piece per digit, or per run of them
+    s.pattern = bool_or(pt, "individual_digits", false, where) ? kNumeric : std::string(kNumeric) + "+";
+  } else if (type == "ByteLevel") {
+    s.kind = BpePreStep::Kind::byte_level;
+    s.add_prefix_space = bool_or(pt, "add_prefix_space", true, where);  // the library's defaults
+    s.use_regex = bool_or(pt, "use_regex", true, where);
+  } else if (type == "Metaspace") {
+    s = read_metaspace(pt, where);
+  } else {
+    fail(where, ": pre-tokenizer '", type, "' is not supported (Split, ByteLevel, Digits, Metaspace, or a Sequence of them)");
+  }
+  spec.pre_steps.push_back(std::move(s));
+}
+
+void read_normalizer(const nlohmann::json& n, const std::string& where, BpeSpec& spec) {
+  const std::string type = string_or_empty(n, "type");
+  BpeNormalizer s;
+  if (type == "Sequence") {
+    const auto* list = find_key(n, "normalizers");
+    if (!list || !list->is_array()) fail(where, ".normalizers: expected a list");
+    for (size_t i = 0; i < list->size(); ++i) read_normalizer((*list)[i], cat(where, ".normalizers[", i, "]"), spec);
+    return;
+  }
+  if (type == "NFC") s.kind = BpeNormalizer::Kind::nfc;
+  else if (type == "NFD") s.kind = BpeNormalizer::Kind::nfd;
+  else if (type == "NFKC") s.kind = BpeNormalizer::Kind::nfkc;
+  else if (type == "NFKD") s.kind = BpeNormalizer::Kind::nfkd;
+  else if (type == "Prepend") {
+    s.kind = BpeNormalizer::Kind::prepend;
+    s.content = string_of(n, "prepend", where);
+  } else if (type == "Replace") {
+    s.kind = BpeNormalizer::Kind::replace;
+    s.pattern = read_pattern(n, where);
+    s.content = string_of(n, "content", where);
+  } else {
+    fail(where, ": normalizer '", type_or_dump(n),
+         "' is not supported (NFC, NFD, NFKC, NFKD, Prepend, Replace, or a Sequence of them)");
+  }
+  spec.normalizers.push_back(std::move(s));
 }
 
 // The first SpecialToken of a TemplateProcessing post-processor's "single" template: the token
@@ -124,33 +181,65 @@ nlohmann::json parse_object(const std::string& json_text, const std::string& ori
   return j;
 }
 
-// The "model" object's options: byte-level BPE without dropout or subword affixes.
+// The "model" object's options: BPE without dropout or subword affixes.
 const nlohmann::json& read_model_options(const nlohmann::json& j, const std::string& origin, BpeSpec& spec) {
   const auto* model = find_key(j, "model");
   if (!model || !model->is_object()) fail(origin, ": no 'model' object: not a Hugging Face tokenizer.json");
   const std::string type = string_or_empty(*model, "type");
-  if (type != "BPE") fail(origin, ": model.type is '", type, "': only byte-level \"BPE\" is supported here");
+  if (type != "BPE") fail(origin, ": model.type is '", type, "': only \"BPE\" is supported here");
   if (const auto* d = find_key(*model, "dropout"); d && !(d->is_number() && d->get<double>() == 0.0))
     fail(origin, ": model.dropout ", d->dump(), " is not supported (BPE dropout is for training)");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (const auto* v = find_key(*model, key); v && !(v->is_string() && v->get<std::string>().empty()))
       fail(origin, ": model.", key, " ", v->dump(), " is not supported (byte-level BPE has none)");
   spec.ignore_merges = bool_or(*model, "ignore_merges", false, origin + ": model");
+  spec.byte_fallback = bool_or(*model, "byte_fallback", false, origin + ": model");
+  spec.fuse_unk = bool_or(*model, "fuse_unk", false, origin + ": model");
   return *model;
 }
 
-// The steps around the model: no normalizer, a pre-tokenizer ending in ByteLevel, a ByteLevel
-// decoder (or none).
+// The decoder: ByteLevel for a byte-level vocabulary; for a SentencePiece-style one the steps
+// that undo '▁' (Replace '▁' -> ' ', ByteFallback, Fuse, Strip of leading spaces, Metaspace).
+void read_decoder(const nlohmann::json& d, const std::string& where, BpeSpec& spec) {
+  const std::string type = string_or_empty(d, "type");
+  if (type == "Sequence") {
+    const auto* list = find_key(d, "decoders");
+    if (!list || !list->is_array()) fail(where, ".decoders: expected a list");
+    for (size_t i = 0; i < list->size(); ++i) read_decoder((*list)[i], cat(where, ".decoders[", i, "]"), spec);
+    return;
+  }
+  const bool byte_level = spec.byte_level();
+  if (type == "ByteLevel" && byte_level) return;
+  if (!byte_level) {
+    if (type == "ByteFallback" || type == "Fuse") return;
+    if (type == "Replace" && read_pattern(d, where) == bpe_regex_quote(kMetaspace) && string_or_empty(d, "content") == " ")
+      return;
+    const auto* start = find_key(d, "start");
+    const auto* stop = find_key(d, "stop");
+    if (type == "Strip" && string_or_empty(d, "content") == " " && start && start->is_number_integer() && stop &&
+        stop->is_number_integer() && stop->get<int64_t>() == 0 && start->get<int64_t>() >= 0 && start->get<int64_t>() <= 8) {
+      spec.decode_strip_leading = start->get<int>();
+      return;
+    }
+    if (type == "Metaspace") {
+      if (read_metaspace(d, where).prepend != BpePreStep::Prepend::never) spec.decode_strip_leading = 1;
+      return;
+    }
+  }
+  fail(where, ": decoder '", type_or_dump(d), "' is not supported (",
+       byte_level ? "only ByteLevel" : "ByteFallback, Fuse, Replace '▁' -> ' ', Strip ' ' at the start, Metaspace", ")");
+}
+
+// The steps around the model: the normalizer, the pre-tokenizer, the decoder.
 void read_pipeline(const nlohmann::json& j, const std::string& origin, BpeSpec& spec) {
-  if (const auto* n = find_key(j, "normalizer"))
-    fail(origin, ": normalizer '", type_or_dump(*n), "' is not supported (byte-level BPE models have none)");
+  const auto* n = find_key(j, "normalizer");
   const auto* pt = find_key(j, "pre_tokenizer");
-  if (!pt) fail(origin, ": no pre_tokenizer: a byte-level BPE needs a ByteLevel step");
-  bool byte_level = false;
-  read_pre_tokenizer(*pt, origin + ": pre_tokenizer", spec, &byte_level);
-  if (!byte_level) fail(origin, ": pre_tokenizer has no ByteLevel step: not a byte-level BPE");
-  if (const auto* d = find_key(j, "decoder"); d && string_or_empty(*d, "type") != "ByteLevel")
-    fail(origin, ": decoder '", type_or_dump(*d), "' is not supported (only ByteLevel)");
+  if (n) read_normalizer(*n, origin + ": normalizer", spec);
+  if (pt) read_pre_tokenizer(*pt, origin + ": pre_tokenizer", spec);
+  if (!spec.byte_level() && !n && !pt)
+    fail(origin, ": no pre_tokenizer and no normalizer: neither a byte-level BPE (a ByteLevel step) nor a "
+         "SentencePiece-style one (Metaspace, or Replace ' ' -> '▁')");
+  if (const auto* d = find_key(j, "decoder")) read_decoder(*d, origin + ": decoder", spec);
 }
 
 // model.vocab: byte-level spelling -> id; *n grows to the highest id + 1.
@@ -203,8 +292,8 @@ void fill_tokens(const std::unordered_map<std::string, int>& by_piece, std::vect
   spec.tokens.assign(static_cast<size_t>(n), std::string());
   std::vector<uint8_t> have(static_cast<size_t>(n), 0);
   for (const auto& [piece, id] : by_piece) {
-    std::string bytes;
-    if (!bpe_piece_to_bytes(piece, &bytes))
+    std::string bytes = piece;  // SentencePiece style: the text itself
+    if (spec.byte_level() && !bpe_piece_to_bytes(piece, &bytes))
       fail(origin, ": model.vocab token '", piece, "' (id ", id, ") is not spelled in the byte-level alphabet");
     if (have[static_cast<size_t>(id)]) fail(origin, ": model.vocab has id ", id, " twice");
     spec.tokens[static_cast<size_t>(id)] = std::move(bytes);
@@ -250,6 +339,19 @@ void read_merges(const nlohmann::json& model, const std::unordered_map<std::stri
   }
 }
 
+// model.unk_token's id; -1 when it is null or absent (unknown characters are then dropped).
+int unk_id(const nlohmann::json& model, const std::unordered_map<std::string, int>& by_piece,
+           const std::unordered_map<std::string, int>& added_ids, const std::string& origin) {
+  const auto* unk = find_key(model, "unk_token");
+  if (!unk) return -1;
+  if (!unk->is_string()) fail(origin, ": model.unk_token: expected a string or null, found ", unk->dump());
+  const std::string name = unk->get<std::string>();
+  if (auto it = added_ids.find(name); it != added_ids.end()) return it->second;
+  auto it = by_piece.find(name);
+  if (it == by_piece.end()) fail(origin, ": model.unk_token '", name, "' is not in the vocabulary");
+  return it->second;
+}
+
 }  // namespace
 
 BpeSpec bpe_spec_from_hf_json(const std::string& json_text, const std::string& origin) {
@@ -264,7 +366,12 @@ BpeSpec bpe_spec_from_hf_json(const std::string& json_text, const std::string& o
   fill_tokens(by_piece, std::move(added), n, origin, spec);
   read_merges(model, by_piece, origin, spec);
   if (const auto* pp = find_key(j, "post_processor")) spec.template_bos = template_bos(*pp, added_ids);
+  spec.unk_id = unk_id(model, by_piece, added_ids, origin);
   return spec;
+}
+
+bool BpeSpec::byte_level() const {
+  return std::any_of(pre_steps.begin(), pre_steps.end(), [](const BpePreStep& s) { return s.kind == BpePreStep::Kind::byte_level; });
 }
 
 }  // namespace cllm

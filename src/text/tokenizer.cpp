@@ -3,7 +3,9 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -57,6 +59,12 @@ std::string printable(const std::string& bytes) {
   return out;
 }
 
+// A byte piece "<0xNN>" (*v gets NN).
+bool is_byte_piece(const std::string& p, unsigned* v) {
+  return p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>' && std::isxdigit(static_cast<unsigned char>(p[3])) &&
+         std::isxdigit(static_cast<unsigned char>(p[4])) && std::sscanf(p.c_str() + 3, "%2X", v) == 1;
+}
+
 // A special token in tokenizer_config.json: "<s>" or {"content": "<s>", ...}.
 std::string config_token(const nlohmann::json& tc, const char* key) {
   auto it = tc.find(key);
@@ -67,6 +75,12 @@ std::string config_token(const nlohmann::json& tc, const char* key) {
 }
 
 }  // namespace
+
+bool is_end_of_turn_text(const std::string& text) {
+  static const char* const kTexts[] = {"<|eot_id|>",    "<|eom_id|>",    "<|im_end|>",      "<|end|>",
+                                       "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<|return|>"};
+  return std::find(std::begin(kTexts), std::end(kTexts), text) != std::end(kTexts);
+}
 
 Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
@@ -113,22 +127,36 @@ Tokenizer Tokenizer::from_bpe(const std::string& data, const std::string& origin
                                                            : bpe_spec_from_hf_json(data, origin);
   Tokenizer t;
   t.origin_ = origin;
+  t.bpe_byte_level_ = spec.byte_level();
+  t.strip_leading_ = spec.decode_strip_leading;
   const int n = static_cast<int>(spec.tokens.size());
   t.piece_.resize(n);
   t.text_.resize(n);
   t.kind_.assign(n, Kind::normal);
   t.byte_.assign(n, 0);
   for (int id = 0; id < n; ++id) {
-    t.text_[id] = spec.tokens[id];
-    t.piece_[id] = bpe_bytes_to_piece(spec.tokens[id]);
+    const std::string& token = spec.tokens[id];
+    if (t.bpe_byte_level_) {
+      t.text_[id] = token;
+      t.piece_[id] = bpe_bytes_to_piece(token);
+      continue;
+    }
+    // SentencePiece style: '▁' is a space; with byte fallback, <0xNN> is that byte.
+    t.piece_[id] = token;
+    t.text_[id] = replace_all(token, kSpace, " ");
+    unsigned v = 0;
+    if (spec.byte_fallback && is_byte_piece(token, &v)) {
+      t.kind_[id] = Kind::byte;
+      t.byte_[id] = static_cast<uint8_t>(v);
+    }
   }
   for (const auto& a : spec.added) {
     if (a.id < 0 || a.id >= n) fail(origin, ": added token id ", a.id, " is outside the ", n, " tokens");
     t.piece_[a.id] = a.content;
-    if (a.special) {
-      t.kind_[a.id] = Kind::control;
-      t.text_[a.id].clear();
-    }
+    t.text_[a.id] = a.content;
+    t.kind_[a.id] = a.special ? Kind::control : Kind::normal;
+    if (a.special) t.text_[a.id].clear();
+    if (a.special && is_end_of_turn_text(a.content)) t.eos_ids_.push_back(a.id);
   }
   t.bos_id_ = spec.template_bos;
   t.add_bos_ = spec.template_bos >= 0;
@@ -231,8 +259,8 @@ int Tokenizer::find_piece(const std::string& piece) const {
   }
   for (int id = 0; id < n_vocab(); ++id)  // added tokens: their piece is their content
     if (kind_[id] == Kind::control && piece_[id] == piece) return id;
-  std::string bytes;
-  if (!bpe_piece_to_bytes(piece, &bytes)) return -1;
+  std::string bytes = piece;
+  if (bpe_byte_level_ && !bpe_piece_to_bytes(piece, &bytes)) return -1;
   const int id = bpe_->find(bytes);
   return id >= 0 && piece_[id] == piece ? id : -1;
 }
@@ -274,10 +302,16 @@ std::string TokenDecoder::push(int id) {
     }
   } else {
     bytes = tok_.text_[id];
-    // The '▁' SentencePiece puts before the first word is no space when it follows BOS.
+    // The '▁' SentencePiece puts before the first word is no space when it follows BOS; a
+    // SentencePiece-style BPE's decoder strips the spaces its prepending put first (Strip).
     if (tok_.sp_ && prev_ >= 0 && prev_ == tok_.bos_id() && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
+    while (!produced_ && stripped_ < tok_.strip_leading_ && !bytes.empty() && bytes[0] == ' ') {
+      bytes.erase(0, 1);
+      ++stripped_;
+    }
   }
   prev_ = id;
+  produced_ = produced_ || !bytes.empty();
   std::string out;
   if (!pending_.empty() && kind == Tokenizer::Kind::control) out += flush();
   pending_ += bytes;

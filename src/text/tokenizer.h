@@ -1,6 +1,7 @@
 // Text <-> token ids for Llama models, one front for both kinds of tokenizer they ship:
 //   - SentencePiece (Llama 1/2, TinyLlama, the stories models), through the SentencePiece library;
-//   - byte-level BPE (Llama 3/3.1, a Hugging Face tokenizer.json), text/bpe_tokenizer.h.
+//   - BPE from a Hugging Face tokenizer.json or a GGUF "gpt2" vocabulary (byte-level: Llama 3,
+//     Qwen, SmolLM, Mistral's Tekken, Phi-4; SentencePiece-style: Gemma ...), text/bpe_tokenizer.h.
 // BOS/EOS handling and the streaming detokenizer follow llama.cpp: a prompt starts with BOS
 // unless told otherwise, bytes are held back until they form whole UTF-8 characters (byte-fallback
 // pieces <0xNN>, or BPE tokens that end inside a character), and the '▁' that begins the first
@@ -61,7 +62,8 @@ class Tokenizer {
   int bos_id() const { return bos_id_; }    // -1 when none
   int eos_id() const { return eos_id_; }    // -1 when none
   bool add_bos() const { return add_bos_; }  // the model's default (tokenizer.add_bos)
-  // Ends generation: EOS or one of metadata tokenizer.eos_ids (Llama 3.1: three of them).
+  // Ends generation: EOS, one of metadata tokenizer.eos_ids, or (BPE) a special token whose
+  // text ends a turn (is_end_of_turn_text).
   bool is_eog(int id) const;
   // The id of the token whose piece is exactly this ("<|eot_id|>", "</s>"), -1 when none.
   int find_piece(const std::string& piece) const;
@@ -97,8 +99,15 @@ class Tokenizer {
   std::vector<int> eos_ids_;
   int bos_id_ = -1, eos_id_ = -1;
   bool add_bos_ = true;
+  bool bpe_byte_level_ = true;  // BPE: tokens are bytes spelled in the byte-level alphabet
+  int strip_leading_ = 0;       // BPE: spaces its decoder strips from the start of the text
   std::string chat_template_, chat_format_;
 };
+
+// A special token's text that ends a turn in one of the families' chat formats, so ends
+// generation: <|eot_id|>, <|eom_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>,
+// <|end_of_text|>, <|return|> (as llama.cpp's vocabulary counts them).
+bool is_end_of_turn_text(const std::string& text);
 
 // Turns a stream of token ids into UTF-8 text, piece by piece (streaming output).
 class TokenDecoder {
@@ -115,6 +124,8 @@ class TokenDecoder {
   bool special_;
   std::string pending_;    // bytes of an unfinished UTF-8 sequence
   int prev_ = -1;          // the previous token
+  bool produced_ = false;  // some text was produced already
+  int stripped_ = 0;       // leading spaces dropped so far (Tokenizer::strip_leading_ at most)
 };
 
 }  // namespace cllm

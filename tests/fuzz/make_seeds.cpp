@@ -309,7 +309,12 @@ BpeSpec tiny_bpe() {
   s.added.push_back({static_cast<int>(s.tokens.size()), "<|begin_of_text|>", true, false, false, false});
   s.tokens.push_back("<|begin_of_text|>");
   s.template_bos = s.added.back().id;
-  s.splits.push_back(kGpt2SplitPattern);
+  BpePreStep split;
+  split.pattern = kGpt2SplitPattern;
+  s.pre_steps.push_back(split);
+  BpePreStep byte_level;
+  byte_level.kind = BpePreStep::Kind::byte_level;
+  s.pre_steps.push_back(byte_level);
   return s;
 }
 
