@@ -139,19 +139,6 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
   return -1;
 }
 
-std::string hf_chat_template(const nlohmann::json& tc, const std::string& path) {
-  auto it = tc.find("chat_template");
-  if (it == tc.end() || it->is_null()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_array()) {  // [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
-    for (const auto& e : *it)
-      if (e.is_object() && e.value("name", "") == "default" && e.value("template", nlohmann::json()).is_string())
-        return e["template"].get<std::string>();
-    return "";
-  }
-  fail("'", path, "': chat_template must be a string or a list of {name, template}, found ", it->type_name());
-}
-
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info) {
   SourceTokenizer tok;
   tok.kind = "sentencepiece";

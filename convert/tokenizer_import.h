@@ -46,8 +46,4 @@ int bpe_added_token_id(const std::vector<uint8_t>& data, const std::string& cont
 // tokenizer of another size is refused, a BPE one only when it is larger.
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info);
 
-// tokenizer_config.json's chat_template (a string, or the "default" of a list of named ones);
-// "" when there is none.
-std::string hf_chat_template(const nlohmann::json& tokenizer_config, const std::string& path);
-
 }  // namespace cllm
