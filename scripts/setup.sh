@@ -25,3 +25,8 @@ if ! "$root/.deps/venv/bin/python3" -c "import tokenizers" >/dev/null 2>&1; then
   python3 -m venv "$root/.deps/venv"
   "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "tokenizers==0.23.3"
 fi
+# The chat templates' parity test (tests/test-chat.cpp) renders them with jinja2, as transformers does.
+if ! "$root/.deps/venv/bin/python3" -c "import jinja2" >/dev/null 2>&1; then
+  echo "setup: installing the Python package jinja2 into .deps/venv" >&2
+  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "jinja2==3.1.6"
+fi
