@@ -26,8 +26,9 @@ def render(case):
     env.globals["strftime_now"] = lambda fmt: case["date"]
     template = env.from_string(case["template"])
     try:
-        return {"text": template.render(messages=case["messages"], bos_token=case["bos_token"],
-                                        eos_token=case["eos_token"],
+        # As transformers: tools and documents are always passed (None without them).
+        return {"text": template.render(messages=case["messages"], tools=None, documents=None,
+                                        bos_token=case["bos_token"], eos_token=case["eos_token"],
                                         add_generation_prompt=case["add_generation_prompt"])}
     except TemplateError as e:
         return {"error": str(e)}

@@ -196,9 +196,10 @@ TEST_CASE("chat: the family and its details are recognised from the template a m
   };
   for (const Case& c : std::vector<Case>{{"qwen2.jinja", "chatml"},       {"qwen2.5.jinja", "chatml"},
                                          {"qwen3.jinja", "chatml"},       {"smollm2.jinja", "chatml"},
-                                         {"llama3.2.jinja", "llama3"},    {"llama2.jinja", "llama2"},
+                                         {"llama3.1.jinja", "llama3"},    {"llama3.2.jinja", "llama3"},
+                                         {"llama2.jinja", "llama2"},
                                          {"mistral-v0.1.jinja", "mistral-v1"},
-                                         {"mistral-v3-trim.jinja", "mistral-v3"},
+                                         {"mistral-v0.3.jinja", "mistral-v3"},
                                          {"mistral-large-2407.jinja", "mistral-v3"},
                                          {"mistral-nemo.jinja", "mistral-v3-tekken"},
                                          {"mixtral-8x7b.jinja", "mistral-v3"},
@@ -218,14 +219,21 @@ TEST_CASE("chat: the family and its details are recognised from the template a m
   const ChatTemplate llama32 = chat_template_detect(fixture_template("llama3.2.jinja"));
   CHECK(llama32.knowledge_date);
   CHECK(llama32.date == chat_today());  // strftime_now("%d %b %Y"), as transformers defines it
+  CHECK(chat_template_detect(fixture_template("llama3.1.jinja")).date == "26 Jul 2024");  // its date_string
   CHECK_FALSE(chat_template_detect(fixture_template("gemma2.jinja")).system_allowed);
   CHECK(chat_template_detect(fixture_template("gemma3.jinja")).system_allowed);
   CHECK_FALSE(chat_template_detect(fixture_template("mixtral-8x7b.jinja")).system_allowed);
   const MistralStyle v1 = chat_template_detect(fixture_template("mistral-v0.1.jinja")).mistral;
   CHECK(v1.open == " [INST] ");
   CHECK(v1.close == " [/INST]");
-  CHECK_FALSE(v1.system_last);
-  CHECK(chat_template_detect(fixture_template("mistral-v3-trim.jinja")).mistral.trim_reply);
+  CHECK(v1.system_at == MistralSystemAt::first_user);
+  const MistralStyle v3 = chat_template_detect(fixture_template("mistral-v0.3.jinja")).mistral;
+  CHECK(v3.trim_reply);
+  CHECK(v3.system_at == MistralSystemAt::like_last_user);
+  const MistralStyle nemo = chat_template_detect(fixture_template("mistral-nemo.jinja")).mistral;
+  CHECK(nemo.open == "[INST]");
+  CHECK(nemo.reply.empty());
+  CHECK(nemo.system_at == MistralSystemAt::last_message);
   CHECK_FALSE(chat_template_detect(fixture_template("mistral-large-2407.jinja")).mistral.trim_reply);
 
   // The base Llama-3.1 tokenizer_config.json's template: plain Llama 3.
@@ -271,8 +279,9 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
   const std::vector<Family> families = {
       {"qwen2.jinja", {"", "<|im_end|>"}},          {"qwen2.5.jinja", {"", "<|im_end|>"}},
       {"qwen3.jinja", {"", "<|im_end|>"}},          {"smollm2.jinja", {"<|im_start|>", "<|im_end|>"}},
-      {"llama3.2.jinja", {"<|begin_of_text|>", "<|eot_id|>"}}, {"llama2.jinja", {"<s>", "</s>"}},
-      {"mistral-v0.1.jinja", {"<s>", "</s>"}},      {"mistral-v3-trim.jinja", {"<s>", "</s>"}},
+      {"llama3.1.jinja", {"<|begin_of_text|>", "<|eot_id|>"}}, {"llama3.2.jinja", {"<|begin_of_text|>", "<|eot_id|>"}},
+      {"llama2.jinja", {"<s>", "</s>"}},
+      {"mistral-v0.1.jinja", {"<s>", "</s>"}},      {"mistral-v0.3.jinja", {"<s>", "</s>"}},
       {"mistral-large-2407.jinja", {"<s>", "</s>"}}, {"mistral-nemo.jinja", {"<s>", "</s>"}},
       {"mixtral-8x7b.jinja", {"<s>", "</s>"}},      {"gemma2.jinja", {"<bos>", "<eos>"}},
       {"gemma3.jinja", {"<bos>", "<eos>"}},         {"phi3.jinja", {"<s>", "<|endoftext|>"}},
@@ -287,6 +296,9 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
       {{"user", "2+2?"}, {"assistant", "<think>\nadd them\n</think>\n\n4"}, {"user", "Sure?"}},
       {{"system", "Be kind."}, {"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}, {"user", "e"}},
       {{"user", "one"}, {"user", "two"}},
+      {{"system", "S"}, {"user", "again"}, {"assistant", "x"}, {"user", "again"}},  // Mistral v0.3 compares messages
+      {{"system", "S"}, {"user", "q"}, {"assistant", "a"}},                            // no generation to follow
+      {{"system", ""}, {"user", "Hi"}},                                                // an empty system message
   };
   const std::string date = "05 Dec 2026";
   nlohmann::json cases = nlohmann::json::array();
@@ -310,7 +322,7 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
   size_t k = 0, rendered = 0, refused = 0;
   for (const auto& f : families) {
     ChatTemplate t = chat_template_detect(fixture_template(f.fixture));
-    t.date = date;
+    if (t.date == chat_today()) t.date = date;  // a template that calls strftime_now: jinja2's says `date`
     for (const auto& conv : conversations) {
       const auto& want = out[k++];
       INFO("template " << f.fixture << ", conversation " << cases[k - 1]["messages"].dump());

@@ -59,7 +59,7 @@ MistralStyle mistral_style(const std::string& name) {
     s.open = " [INST] ";
     s.close = " [/INST]";
     s.trim_reply = false;
-    s.system_last = false;
+    s.system_at = MistralSystemAt::first_user;
   } else if (name == "mistral-v3-tekken" || name == "mistral-v7") {
     s.open = "[INST]";
     s.reply = "";
@@ -87,7 +87,8 @@ ChatTemplate detect_mistral(const std::string& jinja) {
     s.reply = m[1].matched ? " " : "";
     s.trim_reply = m[2].matched;
   }
-  s.system_last = !has(jinja, "loop.first and system_message");
+  if (has(jinja, "loop.first and system_message")) s.system_at = MistralSystemAt::first_user;
+  else if (has(jinja, "user_messages[-1]) and system_message")) s.system_at = MistralSystemAt::like_last_user;
   t.system_allowed = has(jinja, "system_message");
   t.alternating = has(jinja, "must alternate");
   if (s.open == " [INST] ") t.name = "mistral-v1";

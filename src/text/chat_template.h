@@ -30,13 +30,18 @@ class Tokenizer;
 
 enum class ChatFormat { none, chatml, llama3, llama2, mistral, gemma, phi3, zephyr };
 
+// Where a Mistral template puts the system prompt: into the first user message (v1), the last
+// message when it is a user's (`loop.last`: Nemo, Large 2407), or every user message equal to the
+// last one (`message == user_messages[-1]`, a comparison of role and content: 7B v0.3).
+enum class MistralSystemAt { first_user, last_message, like_last_user };
+
 // How a Mistral template spells a turn; its versions differ only in these (and v7's system block).
 struct MistralStyle {
   std::string open = "[INST] ";   // before the user's message (" [INST] " for v1, "[INST]" for tekken)
   std::string close = "[/INST]";  // after it (" [/INST]" for v1)
   std::string reply = " ";        // before the assistant's message ("" for tekken)
   bool trim_reply = true;         // the reply is trimmed (v3)
-  bool system_last = true;        // the system prompt goes into the last user message (v3), else the first (v1)
+  MistralSystemAt system_at = MistralSystemAt::last_message;
   bool system_block = false;      // v7: [SYSTEM_PROMPT]{system}[/SYSTEM_PROMPT] after BOS
 };
 

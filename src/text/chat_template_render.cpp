@@ -115,6 +115,18 @@ Pieces render_llama2(const ChatTemplate& t, const Messages& msgs, const ChatSpec
   return out;
 }
 
+// Whether user message i (after the system message) gets the system prompt.
+bool mistral_system_here(const MistralStyle& s, const Messages& msgs, size_t i) {
+  switch (s.system_at) {
+    case MistralSystemAt::first_user: return i == 1;
+    case MistralSystemAt::last_message: return i + 1 == msgs.size();
+    case MistralSystemAt::like_last_user:
+      for (size_t k = msgs.size(); k-- > 1;)
+        if (msgs[k].role == "user") return msgs[k].content == msgs[i].content;
+  }
+  return false;
+}
+
 // Mistral: v1 (Mistral-7B-Instruct-v0.1), v3 (v0.3, Large 2407), v3-tekken (Nemo), v7 (Small 3
 // without a default system message); MistralStyle holds where they differ.
 Pieces render_mistral(const ChatTemplate& t, const Messages& msgs, const ChatSpecials& sp) {
@@ -135,7 +147,7 @@ Pieces render_mistral(const ChatTemplate& t, const Messages& msgs, const ChatSpe
       append(out, {text(s.reply + (s.trim_reply ? trim(m.content) : m.content)), special(sp.eos)});
       continue;
     }
-    const bool with_system = first && !s.system_block && (s.system_last ? i + 1 == msgs.size() : i == first);
+    const bool with_system = first && !s.system_block && mistral_system_here(s, msgs, i);
     append(out, framed(s.open, "[INST]"));
     out.push_back(text(with_system ? msgs[0].content + "\n\n" + m.content : m.content));
     append(out, framed(s.close, "[/INST]"));
@@ -161,12 +173,11 @@ Pieces render_gemma(const ChatTemplate& t, const Messages& msgs, bool gen, const
   return out;
 }
 
-// Phi-3 (Phi-3-mini-4k-instruct, Phi-3.5-mini-instruct): <|role|>\n{content}<|end|>\n; without a
-// generation prompt the template ends with EOS. (Phi-3.5 skips an empty system message.)
+// Phi-3 (Phi-3-mini-4k-instruct): <|role|>\n{content}<|end|>\n; without a generation prompt the
+// template ends with EOS. (Phi-3.5's skips an empty system message; a chat never sends one.)
 Pieces render_phi3(const Messages& msgs, bool gen, const ChatSpecials& sp) {
   Pieces out;
   for (const auto& m : msgs) {
-    if (m.role == "system" && m.content.empty()) continue;
     append(out, {special("<|" + m.role + "|>"), text("\n" + m.content), special("<|end|>"), text("\n")});
   }
   if (gen) append(out, {special("<|assistant|>"), text("\n")});
