@@ -196,6 +196,7 @@ TEST_CASE("chat: the family and its details are recognised from the template a m
   };
   for (const Case& c : std::vector<Case>{{"qwen2.jinja", "chatml"},       {"qwen2.5.jinja", "chatml"},
                                          {"qwen3.jinja", "chatml"},       {"smollm2.jinja", "chatml"},
+                                         {"smollm3.jinja", "smollm3"},
                                          {"llama3.1.jinja", "llama3"},    {"llama3.2.jinja", "llama3"},
                                          {"llama2.jinja", "llama2"},
                                          {"mistral-v0.1.jinja", "mistral-v1"},
@@ -241,7 +242,13 @@ TEST_CASE("chat: the family and its details are recognised from the template a m
   const ChatTemplate base = chat_template_detect(tc.at("chat_template").get<std::string>());
   CHECK(base.format == ChatFormat::llama3);
   CHECK_FALSE(base.knowledge_date);
-  // Formats this file cannot render exactly are not claimed: SmolLM3's metadata block, Phi-4's
+  const ChatTemplate smollm3 = chat_template_detect(fixture_template("smollm3.jinja"));
+  CHECK(smollm3.metadata_block);
+  CHECK(smollm3.no_think_default == "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n");
+  CHECK_THAT(smollm3.think_default, Catch::StartsWith("You are a helpful AI assistant named SmolLM, trained by "
+                                                      "Hugging Face. Your role as an assistant involves"));
+  CHECK(smollm3.date == chat_today("%d %B %Y"));
+  // Formats this file cannot render exactly are not claimed: a metadata block not SmolLM3's, Phi-4's
   // <|im_sep|>, a ChatML-like template without <|im_end|>, nothing.
   for (const std::string jinja : {std::string("{{ '<|im_start|>system\\n## Metadata\\n\\nKnowledge Cutoff Date: June "
                                               "2025' }}<|im_end|>"),
@@ -279,6 +286,7 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
   const std::vector<Family> families = {
       {"qwen2.jinja", {"", "<|im_end|>"}},          {"qwen2.5.jinja", {"", "<|im_end|>"}},
       {"qwen3.jinja", {"", "<|im_end|>"}},          {"smollm2.jinja", {"<|im_start|>", "<|im_end|>"}},
+      {"smollm3.jinja", {"", "<|im_end|>"}},
       {"llama3.1.jinja", {"<|begin_of_text|>", "<|eot_id|>"}}, {"llama3.2.jinja", {"<|begin_of_text|>", "<|eot_id|>"}},
       {"llama2.jinja", {"<s>", "</s>"}},
       {"mistral-v0.1.jinja", {"<s>", "</s>"}},      {"mistral-v0.3.jinja", {"<s>", "</s>"}},
@@ -299,6 +307,9 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
       {{"system", "S"}, {"user", "again"}, {"assistant", "x"}, {"user", "again"}},  // Mistral v0.3 compares messages
       {{"system", "S"}, {"user", "q"}, {"assistant", "a"}},                            // no generation to follow
       {{"system", ""}, {"user", "Hi"}},                                                // an empty system message
+      {{"system", "Be brief. /no_think"}, {"user", "Hi"}, {"assistant", "\nHello"}, {"user", "Bye"}},  // SmolLM3's modes
+      {{"system", "/think"}, {"user", "Hi"}},
+      {{"system", "Only this. /system_override"}, {"user", "Hi"}},
   };
   const std::string date = "05 Dec 2026";
   nlohmann::json cases = nlohmann::json::array();
@@ -322,7 +333,7 @@ TEST_CASE("chat: every recognised template renders conversations exactly as jinj
   size_t k = 0, rendered = 0, refused = 0;
   for (const auto& f : families) {
     ChatTemplate t = chat_template_detect(fixture_template(f.fixture));
-    if (t.date == chat_today()) t.date = date;  // a template that calls strftime_now: jinja2's says `date`
+    if (t.date == chat_today() || t.date == chat_today("%d %B %Y")) t.date = date;  // strftime_now: jinja2's says `date`
     for (const auto& conv : conversations) {
       const auto& want = out[k++];
       INFO("template " << f.fixture << ", conversation " << cases[k - 1]["messages"].dump());

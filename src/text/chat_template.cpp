@@ -106,9 +106,23 @@ ChatTemplate detect_llama3(const std::string& jinja) {
   return t;
 }
 
+// SmolLM3: the two default system prompts, the literals written for /think and otherwise.
+ChatTemplate detect_smollm3(const std::string& jinja) {
+  const std::regex defaults(
+      R"re(reasoning_mode == "/think" -%\}\s*\{\{- "((?:[^"\\]|\\.)*)" -\}\}\s*\{%- else -%\}\s*\{\{- "((?:[^"\\]|\\.)*)" -\}\})re");
+  std::smatch m;
+  if (!has(jinja, "Reasoning Mode") || !std::regex_search(jinja, m, defaults)) return {};
+  ChatTemplate t = named(ChatFormat::chatml, "smollm3");
+  t.metadata_block = true;
+  t.think_default = unescape(m[1].str());
+  t.no_think_default = unescape(m[2].str());
+  t.date = chat_today("%d %B %Y");
+  return t;
+}
+
 ChatTemplate detect_chatml(const std::string& jinja) {
-  // SmolLM3's metadata block and Phi-4's <|im_sep|> are formats of their own.
-  if (has(jinja, "Knowledge Cutoff Date") || has(jinja, "<|im_sep|>")) return {};
+  if (has(jinja, "Knowledge Cutoff Date")) return detect_smollm3(jinja);
+  if (has(jinja, "<|im_sep|>")) return {};  // Phi-4: a format of its own
   ChatTemplate t = named(ChatFormat::chatml, "chatml");
   t.default_system = chatml_default_system(jinja);
   t.strip_thinking = has(jinja, "</think>");
@@ -159,12 +173,12 @@ ChatTemplate chat_template_detect(const std::string& jinja) {
   return {};
 }
 
-std::string chat_today() {
+std::string chat_today(const char* strftime_format) {
   const std::time_t now = std::time(nullptr);
   std::tm local{};
   localtime_r(&now, &local);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%d %b %Y", &local);
+  char buf[64];
+  std::strftime(buf, sizeof buf, strftime_format, &local);
   return buf;
 }
 

@@ -4,7 +4,7 @@
 // details that tell its versions apart, and rendered here exactly as jinja2 renders it
 // (tests/test-chat.cpp compares the two on the real templates).
 //
-//   chatml  (SmolLM2, Qwen2/2.5/3)  <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n
+//   chatml  (SmolLM2/3, Qwen2/2.5/3)  <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n
 //           <|im_start|>assistant\n{reply}<|im_end|>\n ...
 //   llama3  <|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>
 //           <|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n
@@ -53,8 +53,14 @@ struct ChatTemplate {
   bool alternating = true;      // Llama 2, Mistral, Gemma: the template refuses roles out of turn
   std::string default_system;   // chatml: the system message the template writes when there is none (Qwen2.5, SmolLM2)
   bool strip_thinking = false;  // chatml: earlier replies lose their <think>...</think> (Qwen3)
+  // chatml, SmolLM3: a "## Metadata" system block (the date, the reasoning mode /think or
+  // /no_think that the system prompt may pick), then the system prompt or the template's default
+  // for the mode; no <|im_end|> closes it (the template writes none without tools).
+  bool metadata_block = false;
+  std::string think_default, no_think_default;
   bool knowledge_date = false;  // llama3: the system block is always there, with the knowledge cutoff and a date (3.1+)
-  std::string date;             // that date, "26 Jul 2024" (3.1) or today's "05 Dec 2026" (3.2+: strftime_now)
+  std::string date;             // that date, "26 Jul 2024" (3.1) or today's "05 Dec 2026" (3.2+: strftime_now);
+                                // SmolLM3: today's "05 December 2026"
   MistralStyle mistral;
 };
 
@@ -65,8 +71,8 @@ ChatTemplate chat_template_from_name(const std::string& name);
 // The format a Jinja chat template writes, from its markers; format none when it is none of them
 // (or a version this file cannot render exactly, such as SmolLM3's or Mistral Small 3's).
 ChatTemplate chat_template_detect(const std::string& jinja);
-// Today's date as Llama 3.2's template writes it (strftime "%d %b %Y", local time).
-std::string chat_today();
+// Today's date as templates write it with strftime_now (local time): "%d %b %Y" is Llama 3.2's.
+std::string chat_today(const char* strftime_format = "%d %b %Y");
 
 // The family's name, "none" when none (what compress stores as tokenizer.chat_format).
 const char* chat_format_name(ChatFormat f);

@@ -69,6 +69,38 @@ Pieces render_chatml(const ChatTemplate& t, const Messages& msgs, bool gen) {
   return out;
 }
 
+// SmolLM3: "/no_think" or "/think" in the system prompt picks the mode (thinking by default) and
+// is taken out of it; "/system_override" writes the prompt alone. Other system messages are not
+// written. Replies lose leading newlines; without thinking they start with an empty think block.
+Pieces render_smollm3(const ChatTemplate& t, const Messages& msgs, bool gen) {
+  const char* const space = " \t\n\r\v\f";
+  bool think = true;
+  std::string custom;
+  if (has_system(msgs)) {
+    const std::string& sys = msgs[0].content;
+    if (sys.find("/no_think") != std::string::npos) think = false;
+    custom = rstrip_chars(replace_all(replace_all(sys, "/no_think", ""), "/think", ""), space);
+  }
+  const std::string empty_think = think ? "" : "<think>\n\n</think>\n";
+  Pieces out = {special("<|im_start|>")};
+  if (has_system(msgs) && msgs[0].content.find("/system_override") != std::string::npos) {
+    append(out, {text("system\n" + rstrip_chars(replace_all(custom, "/system_override", ""), space)),
+                 special("<|im_end|>"), text("\n")});
+  } else {
+    const std::string instructions = !custom.empty() ? custom + "\n\n" : think ? t.think_default : t.no_think_default;
+    out.push_back(text("system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: " + t.date +
+                       "\nReasoning Mode: " + (think ? "/think" : "/no_think") + "\n\n## Custom Instructions\n\n" +
+                       instructions));
+  }
+  for (const auto& m : msgs) {
+    if (m.role == "system") continue;
+    const std::string content = m.role == "user" ? m.content : empty_think + lstrip_chars(m.content, "\n");
+    append(out, {special("<|im_start|>"), text(m.role + "\n" + content), special("<|im_end|>"), text("\n")});
+  }
+  if (gen) append(out, {special("<|im_start|>"), text("assistant\n" + empty_think)});
+  return out;
+}
+
 // Llama 3 (Meta-Llama-3-8B-Instruct): header-framed messages, trimmed. 3.1+: the system block is
 // always written, with the knowledge cutoff and the date before the (trimmed) system message.
 Pieces render_llama3(const ChatTemplate& t, const Messages& msgs, bool gen, const ChatSpecials& sp) {
@@ -204,7 +236,9 @@ std::vector<ChatPiece> chat_render(const ChatTemplate& t, const std::vector<Chat
     fail("chat message 0: the model's chat template (", t.name, ") refuses a system message: the model takes no system "
          "prompt");
   switch (t.format) {
-    case ChatFormat::chatml: return render_chatml(t, messages, add_generation_prompt);
+    case ChatFormat::chatml:
+      return t.metadata_block ? render_smollm3(t, messages, add_generation_prompt)
+                              : render_chatml(t, messages, add_generation_prompt);
     case ChatFormat::llama3: return render_llama3(t, messages, add_generation_prompt, sp);
     case ChatFormat::llama2: return render_llama2(t, messages, sp);
     case ChatFormat::mistral: return render_mistral(t, messages, sp);
