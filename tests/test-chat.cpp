@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -488,6 +489,69 @@ TEST_CASE("chat session: where the template rewrites earlier turns, the cache is
   CHECK(std::vector<int>(full.begin(), full.begin() + t2.pos) + t2.prompt == full);
   CHECK(engine.calls.back().pos == t2.pos);
   CHECK(s.position() == static_cast<int>(full.size()));
+}
+
+// The Llama-3.1 tokenizer with eight of its reserved special tokens renamed to the markers of
+// ChatML, Gemma and Phi-3, so that one vocabulary has them all.
+const Tokenizer& marker_tokenizer() {
+  static const Tokenizer tok = [] {
+    auto j = nlohmann::json::parse(read_text_file(test::shared_model("llama3.1/tokenizer.json")));
+    const std::vector<std::string> markers = {"<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>",
+                                              "<|user|>",     "<|assistant|>", "<|system|>",   "<|end|>"};
+    size_t next = 0;
+    for (auto& t : j.at("added_tokens"))
+      if (next < markers.size() && t.at("content").get<std::string>().rfind("<|reserved_special_token_", 0) == 0)
+        t["content"] = markers[next++];
+    REQUIRE(next == markers.size());
+    static test::TempDir dir("cllm-marker-tok");
+    write_text_file(dir.file("tokenizer.json"), j.dump());
+    return Tokenizer::from_file(dir.file("tokenizer.json"));
+  }();
+  return tok;
+}
+
+TEST_CASE("chat session: each format's end-of-turn token ends a reply, its markers are fed as tokens", "[chat]") {
+  const Tokenizer& tok = marker_tokenizer();
+  const auto hello = tok.encode("Hello.", false);
+  struct Case {
+    const char* name;
+    const char* end_of_turn;
+    const char* other_end;  // another format's end of turn: an ordinary token here
+    std::vector<const char*> markers;
+    bool writes_bos;
+  };
+  for (const Case& c : std::vector<Case>{{"chatml", "<|im_end|>", "<end_of_turn>", {"<|im_start|>"}, false},
+                                         {"gemma", "<end_of_turn>", "<|im_end|>", {"<start_of_turn>"}, true},
+                                         {"phi3", "<|end|>", "<end_of_turn>", {"<|user|>", "<|assistant|>", "<|system|>"}, false}}) {
+    INFO("format " << c.name);
+    const int eot = tok.find_piece(c.end_of_turn), other = tok.find_piece(c.other_end);
+    REQUIRE(eot >= 0);
+    REQUIRE(other >= 0);
+    FakeEngine engine(tok.n_vocab());
+    engine.script = hello + std::vector<int>{other, eot, eot};
+    ChatOptions opt;
+    opt.chat = chat_template_from_name(c.name);
+    opt.system = "Be brief.";
+    opt.sampling.temp = 0;
+    ChatSession s(engine.fn(), 512, tok.n_vocab(), tok, opt);
+    CHECK(s.end_of_turn_id() == eot);
+    const ChatTurn t1 = s.turn("Hi");
+    CHECK(t1.reply == hello + std::vector<int>{other, eot});  // the other format's end went on
+    CHECK(t1.end_of_turn);
+    for (const char* m : c.markers) {
+      INFO("marker " << m);
+      CHECK(std::count(t1.prompt.begin(), t1.prompt.end(), tok.find_piece(m)) >= 1);
+    }
+    // The template's rendering, BOS first: Gemma's writes it, ChatML's and Phi-3's do not and the
+    // tokenizer adds it (as to any prompt).
+    const auto rendered = chat_tokenize(tok, chat_render(opt.chat, {{"system", "Be brief."}, {"user", "Hi"}}, true,
+                                                         chat_specials(tok)));
+    REQUIRE(tok.add_bos());
+    CHECK(t1.prompt == (c.writes_bos ? rendered : std::vector<int>{tok.bos_id()} + rendered));
+    const ChatTurn t2 = s.turn("Bye");
+    CHECK(t2.prompt.front() == eot);  // the reply as sampled is kept; the turn starts by closing it
+    CHECK(t2.pos == static_cast<int>(t1.prompt.size() + t1.reply.size() - 1));
+  }
 }
 
 TEST_CASE("chat session: a full context ends the reply, and a message that no longer fits is refused", "[chat]") {
