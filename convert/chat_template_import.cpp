@@ -38,7 +38,8 @@ void record_chat_template(const std::string& jinja, const std::string& origin, S
 
 void record_gguf_chat_template(const GGUFFile& g, SourceModel& m) {
   std::string jinja;
-  if (g.get_string("tokenizer.chat_template", &jinja)) record_chat_template(jinja, g.path() + ": tokenizer.chat_template", m);
+  if (g.get_string("tokenizer.chat_template", &jinja))
+    record_chat_template(jinja, g.path() + ": tokenizer.chat_template", m);
 }
 
 }  // namespace cllm

@@ -67,8 +67,8 @@ std::vector<int> ChatSession::next_prompt(const std::string& user, int* pos) con
   const std::string text = chat_text(pieces);
   // The usual case: the rendering continues the cache's text; tokenize only what follows it.
   std::vector<ChatPiece> rest;
-  if (!cached_.empty() && text.size() > cached_text_.size() && text.compare(0, cached_text_.size(), cached_text_) == 0 &&
-      drop_text_prefix(pieces, cached_text_.size(), &rest)) {
+  const bool continues = text.size() > cached_text_.size() && text.compare(0, cached_text_.size(), cached_text_) == 0;
+  if (!cached_.empty() && continues && drop_text_prefix(pieces, cached_text_.size(), &rest)) {
     if (pos) *pos = static_cast<int>(cached_.size());
     return chat_tokenize(tok_, rest);
   }

@@ -167,11 +167,13 @@ Pieces render_mistral(const ChatTemplate& t, const Messages& msgs, const ChatSpe
   const size_t first = has_system(msgs) ? 1 : 0;
   Pieces out;
   if (!sp.bos.empty()) out.push_back(special(sp.bos));
-  if (first && s.system_block) append(out, {marker("[SYSTEM_PROMPT]"), text(msgs[0].content), marker("[/SYSTEM_PROMPT]")});
+  if (first && s.system_block)
+    append(out, {marker("[SYSTEM_PROMPT]"), text(msgs[0].content), marker("[/SYSTEM_PROMPT]")});
   // The open/close strings may carry a space outside the marker (" [INST] ").
   auto framed = [](const std::string& spelled, const char* tag) {
     const size_t at = spelled.find(tag);
-    return Pieces{text(spelled.substr(0, at)), marker(tag), text(spelled.substr(at + std::char_traits<char>::length(tag)))};
+    const size_t end = at + std::char_traits<char>::length(tag);
+    return Pieces{text(spelled.substr(0, at)), marker(tag), text(spelled.substr(end))};
   };
   for (size_t i = first; i < msgs.size(); ++i) {
     const ChatMessage& m = msgs[i];

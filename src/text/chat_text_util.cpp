@@ -54,13 +54,16 @@ std::string rstrip_chars(const std::string& s, const std::string& chars) {
   return e == std::string::npos ? "" : s.substr(0, e + 1);
 }
 
-std::string strip_chars(const std::string& s, const std::string& chars) { return rstrip_chars(lstrip_chars(s, chars), chars); }
+std::string strip_chars(const std::string& s, const std::string& chars) {
+  return rstrip_chars(lstrip_chars(s, chars), chars);
+}
 
 std::string replace_all(const std::string& s, const std::string& from, const std::string& to) {
   if (from.empty()) return s;
   std::string out;
   size_t at = 0;
-  for (size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size()) out += s.substr(at, hit - at) + to;
+  for (size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size())
+    out += s.substr(at, hit - at) + to;
   return out + s.substr(at);
 }
 
