@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "format/cllm_format.h"
+#include "convert/chat_template_import.h"
 #include "convert/gguf_reader.h"
 #include "convert/gguf_tensors.h"
 #include "convert/gguf_vocab.h"
@@ -260,6 +261,7 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
 
   m.extra_metadata = nlohmann::json::object();
   import_gguf_tokenizer(g, m);
+  record_gguf_chat_template(g, m);
   if (!opt.tokenizer_path.empty()) {
     SpmInfo info;
     m.tokenizer = load_tokenizer_file(opt.tokenizer_path, c.vocab_size, &info);

@@ -12,11 +12,11 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
+#include "convert/chat_template_import.h"
 #include "convert/import_util.h"
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
-#include "text/chat_template.h"
 
 namespace cllm {
 
@@ -216,19 +216,6 @@ std::string special_token_text(const nlohmann::json& tc, const char* key) {
   return "";
 }
 
-// Records the chat template and the format it is recognised as (metadata tokenizer.chat_template,
-// tokenizer.chat_format).
-void record_chat_template(const nlohmann::json& tc, const std::string& tc_path, SourceModel& m) {
-  const std::string jinja = hf_chat_template(tc, tc_path);
-  if (jinja.empty()) return;
-  const ChatFormat f = chat_format_detect(jinja);
-  m.extra_metadata["tokenizer.chat_template"] = jinja;
-  m.extra_metadata["tokenizer.chat_format"] = chat_format_name(f);
-  if (f == ChatFormat::none)
-    log_warn("'", tc_path, "': the chat template is none of the known formats (llama3, llama2, zephyr): run --chat "
-             "will need --chat-template NAME");
-}
-
 void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std::string& cfg_path, SourceModel& m) {
   // tokenizer.model (SentencePiece) first: Llama 2 / TinyLlama folders carry both it and a
   // tokenizer.json converted from it. Without it, tokenizer.json is the (Llama 3) BPE tokenizer.
@@ -282,7 +269,9 @@ void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std
   // models do unless tokenizer_config.json says otherwise.
   const bool bpe_adds_bos = m.tokenizer.kind != "bpe" || info.bos_id >= 0;
   m.extra_metadata["tokenizer.add_bos"] = json_bool_or(tc, "add_bos_token", bpe_adds_bos, tc_path);
-  record_chat_template(tc, tc_path, m);
+  std::string template_origin;
+  const std::string jinja = hf_chat_template(dir, tc, tc_path, &template_origin);
+  record_chat_template(jinja, template_origin, m);
 }
 
 }  // namespace

@@ -186,19 +186,6 @@ std::vector<int> hf_eog_ids(const SourceTokenizer& tok, const nlohmann::json& co
   return ids;
 }
 
-std::string hf_chat_template(const nlohmann::json& tc, const std::string& path) {
-  auto it = tc.find("chat_template");
-  if (it == tc.end() || it->is_null()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_array()) {  // [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
-    for (const auto& e : *it)
-      if (e.is_object() && e.value("name", "") == "default" && e.value("template", nlohmann::json()).is_string())
-        return e["template"].get<std::string>();
-    return "";
-  }
-  fail("'", path, "': chat_template must be a string or a list of {name, template}, found ", it->type_name());
-}
-
 SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, SpmInfo* info) {
   SourceTokenizer tok;
   tok.kind = "sentencepiece";

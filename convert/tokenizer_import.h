@@ -52,8 +52,4 @@ SourceTokenizer load_tokenizer_file(const std::string& path, int vocab_size, Spm
 std::vector<int> hf_eog_ids(const SourceTokenizer& tok, const nlohmann::json& config, const std::string& dir, int eos,
                             int vocab_size);
 
-// tokenizer_config.json's chat_template (a string, or the "default" of a list of named ones);
-// "" when there is none.
-std::string hf_chat_template(const nlohmann::json& tokenizer_config, const std::string& path);
-
 }  // namespace cllm

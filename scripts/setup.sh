@@ -29,3 +29,8 @@ if ! "$root/.deps/venv/bin/python3" -c "import tokenizers, gguf, numpy" >/dev/nu
     "tokenizers==0.23.3" "gguf==0.19.0" numpy ||
     echo "setup: warning: could not install them (offline?): the parity tests will skip" >&2
 fi
+# The chat templates' parity test (tests/test-chat.cpp) renders them with jinja2, as transformers does.
+if ! "$root/.deps/venv/bin/python3" -c "import jinja2" >/dev/null 2>&1; then
+  echo "setup: installing the Python package jinja2 into .deps/venv" >&2
+  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "jinja2==3.1.6"
+fi

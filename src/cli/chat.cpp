@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/error.h"
 #include "common/log.h"
 #include "common/timer.h"
 #include "model/chat_session.h"
@@ -37,18 +38,35 @@ bool read_message(std::istream& in, std::string* msg) {
   return any;
 }
 
-// The format: --chat-template, else what compress found, else the stored template recognised now.
-ChatFormat chat_format_of(const Tokenizer& tok, const ChatArgs& a, std::string* why) {
+// The beginning of a template, on one line, to name it in messages.
+std::string template_excerpt(const std::string& jinja) {
+  std::string s;
+  for (char c : jinja.substr(0, 60)) s += c == '\n' ? ' ' : c;
+  return "'" + s + (jinja.size() > 60 ? "...'" : "'") + " (" + std::to_string(jinja.size()) + " bytes)";
+}
+
+// The format: --chat-template, else the model's stored template recognised now, else the
+// format compress recorded (tokenizer.chat_format). *why says which.
+ChatTemplate chat_template_of(const Tokenizer& tok, const ChatArgs& a, std::string* why) {
   if (!a.template_name.empty()) {
     *why = "--chat-template";
-    return chat_format_from_name(a.template_name);
+    return chat_template_from_name(a.template_name);
+  }
+  const std::string& jinja = tok.chat_template();
+  if (!jinja.empty()) {
+    ChatTemplate t = chat_template_detect(jinja);
+    if (t.format == ChatFormat::none)
+      fail("chat: the model's chat template ", template_excerpt(jinja), " is none of the formats codecllm renders (",
+           chat_template_names(), "): pass --chat-template NAME");
+    *why = "the model's chat template";
+    return t;
   }
   if (!tok.chat_format().empty() && tok.chat_format() != "none") {
-    *why = "the model's chat template";
-    return chat_format_from_name(tok.chat_format());
+    *why = "metadata tokenizer.chat_format";
+    return chat_template_from_name(tok.chat_format());
   }
-  *why = tok.chat_template().empty() ? "the model has no chat template" : "the model's chat template";
-  return chat_format_detect(tok.chat_template());
+  fail("chat: the model has no chat template (metadata tokenizer.chat_template): pass --chat-template NAME (one of ",
+       chat_template_names(), ")");
 }
 
 // printf into a std::string, for the fixed-width summary lines.
@@ -65,10 +83,19 @@ void add_chat_flags(CLI::App* run, ChatArgs& a) {
   run->add_flag("--chat", a.chat,
                 "Interactive chat in the model's chat format (alias -cnv): one message per line of stdin, "
                 "-p is the first; Ctrl-D or /exit ends");
-  run->add_option("--system-prompt", a.system, "The chat's system prompt (alias -sys)");
+  run->add_option("--system-prompt,--system", a.system,
+                  "The chat's system prompt (alias -sys); without it, the template's default if it has one");
   run->add_option("--chat-template", a.template_name,
-                  "Chat format instead of the model's: llama3, llama2, zephyr (tinyllama)")
-      ->check(CLI::IsMember({"llama3", "llama2", "zephyr", "tinyllama"}));
+                  "Chat format instead of the model's own template: " + chat_template_names() +
+                      " (also mistral = mistral-v3, tinyllama = zephyr)")
+      ->check([](const std::string& name) {
+        try {
+          chat_template_from_name(name);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
   run->add_flag("--verbose-prompt", a.verbose_prompt, "Print the prompt's tokens (each chat turn's) on stderr");
 }
 
@@ -83,12 +110,12 @@ int run_chat(const ForwardFn& forward, int context, int n_vocab, const Tokenizer
              const ChatArgs& a, const std::string& first_message, int n_predict) {
   std::string why;
   ChatOptions opt;
-  opt.format = chat_format_of(tok, a, &why);
+  opt.chat = chat_template_of(tok, a, &why);
   opt.system = a.system;
   opt.n_predict = n_predict;
   opt.sampling = sampling;
   ChatSession session(forward, context, n_vocab, tok, opt);
-  log_info(cat("chat: format ", chat_format_name(opt.format), " (", why, "), end of turn '",
+  log_info(cat("chat: format ", opt.chat.name, " (", why, "), end of turn '",
                tok.piece(session.end_of_turn_id()), "'; one message per line, a line ending in \\ continues, "
                "Ctrl-D or /exit ends"));
 

@@ -15,7 +15,7 @@ namespace cllm::cli {
 
 struct ChatArgs {
   bool chat = false;            // --chat / -cnv
-  std::string system;           // -sys / --system-prompt
+  std::string system;           // -sys / --system-prompt / --system
   std::string template_name;    // --chat-template NAME ("" = the model's)
   bool verbose_prompt = false;  // --verbose-prompt
 };

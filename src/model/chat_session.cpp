@@ -17,38 +17,82 @@ ChatSession::ChatSession(ForwardFn forward, int context, int n_vocab, const Toke
       specials_(chat_specials(tok)),
       sampler_(opt.sampling) {
   if (tok.n_vocab() > n_vocab) fail("the tokenizer has ", tok.n_vocab(), " tokens but the model only ", n_vocab);
-  if (opt.format == ChatFormat::none)
-    fail("chat: the model has no known chat template (metadata tokenizer.chat_format is none): pass "
-         "--chat-template llama3, llama2 or zephyr");
-  const std::string eot = chat_end_of_turn(opt.format, specials_);
+  if (opt.chat.format == ChatFormat::none)
+    fail("chat: the model has no known chat template: pass --chat-template NAME (one of ", chat_template_names(), ")");
+  if (!opt.system.empty() && !opt.chat.system_allowed)
+    fail("chat: the model's chat template (", opt.chat.name, ") refuses a system message: leave out --system-prompt");
+  const std::string eot = chat_end_of_turn(opt.chat, specials_);
   eot_ = eot.empty() ? -1 : tok.find_piece(eot);
   if (eot_ < 0)
-    fail("chat: the ", chat_format_name(opt.format), " format ends a reply with '", eot.empty() ? "EOS" : eot,
+    fail("chat: the ", opt.chat.name, " format ends a reply with '", eot.empty() ? "EOS" : eot,
          "', which this tokenizer does not have (pick another format with --chat-template)");
-  chat_tokenize(tok, chat_user_turn(opt.format, opt.system, "x", true, specials_));  // every token it needs exists
+  if (!opt.system.empty()) messages_.push_back({"system", opt.system});
+  chat_tokenize(tok, rendered("x"));  // every token the format needs exists
 }
 
-std::vector<int> ChatSession::next_prompt(const std::string& user) const {
-  std::vector<ChatPiece> pieces;
-  if (turns_ > 0) {
-    // The previous reply's stop token was never fed: close the turn as the template does.
-    pieces.push_back({true, chat_end_of_turn(opt_.format, specials_)});
-    for (auto& p : chat_after_reply(opt_.format, specials_)) pieces.push_back(std::move(p));
+std::vector<ChatPiece> ChatSession::rendered(const std::string& user) const {
+  std::vector<ChatMessage> conversation = messages_;
+  conversation.push_back({"user", user});
+  std::vector<ChatPiece> pieces = chat_render(opt_.chat, conversation, true, specials_);
+  // A template that does not write BOS itself (ChatML, Phi-3, Zephyr) gets it from the tokenizer,
+  // as any prompt does, when the tokenizer adds one.
+  const bool writes_bos = !pieces.empty() && pieces[0].special && pieces[0].text == specials_.bos;
+  if (!writes_bos && tok_.add_bos() && !specials_.bos.empty()) pieces.insert(pieces.begin(), {true, specials_.bos});
+  return pieces;
+}
+
+namespace {
+
+// The pieces after the first n characters of their text; false when n falls inside a special token.
+bool drop_text_prefix(const std::vector<ChatPiece>& pieces, size_t n, std::vector<ChatPiece>* rest) {
+  rest->clear();
+  for (const auto& p : pieces) {
+    if (n == 0) {
+      rest->push_back(p);
+    } else if (p.text.size() <= n) {
+      n -= p.text.size();
+    } else {
+      if (p.special) return false;
+      rest->push_back({false, p.text.substr(n)});
+      n = 0;
+    }
   }
-  for (auto& p : chat_user_turn(opt_.format, opt_.system, user, turns_ == 0, specials_)) pieces.push_back(std::move(p));
-  return chat_tokenize(tok_, pieces);
+  return true;
+}
+
+}  // namespace
+
+std::vector<int> ChatSession::next_prompt(const std::string& user, int* pos) const {
+  const std::vector<ChatPiece> pieces = rendered(user);
+  const std::string text = chat_text(pieces);
+  // The usual case: the rendering continues the cache's text; tokenize only what follows it.
+  std::vector<ChatPiece> rest;
+  const bool continues = text.size() > cached_text_.size() && text.compare(0, cached_text_.size(), cached_text_) == 0;
+  if (!cached_.empty() && continues && drop_text_prefix(pieces, cached_text_.size(), &rest)) {
+    if (pos) *pos = static_cast<int>(cached_.size());
+    return chat_tokenize(tok_, rest);
+  }
+  // The template rewrote an earlier turn (or trimmed the reply): keep the ids the two share.
+  const std::vector<int> ids = chat_tokenize(tok_, pieces);
+  size_t same = 0;
+  while (same < cached_.size() && same + 1 < ids.size() && cached_[same] == ids[same]) ++same;
+  if (pos) *pos = static_cast<int>(same);
+  return std::vector<int>(ids.begin() + static_cast<std::ptrdiff_t>(same), ids.end());
 }
 
 ChatTurn ChatSession::turn(const std::string& user, const std::function<void(const std::string&)>& on_text) {
   ChatTurn t;
-  t.pos = pos_;
-  t.prompt = next_prompt(user);
+  t.prompt = next_prompt(user, &t.pos);
   const int n = static_cast<int>(t.prompt.size());
-  if (pos_ + n > context_)
-    fail("chat: the message needs ", n, " tokens and ", context_ - pos_, " of the context's ", context_,
+  if (t.pos + n > context_)
+    fail("chat: the message needs ", n, " tokens and ", context_ - t.pos, " of the context's ", context_,
          " are left: start again with a larger -c");
   for (int id : t.prompt) sampler_.accept(id);
   ++turns_;
+  pos_ = t.pos;
+  cached_.resize(static_cast<size_t>(pos_));
+  cached_.insert(cached_.end(), t.prompt.begin(), t.prompt.end());
+  cached_text_ = chat_text(rendered(user));
 
   Timer timer;
   const float* logits = forward_(t.prompt.data(), n, pos_);
@@ -73,6 +117,7 @@ ChatTurn ChatSession::turn(const std::string& user, const std::function<void(con
       break;
     }
     emit(decoder.push(next));
+    cached_.push_back(next);  // fed below, or by the next turn when the context is full
     if (pos_ >= context_) {
       t.context_full = true;
       break;
@@ -85,6 +130,13 @@ ChatTurn ChatSession::turn(const std::string& user, const std::function<void(con
     ++pos_;
   }
   emit(decoder.flush());
+  cached_text_ += t.text;
+  if (t.context_full) {
+    cached_.pop_back();  // sampled from the last position, never fed
+    cached_text_.clear();
+  }
+  messages_.push_back({"user", user});
+  messages_.push_back({"assistant", t.text});
   return t;
 }
 

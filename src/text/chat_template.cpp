@@ -1,4 +1,9 @@
+// Chat formats by name and by their Jinja template's markers; the end of a turn; pieces to ids.
+// (chat_template_render.cpp renders each format.)
 #include "text/chat_template.h"
+
+#include <ctime>
+#include <regex>
 
 #include "common/error.h"
 #include "text/tokenizer.h"
@@ -7,113 +12,191 @@ namespace cllm {
 
 namespace {
 
-const char* const kStartHeader = "<|start_header_id|>";
-const char* const kEndHeader = "<|end_header_id|>";
-const char* const kEotId = "<|eot_id|>";
+const char* const kNames[] = {"chatml", "llama2",           "llama3",     "mistral-v1", "mistral-v3",
+                              "mistral-v3-tekken", "mistral-v7", "gemma",      "phi3",       "zephyr"};
 
-// Jinja's trim / Python's str.strip(): white space at both ends (ASCII, NEL, NBSP and the
-// Unicode spaces that UTF-8 spells in 2-3 bytes).
-bool space_at(const std::string& s, size_t i, size_t* len) {
-  static const char* const wide[] = {"\xC2\x85", "\xC2\xA0", "\xE1\x9A\x80", "\xE2\x80\x80", "\xE2\x80\x81",
-                                     "\xE2\x80\x82", "\xE2\x80\x83", "\xE2\x80\x84", "\xE2\x80\x85", "\xE2\x80\x86",
-                                     "\xE2\x80\x87", "\xE2\x80\x88", "\xE2\x80\x89", "\xE2\x80\x8A", "\xE2\x80\xA8",
-                                     "\xE2\x80\xA9", "\xE2\x80\xAF", "\xE2\x81\x9F", "\xE3\x80\x80"};
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) {
-    *len = 1;
-    return true;
-  }
-  for (const char* w : wide) {
-    const size_t n = std::char_traits<char>::length(w);
-    if (s.compare(i, n, w) == 0) {
-      *len = n;
-      return true;
+bool has(const std::string& s, const char* needle) { return s.find(needle) != std::string::npos; }
+
+// A literal as templates write it: '\n' spelled as the escape \n or as a real newline.
+bool has_literal(const std::string& jinja, const std::string& literal) {
+  std::string escaped;
+  for (char c : literal) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return jinja.find(literal) != std::string::npos || jinja.find(escaped) != std::string::npos;
+}
+
+// A Jinja string literal's escapes undone (\n, \t, \', \", \\).
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
     }
+    const char c = s[++i];
+    out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
   }
-  return false;
-}
-
-std::string trim(const std::string& s) {
-  size_t b = 0, len = 0;
-  while (b < s.size() && space_at(s, b, &len)) b += len;
-  size_t e = b;  // end of the last non-space character
-  for (size_t i = b; i < s.size();) {
-    if (space_at(s, i, &len)) {
-      i += len;
-    } else {
-      ++i;
-      while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) ++i;
-      e = i;
-    }
-  }
-  return s.substr(b, e - b);
-}
-
-ChatPiece text(std::string s) { return {false, std::move(s)}; }
-ChatPiece special(std::string s) { return {true, std::move(s)}; }
-
-void append(std::vector<ChatPiece>& out, std::vector<ChatPiece> more) {
-  for (auto& p : more) out.push_back(std::move(p));
-}
-
-void add_bos(std::vector<ChatPiece>& out, const ChatSpecials& sp) {
-  if (!sp.bos.empty()) out.push_back(special(sp.bos));
-}
-
-// Llama 3: one header-framed block per message.
-std::vector<ChatPiece> llama3_message(const std::string& role, const std::string& content) {
-  return {special(kStartHeader), text(role), special(kEndHeader), text("\n\n" + trim(content)), special(kEotId)};
-}
-std::vector<ChatPiece> llama3_generation_prompt() {
-  return {special(kStartHeader), text("assistant"), special(kEndHeader), text("\n\n")};
-}
-
-// Llama 2: the system prompt goes inside the first [INST].
-std::vector<ChatPiece> llama2_user(const std::string& system, const std::string& user, bool first, const ChatSpecials& sp) {
-  const std::string content = first && !system.empty() ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + user : user;
-  std::vector<ChatPiece> out;
-  add_bos(out, sp);
-  out.push_back(text("[INST] " + trim(content) + " [/INST]"));
   return out;
 }
 
-// Zephyr (TinyLlama-Chat): "<|role|>\n", the content, EOS, "\n".
-std::vector<ChatPiece> zephyr_message(const std::string& role, const std::string& content, const ChatSpecials& sp) {
-  return {text("<|" + role + "|>\n" + content), special(sp.eos), text("\n")};
+// The system message a ChatML template writes when the conversation has none: the first
+// "<|im_start|>system\n...<|im_end|>" written as one literal (no quote or brace inside).
+std::string chatml_default_system(const std::string& jinja) {
+  const std::regex literal(R"(<\|im_start\|>system(\\n|\n)([^'"{}]*?)<\|im_end\|>)");
+  std::smatch m;
+  return std::regex_search(jinja, m, literal) ? unescape(m[2].str()) : "";
 }
 
-void check_role(const ChatMessage& m, size_t i) {
-  if (m.role != "system" && m.role != "user" && m.role != "assistant")
-    fail("chat message ", i, ": role '", m.role, "' (expected system, user or assistant)");
+ChatTemplate named(ChatFormat f, const char* name) {
+  ChatTemplate t;
+  t.format = f;
+  t.name = name;
+  return t;
+}
+
+MistralStyle mistral_style(const std::string& name) {
+  MistralStyle s;
+  if (name == "mistral-v1") {
+    s.open = " [INST] ";
+    s.close = " [/INST]";
+    s.trim_reply = false;
+    s.system_at = MistralSystemAt::first_user;
+  } else if (name == "mistral-v3-tekken" || name == "mistral-v7") {
+    s.open = "[INST]";
+    s.reply = "";
+    s.trim_reply = false;
+    s.system_block = name == "mistral-v7";
+  }
+  return s;
+}
+
+// Where a Mistral template's versions differ, read from the template's literals.
+ChatTemplate detect_mistral(const std::string& jinja) {
+  ChatTemplate t = named(ChatFormat::mistral, "mistral-v3");
+  MistralStyle& s = t.mistral;
+  std::smatch m;
+  if (has(jinja, "[SYSTEM_PROMPT]")) {
+    if (has(jinja, "default_system_message")) return {};  // Mistral Small 3: a dated default we do not write
+    t.name = "mistral-v7";
+    s = mistral_style(t.name);
+    return t;
+  }
+  if (std::regex_search(jinja, m, std::regex(R"(['"]( ?\[INST\] ?)['"])"))) s.open = m[1].str();
+  if (std::regex_search(jinja, m, std::regex(R"(['"]( ?\[/INST\])['"])"))) s.close = m[1].str();
+  const std::regex reply(R"((['"] ['"]\s*\+\s*)?message\[['"]content['"]\](\s*\|\s*trim)?\s*\+\s*eos_token)");
+  if (std::regex_search(jinja, m, reply)) {
+    s.reply = m[1].matched ? " " : "";
+    s.trim_reply = m[2].matched;
+  }
+  if (has(jinja, "loop.first and system_message")) s.system_at = MistralSystemAt::first_user;
+  else if (has(jinja, "user_messages[-1]) and system_message")) s.system_at = MistralSystemAt::like_last_user;
+  t.system_allowed = has(jinja, "system_message");
+  t.alternating = has(jinja, "must alternate");
+  if (s.open == " [INST] ") t.name = "mistral-v1";
+  else if (s.open == "[INST]") t.name = "mistral-v3-tekken";
+  return t;
+}
+
+ChatTemplate detect_llama3(const std::string& jinja) {
+  ChatTemplate t = named(ChatFormat::llama3, "llama3");
+  t.knowledge_date = has(jinja, "Cutting Knowledge Date");
+  std::smatch m;
+  if (has(jinja, "strftime_now")) t.date = chat_today();  // transformers defines strftime_now
+  else if (std::regex_search(jinja, m, std::regex(R"(date_string = "([^"]*)\")"))) t.date = m[1].str();
+  else t.date = "26 Jul 2024";
+  return t;
+}
+
+// SmolLM3: the two default system prompts, the literals written for /think and otherwise.
+ChatTemplate detect_smollm3(const std::string& jinja) {
+  const std::regex defaults(
+      R"re(reasoning_mode == "/think" -%\}\s*\{\{- "((?:[^"\\]|\\.)*)" -\}\}\s*\{%- else -%\}\s*\{\{- "((?:[^"\\]|\\.)*)" -\}\})re");
+  std::smatch m;
+  if (!has(jinja, "Reasoning Mode") || !std::regex_search(jinja, m, defaults)) return {};
+  ChatTemplate t = named(ChatFormat::chatml, "smollm3");
+  t.metadata_block = true;
+  t.think_default = unescape(m[1].str());
+  t.no_think_default = unescape(m[2].str());
+  t.date = chat_today("%d %B %Y");
+  return t;
+}
+
+ChatTemplate detect_chatml(const std::string& jinja) {
+  if (has(jinja, "Knowledge Cutoff Date")) return detect_smollm3(jinja);
+  if (has(jinja, "<|im_sep|>")) return {};  // Phi-4: a format of its own
+  ChatTemplate t = named(ChatFormat::chatml, "chatml");
+  t.default_system = chatml_default_system(jinja);
+  t.strip_thinking = has(jinja, "</think>");
+  return t;
+}
+
+ChatTemplate detect_gemma(const std::string& jinja) {
+  ChatTemplate t = named(ChatFormat::gemma, "gemma");
+  if (has(jinja, "System role not supported")) t.system_allowed = false;  // Gemma 1 and 2
+  else if (!has(jinja, "first_user_prefix")) return {};                    // a system turn of its own: not Google's
+  return t;
 }
 
 }  // namespace
 
+std::string chat_template_names() {
+  std::string s;
+  for (const char* n : kNames) s += (s.empty() ? "" : ", ") + std::string(n);
+  return s;
+}
+
+ChatTemplate chat_template_from_name(const std::string& name) {
+  if (name == "chatml") return named(ChatFormat::chatml, "chatml");
+  if (name == "llama3") return named(ChatFormat::llama3, "llama3");
+  if (name == "llama2") return named(ChatFormat::llama2, "llama2");
+  if (name == "gemma") return named(ChatFormat::gemma, "gemma");
+  if (name == "phi3") return named(ChatFormat::phi3, "phi3");
+  if (name == "zephyr" || name == "tinyllama") return named(ChatFormat::zephyr, "zephyr");
+  const std::string mistral = name == "mistral" ? "mistral-v3" : name == "mistral-v7-tekken" ? "mistral-v7" : name;
+  for (const char* n : {"mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7"}) {
+    if (mistral != n) continue;
+    ChatTemplate t = named(ChatFormat::mistral, n);
+    t.mistral = mistral_style(n);
+    return t;
+  }
+  fail("unknown chat template '", name, "' (known: ", chat_template_names(), ")");
+}
+
+ChatTemplate chat_template_detect(const std::string& jinja) {
+  if (has(jinja, "<|start_header_id|>") && has(jinja, "<|eot_id|>")) return detect_llama3(jinja);
+  if (has(jinja, "<|im_start|>") && has(jinja, "<|im_end|>")) return detect_chatml(jinja);
+  if (has(jinja, "<start_of_turn>") && has(jinja, "<end_of_turn>")) return detect_gemma(jinja);
+  if (has(jinja, "[INST]") && has(jinja, "[/INST]"))
+    return has(jinja, "<<SYS>>") ? named(ChatFormat::llama2, "llama2") : detect_mistral(jinja);
+  if (has_literal(jinja, "<|user|>\n") && has(jinja, "<|end|>")) return named(ChatFormat::phi3, "phi3");
+  if (has(jinja, "<|user|>") && has(jinja, "<|assistant|>") && has(jinja, "eos_token"))
+    return named(ChatFormat::zephyr, "zephyr");
+  return {};
+}
+
+std::string chat_today(const char* strftime_format) {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buf[64];
+  std::strftime(buf, sizeof buf, strftime_format, &local);
+  return buf;
+}
+
 const char* chat_format_name(ChatFormat f) {
   switch (f) {
+    case ChatFormat::chatml: return "chatml";
     case ChatFormat::llama3: return "llama3";
     case ChatFormat::llama2: return "llama2";
+    case ChatFormat::mistral: return "mistral";
+    case ChatFormat::gemma: return "gemma";
+    case ChatFormat::phi3: return "phi3";
     case ChatFormat::zephyr: return "zephyr";
     case ChatFormat::none: break;
   }
   return "none";
 }
 
-ChatFormat chat_format_from_name(const std::string& name) {
-  if (name == "llama3") return ChatFormat::llama3;
-  if (name == "llama2") return ChatFormat::llama2;
-  if (name == "zephyr" || name == "tinyllama") return ChatFormat::zephyr;
-  if (name == "none") return ChatFormat::none;
-  fail("unknown chat template '", name, "' (known: llama3, llama2, zephyr (tinyllama), none)");
-}
-
-ChatFormat chat_format_detect(const std::string& jinja) {
-  if (jinja.find(kStartHeader) != std::string::npos && jinja.find(kEotId) != std::string::npos) return ChatFormat::llama3;
-  if (jinja.find("[INST]") != std::string::npos && jinja.find("[/INST]") != std::string::npos) return ChatFormat::llama2;
-  if (jinja.find("<|user|>") != std::string::npos && jinja.find("<|assistant|>") != std::string::npos)
-    return ChatFormat::zephyr;
-  return ChatFormat::none;
-}
+ChatFormat chat_format_detect(const std::string& jinja) { return chat_template_detect(jinja).format; }
 
 ChatSpecials chat_specials(const Tokenizer& tok) {
   ChatSpecials sp;
@@ -122,79 +205,14 @@ ChatSpecials chat_specials(const Tokenizer& tok) {
   return sp;
 }
 
-std::vector<ChatPiece> chat_render(ChatFormat f, const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                                   const ChatSpecials& sp) {
-  for (size_t i = 0; i < messages.size(); ++i) check_role(messages[i], i);
-  std::vector<ChatPiece> out;
-  switch (f) {
-    case ChatFormat::llama3:
-      add_bos(out, sp);
-      for (const auto& m : messages) append(out, llama3_message(m.role, m.content));
-      if (add_generation_prompt) append(out, llama3_generation_prompt());
-      break;
-    case ChatFormat::llama2: {
-      // As the Llama-2-chat template: a leading system message is folded into the first user
-      // turn; then user and assistant must alternate.
-      size_t first = 0;
-      std::string system;
-      if (!messages.empty() && messages[0].role == "system") {
-        system = messages[0].content;
-        first = 1;
-      }
-      for (size_t i = first; i < messages.size(); ++i) {
-        const auto& m = messages[i];
-        if ((m.role == "user") != ((i - first) % 2 == 0))
-          fail("chat message ", i, ": the llama2 format needs roles alternating user/assistant/user/..., found '",
-               m.role, "'");
-        if (m.role == "user") append(out, llama2_user(system, m.content, i == first, sp));
-        else append(out, {text(" " + trim(m.content) + " "), special(sp.eos)});
-      }
-      break;
-    }
-    case ChatFormat::zephyr:
-      // The template writes no BOS; the tokenizer puts it first, as for any prompt.
-      add_bos(out, sp);
-      for (const auto& m : messages) append(out, zephyr_message(m.role, m.content, sp));
-      if (add_generation_prompt) out.push_back(text("<|assistant|>\n"));
-      break;
-    case ChatFormat::none:
-      fail("no chat format: the model has no known chat template (pass --chat-template llama3, llama2 or zephyr)");
+std::string chat_end_of_turn(const ChatTemplate& t, const ChatSpecials& sp) {
+  switch (t.format) {
+    case ChatFormat::chatml: return "<|im_end|>";
+    case ChatFormat::llama3: return "<|eot_id|>";
+    case ChatFormat::gemma: return "<end_of_turn>";
+    case ChatFormat::phi3: return "<|end|>";
+    default: return sp.eos;
   }
-  return out;
-}
-
-std::vector<ChatPiece> chat_user_turn(ChatFormat f, const std::string& system, const std::string& user, bool first,
-                                      const ChatSpecials& sp) {
-  std::vector<ChatPiece> out;
-  switch (f) {
-    case ChatFormat::llama3:
-      if (first) add_bos(out, sp);
-      if (first && !system.empty()) append(out, llama3_message("system", system));
-      append(out, llama3_message("user", user));
-      append(out, llama3_generation_prompt());
-      break;
-    case ChatFormat::llama2:
-      append(out, llama2_user(system, user, first, sp));
-      break;
-    case ChatFormat::zephyr:
-      if (first) add_bos(out, sp);
-      if (first && !system.empty()) append(out, zephyr_message("system", system, sp));
-      append(out, zephyr_message("user", user, sp));
-      out.push_back(text("<|assistant|>\n"));
-      break;
-    case ChatFormat::none:
-      return chat_render(f, {}, true, sp);  // throws
-  }
-  return out;
-}
-
-std::string chat_end_of_turn(ChatFormat f, const ChatSpecials& sp) {
-  return f == ChatFormat::llama3 ? kEotId : sp.eos;
-}
-
-std::vector<ChatPiece> chat_after_reply(ChatFormat f, const ChatSpecials&) {
-  if (f == ChatFormat::zephyr) return {text("\n")};
-  return {};
 }
 
 std::vector<int> chat_tokenize(const Tokenizer& tok, const std::vector<ChatPiece>& pieces) {
@@ -207,13 +225,13 @@ std::vector<int> chat_tokenize(const Tokenizer& tok, const std::vector<ChatPiece
     pending.clear();
   };
   for (const auto& p : pieces) {
-    if (!p.special) {
+    const int id = p.special && !p.text.empty() ? tok.find_piece(p.text) : -1;
+    if (!p.special || (p.optional && id < 0)) {
       pending += p.text;
       continue;
     }
     flush();
     if (p.text.empty()) fail("the chat format needs a BOS or EOS token, and the tokenizer has none");
-    const int id = tok.find_piece(p.text);
     if (id < 0)
       fail("the chat format needs the token '", p.text, "', which this tokenizer does not have (pick another format "
            "with --chat-template)");
