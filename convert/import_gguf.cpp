@@ -197,6 +197,12 @@ void read_hparams(const GGUFFile& g, LlamaConfig& c) {
   c.norm_eps = static_cast<float>(d);
   c.rope_theta = g.get_float("llama.rope.freq_base", &d) ? static_cast<float>(d) : 10000.0f;
   c.rope_layout = RopeLayout::interleaved;
+  // llama.cpp writes Mistral 7B as "llama", without its window; a file that gives one keeps it.
+  const int window = hparam(g, "llama.attention.sliding_window", 0, false);
+  if (window > 0 && window < c.context_length) {
+    c.architecture = "mistral";
+    c.sliding_window = window;
+  }
   std::string scaling;
   if (g.get_string("llama.rope.scaling.type", &scaling) && scaling != "none")
     fail("'", path, "': llama.rope.scaling.type '", scaling, "' is not supported (llama3 scaling comes as rope_freqs.weight)");

@@ -1,4 +1,4 @@
-// Hugging Face model folders: config.json (LlamaForCausalLM), model.safetensors or shards listed
+// Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -16,6 +16,7 @@
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
+#include "model/architecture.h"
 #include "text/chat_template.h"
 
 namespace cllm {
@@ -58,8 +59,9 @@ std::string canonical_name(const std::string& hf, bool* skip) {
   return layer_tensor_name(layer, it->second.c_str());
 }
 
-void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
-  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
+// The architecture config.json names: the first entry of "architectures" that is supported
+// (MistralForCausalLM -> mistral), else model_type when there is no list.
+const Architecture& read_architecture(const nlohmann::json& cfg, const std::string& file) {
   const std::string model_type = json_string_or(cfg, "model_type", "", file);
   std::vector<std::string> archs;
   if (const auto* a = json_find(cfg, "architectures")) {
@@ -67,14 +69,30 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
     for (const auto& x : *a)
       if (x.is_string()) archs.push_back(x.get<std::string>());
   }
-  const bool causal_lm = std::find(archs.begin(), archs.end(), "LlamaForCausalLM") != archs.end();
-  if (!(causal_lm || (archs.empty() && model_type == "llama"))) {
-    std::string found = archs.empty() ? "model_type '" + model_type + "'" : "architectures [";
-    for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
-    if (!archs.empty()) found += "]";
-    fail("'", file, "': unsupported architecture (", found,
-         "): codecllm supports Llama models (LlamaForCausalLM, model_type \"llama\")");
-  }
+  for (const std::string& name : archs)
+    for (const Architecture* a : architectures())
+      if (name == a->hf_class) return *a;
+  if (archs.empty())
+    if (const Architecture* a = find_architecture(model_type)) return *a;
+  std::string found = archs.empty() ? "model_type '" + model_type + "'" : "architectures [";
+  for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
+  if (!archs.empty()) found += "]";
+  fail("'", file, "': unsupported architecture (", found, "): codecllm supports ", supported_architectures());
+}
+
+// config.json's sliding_window: null or absent (none), or a positive window. A window that
+// covers the whole trained context never masks anything and is dropped.
+int read_sliding_window(const nlohmann::json& cfg, int context, const std::string& file) {
+  const auto* w = json_find(cfg, "sliding_window");
+  if (!w || w->is_null()) return 0;
+  const int window = json_int(cfg, "sliding_window", file);
+  if (window <= 0) fail("'", file, "': sliding_window must be positive or null, found ", window);
+  return window < context ? window : 0;
+}
+
+void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
+  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
+  c.architecture = read_architecture(cfg, file).name;
   const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
   if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
   if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
@@ -94,6 +112,7 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
   c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
   c.rope_layout = RopeLayout::neox;
   c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
+  if (c.architecture == "mistral") c.sliding_window = read_sliding_window(cfg, c.context_length, file);
 
   // RoPE: transformers 4 writes rope_theta + rope_scaling; transformers 5 one rope_parameters
   // object holding rope_type, rope_theta and the scaling fields.

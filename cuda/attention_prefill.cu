@@ -20,7 +20,7 @@ template <int HD>
 __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const float* q, const __half* k_cache,
                                                                          const __half* v_cache, void* out,
                                                                          DType out_dt, int n, int pos, int n_heads,
-                                                                         int n_kv_heads) {
+                                                                         int n_kv_heads, int window) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
@@ -37,16 +37,22 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   const int warp_last_row = min(warp_row0 + kRowsPerWarp, n_rows) - 1;
   const int warp_min_pos = warp_row0 < n_rows ? pos + warp_row0 / group : -1;
   const int warp_max_pos = warp_row0 < n_rows ? pos + warp_last_row / group : -1;
-  int qpos[2];
+  int qpos[2], qlo[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = warp_row0 + lane / 4 + 8 * i;
     qpos[i] = r < n_rows ? pos + r / group : -1;
+    qlo[i] = first_key(qpos[i], window);
   }
+  // With a window: the keys from the block's first row's first key (tile_begin), the warp's
+  // rows' first keys (warp_lo .. warp_hi: tiles wholly below warp_lo are skipped, tiles
+  // reaching below warp_hi are masked).
+  const int tile_begin = first_key(pos + tile_row0 / group, window) / kTileKeys * kTileKeys;
+  const int warp_lo = first_key(warp_min_pos, window), warp_hi = first_key(warp_max_pos, window);
 
   // The first tile's copy starts before Q's loads, which it then overlaps.
-  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
+  const int n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
+  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, tile_begin, key_end, kv_dim, head_off);
   cp_async_commit();
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, q, warp_row0, n_rows, group, kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
@@ -55,15 +61,17 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD>(next, next + kTileHalves, k_cache, v_cache, (i + 1) * kTileKeys, key_end, kv_dim, head_off);
+      load_tile<HD>(next, next + kTileHalves, k_cache, v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
+                    head_off);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const int key0 = i * kTileKeys;
-    if (key0 <= warp_max_pos) {  // warp-uniform
+    const int key0 = tile_begin + i * kTileKeys;
+    if (key0 <= warp_max_pos && key0 + kTileKeys > warp_lo) {  // warp-uniform
       const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
-      warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, key0 + kTileKeys - 1 > warp_min_pos, st);
+      const bool mask = key0 + kTileKeys - 1 > warp_min_pos || key0 < warp_hi;
+      warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, qlo, mask, st);
     }
     __syncthreads();  // the next iteration loads tile i + 2 into this stage
   }
@@ -100,7 +108,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
 template <int HD, int KEYS, int MT, bool QS>
 __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT][HD / 16][4], const uint4* q_s,
                                                const __half* k_s, const __half* v_s, int key0,
-                                               const int (&qpos)[MT][2], bool mask, WarpState<HD> (&st)[MT]) {
+                                               const int (&qpos)[MT][2], const int (&qlo)[MT][2], bool mask,
+                                               WarpState<HD> (&st)[MT]) {
   constexpr int kNt = KEYS / 8;
   constexpr int kLd = smem_row<HD>();
   const int lane = threadIdx.x % 32, quad_col = 2 * (lane % 4);
@@ -150,7 +159,8 @@ __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT]
       for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          if (key0 + nt * 8 + quad_col + (e & 1) > qpos[mt][e >> 1]) s[mt][nt][e] = -INFINITY;
+          if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[mt][e >> 1] || key < qlo[mt][e >> 1])
+            s[mt][nt][e] = -INFINITY;
   }
 
   // Online softmax, per row tile exactly as warp_attend.
@@ -216,7 +226,7 @@ template <int HD, int WARPS, int MT, bool QS, int STEP>
 __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const float* q, const __half* k_cache,
                                                                           const __half* v_cache, void* out,
                                                                           DType out_dt, int n, int pos, int n_heads,
-                                                                          int n_kv_heads) {
+                                                                          int n_kv_heads, int window) {
   static_assert(kTileKeys % STEP == 0 && STEP % 16 == 0, "softmax step");
   constexpr int kThr = WARPS * 32, kWarpRows = kRowsPerWarp * MT, kBlockRows = WARPS * kWarpRows;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -234,17 +244,21 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
   const int warp_last_row = min(warp_row0 + kWarpRows, n_rows) - 1;
   const int warp_min_pos = warp_row0 < n_rows ? pos + warp_row0 / group : -1;
   const int warp_max_pos = warp_row0 < n_rows ? pos + warp_last_row / group : -1;
-  int qpos[MT][2];
+  int qpos[MT][2], qlo[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = warp_row0 + mt * kRowsPerWarp + lane / 4 + 8 * i;
       qpos[mt][i] = r < n_rows ? pos + r / group : -1;
+      qlo[mt][i] = first_key(qpos[mt][i], window);
     }
+  // With a window, as the kernel above: tile_begin, warp_lo, warp_hi.
+  const int tile_begin = first_key(pos + tile_row0 / group, window) / kTileKeys * kTileKeys;
+  const int warp_lo = first_key(warp_min_pos, window), warp_hi = first_key(warp_max_pos, window);
 
-  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
-  load_tile<HD, kThr>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
+  const int n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
+  load_tile<HD, kThr>(smem, smem + kTileHalves, k_cache, v_cache, tile_begin, key_end, kv_dim, head_off);
   cp_async_commit();
   const float scale = kLog2e * rsqrtf(static_cast<float>(HD));
   uint32_t qa[QS ? 1 : MT][HD / 16][4];
@@ -269,7 +283,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD, kThr>(next, next + kTileHalves, k_cache, v_cache, (i + 1) * kTileKeys, key_end, kv_dim, head_off);
+      load_tile<HD, kThr>(next, next + kTileHalves, k_cache, v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
+                          head_off);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -277,11 +292,11 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
     const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
 #pragma unroll
     for (int sub = 0; sub < kTileKeys / STEP; ++sub) {
-      const int key0 = i * kTileKeys + sub * STEP;
-      if (key0 <= warp_max_pos)  // warp-uniform
+      const int key0 = tile_begin + i * kTileKeys + sub * STEP;
+      if (key0 <= warp_max_pos && key0 + STEP > warp_lo)  // warp-uniform
         warp_attend_mt<HD, STEP, MT, QS>(qa, q_s, k_s + sub * STEP * smem_row<HD>(),
-                                         k_s + kTileHalves + sub * STEP * smem_row<HD>(), key0, qpos,
-                                         key0 + STEP - 1 > warp_min_pos, st);
+                                         k_s + kTileHalves + sub * STEP * smem_row<HD>(), key0, qpos, qlo,
+                                         key0 + STEP - 1 > warp_min_pos || key0 < warp_hi, st);
     }
     __syncthreads();
   }
@@ -307,19 +322,20 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
 
 template <int HD>
 void launch_prefill(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                    int n_heads, int n_kv_heads, cudaStream_t s) {
+                    int n_heads, int n_kv_heads, int window, cudaStream_t s) {
   const size_t smem = tile_smem_bytes<HD>();
   allow_smem<attention_prefill_f16_kernel<HD>>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   // kv heads vary fastest, so every head's longest row tiles are dispatched first
   const dim3 grid(n_kv_heads, (rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
-  attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
+  attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads,
+                                                                window);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
 template <int HD, int WARPS, int MT, bool QS, int STEP>
 void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                       int n_heads, int n_kv_heads, cudaStream_t s) {
+                       int n_heads, int n_kv_heads, int window, cudaStream_t s) {
   constexpr auto kernel = attention_prefill_mt_kernel<HD, WARPS, MT, QS, STEP>;
   constexpr int kBlockRows = WARPS * kRowsPerWarp * MT;
   const size_t smem = prefill_mt_smem_bytes<HD, WARPS, MT, QS>();
@@ -329,21 +345,22 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
   CLLM_CUDA_CHECK(cudaGetDevice(&dev));
   CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (smem > static_cast<size_t>(limit)) {
-    launch_prefill<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, s);
+    launch_prefill<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
     return;
   }
   allow_smem<kernel>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   const dim3 grid(n_kv_heads, (rows + kBlockRows - 1) / kBlockRows);
-  kernel<<<grid, WARPS * 32, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
+  kernel<<<grid, WARPS * 32, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
 // The prompt kernel's variants, by number (attention.h): the launcher of each head_dim.
 struct PrefillVariant {
   const char* name;
-  void (*launch64)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
-  void (*launch128)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
+  // (q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, stream)
+  void (*launch64)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, int, cudaStream_t);
+  void (*launch128)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, int, cudaStream_t);
 };
 const PrefillVariant kPrefillVariants[] = {
     {"0: 64 rows, 4 warps x 16 (original)", launch_prefill<64>, launch_prefill<128>},
@@ -387,20 +404,21 @@ int attention_prefill_default_variant() {
 
 void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
                                    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
-                                   cudaStream_t s) {
+                                   cudaStream_t s, int window) {
   if (variant < 0 || variant >= kNumPrefillVariants) fail("attention_prefill_f16: no variant ", variant);
   if (n <= 0) return;
+  if (window < 0) fail("attention_prefill_f16: sliding window ", window, " must be >= 0 (0: none)");
   check_shape("attention_prefill_f16", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
   const PrefillVariant& pv = kPrefillVariants[variant];
-  (head_dim == 64 ? pv.launch64 : pv.launch128)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, s);
+  (head_dim == 64 ? pv.launch64 : pv.launch128)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
 }
 
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
-                           int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
+                           int pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s, int window) {
   attention_prefill_f16_variant(attention_prefill_default_variant(), q, k_cache, v_cache, out, out_dt, n, pos,
-                                n_heads, n_kv_heads, head_dim, s);
+                                n_heads, n_kv_heads, head_dim, s, window);
 }
 
 }  // namespace cllm::cuda

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerates tests/fixtures/hf-*: small random LlamaForCausalLM models saved with
-Hugging Face transformers, with the logits and greedy tokens transformers computes for fixed
-prompts. codecllm's CPU engine is tested against them (tests/test-hf-parity.cpp).
+"""Regenerates tests/fixtures/hf-*: small random models of each supported family
+(LlamaForCausalLM, MistralForCausalLM) saved with Hugging Face transformers, with the logits and
+greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
+them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
-Needs torch and transformers (the GPU machine has both; no GPU is needed):
-    python3 scripts/make-hf-fixtures.py tests/fixtures
+Needs torch and transformers (CPU is enough):
+    python3 scripts/make-hf-fixtures.py tests/fixtures [NAME ...]
+With names, only those fixtures are written (the others keep the transformers they were made with).
 
 Each fixture folder holds what save_pretrained writes (config.json, model.safetensors, ...)
 plus expected.json (prompts, greedy continuations, shapes, versions) and, per prompt,
@@ -17,21 +19,34 @@ import sys
 
 import torch
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
+# Sliding-window fixtures: a window of 8, a prompt of 21 tokens (every query past the 8th has
+# keys masked below its window) and 16 greedy tokens decoded one by one past it.
+WINDOW = 8
+LONG_PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45, 77, 12, 180, 9, 222, 31, 5, 140, 66], [1, 5, 9]]
 GREEDY_TOKENS = 16
 
-# name -> (dtype, tied, llama3 rope scaling, kv heads)
+# family -> (config class, model class)
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+}
+
+# name -> (family, dtype, tied, llama3 rope scaling, kv heads)
 VARIANTS = {
-    "hf-f32-gqa": (torch.float32, False, False, 2),
-    "hf-f32-llama3-tied": (torch.float32, True, True, 2),
-    "hf-bf16-llama3-gqa": (torch.bfloat16, False, True, 1),
+    "hf-f32-gqa": ("llama", torch.float32, False, False, 2),
+    "hf-f32-llama3-tied": ("llama", torch.float32, True, True, 2),
+    "hf-bf16-llama3-gqa": ("llama", torch.bfloat16, False, True, 1),
+    "hf-mistral-f32-swa": ("mistral", torch.float32, False, False, 2),
+    "hf-mistral-bf16-swa-tied": ("mistral", torch.bfloat16, True, False, 1),
 }
 
 
-def make_config(tied, llama3, kv_heads):
+def make_config(family, tied, llama3, kv_heads):
+    config_class = FAMILIES[family][0]
     kw = dict(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -46,6 +61,11 @@ def make_config(tied, llama3, kv_heads):
         eos_token_id=2,
         attn_implementation="eager",
     )
+    if family == "mistral":
+        kw["sliding_window"] = WINDOW
+        # Sharper attention than the default 0.02, so that the window changes the logits by
+        # far more than the tests' tolerance (and the tied model's greedy tokens vary).
+        kw["initializer_range"] = 0.2
     theta = 10000.0
     # Small original context so that all three llama3 regions (kept, scaled, smoothed) occur
     # for head_dim 16: wavelengths span 2*pi .. ~2e4, thresholds 32/4 = 8 and 32/1 = 32.
@@ -55,16 +75,41 @@ def make_config(tied, llama3, kv_heads):
         params = {"rope_type": "default", "rope_theta": theta}
         if scaling:
             params = dict(scaling, rope_theta=theta)
-        return LlamaConfig(rope_parameters=params, **kw)
+        return config_class(rope_parameters=params, **kw)
     except TypeError:
-        return LlamaConfig(rope_theta=theta, rope_scaling=scaling, **kw)
+        return config_class(rope_theta=theta, rope_scaling=scaling, **kw)
 
 
-def main(out_root):
-    for name, (dtype, tied, llama3, kv_heads) in VARIANTS.items():
+def greedy_without_cache(model, prompt, n):
+    """Greedy tokens from full forward passes (no KV cache): a check on generate()'s cache."""
+    ids = list(prompt)
+    for _ in range(n):
+        with torch.no_grad():
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def check_window_matters(model_class, folder, prompt):
+    """The window must change the logits of the positions it shortens, and only those: else the
+    parity test could not tell a model that ignores it."""
+    def logits(**kw):
+        m = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager", **kw).eval()
+        with torch.no_grad():
+            return m(torch.tensor([prompt])).logits[0]
+    a, b = logits(), logits(sliding_window=None)
+    rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
+    assert max(rel[:WINDOW]) == 0.0 and min(rel[WINDOW:]) > 1e-2, f"window effect per position: {rel}"
+
+
+def main(out_root, names):
+    for name, (family, dtype, tied, llama3, kv_heads) in VARIANTS.items():
+        if names and name not in names:
+            continue
+        model_class = FAMILIES[family][1]
+        prompts = LONG_PROMPTS if family == "mistral" else PROMPTS
         torch.manual_seed(1234)
-        config = make_config(tied, llama3, kv_heads)
-        model = LlamaForCausalLM(config)
+        config = make_config(family, tied, llama3, kv_heads)
+        model = model_class(config)
         with torch.no_grad():  # norms away from 1 so that a missing norm weight shows
             for n, p in model.named_parameters():
                 if "norm" in n:
@@ -74,11 +119,15 @@ def main(out_root):
         os.makedirs(out, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
 
-        expected = {"prompts": PROMPTS, "greedy": [], "vocab": VOCAB, "dtype": str(dtype).replace("torch.", ""),
+        expected = {"family": family, "prompts": prompts, "greedy": [], "vocab": VOCAB,
+                    "dtype": str(dtype).replace("torch.", ""),
                     "transformers": transformers.__version__, "torch": torch.__version__,
                     "logits": []}
-        f32 = LlamaForCausalLM.from_pretrained(out, torch_dtype=torch.float32, attn_implementation="eager").eval()
-        for k, prompt in enumerate(PROMPTS):
+        if family == "mistral":
+            expected["sliding_window"] = WINDOW
+            check_window_matters(model_class, out, prompts[0])
+        f32 = model_class.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+        for k, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])
             with torch.no_grad():
                 logits = f32(ids).logits[0].float().contiguous()
@@ -93,11 +142,13 @@ def main(out_root):
                 expected["logits"].append(entry)
                 gen = f32.generate(ids, max_new_tokens=GREEDY_TOKENS, do_sample=False,
                                    eos_token_id=None, pad_token_id=0)
-                expected["greedy"].append(gen[0, len(prompt):].tolist())
+                greedy = gen[0, len(prompt):].tolist()
+                assert greedy == greedy_without_cache(f32, prompt, GREEDY_TOKENS), f"{name}: generate() and full passes differ"
+                expected["greedy"].append(greedy)
         with open(os.path.join(out, "expected.json"), "w") as fh:
             json.dump(expected, fh, indent=1)
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, greedy {expected['greedy'][0]}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures", set(sys.argv[2:]))

@@ -1,16 +1,20 @@
 // Parity with Hugging Face transformers, the framework users trust. tests/fixtures/hf-* are
-// small random LlamaForCausalLM models saved by transformers 5.17 (GQA, llama3 rope scaling,
-// tied and untied embeddings, fp32 and bf16) with the logits and greedy tokens transformers
-// computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them).
+// small random models saved by transformers (expected.json records its version): hf-f32-*,
+// hf-bf16-* LlamaForCausalLM (5.17: GQA, llama3 rope scaling, tied and untied embeddings, fp32
+// and bf16), hf-mistral-* MistralForCausalLM (5.25: a sliding window of 8 positions crossed by
+// a 21-token prompt and by the greedy tokens after it), with the logits and greedy tokens
+// transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them).
 //
 // Tolerances:
 // - against transformers in fp32 (the fp32 models, and the bf16 model's weights upcast to fp32,
 //   which is what codecllm's CPU path computes): 1e-4 relative error (the issue's bound). Both
 //   sides compute in fp32 with different summation orders; the largest error measured is 3.4e-7.
-// - against transformers' native bf16 compute for the bf16 model: 3e-2 relative. transformers
+// - against transformers' native bf16 compute for the bf16 models: 6e-2 relative. transformers
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
-//   the two. The largest error measured is 6.0e-3.
+//   the two. The largest errors measured are 6.0e-3 (Llama) and 4.1e-2 (Mistral, whose weights
+//   are drawn 10x wider so that its attention is sharp: rounded scores move its softmax more);
+//   transformers' own fp32 and bf16 logits differ by as much.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -29,7 +33,8 @@ using namespace cllm;
 
 namespace {
 
-const char* kFixtures[] = {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa"};
+const char* kFixtures[] = {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
+                           "hf-mistral-bf16-swa-tied"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -82,6 +87,23 @@ TEST_CASE("HF configs import as transformers reads them", "[hf-parity]") {
   CHECK(bf16.find("blk.0.attn_q.weight")->dtype == DType::BF16);
 }
 
+TEST_CASE("Mistral configs import with their sliding window", "[hf-parity]") {
+  const SourceModel swa = open_source_model(fixture_dir("hf-mistral-f32-swa"));
+  CHECK(swa.config.architecture == "mistral");
+  CHECK(swa.config.sliding_window == 8);
+  CHECK(swa.config.n_kv_heads == 2);
+  CHECK_FALSE(swa.config.tie_embeddings);
+  const SourceModel tied = open_source_model(fixture_dir("hf-mistral-bf16-swa-tied"));
+  CHECK(tied.config.tie_embeddings);
+  CHECK(tied.find("blk.1.ffn_down.weight")->dtype == DType::BF16);
+  // the window and the architecture survive the container
+  test::TempDir dir;
+  const LoadedFixture f = load_fixture(dir, "hf-mistral-f32-swa");
+  CHECK(f.file->metadata().at("general.architecture") == "mistral");
+  CHECK(f.file->metadata().at("mistral.attention.sliding_window") == 8);
+  CHECK(f.weights->config.sliding_window == 8);
+}
+
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {
   test::TempDir dir;
   for (const char* name : kFixtures) {
@@ -94,7 +116,8 @@ TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-p
       const auto& entry = f.expected["logits"][k];
       const auto ref = read_f32(fixture_dir(name) + "/" + entry.at("f32").get<std::string>());
       REQUIRE(ref.size() == prompt.size() * static_cast<size_t>(vocab));
-      CpuForward engine(*f.weights, {64, 2, 64});
+      // batches of 5 tokens: a window reaches back into earlier batches' keys
+      CpuForward engine(*f.weights, {64, 2, 5});
       const float* logits = engine.forward(prompt.data(), static_cast<int>(prompt.size()), 0, true);
       for (size_t p = 0; p < prompt.size(); ++p) {
         INFO("prompt " << k << ", position " << p);
@@ -104,7 +127,7 @@ TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-p
         const auto native = read_f32(fixture_dir(name) + "/" + entry.at("bf16").get<std::string>());
         for (size_t p = 0; p < prompt.size(); ++p) {
           INFO("prompt " << k << ", position " << p << ", against transformers' bf16 compute");
-          CHECK(rel_error(logits + p * vocab, native.data() + p * vocab, static_cast<size_t>(vocab)) < 3e-2);
+          CHECK(rel_error(logits + p * vocab, native.data() + p * vocab, static_cast<size_t>(vocab)) < 6e-2);
         }
       }
     }

@@ -1,5 +1,6 @@
 #include "model/architecture.h"
 
+#include "common/error.h"
 #include "model/llama_config.h"
 
 namespace cllm {
@@ -15,26 +16,57 @@ uint64_t extent_size(Extent e, const LlamaConfig& c) {
   return 0;
 }
 
-const Architecture& llama_architecture() {
-  static const Architecture arch{
-      "llama",
-      {
-          {kAttnNorm, "attn_norm", Extent::dim, Extent::none},
-          {kAttnQ, "attn_q", Extent::q_dim, Extent::dim},
-          {kAttnK, "attn_k", Extent::kv_dim, Extent::dim},
-          {kAttnV, "attn_v", Extent::kv_dim, Extent::dim},
-          {kAttnOutput, "attn_output", Extent::dim, Extent::q_dim},
-          {kFfnNorm, "ffn_norm", Extent::dim, Extent::none},
-          {kFfnGate, "ffn_gate", Extent::ffn, Extent::dim},
-          {kFfnUp, "ffn_up", Extent::ffn, Extent::dim},
-          {kFfnDown, "ffn_down", Extent::dim, Extent::ffn},
-      },
-      NormKind::rms,
-      FfnKind::swiglu,
+namespace {
+
+// The Llama layer: pre-norm attention and SwiGLU feed-forward, no biases.
+std::vector<LayerTensorDesc> llama_layer() {
+  return {
+      {kAttnNorm, "attn_norm", Extent::dim, Extent::none},
+      {kAttnQ, "attn_q", Extent::q_dim, Extent::dim},
+      {kAttnK, "attn_k", Extent::kv_dim, Extent::dim},
+      {kAttnV, "attn_v", Extent::kv_dim, Extent::dim},
+      {kAttnOutput, "attn_output", Extent::dim, Extent::q_dim},
+      {kFfnNorm, "ffn_norm", Extent::dim, Extent::none},
+      {kFfnGate, "ffn_gate", Extent::ffn, Extent::dim},
+      {kFfnUp, "ffn_up", Extent::ffn, Extent::dim},
+      {kFfnDown, "ffn_down", Extent::dim, Extent::ffn},
   };
+}
+
+}  // namespace
+
+const Architecture& llama_architecture() {
+  static const Architecture arch{"llama", "LlamaForCausalLM", llama_layer(), NormKind::rms, FfnKind::swiglu};
   return arch;
 }
 
-const Architecture& architecture_of(const LlamaConfig&) { return llama_architecture(); }
+// Mistral: the Llama layer; what differs is in the config (sliding_window, LlamaConfig).
+const Architecture& mistral_architecture() {
+  static const Architecture arch{"mistral", "MistralForCausalLM", llama_layer(), NormKind::rms, FfnKind::swiglu};
+  return arch;
+}
+
+const std::vector<const Architecture*>& architectures() {
+  static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture()};
+  return all;
+}
+
+const Architecture* find_architecture(const std::string& name) {
+  for (const Architecture* a : architectures())
+    if (name == a->name) return a;
+  return nullptr;
+}
+
+std::string supported_architectures() {
+  std::string s;
+  for (const Architecture* a : architectures()) s += cat(s.empty() ? "" : ", ", a->name, " (", a->hf_class, ")");
+  return s;
+}
+
+const Architecture& architecture_of(const LlamaConfig& c) {
+  const Architecture* a = find_architecture(c.architecture);
+  if (!a) fail("architecture '", c.architecture, "' is not supported (supported: ", supported_architectures(), ")");
+  return *a;
+}
 
 }  // namespace cllm

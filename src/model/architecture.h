@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace cllm {
@@ -36,9 +37,11 @@ enum class FfnKind {
 };
 
 // Attention is causal multi-head attention with grouped KV heads and RoPE on q and k, whose
-// layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling).
+// layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling);
+// a config's sliding_window (Mistral) bounds each query's keys from below.
 struct Architecture {
-  const char* name;                    // "llama", as general.architecture names it
+  const char* name;                    // "llama", as general.architecture names it (and the metadata keys' prefix)
+  const char* hf_class;                // "LlamaForCausalLM", as config.json's "architectures" names it
   std::vector<LayerTensorDesc> layer;  // kLayerTensors entries, in role order
   NormKind norm = NormKind::rms;       // before attention, before the FFN, and at the output
   FfnKind ffn = FfnKind::swiglu;
@@ -49,7 +52,16 @@ struct Architecture {
 
 // The Llama family (Llama 2/3/3.1, TinyLlama, SmolLM2, the TinyStories models).
 const Architecture& llama_architecture();
-// The architecture a config describes (today always the Llama family's).
+// Mistral (7B v0.1 with its 4096-position sliding window; v0.2+ without one).
+const Architecture& mistral_architecture();
+// Every supported architecture, the Llama family's first.
+const std::vector<const Architecture*>& architectures();
+// The entry named name ("llama", "mistral") or null.
+const Architecture* find_architecture(const std::string& name);
+// "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
+std::string supported_architectures();
+// The architecture a config describes (LlamaConfig::architecture); throws naming it and the
+// supported ones when there is no such entry.
 const Architecture& architecture_of(const LlamaConfig& c);
 
 }  // namespace cllm

@@ -11,22 +11,26 @@ const char* rope_layout_name(RopeLayout l) {
 }
 
 void LlamaConfig::validate() const {
-  auto positive = [](const char* key, long v) {
-    if (v <= 0) fail("model config: '", key, "' must be positive, found ", v);
+  // Errors name the metadata key of the field ("llama.block_count"), as the file spells it.
+  const std::string p = architecture + ".";
+  auto positive = [&](const char* key, long v) {
+    if (v <= 0) fail("model config: '", p, key, "' must be positive, found ", v);
   };
-  positive("llama.embedding_length", dim);
-  positive("llama.block_count", n_layers);
-  positive("llama.attention.head_count", n_heads);
-  positive("llama.attention.head_count_kv", n_kv_heads);
-  positive("llama.attention.key_length", head_dim);
-  positive("llama.feed_forward_length", ffn_dim);
-  positive("llama.vocab_size", vocab_size);
-  positive("llama.context_length", context_length);
+  architecture_of(*this);  // a supported architecture
+  positive("embedding_length", dim);
+  positive("block_count", n_layers);
+  positive("attention.head_count", n_heads);
+  positive("attention.head_count_kv", n_kv_heads);
+  positive("attention.key_length", head_dim);
+  positive("feed_forward_length", ffn_dim);
+  positive("vocab_size", vocab_size);
+  positive("context_length", context_length);
   if (n_heads % n_kv_heads != 0)
     fail("model config: head_count ", n_heads, " is not a multiple of head_count_kv ", n_kv_heads);
   if (head_dim % 2 != 0) fail("model config: head dimension ", head_dim, " must be even for RoPE");
-  if (!(norm_eps > 0.0f)) fail("model config: 'llama.attention.layer_norm_rms_epsilon' must be > 0");
-  if (!(rope_theta > 0.0f)) fail("model config: 'llama.rope.freq_base' must be > 0");
+  if (!(norm_eps > 0.0f)) fail("model config: '", p, "attention.layer_norm_rms_epsilon' must be > 0");
+  if (!(rope_theta > 0.0f)) fail("model config: '", p, "rope.freq_base' must be > 0");
+  if (sliding_window < 0) fail("model config: '", p, "attention.sliding_window' must be >= 0, found ", sliding_window);
   if (rope_scaling.type != "none" && rope_scaling.type != "llama3")
     fail("model config: unknown rope scaling type '", rope_scaling.type,
          "' (expected 'none' or 'llama3')");
@@ -40,37 +44,39 @@ void LlamaConfig::validate() const {
 }
 
 void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
-  m["general.architecture"] = "llama";
-  m["llama.embedding_length"] = c.dim;
-  m["llama.block_count"] = c.n_layers;
-  m["llama.attention.head_count"] = c.n_heads;
-  m["llama.attention.head_count_kv"] = c.n_kv_heads;
-  m["llama.attention.key_length"] = c.head_dim;
-  m["llama.feed_forward_length"] = c.ffn_dim;
-  m["llama.vocab_size"] = c.vocab_size;
-  m["llama.context_length"] = c.context_length;
-  m["llama.attention.layer_norm_rms_epsilon"] = c.norm_eps;
-  m["llama.rope.freq_base"] = c.rope_theta;
-  m["llama.rope.layout"] = rope_layout_name(c.rope_layout);
-  m["llama.rope.scaling.type"] = c.rope_scaling.type;
+  const std::string p = c.architecture + ".";
+  m["general.architecture"] = c.architecture;
+  m[p + "embedding_length"] = c.dim;
+  m[p + "block_count"] = c.n_layers;
+  m[p + "attention.head_count"] = c.n_heads;
+  m[p + "attention.head_count_kv"] = c.n_kv_heads;
+  m[p + "attention.key_length"] = c.head_dim;
+  m[p + "feed_forward_length"] = c.ffn_dim;
+  m[p + "vocab_size"] = c.vocab_size;
+  m[p + "context_length"] = c.context_length;
+  m[p + "attention.layer_norm_rms_epsilon"] = c.norm_eps;
+  m[p + "rope.freq_base"] = c.rope_theta;
+  m[p + "rope.layout"] = rope_layout_name(c.rope_layout);
+  m[p + "rope.scaling.type"] = c.rope_scaling.type;
   if (c.rope_scaling.type == "llama3") {
-    m["llama.rope.scaling.factor"] = c.rope_scaling.factor;
-    m["llama.rope.scaling.low_freq_factor"] = c.rope_scaling.low_freq_factor;
-    m["llama.rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
-    m["llama.rope.scaling.original_context_length"] = c.rope_scaling.original_context;
+    m[p + "rope.scaling.factor"] = c.rope_scaling.factor;
+    m[p + "rope.scaling.low_freq_factor"] = c.rope_scaling.low_freq_factor;
+    m[p + "rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
+    m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
   }
-  m["llama.tie_embeddings"] = c.tie_embeddings;
+  m[p + "tie_embeddings"] = c.tie_embeddings;
+  if (c.sliding_window > 0) m[p + "attention.sliding_window"] = c.sliding_window;
 }
 
 namespace {
 
-const nlohmann::json& require(const nlohmann::json& m, const char* key) {
+const nlohmann::json& require(const nlohmann::json& m, const std::string& key) {
   auto it = m.find(key);
   if (it == m.end()) fail("metadata: missing key '", key, "'");
   return *it;
 }
 
-int get_int(const nlohmann::json& m, const char* key) {
+int get_int(const nlohmann::json& m, const std::string& key) {
   const auto& v = require(m, key);
   if (!v.is_number_integer()) fail("metadata: '", key, "' must be an integer, found ", v.dump());
   const auto x = v.get<int64_t>();
@@ -78,7 +84,7 @@ int get_int(const nlohmann::json& m, const char* key) {
   return static_cast<int>(x);
 }
 
-float get_float(const nlohmann::json& m, const char* key) {
+float get_float(const nlohmann::json& m, const std::string& key) {
   const auto& v = require(m, key);
   if (!v.is_number()) fail("metadata: '", key, "' must be a number, found ", v.dump());
   return v.get<float>();
@@ -89,35 +95,38 @@ float get_float(const nlohmann::json& m, const char* key) {
 LlamaConfig config_from_metadata(const nlohmann::json& m) {
   if (!m.is_object()) fail("metadata: expected a JSON object");
   const auto& arch = require(m, "general.architecture");
-  if (!arch.is_string() || arch.get<std::string>() != "llama")
-    fail("metadata: unsupported architecture ", arch.dump(), " (expected \"llama\")");
+  if (!arch.is_string() || !find_architecture(arch.get<std::string>()))
+    fail("metadata: unsupported architecture ", arch.dump(), " (supported: ", supported_architectures(), ")");
   LlamaConfig c;
-  c.dim = get_int(m, "llama.embedding_length");
-  c.n_layers = get_int(m, "llama.block_count");
-  c.n_heads = get_int(m, "llama.attention.head_count");
-  c.n_kv_heads = get_int(m, "llama.attention.head_count_kv");
-  c.head_dim = get_int(m, "llama.attention.key_length");
-  c.ffn_dim = get_int(m, "llama.feed_forward_length");
-  c.vocab_size = get_int(m, "llama.vocab_size");
-  c.context_length = get_int(m, "llama.context_length");
-  c.norm_eps = get_float(m, "llama.attention.layer_norm_rms_epsilon");
-  c.rope_theta = get_float(m, "llama.rope.freq_base");
-  const auto& layout = require(m, "llama.rope.layout");
+  c.architecture = arch.get<std::string>();
+  const std::string p = c.architecture + ".";
+  c.dim = get_int(m, p + "embedding_length");
+  c.n_layers = get_int(m, p + "block_count");
+  c.n_heads = get_int(m, p + "attention.head_count");
+  c.n_kv_heads = get_int(m, p + "attention.head_count_kv");
+  c.head_dim = get_int(m, p + "attention.key_length");
+  c.ffn_dim = get_int(m, p + "feed_forward_length");
+  c.vocab_size = get_int(m, p + "vocab_size");
+  c.context_length = get_int(m, p + "context_length");
+  c.norm_eps = get_float(m, p + "attention.layer_norm_rms_epsilon");
+  c.rope_theta = get_float(m, p + "rope.freq_base");
+  const auto& layout = require(m, p + "rope.layout");
   if (layout == "interleaved") c.rope_layout = RopeLayout::interleaved;
   else if (layout == "neox") c.rope_layout = RopeLayout::neox;
-  else fail("metadata: 'llama.rope.layout' must be \"interleaved\" or \"neox\", found ", layout.dump());
-  const auto& stype = require(m, "llama.rope.scaling.type");
-  if (!stype.is_string()) fail("metadata: 'llama.rope.scaling.type' must be a string");
+  else fail("metadata: '", p, "rope.layout' must be \"interleaved\" or \"neox\", found ", layout.dump());
+  const auto& stype = require(m, p + "rope.scaling.type");
+  if (!stype.is_string()) fail("metadata: '", p, "rope.scaling.type' must be a string");
   c.rope_scaling.type = stype.get<std::string>();
   if (c.rope_scaling.type == "llama3") {
-    c.rope_scaling.factor = get_float(m, "llama.rope.scaling.factor");
-    c.rope_scaling.low_freq_factor = get_float(m, "llama.rope.scaling.low_freq_factor");
-    c.rope_scaling.high_freq_factor = get_float(m, "llama.rope.scaling.high_freq_factor");
-    c.rope_scaling.original_context = get_int(m, "llama.rope.scaling.original_context_length");
+    c.rope_scaling.factor = get_float(m, p + "rope.scaling.factor");
+    c.rope_scaling.low_freq_factor = get_float(m, p + "rope.scaling.low_freq_factor");
+    c.rope_scaling.high_freq_factor = get_float(m, p + "rope.scaling.high_freq_factor");
+    c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
   }
-  const auto& tie = require(m, "llama.tie_embeddings");
-  if (!tie.is_boolean()) fail("metadata: 'llama.tie_embeddings' must be true or false");
+  const auto& tie = require(m, p + "tie_embeddings");
+  if (!tie.is_boolean()) fail("metadata: '", p, "tie_embeddings' must be true or false");
   c.tie_embeddings = tie.get<bool>();
+  if (m.contains(p + "attention.sliding_window")) c.sliding_window = get_int(m, p + "attention.sliding_window");
   c.validate();
   return c;
 }

@@ -1,5 +1,7 @@
-// The Llama family's hyper-parameters, as stored in a .cllm file's metadata (dotted keys,
-// docs/format.md "Metadata"), and the tensor names and shapes they imply.
+// A model's hyper-parameters, as stored in a .cllm file's metadata (dotted keys prefixed by the
+// architecture's name, docs/format.md "Metadata"), and the tensor names and shapes they imply.
+// One struct serves every architecture of model/architecture.h (the Llama family and its
+// relatives); fields a family does not use keep their neutral defaults.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
+  std::string architecture = "llama";  // an Architecture's name (model/architecture.h)
   int dim = 0;             // model width (embedding_length)
   int n_layers = 0;
   int n_heads = 0;
@@ -37,6 +40,9 @@ struct LlamaConfig {
   RopeLayout rope_layout = RopeLayout::interleaved;
   RopeScaling rope_scaling;
   bool tie_embeddings = false;  // output projection == token embedding (no output.weight)
+  // 0: full causal attention. Else the query at position p sees keys p - sliding_window + 1 .. p
+  // (Mistral's window; transformers' "kv_idx > q_idx - sliding_window").
+  int sliding_window = 0;
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
@@ -44,7 +50,8 @@ struct LlamaConfig {
   void validate() const;
 };
 
-// Writes the "llama.*" keys; reads them back (throws naming a missing or bad key).
+// Writes general.architecture and the "<architecture>.*" keys ("llama.block_count", ...);
+// reads them back (throws naming a missing or bad key, or an unsupported architecture).
 void config_to_metadata(const LlamaConfig& c, nlohmann::json& meta);
 LlamaConfig config_from_metadata(const nlohmann::json& meta);
 

@@ -96,7 +96,8 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
                             rope_cos_.data(), rope_sin_.data()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
-                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_);
+                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
+                  c_.sliding_window);
   blas_->linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
 }
 
