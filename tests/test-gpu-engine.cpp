@@ -84,11 +84,11 @@ std::string synth_tiny(const test::TempDir& dir) {
   return out;
 }
 
-void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, int steps) {
+void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, int steps, int context = 256) {
   const int vocab = config_from_metadata(f.metadata()).vocab_size;
   std::vector<Trace> traces;
   for (Mode m : kModes) {
-    auto e = open_gpu(f, m);
+    auto e = open_gpu(f, m, context);
     REQUIRE(e->mode() == m);
     traces.push_back(greedy_trace(*e, prompt, steps, vocab));
   }
@@ -96,7 +96,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
   GpuOptions o;
-  o.context = 256;
+  o.context = context;
   o.threads = 2;
   for (size_t i = 0; i < s.layers.size() + s.classifier.size(); ++i) o.placements.push_back(static_cast<Placement>(i % 3));
   auto hybrid = GpuEngine::open(f, o);
@@ -132,6 +132,14 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
     const CllmFile f = CllmFile::open(synth_tiny(dir));
     REQUIRE(plan_weight_schedule(f, config_from_metadata(f.metadata())).classifier.size() > 1);
     check_modes_identical(f, {1, 17, 300, 4000, 12, 99, 2048}, 40);
+  }
+  for (const char* name : {"hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied"}) {
+    SECTION(std::string(name) + " (a sliding window of 8, crossed by the prompt and the tokens after it)") {
+      const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
+      const std::string path = dir.file(std::string(name) + ".cllm");
+      compress_model(open_source_model(test::fixture_dir(name)), path, CompressOptions{});
+      check_modes_identical(CllmFile::open(path), expected["prompts"][0].get<std::vector<int>>(), 30, 64);
+    }
   }
 }
 
@@ -175,20 +183,25 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
     std::string path;
     std::vector<int> prompt;
     double tol;
+    int context = 256;
   };
+  const std::string mistral = dir.file("mistral.cllm");
+  compress_model(open_source_model(test::fixture_dir("hf-mistral-f32-swa")), mistral, CompressOptions{});
   const Case cases[] = {{"stories260K (f32)", test::compress_stories(dir), {1, 403, 407, 261, 378}, 1e-4},
-                        {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2}};
+                        {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2},
+                        {"hf-mistral-f32-swa (f32, a window of 8)", mistral, {1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3},
+                         1e-4, 64}};
   for (const Case& k : cases) {
     const CllmFile f = CllmFile::open(k.path);
     const int vocab = config_from_metadata(f.metadata()).vocab_size;
-    auto full = open_gpu(f, Mode::full);
+    auto full = open_gpu(f, Mode::full, k.context);
     const Trace want = mixed_trace(*full, k.prompt, vocab);
     // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU
     // route; a ring of one slot as the planner may choose (2 with batches of 8).
     for (const auto [max_batch, slots] : {std::pair{1, 2}, {1, 1}, {8, 2}}) {
       INFO(k.name << ", CPU layers for batches up to " << max_batch << ", " << slots << " ring slots");
       GpuOptions o;
-      o.context = 256;
+      o.context = k.context;
       o.threads = 2;
       o.placements = cpu_hybrid(f);
       o.cpu_max_batch = max_batch;
@@ -256,7 +269,8 @@ TEST_CASE("gpu: stories260K greedy tokens and logits match the CPU reference", "
 TEST_CASE("gpu: the transformers fixtures' greedy tokens, and logits near the CPU's", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
-  for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa"}) {
+  for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
+                           "hf-mistral-bf16-swa-tied"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");

@@ -9,12 +9,11 @@
 // - against transformers in fp32 (the fp32 models, and the bf16 model's weights upcast to fp32,
 //   which is what codecllm's CPU path computes): 1e-4 relative error (the issue's bound). Both
 //   sides compute in fp32 with different summation orders; the largest error measured is 3.4e-7.
-// - against transformers' native bf16 compute for the bf16 models: 6e-2 relative. transformers
+// - against transformers' native bf16 compute for the bf16 models: 3e-2 relative. transformers
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
-//   the two. The largest errors measured are 6.0e-3 (Llama) and 4.1e-2 (Mistral, whose weights
-//   are drawn 10x wider so that its attention is sharp: rounded scores move its softmax more);
-//   transformers' own fp32 and bf16 logits differ by as much.
+//   the two. The largest errors measured are 6.0e-3 (Llama) and 1.8e-2 (Mistral, whose weights
+//   are drawn 5x wider so that its attention is sharp: rounded scores move its softmax more).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -127,7 +126,7 @@ TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-p
         const auto native = read_f32(fixture_dir(name) + "/" + entry.at("bf16").get<std::string>());
         for (size_t p = 0; p < prompt.size(); ++p) {
           INFO("prompt " << k << ", position " << p << ", against transformers' bf16 compute");
-          CHECK(rel_error(logits + p * vocab, native.data() + p * vocab, static_cast<size_t>(vocab)) < 6e-2);
+          CHECK(rel_error(logits + p * vocab, native.data() + p * vocab, static_cast<size_t>(vocab)) < 3e-2);
         }
       }
     }
