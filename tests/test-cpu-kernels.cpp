@@ -410,6 +410,10 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
     c.rope_theta = 500000.0f;
     c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
   }
+  SECTION("Mistral's sliding window, shorter than the prompt") {
+    c.architecture = "mistral";
+    c.sliding_window = 6;
+  }
   const LlamaWeights w = random_model(c, 7);
   const auto tokens = random_tokens(23, c.vocab_size, 3);
   CpuForward ref(w, {0, 1, 64});
