@@ -1,4 +1,5 @@
-// Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM), model.safetensors or shards listed
+// Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
+// Qwen2ForCausalLM: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -45,9 +46,12 @@ std::string canonical_name(const std::string& hf, bool* skip) {
     *skip = true;
     return hf;
   }
-  const std::string prefix = "model.layers.", suffix = ".weight";
-  if (hf.compare(0, prefix.size(), prefix) != 0 || hf.size() < prefix.size() + suffix.size() ||
-      hf.compare(hf.size() - suffix.size(), suffix.size(), suffix) != 0)
+  const std::string prefix = "model.layers.";
+  const auto ends_with = [&](const std::string& x) {
+    return hf.size() >= x.size() && hf.compare(hf.size() - x.size(), x.size(), x) == 0;
+  };
+  const std::string suffix = ends_with(".weight") ? ".weight" : ends_with(".bias") ? ".bias" : "";
+  if (suffix.empty() || hf.compare(0, prefix.size(), prefix) != 0 || hf.size() < prefix.size() + suffix.size())
     return hf;
   size_t pos = prefix.size(), digits = 0;
   while (pos < hf.size() && hf[pos] >= '0' && hf[pos] <= '9') ++pos, ++digits;
@@ -56,7 +60,9 @@ std::string canonical_name(const std::string& hf, bool* skip) {
   const std::string part = hf.substr(pos + 1, hf.size() - suffix.size() - pos - 1);
   auto it = parts.find(part);
   if (it == parts.end()) return hf;
-  return layer_tensor_name(layer, it->second.c_str());
+  // "blk.N.attn_q.weight"; biases (Qwen2's q, k, v) "blk.N.attn_q.bias": a bias the
+  // architecture lacks is then reported as unexpected by check_and_order_tensors
+  return "blk." + std::to_string(layer) + "." + it->second + suffix;
 }
 
 // The architecture config.json names: the first entry of "architectures" that is supported
@@ -95,8 +101,11 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
   c.architecture = read_architecture(cfg, file).name;
   const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
   if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
+  // Qwen2 always has q, k and v biases (and no such keys); elsewhere biases are refused.
   if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
     fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
+  if (c.architecture == "qwen2" && json_bool_or(cfg, "use_sliding_window", false, file))
+    fail("'", file, "': use_sliding_window (a window on the layers from max_window_layers on) is not supported");
 
   c.dim = json_int(cfg, "hidden_size", file);
   c.ffn_dim = json_int(cfg, "intermediate_size", file);

@@ -28,6 +28,10 @@ void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, in
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
              cudaStream_t s);
 
+// y (n, d) fp32 += b (d) in b_dt, per row: a projection's bias (Qwen2's q, k and v), added in
+// fp32 after the product, as the CPU reference adds it.
+void add_bias(float* y, const void* b, DType b_dt, int n, int d, cudaStream_t s);
+
 // RoPE and the KV cache write for n tokens at positions pos .. pos+n-1 (pos is read from
 // d_pos in device memory when d_pos is not null, so a captured CUDA graph serves every position):
 // q (n, n_heads*head_dim) and k (n, n_kv_heads*head_dim), fp32, are rotated (q in place),

@@ -1,5 +1,5 @@
-// The small per-token kernels of a layer: embedding gather, RMSNorm, RoPE with the KV cache
-// write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
+// The small per-token kernels of a layer: embedding gather, RMSNorm, a projection's bias,
+// RoPE with the KV cache write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -30,6 +30,13 @@ __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* 
   const float r = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
   const size_t base = static_cast<size_t>(blockIdx.x) * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f32(out, out_dt, base + i, (row[i] * r) * load_f32(w, w_dt, i));
+}
+
+// y (n, d) += b (d): one thread an element, grid-stride.
+__global__ void add_bias_kernel(float* y, const void* b, DType b_dt, int d, size_t count) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] += load_f32(b, b_dt, i % d);
 }
 
 __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, float s) {
@@ -86,6 +93,14 @@ void copy_f32(float* dst, const float* src, size_t count, cudaStream_t s) {
   const size_t blocks = std::min<size_t>((count + 255) / 256, 1024);
   copy_f32_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(dst, src, count);
   CLLM_CUDA_CHECK_LAUNCH("copy_f32");
+}
+
+void add_bias(float* y, const void* b, DType b_dt, int n, int d, cudaStream_t s) {
+  if (n <= 0 || d <= 0) return;
+  const size_t count = static_cast<size_t>(n) * d;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 1024);
+  add_bias_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(y, b, b_dt, d, count);
+  CLLM_CUDA_CHECK_LAUNCH("add_bias");
 }
 
 void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/hf-*: small random models of each supported family
-(LlamaForCausalLM, MistralForCausalLM) saved with Hugging Face transformers, with the logits and
+(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) saved with Hugging Face transformers, with the logits and
 greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
 them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
@@ -19,7 +19,8 @@ import sys
 
 import torch
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -33,6 +34,7 @@ GREEDY_TOKENS = 16
 FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
 }
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
@@ -42,6 +44,8 @@ VARIANTS = {
     "hf-bf16-llama3-gqa": ("llama", torch.bfloat16, False, True, 1),
     "hf-mistral-f32-swa": ("mistral", torch.float32, False, False, 2),
     "hf-mistral-bf16-swa-tied": ("mistral", torch.bfloat16, True, False, 1),
+    "hf-qwen2-f32-gqa": ("qwen2", torch.float32, False, False, 2),
+    "hf-qwen2-bf16-tied": ("qwen2", torch.bfloat16, True, False, 1),
 }
 
 
@@ -61,11 +65,13 @@ def make_config(family, tied, llama3, kv_heads):
         eos_token_id=2,
         attn_implementation="eager",
     )
+    if family != "llama":
+        # Sharper attention than the default 0.02, so that the family's feature (a window,
+        # biases) changes the logits by far more than the tests' tolerance, and greedy tokens
+        # vary instead of repeating the last prompt token.
+        kw["initializer_range"] = 0.1
     if family == "mistral":
         kw["sliding_window"] = WINDOW
-        # Sharper attention than the default 0.02, so that the window changes the logits by
-        # far more than the tests' tolerance (and the tied model's greedy tokens vary).
-        kw["initializer_range"] = 0.1
     theta = 10000.0
     # Small original context so that all three llama3 regions (kept, scaled, smoothed) occur
     # for head_dim 16: wavelengths span 2*pi .. ~2e4, thresholds 32/4 = 8 and 32/1 = 32.
@@ -101,6 +107,20 @@ def check_window_matters(model_class, folder, prompt):
     assert max(rel[:WINDOW]) == 0.0 and min(rel[WINDOW:]) > 1e-2, f"window effect per position: {rel}"
 
 
+def check_biases_matter(model_class, folder, prompt):
+    """Zeroing the q, k, v biases must change the logits: else the parity test could not tell
+    a model that ignores them."""
+    m = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        a = m(torch.tensor([prompt])).logits[0]
+        for n, p in m.named_parameters():
+            if n.endswith(".bias"):
+                p.zero_()
+        b = m(torch.tensor([prompt])).logits[0]
+    rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
+    assert min(rel) > 1e-2, f"bias effect per position: {rel}"
+
+
 def main(out_root, names):
     for name, (family, dtype, tied, llama3, kv_heads) in VARIANTS.items():
         if names and name not in names:
@@ -110,10 +130,12 @@ def main(out_root, names):
         torch.manual_seed(1234)
         config = make_config(family, tied, llama3, kv_heads)
         model = model_class(config)
-        with torch.no_grad():  # norms away from 1 so that a missing norm weight shows
-            for n, p in model.named_parameters():
+        with torch.no_grad():  # norms away from 1 and biases away from 0 (transformers' init),
+            for n, p in model.named_parameters():  # so that a missing one shows
                 if "norm" in n:
                     p.copy_(1.0 + 0.2 * torch.randn_like(p))
+                elif n.endswith(".bias"):
+                    p.copy_(0.5 * torch.randn_like(p))
         model = model.to(dtype).eval()
         out = os.path.join(out_root, name)
         os.makedirs(out, exist_ok=True)
@@ -126,6 +148,8 @@ def main(out_root, names):
         if family == "mistral":
             expected["sliding_window"] = WINDOW
             check_window_matters(model_class, out, prompts[0])
+        if family == "qwen2":
+            check_biases_matter(model_class, out, prompts[0])
         f32 = model_class.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
         for k, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])

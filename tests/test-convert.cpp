@@ -640,13 +640,22 @@ TEST_CASE("HF folders that cannot be imported are refused naming the file and fi
     REQUIRE(::unlink(path_join(d, "model.safetensors").c_str()) == 0);
     CHECK_THAT(err(d), Contains("noweights") && Contains("model.safetensors"));
   }
-  SECTION("unknown architecture") {
-    const std::string d = fresh("mistral");
+  SECTION("unknown architecture: the refusal lists the supported ones") {
+    const std::string d = fresh("gptneox");
+    edit_config(d, [](nlohmann::json& c) {
+      c["architectures"] = {"GPTNeoXForCausalLM"};
+      c["model_type"] = "gpt_neox";
+    });
+    CHECK_THAT(err(d), Contains("config.json") && Contains("GPTNeoXForCausalLM") && Contains("LlamaForCausalLM") &&
+                           Contains("MistralForCausalLM") && Contains("Qwen2ForCausalLM"));
+  }
+  SECTION("a sliding window that is not a positive number") {
+    const std::string d = fresh("badwindow");
     edit_config(d, [](nlohmann::json& c) {
       c["architectures"] = {"MistralForCausalLM"};
-      c["model_type"] = "mistral";
+      c["sliding_window"] = 0;
     });
-    CHECK_THAT(err(d), Contains("config.json") && Contains("MistralForCausalLM"));
+    CHECK_THAT(err(d), Contains("config.json") && Contains("sliding_window"));
   }
   SECTION("missing hyper-parameter") {
     const std::string d = fresh("nohidden");

@@ -353,28 +353,28 @@ std::vector<CpuLayerWeights> f32_layers(const LlamaWeights& w) {
 }
 
 // A layer's tensors as dtype t in one buffer laid out like a GPU layer slot: in LayerTensor
-// order, each at a 256-byte aligned offset (runtime/weight_schedule.h).
+// order, each at a 256-byte aligned offset (runtime/weight_schedule.h); roles without data
+// (biases a Llama lacks) absent.
 struct Slot {
   std::vector<uint8_t> bytes;
-  std::array<uint64_t, kCpuLayerTensors> offset{};
-  std::array<DType, kCpuLayerTensors> dtype{};
-  CpuLayerWeights weights() const { return cpu_layer_weights_in_slot(bytes.data(), offset, dtype); }
+  CpuSlotLayout layout;
+  CpuLayerWeights weights() const { return cpu_layer_weights_in_slot(bytes.data(), layout); }
 };
 
 Slot make_slot(const LlamaLayerWeights& L, DType t) {
-  const std::vector<float>* parts[kCpuLayerTensors] = {&L.attn_norm, &L.wq,     &L.wk,   &L.wv,    &L.wo,
-                                                       &L.ffn_norm,  &L.w_gate, &L.w_up, &L.w_down};
   Slot s;
   uint64_t at = 0;
-  for (int i = 0; i < kCpuLayerTensors; ++i) {
-    s.offset[i] = at;
-    s.dtype[i] = t;
-    at = (at + parts[i]->size() * 2 + 255) / 256 * 256;
+  for (int i = 0; i < kLayerTensors; ++i) {
+    const size_t n = layer_vector(L, LayerTensor(i)).size();
+    s.layout.present[i] = n > 0;
+    s.layout.offset[i] = at;
+    s.layout.dtype[i] = t;
+    at = (at + n * 2 + 255) / 256 * 256;
   }
   s.bytes.assign(at, 0xFF);  // padding garbage that must never be read as weights
-  for (int i = 0; i < kCpuLayerTensors; ++i) {
-    const auto h = to16(t, *parts[i]);
-    std::memcpy(s.bytes.data() + s.offset[i], h.data(), h.size() * 2);
+  for (int i = 0; i < kLayerTensors; ++i) {
+    const auto h = to16(t, layer_vector(L, LayerTensor(i)));
+    std::memcpy(s.bytes.data() + s.layout.offset[i], h.data(), h.size() * 2);
   }
   return s;
 }

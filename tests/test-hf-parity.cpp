@@ -2,8 +2,10 @@
 // small random models saved by transformers (expected.json records its version): hf-f32-*,
 // hf-bf16-* LlamaForCausalLM (5.17: GQA, llama3 rope scaling, tied and untied embeddings, fp32
 // and bf16), hf-mistral-* MistralForCausalLM (5.25: a sliding window of 8 positions crossed by
-// a 21-token prompt and by the greedy tokens after it), with the logits and greedy tokens
-// transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them).
+// a 21-token prompt and by the greedy tokens after it), hf-qwen2-* Qwen2ForCausalLM (5.25: q, k
+// and v biases drawn away from transformers' zeros), with the logits and greedy tokens
+// transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them, and
+// checks there that each family's feature moves the logits far past the tolerance).
 //
 // Tolerances:
 // - against transformers in fp32 (the fp32 models, and the bf16 model's weights upcast to fp32,
@@ -12,8 +14,9 @@
 // - against transformers' native bf16 compute for the bf16 models: 3e-2 relative. transformers
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
-//   the two. The largest errors measured are 6.0e-3 (Llama) and 1.8e-2 (Mistral, whose weights
-//   are drawn 5x wider so that its attention is sharp: rounded scores move its softmax more).
+//   the two. The largest errors measured are 6.0e-3 (Llama), 1.8e-2 (Mistral) and 1.1e-2
+//   (Qwen2); the last two have weights drawn 5x wider so that their attention is sharp, and
+//   rounded scores move a sharp softmax more.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -32,8 +35,9 @@ using namespace cllm;
 
 namespace {
 
-const char* kFixtures[] = {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
-                           "hf-mistral-bf16-swa-tied"};
+const char* kFixtures[] = {"hf-f32-gqa",         "hf-f32-llama3-tied",       "hf-bf16-llama3-gqa",
+                           "hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa",
+                           "hf-qwen2-bf16-tied"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -101,6 +105,19 @@ TEST_CASE("Mistral configs import with their sliding window", "[hf-parity]") {
   CHECK(f.file->metadata().at("general.architecture") == "mistral");
   CHECK(f.file->metadata().at("mistral.attention.sliding_window") == 8);
   CHECK(f.weights->config.sliding_window == 8);
+}
+
+TEST_CASE("Qwen2 configs import with their q, k and v biases", "[hf-parity]") {
+  const SourceModel qwen = open_source_model(fixture_dir("hf-qwen2-f32-gqa"));
+  CHECK(qwen.config.architecture == "qwen2");
+  CHECK(qwen.config.sliding_window == 0);  // sliding_window null, use_sliding_window false
+  CHECK(qwen.config.rope_layout == RopeLayout::neox);
+  REQUIRE(qwen.find("blk.1.attn_k.bias") != nullptr);
+  CHECK(qwen.find("blk.1.attn_k.bias")->shape == std::vector<uint64_t>{32});  // kv_dim: 2 heads of 16
+  CHECK(qwen.find("blk.1.attn_output.bias") == nullptr);
+  const SourceModel tied = open_source_model(fixture_dir("hf-qwen2-bf16-tied"));
+  CHECK(tied.config.tie_embeddings);
+  CHECK(tied.find("blk.0.attn_q.bias")->dtype == DType::BF16);
 }
 
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {

@@ -33,7 +33,32 @@ std::vector<LayerTensorDesc> llama_layer() {
   };
 }
 
+// The Llama layer with q, k and v biases, stored after the layer's weights.
+std::vector<LayerTensorDesc> llama_layer_with_qkv_bias() {
+  std::vector<LayerTensorDesc> l = llama_layer();
+  l.push_back({kAttnQBias, "attn_q", Extent::q_dim, Extent::none, "bias"});
+  l.push_back({kAttnKBias, "attn_k", Extent::kv_dim, Extent::none, "bias"});
+  l.push_back({kAttnVBias, "attn_v", Extent::kv_dim, Extent::none, "bias"});
+  return l;
+}
+
 }  // namespace
+
+bool Architecture::has(LayerTensor role) const {
+  for (const LayerTensorDesc& d : layer)
+    if (d.role == role) return true;
+  return false;
+}
+
+const LayerTensorDesc& Architecture::tensor(LayerTensor role) const {
+  for (const LayerTensorDesc& d : layer)
+    if (d.role == role) return d;
+  fail("internal: architecture '", name, "' has no layer tensor of role ", static_cast<int>(role));
+}
+
+std::string layer_tensor_name(int layer, const LayerTensorDesc& d) {
+  return cat("blk.", layer, ".", d.part, ".", d.kind);
+}
 
 const Architecture& llama_architecture() {
   static const Architecture arch{"llama", "LlamaForCausalLM", llama_layer(), NormKind::rms, FfnKind::swiglu};
@@ -46,8 +71,15 @@ const Architecture& mistral_architecture() {
   return arch;
 }
 
+const Architecture& qwen2_architecture() {
+  static const Architecture arch{"qwen2", "Qwen2ForCausalLM", llama_layer_with_qkv_bias(), NormKind::rms,
+                                 FfnKind::swiglu};
+  return arch;
+}
+
 const std::vector<const Architecture*>& architectures() {
-  static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture()};
+  static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture(),
+                                                       &qwen2_architecture()};
   return all;
 }
 

@@ -29,6 +29,11 @@ void CpuLayerWeights::check() const {
       {"attn_norm", &attn_norm}, {"attn_q", &wq},        {"attn_k", &wk},      {"attn_v", &wv},
       {"attn_output", &wo},      {"ffn_norm", &ffn_norm}, {"ffn_gate", &w_gate}, {"ffn_up", &w_up},
       {"ffn_down", &w_down}};
+  if ((bq.data != nullptr) != (bk.data != nullptr) || (bq.data != nullptr) != (bv.data != nullptr))
+    fail("CPU layer: the q, k and v biases come together (found q ", bq.data ? "with" : "without", ", k ",
+         bk.data ? "with" : "without", ", v ", bv.data ? "with" : "without", ")");
+  for (const auto& [name, b] : {std::pair{"attn_q.bias", &bq}, {"attn_k.bias", &bk}, {"attn_v.bias", &bv}})
+    if (b->data && !is_float(b->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(b->dtype), ", expected f32, f16 or bf16");
   for (const auto& [name, t] : tensors) {
     if (!t->data) fail("CPU layer: tensor '", name, "' has no data");
     if (!is_float(t->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(t->dtype), ", expected f32, f16 or bf16");
@@ -39,20 +44,24 @@ void CpuLayerWeights::check() const {
   }
 }
 
-CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
-                                          const std::array<DType, kCpuLayerTensors>& dtype) {
+CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout& layout) {
   const auto* base = static_cast<const uint8_t*>(slot);
-  const auto at = [&](int i) { return CpuTensor{base + offset[i], dtype[i]}; };
+  const auto at = [&](LayerTensor r) {
+    return layout.present[r] ? CpuTensor{base + layout.offset[r], layout.dtype[r]} : CpuTensor{nullptr, DType::F32};
+  };
   CpuLayerWeights w;
-  w.attn_norm = at(0);
-  w.wq = at(1);
-  w.wk = at(2);
-  w.wv = at(3);
-  w.wo = at(4);
-  w.ffn_norm = at(5);
-  w.w_gate = at(6);
-  w.w_up = at(7);
-  w.w_down = at(8);
+  w.attn_norm = at(kAttnNorm);
+  w.wq = at(kAttnQ);
+  w.wk = at(kAttnK);
+  w.wv = at(kAttnV);
+  w.wo = at(kAttnOutput);
+  w.ffn_norm = at(kFfnNorm);
+  w.w_gate = at(kFfnGate);
+  w.w_up = at(kFfnUp);
+  w.w_down = at(kFfnDown);
+  w.bq = at(kAttnQBias);
+  w.bk = at(kAttnKBias);
+  w.bv = at(kAttnVBias);
   return w;
 }
 
@@ -68,6 +77,11 @@ CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {
   w.w_gate = f(L.w_gate);
   w.w_up = f(L.w_up);
   w.w_down = f(L.w_down);
+  if (!L.bq.empty()) {
+    w.bq = f(L.bq);
+    w.bk = f(L.bk);
+    w.bv = f(L.bv);
+  }
   return w;
 }
 
@@ -104,6 +118,7 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   hb2_.resize(B * c.ffn_dim);
   tmp_.resize(B * dim);
   norm_.resize(dim);
+  bias_.resize(qd);
   rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
 }
 
@@ -181,6 +196,13 @@ void CpuLayerForward::store_kv(const CpuKvLayer& kv, int n, int pos) {
   }
 }
 
+void CpuLayerForward::add_bias(const CpuTensor& b, float* y, int d, int n) {
+  // y (n, d) += b, in fp32 after the product (CpuForward's order)
+  to_f32(b.dtype, b.data, bias_.data(), d);
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < d; ++i) y[static_cast<size_t>(t) * d + i] += bias_[i];
+}
+
 void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
   const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
@@ -193,6 +215,11 @@ void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer
     float* const ys[] = {q, k, v_.data()};
     const int ds[] = {qd, kvd, kvd};
     linear(ws, ys, ds, 3, xb, n, dim, false);
+  }
+  if (w.has_qkv_bias()) {
+    add_bias(w.bq, q, qd, n);
+    add_bias(w.bk, k, kvd, n);
+    add_bias(w.bv, v_.data(), kvd, n);
   }
   for (int t = 0; t < n; ++t) {
     const float* cs = rope_.cos_at(pos + t);

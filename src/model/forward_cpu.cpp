@@ -8,6 +8,17 @@
 
 namespace cllm {
 
+namespace {
+
+// y (n, d) += b (d), row by row: a projection's bias (Qwen2's q, k and v).
+void add_bias(float* y, const std::vector<float>& b, int n) {
+  const size_t d = b.size();
+  for (int t = 0; t < n; ++t)
+    for (size_t i = 0; i < d; ++i) y[t * d + i] += b[i];
+}
+
+}  // namespace
+
 int resolve_context(const LlamaConfig& c, int requested) {
   if (requested < 0) fail("context size ", requested, " must be positive");
   if (requested == 0) return std::min(c.context_length, 4096);
@@ -93,7 +104,8 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
 }
 
 void CpuForward::attention_block(int l, int n, int pos) {
-  // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
+  // x += wo . attention(rope(wq xb + bq), rope(wk xb + bk), wv xb + bv),  xb = norm(x) * attn_norm
+  // (biases only where the architecture has them)
   const LlamaConfig& c = w_.config;
   const LlamaLayerWeights& L = w_.layers[l];
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
@@ -113,6 +125,11 @@ void CpuForward::attention_block(int l, int n, int pos) {
   cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
   cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
   cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
+  if (arch_.has(kAttnQBias)) {
+    add_bias(q, L.bq, n);
+    add_bias(k_new, L.bk, n);
+    add_bias(v_new, L.bv, n);
+  }
   // RoPE: rotate q and k by each token's position
   for (int t = 0; t < n; ++t) {
     const float* cs = rope_.cos_at(pos + t);

@@ -146,7 +146,7 @@ std::vector<TensorSpec> expected_tensors(const LlamaConfig& c) {
   for (int l = 0; l < c.n_layers; ++l)
     for (const LayerTensorDesc& d : arch.layer) {
       const U rows = extent_size(d.rows, c), cols = extent_size(d.cols, c);
-      t.push_back({layer_tensor_name(l, d.part), d.cols == Extent::none ? std::vector<U>{rows} : std::vector<U>{rows, cols}});
+      t.push_back({layer_tensor_name(l, d), d.cols == Extent::none ? std::vector<U>{rows} : std::vector<U>{rows, cols}});
     }
   return t;
 }

@@ -74,7 +74,8 @@ void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
 }
 
 void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
-  // x += wo . attention(rope(wq xn), rope(wk xn), wv xn),  xn = rmsnorm(x) * attn_norm
+  // x += wo . attention(rope(wq xn + bq), rope(wk xn + bk), wv xn + bv),  xn = rmsnorm(x) * attn_norm
+  // (biases where the architecture has them)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
   norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
@@ -90,6 +91,12 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
     blas_->linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
     blas_->linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
     blas_->linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
+  }
+  if (arch_.has(kAttnQBias)) {
+    const auto bias = [&](LayerTensor t, float* y, int d) { cuda::add_bias(y, W(t), step.tensor[t]->dtype, n, d, compute_); };
+    bias(kAttnQBias, q_.data(), qd);
+    bias(kAttnKBias, k_.data(), kvd);
+    bias(kAttnVBias, v_.data(), kvd);
   }
   const DeviceKvLayer kv = kv_layers_[step.layer];
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
