@@ -13,6 +13,7 @@
 // Instruction sets this CPU lacks cannot be tested here; the first test says which.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -22,6 +23,9 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
+#include "common/file_io.h"
+#include "convert/compress.h"
+#include "convert/source_model.h"
 #include "format/cllm_reader.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_layer.h"
@@ -414,6 +418,7 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
     c.architecture = "mistral";
     c.sliding_window = 6;
   }
+  SECTION("Qwen2's q, k and v biases") { c.architecture = "qwen2"; }
   const LlamaWeights w = random_model(c, 7);
   const auto tokens = random_tokens(23, c.vocab_size, 3);
   CpuForward ref(w, {0, 1, 64});
@@ -481,6 +486,46 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
                  "test-cpu-kernels: stories260K %s on %s, %d positions: logits rel. L2 error <= %.2e (position %d), "
                  "%d near-ties\n",
                  dtype_name(t), cpu::isa_name(cpu::isa_best()), n, worst, worst_pos, ties);
+  }
+}
+
+TEST_CASE("the bf16 Mistral and Qwen2 fixtures: 16-bit layers give transformers' greedy tokens", "[cpu-kernels]") {
+  // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
+  // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
+  // GPU's: a sliding window (Mistral) and q, k, v biases in bf16 (Qwen2). Logits within the
+  // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
+  test::TempDir dir("cllm-cpu-kernels");
+  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied"}) {
+    INFO("fixture " << name);
+    const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
+    const std::string path = dir.file(std::string(name) + ".cllm");
+    compress_model(open_source_model(test::fixture_dir(name)), path, CompressOptions{});
+    const LlamaWeights w = load_llama_weights(CllmFile::open(path), nullptr);  // bf16 values, widened
+    std::vector<Slot> slots;
+    std::vector<CpuLayerWeights> layers;
+    for (const auto& L : w.layers) slots.push_back(make_slot(L, DType::BF16));
+    for (const auto& sl : slots) layers.push_back(sl.weights());
+    REQUIRE(layers[0].has_qkv_bias() == (std::string(name) == "hf-qwen2-bf16-tied"));
+    const int vocab = w.config.vocab_size;
+    for (size_t k = 0; k < expected.at("prompts").size(); ++k) {
+      INFO("prompt " << k);
+      const auto prompt = expected["prompts"][k].get<std::vector<int>>();
+      const auto want = expected["greedy"][k].get<std::vector<int>>();
+      CpuForward ref(w, {64, 1, 64});
+      LayerModel m(w, layers, DType::F16, {64, 5, cpu::isa_best()}, nullptr);  // batches of 5 in the layer
+      std::vector<float> got = m.forward(prompt.data(), static_cast<int>(prompt.size()), 0);
+      got.erase(got.begin(), got.end() - vocab);  // the last token's row
+      const float* lr = ref.forward(prompt.data(), static_cast<int>(prompt.size()), 0);
+      std::vector<int> tokens;
+      int pos = static_cast<int>(prompt.size());
+      while (tokens.size() < want.size()) {
+        CHECK(test::rel_error(got.data(), lr, vocab) < 3e-2);
+        tokens.push_back(test::argmax(got.data(), vocab));
+        got = m.forward(&tokens.back(), 1, pos);
+        lr = ref.forward(&tokens.back(), 1, pos++);
+      }
+      CHECK(tokens == want);
+    }
   }
 }
 
