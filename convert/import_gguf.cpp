@@ -1,4 +1,4 @@
-// GGUF files with general.architecture "llama" or "qwen2" and F32/F16/BF16 tensors. Tensor names are
+// GGUF files with general.architecture "llama", "qwen2" or "qwen3" and F32/F16/BF16 tensors. Tensor names are
 // already canonical; llama.cpp's converter permutes a Llama's Hugging Face q/k rows back to
 // adjacent-pair RoPE, so its layout is interleaved (Qwen2's rows are kept: neox). The "llama" (SentencePiece) vocabulary in
 // tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto.
@@ -165,13 +165,14 @@ void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
   if (eos >= 0) m.extra_metadata["tokenizer.eos_id"] = eos;
 }
 
-// general.architecture: "llama" (which llama.cpp also writes for Mistral 7B) or "qwen2".
+// general.architecture: "llama" (which llama.cpp also writes for Mistral 7B), "qwen2" or "qwen3".
 std::string check_architecture(const GGUFFile& g) {
   const std::string& path = g.path();
   std::string arch;
   if (!g.get_string("general.architecture", &arch)) fail("'", path, "': missing metadata 'general.architecture'");
-  if (arch != "llama" && arch != "qwen2")
-    fail("'", path, "': general.architecture is '", arch, "': codecllm reads GGUF files of \"llama\" and \"qwen2\"");
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+    fail("'", path, "': general.architecture is '", arch,
+         "': codecllm reads GGUF files of \"llama\", \"qwen2\" and \"qwen3\"");
   return arch;
 }
 
@@ -200,8 +201,8 @@ void read_hparams(const GGUFFile& g, const std::string& arch, LlamaConfig& c) {
     fail("'", path, "': missing metadata '", p, "attention.layer_norm_rms_epsilon'");
   c.norm_eps = static_cast<float>(d);
   c.rope_theta = g.get_float(p + "rope.freq_base", &d) ? static_cast<float>(d) : 10000.0f;
-  // llama.cpp's converter permutes Llama's q/k rows to adjacent pairs, not Qwen2's (NEOX RoPE).
-  c.rope_layout = arch == "qwen2" ? RopeLayout::neox : RopeLayout::interleaved;
+  // llama.cpp's converter permutes Llama's q/k rows to adjacent pairs, not Qwen's (NEOX RoPE).
+  c.rope_layout = arch == "llama" ? RopeLayout::interleaved : RopeLayout::neox;
   // llama.cpp writes Mistral 7B as "llama", without its window; a file that gives one keeps it.
   const int window = hparam(g, p + "attention.sliding_window", 0, false);
   if (arch == "llama" && window > 0 && window < c.context_length) {

@@ -1,5 +1,5 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM: model/architecture.h), model.safetensors or shards listed
+// Qwen2ForCausalLM, Qwen3ForCausalLM: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -38,7 +38,8 @@ std::string canonical_name(const std::string& hf, bool* skip) {
       {"self_attn.v_proj", "attn_v"},     {"self_attn.o_proj", "attn_output"},
       {"mlp.gate_proj", "ffn_gate"},      {"mlp.up_proj", "ffn_up"},
       {"mlp.down_proj", "ffn_down"},      {"input_layernorm", "attn_norm"},
-      {"post_attention_layernorm", "ffn_norm"},
+      {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_norm", "attn_q_norm"},
+      {"self_attn.k_norm", "attn_k_norm"},
   };
   if (auto it = globals.find(hf); it != globals.end()) return it->second;
   const std::string inv_freq = "rotary_emb.inv_freq";  // a RoPE buffer some exports save
@@ -104,7 +105,7 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
   // Qwen2 always has q, k and v biases (and no such keys); elsewhere biases are refused.
   if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
     fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
-  if (c.architecture == "qwen2" && json_bool_or(cfg, "use_sliding_window", false, file))
+  if ((c.architecture == "qwen2" || c.architecture == "qwen3") && json_bool_or(cfg, "use_sliding_window", false, file))
     fail("'", file, "': use_sliding_window (a window on the layers from max_window_layers on) is not supported");
 
   c.dim = json_int(cfg, "hidden_size", file);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/hf-*: small random models of each supported family
-(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) saved with Hugging Face transformers, with the logits and
+(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) saved with Hugging Face transformers, with the logits and
 greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
 them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
@@ -20,7 +20,7 @@ import sys
 import torch
 import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -35,6 +35,7 @@ FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
 }
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
@@ -46,6 +47,8 @@ VARIANTS = {
     "hf-mistral-bf16-swa-tied": ("mistral", torch.bfloat16, True, False, 1),
     "hf-qwen2-f32-gqa": ("qwen2", torch.float32, False, False, 2),
     "hf-qwen2-bf16-tied": ("qwen2", torch.bfloat16, True, False, 1),
+    "hf-qwen3-f32-gqa": ("qwen3", torch.float32, False, False, 2),
+    "hf-qwen3-bf16-tied": ("qwen3", torch.bfloat16, True, False, 1),
 }
 
 
@@ -72,6 +75,8 @@ def make_config(family, tied, llama3, kv_heads):
         kw["initializer_range"] = 0.1
     if family == "mistral":
         kw["sliding_window"] = WINDOW
+    if family == "qwen3":
+        kw["head_dim"] = 32  # not hidden / heads = 16: the config's head_dim must be the one used
     theta = 10000.0
     # Small original context so that all three llama3 regions (kept, scaled, smoothed) occur
     # for head_dim 16: wavelengths span 2*pi .. ~2e4, thresholds 32/4 = 8 and 32/1 = 32.

@@ -419,6 +419,10 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
     c.sliding_window = 6;
   }
   SECTION("Qwen2's q, k and v biases") { c.architecture = "qwen2"; }
+  SECTION("Qwen3's per-head q and k norms, head_dim not dim / heads") {
+    c.architecture = "qwen3";
+    c.head_dim *= 2;
+  }
   const LlamaWeights w = random_model(c, 7);
   const auto tokens = random_tokens(23, c.vocab_size, 3);
   CpuForward ref(w, {0, 1, 64});
@@ -489,13 +493,13 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
   }
 }
 
-TEST_CASE("the bf16 Mistral and Qwen2 fixtures: 16-bit layers give transformers' greedy tokens", "[cpu-kernels]") {
+TEST_CASE("the bf16 Mistral, Qwen2 and Qwen3 fixtures: 16-bit layers give transformers' greedy tokens", "[cpu-kernels]") {
   // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
   // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
-  // GPU's: a sliding window (Mistral) and q, k, v biases in bf16 (Qwen2). Logits within the
+  // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3). Logits within the
   // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
   test::TempDir dir("cllm-cpu-kernels");
-  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied"}) {
+  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");
@@ -506,6 +510,7 @@ TEST_CASE("the bf16 Mistral and Qwen2 fixtures: 16-bit layers give transformers'
     for (const auto& L : w.layers) slots.push_back(make_slot(L, DType::BF16));
     for (const auto& sl : slots) layers.push_back(sl.weights());
     REQUIRE(layers[0].has_qkv_bias() == (std::string(name) == "hf-qwen2-bf16-tied"));
+    REQUIRE(layers[0].has_qk_norm() == (std::string(name) == "hf-qwen3-bf16-tied"));
     const int vocab = w.config.vocab_size;
     for (size_t k = 0; k < expected.at("prompts").size(); ++k) {
       INFO("prompt " << k);

@@ -3,7 +3,8 @@
 // hf-bf16-* LlamaForCausalLM (5.17: GQA, llama3 rope scaling, tied and untied embeddings, fp32
 // and bf16), hf-mistral-* MistralForCausalLM (5.25: a sliding window of 8 positions crossed by
 // a 21-token prompt and by the greedy tokens after it), hf-qwen2-* Qwen2ForCausalLM (5.25: q, k
-// and v biases drawn away from transformers' zeros), with the logits and greedy tokens
+// and v biases drawn away from transformers' zeros), hf-qwen3-* Qwen3ForCausalLM (5.25: per-head
+// q and k norms, a head_dim of 32 where hidden / heads is 16), with the logits and greedy tokens
 // transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them, and
 // checks there that each family's feature moves the logits far past the tolerance).
 //
@@ -14,8 +15,8 @@
 // - against transformers' native bf16 compute for the bf16 models: 3e-2 relative. transformers
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
-//   the two. The largest errors measured are 6.0e-3 (Llama), 1.8e-2 (Mistral) and 1.1e-2
-//   (Qwen2); the last two have weights drawn 5x wider so that their attention is sharp, and
+//   the two. The largest errors measured are 6.0e-3 (Llama), 1.8e-2 (Mistral), 1.1e-2 (Qwen2)
+//   and 1.6e-2 (Qwen3); the last three have weights drawn 5x wider so that their attention is sharp, and
 //   rounded scores move a sharp softmax more.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -37,7 +38,7 @@ namespace {
 
 const char* kFixtures[] = {"hf-f32-gqa",         "hf-f32-llama3-tied",       "hf-bf16-llama3-gqa",
                            "hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa",
-                           "hf-qwen2-bf16-tied"};
+                           "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",         "hf-qwen3-bf16-tied"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -118,6 +119,17 @@ TEST_CASE("Qwen2 configs import with their q, k and v biases", "[hf-parity]") {
   const SourceModel tied = open_source_model(fixture_dir("hf-qwen2-bf16-tied"));
   CHECK(tied.config.tie_embeddings);
   CHECK(tied.find("blk.0.attn_q.bias")->dtype == DType::BF16);
+}
+
+TEST_CASE("Qwen3 configs import with their q and k norms and their own head_dim", "[hf-parity]") {
+  const SourceModel qwen = open_source_model(fixture_dir("hf-qwen3-f32-gqa"));
+  CHECK(qwen.config.architecture == "qwen3");
+  CHECK(qwen.config.dim == 64);
+  CHECK(qwen.config.head_dim == 32);  // config.json's head_dim, not 64 / 4
+  CHECK(qwen.config.q_dim() == 128);
+  REQUIRE(qwen.find("blk.0.attn_q_norm.weight") != nullptr);
+  CHECK(qwen.find("blk.0.attn_k_norm.weight")->shape == std::vector<uint64_t>{32});
+  CHECK(qwen.find("blk.0.attn_output.weight")->shape == std::vector<uint64_t>{64, 128});
 }
 
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {

@@ -114,6 +114,10 @@ LlamaWeights random_model(const LlamaConfig& c, uint64_t seed, float qk_std, flo
       L.bk = gaussian(kvd, 0, 0.5f, rng);
       L.bv = gaussian(kvd, 0, 0.5f, rng);
     }
+    if (architecture_of(c).has(kAttnQNorm)) {
+      L.q_norm = gaussian(c.head_dim, 1, 0.2f, rng);
+      L.k_norm = gaussian(c.head_dim, 1, 0.2f, rng);
+    }
   }
   return w;
 }

@@ -12,6 +12,7 @@ uint64_t extent_size(Extent e, const LlamaConfig& c) {
     case Extent::q_dim: return static_cast<uint64_t>(c.q_dim());
     case Extent::kv_dim: return static_cast<uint64_t>(c.kv_dim());
     case Extent::ffn: return static_cast<uint64_t>(c.ffn_dim);
+    case Extent::head_dim: return static_cast<uint64_t>(c.head_dim);
   }
   return 0;
 }
@@ -39,6 +40,14 @@ std::vector<LayerTensorDesc> llama_layer_with_qkv_bias() {
   l.push_back({kAttnQBias, "attn_q", Extent::q_dim, Extent::none, "bias"});
   l.push_back({kAttnKBias, "attn_k", Extent::kv_dim, Extent::none, "bias"});
   l.push_back({kAttnVBias, "attn_v", Extent::kv_dim, Extent::none, "bias"});
+  return l;
+}
+
+// The Llama layer with RMSNorm weights (head_dim) for each q and k head.
+std::vector<LayerTensorDesc> llama_layer_with_qk_norm() {
+  std::vector<LayerTensorDesc> l = llama_layer();
+  l.push_back({kAttnQNorm, "attn_q_norm", Extent::head_dim, Extent::none});
+  l.push_back({kAttnKNorm, "attn_k_norm", Extent::head_dim, Extent::none});
   return l;
 }
 
@@ -77,9 +86,15 @@ const Architecture& qwen2_architecture() {
   return arch;
 }
 
+const Architecture& qwen3_architecture() {
+  static const Architecture arch{"qwen3", "Qwen3ForCausalLM", llama_layer_with_qk_norm(), NormKind::rms,
+                                 FfnKind::swiglu};
+  return arch;
+}
+
 const std::vector<const Architecture*>& architectures() {
   static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture(),
-                                                       &qwen2_architecture()};
+                                                       &qwen2_architecture(), &qwen3_architecture()};
   return all;
 }
 

@@ -19,11 +19,12 @@ struct LlamaConfig;
 enum LayerTensor {
   kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
   kAttnQBias, kAttnKBias, kAttnVBias,  // added to q, k, v before RoPE (Qwen2)
+  kAttnQNorm, kAttnKNorm,              // RMSNorm of each q and k head before RoPE (Qwen3)
   kLayerTensors
 };
 
 // One extent of a tensor's shape, in the config's terms.
-enum class Extent { none, dim, q_dim, kv_dim, ffn };
+enum class Extent { none, dim, q_dim, kv_dim, ffn, head_dim };
 uint64_t extent_size(Extent e, const LlamaConfig& c);
 
 struct LayerTensorDesc {
@@ -67,9 +68,11 @@ const Architecture& llama_architecture();
 const Architecture& mistral_architecture();
 // Qwen2 and Qwen2.5: the Llama layer with biases on q, k and v.
 const Architecture& qwen2_architecture();
+// Qwen3: the Llama layer with a per-head RMSNorm of q and k (head_dim from the config).
+const Architecture& qwen3_architecture();
 // Every supported architecture, the Llama family's first.
 const std::vector<const Architecture*>& architectures();
-// The entry named name ("llama", "mistral", "qwen2") or null.
+// The entry named name ("llama", "mistral", "qwen2", "qwen3") or null.
 const Architecture* find_architecture(const std::string& name);
 // "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
 std::string supported_architectures();

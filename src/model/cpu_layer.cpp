@@ -32,7 +32,10 @@ void CpuLayerWeights::check() const {
   if ((bq.data != nullptr) != (bk.data != nullptr) || (bq.data != nullptr) != (bv.data != nullptr))
     fail("CPU layer: the q, k and v biases come together (found q ", bq.data ? "with" : "without", ", k ",
          bk.data ? "with" : "without", ", v ", bv.data ? "with" : "without", ")");
-  for (const auto& [name, b] : {std::pair{"attn_q.bias", &bq}, {"attn_k.bias", &bk}, {"attn_v.bias", &bv}})
+  if ((q_norm.data != nullptr) != (k_norm.data != nullptr))
+    fail("CPU layer: the q and k norms come together (found ", q_norm.data ? "q's only" : "k's only", ")");
+  for (const auto& [name, b] : {std::pair{"attn_q.bias", &bq}, {"attn_k.bias", &bk}, {"attn_v.bias", &bv},
+                                {"attn_q_norm", &q_norm}, {"attn_k_norm", &k_norm}})
     if (b->data && !is_float(b->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(b->dtype), ", expected f32, f16 or bf16");
   for (const auto& [name, t] : tensors) {
     if (!t->data) fail("CPU layer: tensor '", name, "' has no data");
@@ -62,6 +65,8 @@ CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout&
   w.bq = at(kAttnQBias);
   w.bk = at(kAttnKBias);
   w.bv = at(kAttnVBias);
+  w.q_norm = at(kAttnQNorm);
+  w.k_norm = at(kAttnKNorm);
   return w;
 }
 
@@ -81,6 +86,10 @@ CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {
     w.bq = f(L.bq);
     w.bk = f(L.bk);
     w.bv = f(L.bv);
+  }
+  if (!L.q_norm.empty()) {
+    w.q_norm = f(L.q_norm);
+    w.k_norm = f(L.k_norm);
   }
   return w;
 }
@@ -118,7 +127,7 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   hb2_.resize(B * c.ffn_dim);
   tmp_.resize(B * dim);
   norm_.resize(dim);
-  bias_.resize(qd);
+  bias_.resize(qd);  // a bias, or a head norm's weights (head_dim <= q_dim)
   rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
 }
 
@@ -203,6 +212,13 @@ void CpuLayerForward::add_bias(const CpuTensor& b, float* y, int d, int n) {
     for (int i = 0; i < d; ++i) y[static_cast<size_t>(t) * d + i] += bias_[i];
 }
 
+void CpuLayerForward::head_norm(const CpuTensor& w, float* y, int rows) {
+  // y (rows, head_dim): each row normed in place (CpuForward's cpu::rmsnorm)
+  const int hd = c_.head_dim;
+  to_f32(w.dtype, w.data, bias_.data(), hd);
+  for (int i = 0; i < rows; ++i) cpu::rmsnorm(y + static_cast<size_t>(i) * hd, y + static_cast<size_t>(i) * hd, bias_.data(), hd, c_.norm_eps);
+}
+
 void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
   const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
@@ -220,6 +236,10 @@ void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer
     add_bias(w.bq, q, qd, n);
     add_bias(w.bk, k, kvd, n);
     add_bias(w.bv, v_.data(), kvd, n);
+  }
+  if (w.has_qk_norm()) {
+    head_norm(w.q_norm, q, n * c_.n_heads);
+    head_norm(w.k_norm, k, n * c_.n_kv_heads);
   }
   for (int t = 0; t < n; ++t) {
     const float* cs = rope_.cos_at(pos + t);

@@ -48,9 +48,12 @@ struct CpuLayerWeights {
   CpuTensor bq;         // (q_dim)        biases, any float dtype; data null where the
   CpuTensor bk;         // (kv_dim)       architecture has none (all three or none)
   CpuTensor bv;         // (kv_dim)
+  CpuTensor q_norm;     // (head_dim)     per-head norms of q and k (Qwen3); data null where
+  CpuTensor k_norm;     // (head_dim)     the architecture has none (both or none)
 
   DType linear_dtype() const { return wq.dtype; }
   bool has_qkv_bias() const { return bq.data != nullptr; }
+  bool has_qk_norm() const { return q_norm.data != nullptr; }
   // Throws naming the first missing tensor, a dtype that is not a float type, or a linear
   // layer whose dtype differs from wq's.
   void check() const;
@@ -113,7 +116,8 @@ class CpuLayerForward {
 
   // x (n, dim): the residual stream of n tokens at positions pos .. pos+n-1, updated in place:
   //   x += wo . attention(rope(wq xa), rope(wk xa), wv xa),  xa = rmsnorm(x) * attn_norm
-  //        (+ bq, bk, bv after the products, where the weights have them)
+  //        (+ bq, bk, bv after the products, then per-head norms of q and k, where the
+  //        weights have them)
   //   x += w_down (silu(w_gate xf) * (w_up xf)),              xf = rmsnorm(x) * ffn_norm
   // Positions < pos must already be in kv (written by earlier calls for this layer); this call
   // writes keys and values of pos .. pos+n-1. Throws when the positions pass the context, the
@@ -130,6 +134,7 @@ class CpuLayerForward {
   void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
   void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos
   void add_bias(const CpuTensor& b, float* y, int d, int n);  // y (n, d) += b (d)
+  void head_norm(const CpuTensor& w, float* y, int rows);       // each of rows heads normed
   // y (n, d) [+]= x (n, k) @ w^T for the products of one input, whatever the weights' dtype.
   void linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n, int k,
               bool accumulate);
@@ -145,7 +150,7 @@ class CpuLayerForward {
   std::vector<float> hb_, hb2_;       // (B, ffn) gate and up
   std::vector<float> tmp_;            // (B, dim) f32 products before their residual add
   std::vector<float> norm_;           // (dim) a norm's weights in fp32
-  std::vector<float> bias_;           // (q_dim) a bias in fp32
+  std::vector<float> bias_;           // (q_dim) a bias or a head norm's weights, in fp32
 };
 
 }  // namespace cllm

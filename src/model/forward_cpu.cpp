@@ -105,7 +105,7 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
 
 void CpuForward::attention_block(int l, int n, int pos) {
   // x += wo . attention(rope(wq xb + bq), rope(wk xb + bk), wv xb + bv),  xb = norm(x) * attn_norm
-  // (biases only where the architecture has them)
+  // (biases, and per-head norms of q and k before RoPE, only where the architecture has them)
   const LlamaConfig& c = w_.config;
   const LlamaLayerWeights& L = w_.layers[l];
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
@@ -129,6 +129,11 @@ void CpuForward::attention_block(int l, int n, int pos) {
     add_bias(q, L.bq, n);
     add_bias(k_new, L.bk, n);
     add_bias(v_new, L.bv, n);
+  }
+  if (arch_.has(kAttnQNorm)) {  // each head of q and k normed over its head_dim values
+    for (int i = 0; i < n * c.n_heads; ++i) cpu::rmsnorm(q + i * hd, q + i * hd, L.q_norm.data(), hd, c.norm_eps);
+    for (int i = 0; i < n * c.n_kv_heads; ++i)
+      cpu::rmsnorm(k_new + i * hd, k_new + i * hd, L.k_norm.data(), hd, c.norm_eps);
   }
   // RoPE: rotate q and k by each token's position
   for (int t = 0; t < n; ++t) {

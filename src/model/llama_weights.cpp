@@ -19,6 +19,8 @@ std::vector<float>& layer_vector(LlamaLayerWeights& L, LayerTensor r) {
     case kAttnQBias: return L.bq;
     case kAttnKBias: return L.bk;
     case kAttnVBias: return L.bv;
+    case kAttnQNorm: return L.q_norm;
+    case kAttnKNorm: return L.k_norm;
     case kLayerTensors: break;
   }
   fail("internal: no layer tensor of role ", static_cast<int>(r));

@@ -27,6 +27,8 @@ struct LlamaLayerWeights {
   std::vector<float> bq;         // (q_dim)   q, k, v biases (Qwen2); empty where the
   std::vector<float> bk;         // (kv_dim)  architecture has none
   std::vector<float> bv;         // (kv_dim)
+  std::vector<float> q_norm;     // (head_dim) per-head RMSNorm of q and k (Qwen3); empty
+  std::vector<float> k_norm;     // (head_dim) where the architecture has none
 };
 
 // The vector holding the layer tensor of role r.

@@ -75,7 +75,7 @@ void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
 
 void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
   // x += wo . attention(rope(wq xn + bq), rope(wk xn + bk), wv xn + bv),  xn = rmsnorm(x) * attn_norm
-  // (biases where the architecture has them)
+  // (biases, and per-head norms of q and k before RoPE, where the architecture has them)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
   norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
@@ -97,6 +97,12 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
     bias(kAttnQBias, q_.data(), qd);
     bias(kAttnKBias, k_.data(), kvd);
     bias(kAttnVBias, v_.data(), kvd);
+  }
+  if (arch_.has(kAttnQNorm)) {  // each head of q and k normed in place, (n * heads, head_dim) rows
+    cuda::rmsnorm(q_.data(), W(kAttnQNorm), step.tensor[kAttnQNorm]->dtype, q_.data(), DType::F32, n * c_.n_heads,
+                  c_.head_dim, c_.norm_eps, compute_);
+    cuda::rmsnorm(k_.data(), W(kAttnKNorm), step.tensor[kAttnKNorm]->dtype, k_.data(), DType::F32, n * c_.n_kv_heads,
+                  c_.head_dim, c_.norm_eps, compute_);
   }
   const DeviceKvLayer kv = kv_layers_[step.layer];
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
