@@ -1,5 +1,5 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM: model/architecture.h), model.safetensors or shards listed
+// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -97,6 +97,30 @@ int read_sliding_window(const nlohmann::json& cfg, int context, const std::strin
   return window < context ? window : 0;
 }
 
+// SmolLM3's no_rope_layers: one entry a layer, 1 where the layer uses RoPE and 0 where it does
+// not (transformers' "use_rope = no_rope_layers[i]"); absent, every no_rope_layer_interval-th
+// layer (default 4) has none. Returns the indices of the layers without RoPE.
+std::vector<int> read_no_rope_layers(const nlohmann::json& cfg, int n_layers, const std::string& file) {
+  std::vector<int> none;
+  const auto* list = json_find(cfg, "no_rope_layers");
+  if (!list || list->is_null()) {
+    const int interval = json_int_or(cfg, "no_rope_layer_interval", 4, file);
+    if (interval <= 0) fail("'", file, "': no_rope_layer_interval must be positive, found ", interval);
+    for (int l = 0; l < n_layers; ++l)
+      if ((l + 1) % interval == 0) none.push_back(l);
+    return none;
+  }
+  if (!list->is_array() || static_cast<int>(list->size()) != n_layers)
+    fail("'", file, "': no_rope_layers must list one 0 or 1 for each of the ", n_layers, " layers");
+  for (int l = 0; l < n_layers; ++l) {
+    const auto& v = (*list)[l];
+    if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1))
+      fail("'", file, "': no_rope_layers[", l, "] is ", v.dump(), ", expected 0 (no RoPE) or 1");
+    if (v.get<int>() == 0) none.push_back(l);
+  }
+  return none;
+}
+
 void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
   if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
   c.architecture = read_architecture(cfg, file).name;
@@ -105,7 +129,8 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
   // Qwen2 always has q, k and v biases (and no such keys); elsewhere biases are refused.
   if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
     fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
-  if ((c.architecture == "qwen2" || c.architecture == "qwen3") && json_bool_or(cfg, "use_sliding_window", false, file))
+  if ((c.architecture == "qwen2" || c.architecture == "qwen3" || c.architecture == "smollm3") &&
+      json_bool_or(cfg, "use_sliding_window", false, file))
     fail("'", file, "': use_sliding_window (a window on the layers from max_window_layers on) is not supported");
 
   c.dim = json_int(cfg, "hidden_size", file);
@@ -123,6 +148,7 @@ void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig
   c.rope_layout = RopeLayout::neox;
   c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
   if (c.architecture == "mistral") c.sliding_window = read_sliding_window(cfg, c.context_length, file);
+  if (c.architecture == "smollm3") c.no_rope_layers = read_no_rope_layers(cfg, c.n_layers, file);
 
   // RoPE: transformers 4 writes rope_theta + rope_scaling; transformers 5 one rope_parameters
   // object holding rope_type, rope_theta and the scaling fields.

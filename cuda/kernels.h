@@ -42,6 +42,7 @@ struct RopeArgs {
   bool neox;  // pairs (i, i + head_dim/2); else (2i, 2i+1)
   const float* cos;
   const float* sin;
+  bool rotate = true;  // false: a layer without RoPE (SmolLM3): q untouched, k stored as it is
 };
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
                    int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s);

@@ -54,13 +54,21 @@ __global__ void rope_store_kernel(float* q, const float* k, const float* v, void
   const float* c = r.cos + static_cast<size_t>(pos + t) * half;
   const float* s = r.sin + static_cast<size_t>(pos + t) * half;
   float* qt = q + static_cast<size_t>(t) * q_dim;
+  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
+  const float* kt = k + static_cast<size_t>(t) * kv_dim;
+  const float* vt = v + static_cast<size_t>(t) * kv_dim;
+  if (!r.rotate) {  // a layer without RoPE: keys and values stored as they are
+    for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) {
+      store_f32(k_cache, kv_dt, row + j, kt[j]);
+      store_f32(v_cache, kv_dt, row + j, vt[j]);
+    }
+    return;
+  }
   for (int j = threadIdx.x; j < r.n_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     const int a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
     rotate_pair(qt + h * r.head_dim, a, b, c[i], s[i]);
   }
-  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
-  const float* kt = k + static_cast<size_t>(t) * kv_dim;
   for (int j = threadIdx.x; j < r.n_kv_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     const int a = h * r.head_dim + (r.neox ? i : 2 * i), b = h * r.head_dim + (r.neox ? i + half : 2 * i + 1);
@@ -68,7 +76,6 @@ __global__ void rope_store_kernel(float* q, const float* k, const float* v, void
     store_f32(k_cache, kv_dt, row + a, x0 * c[i] - x1 * s[i]);
     store_f32(k_cache, kv_dt, row + b, x0 * s[i] + x1 * c[i]);
   }
-  const float* vt = v + static_cast<size_t>(t) * kv_dim;
   for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) store_f32(v_cache, kv_dt, row + j, vt[j]);
 }
 

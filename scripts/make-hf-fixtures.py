@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/hf-*: small random models of each supported family
-(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) saved with Hugging Face transformers, with the logits and
+(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM) saved with Hugging Face transformers, with the logits and
 greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
 them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
@@ -20,7 +20,7 @@ import sys
 import torch
 import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -36,6 +36,7 @@ FAMILIES = {
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "smollm3": (SmolLM3Config, SmolLM3ForCausalLM),
 }
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
@@ -49,6 +50,8 @@ VARIANTS = {
     "hf-qwen2-bf16-tied": ("qwen2", torch.bfloat16, True, False, 1),
     "hf-qwen3-f32-gqa": ("qwen3", torch.float32, False, False, 2),
     "hf-qwen3-bf16-tied": ("qwen3", torch.bfloat16, True, False, 1),
+    "hf-smollm3-f32-nope": ("smollm3", torch.float32, False, False, 2),
+    "hf-smollm3-bf16-nope-tied": ("smollm3", torch.bfloat16, True, False, 1),
 }
 
 
@@ -75,6 +78,9 @@ def make_config(family, tied, llama3, kv_heads):
         kw["initializer_range"] = 0.1
     if family == "mistral":
         kw["sliding_window"] = WINDOW
+    if family == "smollm3":
+        kw["no_rope_layers"] = [1, 0]  # layer 1 without RoPE (the default puts none in 2 layers)
+        kw["pad_token_id"] = None  # its default, 128004, is outside a 256-token vocabulary
     if family == "qwen3":
         kw["head_dim"] = 32  # not hidden / heads = 16: the config's head_dim must be the one used
     theta = 10000.0
@@ -110,6 +116,18 @@ def check_window_matters(model_class, folder, prompt):
     a, b = logits(), logits(sliding_window=None)
     rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
     assert max(rel[:WINDOW]) == 0.0 and min(rel[WINDOW:]) > 1e-2, f"window effect per position: {rel}"
+
+
+def check_nope_matters(model_class, folder, prompt):
+    """Layer 1's missing RoPE must change the logits of every position but 0 (where RoPE is the
+    identity): else the parity test could not tell a model that rotates there anyway."""
+    def logits(**kw):
+        m = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager", **kw).eval()
+        with torch.no_grad():
+            return m(torch.tensor([prompt])).logits[0]
+    a, b = logits(), logits(no_rope_layers=[1, 1])
+    rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
+    assert rel[0] == 0.0 and min(rel[1:]) > 1e-2, f"NoPE effect per position: {rel}"
 
 
 def check_biases_matter(model_class, folder, prompt):
@@ -155,6 +173,8 @@ def main(out_root, names):
             check_window_matters(model_class, out, prompts[0])
         if family == "qwen2":
             check_biases_matter(model_class, out, prompts[0])
+        if family == "smollm3":
+            check_nope_matters(model_class, out, prompts[0])
         f32 = model_class.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
         for k, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])

@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
         std::vector<float> x(static_cast<size_t>(n) * dim);
         const auto call = [&] {
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
-          fwd.forward(lw, kv.layer(0), x.data(), n, 0);
+          fwd.forward(0, lw, kv.layer(0), x.data(), n, 0);
         };
         call();
         int calls = 0;

@@ -341,7 +341,7 @@ struct LayerModel {
     for (int t = 0; t < n; ++t)
       std::memcpy(&x[static_cast<size_t>(t) * c.dim], &w.token_embd[static_cast<size_t>(tokens[t]) * c.dim],
                   sizeof(float) * c.dim);
-    for (int l = 0; l < c.n_layers; ++l) fwd.forward(layers[l], kv.layer(l), x.data(), n, pos);
+    for (int l = 0; l < c.n_layers; ++l) fwd.forward(l, layers[l], kv.layer(l), x.data(), n, pos);
     for (int t = 0; t < n; ++t)
       cpu::rmsnorm(&xn[static_cast<size_t>(t) * c.dim], &x[static_cast<size_t>(t) * c.dim], w.output_norm.data(),
                    c.dim, c.norm_eps);
@@ -419,6 +419,10 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
     c.sliding_window = 6;
   }
   SECTION("Qwen2's q, k and v biases") { c.architecture = "qwen2"; }
+  SECTION("SmolLM3's layers without RoPE") {
+    c.architecture = "smollm3";
+    c.no_rope_layers = {1};
+  }
   SECTION("Qwen3's per-head q and k norms, head_dim not dim / heads") {
     c.architecture = "qwen3";
     c.head_dim *= 2;
@@ -493,13 +497,16 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
   }
 }
 
-TEST_CASE("the bf16 Mistral, Qwen2 and Qwen3 fixtures: 16-bit layers give transformers' greedy tokens", "[cpu-kernels]") {
+TEST_CASE("the bf16 Mistral, Qwen2, Qwen3 and SmolLM3 fixtures: 16-bit layers give transformers' greedy tokens",
+          "[cpu-kernels]") {
   // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
   // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
-  // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3). Logits within the
+  // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3), a
+  // layer without RoPE (SmolLM3). Logits within the
   // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
   test::TempDir dir("cllm-cpu-kernels");
-  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied"}) {
+  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied",
+                           "hf-smollm3-bf16-nope-tied"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");
@@ -606,23 +613,23 @@ TEST_CASE("the CPU layer refuses bad positions, caches and weights with a messag
   CpuKvCache kv(1, 16, c.kv_dim(), DType::F16);
   std::vector<float> x(static_cast<size_t>(4) * c.dim, 0.5f);
 
-  CHECK_THROWS_WITH(fwd.forward(s.weights(), kv.layer(0), x.data(), 2, 15),
+  CHECK_THROWS_WITH(fwd.forward(0, s.weights(), kv.layer(0), x.data(), 2, 15),
                     Contains("positions 15..16 do not fit the context of 16 tokens"));
   CpuKvCache small(1, 8, c.kv_dim(), DType::F16);
-  CHECK_THROWS_WITH(fwd.forward(s.weights(), small.layer(0), x.data(), 2, 7),
+  CHECK_THROWS_WITH(fwd.forward(0, s.weights(), small.layer(0), x.data(), 2, 7),
                     Contains("do not fit the KV cache of 8 positions"));
   CHECK_THROWS_WITH(kv.layer(1), Contains("layer 1 of 1"));
   CHECK_THROWS_WITH(CpuKvCache(1, 8, c.kv_dim(), DType::BF16), Contains("dtype bf16, expected f16 or f32"));
 
   CpuLayerWeights missing = s.weights();
   missing.w_up.data = nullptr;
-  CHECK_THROWS_WITH(fwd.forward(missing, kv.layer(0), x.data(), 1, 0), Contains("tensor 'ffn_up' has no data"));
+  CHECK_THROWS_WITH(fwd.forward(0, missing, kv.layer(0), x.data(), 1, 0), Contains("tensor 'ffn_up' has no data"));
   CpuLayerWeights mixed = s.weights();
   mixed.wo.dtype = DType::F16;
-  CHECK_THROWS_WITH(fwd.forward(mixed, kv.layer(0), x.data(), 1, 0),
+  CHECK_THROWS_WITH(fwd.forward(0, mixed, kv.layer(0), x.data(), 1, 0),
                     Contains("tensor 'attn_output' is f16 but 'attn_q' is bf16"));
   CpuLayerWeights bytes = s.weights();
   bytes.ffn_norm.dtype = DType::U8;
-  CHECK_THROWS_WITH(fwd.forward(bytes, kv.layer(0), x.data(), 1, 0),
+  CHECK_THROWS_WITH(fwd.forward(0, bytes, kv.layer(0), x.data(), 1, 0),
                     Contains("tensor 'ffn_norm' is u8, expected f32, f16 or bf16"));
 }

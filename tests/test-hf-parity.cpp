@@ -4,7 +4,8 @@
 // and bf16), hf-mistral-* MistralForCausalLM (5.25: a sliding window of 8 positions crossed by
 // a 21-token prompt and by the greedy tokens after it), hf-qwen2-* Qwen2ForCausalLM (5.25: q, k
 // and v biases drawn away from transformers' zeros), hf-qwen3-* Qwen3ForCausalLM (5.25: per-head
-// q and k norms, a head_dim of 32 where hidden / heads is 16), with the logits and greedy tokens
+// q and k norms, a head_dim of 32 where hidden / heads is 16), hf-smollm3-* SmolLM3ForCausalLM
+// (5.25: layer 1 of 2 without RoPE), with the logits and greedy tokens
 // transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them, and
 // checks there that each family's feature moves the logits far past the tolerance).
 //
@@ -16,7 +17,7 @@
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
 //   the two. The largest errors measured are 6.0e-3 (Llama), 1.8e-2 (Mistral), 1.1e-2 (Qwen2)
-//   and 1.6e-2 (Qwen3); the last three have weights drawn 5x wider so that their attention is sharp, and
+//   1.6e-2 (Qwen3) and 1.4e-2 (SmolLM3); the last four have weights drawn 5x wider so that their attention is sharp, and
 //   rounded scores move a sharp softmax more.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -38,7 +39,8 @@ namespace {
 
 const char* kFixtures[] = {"hf-f32-gqa",         "hf-f32-llama3-tied",       "hf-bf16-llama3-gqa",
                            "hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa",
-                           "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",         "hf-qwen3-bf16-tied"};
+                           "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",         "hf-qwen3-bf16-tied",
+                           "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -130,6 +132,17 @@ TEST_CASE("Qwen3 configs import with their q and k norms and their own head_dim"
   REQUIRE(qwen.find("blk.0.attn_q_norm.weight") != nullptr);
   CHECK(qwen.find("blk.0.attn_k_norm.weight")->shape == std::vector<uint64_t>{32});
   CHECK(qwen.find("blk.0.attn_output.weight")->shape == std::vector<uint64_t>{64, 128});
+}
+
+TEST_CASE("SmolLM3 configs import with their layers without RoPE", "[hf-parity]") {
+  const SourceModel smol = open_source_model(fixture_dir("hf-smollm3-f32-nope"));
+  CHECK(smol.config.architecture == "smollm3");
+  CHECK(smol.config.no_rope_layers == std::vector<int>{1});  // config.json's [1, 0]: 0 means no RoPE
+  CHECK(smol.config.uses_rope(0));
+  CHECK_FALSE(smol.config.uses_rope(1));
+  test::TempDir dir;
+  const LoadedFixture f = load_fixture(dir, "hf-smollm3-f32-nope");
+  CHECK(f.file->metadata().at("smollm3.rope.no_rope_layers") == nlohmann::json::array({1}));
 }
 
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {

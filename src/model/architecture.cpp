@@ -92,9 +92,15 @@ const Architecture& qwen3_architecture() {
   return arch;
 }
 
+const Architecture& smollm3_architecture() {
+  static const Architecture arch{"smollm3", "SmolLM3ForCausalLM", llama_layer(), NormKind::rms, FfnKind::swiglu};
+  return arch;
+}
+
 const std::vector<const Architecture*>& architectures() {
   static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture(),
-                                                       &qwen2_architecture(), &qwen3_architecture()};
+                                                       &qwen2_architecture(), &qwen3_architecture(),
+                                                       &smollm3_architecture()};
   return all;
 }
 

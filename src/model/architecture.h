@@ -70,9 +70,11 @@ const Architecture& mistral_architecture();
 const Architecture& qwen2_architecture();
 // Qwen3: the Llama layer with a per-head RMSNorm of q and k (head_dim from the config).
 const Architecture& qwen3_architecture();
+// SmolLM3: the Llama layer; the config names layers without RoPE (no_rope_layers).
+const Architecture& smollm3_architecture();
 // Every supported architecture, the Llama family's first.
 const std::vector<const Architecture*>& architectures();
-// The entry named name ("llama", "mistral", "qwen2", "qwen3") or null.
+// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3") or null.
 const Architecture* find_architecture(const std::string& name);
 // "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
 std::string supported_architectures();

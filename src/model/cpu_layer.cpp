@@ -131,8 +131,9 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
 }
 
-void CpuLayerForward::forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+void CpuLayerForward::forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   w.check();
+  CLLM_CHECK(layer >= 0 && layer < c_.n_layers, "CPU layer: layer ", layer, " of ", c_.n_layers);
   CLLM_CHECK(n >= 1, "CPU layer: no tokens");
   CLLM_CHECK(pos >= 0 && pos + n <= opt_.context, "CPU layer: positions ", pos, "..", pos + n - 1,
              " do not fit the context of ", opt_.context, " tokens");
@@ -141,7 +142,7 @@ void CpuLayerForward::forward(const CpuLayerWeights& w, const CpuKvLayer& kv, fl
   CLLM_CHECK(kv.context >= pos + n, "CPU layer: positions ", pos, "..", pos + n - 1, " do not fit the KV cache of ",
              kv.context, " positions");
   for (int b = 0; b < n; b += opt_.max_batch)
-    forward_batch(w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
+    forward_batch(layer, w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
 }
 
 void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n,
@@ -173,8 +174,9 @@ void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, 
   cpu::matmul16_multi(p, count, x, dt, n, k, pool_, opt_.isa);
 }
 
-void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
-  attention_block(w, kv, x, n, pos);
+void CpuLayerForward::forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
+                                    int pos) {
+  attention_block(layer, w, kv, x, n, pos);
   ffn_block(w, x, n);
 }
 
@@ -219,7 +221,8 @@ void CpuLayerForward::head_norm(const CpuTensor& w, float* y, int rows) {
   for (int i = 0; i < rows; ++i) cpu::rmsnorm(y + static_cast<size_t>(i) * hd, y + static_cast<size_t>(i) * hd, bias_.data(), hd, c_.norm_eps);
 }
 
-void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
+                                      int pos) {
   // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
   const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   float* xb = xb_.data();
@@ -241,7 +244,7 @@ void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer
     head_norm(w.q_norm, q, n * c_.n_heads);
     head_norm(w.k_norm, k, n * c_.n_kv_heads);
   }
-  for (int t = 0; t < n; ++t) {
+  for (int t = 0; t < n && c_.uses_rope(layer); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
     cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn);

@@ -122,14 +122,15 @@ class CpuLayerForward {
   // Positions < pos must already be in kv (written by earlier calls for this layer); this call
   // writes keys and values of pos .. pos+n-1. Throws when the positions pass the context, the
   // weights are incomplete or kv's dtype or context does not fit.
-  void forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  // layer: the layer's index in the model, for the config's per-layer choices (RoPE or not).
+  void forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
 
   const LlamaConfig& config() const { return c_; }
   int context() const { return opt_.context; }
 
  private:
-  void forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
-  void attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
   void ffn_block(const CpuLayerWeights& w, float* x, int n);
   void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
   void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos

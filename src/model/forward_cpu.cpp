@@ -135,8 +135,8 @@ void CpuForward::attention_block(int l, int n, int pos) {
     for (int i = 0; i < n * c.n_kv_heads; ++i)
       cpu::rmsnorm(k_new + i * hd, k_new + i * hd, L.k_norm.data(), hd, c.norm_eps);
   }
-  // RoPE: rotate q and k by each token's position
-  for (int t = 0; t < n; ++t) {
+  // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers)
+  for (int t = 0; t < n && c.uses_rope(l); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
     cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);

@@ -1,5 +1,7 @@
 #include "model/llama_config.h"
 
+#include <algorithm>
+
 #include "model/architecture.h"
 
 #include "common/error.h"
@@ -8,6 +10,10 @@ namespace cllm {
 
 const char* rope_layout_name(RopeLayout l) {
   return l == RopeLayout::neox ? "neox" : "interleaved";
+}
+
+bool LlamaConfig::uses_rope(int layer) const {
+  return !std::binary_search(no_rope_layers.begin(), no_rope_layers.end(), layer);
 }
 
 void LlamaConfig::validate() const {
@@ -30,6 +36,10 @@ void LlamaConfig::validate() const {
   if (head_dim % 2 != 0) fail("model config: head dimension ", head_dim, " must be even for RoPE");
   if (!(norm_eps > 0.0f)) fail("model config: '", p, "attention.layer_norm_rms_epsilon' must be > 0");
   if (!(rope_theta > 0.0f)) fail("model config: '", p, "rope.freq_base' must be > 0");
+  for (size_t i = 0; i < no_rope_layers.size(); ++i)
+    if (no_rope_layers[i] < 0 || no_rope_layers[i] >= n_layers || (i > 0 && no_rope_layers[i] <= no_rope_layers[i - 1]))
+      fail("model config: '", p, "rope.no_rope_layers' must list ascending layers below ", n_layers, ", found ",
+           no_rope_layers[i], " at ", i);
   if (sliding_window < 0) fail("model config: '", p, "attention.sliding_window' must be >= 0, found ", sliding_window);
   if (rope_scaling.type != "none" && rope_scaling.type != "llama3")
     fail("model config: unknown rope scaling type '", rope_scaling.type,
@@ -66,6 +76,7 @@ void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
   }
   m[p + "tie_embeddings"] = c.tie_embeddings;
   if (c.sliding_window > 0) m[p + "attention.sliding_window"] = c.sliding_window;
+  if (!c.no_rope_layers.empty()) m[p + "rope.no_rope_layers"] = c.no_rope_layers;
 }
 
 namespace {
@@ -127,6 +138,13 @@ LlamaConfig config_from_metadata(const nlohmann::json& m) {
   if (!tie.is_boolean()) fail("metadata: '", p, "tie_embeddings' must be true or false");
   c.tie_embeddings = tie.get<bool>();
   if (m.contains(p + "attention.sliding_window")) c.sliding_window = get_int(m, p + "attention.sliding_window");
+  if (const auto it = m.find(p + "rope.no_rope_layers"); it != m.end()) {
+    if (!it->is_array()) fail("metadata: '", p, "rope.no_rope_layers' must be a list of layer indices");
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) fail("metadata: '", p, "rope.no_rope_layers' holds ", v.dump(), ", not a layer index");
+      c.no_rope_layers.push_back(v.get<int>());
+    }
+  }
   c.validate();
   return c;
 }

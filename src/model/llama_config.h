@@ -43,9 +43,11 @@ struct LlamaConfig {
   // 0: full causal attention. Else the query at position p sees keys p - sliding_window + 1 .. p
   // (Mistral's window; transformers' "kv_idx > q_idx - sliding_window").
   int sliding_window = 0;
+  std::vector<int> no_rope_layers;  // ascending indices of layers whose attention has no RoPE (SmolLM3)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
+  bool uses_rope(int layer) const;  // false for the no_rope_layers
   // Throws cllm::Error naming the first bad field.
   void validate() const;
 };

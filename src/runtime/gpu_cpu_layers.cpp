@@ -56,7 +56,7 @@ void GpuCpuLayers::run(const Run& r) {
   try {
     for (int l = r.first; l < r.last; ++l) {
       const int k = index_[l];
-      layer_->forward(weights_[k], kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
+      layer_->forward(l, weights_[k], kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
       ++stats_.cpu_steps;
     }
   } catch (const std::exception& e) {

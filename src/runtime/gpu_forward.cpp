@@ -106,7 +106,7 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
   }
   const DeviceKvLayer kv = kv_layers_[step.layer];
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
-                            rope_cos_.data(), rope_sin_.data()};
+                            rope_cos_.data(), rope_sin_.data(), c_.uses_rope(step.layer)};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
                   shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,

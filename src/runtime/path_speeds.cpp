@@ -88,14 +88,14 @@ void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int thread
   CpuLayerForward layer(c, opt, &pool);
   CpuKvCache kv(1, opt.context, c.kv_dim(), cpu_kv_dtype(w.linear_dtype()));
   std::vector<float> x(static_cast<size_t>(8) * c.dim, 0.5f);
-  layer.forward(w, kv.layer(0), x.data(), 1, 0);  // warm-up: touches the pages
+  layer.forward(0, w, kv.layer(0), x.data(), 1, 0);  // warm-up: touches the pages
   // The median of passes repeated while the load runs (at least 3, at most 200).
   const auto median_ms = [&](int n) {
     std::vector<double> times;
     if (load) load->start();
     while (times.size() < 3 || (load && load->running() && times.size() < 200)) {
       Timer t;
-      layer.forward(w, kv.layer(0), x.data(), n, 0);
+      layer.forward(0, w, kv.layer(0), x.data(), n, 0);
       times.push_back(t.ms());
     }
     if (load) load->finish();
