@@ -1,5 +1,5 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM: model/architecture.h), model.safetensors or shards listed
+// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -13,10 +13,12 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
+#include "convert/hf_config.h"
 #include "convert/import_util.h"
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
+#include "format/cllm_format.h"
 #include "model/architecture.h"
 #include "text/chat_template.h"
 
@@ -40,6 +42,8 @@ std::string canonical_name(const std::string& hf, bool* skip) {
       {"mlp.down_proj", "ffn_down"},      {"input_layernorm", "attn_norm"},
       {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_norm", "attn_q_norm"},
       {"self_attn.k_norm", "attn_k_norm"},
+      {"self_attn.qkv_proj", "attn_qkv"},  // Phi-3's fused projections, split by split_fused
+      {"mlp.gate_up_proj", "ffn_gate_up"},
   };
   if (auto it = globals.find(hf); it != globals.end()) return it->second;
   const std::string inv_freq = "rotary_emb.inv_freq";  // a RoPE buffer some exports save
@@ -64,122 +68,6 @@ std::string canonical_name(const std::string& hf, bool* skip) {
   // "blk.N.attn_q.weight"; biases (Qwen2's q, k, v) "blk.N.attn_q.bias": a bias the
   // architecture lacks is then reported as unexpected by check_and_order_tensors
   return "blk." + std::to_string(layer) + "." + it->second + suffix;
-}
-
-// The architecture config.json names: the first entry of "architectures" that is supported
-// (MistralForCausalLM -> mistral), else model_type when there is no list.
-const Architecture& read_architecture(const nlohmann::json& cfg, const std::string& file) {
-  const std::string model_type = json_string_or(cfg, "model_type", "", file);
-  std::vector<std::string> archs;
-  if (const auto* a = json_find(cfg, "architectures")) {
-    if (!a->is_array()) fail("'", file, "': 'architectures' must be a list");
-    for (const auto& x : *a)
-      if (x.is_string()) archs.push_back(x.get<std::string>());
-  }
-  for (const std::string& name : archs)
-    for (const Architecture* a : architectures())
-      if (name == a->hf_class) return *a;
-  if (archs.empty())
-    if (const Architecture* a = find_architecture(model_type)) return *a;
-  std::string found = archs.empty() ? "model_type '" + model_type + "'" : "architectures [";
-  for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
-  if (!archs.empty()) found += "]";
-  fail("'", file, "': unsupported architecture (", found, "): codecllm supports ", supported_architectures());
-}
-
-// config.json's sliding_window: null or absent (none), or a positive window. A window that
-// covers the whole trained context never masks anything and is dropped.
-int read_sliding_window(const nlohmann::json& cfg, int context, const std::string& file) {
-  const auto* w = json_find(cfg, "sliding_window");
-  if (!w || w->is_null()) return 0;
-  const int window = json_int(cfg, "sliding_window", file);
-  if (window <= 0) fail("'", file, "': sliding_window must be positive or null, found ", window);
-  return window < context ? window : 0;
-}
-
-// SmolLM3's no_rope_layers: one entry a layer, 1 where the layer uses RoPE and 0 where it does
-// not (transformers' "use_rope = no_rope_layers[i]"); absent, every no_rope_layer_interval-th
-// layer (default 4) has none. Returns the indices of the layers without RoPE.
-std::vector<int> read_no_rope_layers(const nlohmann::json& cfg, int n_layers, const std::string& file) {
-  std::vector<int> none;
-  const auto* list = json_find(cfg, "no_rope_layers");
-  if (!list || list->is_null()) {
-    const int interval = json_int_or(cfg, "no_rope_layer_interval", 4, file);
-    if (interval <= 0) fail("'", file, "': no_rope_layer_interval must be positive, found ", interval);
-    for (int l = 0; l < n_layers; ++l)
-      if ((l + 1) % interval == 0) none.push_back(l);
-    return none;
-  }
-  if (!list->is_array() || static_cast<int>(list->size()) != n_layers)
-    fail("'", file, "': no_rope_layers must list one 0 or 1 for each of the ", n_layers, " layers");
-  for (int l = 0; l < n_layers; ++l) {
-    const auto& v = (*list)[l];
-    if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1))
-      fail("'", file, "': no_rope_layers[", l, "] is ", v.dump(), ", expected 0 (no RoPE) or 1");
-    if (v.get<int>() == 0) none.push_back(l);
-  }
-  return none;
-}
-
-void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
-  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
-  c.architecture = read_architecture(cfg, file).name;
-  const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
-  if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
-  // Qwen2 always has q, k and v biases (and no such keys); elsewhere biases are refused.
-  if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
-    fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
-  if ((c.architecture == "qwen2" || c.architecture == "qwen3" || c.architecture == "smollm3") &&
-      json_bool_or(cfg, "use_sliding_window", false, file))
-    fail("'", file, "': use_sliding_window (a window on the layers from max_window_layers on) is not supported");
-
-  c.dim = json_int(cfg, "hidden_size", file);
-  c.ffn_dim = json_int(cfg, "intermediate_size", file);
-  c.n_layers = json_int(cfg, "num_hidden_layers", file);
-  c.n_heads = json_int(cfg, "num_attention_heads", file);
-  c.n_kv_heads = json_int_or(cfg, "num_key_value_heads", c.n_heads, file);
-  if (c.n_heads <= 0) fail("'", file, "': num_attention_heads must be positive");
-  if (!json_find(cfg, "head_dim") && c.dim % c.n_heads != 0)
-    fail("'", file, "': hidden_size ", c.dim, " is not a multiple of num_attention_heads ", c.n_heads, " and no head_dim is given");
-  c.head_dim = json_int_or(cfg, "head_dim", c.dim / c.n_heads, file);
-  c.vocab_size = json_int(cfg, "vocab_size", file);
-  c.context_length = json_int_or(cfg, "max_position_embeddings", 2048, file);  // transformers' default
-  c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
-  c.rope_layout = RopeLayout::neox;
-  c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
-  if (c.architecture == "mistral") c.sliding_window = read_sliding_window(cfg, c.context_length, file);
-  if (c.architecture == "smollm3") c.no_rope_layers = read_no_rope_layers(cfg, c.n_layers, file);
-
-  // RoPE: transformers 4 writes rope_theta + rope_scaling; transformers 5 one rope_parameters
-  // object holding rope_type, rope_theta and the scaling fields.
-  double theta = json_number_or(cfg, "rope_theta", 10000.0, file);
-  const nlohmann::json* scaling = json_find(cfg, "rope_scaling");
-  const char* scaling_key = "rope_scaling";
-  if (const auto* params = json_find(cfg, "rope_parameters")) {
-    if (!params->is_object()) fail("'", file, "': 'rope_parameters' must be an object");
-    theta = json_number_or(*params, "rope_theta", theta, file);
-    if (!scaling) {
-      scaling = params;
-      scaling_key = "rope_parameters";
-    }
-  }
-  c.rope_theta = static_cast<float>(theta);
-  if (scaling) {
-    if (!scaling->is_object()) fail("'", file, "': '", scaling_key, "' must be an object or null");
-    std::string type = json_string_or(*scaling, "rope_type", "", file);
-    if (type.empty()) type = json_string_or(*scaling, "type", "default", file);
-    if (type == "llama3") {
-      c.rope_scaling.type = "llama3";
-      c.rope_scaling.factor = static_cast<float>(json_number_or(*scaling, "factor", 0.0, file));
-      if (!(c.rope_scaling.factor > 0)) fail("'", file, "': ", scaling_key, " llama3 needs a positive 'factor'");
-      c.rope_scaling.low_freq_factor = static_cast<float>(json_number_or(*scaling, "low_freq_factor", 1.0, file));
-      c.rope_scaling.high_freq_factor = static_cast<float>(json_number_or(*scaling, "high_freq_factor", 4.0, file));
-      c.rope_scaling.original_context = json_int_or(*scaling, "original_max_position_embeddings", 8192, file);
-    } else if (type != "default") {
-      fail("'", file, "': ", scaling_key, " type '", type, "' is not supported (only llama3 scaling, or none)");
-    }
-  }
-  with_context("'" + file + "'", [&] { c.validate(); });
 }
 
 struct Collected {
@@ -217,6 +105,51 @@ bool plain_relative_path(const std::string& p) {
     start = end + 1;
   }
   return true;
+}
+
+// Phi-3's fused projections become the standard roles, as row ranges of the stored tensor
+// (row-major [out, in]: a range of rows is a contiguous range of bytes, nothing is copied):
+// qkv_proj = [q (q_dim rows); k (kv_dim); v (kv_dim)], gate_up_proj = [gate (ffn); up (ffn)],
+// transformers' own split. The runtime then sees a Llama layer.
+void split_fused(const LlamaConfig& c, Collected& col) {
+  struct Part {
+    const char* name;
+    uint64_t rows;
+  };
+  const uint64_t qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+  Collected out;
+  for (size_t i = 0; i < col.tensors.size(); ++i) {
+    const SourceTensor& t = col.tensors[i];
+    const size_t dot = t.name.rfind('.', t.name.size() - std::string(".weight").size() - 1);
+    const std::string part = dot == std::string::npos ? "" : t.name.substr(dot + 1);
+    std::vector<Part> parts;
+    if (part == "attn_qkv.weight") parts = {{"attn_q", qd}, {"attn_k", kvd}, {"attn_v", kvd}};
+    if (part == "ffn_gate_up.weight") parts = {{"ffn_gate", ffn}, {"ffn_up", ffn}};
+    if (parts.empty()) {
+      out.tensors.push_back(t);
+      out.file_of.push_back(col.file_of[i]);
+      continue;
+    }
+    uint64_t total = 0;
+    for (const Part& p : parts) total += p.rows;
+    if (t.shape.size() != 2 || t.shape[0] != total || t.size != t.shape[0] * t.shape[1] * dtype_size(t.dtype))
+      fail("'", col.file_of[i], "': tensor '", t.source_name, "': shape ", shape_to_string(t.shape), ", expected [",
+           total, ", ", c.dim, "] from config.json");
+    const uint64_t row_bytes = t.shape[1] * dtype_size(t.dtype);
+    uint64_t row = 0;
+    for (const Part& p : parts) {
+      SourceTensor s = t;
+      s.name = t.name.substr(0, dot + 1) + p.name + ".weight";
+      s.source_name = cat(t.source_name, "[", row, ":", row + p.rows, "]");
+      s.shape = {p.rows, t.shape[1]};
+      s.data = t.data + row * row_bytes;
+      s.size = p.rows * row_bytes;
+      out.tensors.push_back(std::move(s));
+      out.file_of.push_back(col.file_of[i]);
+      row += p.rows;
+    }
+  }
+  col = std::move(out);
 }
 
 void read_weights(const std::string& dir, SourceModel& m, Collected& out) {
@@ -356,10 +289,11 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
   if (!path_exists(cfg_path))
     fail("'", dir, "': no config.json: not a Hugging Face model folder (expected config.json and model.safetensors)");
   const nlohmann::json cfg = json_read_file(cfg_path);
-  read_config(cfg, cfg_path, m.config);
+  read_hf_config(cfg, cfg_path, m.config);
 
   Collected col;
   read_weights(dir, m, col);
+  split_fused(m.config, col);
   m.tensors = std::move(col.tensors);
   check_layer_count(m, "'" + cfg_path + "': num_hidden_layers");
 

@@ -49,7 +49,7 @@ __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, flo
 __global__ void rope_store_kernel(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
                                   DType kv_dt, int pos_value, const int* d_pos, RopeArgs r) {
   const int pos = d_pos ? *d_pos : pos_value;
-  const int t = blockIdx.x, half = r.head_dim / 2;
+  const int t = blockIdx.x, rope_dim = r.rope_dim > 0 ? r.rope_dim : r.head_dim, half = rope_dim / 2;
   const int q_dim = r.n_heads * r.head_dim, kv_dim = r.n_kv_heads * r.head_dim;
   const float* c = r.cos + static_cast<size_t>(pos + t) * half;
   const float* s = r.sin + static_cast<size_t>(pos + t) * half;
@@ -75,6 +75,11 @@ __global__ void rope_store_kernel(float* q, const float* k, const float* v, void
     const float x0 = kt[a], x1 = kt[b];
     store_f32(k_cache, kv_dt, row + a, x0 * c[i] - x1 * s[i]);
     store_f32(k_cache, kv_dt, row + b, x0 * s[i] + x1 * c[i]);
+  }
+  const int pass = r.head_dim - rope_dim;  // partial rotary: each head's values past rope_dim as they are
+  for (int j = threadIdx.x; j < r.n_kv_heads * pass; j += blockDim.x) {
+    const int at = (j / pass) * r.head_dim + rope_dim + j % pass;
+    store_f32(k_cache, kv_dt, row + at, kt[at]);
   }
   for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) store_f32(v_cache, kv_dt, row + j, vt[j]);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/hf-*: small random models of each supported family
-(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM) saved with Hugging Face transformers, with the logits and
+(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM,
+Phi3ForCausalLM) saved with Hugging Face transformers, with the logits and
 greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
 them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
@@ -20,7 +21,8 @@ import sys
 import torch
 import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM,
+                          Phi3Config, Phi3ForCausalLM)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -37,6 +39,7 @@ FAMILIES = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "smollm3": (SmolLM3Config, SmolLM3ForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
@@ -52,6 +55,8 @@ VARIANTS = {
     "hf-qwen3-bf16-tied": ("qwen3", torch.bfloat16, True, False, 1),
     "hf-smollm3-f32-nope": ("smollm3", torch.float32, False, False, 2),
     "hf-smollm3-bf16-nope-tied": ("smollm3", torch.bfloat16, True, False, 1),
+    "hf-phi3-f32-longrope": ("phi3", torch.float32, False, False, 2),
+    "hf-phi3-bf16-longrope-gqa": ("phi3", torch.bfloat16, False, False, 1),
 }
 
 
@@ -83,11 +88,21 @@ def make_config(family, tied, llama3, kv_heads):
         kw["pad_token_id"] = None  # its default, 128004, is outside a 256-token vocabulary
     if family == "qwen3":
         kw["head_dim"] = 32  # not hidden / heads = 16: the config's head_dim must be the one used
+    if family == "phi3":
+        kw["pad_token_id"] = None  # its default, 32000, is outside a 256-token vocabulary
+        kw["original_max_position_embeddings"] = 64  # the config's own field wins over rope_parameters'
     theta = 10000.0
     # Small original context so that all three llama3 regions (kept, scaled, smoothed) occur
     # for head_dim 16: wavelengths span 2*pi .. ~2e4, thresholds 32/4 = 8 and 32/1 = 32.
     scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 32} if llama3 else None
+    if family == "phi3":
+        # Partial rotary (12 of 16 dimensions: 6 frequencies) and LongRoPE with an original
+        # context of 64 (the prompts stay below it: short factors) in a context of 128 (an
+        # attention factor of sqrt(1 + ln 2 / ln 64)).
+        scaling = {"rope_type": "longrope", "original_max_position_embeddings": 64,
+                   "short_factor": [1.0, 1.3, 1.9, 2.6, 4.1, 7.5], "long_factor": [1.2, 2.0, 3.4, 6.0, 11.0, 21.0],
+                   "partial_rotary_factor": 0.75}
     try:  # transformers >= 5: rope settings live in rope_parameters
         params = {"rope_type": "default", "rope_theta": theta}
         if scaling:

@@ -412,7 +412,7 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
   SECTION("neox RoPE, llama3 scaling") {
     c.rope_layout = RopeLayout::neox;
     c.rope_theta = 500000.0f;
-    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
+    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64, {}, {}, 1.0f};
   }
   SECTION("Mistral's sliding window, shorter than the prompt") {
     c.architecture = "mistral";
@@ -497,16 +497,16 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
   }
 }
 
-TEST_CASE("the bf16 Mistral, Qwen2, Qwen3 and SmolLM3 fixtures: 16-bit layers give transformers' greedy tokens",
+TEST_CASE("the bf16 Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 fixtures: 16-bit layers give transformers' greedy tokens",
           "[cpu-kernels]") {
   // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
   // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
   // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3), a
-  // layer without RoPE (SmolLM3). Logits within the
+  // layer without RoPE (SmolLM3), partial rotary and LongRoPE (Phi-3). Logits within the
   // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
   test::TempDir dir("cllm-cpu-kernels");
   for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied",
-                           "hf-smollm3-bf16-nope-tied"}) {
+                           "hf-smollm3-bf16-nope-tied", "hf-phi3-bf16-longrope-gqa"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");

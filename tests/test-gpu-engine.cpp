@@ -134,10 +134,11 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
     check_modes_identical(f, {1, 17, 300, 4000, 12, 99, 2048}, 40);
   }
   // a sliding window of 8, crossed by the prompt and the tokens after it; q, k, v biases; q and
-  // k norms with head_dim 32 (q_dim 128 > dim 64); a layer without RoPE
+  // k norms with head_dim 32 (q_dim 128 > dim 64); a layer without RoPE; partial rotary and
+  // LongRoPE (the RoPE kernel's pass-through dimensions)
   for (const char* name : {"hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa", "hf-qwen2-bf16-tied",
                            "hf-qwen3-f32-gqa", "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope",
-                           "hf-smollm3-bf16-nope-tied"}) {
+                           "hf-smollm3-bf16-nope-tied", "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa"}) {
     SECTION(name) {
       const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
       const std::string path = dir.file(std::string(name) + ".cllm");
@@ -283,7 +284,8 @@ TEST_CASE("gpu: the transformers fixtures' greedy tokens, and logits near the CP
   test::TempDir dir;
   for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
                            "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa", "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",
-                           "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied"}) {
+                           "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied",
+                           "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");

@@ -5,7 +5,9 @@
 // a 21-token prompt and by the greedy tokens after it), hf-qwen2-* Qwen2ForCausalLM (5.25: q, k
 // and v biases drawn away from transformers' zeros), hf-qwen3-* Qwen3ForCausalLM (5.25: per-head
 // q and k norms, a head_dim of 32 where hidden / heads is 16), hf-smollm3-* SmolLM3ForCausalLM
-// (5.25: layer 1 of 2 without RoPE), with the logits and greedy tokens
+// (5.25: layer 1 of 2 without RoPE), hf-phi3-* Phi3ForCausalLM (5.25: fused qkv and gate_up
+// projections, RoPE on 12 of 16 dimensions, LongRoPE's short factors and attention factor),
+// with the logits and greedy tokens
 // transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them, and
 // checks there that each family's feature moves the logits far past the tolerance).
 //
@@ -17,7 +19,7 @@
 //   rounds every activation to bf16 (8 significant bits: 2^-8 = 3.9e-3 per rounding), and these
 //   errors add up over 2 layers; codecllm keeps fp32 activations, which is the more exact of
 //   the two. The largest errors measured are 6.0e-3 (Llama), 1.8e-2 (Mistral), 1.1e-2 (Qwen2)
-//   1.6e-2 (Qwen3) and 1.4e-2 (SmolLM3); the last four have weights drawn 5x wider so that their attention is sharp, and
+//   1.6e-2 (Qwen3), 1.4e-2 (SmolLM3) and 1.7e-2 (Phi-3); all but Llama have weights drawn 5x wider so that their attention is sharp, and
 //   rounded scores move a sharp softmax more.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -40,7 +42,8 @@ namespace {
 const char* kFixtures[] = {"hf-f32-gqa",         "hf-f32-llama3-tied",       "hf-bf16-llama3-gqa",
                            "hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa",
                            "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",         "hf-qwen3-bf16-tied",
-                           "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied"};
+                           "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied", "hf-phi3-f32-longrope",
+                           "hf-phi3-bf16-longrope-gqa"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -143,6 +146,28 @@ TEST_CASE("SmolLM3 configs import with their layers without RoPE", "[hf-parity]"
   test::TempDir dir;
   const LoadedFixture f = load_fixture(dir, "hf-smollm3-f32-nope");
   CHECK(f.file->metadata().at("smollm3.rope.no_rope_layers") == nlohmann::json::array({1}));
+}
+
+TEST_CASE("Phi-3 configs import with their fused projections split, partial rotary and LongRoPE", "[hf-parity]") {
+  const SourceModel phi = open_source_model(fixture_dir("hf-phi3-f32-longrope"));
+  CHECK(phi.config.architecture == "phi3");
+  CHECK(phi.config.rope_dim == 12);  // partial_rotary_factor 0.75 of head_dim 16
+  CHECK(phi.config.rope_scaling.type == "longrope");
+  CHECK(phi.config.rope_scaling.original_context == 64);
+  CHECK(phi.config.rope_scaling.short_factor.size() == 6);
+  CHECK(phi.config.rope_scaling.attention_factor == Approx(std::sqrt(1 + std::log(2.0) / std::log(64.0))));
+  // qkv_proj [128, 64] = q [64] + k [32] + v [32] rows; gate_up_proj [320, 64] = gate + up
+  const SourceTensor* k = phi.find("blk.0.attn_k.weight");
+  const SourceTensor* q = phi.find("blk.0.attn_q.weight");
+  REQUIRE((k && q));
+  CHECK(k->shape == std::vector<uint64_t>{32, 64});
+  CHECK(k->data == q->data + 64 * 64 * 4);  // rows 64 .. 95 of the fused tensor, in place
+  CHECK(k->source_name == "model.layers.0.self_attn.qkv_proj.weight[64:96]");
+  CHECK(phi.find("blk.1.ffn_up.weight")->shape == std::vector<uint64_t>{160, 64});
+  test::TempDir dir;
+  const LoadedFixture f = load_fixture(dir, "hf-phi3-f32-longrope");
+  CHECK(f.weights->config.rope_scaling.long_factor == phi.config.rope_scaling.long_factor);
+  CHECK(f.weights->config.rope_dim == 12);
 }
 
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {

@@ -97,10 +97,15 @@ const Architecture& smollm3_architecture() {
   return arch;
 }
 
+const Architecture& phi3_architecture() {
+  static const Architecture arch{"phi3", "Phi3ForCausalLM", llama_layer(), NormKind::rms, FfnKind::swiglu};
+  return arch;
+}
+
 const std::vector<const Architecture*>& architectures() {
   static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture(),
                                                        &qwen2_architecture(), &qwen3_architecture(),
-                                                       &smollm3_architecture()};
+                                                       &smollm3_architecture(), &phi3_architecture()};
   return all;
 }
 

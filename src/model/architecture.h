@@ -72,9 +72,12 @@ const Architecture& qwen2_architecture();
 const Architecture& qwen3_architecture();
 // SmolLM3: the Llama layer; the config names layers without RoPE (no_rope_layers).
 const Architecture& smollm3_architecture();
+// Phi-3, Phi-3.5, Phi-4 (mini): the Llama layer once the importer has split the fused qkv and
+// gate_up projections; partial rotary and LongRoPE live in the config.
+const Architecture& phi3_architecture();
 // Every supported architecture, the Llama family's first.
 const std::vector<const Architecture*>& architectures();
-// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3") or null.
+// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3") or null.
 const Architecture* find_architecture(const std::string& name);
 // "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
 std::string supported_architectures();

@@ -128,7 +128,7 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   tmp_.resize(B * dim);
   norm_.resize(dim);
   bias_.resize(qd);  // a bias, or a head norm's weights (head_dim <= q_dim)
-  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
+  rope_ = cpu::model_rope_table(c, opt.context);
 }
 
 void CpuLayerForward::forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
@@ -247,8 +247,8 @@ void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const
   for (int t = 0; t < n && c_.uses_rope(layer); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
-    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn);
-    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn);
+    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
+    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
   }
   store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head

@@ -47,7 +47,7 @@ CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt
   s_.hb2.resize(B * c.ffn_dim);
   s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
   s_.value_cache.resize(s_.key_cache.size());
-  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), context_);
+  rope_ = cpu::model_rope_table(c, context_);
 }
 
 const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_logits) {
@@ -139,8 +139,8 @@ void CpuForward::attention_block(int l, int n, int pos) {
   for (int t = 0; t < n && c.uses_rope(l); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
-    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);
-    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
+    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
+    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
   }
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA)

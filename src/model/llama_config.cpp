@@ -41,9 +41,24 @@ void LlamaConfig::validate() const {
       fail("model config: '", p, "rope.no_rope_layers' must list ascending layers below ", n_layers, ", found ",
            no_rope_layers[i], " at ", i);
   if (sliding_window < 0) fail("model config: '", p, "attention.sliding_window' must be >= 0, found ", sliding_window);
-  if (rope_scaling.type != "none" && rope_scaling.type != "llama3")
+  if (rope_dim < 0 || rope_dim > head_dim || rope_dim % 2 != 0)
+    fail("model config: '", p, "rope.dimension_count' ", rope_dim, " must be even and at most the head dimension ",
+         head_dim);
+  if (rope_scaling.type != "none" && rope_scaling.type != "llama3" && rope_scaling.type != "longrope")
     fail("model config: unknown rope scaling type '", rope_scaling.type,
-         "' (expected 'none' or 'llama3')");
+         "' (expected 'none', 'llama3' or 'longrope')");
+  if (rope_scaling.type == "longrope") {
+    const size_t half = static_cast<size_t>(rotary_dim() / 2);
+    if (rope_scaling.short_factor.size() != half || rope_scaling.long_factor.size() != half)
+      fail("model config: longrope needs ", half, " short and long factors (rotary_dim / 2), found ",
+           rope_scaling.short_factor.size(), " and ", rope_scaling.long_factor.size());
+    for (const auto* v : {&rope_scaling.short_factor, &rope_scaling.long_factor})
+      for (float f : *v)
+        if (!(f > 0.0f)) fail("model config: longrope factors must be positive, found ", f);
+    if (rope_scaling.original_context <= 0 || !(rope_scaling.attention_factor > 0.0f))
+      fail("model config: bad longrope scaling (original context ", rope_scaling.original_context,
+           ", attention factor ", rope_scaling.attention_factor, ")");
+  }
   if (rope_scaling.type == "llama3") {
     if (!(rope_scaling.factor > 0.0f) || rope_scaling.original_context <= 0 ||
         !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
@@ -74,6 +89,13 @@ void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
     m[p + "rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
     m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
   }
+  if (c.rope_scaling.type == "longrope") {
+    m[p + "rope.scaling.short_factor"] = c.rope_scaling.short_factor;
+    m[p + "rope.scaling.long_factor"] = c.rope_scaling.long_factor;
+    m[p + "rope.scaling.attention_factor"] = c.rope_scaling.attention_factor;
+    m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
+  }
+  if (c.rope_dim > 0) m[p + "rope.dimension_count"] = c.rope_dim;
   m[p + "tie_embeddings"] = c.tie_embeddings;
   if (c.sliding_window > 0) m[p + "attention.sliding_window"] = c.sliding_window;
   if (!c.no_rope_layers.empty()) m[p + "rope.no_rope_layers"] = c.no_rope_layers;
@@ -99,6 +121,17 @@ float get_float(const nlohmann::json& m, const std::string& key) {
   const auto& v = require(m, key);
   if (!v.is_number()) fail("metadata: '", key, "' must be a number, found ", v.dump());
   return v.get<float>();
+}
+
+std::vector<float> get_floats(const nlohmann::json& m, const std::string& key) {
+  const auto& v = require(m, key);
+  if (!v.is_array()) fail("metadata: '", key, "' must be a list of numbers");
+  std::vector<float> out;
+  for (const auto& x : v) {
+    if (!x.is_number()) fail("metadata: '", key, "' holds ", x.dump(), ", not a number");
+    out.push_back(x.get<float>());
+  }
+  return out;
 }
 
 }  // namespace
@@ -134,6 +167,13 @@ LlamaConfig config_from_metadata(const nlohmann::json& m) {
     c.rope_scaling.high_freq_factor = get_float(m, p + "rope.scaling.high_freq_factor");
     c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
   }
+  if (c.rope_scaling.type == "longrope") {
+    c.rope_scaling.short_factor = get_floats(m, p + "rope.scaling.short_factor");
+    c.rope_scaling.long_factor = get_floats(m, p + "rope.scaling.long_factor");
+    c.rope_scaling.attention_factor = get_float(m, p + "rope.scaling.attention_factor");
+    c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
+  }
+  if (m.contains(p + "rope.dimension_count")) c.rope_dim = get_int(m, p + "rope.dimension_count");
   const auto& tie = require(m, p + "tie_embeddings");
   if (!tie.is_boolean()) fail("metadata: '", p, "tie_embeddings' must be true or false");
   c.tie_embeddings = tie.get<bool>();

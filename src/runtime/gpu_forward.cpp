@@ -45,7 +45,7 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   }
   // RoPE angles exactly as the CPU reference computes them.
   const cpu::RopeTable rope =
-      cpu::rope_table(cpu::rope_frequencies(c_.head_dim, c_.rope_theta, c_.rope_scaling), shape_.context);
+      cpu::model_rope_table(c_, shape_.context);
   rope_cos_.upload(rope.cos, compute_);
   rope_sin_.upload(rope.sin, compute_);
   std::vector<uint8_t> norm(s_.output_norm->raw_bytes());
@@ -106,7 +106,7 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
   }
   const DeviceKvLayer kv = kv_layers_[step.layer];
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
-                            rope_cos_.data(), rope_sin_.data(), c_.uses_rope(step.layer)};
+                            rope_cos_.data(), rope_sin_.data(), c_.uses_rope(step.layer), c_.rotary_dim()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
                   shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
