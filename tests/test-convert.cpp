@@ -859,6 +859,31 @@ TEST_CASE("GGUF files that cannot be imported are refused naming the file and fi
   }
 }
 
+TEST_CASE("GGUF files of qwen2 and qwen3 read their hyper-parameters under their own prefix", "[convert]") {
+  // stories260K's GGUF with every "llama." key renamed (same length): the importer must read the
+  // "qwen2." keys, take the architecture's tensors, and so miss the biases (norms) it lacks.
+  test::TempDir dir;
+  const auto good = read_file(test::shared_model("stories260K-f32.gguf"));
+  const GGUFFile g(test::shared_model("stories260K-f32.gguf"));
+  for (const char* arch : {"qwen2", "qwen3"}) {
+    INFO(arch);
+    auto f = good;
+    const std::string from = "llama.";
+    int renamed = 0;
+    for (size_t i = 0; i + from.size() <= g.data_offset(); ++i)
+      if (std::memcmp(f.data() + i, from.data(), from.size()) == 0) {
+        std::memcpy(f.data() + i, arch, 5);
+        ++renamed;
+      }
+    REQUIRE(renamed >= 8);
+    const size_t at = gguf_key_end(f, "general.architecture") + 4 + 8;  // the value's bytes
+    std::memcpy(f.data() + at, arch, 5);
+    write_bytes(dir.file("m.gguf"), f);
+    const std::string want = std::string(arch) == "qwen2" ? "blk.0.attn_q.bias" : "blk.0.attn_q_norm.weight";
+    CHECK_THAT(error_of([&] { import_gguf(dir.file("m.gguf"), {}); }), Contains("m.gguf") && Contains(want));
+  }
+}
+
 TEST_CASE("truncated or corrupted GGUF and safetensors files fail cleanly, never crash", "[convert]") {
   test::TempDir dir;
   const auto good = read_file(test::shared_model("stories260K-f32.gguf"));
