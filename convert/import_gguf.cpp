@@ -1,9 +1,9 @@
-// GGUF files with general.architecture "llama" and F32/F16/BF16 or quantized tensors
-// (gguf_tensors.h: dequantized on import). Tensor names are
-// already canonical; llama.cpp's converter permutes Hugging Face q/k rows back to adjacent-pair
-// RoPE, so the layout is interleaved. The "llama" (SentencePiece) vocabulary in
-// tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto, a "gpt2" one (byte-level BPE) as
-// the compact BPE form (gguf_vocab.h).
+// GGUF files with general.architecture "llama", "qwen2" or "qwen3" and F32/F16/BF16 or quantized
+// tensors (gguf_tensors.h: dequantized on import). Tensor names are already canonical;
+// llama.cpp's converter permutes a Llama's Hugging Face q/k rows back to adjacent-pair RoPE, so
+// its layout is interleaved (Qwen2's rows are kept: neox). The "llama" (SentencePiece)
+// vocabulary in tokenizer.ggml.* is rebuilt as a SentencePiece ModelProto, a "gpt2" one
+// (byte-level BPE) as the compact BPE form (gguf_vocab.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -174,45 +174,57 @@ void import_gguf_tokenizer(const GGUFFile& g, SourceModel& m) {
   if (const auto eog = gguf_eog_ids(g, m.config.vocab_size); !eog.empty()) m.extra_metadata["tokenizer.eos_ids"] = eog;
 }
 
-void check_architecture(const GGUFFile& g) {
+// general.architecture: "llama" (which llama.cpp also writes for Mistral 7B), "qwen2" or "qwen3".
+std::string check_architecture(const GGUFFile& g) {
   const std::string& path = g.path();
   std::string arch;
   if (!g.get_string("general.architecture", &arch)) fail("'", path, "': missing metadata 'general.architecture'");
-  if (arch != "llama")
-    fail("'", path, "': general.architecture is '", arch, "': codecllm supports Llama models (\"llama\") only");
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+    fail("'", path, "': general.architecture is '", arch,
+         "': codecllm reads GGUF files of \"llama\", \"qwen2\" and \"qwen3\"");
+  return arch;
 }
 
-// The llama.* hyperparameters; the vocabulary size comes from token_embd.weight instead.
-void read_hparams(const GGUFFile& g, LlamaConfig& c) {
+// The <arch>.* hyperparameters; the vocabulary size comes from token_embd.weight instead.
+void read_hparams(const GGUFFile& g, const std::string& arch, LlamaConfig& c) {
   const std::string& path = g.path();
-  c.dim = hparam(g, "llama.embedding_length", 0, true);
-  c.n_layers = hparam(g, "llama.block_count", 0, true);
-  c.ffn_dim = hparam(g, "llama.feed_forward_length", 0, true);
-  c.n_heads = hparam(g, "llama.attention.head_count", 0, true);
-  c.n_kv_heads = hparam(g, "llama.attention.head_count_kv", c.n_heads, false);
-  c.context_length = hparam(g, "llama.context_length", 0, true);
-  if (c.dim % c.n_heads != 0 && !g.find("llama.attention.key_length"))
+  const std::string p = arch + ".";
+  c.architecture = arch;
+  c.dim = hparam(g, p + "embedding_length", 0, true);
+  c.n_layers = hparam(g, p + "block_count", 0, true);
+  c.ffn_dim = hparam(g, p + "feed_forward_length", 0, true);
+  c.n_heads = hparam(g, p + "attention.head_count", 0, true);
+  c.n_kv_heads = hparam(g, p + "attention.head_count_kv", c.n_heads, false);
+  c.context_length = hparam(g, p + "context_length", 0, true);
+  if (c.dim % c.n_heads != 0 && !g.find(p + "attention.key_length"))
     fail("'", path, "': embedding_length ", c.dim, " is not a multiple of head_count ", c.n_heads);
-  c.head_dim = hparam(g, "llama.attention.key_length", c.dim / c.n_heads, false);
-  if (hparam(g, "llama.attention.value_length", c.head_dim, false) != c.head_dim)
-    fail("'", path, "': llama.attention.value_length differs from key_length: not supported");
-  const int rope_dims = hparam(g, "llama.rope.dimension_count", c.head_dim, false);
+  c.head_dim = hparam(g, p + "attention.key_length", c.dim / c.n_heads, false);
+  if (hparam(g, p + "attention.value_length", c.head_dim, false) != c.head_dim)
+    fail("'", path, "': ", p, "attention.value_length differs from key_length: not supported");
+  const int rope_dims = hparam(g, p + "rope.dimension_count", c.head_dim, false);
   if (rope_dims != c.head_dim)
-    fail("'", path, "': llama.rope.dimension_count ", rope_dims, " differs from the head dimension ", c.head_dim,
+    fail("'", path, "': ", p, "rope.dimension_count ", rope_dims, " differs from the head dimension ", c.head_dim,
          ": partial RoPE is not supported");
   double d = 0;
-  if (!g.get_float("llama.attention.layer_norm_rms_epsilon", &d))
-    fail("'", path, "': missing metadata 'llama.attention.layer_norm_rms_epsilon'");
+  if (!g.get_float(p + "attention.layer_norm_rms_epsilon", &d))
+    fail("'", path, "': missing metadata '", p, "attention.layer_norm_rms_epsilon'");
   c.norm_eps = static_cast<float>(d);
-  c.rope_theta = g.get_float("llama.rope.freq_base", &d) ? static_cast<float>(d) : 10000.0f;
-  c.rope_layout = RopeLayout::interleaved;
+  c.rope_theta = g.get_float(p + "rope.freq_base", &d) ? static_cast<float>(d) : 10000.0f;
+  // llama.cpp's converter permutes Llama's q/k rows to adjacent pairs, not Qwen's (NEOX RoPE).
+  c.rope_layout = arch == "llama" ? RopeLayout::interleaved : RopeLayout::neox;
+  // llama.cpp writes Mistral 7B as "llama", without its window; a file that gives one keeps it.
+  const int window = hparam(g, p + "attention.sliding_window", 0, false);
+  if (arch == "llama" && window > 0 && window < c.context_length) {
+    c.architecture = "mistral";
+    c.sliding_window = window;
+  }
   std::string scaling;
-  if (g.get_string("llama.rope.scaling.type", &scaling) && scaling != "none")
-    fail("'", path, "': llama.rope.scaling.type '", scaling, "' is not supported (llama3 scaling comes as rope_freqs.weight)");
+  if (g.get_string(p + "rope.scaling.type", &scaling) && scaling != "none")
+    fail("'", path, "': ", p, "rope.scaling.type '", scaling, "' is not supported (llama3 scaling comes as rope_freqs.weight)");
 }
 
-// The vocabulary is token_embd.weight's rows; llama.vocab_size, when present, must agree.
-void set_vocab_size(const GGUFFile& g, SourceModel& m) {
+// The vocabulary is token_embd.weight's rows; <arch>.vocab_size, when present, must agree.
+void set_vocab_size(const GGUFFile& g, const std::string& arch, SourceModel& m) {
   const std::string& path = g.path();
   const SourceTensor* embd = m.find("token_embd.weight");
   if (!embd) fail("'", path, "': missing tensor 'token_embd.weight'");
@@ -220,8 +232,8 @@ void set_vocab_size(const GGUFFile& g, SourceModel& m) {
     fail("'", path, "': tensor 'token_embd.weight' has shape ", shape_to_string(embd->shape), ", expected [vocab, dim]");
   m.config.vocab_size = static_cast<int>(embd->shape[0]);
   uint64_t vocab_kv = 0;
-  if (g.get_uint("llama.vocab_size", &vocab_kv) && vocab_kv != static_cast<uint64_t>(m.config.vocab_size))
-    fail("'", path, "': llama.vocab_size ", vocab_kv, " differs from token_embd.weight's ", m.config.vocab_size,
+  if (g.get_uint(arch + ".vocab_size", &vocab_kv) && vocab_kv != static_cast<uint64_t>(m.config.vocab_size))
+    fail("'", path, "': ", arch, ".vocab_size ", vocab_kv, " differs from token_embd.weight's ", m.config.vocab_size,
          " rows");
 }
 
@@ -248,13 +260,13 @@ SourceModel import_gguf(const std::string& path, const ImportOptions& opt) {
   m.format = SourceFormat::gguf;
   m.path = path;
 
-  check_architecture(g);
+  const std::string arch = check_architecture(g);
   LlamaConfig& c = m.config;
-  read_hparams(g, c);
+  read_hparams(g, arch, c);
   GgufQuantization quantization;
   const GGUFTensorInfo* rope_freqs = add_gguf_tensors(g, m, &quantization);
-  set_vocab_size(g, m);
-  check_layer_count(m, "'" + path + "': llama.block_count");
+  set_vocab_size(g, arch, m);
+  check_layer_count(m, "'" + path + "': " + arch + ".block_count");
   with_context("'" + path + "'", [&] { c.validate(); });
   if (rope_freqs) rope_scaling_from_freqs(g, *rope_freqs, c);
   drop_copied_output(m);

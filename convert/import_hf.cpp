@@ -1,4 +1,5 @@
-// Hugging Face model folders: config.json (LlamaForCausalLM), model.safetensors or shards listed
+// Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
+// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -13,10 +14,14 @@
 #include "common/file_io.h"
 #include "common/log.h"
 #include "convert/chat_template_import.h"
+#include "convert/hf_config.h"
 #include "convert/import_util.h"
 #include "convert/safetensors.h"
 #include "convert/source_model.h"
 #include "convert/tokenizer_import.h"
+#include "format/cllm_format.h"
+#include "model/architecture.h"
+#include "text/chat_template.h"
 
 namespace cllm {
 
@@ -36,7 +41,10 @@ std::string canonical_name(const std::string& hf, bool* skip) {
       {"self_attn.v_proj", "attn_v"},     {"self_attn.o_proj", "attn_output"},
       {"mlp.gate_proj", "ffn_gate"},      {"mlp.up_proj", "ffn_up"},
       {"mlp.down_proj", "ffn_down"},      {"input_layernorm", "attn_norm"},
-      {"post_attention_layernorm", "ffn_norm"},
+      {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_norm", "attn_q_norm"},
+      {"self_attn.k_norm", "attn_k_norm"},
+      {"self_attn.qkv_proj", "attn_qkv"},  // Phi-3's fused projections, split by split_fused
+      {"mlp.gate_up_proj", "ffn_gate_up"},
   };
   if (auto it = globals.find(hf); it != globals.end()) return it->second;
   const std::string inv_freq = "rotary_emb.inv_freq";  // a RoPE buffer some exports save
@@ -44,9 +52,12 @@ std::string canonical_name(const std::string& hf, bool* skip) {
     *skip = true;
     return hf;
   }
-  const std::string prefix = "model.layers.", suffix = ".weight";
-  if (hf.compare(0, prefix.size(), prefix) != 0 || hf.size() < prefix.size() + suffix.size() ||
-      hf.compare(hf.size() - suffix.size(), suffix.size(), suffix) != 0)
+  const std::string prefix = "model.layers.";
+  const auto ends_with = [&](const std::string& x) {
+    return hf.size() >= x.size() && hf.compare(hf.size() - x.size(), x.size(), x) == 0;
+  };
+  const std::string suffix = ends_with(".weight") ? ".weight" : ends_with(".bias") ? ".bias" : "";
+  if (suffix.empty() || hf.compare(0, prefix.size(), prefix) != 0 || hf.size() < prefix.size() + suffix.size())
     return hf;
   size_t pos = prefix.size(), digits = 0;
   while (pos < hf.size() && hf[pos] >= '0' && hf[pos] <= '9') ++pos, ++digits;
@@ -55,76 +66,9 @@ std::string canonical_name(const std::string& hf, bool* skip) {
   const std::string part = hf.substr(pos + 1, hf.size() - suffix.size() - pos - 1);
   auto it = parts.find(part);
   if (it == parts.end()) return hf;
-  return layer_tensor_name(layer, it->second.c_str());
-}
-
-void read_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
-  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
-  const std::string model_type = json_string_or(cfg, "model_type", "", file);
-  std::vector<std::string> archs;
-  if (const auto* a = json_find(cfg, "architectures")) {
-    if (!a->is_array()) fail("'", file, "': 'architectures' must be a list");
-    for (const auto& x : *a)
-      if (x.is_string()) archs.push_back(x.get<std::string>());
-  }
-  const bool causal_lm = std::find(archs.begin(), archs.end(), "LlamaForCausalLM") != archs.end();
-  if (!(causal_lm || (archs.empty() && model_type == "llama"))) {
-    std::string found = archs.empty() ? "model_type '" + model_type + "'" : "architectures [";
-    for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
-    if (!archs.empty()) found += "]";
-    fail("'", file, "': unsupported architecture (", found,
-         "): codecllm supports Llama models (LlamaForCausalLM, model_type \"llama\")");
-  }
-  const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
-  if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
-  if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
-    fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
-
-  c.dim = json_int(cfg, "hidden_size", file);
-  c.ffn_dim = json_int(cfg, "intermediate_size", file);
-  c.n_layers = json_int(cfg, "num_hidden_layers", file);
-  c.n_heads = json_int(cfg, "num_attention_heads", file);
-  c.n_kv_heads = json_int_or(cfg, "num_key_value_heads", c.n_heads, file);
-  if (c.n_heads <= 0) fail("'", file, "': num_attention_heads must be positive");
-  if (!json_find(cfg, "head_dim") && c.dim % c.n_heads != 0)
-    fail("'", file, "': hidden_size ", c.dim, " is not a multiple of num_attention_heads ", c.n_heads, " and no head_dim is given");
-  c.head_dim = json_int_or(cfg, "head_dim", c.dim / c.n_heads, file);
-  c.vocab_size = json_int(cfg, "vocab_size", file);
-  c.context_length = json_int_or(cfg, "max_position_embeddings", 2048, file);  // transformers' default
-  c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
-  c.rope_layout = RopeLayout::neox;
-  c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
-
-  // RoPE: transformers 4 writes rope_theta + rope_scaling; transformers 5 one rope_parameters
-  // object holding rope_type, rope_theta and the scaling fields.
-  double theta = json_number_or(cfg, "rope_theta", 10000.0, file);
-  const nlohmann::json* scaling = json_find(cfg, "rope_scaling");
-  const char* scaling_key = "rope_scaling";
-  if (const auto* params = json_find(cfg, "rope_parameters")) {
-    if (!params->is_object()) fail("'", file, "': 'rope_parameters' must be an object");
-    theta = json_number_or(*params, "rope_theta", theta, file);
-    if (!scaling) {
-      scaling = params;
-      scaling_key = "rope_parameters";
-    }
-  }
-  c.rope_theta = static_cast<float>(theta);
-  if (scaling) {
-    if (!scaling->is_object()) fail("'", file, "': '", scaling_key, "' must be an object or null");
-    std::string type = json_string_or(*scaling, "rope_type", "", file);
-    if (type.empty()) type = json_string_or(*scaling, "type", "default", file);
-    if (type == "llama3") {
-      c.rope_scaling.type = "llama3";
-      c.rope_scaling.factor = static_cast<float>(json_number_or(*scaling, "factor", 0.0, file));
-      if (!(c.rope_scaling.factor > 0)) fail("'", file, "': ", scaling_key, " llama3 needs a positive 'factor'");
-      c.rope_scaling.low_freq_factor = static_cast<float>(json_number_or(*scaling, "low_freq_factor", 1.0, file));
-      c.rope_scaling.high_freq_factor = static_cast<float>(json_number_or(*scaling, "high_freq_factor", 4.0, file));
-      c.rope_scaling.original_context = json_int_or(*scaling, "original_max_position_embeddings", 8192, file);
-    } else if (type != "default") {
-      fail("'", file, "': ", scaling_key, " type '", type, "' is not supported (only llama3 scaling, or none)");
-    }
-  }
-  with_context("'" + file + "'", [&] { c.validate(); });
+  // "blk.N.attn_q.weight"; biases (Qwen2's q, k, v) "blk.N.attn_q.bias": a bias the
+  // architecture lacks is then reported as unexpected by check_and_order_tensors
+  return "blk." + std::to_string(layer) + "." + it->second + suffix;
 }
 
 struct Collected {
@@ -162,6 +106,51 @@ bool plain_relative_path(const std::string& p) {
     start = end + 1;
   }
   return true;
+}
+
+// Phi-3's fused projections become the standard roles, as row ranges of the stored tensor
+// (row-major [out, in]: a range of rows is a contiguous range of bytes, nothing is copied):
+// qkv_proj = [q (q_dim rows); k (kv_dim); v (kv_dim)], gate_up_proj = [gate (ffn); up (ffn)],
+// transformers' own split. The runtime then sees a Llama layer.
+void split_fused(const LlamaConfig& c, Collected& col) {
+  struct Part {
+    const char* name;
+    uint64_t rows;
+  };
+  const uint64_t qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+  Collected out;
+  for (size_t i = 0; i < col.tensors.size(); ++i) {
+    const SourceTensor& t = col.tensors[i];
+    const size_t dot = t.name.rfind('.', t.name.size() - std::string(".weight").size() - 1);
+    const std::string part = dot == std::string::npos ? "" : t.name.substr(dot + 1);
+    std::vector<Part> parts;
+    if (part == "attn_qkv.weight") parts = {{"attn_q", qd}, {"attn_k", kvd}, {"attn_v", kvd}};
+    if (part == "ffn_gate_up.weight") parts = {{"ffn_gate", ffn}, {"ffn_up", ffn}};
+    if (parts.empty()) {
+      out.tensors.push_back(t);
+      out.file_of.push_back(col.file_of[i]);
+      continue;
+    }
+    uint64_t total = 0;
+    for (const Part& p : parts) total += p.rows;
+    if (t.shape.size() != 2 || t.shape[0] != total || t.size != t.shape[0] * t.shape[1] * dtype_size(t.dtype))
+      fail("'", col.file_of[i], "': tensor '", t.source_name, "': shape ", shape_to_string(t.shape), ", expected [",
+           total, ", ", c.dim, "] from config.json");
+    const uint64_t row_bytes = t.shape[1] * dtype_size(t.dtype);
+    uint64_t row = 0;
+    for (const Part& p : parts) {
+      SourceTensor s = t;
+      s.name = t.name.substr(0, dot + 1) + p.name + ".weight";
+      s.source_name = cat(t.source_name, "[", row, ":", row + p.rows, "]");
+      s.shape = {p.rows, t.shape[1]};
+      s.data = t.data + row * row_bytes;
+      s.size = p.rows * row_bytes;
+      out.tensors.push_back(std::move(s));
+      out.file_of.push_back(col.file_of[i]);
+      row += p.rows;
+    }
+  }
+  col = std::move(out);
 }
 
 void read_weights(const std::string& dir, SourceModel& m, Collected& out) {
@@ -287,10 +276,11 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
   if (!path_exists(cfg_path))
     fail("'", dir, "': no config.json: not a Hugging Face model folder (expected config.json and model.safetensors)");
   const nlohmann::json cfg = json_read_file(cfg_path);
-  read_config(cfg, cfg_path, m.config);
+  read_hf_config(cfg, cfg_path, m.config);
 
   Collected col;
   read_weights(dir, m, col);
+  split_fused(m.config, col);
   m.tensors = std::move(col.tensors);
   check_layer_count(m, "'" + cfg_path + "': num_hidden_layers");
 

@@ -135,7 +135,7 @@ void check_shapes_against_config(const SourceModel& m, const std::vector<std::st
 void check_layer_count(const SourceModel& m, const std::string& what) {
   if (m.config.n_layers > 0 && static_cast<uint64_t>(m.config.n_layers) > m.tensors.size() / 9)
     fail(what, " says ", m.config.n_layers, " layers, but the weights hold only ", m.tensors.size(),
-         " tensors (9 per layer)");
+         " tensors (at least 9 per layer)");
 }
 
 void fill_source_metadata(SourceModel& m) {

@@ -75,7 +75,7 @@ bool tensors_identical(const SourceTensor& a, const SourceTensor& b);
 void check_shapes_against_config(const SourceModel& m, const std::vector<std::string>& file_of,
                                  const std::string& config_what);
 
-// Refuses a layer count the tensors cannot hold (9 per layer) before expected_tensors() builds
+// Refuses a layer count the tensors cannot hold (at least 9 per layer) before expected_tensors() builds
 // a list that long from a corrupt count. `what` names the file and key that gave the count.
 void check_layer_count(const SourceModel& m, const std::string& what);
 

@@ -53,7 +53,7 @@ void check_and_order_tensors(SourceModel& m) {
     by_name.erase(it);
   }
   if (!by_name.empty())
-    fail("'", m.path, "': unexpected tensor '", by_name.begin()->second->source_name, "' for a Llama model with this config");
+    fail("'", m.path, "': unexpected tensor '", by_name.begin()->second->source_name, "' for a ", m.config.architecture, " model with this config");
   m.tensors = std::move(ordered);
 }
 

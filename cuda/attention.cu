@@ -25,7 +25,7 @@ constexpr int kAccPerThread = kMaxHeadDim / kTile;
 template <class KV>
 __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const KV* k_cache, const KV* v_cache,
                                                           void* out, DType out_dt, int pos_value, const int* d_pos,
-                                                          int n_heads, int n_kv_heads, int head_dim) {
+                                                          int n_heads, int n_kv_heads, int head_dim, int window) {
   let_next_kernel_start();  // one block a head: the output product's weight loads fill the other SMs
   const int pos = d_pos ? *d_pos : pos_value;
   __shared__ float q_s[kMaxHeadDim];
@@ -44,7 +44,9 @@ __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const 
   float acc[kAccPerThread];
   for (int j = 0; j < kAccPerThread; ++j) acc[j] = 0.0f;
 
-  for (int tile = 0; tile < n_pos; tile += kTile) {
+  // keys first .. pos: 0 .. pos, or the window's (first_key)
+  const int first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+  for (int tile = first; tile < n_pos; tile += kTile) {
     const int count = min(kTile, n_pos - tile);
     for (int r = warp; r < kTile; r += kWarps) {
       float d = 0.0f;
@@ -95,7 +97,7 @@ __host__ __device__ constexpr size_t prefill_smem_bytes(int head_dim) {
 __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, const void* k_cache,
                                                                 const void* v_cache, DType kv_dt, void* out,
                                                                 DType out_dt, int n, int pos, int n_heads,
-                                                                int n_kv_heads, int head_dim) {
+                                                                int n_kv_heads, int head_dim, int window) {
   extern __shared__ float smem[];
   float* q_s = smem;
   float* k_s = q_s + kPrefillQueries * head_dim;
@@ -120,7 +122,9 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
     for (int c = 0; c < kAccPerLane; ++c) acc[i][c] = 0.0f;
   }
 
-  for (int tile = 0; tile < n_keys; tile += kPrefillKeys) {
+  // From the tile holding the block's first query's first key (the window's start, or 0).
+  const int first_tile = window > 0 ? max(0, pos + q0 - window + 1) / kPrefillKeys * kPrefillKeys : 0;
+  for (int tile = first_tile; tile < n_keys; tile += kPrefillKeys) {
     __syncthreads();  // the previous tile is no longer read (and q_s is written, the first time)
     for (int i = threadIdx.x; i < kPrefillKeys * head_dim; i += blockDim.x) {
       const int r = i / head_dim, d = i % head_dim;
@@ -133,10 +137,11 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
 #pragma unroll
     for (int i = 0; i < kQueriesPerWarp; ++i) {
       const int qi = warp * kQueriesPerWarp + i, t = q0 + qi;
-      const int last = pos + t;  // the last key this query sees
-      if (t >= n || tile > last) continue;  // warp-uniform
+      const int last = pos + t;  // the last key this query sees, and its first
+      const int first = window > 0 ? last - window + 1 : 0;
+      if (t >= n || tile > last || tile + kPrefillKeys <= first) continue;  // warp-uniform
       const int key = tile + lane;
-      const bool valid = key <= last;
+      const bool valid = key <= last && key >= first;
       float score = -INFINITY;
       if (valid) {
         const float* qv = q_s + qi * head_dim;
@@ -182,8 +187,9 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
 }  // namespace
 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
-               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s) {
+               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s, int window) {
   if (n <= 0) return;
+  if (window < 0) fail("attention: sliding window ", window, " must be >= 0 (0: none)");
   if (head_dim > kMaxHeadDim || head_dim <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("attention: head_dim ", head_dim, " (at most ", kMaxHeadDim, "), heads ", n_heads, "/", n_kv_heads,
          " not supported");
@@ -192,11 +198,11 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
     if (kv_dt == DType::F16)
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const __half*>(k_cache),
                                                  static_cast<const __half*>(v_cache), out, out_dt, pos, d_pos, n_heads,
-                                                 n_kv_heads, head_dim);
+                                                 n_kv_heads, head_dim, window);
     else
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const float*>(k_cache),
                                                  static_cast<const float*>(v_cache), out, out_dt, pos, d_pos, n_heads,
-                                                 n_kv_heads, head_dim);
+                                                 n_kv_heads, head_dim, window);
     CLLM_CUDA_CHECK_LAUNCH("attention");
     return;
   }
@@ -206,25 +212,25 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
                                        static_cast<int>(smem)));
   const dim3 grid(n_heads, (n + kPrefillQueries - 1) / kPrefillQueries);
   attention_prefill_kernel<<<grid, 256, smem, s>>>(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, n_heads, n_kv_heads,
-                                                   head_dim);
+                                                   head_dim, window);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill");
 }
 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
                int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
-               size_t workspace_bytes, cudaStream_t s) {
+               size_t workspace_bytes, cudaStream_t s, int window) {
   if (n <= 0) return;
   if (!attention_flash_supported(kv_dt, head_dim)) {  // f32 caches stay fp32 end to end
-    attention(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, s);
+    attention(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, s, window);
     return;
   }
   if (n <= kMaxDecodeTokens)
     attention_decode_f16(q, k_cache, v_cache, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, context,
-                         workspace, workspace_bytes, s);
+                         workspace, workspace_bytes, s, window);
   else {
     if (d_pos) fail("attention: a prompt batch takes its position by value");
     attention_prefill_f16(q, k_cache, v_cache, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, workspace,
-                          workspace_bytes, s);
+                          workspace_bytes, s, window);
   }
 }
 

@@ -3,7 +3,9 @@
 // q (n, n_heads*head_dim) fp32 after RoPE; k_cache, v_cache (context, kv_dim) with
 // kv_dim = n_kv_heads*head_dim, rows 0 .. pos+n-1 valid; out (n, n_heads*head_dim) in out_dt.
 // Query t (absolute position pos+t) of head h attends to rows 0 .. pos+t of kv head
-// h / (n_heads / n_kv_heads). With n == 1, pos may come from d_pos in device memory (a CUDA
+// h / (n_heads / n_kv_heads); with a sliding window (window > 0, the last argument of every
+// entry point, 0 by default) only to rows pos+t-window+1 .. pos+t. Every path skips the tiles
+// and chunks below a query's window, and a window that shortens no query's range changes no bit. With n == 1, pos may come from d_pos in device memory (a CUDA
 // graph captured once serves every position).
 //
 // Paths (f16 caches with head_dim 64 or 128; anything else takes the fp32 kernels):
@@ -37,23 +39,24 @@ constexpr int kMaxHeadDim = 256;
 // programmatic dependent launch.
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
                int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-               float* workspace, size_t workspace_bytes, cudaStream_t s);
+               float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
 
 // The previous entry point (today's engine calls it): the fp32 CUDA-core kernels for every
 // dtype and batch, one block per head when n == 1. Kept until the engine passes a workspace.
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
-               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s);
+               int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s,
+               int window = 0);
 
 // The new path's kernels alone, for tests and benchmarks (f16 caches, head_dim 64 or 128);
 // attention() chooses between them and the fp32 kernels.
 bool attention_flash_supported(DType kv_dt, int head_dim);
 void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                           int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-                          float* workspace, size_t workspace_bytes, cudaStream_t s);
+                          float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
 // workspace (may be null): the split-key variant's partials, when it holds them.
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                            int pos, int n_heads, int n_kv_heads, int head_dim, float* workspace,
-                           size_t workspace_bytes, cudaStream_t s);
+                           size_t workspace_bytes, cudaStream_t s, int window = 0);
 
 // The prompt kernel's variants (cuda/attention_prefill.cu), for A/B runs: same numerics in kind
 // (f16 Q, K, P; fp32 accumulators; the same masking), each deterministic. attention() and
@@ -66,6 +69,6 @@ const char* attention_prefill_variant_name(int variant);
 int attention_prefill_default_variant();
 void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
                                    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
-                                   float* workspace, size_t workspace_bytes, cudaStream_t s);
+                                   float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
 
 }  // namespace cllm::cuda

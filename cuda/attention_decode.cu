@@ -27,6 +27,7 @@ struct DecodeArgs {
   int n, pos_value;
   const int* d_pos;
   int n_heads, n_kv_heads, chunk;
+  int window;  // > 0: sliding window (first_key)
 };
 
 template <int HD, int ROW_WARPS>
@@ -39,21 +40,27 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
   const int chunk = blockIdx.x, kv_head = blockIdx.y;
   const int key_begin = chunk * a.chunk;
   const int key_end = min(key_begin + a.chunk, pos + a.n);  // the last token sees pos + n - 1
-  if (key_begin >= key_end) return;  // past the last position: the combine never reads it
   const int group = a.n_heads / a.n_kv_heads, n_rows = a.n * group;
+  const int block_row0 = blockIdx.z * kBlockRows;
+  // With a window, the tiles from the one holding the block's first row's first key: those
+  // below it no row of the block sees.
+  const int tile_begin = max(key_begin, first_key(pos + block_row0 / group, a.window) / kTileKeys * kTileKeys);
+  // Past the last position, or below every row's window: the combine never reads this chunk.
+  if (tile_begin >= key_end) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = warp % kSplit;
-  const int block_row0 = blockIdx.z * kBlockRows, row0 = block_row0 + (warp / kSplit) * kRowsPerWarp;
+  const int row0 = block_row0 + (warp / kSplit) * kRowsPerWarp;
   const size_t kv_dim = static_cast<size_t>(a.n_kv_heads) * HD, head_off = static_cast<size_t>(kv_head) * HD;
 
-  int qpos[2];
+  int qpos[2], qlo[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = row0 + lane / 4 + 8 * i;
     qpos[i] = r < n_rows ? pos + r / group : -1;
+    qlo[i] = first_key(qpos[i], a.window);
   }
   // The first tile's copy starts before Q's loads, which it then overlaps.
-  const int n_tiles = (key_end - key_begin + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, a.k_cache, a.v_cache, key_begin, key_end, kv_dim, head_off);
+  const int n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
+  load_tile<HD>(smem, smem + kTileHalves, a.k_cache, a.v_cache, tile_begin, key_end, kv_dim, head_off);
   cp_async_commit();
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, a.q, row0, n_rows, group, kv_head, a.n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
@@ -62,17 +69,17 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD>(next, next + kTileHalves, a.k_cache, a.v_cache, key_begin + (i + 1) * kTileKeys, key_end, kv_dim,
+      load_tile<HD>(next, next + kTileHalves, a.k_cache, a.v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
                     head_off);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const int key0 = key_begin + i * kTileKeys + slot * kWarpKeys;
-    // warp-uniform; always masked (rows of different tokens, padding rows)
+    const int key0 = tile_begin + i * kTileKeys + slot * kWarpKeys;
+    // warp-uniform; always masked (rows of different tokens, padding rows, windows)
     if (key0 < key_end && row0 < n_rows) {
       const __half* k_s = smem + (i & 1) * 2 * kTileHalves + slot * kWarpKeys * smem_row<HD>();
-      warp_attend<HD, kWarpKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, true, st);
+      warp_attend<HD, kWarpKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, qlo, true, st);
     }
     __syncthreads();
   }
@@ -132,7 +139,7 @@ template <int HD>
 __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(const float* acc, const float2* ml,
                                                                            void* out, DType out_dt, int n,
                                                                            int pos_value, const int* d_pos,
-                                                                           int n_heads, int chunk) {
+                                                                           int n_heads, int chunk, int window) {
   let_next_kernel_start();  // 1 block a query row: the output product's weight loads fill the other SMs
   constexpr int kLanes = HD / 4, kGroups = kCombineThreads / kLanes;
   __shared__ float4 part_s[kGroups][kLanes];
@@ -140,18 +147,19 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(cons
   __shared__ float scratch[32];
   const int pos = d_pos ? *d_pos : pos_value;
   const int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads;
-  const int n_chunks = (pos + t) / chunk + 1;  // chunks holding a key this query sees
+  // chunks c0 .. n_chunks - 1 hold the keys this query sees
+  const int c0 = first_key(pos + t, window) / chunk, n_chunks = (pos + t) / chunk + 1;
   const size_t stride = static_cast<size_t>(n) * n_heads;  // between chunks, in rows
   const size_t row = static_cast<size_t>(t) * n_heads + h;
 
   float mx = -INFINITY;
-  for (int c = threadIdx.x; c < n_chunks; c += kCombineThreads) mx = fmaxf(mx, ml[c * stride + row].x);
-  mx = block_max(mx, scratch);  // finite: chunk 0 holds key 0
+  for (int c = c0 + threadIdx.x; c < n_chunks; c += kCombineThreads) mx = fmaxf(mx, ml[c * stride + row].x);
+  mx = block_max(mx, scratch);  // finite: chunk c0 holds the first key seen
 
   const int g = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
   float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float l = 0.0f;
-  for (int c = g; c < n_chunks; c += kGroups) {
+  for (int c = c0 + g; c < n_chunks; c += kGroups) {
     const float2 cm = ml[c * stride + row];
     const float f = exp2f(cm.x - mx);
     const float4 v = reinterpret_cast<const float4*>(acc + (c * stride + row) * HD)[lane];
@@ -208,20 +216,21 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
   else
     launch_decode_rows<HD, 4>(a, n_chunks, s);
   attention_combine_kernel<HD><<<a.n * a.n_heads, kCombineThreads, 0, s>>>(a.acc, a.ml, out, out_dt, a.n, a.pos_value,
-                                                                          a.d_pos, a.n_heads, a.chunk);
+                                                                          a.d_pos, a.n_heads, a.chunk, a.window);
   CLLM_CUDA_CHECK_LAUNCH("attention_combine");
 }
 
 }  // namespace
 
+// (No window: the prompt path splits keys only without one.)
 void attention_combine_f16(int head_dim, const float* acc, const float2* ml, void* out, DType out_dt, int n, int pos,
                            int n_heads, int chunk, cudaStream_t s) {
   if (head_dim == 64)
     attention_combine_kernel<64><<<n * n_heads, kCombineThreads, 0, s>>>(acc, ml, out, out_dt, n, pos, nullptr, n_heads,
-                                                                        chunk);
+                                                                        chunk, 0);
   else
     attention_combine_kernel<128><<<n * n_heads, kCombineThreads, 0, s>>>(acc, ml, out, out_dt, n, pos, nullptr,
-                                                                         n_heads, chunk);
+                                                                         n_heads, chunk, 0);
   CLLM_CUDA_CHECK_LAUNCH("attention_combine");
 }
 
@@ -231,8 +240,9 @@ bool attention_flash_supported(DType kv_dt, int head_dim) {
 
 void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                           int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-                          float* workspace, size_t workspace_bytes, cudaStream_t s) {
+                          float* workspace, size_t workspace_bytes, cudaStream_t s, int window) {
   if (n <= 0) return;
+  if (window < 0) fail("attention_decode_f16: sliding window ", window, " must be >= 0 (0: none)");
   check_shape("attention_decode_f16", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
   if (n > kMaxDecodeTokens) fail("attention_decode_f16: ", n, " tokens (at most ", kMaxDecodeTokens, ")");
   if (d_pos && n != 1) fail("attention_decode_f16: a position in device memory needs n == 1");
@@ -257,6 +267,7 @@ void attention_decode_f16(const float* q, const void* k_cache, const void* v_cac
   a.n_heads = n_heads;
   a.n_kv_heads = n_kv_heads;
   a.chunk = chunk;
+  a.window = window;
   // With pos on the host only the chunks up to pos + n - 1 are launched; from device memory,
   // all of the context's (those past pos exit at once). Same blocks, same bits.
   const int n_chunks = d_pos ? max_chunks : (pos + n + chunk - 1) / chunk;

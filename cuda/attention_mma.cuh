@@ -154,12 +154,21 @@ __device__ __forceinline__ void load_q(uint32_t (&qa)[HD / 16][4], const float* 
   }
 }
 
+// The first key the query at position p sees: 0, or with a sliding window (window > 0) the
+// window's start p - window + 1 (transformers' "kv_idx > q_idx - sliding_window").
+__host__ __device__ __forceinline__ int first_key(int p, int window) {
+  return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+}
+
 // One warp, its 16 rows against KEYS keys in shared memory (k_s, v_s: row 0 is key key0).
-// Row i sees keys <= qpos[i] (its absolute position; -1 for padding rows); masking is skipped
-// when the caller knows every key is visible to every row.
+// Row i sees keys qlo[i] .. qpos[i] (qpos: its absolute position, -1 for padding rows; qlo: its
+// first_key); masking is skipped when the caller knows every key is visible to every row.
+// A tile that no row sees leaves st's values unchanged (every p is 0; alpha is 1, or o and l
+// are still 0), so callers may skip such tiles or not without changing results.
 template <int HD, int KEYS>
 __device__ __forceinline__ void warp_attend(const uint32_t (&qa)[HD / 16][4], const __half* k_s, const __half* v_s,
-                                            int key0, const int (&qpos)[2], bool mask, WarpState<HD>& st) {
+                                            int key0, const int (&qpos)[2], const int (&qlo)[2], bool mask,
+                                            WarpState<HD>& st) {
   constexpr int kNt = KEYS / 8;
   constexpr int kLd = smem_row<HD>();
   const int lane = threadIdx.x % 32, quad_row = lane / 4, quad_col = 2 * (lane % 4);
@@ -183,7 +192,8 @@ __device__ __forceinline__ void warp_attend(const uint32_t (&qa)[HD / 16][4], co
     for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        if (key0 + nt * 8 + quad_col + (e & 1) > qpos[e >> 1]) s[nt][e] = -INFINITY;
+        if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[e >> 1] || key < qlo[e >> 1])
+          s[nt][e] = -INFINITY;
   }
 
   // Online softmax: the tile's row max over the quad (fixed shuffle tree), rescale, exponentiate.

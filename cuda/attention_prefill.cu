@@ -33,7 +33,7 @@ template <int HD>
 __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const float* q, const __half* k_cache,
                                                                          const __half* v_cache, void* out,
                                                                          DType out_dt, int n, int pos, int n_heads,
-                                                                         int n_kv_heads, PrefillSplit split) {
+                                                                         int n_kv_heads, int window, PrefillSplit split) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
@@ -50,15 +50,21 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   const int warp_last_row = min(warp_row0 + kRowsPerWarp, n_rows) - 1;
   const int warp_min_pos = warp_row0 < n_rows ? pos + warp_row0 / group : -1;
   const int warp_max_pos = warp_row0 < n_rows ? pos + warp_last_row / group : -1;
-  int qpos[2];
+  int qpos[2], qlo[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = warp_row0 + lane / 4 + 8 * i;
     qpos[i] = r < n_rows ? pos + r / group : -1;
+    qlo[i] = first_key(qpos[i], window);
   }
+  // With a window: the keys from the block's first row's first key (tile_begin), the warp's
+  // rows' first keys (warp_lo .. warp_hi: tiles wholly below warp_lo are skipped, tiles
+  // reaching below warp_hi are masked).
+  const int tile_begin = first_key(pos + tile_row0 / group, window) / kTileKeys * kTileKeys;
+  const int warp_lo = first_key(warp_min_pos, window), warp_hi = first_key(warp_max_pos, window);
 
   // This block's keys: all of its rows' prefix, or split z's range of it.
-  const int key_lo = split.chunk ? blockIdx.z * split.chunk : 0;
+  const int key_lo = split.chunk ? blockIdx.z * split.chunk : tile_begin;  // (no window when split)
   const int key_hi = split.chunk ? min(key_lo + split.chunk, key_end) : key_end;
   if (key_lo >= key_hi) return;  // no row of the block sees this split: the combine skips it
 
@@ -80,9 +86,10 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
     cp_async_wait<1>();
     __syncthreads();
     const int key0 = key_lo + i * kTileKeys;
-    if (key0 <= warp_max_pos) {  // warp-uniform
+    if (key0 <= warp_max_pos && key0 + kTileKeys > warp_lo) {  // warp-uniform
       const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
-      warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, key0 + kTileKeys - 1 > warp_min_pos, st);
+      const bool mask = key0 + kTileKeys - 1 > warp_min_pos || key0 < warp_hi;
+      warp_attend<HD, kTileKeys>(qa, k_s, k_s + kTileHalves, key0, qpos, qlo, mask, st);
     }
     __syncthreads();  // the next iteration loads tile i + 2 into this stage
   }
@@ -127,7 +134,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
 template <int HD, int KEYS, int MT, bool QS>
 __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT][HD / 16][4], const uint4* q_s,
                                                const __half* k_s, const __half* v_s, int key0,
-                                               const int (&qpos)[MT][2], bool mask, WarpState<HD> (&st)[MT]) {
+                                               const int (&qpos)[MT][2], const int (&qlo)[MT][2], bool mask,
+                                               WarpState<HD> (&st)[MT]) {
   constexpr int kNt = KEYS / 8;
   constexpr int kLd = smem_row<HD>();
   const int lane = threadIdx.x % 32, quad_col = 2 * (lane % 4);
@@ -177,7 +185,8 @@ __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT]
       for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          if (key0 + nt * 8 + quad_col + (e & 1) > qpos[mt][e >> 1]) s[mt][nt][e] = -INFINITY;
+          if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[mt][e >> 1] || key < qlo[mt][e >> 1])
+            s[mt][nt][e] = -INFINITY;
   }
 
   // Online softmax, per row tile exactly as warp_attend.
@@ -243,7 +252,7 @@ template <int HD, int WARPS, int MT, bool QS, int STEP>
 __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const float* q, const __half* k_cache,
                                                                           const __half* v_cache, void* out,
                                                                           DType out_dt, int n, int pos, int n_heads,
-                                                                          int n_kv_heads) {
+                                                                          int n_kv_heads, int window) {
   static_assert(kTileKeys % STEP == 0 && STEP % 16 == 0, "softmax step");
   constexpr int kThr = WARPS * 32, kWarpRows = kRowsPerWarp * MT, kBlockRows = WARPS * kWarpRows;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -261,17 +270,21 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
   const int warp_last_row = min(warp_row0 + kWarpRows, n_rows) - 1;
   const int warp_min_pos = warp_row0 < n_rows ? pos + warp_row0 / group : -1;
   const int warp_max_pos = warp_row0 < n_rows ? pos + warp_last_row / group : -1;
-  int qpos[MT][2];
+  int qpos[MT][2], qlo[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = warp_row0 + mt * kRowsPerWarp + lane / 4 + 8 * i;
       qpos[mt][i] = r < n_rows ? pos + r / group : -1;
+      qlo[mt][i] = first_key(qpos[mt][i], window);
     }
+  // With a window, as the kernel above: tile_begin, warp_lo, warp_hi.
+  const int tile_begin = first_key(pos + tile_row0 / group, window) / kTileKeys * kTileKeys;
+  const int warp_lo = first_key(warp_min_pos, window), warp_hi = first_key(warp_max_pos, window);
 
-  const int n_tiles = (key_end + kTileKeys - 1) / kTileKeys;
-  load_tile<HD, kThr>(smem, smem + kTileHalves, k_cache, v_cache, 0, key_end, kv_dim, head_off);
+  const int n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
+  load_tile<HD, kThr>(smem, smem + kTileHalves, k_cache, v_cache, tile_begin, key_end, kv_dim, head_off);
   cp_async_commit();
   const float scale = kLog2e * rsqrtf(static_cast<float>(HD));
   uint32_t qa[QS ? 1 : MT][HD / 16][4];
@@ -296,7 +309,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD, kThr>(next, next + kTileHalves, k_cache, v_cache, (i + 1) * kTileKeys, key_end, kv_dim, head_off);
+      load_tile<HD, kThr>(next, next + kTileHalves, k_cache, v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
+                          head_off);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -304,11 +318,11 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
     const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
 #pragma unroll
     for (int sub = 0; sub < kTileKeys / STEP; ++sub) {
-      const int key0 = i * kTileKeys + sub * STEP;
-      if (key0 <= warp_max_pos)  // warp-uniform
+      const int key0 = tile_begin + i * kTileKeys + sub * STEP;
+      if (key0 <= warp_max_pos && key0 + STEP > warp_lo)  // warp-uniform
         warp_attend_mt<HD, STEP, MT, QS>(qa, q_s, k_s + sub * STEP * smem_row<HD>(),
-                                         k_s + kTileHalves + sub * STEP * smem_row<HD>(), key0, qpos,
-                                         key0 + STEP - 1 > warp_min_pos, st);
+                                         k_s + kTileHalves + sub * STEP * smem_row<HD>(), key0, qpos, qlo,
+                                         key0 + STEP - 1 > warp_min_pos || key0 < warp_hi, st);
     }
     __syncthreads();
   }
@@ -334,26 +348,27 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
 
 template <int HD>
 void launch_prefill_split(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                          int n_heads, int n_kv_heads, const PrefillSplit& split, int splits, cudaStream_t s) {
+                          int n_heads, int n_kv_heads, int window, const PrefillSplit& split, int splits,
+                          cudaStream_t s) {
   const size_t smem = tile_smem_bytes<HD>();
   allow_smem<attention_prefill_f16_kernel<HD>>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   // kv heads vary fastest, so every head's longest row tiles are dispatched first
   const dim3 grid(n_kv_heads, (rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp), splits);
   attention_prefill_f16_kernel<HD><<<grid, kThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads,
-                                                                split);
+                                                                window, split);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
 template <int HD>
 void launch_prefill(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                    int n_heads, int n_kv_heads, cudaStream_t s) {
-  launch_prefill_split<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, PrefillSplit{}, 1, s);
+                    int n_heads, int n_kv_heads, int window, cudaStream_t s) {
+  launch_prefill_split<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, PrefillSplit{}, 1, s);
 }
 
 template <int HD, int WARPS, int MT, bool QS, int STEP>
 void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
-                       int n_heads, int n_kv_heads, cudaStream_t s) {
+                       int n_heads, int n_kv_heads, int window, cudaStream_t s) {
   constexpr auto kernel = attention_prefill_mt_kernel<HD, WARPS, MT, QS, STEP>;
   constexpr int kBlockRows = WARPS * kRowsPerWarp * MT;
   const size_t smem = prefill_mt_smem_bytes<HD, WARPS, MT, QS>();
@@ -363,13 +378,13 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
   CLLM_CUDA_CHECK(cudaGetDevice(&dev));
   CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (smem > static_cast<size_t>(limit)) {
-    launch_prefill<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, s);
+    launch_prefill<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
     return;
   }
   allow_smem<kernel>(smem);
   const int rows = n * (n_heads / n_kv_heads);
   const dim3 grid(n_kv_heads, (rows + kBlockRows - 1) / kBlockRows);
-  kernel<<<grid, WARPS * 32, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads);
+  kernel<<<grid, WARPS * 32, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
@@ -377,8 +392,9 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
 // split_keys: at depth, with a workspace, the keys split across blocks (launch_split_keys).
 struct PrefillVariant {
   const char* name;
-  void (*launch64)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
-  void (*launch128)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, cudaStream_t);
+  // (q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, stream)
+  void (*launch64)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, int, cudaStream_t);
+  void (*launch128)(const float*, const __half*, const __half*, void*, DType, int, int, int, int, int, cudaStream_t);
   bool split_keys = false;
 };
 const PrefillVariant kPrefillVariants[] = {
@@ -422,9 +438,9 @@ bool launch_split_keys(const float* q, const __half* k, const __half* v, void* o
   split.ml = reinterpret_cast<float2*>(reinterpret_cast<char*>(workspace) + acc_bytes(splits));
   const int used = (keys + split.chunk - 1) / split.chunk;  // splits holding a key (<= splits)
   if (head_dim == 64)
-    launch_prefill_split<64>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, split, used, s);
+    launch_prefill_split<64>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, 0, split, used, s);
   else
-    launch_prefill_split<128>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, split, used, s);
+    launch_prefill_split<128>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, 0, split, used, s);
   attention_combine_f16(head_dim, split.acc, split.ml, out, out_dt, n, pos, n_heads, split.chunk, s);
   return true;
 }
@@ -454,26 +470,27 @@ int attention_prefill_default_variant() {
 
 void attention_prefill_f16_variant(int variant, const float* q, const void* k_cache, const void* v_cache, void* out,
                                    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
-                                   float* workspace, size_t workspace_bytes, cudaStream_t s) {
+                                   float* workspace, size_t workspace_bytes, cudaStream_t s, int window) {
   if (variant < 0 || variant >= kNumPrefillVariants) fail("attention_prefill_f16: no variant ", variant);
   if (n <= 0) return;
+  if (window < 0) fail("attention_prefill_f16: sliding window ", window, " must be >= 0 (0: none)");
   check_shape("attention_prefill_f16", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
   if (workspace && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
     fail("attention_prefill_f16: the workspace must be 16-byte aligned");
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
   const PrefillVariant& pv = kPrefillVariants[variant];
-  if (pv.split_keys && launch_split_keys(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, workspace,
-                                         workspace_bytes, s))
+  if (pv.split_keys && window == 0 &&
+      launch_split_keys(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, head_dim, workspace, workspace_bytes, s))
     return;
-  (head_dim == 64 ? pv.launch64 : pv.launch128)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, s);
+  (head_dim == 64 ? pv.launch64 : pv.launch128)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
 }
 
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                            int pos, int n_heads, int n_kv_heads, int head_dim, float* workspace,
-                           size_t workspace_bytes, cudaStream_t s) {
+                           size_t workspace_bytes, cudaStream_t s, int window) {
   attention_prefill_f16_variant(attention_prefill_default_variant(), q, k_cache, v_cache, out, out_dt, n, pos,
-                                n_heads, n_kv_heads, head_dim, workspace, workspace_bytes, s);
+                                n_heads, n_kv_heads, head_dim, workspace, workspace_bytes, s, window);
 }
 
 }  // namespace cllm::cuda

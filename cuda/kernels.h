@@ -28,16 +28,22 @@ void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, in
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
              cudaStream_t s);
 
+// y (n, d) fp32 += b (d) in b_dt, per row: a projection's bias (Qwen2's q, k and v), added in
+// fp32 after the product, as the CPU reference adds it.
+void add_bias(float* y, const void* b, DType b_dt, int n, int d, cudaStream_t s);
+
 // RoPE and the KV cache write for n tokens at positions pos .. pos+n-1 (pos is read from
 // d_pos in device memory when d_pos is not null, so a captured CUDA graph serves every position):
 // q (n, n_heads*head_dim) and k (n, n_kv_heads*head_dim), fp32, are rotated (q in place),
 // then k and v (n, kv_dim) are stored at rows pos.. of the layer's caches (context, kv_dim)
-// in kv_dt. cos_sin: (context, head_dim/2) cosines, then the same of sines.
+// in kv_dt. cos, sin: (context, rope_dim/2) each.
 struct RopeArgs {
   int n_heads, n_kv_heads, head_dim;
   bool neox;  // pairs (i, i + head_dim/2); else (2i, 2i+1)
   const float* cos;
   const float* sin;
+  bool rotate = true;  // false: a layer without RoPE (SmolLM3): q untouched, k stored as it is
+  int rope_dim = 0;    // the first rope_dim values of a head rotate (partial rotary); 0: head_dim
 };
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
                    int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s);

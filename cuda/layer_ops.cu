@@ -1,5 +1,5 @@
-// The small per-token kernels of a layer: embedding gather, RMSNorm, RoPE with the KV cache
-// write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
+// The small per-token kernels of a layer: embedding gather, RMSNorm, a projection's bias,
+// RoPE with the KV cache write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -32,6 +32,13 @@ __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* 
   for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f32(out, out_dt, base + i, (row[i] * r) * load_f32(w, w_dt, i));
 }
 
+// y (n, d) += b (d): one thread an element, grid-stride.
+__global__ void add_bias_kernel(float* y, const void* b, DType b_dt, int d, size_t count) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] += load_f32(b, b_dt, i % d);
+}
+
 __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, float s) {
   const float x0 = v[a], x1 = v[b];
   v[a] = x0 * c - x1 * s;
@@ -42,18 +49,26 @@ __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, flo
 __global__ void rope_store_kernel(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
                                   DType kv_dt, int pos_value, const int* d_pos, RopeArgs r) {
   const int pos = d_pos ? *d_pos : pos_value;
-  const int t = blockIdx.x, half = r.head_dim / 2;
+  const int t = blockIdx.x, rope_dim = r.rope_dim > 0 ? r.rope_dim : r.head_dim, half = rope_dim / 2;
   const int q_dim = r.n_heads * r.head_dim, kv_dim = r.n_kv_heads * r.head_dim;
   const float* c = r.cos + static_cast<size_t>(pos + t) * half;
   const float* s = r.sin + static_cast<size_t>(pos + t) * half;
   float* qt = q + static_cast<size_t>(t) * q_dim;
+  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
+  const float* kt = k + static_cast<size_t>(t) * kv_dim;
+  const float* vt = v + static_cast<size_t>(t) * kv_dim;
+  if (!r.rotate) {  // a layer without RoPE: keys and values stored as they are
+    for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) {
+      store_f32(k_cache, kv_dt, row + j, kt[j]);
+      store_f32(v_cache, kv_dt, row + j, vt[j]);
+    }
+    return;
+  }
   for (int j = threadIdx.x; j < r.n_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     const int a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
     rotate_pair(qt + h * r.head_dim, a, b, c[i], s[i]);
   }
-  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
-  const float* kt = k + static_cast<size_t>(t) * kv_dim;
   for (int j = threadIdx.x; j < r.n_kv_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     const int a = h * r.head_dim + (r.neox ? i : 2 * i), b = h * r.head_dim + (r.neox ? i + half : 2 * i + 1);
@@ -61,7 +76,11 @@ __global__ void rope_store_kernel(float* q, const float* k, const float* v, void
     store_f32(k_cache, kv_dt, row + a, x0 * c[i] - x1 * s[i]);
     store_f32(k_cache, kv_dt, row + b, x0 * s[i] + x1 * c[i]);
   }
-  const float* vt = v + static_cast<size_t>(t) * kv_dim;
+  const int pass = r.head_dim - rope_dim;  // partial rotary: each head's values past rope_dim as they are
+  for (int j = threadIdx.x; j < r.n_kv_heads * pass; j += blockDim.x) {
+    const int at = (j / pass) * r.head_dim + rope_dim + j % pass;
+    store_f32(k_cache, kv_dt, row + at, kt[at]);
+  }
   for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) store_f32(v_cache, kv_dt, row + j, vt[j]);
 }
 
@@ -86,6 +105,14 @@ void copy_f32(float* dst, const float* src, size_t count, cudaStream_t s) {
   const size_t blocks = std::min<size_t>((count + 255) / 256, 1024);
   copy_f32_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(dst, src, count);
   CLLM_CUDA_CHECK_LAUNCH("copy_f32");
+}
+
+void add_bias(float* y, const void* b, DType b_dt, int n, int d, cudaStream_t s) {
+  if (n <= 0 || d <= 0) return;
+  const size_t count = static_cast<size_t>(n) * d;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 1024);
+  add_bias_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(y, b, b_dt, d, count);
+  CLLM_CUDA_CHECK_LAUNCH("add_bias");
 }
 
 void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s) {

@@ -273,13 +273,14 @@ int main(int argc, char** argv) {
     c.context_length = 256;
     c.rope_theta = 500000.0f;
     const size_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
-    const size_t sizes[kCpuLayerTensors] = {dim, qd * dim, kvd * dim, kvd * dim, dim * qd, dim, ffn * dim, ffn * dim, dim * ffn};
-    std::array<uint64_t, kCpuLayerTensors> offset{};
-    std::array<DType, kCpuLayerTensors> dtypes{};
+    const size_t sizes[] = {dim, qd * dim, kvd * dim, kvd * dim, dim * qd, dim, ffn * dim, ffn * dim, dim * ffn};
+    CpuSlotLayout layout;  // the Llama layer's nine tensors, no biases
+    std::array<uint64_t, kLayerTensors>& offset = layout.offset;
     uint64_t at = 0, weight_bytes = 0;
-    for (int i = 0; i < kCpuLayerTensors; ++i) {
+    for (int i = 0; i < 9; ++i) {
       offset[i] = at;
-      dtypes[i] = opt.dtype;
+      layout.dtype[i] = opt.dtype;
+      layout.present[i] = true;
       at = (at + sizes[i] * 2 + 255) / 256 * 256;
       weight_bytes += sizes[i] * 2;
     }
@@ -287,7 +288,7 @@ int main(int argc, char** argv) {
     fill(slot.data(), slot.size(), 2);
     const uint16_t one = opt.dtype == DType::BF16 ? f32_to_bf16(1.0f) : f32_to_f16(1.0f);
     for (int i : {0, 5}) std::fill_n(slot.data() + offset[i] / 2, dim, one);  // norm weights 1
-    const CpuLayerWeights lw = cpu_layer_weights_in_slot(slot.data(), offset, dtypes);
+    const CpuLayerWeights lw = cpu_layer_weights_in_slot(slot.data(), layout);
     CpuKvCache kv(1, c.context_length, c.kv_dim(), DType::F16);
     std::printf("\n| Llama-3.1-8B layer (%.0f MiB of %s) | batch | threads | ms | GB/s of weights | %% of read BW (same threads) | "
                 "tok/s of 32 such layers |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -299,7 +300,7 @@ int main(int argc, char** argv) {
         std::vector<float> x(static_cast<size_t>(n) * dim);
         const auto call = [&] {
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
-          fwd.forward(lw, kv.layer(0), x.data(), n, 0);
+          fwd.forward(0, lw, kv.layer(0), x.data(), n, 0);
         };
         call();
         int calls = 0;

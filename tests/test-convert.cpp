@@ -640,13 +640,22 @@ TEST_CASE("HF folders that cannot be imported are refused naming the file and fi
     REQUIRE(::unlink(path_join(d, "model.safetensors").c_str()) == 0);
     CHECK_THAT(err(d), Contains("noweights") && Contains("model.safetensors"));
   }
-  SECTION("unknown architecture") {
-    const std::string d = fresh("mistral");
+  SECTION("unknown architecture: the refusal lists the supported ones") {
+    const std::string d = fresh("gptneox");
+    edit_config(d, [](nlohmann::json& c) {
+      c["architectures"] = {"GPTNeoXForCausalLM"};
+      c["model_type"] = "gpt_neox";
+    });
+    CHECK_THAT(err(d), Contains("config.json") && Contains("GPTNeoXForCausalLM") && Contains("LlamaForCausalLM") &&
+                           Contains("MistralForCausalLM") && Contains("Qwen2ForCausalLM"));
+  }
+  SECTION("a sliding window that is not a positive number") {
+    const std::string d = fresh("badwindow");
     edit_config(d, [](nlohmann::json& c) {
       c["architectures"] = {"MistralForCausalLM"};
-      c["model_type"] = "mistral";
+      c["sliding_window"] = 0;
     });
-    CHECK_THAT(err(d), Contains("config.json") && Contains("MistralForCausalLM"));
+    CHECK_THAT(err(d), Contains("config.json") && Contains("sliding_window"));
   }
   SECTION("missing hyper-parameter") {
     const std::string d = fresh("nohidden");
@@ -852,6 +861,31 @@ TEST_CASE("GGUF files that cannot be imported are refused naming the file and fi
     INFO("cut at " << cut);
     CHECK_THAT(err(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(cut))),
                Contains("m.gguf") && (Contains("truncated") || Contains("magic")));
+  }
+}
+
+TEST_CASE("GGUF files of qwen2 and qwen3 read their hyper-parameters under their own prefix", "[convert]") {
+  // stories260K's GGUF with every "llama." key renamed (same length): the importer must read the
+  // "qwen2." keys, take the architecture's tensors, and so miss the biases (norms) it lacks.
+  test::TempDir dir;
+  const auto good = read_file(test::shared_model("stories260K-f32.gguf"));
+  const GGUFFile g(test::shared_model("stories260K-f32.gguf"));
+  for (const char* arch : {"qwen2", "qwen3"}) {
+    INFO(arch);
+    auto f = good;
+    const std::string from = "llama.";
+    int renamed = 0;
+    for (size_t i = 0; i + from.size() <= g.data_offset(); ++i)
+      if (std::memcmp(f.data() + i, from.data(), from.size()) == 0) {
+        std::memcpy(f.data() + i, arch, 5);
+        ++renamed;
+      }
+    REQUIRE(renamed >= 8);
+    const size_t at = gguf_key_end(f, "general.architecture") + 4 + 8;  // the value's bytes
+    std::memcpy(f.data() + at, arch, 5);
+    write_bytes(dir.file("m.gguf"), f);
+    const std::string want = std::string(arch) == "qwen2" ? "blk.0.attn_q.bias" : "blk.0.attn_q_norm.weight";
+    CHECK_THAT(error_of([&] { import_gguf(dir.file("m.gguf"), {}); }), Contains("m.gguf") && Contains(want));
   }
 }
 

@@ -2,7 +2,9 @@
 // - every instruction set this CPU has stays within a stated bound of the scalar oracle
 //   cpu::attention_head (run per token and head on the cache widened to fp32), for context
 //   lengths around the 64- and 256-position boundaries and past 4096, GQA ratios 1, 4 and 8 and
-//   the odd 9 over 3, head_dim 8, 12, 64 and 128, several tokens with causal masking, pos > 0;
+//   the odd 9 over 3, head_dim 8, 12, 64 and 128, several tokens with causal masking, pos > 0,
+//   and sliding windows (Mistral) of 1 to 1000 positions whose starts fall inside, on and
+//   across the 256-position chunks; a window that shortens no token's range changes no bit;
 // - its bits depend neither on the thread count (1, 2, 7) nor on how tokens are batched;
 // - bad shapes are refused with a message.
 // Instruction sets this CPU lacks cannot be tested here; the first test says which.
@@ -43,6 +45,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 struct Case {
   int n_heads, n_kv_heads, head_dim, n_tokens, pos;
   DType kv_dtype = DType::F16;
+  int window = 0;  // > 0: token t sees positions pos + t - window + 1 .. pos + t
   int kvd() const { return n_kv_heads * head_dim; }
   int qd() const { return n_heads * head_dim; }
   int n_ctx() const { return pos + n_tokens; }
@@ -50,6 +53,7 @@ struct Case {
     std::ostringstream s;
     s << n_heads << "/" << n_kv_heads << " heads of " << head_dim << ", " << n_tokens << " tokens at pos " << pos
       << ", " << dtype_name(kv_dtype) << " cache";
+    if (window > 0) s << ", window " << window;
     return s.str();
   }
 };
@@ -87,9 +91,10 @@ std::vector<float> oracle(const Case& c, const Data& d) {
   for (int t = 0; t < c.n_tokens; ++t)
     for (int h = 0; h < c.n_heads; ++h) {
       const size_t at = static_cast<size_t>(t) * c.qd() + static_cast<size_t>(h) * c.head_dim;
-      const size_t kv_at = static_cast<size_t>(h / group) * c.head_dim;
-      cpu::attention_head(out.data() + at, d.q.data() + at, d.kf.data() + kv_at, d.vf.data() + kv_at, c.pos + t + 1,
-                          c.kvd(), c.head_dim, scores.data());
+      const int last = c.pos + t, first = c.window > 0 ? std::max(0, last - c.window + 1) : 0;
+      const size_t kv_at = static_cast<size_t>(first) * c.kvd() + static_cast<size_t>(h / group) * c.head_dim;
+      cpu::attention_head(out.data() + at, d.q.data() + at, d.kf.data() + kv_at, d.vf.data() + kv_at,
+                          last - first + 1, c.kvd(), c.head_dim, scores.data());
     }
   return out;
 }
@@ -108,6 +113,7 @@ void run(const Case& c, const Data& d, Isa isa, ThreadPool* pool, std::vector<fl
   a.kv_stride = c.kvd();
   a.n_tokens = t1 - t0;
   a.pos = c.pos + t0;
+  a.window = c.window;
   a.n_heads = c.n_heads;
   a.n_kv_heads = c.n_kv_heads;
   a.head_dim = c.head_dim;
@@ -199,6 +205,43 @@ TEST_CASE("attention gives the same bits whether tokens come in one batch or one
       INFO(cpu::isa_name(isa) << ", " << dtype_name(dt));
       CHECK(same_bits(single, batch));
       CHECK(same_bits(split, batch));
+    }
+  }
+}
+
+TEST_CASE("attention with a sliding window matches the oracle over the window's keys", "[cpu-attention]") {
+  ThreadPool pool(3);
+  std::vector<Case> cases;
+  // (window, context): starts inside a chunk, on a chunk boundary (256, 512), windows of one
+  // position and of more than a chunk, prompts whose tokens' windows start in different chunks
+  for (auto [w, len] : {std::pair{1, 40}, {8, 21}, {8, 300}, {200, 700}, {256, 512}, {300, 1000}, {1000, 1200}})
+    for (int n : {1, 5, 20}) cases.push_back({8, 2, 64, n, len - n, DType::F16, w});
+  cases.push_back({9, 3, 128, 17, 600, DType::F32, 100});
+  cases.push_back({6, 2, 12, 3, 297, DType::F16, 7});
+  uint64_t seed = 500;
+  for (const Case& c : cases) {
+    const Data d = make_data(c, seed++);
+    const auto want = oracle(c, d);
+    for (Isa isa : available_isas()) {
+      const auto got = run(c, d, isa, &pool);
+      INFO(c.name() << ", " << cpu::isa_name(isa));
+      CHECK(max_error(got, want, d.v_max) <= kTolerance);
+      std::vector<float> single(got.size(), NAN);  // token by token: the same bits
+      for (int t = 0; t < c.n_tokens; ++t) run(c, d, isa, nullptr, single, t, t + 1);
+      CHECK(same_bits(single, got));
+    }
+  }
+}
+
+TEST_CASE("a window no token reaches past gives full attention's bits", "[cpu-attention]") {
+  for (int w : {705, 5000}) {  // 705: the last token's window starts exactly at position 0
+    Case full{32, 8, 128, 8, 697};
+    Case windowed = full;
+    windowed.window = w;
+    const Data d = make_data(full, 7);
+    for (Isa isa : available_isas()) {
+      INFO("window " << w << ", " << cpu::isa_name(isa));
+      CHECK(same_bits(run(windowed, d, isa, nullptr), run(full, d, isa, nullptr)));
     }
   }
 }

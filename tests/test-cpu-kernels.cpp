@@ -13,6 +13,7 @@
 // Instruction sets this CPU lacks cannot be tested here; the first test says which.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -22,6 +23,9 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
+#include "common/file_io.h"
+#include "convert/compress.h"
+#include "convert/source_model.h"
 #include "format/cllm_reader.h"
 #include "model/cpu_kernels_bf16.h"
 #include "model/cpu_layer.h"
@@ -337,7 +341,7 @@ struct LayerModel {
     for (int t = 0; t < n; ++t)
       std::memcpy(&x[static_cast<size_t>(t) * c.dim], &w.token_embd[static_cast<size_t>(tokens[t]) * c.dim],
                   sizeof(float) * c.dim);
-    for (int l = 0; l < c.n_layers; ++l) fwd.forward(layers[l], kv.layer(l), x.data(), n, pos);
+    for (int l = 0; l < c.n_layers; ++l) fwd.forward(l, layers[l], kv.layer(l), x.data(), n, pos);
     for (int t = 0; t < n; ++t)
       cpu::rmsnorm(&xn[static_cast<size_t>(t) * c.dim], &x[static_cast<size_t>(t) * c.dim], w.output_norm.data(),
                    c.dim, c.norm_eps);
@@ -353,28 +357,28 @@ std::vector<CpuLayerWeights> f32_layers(const LlamaWeights& w) {
 }
 
 // A layer's tensors as dtype t in one buffer laid out like a GPU layer slot: in LayerTensor
-// order, each at a 256-byte aligned offset (runtime/weight_schedule.h).
+// order, each at a 256-byte aligned offset (runtime/weight_schedule.h); roles without data
+// (biases a Llama lacks) absent.
 struct Slot {
   std::vector<uint8_t> bytes;
-  std::array<uint64_t, kCpuLayerTensors> offset{};
-  std::array<DType, kCpuLayerTensors> dtype{};
-  CpuLayerWeights weights() const { return cpu_layer_weights_in_slot(bytes.data(), offset, dtype); }
+  CpuSlotLayout layout;
+  CpuLayerWeights weights() const { return cpu_layer_weights_in_slot(bytes.data(), layout); }
 };
 
 Slot make_slot(const LlamaLayerWeights& L, DType t) {
-  const std::vector<float>* parts[kCpuLayerTensors] = {&L.attn_norm, &L.wq,     &L.wk,   &L.wv,    &L.wo,
-                                                       &L.ffn_norm,  &L.w_gate, &L.w_up, &L.w_down};
   Slot s;
   uint64_t at = 0;
-  for (int i = 0; i < kCpuLayerTensors; ++i) {
-    s.offset[i] = at;
-    s.dtype[i] = t;
-    at = (at + parts[i]->size() * 2 + 255) / 256 * 256;
+  for (int i = 0; i < kLayerTensors; ++i) {
+    const size_t n = layer_vector(L, LayerTensor(i)).size();
+    s.layout.present[i] = n > 0;
+    s.layout.offset[i] = at;
+    s.layout.dtype[i] = t;
+    at = (at + n * 2 + 255) / 256 * 256;
   }
   s.bytes.assign(at, 0xFF);  // padding garbage that must never be read as weights
-  for (int i = 0; i < kCpuLayerTensors; ++i) {
-    const auto h = to16(t, *parts[i]);
-    std::memcpy(s.bytes.data() + s.offset[i], h.data(), h.size() * 2);
+  for (int i = 0; i < kLayerTensors; ++i) {
+    const auto h = to16(t, layer_vector(L, LayerTensor(i)));
+    std::memcpy(s.bytes.data() + s.layout.offset[i], h.data(), h.size() * 2);
   }
   return s;
 }
@@ -408,7 +412,20 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
   SECTION("neox RoPE, llama3 scaling") {
     c.rope_layout = RopeLayout::neox;
     c.rope_theta = 500000.0f;
-    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
+    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64, {}, {}, 1.0f};
+  }
+  SECTION("Mistral's sliding window, shorter than the prompt") {
+    c.architecture = "mistral";
+    c.sliding_window = 6;
+  }
+  SECTION("Qwen2's q, k and v biases") { c.architecture = "qwen2"; }
+  SECTION("SmolLM3's layers without RoPE") {
+    c.architecture = "smollm3";
+    c.no_rope_layers = {1};
+  }
+  SECTION("Qwen3's per-head q and k norms, head_dim not dim / heads") {
+    c.architecture = "qwen3";
+    c.head_dim *= 2;
   }
   const LlamaWeights w = random_model(c, 7);
   const auto tokens = random_tokens(23, c.vocab_size, 3);
@@ -477,6 +494,50 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
                  "test-cpu-kernels: stories260K %s on %s, %d positions: logits rel. L2 error <= %.2e (position %d), "
                  "%d near-ties\n",
                  dtype_name(t), cpu::isa_name(cpu::isa_best()), n, worst, worst_pos, ties);
+  }
+}
+
+TEST_CASE("the bf16 Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 fixtures: 16-bit layers give transformers' greedy tokens",
+          "[cpu-kernels]") {
+  // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
+  // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
+  // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3), a
+  // layer without RoPE (SmolLM3), partial rotary and LongRoPE (Phi-3). Logits within the
+  // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
+  test::TempDir dir("cllm-cpu-kernels");
+  for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied",
+                           "hf-smollm3-bf16-nope-tied", "hf-phi3-bf16-longrope-gqa"}) {
+    INFO("fixture " << name);
+    const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
+    const std::string path = dir.file(std::string(name) + ".cllm");
+    compress_model(open_source_model(test::fixture_dir(name)), path, CompressOptions{});
+    const LlamaWeights w = load_llama_weights(CllmFile::open(path), nullptr);  // bf16 values, widened
+    std::vector<Slot> slots;
+    std::vector<CpuLayerWeights> layers;
+    for (const auto& L : w.layers) slots.push_back(make_slot(L, DType::BF16));
+    for (const auto& sl : slots) layers.push_back(sl.weights());
+    REQUIRE(layers[0].has_qkv_bias() == (std::string(name) == "hf-qwen2-bf16-tied"));
+    REQUIRE(layers[0].has_qk_norm() == (std::string(name) == "hf-qwen3-bf16-tied"));
+    const int vocab = w.config.vocab_size;
+    for (size_t k = 0; k < expected.at("prompts").size(); ++k) {
+      INFO("prompt " << k);
+      const auto prompt = expected["prompts"][k].get<std::vector<int>>();
+      const auto want = expected["greedy"][k].get<std::vector<int>>();
+      CpuForward ref(w, {64, 1, 64});
+      LayerModel m(w, layers, DType::F16, {64, 5, cpu::isa_best()}, nullptr);  // batches of 5 in the layer
+      std::vector<float> got = m.forward(prompt.data(), static_cast<int>(prompt.size()), 0);
+      got.erase(got.begin(), got.end() - vocab);  // the last token's row
+      const float* lr = ref.forward(prompt.data(), static_cast<int>(prompt.size()), 0);
+      std::vector<int> tokens;
+      int pos = static_cast<int>(prompt.size());
+      while (tokens.size() < want.size()) {
+        CHECK(test::rel_error(got.data(), lr, vocab) < 3e-2);
+        tokens.push_back(test::argmax(got.data(), vocab));
+        got = m.forward(&tokens.back(), 1, pos);
+        lr = ref.forward(&tokens.back(), 1, pos++);
+      }
+      CHECK(tokens == want);
+    }
   }
 }
 
@@ -552,23 +613,23 @@ TEST_CASE("the CPU layer refuses bad positions, caches and weights with a messag
   CpuKvCache kv(1, 16, c.kv_dim(), DType::F16);
   std::vector<float> x(static_cast<size_t>(4) * c.dim, 0.5f);
 
-  CHECK_THROWS_WITH(fwd.forward(s.weights(), kv.layer(0), x.data(), 2, 15),
+  CHECK_THROWS_WITH(fwd.forward(0, s.weights(), kv.layer(0), x.data(), 2, 15),
                     Contains("positions 15..16 do not fit the context of 16 tokens"));
   CpuKvCache small(1, 8, c.kv_dim(), DType::F16);
-  CHECK_THROWS_WITH(fwd.forward(s.weights(), small.layer(0), x.data(), 2, 7),
+  CHECK_THROWS_WITH(fwd.forward(0, s.weights(), small.layer(0), x.data(), 2, 7),
                     Contains("do not fit the KV cache of 8 positions"));
   CHECK_THROWS_WITH(kv.layer(1), Contains("layer 1 of 1"));
   CHECK_THROWS_WITH(CpuKvCache(1, 8, c.kv_dim(), DType::BF16), Contains("dtype bf16, expected f16 or f32"));
 
   CpuLayerWeights missing = s.weights();
   missing.w_up.data = nullptr;
-  CHECK_THROWS_WITH(fwd.forward(missing, kv.layer(0), x.data(), 1, 0), Contains("tensor 'ffn_up' has no data"));
+  CHECK_THROWS_WITH(fwd.forward(0, missing, kv.layer(0), x.data(), 1, 0), Contains("tensor 'ffn_up' has no data"));
   CpuLayerWeights mixed = s.weights();
   mixed.wo.dtype = DType::F16;
-  CHECK_THROWS_WITH(fwd.forward(mixed, kv.layer(0), x.data(), 1, 0),
+  CHECK_THROWS_WITH(fwd.forward(0, mixed, kv.layer(0), x.data(), 1, 0),
                     Contains("tensor 'attn_output' is f16 but 'attn_q' is bf16"));
   CpuLayerWeights bytes = s.weights();
   bytes.ffn_norm.dtype = DType::U8;
-  CHECK_THROWS_WITH(fwd.forward(bytes, kv.layer(0), x.data(), 1, 0),
+  CHECK_THROWS_WITH(fwd.forward(0, bytes, kv.layer(0), x.data(), 1, 0),
                     Contains("tensor 'ffn_norm' is u8, expected f32, f16 or bf16"));
 }

@@ -3,7 +3,9 @@
 // tokens: split-K over fixed chunks and a combine) and prompts (17 .. 512 tokens: tensor
 // cores), f16 and f32 caches, bf16 and f32 outputs; a decode captured in a CUDA graph with the
 // position in device memory gives the direct launch's bits; repeated runs give identical bits;
-// a 131072-row context works with a bounded workspace. Every variant of the prompt kernel
+// a 131072-row context works with a bounded workspace; sliding windows (Mistral) of 1 to 1000
+// rows, through every path and prompt variant, match the reference over the window's rows, and
+// a window that shortens no query's range gives full attention's bits. Every variant of the prompt kernel
 // (cuda::attention_prefill_variants, chosen by CLLM_PREFILL_VARIANT) is checked on every
 // prompt case, in-process, and for repeatability. [gpu] tests skip, visibly, where no
 // CUDA device exists.
@@ -100,8 +102,10 @@ Cache make_cache(const Shape& s, DType kv, int valid, int context, uint64_t seed
   return c;
 }
 
-// out (n, n_heads, head_dim) in double: query t of head h over rows 0 .. pos+t.
-std::vector<double> reference(const Shape& s, const std::vector<float>& q, const Cache& c, int n, int pos) {
+// out (n, n_heads, head_dim) in double: query t of head h over rows 0 .. pos+t (with a window
+// w > 0, rows pos+t-w+1 .. pos+t).
+std::vector<double> reference(const Shape& s, const std::vector<float>& q, const Cache& c, int n, int pos,
+                              int window = 0) {
   const int group = s.n_heads / s.n_kv_heads, hd = s.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   std::vector<double> out(static_cast<size_t>(n) * s.q_dim(), 0.0), p;
@@ -109,10 +113,10 @@ std::vector<double> reference(const Shape& s, const std::vector<float>& q, const
     for (int h = 0; h < s.n_heads; ++h) {
       const float* qv = q.data() + (static_cast<size_t>(t) * s.n_heads + h) * hd;
       const size_t off = static_cast<size_t>(h / group) * hd;
-      const int keys = pos + t + 1;
+      const int keys = pos + t + 1, first = window > 0 ? std::max(0, keys - window) : 0;
       p.assign(keys, 0.0);
       double mx = -INFINITY;
-      for (int j = 0; j < keys; ++j) {
+      for (int j = first; j < keys; ++j) {
         const float* kr = c.k.data() + static_cast<size_t>(j) * s.kv_dim() + off;
         double d = 0.0;
         for (int i = 0; i < hd; ++i) d += static_cast<double>(qv[i]) * kr[i];
@@ -120,9 +124,9 @@ std::vector<double> reference(const Shape& s, const std::vector<float>& q, const
         mx = std::max(mx, p[j]);
       }
       double sum = 0.0;
-      for (int j = 0; j < keys; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      for (int j = first; j < keys; ++j) sum += (p[j] = std::exp(p[j] - mx));
       double* o = out.data() + (static_cast<size_t>(t) * s.n_heads + h) * hd;
-      for (int j = 0; j < keys; ++j) {
+      for (int j = first; j < keys; ++j) {
         const float* vr = c.v.data() + static_cast<size_t>(j) * s.kv_dim() + off;
         const double w = p[j] / sum;
         for (int i = 0; i < hd; ++i) o[i] += w * vr[i];
@@ -136,6 +140,7 @@ struct DeviceCase {
   Shape s;
   DType kv;
   int context;
+  int window = 0;  // passed to every launch
   cuda::DeviceBuffer<uint8_t> k, v, ws;
   cuda::DeviceBuffer<float> q;
   cuda::DeviceBuffer<uint8_t> out;
@@ -162,10 +167,10 @@ struct DeviceCase {
       out.fill_bytes(0xff);  // NaN (f32 and bf16): an output the variant fails to write shows
       cuda::attention_prefill_f16_variant(prefill_variant, q.data(), k.data(), v.data(), out.data(), out_dt, n, pos,
                                           s.n_heads, s.n_kv_heads, s.head_dim, reinterpret_cast<float*>(ws.data()),
-                                          ws.size(), st);
+                                          ws.size(), st, window);
     } else {
       cuda::attention(q.data(), k.data(), v.data(), kv, out.data(), out_dt, n, pos, d_pos, s.n_heads, s.n_kv_heads,
-                      s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st);
+                      s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st, window);
     }
   }
 };
@@ -226,15 +231,16 @@ double max_row_error(const std::vector<float>& got, const std::vector<double>& w
   return worst;
 }
 
-// One (shape, cache dtype, n, pos, context): both output dtypes against the reference.
-void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t seed) {
+// One (shape, cache dtype, n, pos, context, window): both output dtypes against the reference.
+void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t seed, int window = 0) {
   const Cache c = make_cache(s, kv, pos + n, context, seed);
   std::mt19937_64 rng(seed * 31 + 7);
   // q ~ N(0, 2^2): scores q.k/sqrt(hd) have standard deviation ~2, softmaxes that are neither
   // flat nor one-hot.
   const std::vector<float> q = test::gaussian(static_cast<size_t>(n) * s.q_dim(), 0.0f, 2.0f, rng);
-  const std::vector<double> want = reference(s, q, c, n, pos);
+  const std::vector<double> want = reference(s, q, c, n, pos, window);
   DeviceCase dc(s, kv, c, q, context);
+  dc.window = window;
   // f16 prompts: attention() (the default variant), then every variant of the prompt kernel
   const bool prompt = kv == DType::F16 && n > cuda::kMaxDecodeTokens &&
                       cuda::attention_flash_supported(kv, s.head_dim);
@@ -245,7 +251,7 @@ void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t 
       const double err =
           max_row_error(to_f32(dc.run(n, pos, out_dt, nullptr, nullptr, variant), out_dt), want, s.head_dim, &row);
       INFO(describe(s, kv, n, pos, context)
-           << ", " << dtype_name(out_dt) << " out, "
+           << ", window " << window << ", " << dtype_name(out_dt) << " out, "
            << (variant < 0 ? std::string("attention()") : cuda::attention_prefill_variant_name(variant))
            << ": worst row t " << row / s.n_heads << " head " << row % s.n_heads << ", error " << err);
       CHECK(err <= tolerance(kv, out_dt));
@@ -381,6 +387,88 @@ TEST_CASE("gpu attention: a decode captured in a CUDA graph with pos in device m
     }
     CLLM_CUDA_CHECK(cudaStreamDestroy(st));
   }
+#endif
+}
+
+// Windows whose starts fall inside and across decode chunks (64 rows, 512 at the longer
+// context), prompt tiles (64 keys) and the fp32 kernels' tiles (128 and 32 keys).
+TEST_CASE("gpu attention: sliding windows match the reference over the window's rows, on every path", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  uint64_t seed = 7000;
+  for (const Shape& s : {Shape{8, 2, 128}, Shape{9, 3, 64}, Shape{4, 2, 96}})
+    for (DType kv : {DType::F16, DType::F32})
+      for (int window : {1, 8, 64, 100, 1000})
+        for (auto [n, total] : {std::pair{1, 40}, {1, 1200}, {7, 300}, {16, 1100}, {17, 90}, {130, 700}, {65, 1200}}) {
+          check_case(s, kv, n, total - n, total, seed++, window);
+          if (kv == DType::F16 && n <= cuda::kMaxDecodeTokens)  // another decode chunk size
+            check_case(s, kv, n, total - n, total * 8 + 100, seed++, window);
+        }
+  worst.print("sliding window");
+#endif
+}
+
+TEST_CASE("gpu attention: a window that shortens no query's range gives full attention's bits", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  const Shape s{8, 2, 128};
+  const int context = 1200;
+  for (DType kv : {DType::F16, DType::F32}) {
+    const Cache c = make_cache(s, kv, context, context, 93);
+    std::mt19937_64 rng(94);
+    const std::vector<float> q = test::gaussian(static_cast<size_t>(300) * s.q_dim(), 0.0f, 2.0f, rng);
+    DeviceCase dc(s, kv, c, q, context);
+    for (int n : {1, 16, 17, 300}) {
+      const int pos = context - n;
+      dc.window = 0;
+      const std::vector<uint8_t> full = dc.run(n, pos, DType::BF16);
+      for (int window : {context, context + 5000}) {  // the last query's window starts at row 0
+        INFO(dtype_name(kv) << " cache, n " << n << ", window " << window);
+        dc.window = window;
+        CHECK(dc.run(n, pos, DType::BF16) == full);
+      }
+    }
+  }
+#endif
+}
+
+TEST_CASE("gpu attention: a windowed decode in a CUDA graph with pos in device memory gives the direct launch's bits",
+          "[gpu]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  const Shape s{8, 2, 128};
+  const int context = 8192 + 64;
+  const Cache c = make_cache(s, DType::F16, context, context, 95);
+  std::mt19937_64 rng(96);
+  const std::vector<float> q = test::gaussian(s.q_dim(), 0.0f, 2.0f, rng);
+  DeviceCase dc(s, DType::F16, c, q, context);
+  dc.window = 1000;
+  cuda::DeviceBuffer<int> d_pos(1);
+  dc.out.resize(static_cast<size_t>(s.q_dim()) * dtype_size(DType::F32));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaStream_t st;
+  CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  CLLM_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  dc.launch(1, 0, DType::F32, d_pos.data(), st);
+  CLLM_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  CLLM_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int pos : {0, 999, 1000, 1100, 4095, context - 1}) {
+    INFO("pos " << pos);
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(d_pos.data(), &pos, sizeof(int), cudaMemcpyHostToDevice, st));
+    CLLM_CUDA_CHECK(cudaGraphLaunch(exec, st));
+    CLLM_CUDA_CHECK(cudaStreamSynchronize(st));
+    const std::vector<uint8_t> graphed = dc.out.download();
+    const std::vector<uint8_t> direct = dc.run(1, pos, DType::F32, nullptr, st);
+    CHECK(graphed == direct);
+    int row = 0;
+    const double err =
+        max_row_error(to_f32(direct, DType::F32), reference(s, q, c, 1, pos, dc.window), s.head_dim, &row);
+    CHECK(err <= tolerance(DType::F16, DType::F32));
+  }
+  CLLM_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CLLM_CUDA_CHECK(cudaGraphDestroy(graph));
+  CLLM_CUDA_CHECK(cudaStreamDestroy(st));
 #endif
 }
 

@@ -140,6 +140,19 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
     REQUIRE(plan_weight_schedule(f, config_from_metadata(f.metadata())).classifier.size() > 1);
     check_modes_identical(f, {1, 17, 300, 4000, 12, 99, 2048}, 40);
   }
+  // a sliding window of 8, crossed by the prompt and the tokens after it; q, k, v biases; q and
+  // k norms with head_dim 32 (q_dim 128 > dim 64); a layer without RoPE; partial rotary and
+  // LongRoPE (the RoPE kernel's pass-through dimensions)
+  for (const char* name : {"hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa", "hf-qwen2-bf16-tied",
+                           "hf-qwen3-f32-gqa", "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope",
+                           "hf-smollm3-bf16-nope-tied", "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa"}) {
+    SECTION(name) {
+      const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
+      const std::string path = dir.file(std::string(name) + ".cllm");
+      compress_model(open_source_model(test::fixture_dir(name)), path, CompressOptions{});
+      check_modes_identical(CllmFile::open(path), expected["prompts"][0].get<std::vector<int>>(), 30, 64);
+    }
+  }
 }
 
 TEST_CASE("gpu: at depth 4096 the modes stay bitwise identical, and near the CPU's logits", "[gpu]") {
@@ -205,20 +218,33 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
     std::string path;
     std::vector<int> prompt;
     double tol;
+    int context = 256;
   };
+  const std::string mistral = dir.file("mistral.cllm"), qwen2 = dir.file("qwen2.cllm"), qwen3 = dir.file("qwen3.cllm");
+  compress_model(open_source_model(test::fixture_dir("hf-mistral-f32-swa")), mistral, CompressOptions{});
+  compress_model(open_source_model(test::fixture_dir("hf-qwen2-bf16-tied")), qwen2, CompressOptions{});
+  compress_model(open_source_model(test::fixture_dir("hf-qwen3-bf16-tied")), qwen3, CompressOptions{});
+  const std::string smollm3 = dir.file("smollm3.cllm");
+  compress_model(open_source_model(test::fixture_dir("hf-smollm3-f32-nope")), smollm3, CompressOptions{});
   const Case cases[] = {{"stories260K (f32)", test::compress_stories(dir), {1, 403, 407, 261, 378}, 1e-4},
-                        {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2}};
+                        {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2},
+                        {"hf-mistral-f32-swa (f32, a window of 8)", mistral, {1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3},
+                         1e-4, 64},
+                        {"hf-qwen2-bf16-tied (bf16, q/k/v biases)", qwen2, {1, 17, 200, 33, 4, 99, 250}, 3e-2, 64},
+                        {"hf-qwen3-bf16-tied (bf16, q/k norms)", qwen3, {1, 17, 200, 33, 4, 99, 250}, 3e-2, 64},
+                        {"hf-smollm3-f32-nope (f32, the CPU layer 1 without RoPE)", smollm3, {1, 17, 200, 33, 4}, 1e-4,
+                         64}};
   for (const Case& k : cases) {
     const CllmFile f = CllmFile::open(k.path);
     const int vocab = config_from_metadata(f.metadata()).vocab_size;
-    auto full = open_gpu(f, Mode::full);
+    auto full = open_gpu(f, Mode::full, k.context);
     const Trace want = mixed_trace(*full, k.prompt, vocab);
     // cpu_max_batch 1: prompts and batches stream the CPU layers; 8: everything on the CPU
     // route; a ring of one slot as the planner may choose (2 with batches of 8).
     for (const auto& [max_batch, slots] : {std::pair{1, 2}, {1, 1}, {8, 2}}) {
       INFO(k.name << ", CPU layers for batches up to " << max_batch << ", " << slots << " ring slots");
       GpuOptions o;
-      o.context = 256;
+      o.context = k.context;
       o.threads = 2;
       o.placements = cpu_hybrid(f);
       o.cpu_max_batch = max_batch;
@@ -286,7 +312,10 @@ TEST_CASE("gpu: stories260K greedy tokens and logits match the CPU reference", "
 TEST_CASE("gpu: the transformers fixtures' greedy tokens, and logits near the CPU's", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
-  for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa"}) {
+  for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
+                           "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa", "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",
+                           "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied",
+                           "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");

@@ -328,6 +328,76 @@ TEST_CASE("gpu kernels: rope_store_kv rotates q and k like cpu::rope and writes 
 #endif
 }
 
+TEST_CASE("gpu kernels: rope_store_kv with partial rotary (Phi-3) and without RoPE (SmolLM3) follows cpu::rope",
+          "[gpu][kernels]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  constexpr int kContext = 64, kRopeDim = kHeadDim * 3 / 4, n = 5, pos = 20;
+  std::mt19937_64 rng(31);
+  const cpu::RopeTable table = cpu::rope_table(cpu::rope_frequencies(kRopeDim, 10000.0f, {}), kContext, 1.08f);
+  const auto d_cos = upload_floats(table.cos), d_sin = upload_floats(table.sin);
+  for (bool rotate : {true, false}) {
+    INFO((rotate ? "RoPE on the first 48 of 64 values (neox), cos and sin scaled by 1.08" : "a layer without RoPE"));
+    cuda::RopeArgs args{kHeads, kKvHeads, kHeadDim, true, d_cos.data(), d_sin.data()};
+    args.rotate = rotate;
+    args.rope_dim = kRopeDim;
+    const auto q = random_vector(static_cast<size_t>(n) * kQDim, 1.0f, rng);
+    const auto k = random_vector(static_cast<size_t>(n) * kKvDim, 1.0f, rng);
+    const auto v = random_vector(static_cast<size_t>(n) * kKvDim, 1.0f, rng);
+    auto d_q = upload_floats(q);
+    const auto d_k = upload_floats(k), d_v = upload_floats(v);
+    DeviceBuffer<uint8_t> d_kc(static_cast<size_t>(kContext) * kKvDim * 4), d_vc(d_kc.size());
+    cuda::rope_store_kv(d_q.data(), d_k.data(), d_v.data(), d_kc.data(), d_vc.data(), DType::F32, n, pos, nullptr,
+                        args, nullptr);
+    sync();
+    std::vector<float> want_q = q, want_k = k;
+    for (int t = 0; t < n && rotate; ++t) {
+      cpu::rope(&want_q[static_cast<size_t>(t) * kQDim], kHeads, kHeadDim, RopeLayout::neox, table.cos_at(pos + t),
+                table.sin_at(pos + t), kRopeDim);
+      cpu::rope(&want_k[static_cast<size_t>(t) * kKvDim], kKvHeads, kHeadDim, RopeLayout::neox, table.cos_at(pos + t),
+                table.sin_at(pos + t), kRopeDim);
+    }
+    // A rotated value is two products and a sum of values below 1 in size (the same formula
+    // as the CPU's, FMA contraction aside): a few units of fp32 rounding; the others exact.
+    const auto tol = [&](const std::vector<float>& want) {
+      std::vector<double> t(want.size());
+      for (size_t i = 0; i < want.size(); ++i)
+        t[i] = rotate && static_cast<int>(i % kHeadDim) < kRopeDim ? 8 * kU * (2 + std::fabs(want[i])) : 0.0;
+      return t;
+    };
+    check_near(d_q.download(), DType::F32, want_q, tol(want_q), "q");
+    const auto kc = d_kc.download(), vc = d_vc.download();
+    const size_t first = static_cast<size_t>(pos) * kKvDim * 4, last = first + static_cast<size_t>(n) * kKvDim * 4;
+    check_near(as_f32(std::vector<uint8_t>(kc.begin() + first, kc.begin() + last), DType::F32), DType::F32, want_k,
+               tol(want_k), "k cache rows");
+    CHECK(as_f32(std::vector<uint8_t>(vc.begin() + first, vc.begin() + last), DType::F32) == v);
+  }
+#endif
+}
+
+TEST_CASE("gpu kernels: add_bias adds a bf16, f16 or f32 bias to every row, as the CPU does", "[gpu][kernels]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::mt19937_64 rng(32);
+  for (DType b_dt : kDtypes)
+    for (int n : {1, 7, 300}) {
+      INFO(dtype_name(b_dt) << " bias, " << n << " rows");
+      const int d = kKvDim;
+      const auto y = random_vector(static_cast<size_t>(n) * d, 1.0f, rng);
+      const auto b = store(random_vector(d, 1.0f, rng), b_dt);
+      auto d_y = upload_floats(y);
+      DeviceBuffer<uint8_t> d_b;
+      d_b.upload(b.bytes);
+      cuda::add_bias(d_y.data(), d_b.data(), b_dt, n, d, nullptr);
+      sync();
+      std::vector<float> want = y;
+      for (int t = 0; t < n; ++t)
+        for (int i = 0; i < d; ++i) want[static_cast<size_t>(t) * d + i] += b.values[i];  // one fp32 add: exact match
+      CHECK(d_y.download() == want);
+    }
+#endif
+}
+
 TEST_CASE("gpu kernels: matvec matches cpu::matmul in bf16 f16 and f32 with accumulate on and off on the vector and scalar paths",
           "[gpu][kernels]") {
   CLLM_REQUIRE_GPU();

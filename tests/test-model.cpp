@@ -346,7 +346,7 @@ TEST_CASE("forward pass matches a naive double-precision transcription (GQA, bot
   SECTION("llama3 scaling, untied classifier") {
     c.rope_theta = 500000.0f;
     // Wavelengths 2 pi 500000^(i/8): 6.3 (< 64/4: kept), 32 (blended), 167 and up (> 64: scaled).
-    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
+    c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64, {}, {}, 1.0f};
     c.tie_embeddings = false;
   }
   SECTION("tied classifier") { c.tie_embeddings = true; }
@@ -438,7 +438,7 @@ TEST_CASE("llama3 RoPE scaling: frequencies as HF transformers computes them", "
   // Wavelengths below 8192/4 keep their frequency, above 8192/1 are divided by 8, and in
   // between blend: smooth = (8192/wavelen - 1) / 3, f' = (1 - smooth) f / 8 + smooth f.
   // Expected values computed by hand in double precision (python, math.pi).
-  const RopeScaling s{"llama3", 8.0f, 1.0f, 4.0f, 8192};
+  const RopeScaling s{"llama3", 8.0f, 1.0f, 4.0f, 8192, {}, {}, 1.0f};
   const auto f = cpu::rope_frequencies(128, 500000.0f, s);
   REQUIRE(f.size() == 64);
   const std::pair<int, double> expected[] = {

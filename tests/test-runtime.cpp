@@ -76,11 +76,13 @@ TEST_CASE("the weight schedule of stories260K: one step per layer, then the clas
     CHECK(step.layer == static_cast<int>(l));
     CHECK(step.src_offset == f.groups()[step.tensor[kAttnQ]->group].offset);
     CHECK(step.slot_bytes <= s.slot_bytes);
-    for (int t = 0; t < kLayerTensors; ++t) {
-      CHECK(step.tensor[t]->name == layer_tensor_name(static_cast<int>(l), llama_architecture().layer[t].part));
+    for (const LayerTensorDesc& d : llama_architecture().layer) {
+      const int t = d.role;
+      CHECK(step.tensor[t]->name == layer_tensor_name(static_cast<int>(l), d));
       CHECK(step.offset[t] % 256 == 0);
       CHECK(step.offset[t] + step.tensor[t]->raw_bytes() <= step.slot_bytes);
     }
+    CHECK(step.tensor[kAttnQBias] == nullptr);  // a Llama has no biases
     for (const auto& tile : step.tiles) {
       CHECK(tile.src % 16 == 0);
       CHECK(tile.src + 1 <= step.src_bytes);

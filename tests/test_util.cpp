@@ -109,6 +109,15 @@ LlamaWeights random_model(const LlamaConfig& c, uint64_t seed, float qk_std, flo
     L.w_gate = gaussian(ffn * dim, 0, other_std, rng);
     L.w_up = gaussian(ffn * dim, 0, other_std, rng);
     L.w_down = gaussian(dim * ffn, 0, other_std, rng);
+    if (architecture_of(c).has(kAttnQBias)) {  // drawn after the weights: a Llama's stay as they were
+      L.bq = gaussian(qd, 0, 0.5f, rng);
+      L.bk = gaussian(kvd, 0, 0.5f, rng);
+      L.bv = gaussian(kvd, 0, 0.5f, rng);
+    }
+    if (architecture_of(c).has(kAttnQNorm)) {
+      L.q_norm = gaussian(c.head_dim, 1, 0.2f, rng);
+      L.k_norm = gaussian(c.head_dim, 1, 0.2f, rng);
+    }
   }
   return w;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace cllm {
@@ -13,18 +14,25 @@ namespace cllm {
 struct LlamaConfig;
 
 // A layer tensor's role, in the order the layer's tensors are stored (and laid out in a
-// GPU layer slot).
-enum LayerTensor { kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown, kLayerTensors };
+// GPU layer slot). The first nine every architecture has; the others only those that list
+// them (Architecture::has): an absent role has no tensor, no slot space and no kernel.
+enum LayerTensor {
+  kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
+  kAttnQBias, kAttnKBias, kAttnVBias,  // added to q, k, v before RoPE (Qwen2)
+  kAttnQNorm, kAttnKNorm,              // RMSNorm of each q and k head before RoPE (Qwen3)
+  kLayerTensors
+};
 
 // One extent of a tensor's shape, in the config's terms.
-enum class Extent { none, dim, q_dim, kv_dim, ffn };
+enum class Extent { none, dim, q_dim, kv_dim, ffn, head_dim };
 uint64_t extent_size(Extent e, const LlamaConfig& c);
 
 struct LayerTensorDesc {
   LayerTensor role;
-  const char* part;  // its name in "blk.N.<part>.weight"
+  const char* part;  // its name in "blk.N.<part>.<kind>"
   Extent rows;       // [rows, cols] as nn.Linear stores it; a vector has cols none
   Extent cols;
+  const char* kind = "weight";  // "weight" or "bias" (GGUF's "blk.0.attn_q.bias")
 };
 
 enum class NormKind {
@@ -36,20 +44,45 @@ enum class FfnKind {
 };
 
 // Attention is causal multi-head attention with grouped KV heads and RoPE on q and k, whose
-// layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling).
+// layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling);
+// a config's sliding_window (Mistral) bounds each query's keys from below.
 struct Architecture {
-  const char* name;                    // "llama", as general.architecture names it
-  std::vector<LayerTensorDesc> layer;  // kLayerTensors entries, in role order
+  const char* name;                    // "llama", as general.architecture names it (and the metadata keys' prefix)
+  const char* hf_class;                // "LlamaForCausalLM", as config.json's "architectures" names it
+  std::vector<LayerTensorDesc> layer;  // the tensors it has, in role order
   NormKind norm = NormKind::rms;       // before attention, before the FFN, and at the output
   FfnKind ffn = FfnKind::swiglu;
 
-  const LayerTensorDesc& tensor(LayerTensor role) const { return layer[role]; }
-  bool is_norm(LayerTensor role) const { return tensor(role).cols == Extent::none; }
+  bool has(LayerTensor role) const;
+  const LayerTensorDesc& tensor(LayerTensor role) const;  // throws when absent
+  // A norm's weights or a bias: a vector, kept in its own dtype (not the linear layers').
+  bool is_vector(LayerTensor role) const { return tensor(role).cols == Extent::none; }
 };
+
+// "blk.3.attn_q.weight", "blk.3.attn_q.bias".
+std::string layer_tensor_name(int layer, const LayerTensorDesc& d);
 
 // The Llama family (Llama 2/3/3.1, TinyLlama, SmolLM2, the TinyStories models).
 const Architecture& llama_architecture();
-// The architecture a config describes (today always the Llama family's).
+// Mistral (7B v0.1 with its 4096-position sliding window; v0.2+ without one).
+const Architecture& mistral_architecture();
+// Qwen2 and Qwen2.5: the Llama layer with biases on q, k and v.
+const Architecture& qwen2_architecture();
+// Qwen3: the Llama layer with a per-head RMSNorm of q and k (head_dim from the config).
+const Architecture& qwen3_architecture();
+// SmolLM3: the Llama layer; the config names layers without RoPE (no_rope_layers).
+const Architecture& smollm3_architecture();
+// Phi-3, Phi-3.5, Phi-4 (mini): the Llama layer once the importer has split the fused qkv and
+// gate_up projections; partial rotary and LongRoPE live in the config.
+const Architecture& phi3_architecture();
+// Every supported architecture, the Llama family's first.
+const std::vector<const Architecture*>& architectures();
+// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3") or null.
+const Architecture* find_architecture(const std::string& name);
+// "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
+std::string supported_architectures();
+// The architecture a config describes (LlamaConfig::architecture); throws naming it and the
+// supported ones when there is no such entry.
 const Architecture& architecture_of(const LlamaConfig& c);
 
 }  // namespace cllm

@@ -41,21 +41,22 @@ void chunk_scalar(const ChunkArgs& a) {
     }
   };
   const auto n_valid = [&](int r) { return std::min(a.p1, a.pos + a.t0 + r / G + 1) - a.p0; };
+  const auto first_valid = [&](int r) { return std::max(attn::first_visible(a.pos, a.t0 + r / G, a.window) - a.p0, 0); };
   const auto out_row = [&](int r) {
     return a.part + (static_cast<size_t>(a.t0 + r / G - a.t_base) * G + r % G) * a.part_stride;
   };
   widen(a.k);
   for (int r = 0; r < rows; ++r) {
-    const int n = n_valid(r);
+    const int n = n_valid(r), lo = first_valid(r);
     const float* q = a.q + static_cast<size_t>(a.t0 + r / G) * a.q_stride + static_cast<size_t>(r % G) * hd;
     float* s = w.data() + static_cast<size_t>(r) * np;
     float m = -INFINITY;
-    for (int p = 0; p < n; ++p) {
+    for (int p = lo; p < n; ++p) {
       s[p] = dot(q, kv.data() + static_cast<size_t>(p) * hd, hd) * a.scale;
       m = std::max(m, s[p]);
     }
     float l = 0.0f;
-    for (int p = 0; p < n; ++p) {
+    for (int p = lo; p < n; ++p) {
       s[p] = std::exp(s[p] - m);
       l += s[p];
     }
@@ -69,7 +70,7 @@ void chunk_scalar(const ChunkArgs& a) {
     const float* s = w.data() + static_cast<size_t>(r) * np;
     float* o = out_row(r);
     std::fill(o, o + hd, 0.0f);
-    for (int p = 0; p < n; ++p) {
+    for (int p = first_valid(r); p < n; ++p) {
       const float* vp = kv.data() + static_cast<size_t>(p) * hd;
       for (int i = 0; i < hd; ++i) o[i] += s[p] * vp[i];
     }
@@ -108,6 +109,7 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
   CLLM_CHECK(a.out && a.q && a.k && a.v, "attention: missing ", !a.out ? "output" : !a.q ? "queries" : "keys/values");
   CLLM_CHECK(a.kv_dtype == DType::F16 || a.kv_dtype == DType::F32, "attention: KV cache of ",
              dtype_name(a.kv_dtype), ", expected f16 or f32");
+  CLLM_CHECK(a.window >= 0, "attention: sliding window ", a.window, " must be >= 0 (0: none)");
   CLLM_CHECK(a.n_tokens >= 0 && a.pos >= 0 && a.head_dim >= 1 && a.n_kv_heads >= 1 && a.n_heads >= a.n_kv_heads &&
                  a.n_heads % a.n_kv_heads == 0,
              "attention: ", a.n_tokens, " tokens at position ", a.pos, ", ", a.n_heads, " heads over ", a.n_kv_heads,
@@ -142,6 +144,7 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
     base.group = G;
     base.t1 = te;
     base.pos = a.pos;
+    base.window = a.window;
     base.scale = 1.0f / std::sqrt(static_cast<float>(hd));
     base.t_base = tb;
     base.part_stride = ps;
@@ -155,17 +158,21 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
       ca.p0 = c * C;
       ca.p1 = std::min(ca.p0 + C, n_ctx);
       ca.t0 = std::max(tb, ca.p0 - a.pos);  // the first token that sees p0
+      // With a window, the tokens whose window starts below p1 (first_visible(t) < p1).
+      if (a.window > 0) ca.t1 = std::min(te, ca.p1 + a.window - 1 - a.pos);
+      if (ca.t1 <= ca.t0) return;  // below every token's window: no combine reads it
       ca.part = part + item * chunk_stride;
       kern.chunk(ca);
     });
-    // Each (token, head): its chunks combined in position order.
+    // Each (token, head): the chunks it sees combined in position order.
     parallel_for(pool, static_cast<size_t>(nt) * a.n_heads, 2.0 * n_chunks * hd, [&](size_t i) {
       const int t = tb + static_cast<int>(i / a.n_heads), h = static_cast<int>(i % a.n_heads);
       const int j = h / G, g = h % G;
-      const float* row = part + static_cast<size_t>(j) * n_chunks * chunk_stride +
+      const int c0 = attn::first_visible(a.pos, t, a.window) / C;
+      const float* row = part + (static_cast<size_t>(j) * n_chunks + c0) * chunk_stride +
                          (static_cast<size_t>(t - tb) * G + g) * ps;
       kern.combine(a.out + static_cast<size_t>(t) * a.out_stride + static_cast<size_t>(h) * hd, row, chunk_stride,
-                   (a.pos + t) / C + 1, hd, ps);
+                   (a.pos + t) / C + 1 - c0, hd, ps);
     });
   }
 }
@@ -183,6 +190,7 @@ AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float
   a.kv_stride = c.kv_dim();
   a.n_tokens = n;
   a.pos = pos;
+  a.window = c.sliding_window;
   a.n_heads = c.n_heads;
   a.n_kv_heads = c.n_kv_heads;
   a.head_dim = c.head_dim;

@@ -17,8 +17,15 @@ constexpr int kChunk = 256;  // == cpu::kAttentionChunk (static_assert in cpu_at
 // (cpu_attention.cpp computes it: no inline functions here).
 constexpr int kPartM = 16, kPartL = 15;  // offsets back from the row's end
 
+// The first position token t sees: 0, or with a window the window's start.
+inline int first_visible(int pos, int t, int window) {
+  const int lo = pos + t - window + 1;
+  return window > 0 && lo > 0 ? lo : 0;
+}
+
 // One work item: one kv head's positions [p0, p1) for the query rows (t, g), t in [t0, t1)
-// (tokens whose range reaches p0), g < group (the kv head's query heads).
+// (tokens whose range reaches p0 and, with a window, starts below p1), g < group (the kv
+// head's query heads). Every row sees at least one of the positions.
 struct ChunkArgs {
   const float* q = nullptr;    // row (t, g) at q + t * q_stride + g * head_dim
   int q_stride = 0;
@@ -29,6 +36,7 @@ struct ChunkArgs {
   int head_dim = 0, group = 0;
   int t0 = 0, t1 = 0;
   int pos = 0;                 // token t sees positions [0, pos + t]
+  int window = 0;              // > 0: ... and only those >= pos + t - window + 1
   int p0 = 0, p1 = 0;          // p1 - p0 <= kAttentionChunk
   float scale = 0;             // 1 / sqrt(head_dim)
   float* part = nullptr;       // row (t, g) at part + ((t - t_base) * group + g) * part_stride

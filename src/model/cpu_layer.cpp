@@ -29,6 +29,14 @@ void CpuLayerWeights::check() const {
       {"attn_norm", &attn_norm}, {"attn_q", &wq},        {"attn_k", &wk},      {"attn_v", &wv},
       {"attn_output", &wo},      {"ffn_norm", &ffn_norm}, {"ffn_gate", &w_gate}, {"ffn_up", &w_up},
       {"ffn_down", &w_down}};
+  if ((bq.data != nullptr) != (bk.data != nullptr) || (bq.data != nullptr) != (bv.data != nullptr))
+    fail("CPU layer: the q, k and v biases come together (found q ", bq.data ? "with" : "without", ", k ",
+         bk.data ? "with" : "without", ", v ", bv.data ? "with" : "without", ")");
+  if ((q_norm.data != nullptr) != (k_norm.data != nullptr))
+    fail("CPU layer: the q and k norms come together (found ", q_norm.data ? "q's only" : "k's only", ")");
+  for (const auto& [name, b] : {std::pair{"attn_q.bias", &bq}, {"attn_k.bias", &bk}, {"attn_v.bias", &bv},
+                                {"attn_q_norm", &q_norm}, {"attn_k_norm", &k_norm}})
+    if (b->data && !is_float(b->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(b->dtype), ", expected f32, f16 or bf16");
   for (const auto& [name, t] : tensors) {
     if (!t->data) fail("CPU layer: tensor '", name, "' has no data");
     if (!is_float(t->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(t->dtype), ", expected f32, f16 or bf16");
@@ -39,20 +47,26 @@ void CpuLayerWeights::check() const {
   }
 }
 
-CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
-                                          const std::array<DType, kCpuLayerTensors>& dtype) {
+CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout& layout) {
   const auto* base = static_cast<const uint8_t*>(slot);
-  const auto at = [&](int i) { return CpuTensor{base + offset[i], dtype[i]}; };
+  const auto at = [&](LayerTensor r) {
+    return layout.present[r] ? CpuTensor{base + layout.offset[r], layout.dtype[r]} : CpuTensor{nullptr, DType::F32};
+  };
   CpuLayerWeights w;
-  w.attn_norm = at(0);
-  w.wq = at(1);
-  w.wk = at(2);
-  w.wv = at(3);
-  w.wo = at(4);
-  w.ffn_norm = at(5);
-  w.w_gate = at(6);
-  w.w_up = at(7);
-  w.w_down = at(8);
+  w.attn_norm = at(kAttnNorm);
+  w.wq = at(kAttnQ);
+  w.wk = at(kAttnK);
+  w.wv = at(kAttnV);
+  w.wo = at(kAttnOutput);
+  w.ffn_norm = at(kFfnNorm);
+  w.w_gate = at(kFfnGate);
+  w.w_up = at(kFfnUp);
+  w.w_down = at(kFfnDown);
+  w.bq = at(kAttnQBias);
+  w.bk = at(kAttnKBias);
+  w.bv = at(kAttnVBias);
+  w.q_norm = at(kAttnQNorm);
+  w.k_norm = at(kAttnKNorm);
   return w;
 }
 
@@ -68,6 +82,15 @@ CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {
   w.w_gate = f(L.w_gate);
   w.w_up = f(L.w_up);
   w.w_down = f(L.w_down);
+  if (!L.bq.empty()) {
+    w.bq = f(L.bq);
+    w.bk = f(L.bk);
+    w.bv = f(L.bv);
+  }
+  if (!L.q_norm.empty()) {
+    w.q_norm = f(L.q_norm);
+    w.k_norm = f(L.k_norm);
+  }
   return w;
 }
 
@@ -104,11 +127,13 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   hb2_.resize(B * c.ffn_dim);
   tmp_.resize(B * dim);
   norm_.resize(dim);
-  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), opt.context);
+  bias_.resize(qd);  // a bias, or a head norm's weights (head_dim <= q_dim)
+  rope_ = cpu::model_rope_table(c, opt.context);
 }
 
-void CpuLayerForward::forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+void CpuLayerForward::forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   w.check();
+  CLLM_CHECK(layer >= 0 && layer < c_.n_layers, "CPU layer: layer ", layer, " of ", c_.n_layers);
   CLLM_CHECK(n >= 1, "CPU layer: no tokens");
   CLLM_CHECK(pos >= 0 && pos + n <= opt_.context, "CPU layer: positions ", pos, "..", pos + n - 1,
              " do not fit the context of ", opt_.context, " tokens");
@@ -117,7 +142,7 @@ void CpuLayerForward::forward(const CpuLayerWeights& w, const CpuKvLayer& kv, fl
   CLLM_CHECK(kv.context >= pos + n, "CPU layer: positions ", pos, "..", pos + n - 1, " do not fit the KV cache of ",
              kv.context, " positions");
   for (int b = 0; b < n; b += opt_.max_batch)
-    forward_batch(w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
+    forward_batch(layer, w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
 }
 
 void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n,
@@ -149,8 +174,9 @@ void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, 
   cpu::matmul16_multi(p, count, x, dt, n, k, pool_, opt_.isa);
 }
 
-void CpuLayerForward::forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
-  attention_block(w, kv, x, n, pos);
+void CpuLayerForward::forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
+                                    int pos) {
+  attention_block(layer, w, kv, x, n, pos);
   ffn_block(w, x, n);
 }
 
@@ -181,7 +207,22 @@ void CpuLayerForward::store_kv(const CpuKvLayer& kv, int n, int pos) {
   }
 }
 
-void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
+void CpuLayerForward::add_bias(const CpuTensor& b, float* y, int d, int n) {
+  // y (n, d) += b, in fp32 after the product (CpuForward's order)
+  to_f32(b.dtype, b.data, bias_.data(), d);
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < d; ++i) y[static_cast<size_t>(t) * d + i] += bias_[i];
+}
+
+void CpuLayerForward::head_norm(const CpuTensor& w, float* y, int rows) {
+  // y (rows, head_dim): each row normed in place (CpuForward's cpu::rmsnorm)
+  const int hd = c_.head_dim;
+  to_f32(w.dtype, w.data, bias_.data(), hd);
+  for (int i = 0; i < rows; ++i) cpu::rmsnorm(y + static_cast<size_t>(i) * hd, y + static_cast<size_t>(i) * hd, bias_.data(), hd, c_.norm_eps);
+}
+
+void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
+                                      int pos) {
   // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
   const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   float* xb = xb_.data();
@@ -194,11 +235,20 @@ void CpuLayerForward::attention_block(const CpuLayerWeights& w, const CpuKvLayer
     const int ds[] = {qd, kvd, kvd};
     linear(ws, ys, ds, 3, xb, n, dim, false);
   }
-  for (int t = 0; t < n; ++t) {
+  if (w.has_qkv_bias()) {
+    add_bias(w.bq, q, qd, n);
+    add_bias(w.bk, k, kvd, n);
+    add_bias(w.bv, v_.data(), kvd, n);
+  }
+  if (w.has_qk_norm()) {
+    head_norm(w.q_norm, q, n * c_.n_heads);
+    head_norm(w.k_norm, k, n * c_.n_kv_heads);
+  }
+  for (int t = 0; t < n && c_.uses_rope(layer); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
-    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn);
-    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn);
+    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
+    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
   }
   store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head

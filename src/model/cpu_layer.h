@@ -45,20 +45,29 @@ struct CpuLayerWeights {
   CpuTensor w_gate;     // (ffn, dim)
   CpuTensor w_up;       // (ffn, dim)
   CpuTensor w_down;     // (dim, ffn)
+  CpuTensor bq;         // (q_dim)        biases, any float dtype; data null where the
+  CpuTensor bk;         // (kv_dim)       architecture has none (all three or none)
+  CpuTensor bv;         // (kv_dim)
+  CpuTensor q_norm;     // (head_dim)     per-head norms of q and k (Qwen3); data null where
+  CpuTensor k_norm;     // (head_dim)     the architecture has none (both or none)
 
   DType linear_dtype() const { return wq.dtype; }
+  bool has_qkv_bias() const { return bq.data != nullptr; }
+  bool has_qk_norm() const { return q_norm.data != nullptr; }
   // Throws naming the first missing tensor, a dtype that is not a float type, or a linear
   // layer whose dtype differs from wq's.
   void check() const;
 };
 
-// The tensors of a layer slot as the GPU runtime lays it out (runtime/weight_schedule.h):
-// tensor i at slot + offset[i] with dtype[i], i in the order of LayerTensor (architecture.h):
-// attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down
-// (WeightStep::offset and WeightStep::tensor[i]->dtype).
-constexpr int kCpuLayerTensors = kLayerTensors;
-CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const std::array<uint64_t, kCpuLayerTensors>& offset,
-                                          const std::array<DType, kCpuLayerTensors>& dtype);
+// Where a layer slot's tensors sit, as the GPU runtime lays it out (runtime/weight_schedule.h,
+// cpu_slot_layout): the tensor of role r (LayerTensor, architecture.h) at slot + offset[r] with
+// dtype[r]; roles with present[r] false are absent (biases the architecture lacks).
+struct CpuSlotLayout {
+  std::array<uint64_t, kLayerTensors> offset{};
+  std::array<DType, kLayerTensors> dtype{};
+  std::array<bool, kLayerTensors> present{};
+};
+CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout& layout);
 // Host memory for a CPU layer's decoded weights (~400 MiB streamed per token): huge pages
 // (common/host_memory.h). Throws when the system refuses the allocation.
 using CpuLayerMemory = HostMemory;
@@ -107,21 +116,26 @@ class CpuLayerForward {
 
   // x (n, dim): the residual stream of n tokens at positions pos .. pos+n-1, updated in place:
   //   x += wo . attention(rope(wq xa), rope(wk xa), wv xa),  xa = rmsnorm(x) * attn_norm
+  //        (+ bq, bk, bv after the products, then per-head norms of q and k, where the
+  //        weights have them)
   //   x += w_down (silu(w_gate xf) * (w_up xf)),              xf = rmsnorm(x) * ffn_norm
   // Positions < pos must already be in kv (written by earlier calls for this layer); this call
   // writes keys and values of pos .. pos+n-1. Throws when the positions pass the context, the
   // weights are incomplete or kv's dtype or context does not fit.
-  void forward(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  // layer: the layer's index in the model, for the config's per-layer choices (RoPE or not).
+  void forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
 
   const LlamaConfig& config() const { return c_; }
   int context() const { return opt_.context; }
 
  private:
-  void forward_batch(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
-  void attention_block(const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
   void ffn_block(const CpuLayerWeights& w, float* x, int n);
   void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
   void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos
+  void add_bias(const CpuTensor& b, float* y, int d, int n);  // y (n, d) += b (d)
+  void head_norm(const CpuTensor& w, float* y, int rows);       // each of rows heads normed
   // y (n, d) [+]= x (n, k) @ w^T for the products of one input, whatever the weights' dtype.
   void linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n, int k,
               bool accumulate);
@@ -137,6 +151,7 @@ class CpuLayerForward {
   std::vector<float> hb_, hb2_;       // (B, ffn) gate and up
   std::vector<float> tmp_;            // (B, dim) f32 products before their residual add
   std::vector<float> norm_;           // (dim) a norm's weights in fp32
+  std::vector<float> bias_;           // (q_dim) a bias or a head norm's weights, in fp32
 };
 
 }  // namespace cllm

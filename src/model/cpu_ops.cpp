@@ -120,7 +120,18 @@ std::vector<float> rope_frequencies(int head_dim, float theta, const RopeScaling
   return f;
 }
 
-RopeTable rope_table(const std::vector<float>& freqs, int n_pos) {
+RopeTable model_rope_table(const LlamaConfig& c, int n_pos) {
+  const RopeScaling& s = c.rope_scaling;
+  std::vector<float> f = rope_frequencies(c.rotary_dim(), c.rope_theta, s);
+  if (s.type != "longrope") return rope_table(f, n_pos);
+  // longrope: 1 / (factor_i * theta^(2i/d)), as transformers' _compute_longrope_parameters
+  const std::vector<float>& factor = n_pos > s.original_context ? s.long_factor : s.short_factor;
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = 1.0f / (factor[i] * std::pow(c.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c.rotary_dim())));
+  return rope_table(f, n_pos, s.attention_factor);
+}
+
+RopeTable rope_table(const std::vector<float>& freqs, int n_pos, float scale) {
   RopeTable t;
   t.n_pos = n_pos;
   t.half = static_cast<int>(freqs.size());
@@ -129,14 +140,14 @@ RopeTable rope_table(const std::vector<float>& freqs, int n_pos) {
   for (int p = 0; p < n_pos; ++p)
     for (int i = 0; i < t.half; ++i) {
       const float angle = static_cast<float>(p) * freqs[i];  // fp32 angle, as llama2.c and HF
-      t.cos[static_cast<size_t>(p) * t.half + i] = std::cos(angle);
-      t.sin[static_cast<size_t>(p) * t.half + i] = std::sin(angle);
+      t.cos[static_cast<size_t>(p) * t.half + i] = std::cos(angle) * scale;
+      t.sin[static_cast<size_t>(p) * t.half + i] = std::sin(angle) * scale;
     }
   return t;
 }
 
-void rope(float* v, int n_heads, int head_dim, RopeLayout layout, const float* c, const float* s) {
-  const int half = head_dim / 2;
+void rope(float* v, int n_heads, int head_dim, RopeLayout layout, const float* c, const float* s, int rope_dim) {
+  const int half = (rope_dim > 0 ? rope_dim : head_dim) / 2;
   for (int h = 0; h < n_heads; ++h) {
     float* x = v + static_cast<size_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {

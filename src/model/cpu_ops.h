@@ -38,11 +38,18 @@ struct RopeTable {
   const float* cos_at(int pos) const { return cos.data() + static_cast<size_t>(pos) * half; }
   const float* sin_at(int pos) const { return sin.data() + static_cast<size_t>(pos) * half; }
 };
-RopeTable rope_table(const std::vector<float>& freqs, int n_pos);
+// cos/sin of pos * freq_i for pos < n_pos, each times scale (longrope's attention factor).
+RopeTable rope_table(const std::vector<float>& freqs, int n_pos, float scale = 1.0f);
+// The table every engine of a model uses for a context of n_pos positions: frequencies of the
+// rotary dimensions, llama3 or longrope scaling (longrope's long factors when n_pos passes
+// the original context, as llama.cpp chooses them; transformers switches per forward call on
+// the positions it sees, so the two agree whenever the context is within the original).
+RopeTable model_rope_table(const LlamaConfig& c, int n_pos);
 
 // Rotates n_heads heads of head_dim values in place: the pairs (2i, 2i+1) (interleaved) or
-// (i, i + head_dim/2) (neox) by the angle whose cos/sin are c[i], s[i].
-void rope(float* v, int n_heads, int head_dim, RopeLayout layout, const float* c, const float* s);
+// (i, i + rope_dim/2) (neox) of the first rope_dim values (0: head_dim; partial rotary leaves
+// the rest as they are) by the angle whose cos/sin are c[i], s[i].
+void rope(float* v, int n_heads, int head_dim, RopeLayout layout, const float* c, const float* s, int rope_dim = 0);
 
 // One query head over positions [0, n_pos): out (head_dim) = softmax(q . k_p / sqrt(head_dim)) v.
 // k and v point at the head's first element of position 0; rows are kv_stride floats apart.

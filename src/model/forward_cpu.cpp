@@ -8,6 +8,17 @@
 
 namespace cllm {
 
+namespace {
+
+// y (n, d) += b (d), row by row: a projection's bias (Qwen2's q, k and v).
+void add_bias(float* y, const std::vector<float>& b, int n) {
+  const size_t d = b.size();
+  for (int t = 0; t < n; ++t)
+    for (size_t i = 0; i < d; ++i) y[t * d + i] += b[i];
+}
+
+}  // namespace
+
 int resolve_context(const LlamaConfig& c, int requested) {
   if (requested < 0) fail("context size ", requested, " must be positive");
   if (requested == 0) return std::min(c.context_length, 4096);
@@ -36,7 +47,7 @@ CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt
   s_.hb2.resize(B * c.ffn_dim);
   s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
   s_.value_cache.resize(s_.key_cache.size());
-  rope_ = cpu::rope_table(cpu::rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), context_);
+  rope_ = cpu::model_rope_table(c, context_);
 }
 
 const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_logits) {
@@ -93,7 +104,8 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
 }
 
 void CpuForward::attention_block(int l, int n, int pos) {
-  // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
+  // x += wo . attention(rope(wq xb + bq), rope(wk xb + bk), wv xb + bv),  xb = norm(x) * attn_norm
+  // (biases, and per-head norms of q and k before RoPE, only where the architecture has them)
   const LlamaConfig& c = w_.config;
   const LlamaLayerWeights& L = w_.layers[l];
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
@@ -113,12 +125,22 @@ void CpuForward::attention_block(int l, int n, int pos) {
   cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
   cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
   cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
-  // RoPE: rotate q and k by each token's position
-  for (int t = 0; t < n; ++t) {
+  if (arch_.has(kAttnQBias)) {
+    add_bias(q, L.bq, n);
+    add_bias(k_new, L.bk, n);
+    add_bias(v_new, L.bv, n);
+  }
+  if (arch_.has(kAttnQNorm)) {  // each head of q and k normed over its head_dim values
+    for (int i = 0; i < n * c.n_heads; ++i) cpu::rmsnorm(q + i * hd, q + i * hd, L.q_norm.data(), hd, c.norm_eps);
+    for (int i = 0; i < n * c.n_kv_heads; ++i)
+      cpu::rmsnorm(k_new + i * hd, k_new + i * hd, L.k_norm.data(), hd, c.norm_eps);
+  }
+  // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers)
+  for (int t = 0; t < n && c.uses_rope(l); ++t) {
     const float* cs = rope_.cos_at(pos + t);
     const float* sn = rope_.sin_at(pos + t);
-    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn);
-    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn);
+    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
+    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
   }
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA)

@@ -1,5 +1,7 @@
 #include "model/llama_config.h"
 
+#include <algorithm>
+
 #include "model/architecture.h"
 
 #include "common/error.h"
@@ -10,26 +12,53 @@ const char* rope_layout_name(RopeLayout l) {
   return l == RopeLayout::neox ? "neox" : "interleaved";
 }
 
+bool LlamaConfig::uses_rope(int layer) const {
+  return !std::binary_search(no_rope_layers.begin(), no_rope_layers.end(), layer);
+}
+
 void LlamaConfig::validate() const {
-  auto positive = [](const char* key, long v) {
-    if (v <= 0) fail("model config: '", key, "' must be positive, found ", v);
+  // Errors name the metadata key of the field ("llama.block_count"), as the file spells it.
+  const std::string p = architecture + ".";
+  auto positive = [&](const char* key, long v) {
+    if (v <= 0) fail("model config: '", p, key, "' must be positive, found ", v);
   };
-  positive("llama.embedding_length", dim);
-  positive("llama.block_count", n_layers);
-  positive("llama.attention.head_count", n_heads);
-  positive("llama.attention.head_count_kv", n_kv_heads);
-  positive("llama.attention.key_length", head_dim);
-  positive("llama.feed_forward_length", ffn_dim);
-  positive("llama.vocab_size", vocab_size);
-  positive("llama.context_length", context_length);
+  architecture_of(*this);  // a supported architecture
+  positive("embedding_length", dim);
+  positive("block_count", n_layers);
+  positive("attention.head_count", n_heads);
+  positive("attention.head_count_kv", n_kv_heads);
+  positive("attention.key_length", head_dim);
+  positive("feed_forward_length", ffn_dim);
+  positive("vocab_size", vocab_size);
+  positive("context_length", context_length);
   if (n_heads % n_kv_heads != 0)
     fail("model config: head_count ", n_heads, " is not a multiple of head_count_kv ", n_kv_heads);
   if (head_dim % 2 != 0) fail("model config: head dimension ", head_dim, " must be even for RoPE");
-  if (!(norm_eps > 0.0f)) fail("model config: 'llama.attention.layer_norm_rms_epsilon' must be > 0");
-  if (!(rope_theta > 0.0f)) fail("model config: 'llama.rope.freq_base' must be > 0");
-  if (rope_scaling.type != "none" && rope_scaling.type != "llama3")
+  if (!(norm_eps > 0.0f)) fail("model config: '", p, "attention.layer_norm_rms_epsilon' must be > 0");
+  if (!(rope_theta > 0.0f)) fail("model config: '", p, "rope.freq_base' must be > 0");
+  for (size_t i = 0; i < no_rope_layers.size(); ++i)
+    if (no_rope_layers[i] < 0 || no_rope_layers[i] >= n_layers || (i > 0 && no_rope_layers[i] <= no_rope_layers[i - 1]))
+      fail("model config: '", p, "rope.no_rope_layers' must list ascending layers below ", n_layers, ", found ",
+           no_rope_layers[i], " at ", i);
+  if (sliding_window < 0) fail("model config: '", p, "attention.sliding_window' must be >= 0, found ", sliding_window);
+  if (rope_dim < 0 || rope_dim > head_dim || rope_dim % 2 != 0)
+    fail("model config: '", p, "rope.dimension_count' ", rope_dim, " must be even and at most the head dimension ",
+         head_dim);
+  if (rope_scaling.type != "none" && rope_scaling.type != "llama3" && rope_scaling.type != "longrope")
     fail("model config: unknown rope scaling type '", rope_scaling.type,
-         "' (expected 'none' or 'llama3')");
+         "' (expected 'none', 'llama3' or 'longrope')");
+  if (rope_scaling.type == "longrope") {
+    const size_t half = static_cast<size_t>(rotary_dim() / 2);
+    if (rope_scaling.short_factor.size() != half || rope_scaling.long_factor.size() != half)
+      fail("model config: longrope needs ", half, " short and long factors (rotary_dim / 2), found ",
+           rope_scaling.short_factor.size(), " and ", rope_scaling.long_factor.size());
+    for (const auto* v : {&rope_scaling.short_factor, &rope_scaling.long_factor})
+      for (float f : *v)
+        if (!(f > 0.0f)) fail("model config: longrope factors must be positive, found ", f);
+    if (rope_scaling.original_context <= 0 || !(rope_scaling.attention_factor > 0.0f))
+      fail("model config: bad longrope scaling (original context ", rope_scaling.original_context,
+           ", attention factor ", rope_scaling.attention_factor, ")");
+  }
   if (rope_scaling.type == "llama3") {
     if (!(rope_scaling.factor > 0.0f) || rope_scaling.original_context <= 0 ||
         !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
@@ -40,37 +69,47 @@ void LlamaConfig::validate() const {
 }
 
 void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
-  m["general.architecture"] = "llama";
-  m["llama.embedding_length"] = c.dim;
-  m["llama.block_count"] = c.n_layers;
-  m["llama.attention.head_count"] = c.n_heads;
-  m["llama.attention.head_count_kv"] = c.n_kv_heads;
-  m["llama.attention.key_length"] = c.head_dim;
-  m["llama.feed_forward_length"] = c.ffn_dim;
-  m["llama.vocab_size"] = c.vocab_size;
-  m["llama.context_length"] = c.context_length;
-  m["llama.attention.layer_norm_rms_epsilon"] = c.norm_eps;
-  m["llama.rope.freq_base"] = c.rope_theta;
-  m["llama.rope.layout"] = rope_layout_name(c.rope_layout);
-  m["llama.rope.scaling.type"] = c.rope_scaling.type;
+  const std::string p = c.architecture + ".";
+  m["general.architecture"] = c.architecture;
+  m[p + "embedding_length"] = c.dim;
+  m[p + "block_count"] = c.n_layers;
+  m[p + "attention.head_count"] = c.n_heads;
+  m[p + "attention.head_count_kv"] = c.n_kv_heads;
+  m[p + "attention.key_length"] = c.head_dim;
+  m[p + "feed_forward_length"] = c.ffn_dim;
+  m[p + "vocab_size"] = c.vocab_size;
+  m[p + "context_length"] = c.context_length;
+  m[p + "attention.layer_norm_rms_epsilon"] = c.norm_eps;
+  m[p + "rope.freq_base"] = c.rope_theta;
+  m[p + "rope.layout"] = rope_layout_name(c.rope_layout);
+  m[p + "rope.scaling.type"] = c.rope_scaling.type;
   if (c.rope_scaling.type == "llama3") {
-    m["llama.rope.scaling.factor"] = c.rope_scaling.factor;
-    m["llama.rope.scaling.low_freq_factor"] = c.rope_scaling.low_freq_factor;
-    m["llama.rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
-    m["llama.rope.scaling.original_context_length"] = c.rope_scaling.original_context;
+    m[p + "rope.scaling.factor"] = c.rope_scaling.factor;
+    m[p + "rope.scaling.low_freq_factor"] = c.rope_scaling.low_freq_factor;
+    m[p + "rope.scaling.high_freq_factor"] = c.rope_scaling.high_freq_factor;
+    m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
   }
-  m["llama.tie_embeddings"] = c.tie_embeddings;
+  if (c.rope_scaling.type == "longrope") {
+    m[p + "rope.scaling.short_factor"] = c.rope_scaling.short_factor;
+    m[p + "rope.scaling.long_factor"] = c.rope_scaling.long_factor;
+    m[p + "rope.scaling.attention_factor"] = c.rope_scaling.attention_factor;
+    m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
+  }
+  if (c.rope_dim > 0) m[p + "rope.dimension_count"] = c.rope_dim;
+  m[p + "tie_embeddings"] = c.tie_embeddings;
+  if (c.sliding_window > 0) m[p + "attention.sliding_window"] = c.sliding_window;
+  if (!c.no_rope_layers.empty()) m[p + "rope.no_rope_layers"] = c.no_rope_layers;
 }
 
 namespace {
 
-const nlohmann::json& require(const nlohmann::json& m, const char* key) {
+const nlohmann::json& require(const nlohmann::json& m, const std::string& key) {
   auto it = m.find(key);
   if (it == m.end()) fail("metadata: missing key '", key, "'");
   return *it;
 }
 
-int get_int(const nlohmann::json& m, const char* key) {
+int get_int(const nlohmann::json& m, const std::string& key) {
   const auto& v = require(m, key);
   if (!v.is_number_integer()) fail("metadata: '", key, "' must be an integer, found ", v.dump());
   const auto x = v.get<int64_t>();
@@ -78,10 +117,21 @@ int get_int(const nlohmann::json& m, const char* key) {
   return static_cast<int>(x);
 }
 
-float get_float(const nlohmann::json& m, const char* key) {
+float get_float(const nlohmann::json& m, const std::string& key) {
   const auto& v = require(m, key);
   if (!v.is_number()) fail("metadata: '", key, "' must be a number, found ", v.dump());
   return v.get<float>();
+}
+
+std::vector<float> get_floats(const nlohmann::json& m, const std::string& key) {
+  const auto& v = require(m, key);
+  if (!v.is_array()) fail("metadata: '", key, "' must be a list of numbers");
+  std::vector<float> out;
+  for (const auto& x : v) {
+    if (!x.is_number()) fail("metadata: '", key, "' holds ", x.dump(), ", not a number");
+    out.push_back(x.get<float>());
+  }
+  return out;
 }
 
 }  // namespace
@@ -89,35 +139,52 @@ float get_float(const nlohmann::json& m, const char* key) {
 LlamaConfig config_from_metadata(const nlohmann::json& m) {
   if (!m.is_object()) fail("metadata: expected a JSON object");
   const auto& arch = require(m, "general.architecture");
-  if (!arch.is_string() || arch.get<std::string>() != "llama")
-    fail("metadata: unsupported architecture ", arch.dump(), " (expected \"llama\")");
+  if (!arch.is_string() || !find_architecture(arch.get<std::string>()))
+    fail("metadata: unsupported architecture ", arch.dump(), " (supported: ", supported_architectures(), ")");
   LlamaConfig c;
-  c.dim = get_int(m, "llama.embedding_length");
-  c.n_layers = get_int(m, "llama.block_count");
-  c.n_heads = get_int(m, "llama.attention.head_count");
-  c.n_kv_heads = get_int(m, "llama.attention.head_count_kv");
-  c.head_dim = get_int(m, "llama.attention.key_length");
-  c.ffn_dim = get_int(m, "llama.feed_forward_length");
-  c.vocab_size = get_int(m, "llama.vocab_size");
-  c.context_length = get_int(m, "llama.context_length");
-  c.norm_eps = get_float(m, "llama.attention.layer_norm_rms_epsilon");
-  c.rope_theta = get_float(m, "llama.rope.freq_base");
-  const auto& layout = require(m, "llama.rope.layout");
+  c.architecture = arch.get<std::string>();
+  const std::string p = c.architecture + ".";
+  c.dim = get_int(m, p + "embedding_length");
+  c.n_layers = get_int(m, p + "block_count");
+  c.n_heads = get_int(m, p + "attention.head_count");
+  c.n_kv_heads = get_int(m, p + "attention.head_count_kv");
+  c.head_dim = get_int(m, p + "attention.key_length");
+  c.ffn_dim = get_int(m, p + "feed_forward_length");
+  c.vocab_size = get_int(m, p + "vocab_size");
+  c.context_length = get_int(m, p + "context_length");
+  c.norm_eps = get_float(m, p + "attention.layer_norm_rms_epsilon");
+  c.rope_theta = get_float(m, p + "rope.freq_base");
+  const auto& layout = require(m, p + "rope.layout");
   if (layout == "interleaved") c.rope_layout = RopeLayout::interleaved;
   else if (layout == "neox") c.rope_layout = RopeLayout::neox;
-  else fail("metadata: 'llama.rope.layout' must be \"interleaved\" or \"neox\", found ", layout.dump());
-  const auto& stype = require(m, "llama.rope.scaling.type");
-  if (!stype.is_string()) fail("metadata: 'llama.rope.scaling.type' must be a string");
+  else fail("metadata: '", p, "rope.layout' must be \"interleaved\" or \"neox\", found ", layout.dump());
+  const auto& stype = require(m, p + "rope.scaling.type");
+  if (!stype.is_string()) fail("metadata: '", p, "rope.scaling.type' must be a string");
   c.rope_scaling.type = stype.get<std::string>();
   if (c.rope_scaling.type == "llama3") {
-    c.rope_scaling.factor = get_float(m, "llama.rope.scaling.factor");
-    c.rope_scaling.low_freq_factor = get_float(m, "llama.rope.scaling.low_freq_factor");
-    c.rope_scaling.high_freq_factor = get_float(m, "llama.rope.scaling.high_freq_factor");
-    c.rope_scaling.original_context = get_int(m, "llama.rope.scaling.original_context_length");
+    c.rope_scaling.factor = get_float(m, p + "rope.scaling.factor");
+    c.rope_scaling.low_freq_factor = get_float(m, p + "rope.scaling.low_freq_factor");
+    c.rope_scaling.high_freq_factor = get_float(m, p + "rope.scaling.high_freq_factor");
+    c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
   }
-  const auto& tie = require(m, "llama.tie_embeddings");
-  if (!tie.is_boolean()) fail("metadata: 'llama.tie_embeddings' must be true or false");
+  if (c.rope_scaling.type == "longrope") {
+    c.rope_scaling.short_factor = get_floats(m, p + "rope.scaling.short_factor");
+    c.rope_scaling.long_factor = get_floats(m, p + "rope.scaling.long_factor");
+    c.rope_scaling.attention_factor = get_float(m, p + "rope.scaling.attention_factor");
+    c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
+  }
+  if (m.contains(p + "rope.dimension_count")) c.rope_dim = get_int(m, p + "rope.dimension_count");
+  const auto& tie = require(m, p + "tie_embeddings");
+  if (!tie.is_boolean()) fail("metadata: '", p, "tie_embeddings' must be true or false");
   c.tie_embeddings = tie.get<bool>();
+  if (m.contains(p + "attention.sliding_window")) c.sliding_window = get_int(m, p + "attention.sliding_window");
+  if (const auto it = m.find(p + "rope.no_rope_layers"); it != m.end()) {
+    if (!it->is_array()) fail("metadata: '", p, "rope.no_rope_layers' must be a list of layer indices");
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) fail("metadata: '", p, "rope.no_rope_layers' holds ", v.dump(), ", not a layer index");
+      c.no_rope_layers.push_back(v.get<int>());
+    }
+  }
   c.validate();
   return c;
 }
@@ -137,7 +204,7 @@ std::vector<TensorSpec> expected_tensors(const LlamaConfig& c) {
   for (int l = 0; l < c.n_layers; ++l)
     for (const LayerTensorDesc& d : arch.layer) {
       const U rows = extent_size(d.rows, c), cols = extent_size(d.cols, c);
-      t.push_back({layer_tensor_name(l, d.part), d.cols == Extent::none ? std::vector<U>{rows} : std::vector<U>{rows, cols}});
+      t.push_back({layer_tensor_name(l, d), d.cols == Extent::none ? std::vector<U>{rows} : std::vector<U>{rows, cols}});
     }
   return t;
 }

@@ -1,5 +1,7 @@
-// The Llama family's hyper-parameters, as stored in a .cllm file's metadata (dotted keys,
-// docs/format.md "Metadata"), and the tensor names and shapes they imply.
+// A model's hyper-parameters, as stored in a .cllm file's metadata (dotted keys prefixed by the
+// architecture's name, docs/format.md "Metadata"), and the tensor names and shapes they imply.
+// One struct serves every architecture of model/architecture.h (the Llama family and its
+// relatives); fields a family does not use keep their neutral defaults.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -16,14 +18,20 @@ enum class RopeLayout {
 const char* rope_layout_name(RopeLayout l);
 
 struct RopeScaling {
-  std::string type = "none";  // "none" or "llama3"
+  std::string type = "none";  // "none", "llama3" or "longrope" (Phi-3/4)
   float factor = 1.0f;        // llama3: 8 for Llama-3.1
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
-  int original_context = 8192;
+  int original_context = 8192;  // llama3, longrope: the context trained before the extension
+  // longrope: frequency i divided by short_factor[i] when the engine's context is at most
+  // original_context, else by long_factor[i] (rotary_dim / 2 each); cos and sin times
+  // attention_factor.
+  std::vector<float> short_factor, long_factor;
+  float attention_factor = 1.0f;
 };
 
 struct LlamaConfig {
+  std::string architecture = "llama";  // an Architecture's name (model/architecture.h)
   int dim = 0;             // model width (embedding_length)
   int n_layers = 0;
   int n_heads = 0;
@@ -37,14 +45,22 @@ struct LlamaConfig {
   RopeLayout rope_layout = RopeLayout::interleaved;
   RopeScaling rope_scaling;
   bool tie_embeddings = false;  // output projection == token embedding (no output.weight)
+  // 0: full causal attention. Else the query at position p sees keys p - sliding_window + 1 .. p
+  // (Mistral's window; transformers' "kv_idx > q_idx - sliding_window").
+  int sliding_window = 0;
+  int rope_dim = 0;  // RoPE rotates a head's first rope_dim values (partial rotary, Phi-3/4); 0: all
+  std::vector<int> no_rope_layers;  // ascending indices of layers whose attention has no RoPE (SmolLM3)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
+  bool uses_rope(int layer) const;  // false for the no_rope_layers
+  int rotary_dim() const { return rope_dim > 0 ? rope_dim : head_dim; }
   // Throws cllm::Error naming the first bad field.
   void validate() const;
 };
 
-// Writes the "llama.*" keys; reads them back (throws naming a missing or bad key).
+// Writes general.architecture and the "<architecture>.*" keys ("llama.block_count", ...);
+// reads them back (throws naming a missing or bad key, or an unsupported architecture).
 void config_to_metadata(const LlamaConfig& c, nlohmann::json& meta);
 LlamaConfig config_from_metadata(const nlohmann::json& meta);
 

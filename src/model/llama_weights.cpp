@@ -5,11 +5,35 @@
 
 namespace cllm {
 
+std::vector<float>& layer_vector(LlamaLayerWeights& L, LayerTensor r) {
+  switch (r) {
+    case kAttnNorm: return L.attn_norm;
+    case kAttnQ: return L.wq;
+    case kAttnK: return L.wk;
+    case kAttnV: return L.wv;
+    case kAttnOutput: return L.wo;
+    case kFfnNorm: return L.ffn_norm;
+    case kFfnGate: return L.w_gate;
+    case kFfnUp: return L.w_up;
+    case kFfnDown: return L.w_down;
+    case kAttnQBias: return L.bq;
+    case kAttnKBias: return L.bk;
+    case kAttnVBias: return L.bv;
+    case kAttnQNorm: return L.q_norm;
+    case kAttnKNorm: return L.k_norm;
+    case kLayerTensors: break;
+  }
+  fail("internal: no layer tensor of role ", static_cast<int>(r));
+}
+
+const std::vector<float>& layer_vector(const LlamaLayerWeights& L, LayerTensor r) {
+  return layer_vector(const_cast<LlamaLayerWeights&>(L), r);
+}
+
 size_t LlamaWeights::n_params() const {
   size_t n = token_embd.size() + output_norm.size() + output.size();
   for (const auto& l : layers)
-    n += l.attn_norm.size() + l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() +
-         l.ffn_norm.size() + l.w_gate.size() + l.w_up.size() + l.w_down.size();
+    for (int r = 0; r < kLayerTensors; ++r) n += layer_vector(l, LayerTensor(r)).size();
   return n;
 }
 
@@ -21,15 +45,10 @@ auto slot_for(Weights& w, const std::string& name) -> decltype(&w.token_embd) {
   if (name == "token_embd.weight") return &w.token_embd;
   if (name == "output_norm.weight") return &w.output_norm;
   if (name == "output.weight") return &w.output;
-  for (int l = 0; l < static_cast<int>(w.layers.size()); ++l) {
-    auto& L = w.layers[l];
-    const std::pair<const char*, decltype(&w.token_embd)> parts[] = {
-        {"attn_norm", &L.attn_norm}, {"attn_q", &L.wq},         {"attn_k", &L.wk},
-        {"attn_v", &L.wv},           {"attn_output", &L.wo},    {"ffn_norm", &L.ffn_norm},
-        {"ffn_gate", &L.w_gate},     {"ffn_up", &L.w_up},       {"ffn_down", &L.w_down}};
-    for (const auto& [part, vec] : parts)
-      if (name == layer_tensor_name(l, part)) return vec;
-  }
+  const Architecture& arch = architecture_of(w.config);
+  for (int l = 0; l < static_cast<int>(w.layers.size()); ++l)
+    for (const LayerTensorDesc& d : arch.layer)
+      if (name == layer_tensor_name(l, d)) return &layer_vector(w.layers[l], d.role);
   return nullptr;
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/thread_pool.h"
 #include "format/cllm_reader.h"
+#include "model/architecture.h"
 #include "model/llama_config.h"
 
 namespace cllm {
@@ -23,7 +24,16 @@ struct LlamaLayerWeights {
   std::vector<float> w_gate;     // (ffn, dim)
   std::vector<float> w_up;       // (ffn, dim)
   std::vector<float> w_down;     // (dim, ffn)
+  std::vector<float> bq;         // (q_dim)   q, k, v biases (Qwen2); empty where the
+  std::vector<float> bk;         // (kv_dim)  architecture has none
+  std::vector<float> bv;         // (kv_dim)
+  std::vector<float> q_norm;     // (head_dim) per-head RMSNorm of q and k (Qwen3); empty
+  std::vector<float> k_norm;     // (head_dim) where the architecture has none
 };
+
+// The vector holding the layer tensor of role r.
+std::vector<float>& layer_vector(LlamaLayerWeights& L, LayerTensor r);
+const std::vector<float>& layer_vector(const LlamaLayerWeights& L, LayerTensor r);
 
 struct LlamaWeights {
   LlamaConfig config;

@@ -19,9 +19,7 @@ void GpuCpuLayers::add_layer(const WeightStep& step, const uint8_t* d_slot) {
   index_.at(step.layer) = static_cast<int>(slots_.size());
   slots_.push_back(allocate_cpu_layer_memory(step.slot_bytes));
   CLLM_CUDA_CHECK(cudaMemcpy(slots_.back().get(), d_slot, step.slot_bytes, cudaMemcpyDeviceToHost));
-  std::array<DType, kCpuLayerTensors> dtype{};
-  for (int t = 0; t < kCpuLayerTensors; ++t) dtype[t] = step.tensor[t]->dtype;
-  weights_.push_back(cpu_layer_weights_in_slot(slots_.back().get(), step.offset, dtype));
+  weights_.push_back(cpu_layer_weights_in_slot(slots_.back().get(), cpu_slot_layout(step)));
 }
 
 void GpuCpuLayers::setup(const LlamaConfig& c, int context, DType kv_dt, int max_batch, int threads) {
@@ -58,7 +56,7 @@ void GpuCpuLayers::run(const Run& r) {
   try {
     for (int l = r.first; l < r.last; ++l) {
       const int k = index_[l];
-      layer_->forward(weights_[k], kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
+      layer_->forward(l, weights_[k], kv_->layer(k), reinterpret_cast<float*>(x_host_.data()), r.n, r.pos);
       ++stats_.cpu_steps;
     }
   } catch (const std::exception& e) {

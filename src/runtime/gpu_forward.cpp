@@ -45,7 +45,7 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   }
   // RoPE angles exactly as the CPU reference computes them.
   const cpu::RopeTable rope =
-      cpu::rope_table(cpu::rope_frequencies(c_.head_dim, c_.rope_theta, c_.rope_scaling), shape_.context);
+      cpu::model_rope_table(c_, shape_.context);
   rope_cos_.upload(rope.cos, compute_);
   rope_sin_.upload(rope.sin, compute_);
   std::vector<uint8_t> norm(s_.output_norm->raw_bytes());
@@ -74,7 +74,8 @@ void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
 }
 
 void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
-  // x += wo . attention(rope(wq xn), rope(wk xn), wv xn),  xn = rmsnorm(x) * attn_norm
+  // x += wo . attention(rope(wq xn + bq), rope(wk xn + bk), wv xn + bv),  xn = rmsnorm(x) * attn_norm
+  // (biases, and per-head norms of q and k before RoPE, where the architecture has them)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
   norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
@@ -91,12 +92,25 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
     blas_->linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
     blas_->linear(W(kAttnV), act_, xn_.data(), v_.data(), kvd, n, dim, kvd, false);
   }
+  if (arch_.has(kAttnQBias)) {
+    const auto bias = [&](LayerTensor t, float* y, int d) { cuda::add_bias(y, W(t), step.tensor[t]->dtype, n, d, compute_); };
+    bias(kAttnQBias, q_.data(), qd);
+    bias(kAttnKBias, k_.data(), kvd);
+    bias(kAttnVBias, v_.data(), kvd);
+  }
+  if (arch_.has(kAttnQNorm)) {  // each head of q and k normed in place, (n * heads, head_dim) rows
+    cuda::rmsnorm(q_.data(), W(kAttnQNorm), step.tensor[kAttnQNorm]->dtype, q_.data(), DType::F32, n * c_.n_heads,
+                  c_.head_dim, c_.norm_eps, compute_);
+    cuda::rmsnorm(k_.data(), W(kAttnKNorm), step.tensor[kAttnKNorm]->dtype, k_.data(), DType::F32, n * c_.n_kv_heads,
+                  c_.head_dim, c_.norm_eps, compute_);
+  }
   const DeviceKvLayer kv = kv_layers_[step.layer];
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
-                            rope_cos_.data(), rope_sin_.data()};
+                            rope_cos_.data(), rope_sin_.data(), c_.uses_rope(step.layer), c_.rotary_dim()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
-                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_);
+                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
+                  c_.sliding_window);
   blas_->linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
 }
 

@@ -72,13 +72,15 @@ void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int thread
   const WeightStep& step = s.layers.front();
   // The slot layout of layer 0, filled with small values; in memory like the engine's CPU layers.
   const CpuLayerMemory slot = allocate_cpu_layer_memory(step.slot_bytes);
-  std::array<DType, kCpuLayerTensors> dtype{};
-  for (int i = 0; i < kCpuLayerTensors; ++i) {
-    dtype[i] = step.tensor[i]->dtype;
-    const uint64_t end = i + 1 < kCpuLayerTensors ? step.offset[i + 1] : step.slot_bytes;
-    fill_small(slot.get() + step.offset[i], end - step.offset[i], dtype[i]);
-  }
-  const CpuLayerWeights w = cpu_layer_weights_in_slot(slot.get(), step.offset, dtype);
+  const CpuSlotLayout layout = cpu_slot_layout(step);
+  for (int i = 0; i < kLayerTensors; ++i)  // each tensor's bytes up to the next one's (in slot order)
+    if (layout.present[i]) {
+      uint64_t end = step.slot_bytes;
+      for (int j = 0; j < kLayerTensors; ++j)
+        if (layout.present[j] && layout.offset[j] > layout.offset[i]) end = std::min(end, layout.offset[j]);
+      fill_small(slot.get() + layout.offset[i], end - layout.offset[i], layout.dtype[i]);
+    }
+  const CpuLayerWeights w = cpu_layer_weights_in_slot(slot.get(), layout);
   ThreadPool pool(threads);
   CpuLayerOptions opt;
   opt.context = 64;
@@ -86,14 +88,14 @@ void measure_cpu_layer(const WeightSchedule& s, const LlamaConfig& c, int thread
   CpuLayerForward layer(c, opt, &pool);
   CpuKvCache kv(1, opt.context, c.kv_dim(), cpu_kv_dtype(w.linear_dtype()));
   std::vector<float> x(static_cast<size_t>(8) * c.dim, 0.5f);
-  layer.forward(w, kv.layer(0), x.data(), 1, 0);  // warm-up: touches the pages
+  layer.forward(0, w, kv.layer(0), x.data(), 1, 0);  // warm-up: touches the pages
   // The median of passes repeated while the load runs (at least 3, at most 200).
   const auto median_ms = [&](int n) {
     std::vector<double> times;
     if (load) load->start();
     while (times.size() < 3 || (load && load->running() && times.size() < 200)) {
       Timer t;
-      layer.forward(w, kv.layer(0), x.data(), n, 0);
+      layer.forward(0, w, kv.layer(0), x.data(), n, 0);
       times.push_back(t.ms());
     }
     if (load) load->finish();

@@ -17,13 +17,13 @@ WeightStep layer_step(const CllmFile& file, const Architecture& arch, int layer,
   s.src_offset = p.src_offset;
   s.src_bytes = p.src_bytes;
   s.slot_bytes = p.slot_bytes;
-  for (int t = 0; t < kLayerTensors; ++t) {
-    const std::string name = layer_tensor_name(layer, arch.layer[t].part);
+  for (const LayerTensorDesc& d : arch.layer) {  // roles the architecture lacks keep a null tensor
+    const std::string name = layer_tensor_name(layer, d);
     const auto it = p.tensors.find(name);
     CLLM_CHECK(it != p.tensors.end(), "'", file.path(), "': tensor '", name, "' is not in group '",
                file.groups()[group].name, "' with the rest of layer ", layer);
-    s.offset[t] = it->second.offset;
-    s.tensor[t] = it->second.info;
+    s.offset[d.role] = it->second.offset;
+    s.tensor[d.role] = it->second.info;
   }
   s.tiles = std::move(p.tiles);
   s.blocks = std::move(p.blocks);
@@ -54,6 +54,16 @@ WeightStep classifier_step(const TensorInfo& t, int dim, int r0, int r1) {
 }
 }  // namespace
 
+
+CpuSlotLayout cpu_slot_layout(const WeightStep& step) {
+  CpuSlotLayout l;
+  for (int r = 0; r < kLayerTensors; ++r) {
+    l.present[r] = step.tensor[r] != nullptr;
+    l.offset[r] = step.offset[r];
+    l.dtype[r] = l.present[r] ? step.tensor[r]->dtype : DType::F32;
+  }
+  return l;
+}
 
 std::vector<std::pair<int, int>> classifier_slices(const TensorInfo& t, int dim, uint64_t max_slice_bytes) {
   CLLM_CHECK(t.shape.size() == 2 && t.shape[1] == static_cast<uint64_t>(dim), "tensor '", t.name, "': shape ",
@@ -99,13 +109,13 @@ WeightSchedule plan_weight_schedule(const CllmFile& file, const LlamaConfig& c) 
   s.decoded_bytes = plan_group_decode(file, s.global_group).slot_bytes;  // also checks its tiles
   const Architecture& arch = architecture_of(c);
   for (int l = 0; l < c.n_layers; ++l) {
-    const uint32_t g = file.get(layer_tensor_name(l, arch.layer.front().part)).group;
+    const uint32_t g = file.get(layer_tensor_name(l, arch.layer.front())).group;
     CLLM_CHECK(g != s.global_group, "'", file.path(), "': layer ", l, " shares the group of token_embd.weight");
     s.layers.push_back(layer_step(file, arch, l, g));
     const WeightStep& step = s.layers.back();
-    for (int t = 0; t < kLayerTensors; ++t)
-      CLLM_CHECK(arch.is_norm(LayerTensor(t)) || step.tensor[t]->dtype == s.linear_dtype, "'", file.path(), "': tensor '",
-                 step.tensor[t]->name, "' is ", dtype_name(step.tensor[t]->dtype), " but '",
+    for (const LayerTensorDesc& d : arch.layer)
+      CLLM_CHECK(arch.is_vector(d.role) || step.tensor[d.role]->dtype == s.linear_dtype, "'", file.path(),
+                 "': tensor '", step.tensor[d.role]->name, "' is ", dtype_name(step.tensor[d.role]->dtype), " but '",
                  s.classifier_tensor->name, "' is ", dtype_name(s.linear_dtype),
                  ": the GPU engine needs one dtype for all linear layers");
     s.slot_bytes = std::max(s.slot_bytes, step.slot_bytes);

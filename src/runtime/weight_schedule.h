@@ -12,6 +12,7 @@
 
 #include "format/cllm_reader.h"
 #include "model/architecture.h"
+#include "model/cpu_layer.h"
 #include "model/llama_config.h"
 #include "runtime/decode_plan.h"
 
@@ -26,8 +27,9 @@ struct WeightStep {
   uint64_t slot_bytes = 0;          // decoded bytes with alignment padding
   std::vector<cuda::TileTask> tiles;   // src relative to src_offset, dst relative to the slot
   std::vector<cuda::BlockTask> blocks;
-  // Layer steps: each tensor's place in the slot and its index entry. A classifier slice
-  // holds its rows at slot offset 0.
+  // Layer steps: each tensor's place in the slot and its index entry, by role (a role the
+  // architecture lacks: offset 0, tensor null). A classifier slice holds its rows at slot
+  // offset 0.
   std::array<uint64_t, kLayerTensors> offset{};
   std::array<const TensorInfo*, kLayerTensors> tensor{};
 };
@@ -50,6 +52,9 @@ struct WeightSchedule {
 // are where expected_tensors() says, and that all linear weights share one dtype. Errors name
 // the file and tensor.
 WeightSchedule plan_weight_schedule(const CllmFile& file, const LlamaConfig& c);
+
+// A layer step's slot as the CPU layers read it (model/cpu_layer.h).
+CpuSlotLayout cpu_slot_layout(const WeightStep& step);
 
 // Rows of the classifier slices: boundaries fall on tile boundaries that are also row
 // boundaries, each slice as large as fits max_slice_bytes (a slice between two such
