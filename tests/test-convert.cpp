@@ -28,27 +28,14 @@ using Catch::Contains;
 
 namespace {
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(f.good());
-}
+using test::error_of;
+using test::write_bytes;
 
 void write_text(const std::string& path, const std::string& text) {
   write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
 // The message of the cllm::Error fn throws; any other exception escapes and fails the test.
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected a cllm::Error");
-  return "";
-}
-
 void require_same_tensors(const SourceModel& a, const SourceModel& b) {
   REQUIRE(a.tensors.size() == b.tensors.size());
   for (size_t i = 0; i < a.tensors.size(); ++i) {

@@ -24,15 +24,8 @@ using Catch::Contains;
 
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected a cllm::Error");
-  return "";
-}
+using test::error_of;
+using test::write_bytes;
 
 void put_f16(std::vector<uint8_t>& b, size_t at, float x) {
   const uint16_t h = f32_to_f16(x);

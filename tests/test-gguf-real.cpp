@@ -32,11 +32,8 @@ using Catch::Contains;
 
 namespace {
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(f.good());
-}
+using test::error_of;
+using test::write_bytes;
 
 [[noreturn]] void skip(const char* tag, const std::string& why) {
   std::printf("SKIPPED [%s] %s: %s\n", tag, Catch::getResultCapture().getCurrentTestName().c_str(), why.c_str());

@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include "common/error.h"
+
 #include <cmath>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -202,6 +204,22 @@ void require_gpu_or_skip(const char* test_name) {
   std::printf("SKIPPED [gpu] %s: %s\n", test_name, cuda::why_unavailable().c_str());
   std::fflush(stdout);
   std::_Exit(4);
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(f.good());
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("expected a cllm::Error");
+  return "";
 }
 
 }  // namespace cllm::test

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <random>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,11 @@ int argmax(const float* v, int n);
 // Skips the current [gpu] test visibly when no CUDA device exists: prints
 // "SKIPPED [gpu] <test>: <reason>" and exits with status 4, which ctest reports as skipped.
 void require_gpu_or_skip(const char* test_name);
+
+// Writes bytes to path (a test's own input file), requiring success.
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
+// The message of the cllm::Error fn throws; fails the test when it throws none.
+std::string error_of(const std::function<void()>& fn);
 
 }  // namespace cllm::test
 
