@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds codecllm with CUDA here and packs what the GPU machine needs into .device/bundle
-# and .device/bundle.tar.gz (git-ignored; carry the archive with the device tool): the binary, the test executables, the
+# and .device/bundle.tar.xz (git-ignored; carry the archive with the device tool): the binary, the test executables, the
 # shared libraries that machine lacks, the reference models the tests read, and the source tree's files they read at run
 # time (tests/fixtures, scripts/tokenizer-parity.py), which they find through CLLM_SOURCE_DIR (gpu-check.sh sets it to the
 # bundle) or, failing that, in the folders above the executable: the bundle runs from any folder.
@@ -22,7 +22,8 @@ cp -r tests/fixtures "$bundle/tests/fixtures"
 mkdir -p "$bundle/scripts"
 cp scripts/tokenizer-parity.py "$bundle/scripts/"
 # Libraries from Debian that the GPU machine's Ubuntu may lack or have in another version.
-ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
+# ICU (Unicode normalization of tokenizer.json pipelines) is version 72 here; Ubuntu has another.
+ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf|libicu|pcre2/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 shared=${CLLM_SHARED_MODELS:-../shared/models}
 cp "$shared"/stories260K.bin "$shared"/stories260K-f32.gguf "$shared"/tok512.model "$shared"/tok512.bin "$shared"/tokenizer.model "$shared"/tokenizer.bin "$bundle/shared/"
 cp -r "$shared"/llama3.1 "$bundle/shared/"
@@ -37,6 +38,8 @@ if [ -x build-fuzz/tests/fuzz/fuzz_cllm ] && [ -d build-fuzz/fuzz-seeds ]; then
   ldd build-fuzz/tests/fuzz/fuzz_cllm | awk '/pcre2/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 fi
 strip "$bundle"/bin/* "$bundle"/tests/test-* "$bundle"/tests/bench-* "$bundle"/fuzz/fuzz_* 2>/dev/null || true
-# One archive for the device tool's carry (64 MiB at most): gpu-check.sh unpacks it.
-tar czf .device/bundle.tar.gz -C .device bundle
-du -sh "$bundle" .device/bundle.tar.gz
+# One archive for the device tool's carry (64 MiB at most with the working tree): gpu-check.sh unpacks it.
+# xz, not gzip: ICU's 31 MB of data and the fat binaries (sm_80..90) make 67 MB with gzip, 31 MB with xz.
+rm -f .device/bundle.tar.gz
+tar cf - -C .device bundle | xz -T0 -6 > .device/bundle.tar.xz
+du -sh "$bundle" .device/bundle.tar.xz

@@ -34,8 +34,10 @@ what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
 # The bundle travels as one archive (scripts/bundle-gpu.sh); unpacked when it is newer.
-if [ -f .device/bundle.tar.gz ] && [ .device/bundle.tar.gz -nt "$bundle/.unpacked" ]; then
-  rm -rf "$bundle" && tar xzf .device/bundle.tar.gz -C .device && touch "$bundle/.unpacked"
+# Python's tarfile reads xz where the machine lacks the xz tool.
+if [ -f .device/bundle.tar.xz ] && [ .device/bundle.tar.xz -nt "$bundle/.unpacked" ]; then
+  rm -rf "$bundle" && python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+    .device/bundle.tar.xz .device && touch "$bundle/.unpacked"
 fi
 # cuBLAS comes from the machine's CUDA 13 (the toolkit, or the nvidia-cublas wheel).
 cublas_dirs=""

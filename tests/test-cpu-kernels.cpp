@@ -378,6 +378,7 @@ Slot make_slot(const LlamaLayerWeights& L, DType t) {
   s.bytes.assign(at, 0xFF);  // padding garbage that must never be read as weights
   for (int i = 0; i < kLayerTensors; ++i) {
     const auto h = to16(t, layer_vector(L, LayerTensor(i)));
+    if (h.empty()) continue;  // a tensor this family lacks (biases, q/k norms): memcpy needs a real pointer
     std::memcpy(s.bytes.data() + s.layout.offset[i], h.data(), h.size() * 2);
   }
   return s;
