@@ -40,18 +40,7 @@ const Tokenizer& llama2() {
   return tok;
 }
 
-// A python3 that imports jinja2: $CLLM_PYTHON, the venv scripts/setup.sh makes, python3.
-std::string python_with_jinja2() {
-  std::vector<std::string> candidates;
-  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
-  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
-  candidates.push_back("python3");
-  for (const auto& py : candidates) {
-    const std::string cmd = "'" + py + "' -c 'import jinja2' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
-  return "";
-}
+std::string python_with_jinja2() { return test::python_with("jinja2"); }
 
 void write_text_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 

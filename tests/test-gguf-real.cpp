@@ -55,12 +55,7 @@ std::string smollm2_or_skip() {
 // A python3 that imports gguf and numpy: $CLLM_PYTHON, .deps/venv's, python3. Skips the test
 // when there is none, except in CI, where scripts/setup.sh installs them and absence is an error.
 std::string python_with_gguf_or_skip() {
-  std::vector<std::string> candidates;
-  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
-  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
-  candidates.push_back("python3");
-  for (const auto& py : candidates)
-    if (std::system(("'" + py + "' -c 'import gguf, numpy' >/dev/null 2>&1").c_str()) == 0) return py;
+  if (std::string py = test::python_with("gguf, numpy"); !py.empty()) return py;
   const char* msg = "the Python packages gguf and numpy are missing (scripts/setup.sh installs them into .deps/venv)";
   if (std::getenv("CI")) FAIL(msg);
   skip("gguf-python", msg);

@@ -69,18 +69,7 @@ std::vector<std::vector<int>> read_id_records(const std::string& path) {
   return out;
 }
 
-// A python3 that imports `tokenizers`: $CLLM_PYTHON, the venv scripts/setup.sh makes, python3.
-std::string python_with_tokenizers() {
-  std::vector<std::string> candidates;
-  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
-  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
-  candidates.push_back("python3");
-  for (const auto& py : candidates) {
-    const std::string cmd = "'" + py + "' -c 'import tokenizers' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
-  return "";
-}
+std::string python_with_tokenizers() { return test::python_with("tokenizers"); }
 
 std::string ids_string(const std::vector<int>& ids) {
   std::string s = "[";

@@ -222,4 +222,14 @@ std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
+std::string python_with(const std::string& modules) {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
+  candidates.push_back(source_path(".deps/venv/bin/python3"));
+  candidates.push_back("python3");
+  for (const auto& py : candidates)
+    if (std::system(("'" + py + "' -c 'import " + modules + "' >/dev/null 2>&1").c_str()) == 0) return py;
+  return "";
+}
+
 }  // namespace cllm::test

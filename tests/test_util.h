@@ -61,6 +61,10 @@ std::string source_dir();
 // source_dir() + "/" + relative.
 std::string source_path(const std::string& relative);
 
+// A python3 that imports `modules` (e.g. "gguf, numpy"): $CLLM_PYTHON, the venv scripts/setup.sh
+// makes (.deps/venv), python3; "" when none does.
+std::string python_with(const std::string& modules);
+
 // tests/fixtures/<name>: models the project generated (scripts/make-hf-fixtures.py). REQUIREs
 // that it exists, naming where it looked.
 std::string fixture_dir(const std::string& name);
