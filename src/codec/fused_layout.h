@@ -46,8 +46,11 @@ struct FusedMatrix {
   double bits_per_weight() const;  // layout_bytes() * 8 / (rows * cols)
 };
 
-// Weights per base when the caller gives 0: measured in docs/codec.md.
-constexpr uint32_t kDefaultGroup = 64;
+// One base per row: a group as long as the longest row. The default (group 0) since smaller
+// groups cost more in bases than they save in escapes (docs/codec.md's table), and the GPU
+// then reads no base per chunk.
+constexpr uint32_t kRowGroup = kMaxCols;
+constexpr uint32_t kDefaultGroup = kRowGroup;
 
 // Encodes w (rows x cols bf16 bit patterns, row-major). group: weights per base, a multiple
 // of kChunk (0 = kDefaultGroup; a group larger than a row means one base per row). Every bit
