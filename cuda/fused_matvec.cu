@@ -38,19 +38,24 @@ __device__ uint32_t escaped_exponent(const FusedWeights& w, int row, uint32_t co
   return lo < w.escape_start[row + 1] ? w.escapes[lo] & 0xFF : 0;
 }
 
-// Exponents e[0] (weights 0..3) and e[1] (4..7), one per byte, with escapes patched in.
-__device__ __forceinline__ void chunk_exponents(const FusedWeights& w, int row, int chunk, uint32_t codes,
-                                                uint32_t base4, uint32_t (&e)[2]) {
-  e[0] = (codes & 0x0F0F0F0Fu) + base4;  // base <= 240: no byte carries
-  e[1] = ((codes >> 4) & 0x0F0F0F0Fu) + base4;
-  if (!has_escape(codes)) return;  // about one chunk in 700 on Gaussian weights
-#pragma unroll
+// The slow path, about one chunk in 800 on Gaussian weights: the escaped exponents put in
+// their bytes of e. Not inlined, so that it costs the fast path no registers.
+__device__ __noinline__ uint2 patch_escapes(const FusedWeights& w, int row, int chunk, uint32_t codes, uint2 e) {
   for (int j = 0; j < 8; ++j)
     if (((codes >> code_shift(j)) & 0xF) == kEscape) {
       const int shift = (j & 3) * 8;
       const uint32_t exponent = escaped_exponent(w, row, chunk * 8 + j);
-      e[j >> 2] = (e[j >> 2] & ~(0xFFu << shift)) | exponent << shift;
+      uint32_t& word = j < 4 ? e.x : e.y;
+      word = (word & ~(0xFFu << shift)) | exponent << shift;
     }
+  return e;
+}
+
+// Exponents e.x (weights 0..3) and e.y (4..7), one per byte, with escapes patched in.
+__device__ __forceinline__ uint2 chunk_exponents(const FusedWeights& w, int row, int chunk, uint32_t codes,
+                                                 uint32_t base4) {
+  const uint2 e = make_uint2((codes & 0x0F0F0F0Fu) + base4, ((codes >> 4) & 0x0F0F0F0Fu) + base4);  // base <= 240: no carries
+  return has_escape(codes) ? patch_escapes(w, row, chunk, codes, e) : e;
 }
 
 __device__ __forceinline__ uint32_t rotate_right_1(uint32_t v) { return __funnelshift_r(v, v, 1); }
@@ -59,13 +64,12 @@ __device__ __forceinline__ uint32_t rotate_right_1(uint32_t v) { return __funnel
 // right by one (codec::fused::decode_chunk spells out why that is the bf16 pair).
 __device__ __forceinline__ uint4 decode_chunk(const FusedWeights& w, int row, int chunk, uint2 bytes, uint32_t codes,
                                               uint32_t base4) {
-  uint32_t e[2];
-  chunk_exponents(w, row, chunk, codes, base4, e);
+  const uint2 e = chunk_exponents(w, row, chunk, codes, base4);
   uint4 out;
-  out.x = rotate_right_1(__byte_perm(bytes.x, e[0], 0x5140));
-  out.y = rotate_right_1(__byte_perm(bytes.x, e[0], 0x7362));
-  out.z = rotate_right_1(__byte_perm(bytes.y, e[1], 0x5140));
-  out.w = rotate_right_1(__byte_perm(bytes.y, e[1], 0x7362));
+  out.x = rotate_right_1(__byte_perm(bytes.x, e.x, 0x5140));
+  out.y = rotate_right_1(__byte_perm(bytes.x, e.x, 0x7362));
+  out.z = rotate_right_1(__byte_perm(bytes.y, e.y, 0x5140));
+  out.w = rotate_right_1(__byte_perm(bytes.y, e.y, 0x7362));
   return out;
 }
 
@@ -85,19 +89,22 @@ __device__ uint16_t decode_weight(const FusedWeights& w, int row, int col) {
 
 // sum[t] += this lane's chunks of the row dotted with x[t], in matvec's order: chunks lane,
 // lane + 32, ... (16-byte path), each through the same dot16.
-template <int kTokens>
+// kRowBase: one base for the whole row (the default layout), read once.
+template <int kTokens, bool kRowBase>
 __device__ __forceinline__ void row_chunks_dot(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x,
                                                int lane, float (&sum)[kTokens]) {
   const int chunks = w.cols / 8;
   const uint2* bytes = reinterpret_cast<const uint2*>(w.bytes + static_cast<size_t>(row) * w.stride);
   const uint32_t* codes = w.codes + static_cast<size_t>(row) * (w.stride / 8);
-  const bool row_base = w.group >= w.stride;  // one base per row (the default): no lookup per chunk
-  const uint32_t base4 = base4_of(w, row, 0);
+  const uint32_t row_base4 = base4_of(w, row, 0);
   const auto add_chunk = [&](int i, uint2 b, uint32_t c) {
-    const uint4 wv = decode_chunk(w, row, i, b, c, row_base ? base4 : base4_of(w, row, i));
+    float wf[8], xf[8];
+    bf16x8_to_f32(decode_chunk(w, row, i, b, c, kRowBase ? row_base4 : base4_of(w, row, i)), wf);
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t)
-      sum[t] += dot16(wv, __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(t) * w.cols) + i), __nv_bfloat16());
+    for (int t = 0; t < kTokens; ++t) {
+      bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(t) * w.cols) + i), xf);
+      sum[t] += dot8(wf, xf);
+    }
   };
   int i = lane;
   for (; i + 32 * (kUnroll - 1) < chunks; i += 32 * kUnroll) {
@@ -112,7 +119,7 @@ __device__ __forceinline__ void row_chunks_dot(const FusedWeights& w, int row, c
 }
 
 // kTokens tokens (a template argument: no per-token branches, as few registers as possible).
-template <int kTokens, bool kVector>
+template <int kTokens, bool kVector, bool kRowBase>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     fused_matvec_kernel(FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -121,7 +128,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sum[t] = 0.0f;
   if (kVector) {
-    row_chunks_dot<kTokens>(w, row, x, lane, sum);
+    row_chunks_dot<kTokens, kRowBase>(w, row, x, lane, sum);
   } else {
     for (int i = lane; i < w.cols; i += 32) {
       const __nv_bfloat16 wi = __ushort_as_bfloat16(decode_weight(w, row, i));
@@ -157,8 +164,10 @@ __global__ void fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
 template <int kTokens>
 void launch(const FusedWeights& w, const __nv_bfloat16* x, float* y, int ldy, bool accumulate, bool vector, unsigned blocks,
             cudaStream_t s) {
-  if (vector) fused_matvec_kernel<kTokens, true><<<blocks, kRowsPerBlock * 32, 0, s>>>(w, x, y, ldy, accumulate);
-  else fused_matvec_kernel<kTokens, false><<<blocks, kRowsPerBlock * 32, 0, s>>>(w, x, y, ldy, accumulate);
+  constexpr int kThreads = kRowsPerBlock * 32;
+  if (!vector) fused_matvec_kernel<kTokens, false, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+  else if (w.group >= w.stride) fused_matvec_kernel<kTokens, true, true><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+  else fused_matvec_kernel<kTokens, true, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
 }
 
 }  // namespace

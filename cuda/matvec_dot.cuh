@@ -39,6 +39,29 @@ __device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
   return __uint_as_float(a.x) * __uint_as_float(b.x) + __uint_as_float(a.y) * __uint_as_float(b.y) +
          __uint_as_float(a.z) * __uint_as_float(b.z) + __uint_as_float(a.w) * __uint_as_float(b.w);
 }
+// The same operations as dot16 for bf16, on values already in fp32 (w: 8 weights, x: 8 inputs):
+// for the fused product, which makes its fp32 weights with one shift or mask each instead of
+// __bfloat1622float2's permute and multiply. The expression has dot16's shape, so nvcc contracts
+// it the same way (tests/test-gpu-fused.cpp holds the two to the same bits).
+__device__ __forceinline__ float dot8(const float (&w)[8], const float (&x)[8]) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) s += w[2 * i] * x[2 * i] + w[2 * i + 1] * x[2 * i + 1];
+  return s;
+}
+
+// A bf16x2 word as two fp32 values (exact: a bf16 is the top half of an fp32).
+__device__ __forceinline__ void bf16x2_to_f32(uint32_t v, float& lo, float& hi) {
+  lo = __uint_as_float(v << 16);
+  hi = __uint_as_float(v & 0xFFFF0000u);
+}
+__device__ __forceinline__ void bf16x8_to_f32(uint4 v, float (&f)[8]) {
+  bf16x2_to_f32(v.x, f[0], f[1]);
+  bf16x2_to_f32(v.y, f[2], f[3]);
+  bf16x2_to_f32(v.z, f[4], f[5]);
+  bf16x2_to_f32(v.w, f[6], f[7]);
+}
+
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(float v) { return v; }
