@@ -2,8 +2,10 @@
 // reference (src/codec/fused_layout.h, fused_dot.h): the decoder gives back every bf16 bit
 // pattern; the products for 1..8 tokens have, token by token, the bits of cuda::matvec over the
 // decoded bf16 weights (the same reduction order, so fused mode can match full mode bit for
-// bit); and cuda::matvec has the bits of the CPU emulation of its order. [gpu] tests skip,
+// bit); cuda::matvec has the bits of the CPU emulation of its order; and the GPU encoder
+// writes the CPU encoder's planes byte for byte. [gpu] tests skip,
 // visibly, where no CUDA device exists.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <numeric>
@@ -15,6 +17,7 @@
 #include "tests/test_util.h"
 #if CLLM_HAVE_CUDA
 #include "cuda/device_buffer.h"
+#include "cuda/fused_encode.h"
 #include "cuda/fused_matvec.h"
 #include "cuda/kernels.h"
 #endif
@@ -142,6 +145,43 @@ TEST_CASE("gpu fused: matvec's bits are those of the CPU emulation of its order 
     std::vector<float> want(s.rows);
     for (uint32_t r = 0; r < s.rows; ++r) want[r] = matvec_order_dot(w.data() + static_cast<size_t>(r) * s.cols, x.data(), s.cols);
     REQUIRE(bits_of(y.download()) == bits_of(want));
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: the GPU encoder writes the CPU encoder's planes byte for byte", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::vector<uint16_t> all(65536);
+  std::iota(all.begin(), all.end(), uint16_t{0});
+  struct Case {
+    std::vector<uint16_t> w;
+    uint32_t rows, cols, group;
+  };
+  std::vector<Case> cases = {{all, 256, 256, 64}, {all, 4096, 16, 8}, {all, 65536, 1, 0}, {all, 1, 65536, 0}};
+  for (const Shape& s : kShapes)
+    for (uint32_t group : {0u, 8u, 64u}) cases.push_back({weights_with_escapes(s.rows, s.cols, s.rows), s.rows, s.cols, group});
+  for (const Case& c : cases) {
+    INFO(c.rows << " x " << c.cols << ", group " << c.group);
+    const FusedMatrix want = encode_fused(c.w.data(), c.rows, c.cols, c.group);
+    DeviceBuffer<uint16_t> d_w;
+    d_w.upload(c.w);
+    DeviceBuffer<uint8_t> bytes(want.bytes.size()), bases(want.bases.size());
+    DeviceBuffer<uint32_t> codes(want.codes.size()), start(want.escape_start.size());
+    const cuda::FusedPlanes planes{bytes.data(), codes.data(), bases.data(), start.data(), static_cast<int>(want.rows),
+                                   static_cast<int>(want.cols), static_cast<int>(want.stride), static_cast<int>(want.group)};
+    cuda::fused_encode_bases(d_w.data(), planes, nullptr);
+    const std::vector<uint32_t> got_start = start.download();
+    REQUIRE(got_start == want.escape_start);
+    DeviceBuffer<uint32_t> escapes(std::max<size_t>(got_start.back(), 1));
+    cuda::fused_encode_planes(d_w.data(), planes, escapes.data(), nullptr);
+    sync();
+    CHECK(bases.download() == want.bases);
+    CHECK(bytes.download() == want.bytes);
+    CHECK(codes.download() == want.codes);
+    std::vector<uint32_t> got_escapes = escapes.download();
+    got_escapes.resize(want.escapes.size());
+    CHECK(got_escapes == want.escapes);
   }
 #endif
 }
