@@ -36,7 +36,6 @@ struct Matrix {
   std::vector<uint16_t> w;  // bf16
 };
 
-constexpr uint32_t kRowGroup = kMaxCols;  // a group longer than any row: one base per row
 const uint32_t kGroups[] = {32, 64, 128, 256, 512, kRowGroup};
 
 std::vector<uint16_t> to_bf16(const SourceTensor& t) {
