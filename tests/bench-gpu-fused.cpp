@@ -118,7 +118,7 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    CLLM_CHECK(i + 1 < argc, "bench-gpu-fused: ", a, " needs a value");
+    CLLM_CHECK(i + 1 < argc, a, " needs a value");
     if (a == "--reps") {
       o.reps = std::stoi(argv[++i]);
     } else if (a == "--tokens") {
@@ -129,7 +129,7 @@ Options parse(int argc, char** argv) {
         if (*p) ++p;
       }
     } else {
-      fail("bench-gpu-fused: unknown option ", a, " (known: --reps N, --tokens 1,2,4,8)");
+      fail("unknown option ", a, " (known: --reps N, --tokens 1,2,4,8)");
     }
   }
   return o;
