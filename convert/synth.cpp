@@ -89,7 +89,8 @@ uint64_t splitmix64(uint64_t& s) {
   return z ^ (z >> 31);
 }
 
-// Fills n bf16 values: N(mean, std) by Box-Muller on a xorshift-style stream.
+}  // namespace
+
 void fill_gaussian_bf16(uint16_t* out, size_t n, double mean, double stddev, uint64_t seed) {
   uint64_t s = seed;
   for (size_t i = 0; i < n; i += 2) {
@@ -100,6 +101,8 @@ void fill_gaussian_bf16(uint16_t* out, size_t n, double mean, double stddev, uin
     if (i + 1 < n) out[i + 1] = f32_to_bf16(static_cast<float>(mean + r * std::sin(2.0 * M_PI * u2)));
   }
 }
+
+namespace {
 
 // A SentencePiece BPE vocabulary of the preset's size: unk, BOS, EOS, the 256 byte pieces,
 // then letter strings. Enough for tokenize and run to work; the text it produces is nonsense.

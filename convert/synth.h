@@ -47,6 +47,10 @@ struct SynthSummary {
 
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt);
 
+// Fills n bf16 values (bit patterns) with N(mean, stddev^2) draws, Box-Muller on a splitmix64
+// stream from seed: synth's weights (and the fused layout's measurements of them).
+void fill_gaussian_bf16(uint16_t* out, size_t n, double mean, double stddev, uint64_t seed);
+
 // Where synth finds Llama 3's tokenizer for a preset of that vocabulary ("" = not found).
 std::string find_llama3_tokenizer_dir();
 

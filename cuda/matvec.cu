@@ -10,6 +10,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/launch_overlap.cuh"
+#include "cuda/matvec_dot.cuh"
 
 namespace cllm::cuda {
 
@@ -18,36 +19,6 @@ namespace {
 constexpr int kRowsPerBlock = 8;  // warps per block
 constexpr int kUnroll = 8;        // 16-byte loads of each row in flight per lane
 
-// Sum of products of the elements packed in two 16-byte words.
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 u = __bfloat1622float2(x[i]), v = __bfloat1622float2(y[i]);
-    s += u.x * v.x + u.y * v.y;
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __half) {
-  const __half2* x = reinterpret_cast<const __half2*>(&a);
-  const __half2* y = reinterpret_cast<const __half2*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 u = __half22float2(x[i]), v = __half22float2(y[i]);
-    s += u.x * v.x + u.y * v.y;
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
-  return __uint_as_float(a.x) * __uint_as_float(b.x) + __uint_as_float(a.y) * __uint_as_float(b.y) +
-         __uint_as_float(a.z) * __uint_as_float(b.z) + __uint_as_float(a.w) * __uint_as_float(b.w);
-}
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(float v) { return v; }
 template <class T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
 template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }

@@ -1,0 +1,203 @@
+// The fused layout's product and decoder (cuda/fused_matvec.h). A weight pair becomes a bf16x2
+// word in two instructions (a byte permute of sign+mantissa bytes and exponents, a rotate); the
+// 8 exponents of a chunk cost a shift, two masks and two adds; docs/codec.md counts the rest.
+#include "cuda/fused_matvec.h"
+
+#include <cuda_bf16.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/matvec_dot.cuh"
+
+namespace cllm::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block, one row each
+constexpr int kUnroll = 4;        // chunks of a row in flight per lane
+constexpr uint32_t kEscape = 15;
+
+// Where weight j (0..7) of a chunk keeps its code: byte j & 3, high nibble for j >= 4.
+__device__ __forceinline__ int code_shift(int j) { return (j & 3) * 8 + (j >> 2) * 4; }
+
+// True when any of the 8 codes is 15 (all four bits of a nibble set).
+__device__ __forceinline__ bool has_escape(uint32_t codes) {
+  uint32_t t = codes & (codes >> 1);
+  t &= t >> 2;
+  return (t & 0x11111111u) != 0;
+}
+
+// The real exponent of escaped weight (row, col): a binary search of the row's sorted entries
+// (a layout that passed codec::fused::check_fused always has it).
+__device__ uint32_t escaped_exponent(const FusedWeights& w, int row, uint32_t col) {
+  uint32_t lo = w.escape_start[row], hi = w.escape_start[row + 1];
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi) / 2;
+    if ((w.escapes[mid] >> 8) < col) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < w.escape_start[row + 1] ? w.escapes[lo] & 0xFF : 0;
+}
+
+// The slow path, about one chunk in 800 on Gaussian weights: the escaped exponents put in
+// their bytes of e. Not inlined, so that it costs the fast path no registers.
+__device__ __noinline__ uint2 patch_escapes(const FusedWeights& w, int row, int chunk, uint32_t codes, uint2 e) {
+  for (int j = 0; j < 8; ++j)
+    if (((codes >> code_shift(j)) & 0xF) == kEscape) {
+      const int shift = (j & 3) * 8;
+      const uint32_t exponent = escaped_exponent(w, row, chunk * 8 + j);
+      uint32_t& word = j < 4 ? e.x : e.y;
+      word = (word & ~(0xFFu << shift)) | exponent << shift;
+    }
+  return e;
+}
+
+// Exponents e.x (weights 0..3) and e.y (4..7), one per byte, with escapes patched in.
+__device__ __forceinline__ uint2 chunk_exponents(const FusedWeights& w, int row, int chunk, uint32_t codes,
+                                                 uint32_t base4) {
+  const uint2 e = make_uint2((codes & 0x0F0F0F0Fu) + base4, ((codes >> 4) & 0x0F0F0F0Fu) + base4);  // base <= 240: no carries
+  return has_escape(codes) ? patch_escapes(w, row, chunk, codes, e) : e;
+}
+
+__device__ __forceinline__ uint32_t rotate_right_1(uint32_t v) { return __funnelshift_r(v, v, 1); }
+
+// The chunk's 8 weights as 4 bf16x2 words: per pair [byte, exponent, byte, exponent] rotated
+// right by one (codec::fused::decode_chunk spells out why that is the bf16 pair).
+__device__ __forceinline__ uint4 decode_chunk(const FusedWeights& w, int row, int chunk, uint2 bytes, uint32_t codes,
+                                              uint32_t base4) {
+  const uint2 e = chunk_exponents(w, row, chunk, codes, base4);
+  uint4 out;
+  out.x = rotate_right_1(__byte_perm(bytes.x, e.x, 0x5140));
+  out.y = rotate_right_1(__byte_perm(bytes.x, e.x, 0x7362));
+  out.z = rotate_right_1(__byte_perm(bytes.y, e.y, 0x5140));
+  out.w = rotate_right_1(__byte_perm(bytes.y, e.y, 0x7362));
+  return out;
+}
+
+__device__ __forceinline__ uint32_t base4_of(const FusedWeights& w, int row, int chunk) {
+  const int groups = (w.stride + w.group - 1) / w.group;
+  return w.bases[static_cast<size_t>(row) * groups + chunk * 8 / w.group] * 0x01010101u;
+}
+
+// One weight as bf16 bits (the element-by-element path of rows not a multiple of 8).
+__device__ uint16_t decode_weight(const FusedWeights& w, int row, int col) {
+  const uint32_t codes = w.codes[static_cast<size_t>(row) * (w.stride / 8) + col / 8];
+  const uint32_t code = (codes >> code_shift(col % 8)) & 0xF;
+  const uint32_t exponent = code == kEscape ? escaped_exponent(w, row, col) : (base4_of(w, row, col / 8) & 0xFF) + code;
+  const uint8_t* bytes = w.bytes + static_cast<size_t>(row) * w.stride;
+  return static_cast<uint16_t>((bytes[col ^ 1] & 1u) << 15 | exponent << 7 | bytes[col] >> 1);
+}
+
+// sum[t] += this lane's chunks of the row dotted with x[t], in matvec's order: chunks lane,
+// lane + 32, ... (16-byte path), each through the same dot16.
+// kRowBase: one base for the whole row (the default layout), read once.
+template <int kTokens, bool kRowBase>
+__device__ __forceinline__ void row_chunks_dot(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x,
+                                               int lane, float (&sum)[kTokens]) {
+  const int chunks = w.cols / 8;
+  const uint2* bytes = reinterpret_cast<const uint2*>(w.bytes + static_cast<size_t>(row) * w.stride);
+  const uint32_t* codes = w.codes + static_cast<size_t>(row) * (w.stride / 8);
+  const uint32_t row_base4 = base4_of(w, row, 0);
+  const auto add_chunk = [&](int i, uint2 b, uint32_t c) {
+    float wf[8], xf[8];
+    bf16x8_to_f32(decode_chunk(w, row, i, b, c, kRowBase ? row_base4 : base4_of(w, row, i)), wf);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(t) * w.cols) + i), xf);
+      sum[t] += dot8(wf, xf);
+    }
+  };
+  int i = lane;
+  for (; i + 32 * (kUnroll - 1) < chunks; i += 32 * kUnroll) {
+    uint2 b[kUnroll];
+    uint32_t c[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) b[u] = __ldg(bytes + i + 32 * u), c[u] = __ldg(codes + i + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) add_chunk(i + 32 * u, b[u], c[u]);
+  }
+  for (; i < chunks; i += 32) add_chunk(i, __ldg(bytes + i), __ldg(codes + i));
+}
+
+// kTokens tokens (a template argument: no per-token branches, as few registers as possible).
+template <int kTokens, bool kVector, bool kRowBase>
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    fused_matvec_kernel(FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= w.rows) return;  // no block-wide barrier below
+  float sum[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) sum[t] = 0.0f;
+  if (kVector) {
+    row_chunks_dot<kTokens, kRowBase>(w, row, x, lane, sum);
+  } else {
+    for (int i = lane; i < w.cols; i += 32) {
+      const __nv_bfloat16 wi = __ushort_as_bfloat16(decode_weight(w, row, i));
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) sum[t] += to_float(wi) * to_float(x[static_cast<size_t>(t) * w.cols + i]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    const float s = warp_sum(sum[t]);
+    float* yt = y + static_cast<size_t>(t) * ldy;
+    if (lane == 0) yt[row] = accumulate ? yt[row] + s : s;
+  }
+}
+
+// One thread per chunk: 8 weights decoded and stored.
+__global__ void fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
+  const size_t index = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int per_row = w.stride / 8;
+  if (index >= static_cast<size_t>(w.rows) * per_row) return;
+  const int row = static_cast<int>(index / per_row), chunk = static_cast<int>(index % per_row);
+  const uint2 bytes = reinterpret_cast<const uint2*>(w.bytes)[index];
+  const uint4 v = decode_chunk(w, row, chunk, bytes, w.codes[index], base4_of(w, row, chunk));
+  __nv_bfloat16* dst = out + static_cast<size_t>(row) * w.cols + chunk * 8;
+  if (w.cols % 8 == 0) {
+    *reinterpret_cast<uint4*>(dst) = v;  // out is 16-byte aligned (cudaMalloc) and rows are too
+    return;
+  }
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
+  for (int j = 0; j < 8 && chunk * 8 + j < w.cols; ++j) dst[j] = __ushort_as_bfloat16(h[j]);
+}
+
+template <int kTokens>
+void launch(const FusedWeights& w, const __nv_bfloat16* x, float* y, int ldy, bool accumulate, bool vector, unsigned blocks,
+            cudaStream_t s) {
+  constexpr int kThreads = kRowsPerBlock * 32;
+  if (!vector) fused_matvec_kernel<kTokens, false, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+  else if (w.group >= w.stride) fused_matvec_kernel<kTokens, true, true><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+  else fused_matvec_kernel<kTokens, true, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+}
+
+}  // namespace
+
+void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s) {
+  CLLM_CHECK(n >= 1 && n <= kFusedMaxTokens, "fused_matvec: ", n, " tokens (expected 1 .. ", kFusedMaxTokens, ")");
+  if (w.rows <= 0) return;
+  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const unsigned blocks = (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
+  switch (n) {
+    case 1: launch<1>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 2: launch<2>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 3: launch<3>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 4: launch<4>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 5: launch<5>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 6: launch<6>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    case 7: launch<7>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+    default: launch<8>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
+  }
+  CLLM_CUDA_CHECK_LAUNCH("fused_matvec");
+}
+
+void fused_decode(const FusedWeights& w, void* out, cudaStream_t s) {
+  const size_t chunks = static_cast<size_t>(w.rows) * (w.stride / 8);
+  if (chunks == 0) return;
+  constexpr int kThreads = 256;
+  fused_decode_kernel<<<static_cast<unsigned>((chunks + kThreads - 1) / kThreads), kThreads, 0, s>>>(
+      w, static_cast<__nv_bfloat16*>(out));
+  CLLM_CUDA_CHECK_LAUNCH("fused_decode");
+}
+
+}  // namespace cllm::cuda

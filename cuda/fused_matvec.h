@@ -1,0 +1,35 @@
+// Products and decoding over the fused layout (src/codec/fused_layout.h; docs/codec.md "The
+// fused layout (mode 3)") on the device: the weights stay about 12 bits each in VRAM and are
+// decoded in registers, so a token reads 0.75 x the bytes of bf16. Raw device pointers only;
+// the planes are the CPU encoder's (uploaded as they are) until the layout is built on the GPU.
+// Not yet used by the engine (docs/architecture.md "Mode 3: fused").
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cllm::cuda {
+
+// A fused matrix in device memory: the fields of codec::fused::FusedMatrix.
+struct FusedWeights {
+  const uint8_t* bytes;          // (rows, stride)
+  const uint32_t* codes;         // (rows, stride / 8)
+  const uint8_t* bases;          // (rows, ceil(stride / group))
+  const uint32_t* escape_start;  // (rows + 1)
+  const uint32_t* escapes;       // col << 8 | exponent, sorted by column within a row
+  int rows, cols, stride, group;
+};
+
+constexpr int kFusedMaxTokens = 8;
+
+// y[t] (rows) fp32 = W x[t] (+ y[t] when accumulate) for tokens t < n (1..kFusedMaxTokens);
+// x (n, cols) bf16, token after token; y[t] starts at y + t * ldy. Each token's sum runs in
+// cuda/matvec.cu's order (16-byte path when cols % 8 == 0 and x is 16-byte aligned), so the
+// result has the bits of matvec() over the decoded weights, token by token.
+void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s);
+
+// out (rows, cols) bf16 = the decoded matrix (resident mode's slot decode; tests).
+void fused_decode(const FusedWeights& w, void* out, cudaStream_t s);
+
+}  // namespace cllm::cuda

@@ -1,0 +1,191 @@
+// Micro-benchmark of the fused layout's kernels (cuda/fused_matvec.h, cuda/fused_encode.h) on
+// Llama-3.1-8B's matrix shapes, with Gaussian bf16 weights (std 0.02):
+//
+//   bench-gpu-fused [--reps 20] [--tokens 1,2,4,8]
+//
+// Prints markdown tables on stdout:
+// - per matrix (d x k) and token count: µs per product for full mode's path (bf16 weights
+//   through Blas::linear: the matrix-vector kernel at 1 token, cuBLAS above) and for
+//   fused_matvec, GB/s of weight bytes read (bf16: 2 d k; fused: the layout's bytes), and the
+//   speed-up; then one whole 8B token (32 layers of the seven products and the classifier) at
+//   each token count, summed from the rows;
+// - per matrix: the GPU encoder's time (both passes, with the read-back of the escape total)
+//   and fused_decode's, GB/s of bf16 written.
+// Times are medians over --reps runs after a warm-up, from CUDA events; each product timing
+// cycles through enough copies of the matrix (>= 512 MiB of bf16) that none is still in L2.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "convert/synth.h"
+#include "cuda/blas.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device_buffer.h"
+#include "cuda/fused_encode.h"
+#include "cuda/fused_matvec.h"
+
+using namespace cllm;
+using cuda::DeviceBuffer;
+
+namespace {
+
+struct MatrixShape {
+  const char* name;
+  int d, k, per_token;  // per_token: how many of it one 8B token reads
+};
+const MatrixShape kShapes[] = {{"q, o", 4096, 4096, 64},    {"k, v", 1024, 4096, 64},        {"gate, up", 14336, 4096, 64},
+                               {"down", 4096, 14336, 32}, {"output (classifier)", 128256, 4096, 1}};
+constexpr size_t kCycleBytes = size_t{512} << 20;
+
+double median_ms(int reps, const std::function<void()>& fn) {
+  cudaEvent_t a, b;
+  CLLM_CUDA_CHECK(cudaEventCreate(&a));
+  CLLM_CUDA_CHECK(cudaEventCreate(&b));
+  fn();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    CLLM_CUDA_CHECK(cudaEventRecord(a));
+    fn();
+    CLLM_CUDA_CHECK(cudaEventRecord(b));
+    CLLM_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    CLLM_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  CLLM_CUDA_CHECK(cudaEventDestroy(a));
+  CLLM_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// One copy of a matrix: bf16 and its fused planes (made by the GPU encoder).
+struct Copy {
+  DeviceBuffer<uint16_t> w;
+  DeviceBuffer<uint8_t> bytes, bases;
+  DeviceBuffer<uint32_t> codes, start, escapes;
+  cuda::FusedWeights view{};
+  size_t fused_bytes = 0;
+};
+
+cuda::FusedPlanes planes_of(Copy& c, int d, int k) {
+  const int stride = (k + 7) / 8 * 8;
+  c.bytes.resize(static_cast<size_t>(d) * stride);
+  c.codes.resize(static_cast<size_t>(d) * stride / 8);
+  c.bases.resize(static_cast<size_t>(d));  // one base per row (the default group)
+  c.start.resize(static_cast<size_t>(d) + 1);
+  return {c.bytes.data(), c.codes.data(), c.bases.data(), c.start.data(), d, k, stride, stride};
+}
+
+// Encodes c.w into c's planes: both passes and the read-back of the escape total between them.
+void encode(Copy& c, const cuda::FusedPlanes& p) {
+  cuda::fused_encode_bases(c.w.data(), p, nullptr);
+  uint32_t total = 0;
+  CLLM_CUDA_CHECK(cudaMemcpy(&total, c.start.data() + p.rows, 4, cudaMemcpyDeviceToHost));
+  c.escapes.resize(std::max<uint32_t>(total, 1));
+  cuda::fused_encode_planes(c.w.data(), p, c.escapes.data(), nullptr);
+  c.view = {c.bytes.data(), c.codes.data(), c.bases.data(), c.start.data(), c.escapes.data(), p.rows, p.cols, p.stride, p.group};
+  c.fused_bytes = c.bytes.bytes() + c.codes.bytes() + c.bases.bytes() + c.start.bytes() + size_t{total} * 4;
+}
+
+// Copies of shape s, filled from a block of Gaussian weights repeated (each row is an
+// independent sample either way).
+std::vector<Copy> make_copies(const MatrixShape& s, const std::vector<uint16_t>& block) {
+  const size_t n = static_cast<size_t>(s.d) * s.k;
+  const size_t count = std::max<size_t>(1, (kCycleBytes + 2 * n - 1) / (2 * n));
+  std::vector<Copy> copies(count);
+  for (Copy& c : copies) {
+    c.w.resize(n);
+    for (size_t at = 0; at < n; at += block.size())
+      CLLM_CUDA_CHECK(cudaMemcpy(c.w.data() + at, block.data(), std::min(block.size(), n - at) * 2, cudaMemcpyHostToDevice));
+    encode(c, planes_of(c, s.d, s.k));
+  }
+  return copies;
+}
+
+struct Options {
+  int reps = 20;
+  std::vector<int> tokens = {1, 2, 4, 8};
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    CLLM_CHECK(i + 1 < argc, a, " needs a value");
+    if (a == "--reps") {
+      o.reps = std::stoi(argv[++i]);
+    } else if (a == "--tokens") {
+      o.tokens.clear();
+      for (const char* p = argv[++i]; *p;) {
+        o.tokens.push_back(std::atoi(p));
+        while (*p && *p != ',') ++p;
+        if (*p) ++p;
+      }
+    } else {
+      fail("unknown option ", a, " (known: --reps N, --tokens 1,2,4,8)");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Options opt = parse(argc, argv);
+    std::vector<uint16_t> block(size_t{1} << 25);
+    fill_gaussian_bf16(block.data(), block.size(), 0.0, 0.02, 42);
+    DeviceBuffer<uint8_t> workspace(size_t{32} << 20);
+    cuda::Blas blas(nullptr, workspace.data(), workspace.bytes());
+    std::vector<double> token_full(opt.tokens.size(), 0.0), token_fused(opt.tokens.size(), 0.0);
+    std::printf("| matrix | d x k | tokens | full µs | full GB/s | fused µs | fused GB/s | speed-up |\n"
+                "|---|---|---|---|---|---|---|---|\n");
+    std::vector<std::string> codec_rows;
+    for (const MatrixShape& s : kShapes) {
+      std::vector<Copy> copies = make_copies(s, block);
+      const double bf16_bytes = 2.0 * s.d * s.k, fused_bytes = static_cast<double>(copies[0].fused_bytes);
+      DeviceBuffer<uint16_t> x(static_cast<size_t>(8) * s.k);
+      CLLM_CUDA_CHECK(cudaMemcpy(x.data(), block.data(), x.bytes(), cudaMemcpyHostToDevice));
+      DeviceBuffer<float> y(static_cast<size_t>(8) * s.d);
+      for (size_t ti = 0; ti < opt.tokens.size(); ++ti) {
+        const int n = opt.tokens[ti];
+        size_t next = 0;
+        const double full = median_ms(opt.reps, [&] {
+          blas.linear(copies[next++ % copies.size()].w.data(), DType::BF16, x.data(), y.data(), s.d, n, s.k, s.d, false);
+        });
+        const double fused = median_ms(opt.reps, [&] {
+          cuda::fused_matvec(copies[next++ % copies.size()].view, x.data(), n, y.data(), s.d, false, nullptr);
+        });
+        token_full[ti] += full * s.per_token;
+        token_fused[ti] += fused * s.per_token;
+        std::printf("| %s | %d x %d | %d | %.1f | %.0f | %.1f | %.0f | %.2f |\n", s.name, s.d, s.k, n, full * 1e3,
+                    bf16_bytes / full / 1e6, fused * 1e3, fused_bytes / fused / 1e6, full / fused);
+        std::fflush(stdout);
+      }
+      DeviceBuffer<uint16_t> out(static_cast<size_t>(s.d) * s.k);
+      const double dec = median_ms(opt.reps, [&] { cuda::fused_decode(copies[0].view, out.data(), nullptr); });
+      const double enc = median_ms(std::max(3, opt.reps / 4), [&] { encode(copies[0], planes_of(copies[0], s.d, s.k)); });
+      char row[256];
+      std::snprintf(row, sizeof row, "| %s | %d x %d | %.3f | %.2f | %.0f | %.0f |", s.name, s.d, s.k,
+                    8.0 * fused_bytes / (static_cast<double>(s.d) * s.k), enc, dec * 1e3, bf16_bytes / dec / 1e6);
+      codec_rows.push_back(row);
+    }
+    std::printf("\n| one 8B token (32 layers + classifier) | tokens | full ms | fused ms | speed-up |\n|---|---|---|---|---|\n");
+    for (size_t ti = 0; ti < opt.tokens.size(); ++ti)
+      std::printf("| | %d | %.3f | %.3f | %.2f |\n", opt.tokens[ti], token_full[ti], token_fused[ti],
+                  token_full[ti] / token_fused[ti]);
+    std::printf("\n| matrix | d x k | fused bits/weight | encode ms | decode µs | decode GB/s of bf16 |\n|---|---|---|---|---|---|\n");
+    for (const std::string& r : codec_rows) std::printf("%s\n", r.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench-gpu-fused: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,187 @@
+// Specification of the fused layout's GPU kernels (cuda/fused_matvec.h) against the CPU
+// reference (src/codec/fused_layout.h, fused_dot.h): the decoder gives back every bf16 bit
+// pattern; the products for 1..8 tokens have, token by token, the bits of cuda::matvec over the
+// decoded bf16 weights (the same reduction order, so fused mode can match full mode bit for
+// bit); cuda::matvec has the bits of the CPU emulation of its order; and the GPU encoder
+// writes the CPU encoder's planes byte for byte. [gpu] tests skip,
+// visibly, where no CUDA device exists.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "codec/fused_dot.h"
+#include "codec/fused_layout.h"
+#include "common/dtype.h"
+#include "tests/test_util.h"
+#if CLLM_HAVE_CUDA
+#include "cuda/device_buffer.h"
+#include "cuda/fused_encode.h"
+#include "cuda/fused_matvec.h"
+#include "cuda/kernels.h"
+#endif
+
+using namespace cllm;
+using namespace cllm::codec::fused;
+
+namespace {
+#if CLLM_HAVE_CUDA
+
+using cuda::DeviceBuffer;
+
+// A fused matrix's planes in device memory and the view the kernels take.
+struct DeviceFused {
+  DeviceBuffer<uint8_t> bytes, bases;
+  DeviceBuffer<uint32_t> codes, escape_start, escapes;
+  cuda::FusedWeights view{};
+
+  explicit DeviceFused(const FusedMatrix& m) {
+    bytes.upload(m.bytes);
+    bases.upload(m.bases);
+    codes.upload(m.codes);
+    escape_start.upload(m.escape_start);
+    escapes.upload(m.escapes.empty() ? std::vector<uint32_t>{0} : m.escapes);
+    view = {bytes.data(), codes.data(), bases.data(), escape_start.data(), escapes.data(),
+            static_cast<int>(m.rows), static_cast<int>(m.cols), static_cast<int>(m.stride), static_cast<int>(m.group)};
+  }
+};
+
+void sync() { CLLM_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+std::vector<uint32_t> bits_of(const std::vector<float>& v) {
+  std::vector<uint32_t> b(v.size());
+  std::memcpy(b.data(), v.data(), v.size() * 4);
+  return b;
+}
+
+// Gaussian weights with escapes planted: tiny exponents (3) and a large one (140) in row 0.
+std::vector<uint16_t> weights_with_escapes(uint32_t rows, uint32_t cols, uint64_t seed) {
+  std::vector<uint16_t> w = test::gaussian_bf16(static_cast<size_t>(rows) * cols, 0.02f, seed);
+  w[0] = static_cast<uint16_t>(3 << 7 | 5);
+  w[cols / 2] = static_cast<uint16_t>(1u << 15 | 140 << 7 | 9);
+  if (rows > 1) w[cols + cols - 1] = static_cast<uint16_t>(3 << 7);
+  return w;
+}
+
+struct Shape {
+  uint32_t rows, cols;
+  const char* what;
+};
+const Shape kShapes[] = {{64, 4096, "4096-wide rows"}, {37, 1000, "odd rows"}, {1536, 576, "SmolLM's ffn"},
+                         {40, 14336, "long rows"},     {13, 77, "k % 8 != 0 (element path)"}, {3, 7, "tiny"}};
+
+#endif
+}  // namespace
+
+TEST_CASE("gpu fused: the decoder gives back every bf16 pattern and odd shapes bit for bit", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::vector<uint16_t> all(65536);
+  std::iota(all.begin(), all.end(), uint16_t{0});
+  struct Case {
+    std::vector<uint16_t> w;
+    uint32_t rows, cols, group;
+  };
+  std::vector<Case> cases = {{all, 256, 256, 64}, {all, 4096, 16, 0}, {all, 65536, 1, 8}};
+  for (const Shape& s : kShapes) cases.push_back({weights_with_escapes(s.rows, s.cols, s.cols), s.rows, s.cols, 0});
+  for (const Case& c : cases) {
+    INFO(c.rows << " x " << c.cols << ", group " << c.group);
+    const FusedMatrix m = encode_fused(c.w.data(), c.rows, c.cols, c.group);
+    const DeviceFused d(m);
+    DeviceBuffer<uint16_t> out(c.w.size());
+    out.fill_bytes(0xFF);
+    cuda::fused_decode(d.view, out.data(), nullptr);
+    sync();
+    REQUIRE(out.download() == c.w);
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: products for 1..8 tokens have the bits of matvec over the decoded weights", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  for (const Shape& s : kShapes) {
+    const std::vector<uint16_t> w = weights_with_escapes(s.rows, s.cols, 7 * s.cols);
+    const DeviceFused fused(encode_fused(w.data(), s.rows, s.cols));
+    DeviceBuffer<uint16_t> d_w;
+    d_w.upload(w);
+    const std::vector<uint16_t> x = test::gaussian_bf16(static_cast<size_t>(cuda::kFusedMaxTokens) * s.cols, 1.0f, 3);
+    DeviceBuffer<uint16_t> d_x;
+    d_x.upload(x);
+    const std::vector<float> y0(static_cast<size_t>(8) * s.rows, 0.25f);
+    for (int n = 1; n <= 8; ++n)
+      for (bool accumulate : {false, true}) {
+        INFO(s.what << " (" << s.rows << " x " << s.cols << "), " << n << " tokens, accumulate " << accumulate);
+        DeviceBuffer<float> got, want;
+        got.upload(y0);
+        want.upload(y0);
+        cuda::fused_matvec(fused.view, d_x.data(), n, got.data(), static_cast<int>(s.rows), accumulate, nullptr);
+        for (int t = 0; t < n; ++t)
+          cuda::matvec(d_w.data(), DType::BF16, d_x.data() + static_cast<size_t>(t) * s.cols,
+                       want.data() + static_cast<size_t>(t) * s.rows, static_cast<int>(s.rows),
+                       static_cast<int>(s.cols), accumulate, nullptr);
+        sync();
+        REQUIRE(bits_of(got.download()) == bits_of(want.download()));
+      }
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: matvec's bits are those of the CPU emulation of its order (codec/fused_dot.h)", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  for (const Shape& s : kShapes) {
+    INFO(s.what << " (" << s.rows << " x " << s.cols << ")");
+    const std::vector<uint16_t> w = weights_with_escapes(s.rows, s.cols, s.rows);
+    const std::vector<uint16_t> x = test::gaussian_bf16(s.cols, 1.0f, 11);
+    DeviceBuffer<uint16_t> d_w, d_x;
+    d_w.upload(w);
+    d_x.upload(x);
+    DeviceBuffer<float> y(s.rows);
+    cuda::matvec(d_w.data(), DType::BF16, d_x.data(), y.data(), static_cast<int>(s.rows), static_cast<int>(s.cols),
+                 false, nullptr);
+    sync();
+    std::vector<float> want(s.rows);
+    for (uint32_t r = 0; r < s.rows; ++r) want[r] = matvec_order_dot(w.data() + static_cast<size_t>(r) * s.cols, x.data(), s.cols);
+    REQUIRE(bits_of(y.download()) == bits_of(want));
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: the GPU encoder writes the CPU encoder's planes byte for byte", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::vector<uint16_t> all(65536);
+  std::iota(all.begin(), all.end(), uint16_t{0});
+  struct Case {
+    std::vector<uint16_t> w;
+    uint32_t rows, cols, group;
+  };
+  std::vector<Case> cases = {{all, 256, 256, 64}, {all, 4096, 16, 8}, {all, 65536, 1, 0}, {all, 1, 65536, 0}};
+  for (const Shape& s : kShapes)
+    for (uint32_t group : {0u, 8u, 64u}) cases.push_back({weights_with_escapes(s.rows, s.cols, s.rows), s.rows, s.cols, group});
+  for (const Case& c : cases) {
+    INFO(c.rows << " x " << c.cols << ", group " << c.group);
+    const FusedMatrix want = encode_fused(c.w.data(), c.rows, c.cols, c.group);
+    DeviceBuffer<uint16_t> d_w;
+    d_w.upload(c.w);
+    DeviceBuffer<uint8_t> bytes(want.bytes.size()), bases(want.bases.size());
+    DeviceBuffer<uint32_t> codes(want.codes.size()), start(want.escape_start.size());
+    const cuda::FusedPlanes planes{bytes.data(), codes.data(), bases.data(), start.data(), static_cast<int>(want.rows),
+                                   static_cast<int>(want.cols), static_cast<int>(want.stride), static_cast<int>(want.group)};
+    cuda::fused_encode_bases(d_w.data(), planes, nullptr);
+    const std::vector<uint32_t> got_start = start.download();
+    REQUIRE(got_start == want.escape_start);
+    DeviceBuffer<uint32_t> escapes(std::max<size_t>(got_start.back(), 1));
+    cuda::fused_encode_planes(d_w.data(), planes, escapes.data(), nullptr);
+    sync();
+    CHECK(bases.download() == want.bases);
+    CHECK(bytes.download() == want.bytes);
+    CHECK(codes.download() == want.codes);
+    std::vector<uint32_t> got_escapes = escapes.download();
+    got_escapes.resize(want.escapes.size());
+    CHECK(got_escapes == want.escapes);
+  }
+#endif
+}
