@@ -18,6 +18,15 @@ constexpr size_t kElemsPerItem = 4096;
 
 }  // namespace
 
+const char* cpu_layer_missing_feature(const LlamaConfig& c) {
+  const Architecture& a = architecture_of(c);
+  if (a.norm != NormKind::rms) return "(1 + w) RMSNorm";
+  if (a.has(kAttnPostNorm) || a.has(kFfnPostNorm)) return "norms after attention and the feed-forward";
+  if (a.ffn != FfnKind::swiglu) return "GeGLU feed-forward";
+  if (c.rope_local_theta > 0) return "a RoPE base of its own for sliding layers";
+  return nullptr;
+}
+
 CpuLayerMemory allocate_cpu_layer_memory(uint64_t bytes) {
   CpuLayerMemory p = allocate_huge_page_memory(bytes);
   if (!p) fail("could not allocate ", bytes, " bytes of host memory for a CPU layer");
@@ -118,6 +127,8 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   CLLM_CHECK(opt.context >= 1, "CPU layer: context ", opt.context, " must be >= 1");
   CLLM_CHECK(opt.max_batch >= 1, "CPU layer: max_batch ", opt.max_batch, " must be >= 1");
   CLLM_CHECK(cpu::isa_available(opt.isa), "CPU layer: ", cpu::isa_name(opt.isa), " is not available on this CPU");
+  if (const char* missing = cpu_layer_missing_feature(c))
+    fail("CPU layers (the GPU engine's hybrid mode) do not support ", c.architecture, " yet: no code for ", missing);
   const size_t B = opt.max_batch, dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim();
   xb_.resize(B * std::max(dim, qd));
   q_.resize(B * qd);
@@ -188,6 +199,10 @@ void CpuLayerForward::norm(const CpuTensor& w, const float* x, int n) {
     case NormKind::rms:
       for (int t = 0; t < n; ++t) cpu::rmsnorm(xb_.data() + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
       return;
+    case NormKind::rms_unit_offset:  // (not reached: refused at construction, cpu_layer_missing_feature)
+      for (int t = 0; t < n; ++t)
+        cpu::rmsnorm_unit_offset(xb_.data() + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
+      return;
   }
 }
 
@@ -253,7 +268,7 @@ void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const
   store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
-  cpu::attention(cpu::layer_attention_args(c_, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
+  cpu::attention(cpu::layer_attention_args(c_, layer, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
   float* const ys[] = {x};  // output projection, added to the residual
   const int ds[] = {dim};
   linear(&w.wo, ys, ds, 1, xb, n, qd, true);

@@ -108,7 +108,12 @@ struct CpuLayerOptions {
   cpu::Isa isa = cpu::isa_best();
 };
 
+// What of a model's layer CpuLayerForward has no code for ("GeGLU feed-forward" ...), or null
+// when it runs every layer of the model.
+const char* cpu_layer_missing_feature(const LlamaConfig& c);
+
 // Runs layers of one model: holds the RoPE table and the activations of max_batch tokens.
+// Throws at construction for a model with a cpu_layer_missing_feature (Gemma for now).
 class CpuLayerForward {
  public:
   // pool (may be null: inline) must outlive this object.
