@@ -340,6 +340,27 @@ TEST_CASE("gpu: the transformers fixtures' greedy tokens, and logits near the CP
   }
 }
 
+TEST_CASE("gpu: Gemma models are refused, naming the kernels the engine lacks and the CPU as the remedy", "[gpu]") {
+  CLLM_REQUIRE_GPU();
+  test::TempDir dir;
+  for (const char* name : {"hf-gemma2-f32-softcap", "hf-gemma3-bf16-gqa"}) {
+    INFO("fixture " << name);
+    const std::string path = dir.file(std::string(name) + ".cllm");
+    compress_model(open_source_model(test::fixture_dir(name)), path, CompressOptions{});
+    const CllmFile f = CllmFile::open(path);
+    const std::string err = test::error_of([&] { open_gpu(f, Mode::full, 64); });
+    CHECK_THAT(err, Catch::Matchers::Contains("the GPU engine cannot run this gemma"));
+    CHECK_THAT(err, Catch::Matchers::Contains("no kernels for (1 + w) RMSNorm"));
+    bool cpu_remedy = false;  // the CLI then says "use --device cpu"
+    try {
+      open_gpu(f, Mode::full, 64);
+    } catch (const Error& e) {
+      cpu_remedy = e.remedy().kind == Remedy::cpu_device;
+    }
+    CHECK(cpu_remedy);
+  }
+}
+
 TEST_CASE("gpu: prompts longer than a batch, and every row's logits", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
