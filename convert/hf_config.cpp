@@ -104,8 +104,8 @@ void read_longrope(const nlohmann::json& cfg, const nlohmann::json& scaling, con
 // scaling fields.
 // Gemma 3's rope_parameters hold one such object per layer type: the full_attention one is the
 // model's RoPE (the sliding layers' base is read by read_gemma_config).
-void read_rope(const nlohmann::json& cfg, const std::string& file, double default_theta, LlamaConfig& c) {
-  double theta = json_number_or(cfg, "rope_theta", default_theta, file);
+void read_rope(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
+  double theta = json_number_or(cfg, "rope_theta", 10000.0, file);
   double partial = json_number_or(cfg, "partial_rotary_factor", 1.0, file);
   const nlohmann::json* scaling = json_find(cfg, "rope_scaling");
   if (scaling && scaling->is_null()) scaling = nullptr;
@@ -148,10 +148,14 @@ void read_rope(const nlohmann::json& cfg, const std::string& file, double defaul
 
 }  // namespace
 
-void read_hf_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
-  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
-  c.architecture = read_architecture(cfg, file).name;
+void read_hf_config(const nlohmann::json& folder_cfg, const std::string& file, LlamaConfig& c) {
+  if (!folder_cfg.is_object()) fail("'", file, "': expected a JSON object");
+  // Gemma3ForConditionalGeneration: the text model's config (text_config) under Gemma 3's
+  // defaults; the others' own, Gemma's under their family's defaults
+  const nlohmann::json* text = gemma3_text_config(folder_cfg, file);
+  c.architecture = text ? "gemma3" : read_architecture(folder_cfg, file).name;
   const bool gemma = is_gemma(c.architecture);
+  const nlohmann::json cfg = gemma ? with_gemma_defaults(text ? *text : folder_cfg, c.architecture) : folder_cfg;
   // Gemma names its activation hidden_activation (Gemma 2 configs carry hidden_act too)
   const std::string act_key = gemma ? "hidden_activation" : "hidden_act";
   const std::string want = gemma ? "gelu_pytorch_tanh" : "silu";
@@ -173,18 +177,18 @@ void read_hf_config(const nlohmann::json& cfg, const std::string& file, LlamaCon
   if (c.n_heads <= 0) fail("'", file, "': num_attention_heads must be positive");
   if (!json_find(cfg, "head_dim") && c.dim % c.n_heads != 0)
     fail("'", file, "': hidden_size ", c.dim, " is not a multiple of num_attention_heads ", c.n_heads, " and no head_dim is given");
-  c.head_dim = json_int_or(cfg, "head_dim", gemma ? 256 : c.dim / c.n_heads, file);  // transformers' defaults
+  c.head_dim = json_int_or(cfg, "head_dim", c.dim / c.n_heads, file);
   c.vocab_size = json_int(cfg, "vocab_size", file);
-  const int default_context = c.architecture == "gemma2" ? 8192 : c.architecture == "gemma3" ? 131072 : 2048;
-  c.context_length = json_int_or(cfg, "max_position_embeddings", default_context, file);
+  c.context_length = json_int_or(cfg, "max_position_embeddings", 2048, file);  // transformers' default
   c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
   c.rope_layout = RopeLayout::neox;
-  c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", gemma, file);
+  // (a vision model's top-level tie_word_embeddings is the one transformers ties by)
+  c.tie_embeddings = json_bool_or(text ? folder_cfg : cfg, "tie_word_embeddings", json_bool_or(cfg, "tie_word_embeddings", false, file), file);
   if (c.architecture == "mistral" || c.architecture == "phi3")
     c.sliding_window = read_sliding_window(cfg, c.context_length, file);
   if (c.architecture == "smollm3") c.no_rope_layers = read_no_rope_layers(cfg, c.n_layers, file);
 
-  read_rope(cfg, file, c.architecture == "gemma3" ? 1e6 : 1e4, c);
+  read_rope(cfg, file, c);
   if (gemma) read_gemma_config(cfg, file, c);
   with_context("'" + file + "'", [&] { c.validate(); });
 }

@@ -18,6 +18,11 @@ void read_hf_config(const nlohmann::json& cfg, const std::string& file, LlamaCon
 // the common fields and RoPE: sliding and full layers, the sliding layers' RoPE base (Gemma 3),
 // query_pre_attn_scalar, softcaps, with transformers' defaults for absent keys.
 bool is_gemma(const std::string& architecture);
+// Gemma3ForConditionalGeneration's text_config, or null for any other config.json.
+const nlohmann::json* gemma3_text_config(const nlohmann::json& cfg, const std::string& file);
+// cfg over transformers' Gemma2Config / Gemma3TextConfig defaults (hub configs of Gemma 3's
+// vision models leave most text fields to them).
+nlohmann::json with_gemma_defaults(const nlohmann::json& cfg, const std::string& architecture);
 void read_gemma_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c);
 
 }  // namespace cllm

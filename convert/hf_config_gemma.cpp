@@ -1,6 +1,7 @@
 // Gemma 2 and Gemma 3 (text) config.json fields beyond the Llama ones, as transformers 5.25's
 // Gemma2Config / Gemma3TextConfig read them (their defaults for absent keys; null disables a
 // softcap).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,35 @@ float read_local_rope_theta(const nlohmann::json& cfg, const std::string& file) 
 
 bool is_gemma(const std::string& architecture) {
   return architecture == "gemma2" || architecture == "gemma3";
+}
+
+const nlohmann::json* gemma3_text_config(const nlohmann::json& cfg, const std::string& file) {
+  const auto* archs = json_find(cfg, "architectures");
+  if (!archs || !archs->is_array() || std::find(archs->begin(), archs->end(), "Gemma3ForConditionalGeneration") == archs->end())
+    return nullptr;
+  const auto* text = json_find(cfg, "text_config");
+  if (!text || !text->is_object()) fail("'", file, "': Gemma3ForConditionalGeneration without a text_config object");
+  return text;
+}
+
+nlohmann::json with_gemma_defaults(const nlohmann::json& cfg, const std::string& architecture) {
+  // transformers 5.25's defaults for the keys read_hf_config reads (the Gemma keys' defaults
+  // are read_gemma_config's)
+  nlohmann::json merged = {{"hidden_size", 2304},           {"intermediate_size", 9216},
+                           {"num_hidden_layers", 26},       {"num_attention_heads", 8},
+                           {"num_key_value_heads", 4},      {"head_dim", 256},
+                           {"rms_norm_eps", 1e-6},          {"tie_word_embeddings", true},
+                           {"hidden_activation", "gelu_pytorch_tanh"}};
+  if (architecture == "gemma2") {
+    merged["vocab_size"] = 256000;
+    merged["max_position_embeddings"] = 8192;
+  } else {
+    merged["vocab_size"] = 262208;
+    merged["max_position_embeddings"] = 131072;
+    merged["rope_theta"] = 1e6;
+  }
+  for (auto it = cfg.begin(); it != cfg.end(); ++it) merged[it.key()] = it.value();
+  return merged;
 }
 
 void read_gemma_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {

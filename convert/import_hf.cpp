@@ -1,5 +1,6 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM: model/architecture.h), model.safetensors or shards listed
+// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
+// Gemma3ForCausalLM, and Gemma3ForConditionalGeneration's text model: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -7,6 +8,7 @@
 // HF checkpoints store q/k rows permuted for "rotate half" RoPE. The tensors are kept exactly
 // as stored and the layout is recorded as neox; the runtime rotates (x[i], x[i + d/2]).
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -47,6 +49,14 @@ std::string strip_gemma3_text_prefix(const std::string& hf) {
   for (const auto& [from, to] : prefixes)
     if (hf.compare(0, from.size(), from) == 0) return to + hf.substr(from.size());
   return hf;
+}
+
+// A Gemma 3 vision model's image encoder and projector: not imported (codecllm runs the text).
+bool is_gemma3_vision_tensor(const std::string& hf) {
+  for (const char* prefix : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                             "model.multi_modal_projector."})
+    if (hf.compare(0, std::strlen(prefix), prefix) == 0) return true;
+  return false;
 }
 
 // HF parameter name -> canonical name. Unknown names come back unchanged (check_and_order_tensors
@@ -107,7 +117,7 @@ void add_tensors(const SafetensorsFile& st, const std::string& file, const std::
     bool skip = false;
     SourceTensor s;
     s.name = canonical_name(strip_gemma3_text_prefix(t.name), gemma, &skip);
-    if (skip) continue;
+    if (skip || (gemma && is_gemma3_vision_tensor(t.name))) continue;
     s.source_name = t.name;
     s.dtype = t.dtype;
     s.shape = t.shape;

@@ -23,7 +23,7 @@ import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM,
                           Phi3Config, Phi3ForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3TextConfig,
-                          Gemma3ForCausalLM)
+                          Gemma3ForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -43,8 +43,10 @@ FAMILIES = {
     "phi3": (Phi3Config, Phi3ForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
     "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
+    # Gemma 3 4B and larger: the text model beside a vision tower; codecllm imports the text part
+    "gemma3-vision": (Gemma3Config, Gemma3ForConditionalGeneration),
 }
-GEMMAS = ("gemma2", "gemma3")
+GEMMAS = ("gemma2", "gemma3", "gemma3-vision")
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
 VARIANTS = {
@@ -65,10 +67,19 @@ VARIANTS = {
     "hf-gemma2-bf16-softcap-tied": ("gemma2", torch.bfloat16, True, False, 1),
     "hf-gemma3-f32-tied": ("gemma3", torch.float32, True, False, 2),
     "hf-gemma3-bf16-gqa": ("gemma3", torch.bfloat16, False, False, 1),
+    "hf-gemma3-vision-f32-tied": ("gemma3-vision", torch.float32, True, False, 2),
 }
 
 
 def make_config(family, tied, llama3, kv_heads):
+    if family == "gemma3-vision":
+        # the Gemma 3 text fixture's config under a one-layer vision tower; image tokens
+        # 251 .. 253 stay out of the prompts
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=28, patch_size=14)
+        return Gemma3Config(text_config=make_config("gemma3", tied, llama3, kv_heads), vision_config=vision,
+                            mm_tokens_per_image=4, boi_token_index=251, eoi_token_index=252, image_token_index=253,
+                            tie_word_embeddings=tied)
     config_class = FAMILIES[family][0]
     kw = dict(
         vocab_size=VOCAB,
@@ -229,6 +240,7 @@ def main(out_root, names):
                     "logits": []}
         if family in ("mistral",) + GEMMAS:
             expected["sliding_window"] = WINDOW
+        if family in ("mistral", "gemma2", "gemma3"):  # (the vision model's text part is gemma3's)
             check_window_matters(model_class, out, prompts[0])
         if family == "gemma2":
             check_softcaps_matter(model_class, out, prompts[0])
