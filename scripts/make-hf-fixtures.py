@@ -118,7 +118,7 @@ def make_config(family, tied, llama3, kv_heads):
                   query_pre_attn_scalar=24, pad_token_id=0)
         if family == "gemma2":
             kw["head_dim"] = 16  # Gemma2Config's default is 256
-            kw.update(attn_logit_softcapping=2.0, final_logit_softcapping=1.5)
+            kw.update(attn_logit_softcapping=1.0, final_logit_softcapping=2.0)
         else:
             kw["head_dim"] = 32  # not hidden / heads = 16
     theta = 10000.0
@@ -228,7 +228,7 @@ def main(out_root, names):
                     # embeddings times sqrt(hidden) in the residual and again as the tied
                     # classifier: drawn small so that the layers, not the input token, pick
                     # the next token (else greedy repeats the prompt's last token)
-                    p.mul_(0.2)
+                    p.mul_(0.5)
         model = model.to(dtype).eval()
         out = os.path.join(out_root, name)
         os.makedirs(out, exist_ok=True)

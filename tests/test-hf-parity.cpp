@@ -9,7 +9,7 @@
 // projections, RoPE on 12 of 16 dimensions, LongRoPE's short factors and attention factor),
 // hf-gemma2-* Gemma2ForCausalLM (5.25: (1 + w) norms drawn away from transformers' zeros, four
 // a layer, GeGLU, embeddings times sqrt(hidden), layer 0 in a window of 8 and layer 1 full,
-// scores scaled by 1/sqrt(24) and soft-capped at 2, logits at 1.5), hf-gemma3-* Gemma3ForCausalLM
+// scores scaled by 1/sqrt(24) and soft-capped at 1, logits at 2), hf-gemma3-* Gemma3ForCausalLM
 // (5.25: Gemma 2's layer with (1 + w) q and k norms, head_dim 32, no softcaps, the sliding
 // layer's RoPE base 100 and the full layer's 10000 with linear scaling by 2; and the same
 // text model in a Gemma3ForConditionalGeneration with a vision tower),
@@ -187,8 +187,8 @@ TEST_CASE("Gemma configs import with their layer types, query scale, softcaps an
   CHECK(g2.config.window_of(0) == 8);
   CHECK(g2.config.window_of(1) == 0);
   CHECK(g2.config.query_pre_attn_scalar == 24.0f);
-  CHECK(g2.config.attn_softcap == 2.0f);
-  CHECK(g2.config.final_softcap == 1.5f);
+  CHECK(g2.config.attn_softcap == 1.0f);
+  CHECK(g2.config.final_softcap == 2.0f);
   CHECK(g2.config.rope_local_theta == 0.0f);  // Gemma 2: one RoPE for all layers
   // HF's post_attention_layernorm is Gemma's attention output norm, not the FFN's input norm
   REQUIRE(g2.find("blk.0.post_attention_norm.weight") != nullptr);
