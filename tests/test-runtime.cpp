@@ -9,7 +9,6 @@
 #include "convert/compress.h"
 #include "convert/source_model.h"
 #include "format/cllm_reader.h"
-#include "runtime/device_features.h"
 #include "runtime/memory_plan.h"
 #include "runtime/path_speeds.h"
 #include "runtime/placement_plan.h"
@@ -422,24 +421,4 @@ TEST_CASE("a CPU layer's memory: its compressed bytes pinned, its weights decode
   CHECK(mode_of(p) == Mode::hybrid);
   p.back() = Placement::cpu;  // a classifier slice
   CHECK_THROWS_WITH(plan_memory(s, c, p, 256, 64), Contains("only layers"));
-}
-
-TEST_CASE("the GPU engine names each Gemma feature it has no kernels for, and none of the other families'",
-          "[runtime]") {
-  for (const char* name : {"hf-f32-gqa", "hf-mistral-f32-swa", "hf-qwen2-f32-gqa", "hf-qwen3-f32-gqa",
-                           "hf-smollm3-f32-nope", "hf-phi3-f32-longrope"}) {
-    INFO(name);
-    CHECK(gpu_missing_features(open_source_model(test::fixture_dir(name)).config).empty());
-  }
-  const LlamaConfig g2 = open_source_model(test::fixture_dir("hf-gemma2-f32-softcap")).config;
-  const std::string missing2 = gpu_missing_features(g2);
-  for (const char* feature : {"(1 + w) RMSNorm", "norms after attention and the feed-forward", "GeGLU feed-forward",
-                              "embeddings scaled by sqrt(hidden)", "a query scale of 1/sqrt(query_pre_attn_scalar)",
-                              "attention soft-capping", "final logit soft-capping",
-                              "a sliding window on some layers only"})
-    CHECK_THAT(missing2, Contains(feature));
-  CHECK_THAT(missing2, !Contains("RoPE base"));  // Gemma 2 rotates every layer alike
-  const LlamaConfig g3 = open_source_model(test::fixture_dir("hf-gemma3-f32-tied")).config;
-  CHECK_THAT(gpu_missing_features(g3), Contains("a RoPE base of its own for sliding layers"));
-  CHECK_THAT(gpu_missing_features(g3), !Contains("soft-capping"));  // null in its config.json
 }

@@ -209,7 +209,7 @@ int run_bench(const BenchArgs& a) {
   CllmOpenOptions open_opt;
   open_opt.verify_checksums = !a.engine.no_verify;
   const CllmFile f = CllmFile::open(a.model, open_opt);
-  if (!a.codec) return run_model_bench(a, f, device_for_model(dev, a.engine, f));
+  if (!a.codec) return run_model_bench(a, f, dev);
   CodecBenchOptions opt;
   opt.reps = a.reps;
   opt.threads = a.engine.threads;

@@ -211,7 +211,7 @@ void log_run_summary(const GenerateResult& r, double load_ms, const Timer& total
 
 int run_run(const RunArgs& a) {
   Timer total;
-  Device device = select_device(a.engine.device);
+  const Device device = select_device(a.engine.device);
   check_engine_flags(a.engine, device);
   const int threads = a.engine.resolved_threads();
 
@@ -222,7 +222,6 @@ int run_run(const RunArgs& a) {
   open_opt.verify_checksums = !a.engine.no_verify;
   open_opt.threads = threads;
   const CllmFile file = CllmFile::open(a.model, open_opt);
-  device = device_for_model(device, a.engine, file);
   const RunEngine e(file, device, a.engine, threads);
   const LlamaConfig& c = e.config();
   const int context = e.context();

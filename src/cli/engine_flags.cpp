@@ -4,10 +4,8 @@
 #include <climits>
 
 #include "common/error.h"
-#include "common/log.h"
 #include "common/thread_pool.h"
 #include "common/units.h"
-#include "runtime/device_features.h"
 
 namespace cllm::cli {
 
@@ -162,14 +160,6 @@ GpuOptions gpu_options(const EngineFlags& f) {
   g.context = f.context;
   g.threads = f.resolved_threads();
   return g;
-}
-
-Device device_for_model(Device device, const EngineFlags& f, const CllmFile& file) {
-  if (device != Device::cuda || f.device != "auto") return device;
-  const std::string missing = gpu_missing_features(config_from_metadata(file.metadata()));
-  if (missing.empty()) return device;
-  log_info("device: cpu (auto: the GPU engine has no kernels yet for this model's ", missing, ")");
-  return Device::cpu;
 }
 
 }  // namespace cllm::cli

@@ -52,10 +52,6 @@ void check_engine_flags(const EngineFlags& f, Device device);
 // The GPU engine's options for the first (run: the only) mode and budget, typed.
 GpuOptions gpu_options(const EngineFlags& f);
 
-// --device auto's choice for this model: the CPU (saying why on stderr) when it picked cuda but
-// the GPU engine lacks a feature of the model (device_features.h: Gemma for now); else device.
-Device device_for_model(Device device, const EngineFlags& f, const CllmFile& file);
-
 // What to change, in flags, for an error's remedy: "use --mode lowmem", "use -c 512 or less",
 // "use a -c smaller than 33280", "use --device cpu"; "" when it has none.
 std::string remedy_in_flags(const Remedy& r);

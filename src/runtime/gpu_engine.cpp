@@ -13,7 +13,6 @@
 #include "runtime/gpu_cpu_layers.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/gpu_forward.h"
-#include "runtime/device_features.h"
 #include "runtime/gpu_weights.h"
 
 namespace cllm {
@@ -144,10 +143,6 @@ const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_log
 }  // namespace
 
 std::unique_ptr<GpuEngine> GpuEngine::open(const CllmFile& file, const GpuOptions& opt) {
-  const LlamaConfig c = config_from_metadata(file.metadata());
-  if (const std::string missing = gpu_missing_features(c); !missing.empty())
-    fail_with({Remedy::cpu_device, ""}, "the GPU engine cannot run this ", c.architecture, " model yet: it has no kernels for ",
-              missing);
   return std::make_unique<CudaEngine>(file, opt);
 }
 
