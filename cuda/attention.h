@@ -47,7 +47,8 @@ struct AttentionScores {
 // programmatic dependent launch.
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
                int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-               float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
+               float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0,
+               const AttentionScores& scores = {});
 
 // The previous entry point (today's engine calls it): the fp32 CUDA-core kernels for every
 // dtype and batch, one block per head when n == 1. Kept until the engine passes a workspace.
