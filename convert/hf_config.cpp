@@ -102,6 +102,8 @@ void read_longrope(const nlohmann::json& cfg, const nlohmann::json& scaling, con
 // RoPE: transformers 4 writes rope_theta + rope_scaling (+ partial_rotary_factor); transformers
 // 5 one rope_parameters object holding rope_type, rope_theta, partial_rotary_factor and the
 // scaling fields.
+// Gemma 3's rope_parameters hold one such object per layer type: the full_attention one is the
+// model's RoPE (the sliding layers' base is read by read_gemma_config).
 void read_rope(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
   double theta = json_number_or(cfg, "rope_theta", 10000.0, file);
   double partial = json_number_or(cfg, "partial_rotary_factor", 1.0, file);
@@ -110,6 +112,7 @@ void read_rope(const nlohmann::json& cfg, const std::string& file, LlamaConfig& 
   const char* scaling_key = "rope_scaling";
   if (const auto* params = json_find(cfg, "rope_parameters")) {
     if (!params->is_object()) fail("'", file, "': 'rope_parameters' must be an object");
+    if (const auto* full = json_find(*params, "full_attention")) params = full;
     theta = json_number_or(*params, "rope_theta", theta, file);
     partial = json_number_or(*params, "partial_rotary_factor", partial, file);
     if (!scaling) {
@@ -133,18 +136,32 @@ void read_rope(const nlohmann::json& cfg, const std::string& file, LlamaConfig& 
     c.rope_scaling.original_context = json_int_or(*scaling, "original_max_position_embeddings", 8192, file);
   } else if (type == "longrope" || type == "su") {  // "su": Phi-3's first name for it
     read_longrope(cfg, *scaling, scaling_key, file, c);
+  } else if (type == "linear") {  // Gemma 3 (4B and larger): positions divided by factor
+    c.rope_scaling.type = "linear";
+    c.rope_scaling.factor = static_cast<float>(json_number_or(*scaling, "factor", 0.0, file));
+    if (!(c.rope_scaling.factor > 0)) fail("'", file, "': ", scaling_key, " linear needs a positive 'factor'");
   } else if (type != "default") {
-    fail("'", file, "': ", scaling_key, " type '", type, "' is not supported (llama3 or longrope scaling, or none)");
+    fail("'", file, "': ", scaling_key, " type '", type,
+         "' is not supported (llama3, longrope or linear scaling, or none)");
   }
 }
 
 }  // namespace
 
-void read_hf_config(const nlohmann::json& cfg, const std::string& file, LlamaConfig& c) {
-  if (!cfg.is_object()) fail("'", file, "': expected a JSON object");
-  c.architecture = read_architecture(cfg, file).name;
-  const std::string act = json_string_or(cfg, "hidden_act", "silu", file);
-  if (act != "silu") fail("'", file, "': hidden_act '", act, "' is not supported (Llama uses silu)");
+void read_hf_config(const nlohmann::json& folder_cfg, const std::string& file, LlamaConfig& c) {
+  if (!folder_cfg.is_object()) fail("'", file, "': expected a JSON object");
+  // Gemma3ForConditionalGeneration: the text model's config (text_config) under Gemma 3's
+  // defaults; the others' own, Gemma's under their family's defaults
+  const nlohmann::json* text = gemma3_text_config(folder_cfg, file);
+  c.architecture = text ? "gemma3" : read_architecture(folder_cfg, file).name;
+  const bool gemma = is_gemma(c.architecture);
+  const nlohmann::json cfg = gemma ? with_gemma_defaults(text ? *text : folder_cfg, c.architecture) : folder_cfg;
+  // Gemma names its activation hidden_activation (Gemma 2 configs carry hidden_act too)
+  const std::string act_key = gemma ? "hidden_activation" : "hidden_act";
+  const std::string want = gemma ? "gelu_pytorch_tanh" : "silu";
+  const std::string act = json_string_or(cfg, act_key.c_str(), json_string_or(cfg, "hidden_act", want, file), file);
+  if (act != want)
+    fail("'", file, "': ", act_key, " '", act, "' is not supported (", c.architecture, " uses ", want, ")");
   // Qwen2 always has q, k and v biases (and no such keys); elsewhere biases are refused.
   if (json_bool_or(cfg, "attention_bias", false, file) || json_bool_or(cfg, "mlp_bias", false, file))
     fail("'", file, "': attention_bias / mlp_bias are not supported (Llama has no biases)");
@@ -165,12 +182,14 @@ void read_hf_config(const nlohmann::json& cfg, const std::string& file, LlamaCon
   c.context_length = json_int_or(cfg, "max_position_embeddings", 2048, file);  // transformers' default
   c.norm_eps = static_cast<float>(json_number_or(cfg, "rms_norm_eps", 1e-6, file));
   c.rope_layout = RopeLayout::neox;
-  c.tie_embeddings = json_bool_or(cfg, "tie_word_embeddings", false, file);
+  // (a vision model's top-level tie_word_embeddings is the one transformers ties by)
+  c.tie_embeddings = json_bool_or(text ? folder_cfg : cfg, "tie_word_embeddings", json_bool_or(cfg, "tie_word_embeddings", false, file), file);
   if (c.architecture == "mistral" || c.architecture == "phi3")
     c.sliding_window = read_sliding_window(cfg, c.context_length, file);
   if (c.architecture == "smollm3") c.no_rope_layers = read_no_rope_layers(cfg, c.n_layers, file);
 
   read_rope(cfg, file, c);
+  if (gemma) read_gemma_config(cfg, file, c);
   with_context("'" + file + "'", [&] { c.validate(); });
 }
 

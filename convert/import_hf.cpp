@@ -1,5 +1,6 @@
 // Hugging Face model folders: config.json (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM: model/architecture.h), model.safetensors or shards listed
+// Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
+// Gemma3ForCausalLM, and Gemma3ForConditionalGeneration's text model: model/architecture.h), model.safetensors or shards listed
 // in model.safetensors.index.json, and optionally tokenizer.model (SentencePiece) or, without it,
 // tokenizer.json (byte-level BPE, Llama 3), with tokenizer_config.json's special tokens and chat
 // template.
@@ -7,6 +8,7 @@
 // HF checkpoints store q/k rows permuted for "rotate half" RoPE. The tensors are kept exactly
 // as stored and the layout is recorded as neox; the runtime rotates (x[i], x[i + d/2]).
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -27,9 +29,40 @@ namespace cllm {
 
 namespace {
 
+// Gemma's four norms a layer: post_attention_layernorm is the attention output's norm there
+// (ffn_norm in Llama), pre_feedforward_layernorm the FFN input's (GGUF's gemma2 names).
+const std::map<std::string, std::string>& gemma_norm_parts() {
+  static const std::map<std::string, std::string> parts = {
+      {"post_attention_layernorm", "post_attention_norm"},
+      {"pre_feedforward_layernorm", "ffn_norm"},
+      {"post_feedforward_layernorm", "post_ffw_norm"},
+  };
+  return parts;
+}
+
+// Gemma3ForConditionalGeneration keeps its text model under language_model ("model.language_model.
+// layers.0..." in transformers 5, "language_model.model.layers.0..." in 4): the text model's
+// own names. Others come back unchanged.
+std::string strip_gemma3_text_prefix(const std::string& hf) {
+  static const std::pair<std::string, std::string> prefixes[] = {
+      {"model.language_model.", "model."}, {"language_model.model.", "model."}, {"language_model.lm_head.", "lm_head."}};
+  for (const auto& [from, to] : prefixes)
+    if (hf.compare(0, from.size(), from) == 0) return to + hf.substr(from.size());
+  return hf;
+}
+
+// A Gemma 3 vision model's image encoder and projector: not imported (codecllm runs the text).
+bool is_gemma3_vision_tensor(const std::string& hf) {
+  for (const char* prefix : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                             "model.multi_modal_projector."})
+    if (hf.compare(0, std::strlen(prefix), prefix) == 0) return true;
+  return false;
+}
+
 // HF parameter name -> canonical name. Unknown names come back unchanged (check_and_order_tensors
-// then reports them); *skip is set for buffers that are not weights.
-std::string canonical_name(const std::string& hf, bool* skip) {
+// then reports them); *skip is set for buffers that are not weights. gemma: the norms are
+// Gemma's (gemma_norm_parts).
+std::string canonical_name(const std::string& hf, bool gemma, bool* skip) {
   *skip = false;
   static const std::map<std::string, std::string> globals = {
       {"model.embed_tokens.weight", "token_embd.weight"},
@@ -65,7 +98,8 @@ std::string canonical_name(const std::string& hf, bool* skip) {
   const int layer = std::stoi(hf.substr(prefix.size(), digits));
   const std::string part = hf.substr(pos + 1, hf.size() - suffix.size() - pos - 1);
   auto it = parts.find(part);
-  if (it == parts.end()) return hf;
+  if (gemma && gemma_norm_parts().count(part)) it = gemma_norm_parts().find(part);
+  else if (it == parts.end()) return hf;
   // "blk.N.attn_q.weight"; biases (Qwen2's q, k, v) "blk.N.attn_q.bias": a bias the
   // architecture lacks is then reported as unexpected by check_and_order_tensors
   return "blk." + std::to_string(layer) + "." + it->second + suffix;
@@ -77,13 +111,13 @@ struct Collected {
 };
 
 void add_tensors(const SafetensorsFile& st, const std::string& file, const std::set<std::string>* only,
-                 Collected& out) {
+                 bool gemma, Collected& out) {
   for (const auto& t : st.tensors) {
     if (only && !only->count(t.name)) continue;
     bool skip = false;
     SourceTensor s;
-    s.name = canonical_name(t.name, &skip);
-    if (skip) continue;
+    s.name = canonical_name(strip_gemma3_text_prefix(t.name), gemma, &skip);
+    if (skip || (gemma && is_gemma3_vision_tensor(t.name))) continue;
     s.source_name = t.name;
     s.dtype = t.dtype;
     s.shape = t.shape;
@@ -153,12 +187,12 @@ void split_fused(const LlamaConfig& c, Collected& col) {
   col = std::move(out);
 }
 
-void read_weights(const std::string& dir, SourceModel& m, Collected& out) {
+void read_weights(const std::string& dir, bool gemma, SourceModel& m, Collected& out) {
   const std::string single = path_join(dir, "model.safetensors");
   const std::string index = path_join(dir, "model.safetensors.index.json");
   if (path_exists(single)) {  // transformers prefers the single file too
     auto st = read_safetensors(single);
-    add_tensors(st, single, nullptr, out);
+    add_tensors(st, single, nullptr, gemma, out);
     m.files.push_back(std::move(st.file));
     return;
   }
@@ -188,7 +222,7 @@ void read_weights(const std::string& dir, SourceModel& m, Collected& out) {
     auto st = read_safetensors(path);
     for (const auto& name : names)
       if (!st.find(name)) fail("'", path, "': tensor '", name, "', listed in model.safetensors.index.json, is not in this shard");
-    add_tensors(st, path, &names, out);
+    add_tensors(st, path, &names, gemma, out);
     m.files.push_back(std::move(st.file));
   }
 }
@@ -279,7 +313,7 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
   read_hf_config(cfg, cfg_path, m.config);
 
   Collected col;
-  read_weights(dir, m, col);
+  read_weights(dir, is_gemma(m.config.architecture), m, col);
   split_fused(m.config, col);
   m.tensors = std::move(col.tensors);
   check_layer_count(m, "'" + cfg_path + "': num_hidden_layers");

@@ -17,6 +17,17 @@ namespace cllm::cuda {
 namespace {
 
 constexpr int kTile = 128;  // key positions per tile == threads per block
+
+// q.k times the scale, soft-capped when softcap > 0 (Gemma 2): the CPU's order of operations.
+__device__ __forceinline__ float score_of(float dot, float scale, float softcap) {
+  const float s = dot * scale;
+  return softcap > 0.0f ? tanhf(s / softcap) * softcap : s;
+}
+
+// The scale of q.k: the model's (Gemma's query_pre_attn_scalar), else 1/sqrt(head_dim).
+float score_scale(float scale, int head_dim) {
+  return scale > 0.0f ? scale : 1.0f / sqrtf(static_cast<float>(head_dim));
+}
 constexpr int kAccPerThread = kMaxHeadDim / kTile;
 
 // One token's attention, one block per head. Scores: each warp takes every 4th key of the
@@ -25,7 +36,8 @@ constexpr int kAccPerThread = kMaxHeadDim / kTile;
 template <class KV>
 __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const KV* k_cache, const KV* v_cache,
                                                           void* out, DType out_dt, int pos_value, const int* d_pos,
-                                                          int n_heads, int n_kv_heads, int head_dim, int window) {
+                                                          int n_heads, int n_kv_heads, int head_dim, int window,
+                                                          float scale, float softcap) {
   let_next_kernel_start();  // one block a head: the output product's weight loads fill the other SMs
   const int pos = d_pos ? *d_pos : pos_value;
   __shared__ float q_s[kMaxHeadDim];
@@ -36,7 +48,6 @@ __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const 
   const int kvh = h / (n_heads / n_kv_heads);
   const int n_pos = pos + 1;
   const size_t kv_dim = static_cast<size_t>(n_kv_heads) * head_dim, head_off = static_cast<size_t>(kvh) * head_dim;
-  const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
   for (int i = tid; i < head_dim; i += kTile) q_s[i] = q[static_cast<size_t>(h) * head_dim + i];
   __syncthreads();
 
@@ -55,7 +66,7 @@ __global__ void __launch_bounds__(kTile) attention_kernel(const float* q, const 
         for (int i = lane; i < head_dim; i += 32) d += q_s[i] * to_f32(kr[i]);
         for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
       }
-      if (lane == 0) p_s[r] = r < count ? d * scale : -INFINITY;
+      if (lane == 0) p_s[r] = r < count ? score_of(d, scale, softcap) : -INFINITY;
     }
     __syncthreads();
     const float score = p_s[tid];
@@ -97,7 +108,8 @@ __host__ __device__ constexpr size_t prefill_smem_bytes(int head_dim) {
 __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, const void* k_cache,
                                                                 const void* v_cache, DType kv_dt, void* out,
                                                                 DType out_dt, int n, int pos, int n_heads,
-                                                                int n_kv_heads, int head_dim, int window) {
+                                                                int n_kv_heads, int head_dim, int window,
+                                                                float scale, float softcap) {
   extern __shared__ float smem[];
   float* q_s = smem;
   float* k_s = q_s + kPrefillQueries * head_dim;
@@ -107,7 +119,6 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
   const int kvh = h / (n_heads / n_kv_heads);
   const size_t q_dim = static_cast<size_t>(n_heads) * head_dim, kv_dim = static_cast<size_t>(n_kv_heads) * head_dim;
   const size_t head_off = static_cast<size_t>(kvh) * head_dim;
-  const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
   const int q_end = min(q0 + kPrefillQueries, n);
   const int n_keys = pos + q_end;  // the last query sees keys 0 .. pos + q_end - 1
 
@@ -148,7 +159,7 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
         const float* kv = k_s + lane * (head_dim + 1);
         float d = 0.0f;
         for (int j = 0; j < head_dim; ++j) d += qv[j] * kv[j];
-        score = d * scale;
+        score = score_of(d, scale, softcap);
       }
       float tile_max = score;
       for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
@@ -187,9 +198,13 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* q, 
 }  // namespace
 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
-               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s, int window) {
+               int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s, int window,
+               const AttentionScores& scores) {
   if (n <= 0) return;
   if (window < 0) fail("attention: sliding window ", window, " must be >= 0 (0: none)");
+  if (!(scores.scale >= 0.0f) || !(scores.softcap >= 0.0f))
+    fail("attention: scale ", scores.scale, " and softcap ", scores.softcap, " must be >= 0 (0: default, none)");
+  const float scale = score_scale(scores.scale, head_dim), softcap = scores.softcap;
   if (head_dim > kMaxHeadDim || head_dim <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("attention: head_dim ", head_dim, " (at most ", kMaxHeadDim, "), heads ", n_heads, "/", n_kv_heads,
          " not supported");
@@ -198,11 +213,11 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
     if (kv_dt == DType::F16)
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const __half*>(k_cache),
                                                  static_cast<const __half*>(v_cache), out, out_dt, pos, d_pos, n_heads,
-                                                 n_kv_heads, head_dim, window);
+                                                 n_kv_heads, head_dim, window, scale, softcap);
     else
       attention_kernel<<<n_heads, kTile, 0, s>>>(q, static_cast<const float*>(k_cache),
                                                  static_cast<const float*>(v_cache), out, out_dt, pos, d_pos, n_heads,
-                                                 n_kv_heads, head_dim, window);
+                                                 n_kv_heads, head_dim, window, scale, softcap);
     CLLM_CUDA_CHECK_LAUNCH("attention");
     return;
   }
@@ -212,16 +227,19 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
                                        static_cast<int>(smem)));
   const dim3 grid(n_heads, (n + kPrefillQueries - 1) / kPrefillQueries);
   attention_prefill_kernel<<<grid, 256, smem, s>>>(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, n_heads, n_kv_heads,
-                                                   head_dim, window);
+                                                   head_dim, window, scale, softcap);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill");
 }
 
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
                int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
-               size_t workspace_bytes, cudaStream_t s, int window) {
+               size_t workspace_bytes, cudaStream_t s, int window, const AttentionScores& scores) {
   if (n <= 0) return;
-  if (!attention_flash_supported(kv_dt, head_dim)) {  // f32 caches stay fp32 end to end
-    attention(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, s, window);
+  // f32 caches stay fp32 end to end; a scale of the model's own or a softcap (Gemma) takes the
+  // fp32 kernels too (the tensor-core kernels fold 1/sqrt(head_dim) into Q and cap nothing)
+  const bool default_scores = scores.softcap == 0.0f && score_scale(scores.scale, head_dim) == score_scale(0, head_dim);
+  if (!attention_flash_supported(kv_dt, head_dim) || !default_scores) {
+    attention(q, k_cache, v_cache, kv_dt, out, out_dt, n, pos, d_pos, n_heads, n_kv_heads, head_dim, s, window, scores);
     return;
   }
   if (n <= kMaxDecodeTokens)

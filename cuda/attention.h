@@ -32,6 +32,14 @@
 namespace cllm::cuda {
 
 constexpr int kMaxHeadDim = 256;
+
+// How q.k becomes a score: times scale (0: 1/sqrt(head_dim)), then softcap * tanh(s / softcap)
+// when softcap > 0 (Gemma's query_pre_attn_scalar and attention soft-capping). Anything but the
+// default takes the fp32 CUDA-core kernels.
+struct AttentionScores {
+  float scale = 0.0f;
+  float softcap = 0.0f;
+};
 // Causal attention as described above. workspace: device memory of at least
 // attention_workspace_bytes(n_heads, head_dim, context) bytes (may be null only where the
 // decode path is not taken: n > kMaxDecodeTokens, or an f32 cache). The last kernel it
@@ -39,13 +47,14 @@ constexpr int kMaxHeadDim = 256;
 // programmatic dependent launch.
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
                int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-               float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
+               float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0,
+               const AttentionScores& scores = {});
 
 // The previous entry point (today's engine calls it): the fp32 CUDA-core kernels for every
 // dtype and batch, one block per head when n == 1. Kept until the engine passes a workspace.
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt,
                int n, int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, cudaStream_t s,
-               int window = 0);
+               int window = 0, const AttentionScores& scores = {});
 
 // The new path's kernels alone, for tests and benchmarks (f16 caches, head_dim 64 or 128);
 // attention() chooses between them and the fp32 kernels.

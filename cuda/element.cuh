@@ -27,6 +27,13 @@ __device__ __forceinline__ void store_f32(void* p, DType dt, size_t i, float v) 
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(float v) { return v; }
 
+// The feed-forward's gate: silu(g) * u (SwiGLU), or with gelu_tanh gelu(g) * u with GELU's tanh
+// approximation (GeGLU, Gemma); the CPU's formulas (model/cpu_ops.cpp).
+__device__ __forceinline__ float glu(float g, float u, bool gelu_tanh) {
+  if (!gelu_tanh) return g / (1.0f + expf(-g)) * u;
+  return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
+}
+
 // Threads of a block sum their values in a fixed tree (warp shuffles, then one warp over the
 // warps' sums): the same inputs give the same bits on every run. blockDim.x must be a
 // multiple of 32, at most 1024; scratch holds 32 floats. All threads get the sum.

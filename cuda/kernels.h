@@ -24,9 +24,18 @@ namespace cllm::cuda {
 // row t when tokens is null (rows already gathered on the host).
 void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, int n, float* x, cudaStream_t s);
 
-// out (n, dim) in out_dt = x * rsqrt(mean(x^2) + eps) * w, per row; x fp32, w (dim) in w_dt.
+// out (n, dim) in out_dt = x * rsqrt(mean(x^2) + eps) * w, per row; x fp32, w (dim) in w_dt;
+// unit_offset: * (1 + w) (Gemma; 1 + w in fp32).
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
-             cudaStream_t s);
+             cudaStream_t s, bool unit_offset = false);
+// x (n, dim) fp32 += rmsnorm(y) * w (or * (1 + w) with unit_offset), y fp32: Gemma's norm of a
+// block's output before the residual adds it.
+void add_rmsnorm(float* x, const float* y, const void* w, DType w_dt, int n, int dim, float eps, bool unit_offset,
+                 cudaStream_t s);
+// x (count) fp32 *= factor (Gemma's embeddings times sqrt(dim)).
+void scale_f32(float* x, size_t count, float factor, cudaStream_t s);
+// x (count) fp32 = softcap * tanh(x / softcap), softcap > 0 (Gemma's final logits).
+void softcap_f32(float* x, size_t count, float softcap, cudaStream_t s);
 
 // y (n, d) fp32 += b (d) in b_dt, per row: a projection's bias (Qwen2's q, k and v), added in
 // fp32 after the product, as the CPU reference adds it.
@@ -55,8 +64,10 @@ void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void
 // and CPU layers, which must not queue behind a layer's bytes on the copy engine.
 void copy_f32(float* dst, const float* src, size_t count, cudaStream_t s);
 
-// out (count) in out_dt = silu(gate) * up, gate and up fp32.
-void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s);
+// out (count) in out_dt = silu(gate) * up, gate and up fp32; gelu_tanh: gelu(gate) * up with
+// GELU's tanh approximation (GeGLU, Gemma).
+void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s,
+            bool gelu_tanh = false);
 
 // y (d) fp32 = W x (+ y when accumulate): W (d, k) row-major in dt, x (k) in dt. One warp
 // per row with 16-byte loads: batch-1 decoding is bound by reading W once.
@@ -80,9 +91,10 @@ struct MatVecJobs {
 };
 void matvec(MatVecJobs jobs, DType dt, const void* x, int k, cudaStream_t s);
 
-// out (d) in dt = silu(W_gate x) * (W_up x): one token's SwiGLU input to w_down, in one launch.
+// out (d) in dt = silu(W_gate x) * (W_up x) (gelu with gelu_tanh): one token's SwiGLU (GeGLU)
+// input to w_down, in one launch.
 // The same bits as matvec() twice and swiglu().
 void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s,
-                   bool overlap_previous = false);
+                   bool overlap_previous = false, bool gelu_tanh = false);
 
 }  // namespace cllm::cuda

@@ -1,5 +1,5 @@
 // The small per-token kernels of a layer: embedding gather, RMSNorm, a projection's bias,
-// RoPE with the KV cache write, SwiGLU. Each is memory-bound and tiny next to the matrix products.
+// RoPE with the KV cache write, SwiGLU (or GeGLU), Gemma's post norms, scaling and soft-capping. Each is memory-bound and tiny next to the matrix products.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -20,7 +20,7 @@ __global__ void gather_rows_kernel(const void* table, DType dt, int dim, const i
 
 // One block per row: sum of squares in a fixed tree, then the scaled, weighted row.
 __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int dim,
-                               float eps) {
+                               float eps, bool unit_offset) {
   let_next_kernel_start();  // a few blocks: the next product's weight loads fill the other SMs
   __shared__ float scratch[32];
   const float* row = x + static_cast<size_t>(blockIdx.x) * dim;
@@ -29,7 +29,34 @@ __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* 
   ss = block_sum(ss, scratch);
   const float r = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
   const size_t base = static_cast<size_t>(blockIdx.x) * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f32(out, out_dt, base + i, (row[i] * r) * load_f32(w, w_dt, i));
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float wi = load_f32(w, w_dt, i);
+    store_f32(out, out_dt, base + i, (row[i] * r) * (unit_offset ? 1.0f + wi : wi));
+  }
+}
+
+// x (n, dim) += rmsnorm(y) * (1 + w) or * w: Gemma's post norms, one block per row, the
+// CPU's order (the normed row rounded to fp32, then added).
+__global__ void add_rmsnorm_kernel(float* x, const float* y, const void* w, DType w_dt, int dim, float eps,
+                                   bool unit_offset) {
+  __shared__ float scratch[32];
+  const size_t base = static_cast<size_t>(blockIdx.x) * dim;
+  const float* row = y + base;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+  ss = block_sum(ss, scratch);
+  const float r = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float wi = load_f32(w, w_dt, i);
+    x[base + i] += (row[i] * r) * (unit_offset ? 1.0f + wi : wi);
+  }
+}
+
+// x[i] = x[i] * factor, or softcap * tanh(x[i] / softcap) when softcap > 0.
+__global__ void scale_or_cap_kernel(float* x, size_t count, float factor, float softcap) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    x[i] = softcap > 0.0f ? tanhf(x[i] / softcap) * softcap : x[i] * factor;
 }
 
 // y (n, d) += b (d): one thread an element, grid-stride.
@@ -84,12 +111,18 @@ __global__ void rope_store_kernel(float* q, const float* k, const float* v, void
   for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) store_f32(v_cache, kv_dt, row + j, vt[j]);
 }
 
-__global__ void swiglu_kernel(const float* gate, const float* up, void* out, DType out_dt, size_t count) {
+__global__ void swiglu_kernel(const float* gate, const float* up, void* out, DType out_dt, size_t count,
+                              bool gelu_tanh) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    store_f32(out, out_dt, i, g / (1.0f + expf(-g)) * up[i]);
-  }
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    store_f32(out, out_dt, i, glu(gate[i], up[i], gelu_tanh));
+}
+
+void launch_scale_or_cap(float* x, size_t count, float factor, float softcap, cudaStream_t s) {
+  if (count == 0) return;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 4096);
+  scale_or_cap_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, count, factor, softcap);
+  CLLM_CUDA_CHECK_LAUNCH("scale_or_cap");
 }
 
 __global__ void copy_f32_kernel(float* dst, const float* src, size_t count) {
@@ -121,13 +154,28 @@ void gather_rows_f32(const void* table, DType dt, int dim, const int* tokens, in
   CLLM_CUDA_CHECK_LAUNCH("gather_rows");
 }
 
+// Enough threads that each handles about 4 elements: one row is latency-bound.
+static int norm_threads(int dim) { return std::min(1024, std::max(32, (dim / 4 + 31) / 32 * 32)); }
+
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
-             cudaStream_t s) {
+             cudaStream_t s, bool unit_offset) {
   if (n <= 0) return;
-  // Enough threads that each handles about 4 elements: one row is latency-bound.
-  const int threads = std::min(1024, std::max(32, (dim / 4 + 31) / 32 * 32));
-  rmsnorm_kernel<<<n, threads, 0, s>>>(x, w, w_dt, out, out_dt, dim, eps);
+  rmsnorm_kernel<<<n, norm_threads(dim), 0, s>>>(x, w, w_dt, out, out_dt, dim, eps, unit_offset);
   CLLM_CUDA_CHECK_LAUNCH("rmsnorm");
+}
+
+void add_rmsnorm(float* x, const float* y, const void* w, DType w_dt, int n, int dim, float eps, bool unit_offset,
+                 cudaStream_t s) {
+  if (n <= 0) return;
+  add_rmsnorm_kernel<<<n, norm_threads(dim), 0, s>>>(x, y, w, w_dt, dim, eps, unit_offset);
+  CLLM_CUDA_CHECK_LAUNCH("add_rmsnorm");
+}
+
+void scale_f32(float* x, size_t count, float factor, cudaStream_t s) { launch_scale_or_cap(x, count, factor, 0.0f, s); }
+
+void softcap_f32(float* x, size_t count, float softcap, cudaStream_t s) {
+  if (!(softcap > 0.0f)) fail("softcap_f32: the cap ", softcap, " must be positive");
+  launch_scale_or_cap(x, count, 1.0f, softcap, s);
 }
 
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
@@ -137,10 +185,10 @@ void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void
   CLLM_CUDA_CHECK_LAUNCH("rope_store_kv");
 }
 
-void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s) {
+void swiglu(const float* gate, const float* up, void* out, DType out_dt, size_t count, cudaStream_t s, bool gelu_tanh) {
   if (count == 0) return;
   const size_t blocks = std::min<size_t>((count + 255) / 256, 65536);
-  swiglu_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(gate, up, out, out_dt, count);
+  swiglu_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(gate, up, out, out_dt, count, gelu_tanh);
   CLLM_CUDA_CHECK_LAUNCH("swiglu");
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cuda/cuda_check.h"
+#include "cuda/element.cuh"
 #include "cuda/kernels.h"
 #include "cuda/launch_overlap.cuh"
 #include "cuda/matvec_dot.cuh"
@@ -109,12 +110,12 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(MatVecJobs j
   if (lane == 0) y[row] = jobs.job[j].accumulate ? y[row] + sum[0] : sum[0];
 }
 
-// out[r] = silu(gate_r . x) * (up_r . x), stored in T: the feed-forward's first half for one
-// token, the same bits as two products and swiglu() apart.
+// out[r] = silu(gate_r . x) * (up_r . x) (or gelu, GeGLU), stored in T: the feed-forward's
+// first half for one token, the same bits as two products and swiglu() apart.
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     matvec_swiglu_kernel(const T* __restrict__ gate, const T* __restrict__ up, const T* __restrict__ x, T* out, int d,
-                         int k) {
+                         int k, bool gelu_tanh) {
   if (!kVector) wait_for_previous_kernel();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   const bool live = row < d;
@@ -126,7 +127,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     gu[0] = row_dot_scalar(gate + off, x, k, lane);
     gu[1] = row_dot_scalar(up + off, x, k, lane);
   }
-  if (lane == 0) out[row] = from_float<T>(gu[0] / (1.0f + expf(-gu[0])) * gu[1]);
+  if (lane == 0) out[row] = from_float<T>(glu(gu[0], gu[1], gelu_tanh));
 }
 
 // Shared memory for x; above 48 KiB a kernel must opt in.
@@ -189,16 +190,16 @@ void launch(MatVecJobs jobs, const void* x, int k, cudaStream_t s) {
 
 template <class T>
 void launch_swiglu(const void* gate, const void* up, const void* x, void* out, int d, int k, cudaStream_t s,
-                   bool overlap) {
+                   bool overlap, bool gelu_tanh) {
   const bool vector = vectorizable<T>(x, k) && vectorizable<T>(gate, k) && vectorizable<T>(up, k);
   const unsigned blocks = (d + kRowsPerBlock - 1) / kRowsPerBlock;
   const T *g = static_cast<const T*>(gate), *u = static_cast<const T*>(up), *xt = static_cast<const T*>(x);
   T* o = static_cast<T*>(out);
   if (vector) {
     const size_t smem = x_smem_bytes(matvec_swiglu_kernel<T, true>, sizeof(T) * k);
-    start_kernel(matvec_swiglu_kernel<T, true>, blocks, smem, s, overlap, g, u, xt, o, d, k);
+    start_kernel(matvec_swiglu_kernel<T, true>, blocks, smem, s, overlap, g, u, xt, o, d, k, gelu_tanh);
   } else {
-    start_kernel(matvec_swiglu_kernel<T, false>, blocks, 0, s, overlap, g, u, xt, o, d, k);
+    start_kernel(matvec_swiglu_kernel<T, false>, blocks, 0, s, overlap, g, u, xt, o, d, k, gelu_tanh);
   }
 }
 
@@ -224,12 +225,12 @@ void matvec(const void* w, DType dt, const void* x, float* y, int d, int k, bool
 }
 
 void matvec_swiglu(const void* gate, const void* up, DType dt, const void* x, void* out, int d, int k, cudaStream_t s,
-                   bool overlap_previous) {
+                   bool overlap_previous, bool gelu_tanh) {
   if (d <= 0) return;
   switch (dt) {
-    case DType::BF16: launch_swiglu<__nv_bfloat16>(gate, up, x, out, d, k, s, overlap_previous); break;
-    case DType::F16: launch_swiglu<__half>(gate, up, x, out, d, k, s, overlap_previous); break;
-    case DType::F32: launch_swiglu<float>(gate, up, x, out, d, k, s, overlap_previous); break;
+    case DType::BF16: launch_swiglu<__nv_bfloat16>(gate, up, x, out, d, k, s, overlap_previous, gelu_tanh); break;
+    case DType::F16: launch_swiglu<__half>(gate, up, x, out, d, k, s, overlap_previous, gelu_tanh); break;
+    case DType::F32: launch_swiglu<float>(gate, up, x, out, d, k, s, overlap_previous, gelu_tanh); break;
     default: fail("matvec_swiglu: weights of dtype ", dtype_name(dt), " are not supported");
   }
   CLLM_CUDA_CHECK_LAUNCH("matvec_swiglu");

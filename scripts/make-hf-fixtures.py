@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/hf-*: small random models of each supported family
 (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM,
-Phi3ForCausalLM) saved with Hugging Face transformers, with the logits and
+Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM) saved with Hugging Face transformers, with the logits and
 greedy tokens transformers computes for fixed prompts. codecllm's CPU engine is tested against
 them (tests/test-hf-parity.cpp), its GPU engine against the CPU (tests/test-gpu-engine.cpp).
 
@@ -22,7 +22,8 @@ import torch
 import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM,
-                          Phi3Config, Phi3ForCausalLM)
+                          Phi3Config, Phi3ForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3TextConfig,
+                          Gemma3ForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig)
 
 VOCAB = 256
 PROMPTS = [[1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3, 45], [1, 5, 9]]
@@ -40,7 +41,12 @@ FAMILIES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "smollm3": (SmolLM3Config, SmolLM3ForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
+    # Gemma 3 4B and larger: the text model beside a vision tower; codecllm imports the text part
+    "gemma3-vision": (Gemma3Config, Gemma3ForConditionalGeneration),
 }
+GEMMAS = ("gemma2", "gemma3", "gemma3-vision")
 
 # name -> (family, dtype, tied, llama3 rope scaling, kv heads)
 VARIANTS = {
@@ -57,10 +63,23 @@ VARIANTS = {
     "hf-smollm3-bf16-nope-tied": ("smollm3", torch.bfloat16, True, False, 1),
     "hf-phi3-f32-longrope": ("phi3", torch.float32, False, False, 2),
     "hf-phi3-bf16-longrope-gqa": ("phi3", torch.bfloat16, False, False, 1),
+    "hf-gemma2-f32-softcap": ("gemma2", torch.float32, False, False, 2),
+    "hf-gemma2-bf16-softcap-tied": ("gemma2", torch.bfloat16, True, False, 1),
+    "hf-gemma3-f32-tied": ("gemma3", torch.float32, True, False, 2),
+    "hf-gemma3-bf16-gqa": ("gemma3", torch.bfloat16, False, False, 1),
+    "hf-gemma3-vision-f32-tied": ("gemma3-vision", torch.float32, True, False, 2),
 }
 
 
 def make_config(family, tied, llama3, kv_heads):
+    if family == "gemma3-vision":
+        # the Gemma 3 text fixture's config under a one-layer vision tower; image tokens
+        # 251 .. 253 stay out of the prompts
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=28, patch_size=14)
+        return Gemma3Config(text_config=make_config("gemma3", tied, llama3, kv_heads), vision_config=vision,
+                            mm_tokens_per_image=4, boi_token_index=251, eoi_token_index=252, image_token_index=253,
+                            tie_word_embeddings=tied)
     config_class = FAMILIES[family][0]
     kw = dict(
         vocab_size=VOCAB,
@@ -91,6 +110,17 @@ def make_config(family, tied, llama3, kv_heads):
     if family == "phi3":
         kw["pad_token_id"] = None  # its default, 32000, is outside a 256-token vocabulary
         kw["original_max_position_embeddings"] = 64  # the config's own field wins over rope_parameters'
+    if family in GEMMAS:
+        # Layer 0 slides (window 8), layer 1 attends to everything, as Gemma alternates them;
+        # a query scale of 1/sqrt(24), not 1/sqrt(head_dim); a GeGLU width of 160; softcaps
+        # low enough to bend these small logits (Gemma 2's 50 and 30 would barely touch them).
+        kw.update(sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"],
+                  query_pre_attn_scalar=24, pad_token_id=0)
+        if family == "gemma2":
+            kw["head_dim"] = 16  # Gemma2Config's default is 256
+            kw.update(attn_logit_softcapping=1.0, final_logit_softcapping=2.0)
+        else:
+            kw["head_dim"] = 32  # not hidden / heads = 16
     theta = 10000.0
     # Small original context so that all three llama3 regions (kept, scaled, smoothed) occur
     # for head_dim 16: wavelengths span 2*pi .. ~2e4, thresholds 32/4 = 8 and 32/1 = 32.
@@ -103,6 +133,12 @@ def make_config(family, tied, llama3, kv_heads):
         scaling = {"rope_type": "longrope", "original_max_position_embeddings": 64,
                    "short_factor": [1.0, 1.3, 1.9, 2.6, 4.1, 7.5], "long_factor": [1.2, 2.0, 3.4, 6.0, 11.0, 21.0],
                    "partial_rotary_factor": 0.75}
+    if family == "gemma3":
+        # Sliding layers rotate with their own base (rope_local_base_freq); full ones with
+        # rope_theta and linear scaling (Gemma 3 4B and larger use factor 8).
+        params = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": theta},
+                  "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
+        return config_class(rope_parameters=params, **kw)
     try:  # transformers >= 5: rope settings live in rope_parameters
         params = {"rope_type": "default", "rope_theta": theta}
         if scaling:
@@ -128,7 +164,7 @@ def check_window_matters(model_class, folder, prompt):
         m = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager", **kw).eval()
         with torch.no_grad():
             return m(torch.tensor([prompt])).logits[0]
-    a, b = logits(), logits(sliding_window=None)
+    a, b = logits(), logits(sliding_window=10**6)  # wider than any prompt: no window
     rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
     assert max(rel[:WINDOW]) == 0.0 and min(rel[WINDOW:]) > 1e-2, f"window effect per position: {rel}"
 
@@ -143,6 +179,20 @@ def check_nope_matters(model_class, folder, prompt):
     a, b = logits(), logits(no_rope_layers=[1, 1])
     rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
     assert rel[0] == 0.0 and min(rel[1:]) > 1e-2, f"NoPE effect per position: {rel}"
+
+
+def check_softcaps_matter(model_class, folder, prompt):
+    """Without the attention and final-logit softcaps the logits must move: else the parity
+    test could not tell a model that skips them."""
+    def logits(**kw):
+        m = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager", **kw).eval()
+        with torch.no_grad():
+            return m(torch.tensor([prompt])).logits[0]
+    base = logits()
+    for kw in ({"attn_logit_softcapping": None}, {"final_logit_softcapping": None}):
+        b = logits(**kw)
+        rel = ((base - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
+        assert min(rel[1:]) > 1e-2, f"{kw} effect per position: {rel}"
 
 
 def check_biases_matter(model_class, folder, prompt):
@@ -164,16 +214,21 @@ def main(out_root, names):
         if names and name not in names:
             continue
         model_class = FAMILIES[family][1]
-        prompts = LONG_PROMPTS if family == "mistral" else PROMPTS
+        prompts = LONG_PROMPTS if family in ("mistral",) + GEMMAS else PROMPTS
         torch.manual_seed(1234)
         config = make_config(family, tied, llama3, kv_heads)
         model = model_class(config)
         with torch.no_grad():  # norms away from 1 and biases away from 0 (transformers' init),
             for n, p in model.named_parameters():  # so that a missing one shows
-                if "norm" in n:
-                    p.copy_(1.0 + 0.2 * torch.randn_like(p))
+                if "norm" in n:  # Gemma's norms scale by (1 + weight), its weights sit near 0
+                    p.copy_((0.0 if family in GEMMAS else 1.0) + 0.2 * torch.randn_like(p))
                 elif n.endswith(".bias"):
                     p.copy_(0.5 * torch.randn_like(p))
+                elif family in GEMMAS and tied and n.endswith("embed_tokens.weight"):
+                    # embeddings times sqrt(hidden) in the residual and again as the tied
+                    # classifier: drawn small so that the layers, not the input token, pick
+                    # the next token (else greedy repeats the prompt's last token)
+                    p.mul_(0.5)
         model = model.to(dtype).eval()
         out = os.path.join(out_root, name)
         os.makedirs(out, exist_ok=True)
@@ -183,9 +238,12 @@ def main(out_root, names):
                     "dtype": str(dtype).replace("torch.", ""),
                     "transformers": transformers.__version__, "torch": torch.__version__,
                     "logits": []}
-        if family == "mistral":
+        if family in ("mistral",) + GEMMAS:
             expected["sliding_window"] = WINDOW
+        if family in ("mistral", "gemma2", "gemma3"):  # (the vision model's text part is gemma3's)
             check_window_matters(model_class, out, prompts[0])
+        if family == "gemma2":
+            check_softcaps_matter(model_class, out, prompts[0])
         if family == "qwen2":
             check_biases_matter(model_class, out, prompts[0])
         if family == "smollm3":

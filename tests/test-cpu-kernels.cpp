@@ -336,16 +336,22 @@ struct LayerModel {
         fwd(weights.config, opt, pool) {}
 
   std::vector<float> forward(const int* tokens, int n, int pos) {
+    // (Gemma: embeddings times sqrt(dim), a (1 + w) final norm, soft-capped logits)
     const LlamaConfig& c = w.config;
+    const Architecture& arch = architecture_of(c);
     std::vector<float> x(static_cast<size_t>(n) * c.dim), xn(x.size()), logits(static_cast<size_t>(n) * c.vocab_size);
     for (int t = 0; t < n; ++t)
       std::memcpy(&x[static_cast<size_t>(t) * c.dim], &w.token_embd[static_cast<size_t>(tokens[t]) * c.dim],
                   sizeof(float) * c.dim);
+    if (arch.scale_embeddings)
+      for (float& v : x) v *= std::sqrt(static_cast<float>(c.dim));
     for (int l = 0; l < c.n_layers; ++l) fwd.forward(l, layers[l], kv.layer(l), x.data(), n, pos);
+    const auto norm = arch.norm == NormKind::rms ? cpu::rmsnorm : cpu::rmsnorm_unit_offset;
     for (int t = 0; t < n; ++t)
-      cpu::rmsnorm(&xn[static_cast<size_t>(t) * c.dim], &x[static_cast<size_t>(t) * c.dim], w.output_norm.data(),
-                   c.dim, c.norm_eps);
+      norm(&xn[static_cast<size_t>(t) * c.dim], &x[static_cast<size_t>(t) * c.dim], w.output_norm.data(), c.dim,
+           c.norm_eps);
     cpu::matmul(logits.data(), c.vocab_size, xn.data(), w.classifier(), n, c.dim, c.vocab_size, nullptr);
+    if (c.final_softcap > 0) cpu::softcap(logits.data(), logits.size(), c.final_softcap);
     return logits;
   }
 };
@@ -428,6 +434,25 @@ TEST_CASE("a layer with f32 weights and an f32 cache is CpuForward's layer, bit 
     c.architecture = "qwen3";
     c.head_dim *= 2;
   }
+  SECTION("Gemma 2: (1 + w) norms, post norms, GeGLU, query scale, softcaps, a window on layer 0 only") {
+    c.architecture = "gemma2";
+    c.rope_layout = RopeLayout::neox;
+    c.sliding_window = 6;
+    c.full_attention_layers = {1};
+    c.query_pre_attn_scalar = 24;
+    c.attn_softcap = 2.0f;
+    c.final_softcap = 3.0f;
+  }
+  SECTION("Gemma 3: q and k norms, the sliding layer's own RoPE base, linear scaling") {
+    c.architecture = "gemma3";
+    c.rope_layout = RopeLayout::neox;
+    c.head_dim *= 2;
+    c.sliding_window = 6;
+    c.full_attention_layers = {1};
+    c.rope_local_theta = 100.0f;
+    c.rope_scaling.type = "linear";
+    c.rope_scaling.factor = 2.0f;
+  }
   const LlamaWeights w = random_model(c, 7);
   const auto tokens = random_tokens(23, c.vocab_size, 3);
   CpuForward ref(w, {0, 1, 64});
@@ -498,16 +523,18 @@ TEST_CASE("stories260K rounded to bf16 and f16: the 16-bit layers follow CpuForw
   }
 }
 
-TEST_CASE("the bf16 Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 fixtures: 16-bit layers give transformers' greedy tokens",
-          "[cpu-kernels]") {
+TEST_CASE("the bf16 Mistral, Qwen2, Qwen3, SmolLM3, Phi-3 and Gemma fixtures: 16-bit layers give transformers' "
+          "greedy tokens", "[cpu-kernels]") {
   // The layers the hybrid GPU runtime runs on the CPU, with the GPU engine's numerics (inputs
   // of the products rounded to bf16, f16 keys and values), read from slots laid out as the
   // GPU's: a sliding window (Mistral), q, k, v biases in bf16 (Qwen2), q and k norms (Qwen3), a
-  // layer without RoPE (SmolLM3), partial rotary and LongRoPE (Phi-3). Logits within the
+  // layer without RoPE (SmolLM3), partial rotary and LongRoPE (Phi-3), Gemma 2's (1 + w) and post
+  // norms, GeGLU and softcaps, Gemma 3's local RoPE base. Logits within the
   // GPU's 3e-2 of the fp32 reference, and transformers' greedy tokens (its fp32 run).
   test::TempDir dir("cllm-cpu-kernels");
   for (const char* name : {"hf-mistral-bf16-swa-tied", "hf-qwen2-bf16-tied", "hf-qwen3-bf16-tied",
-                           "hf-smollm3-bf16-nope-tied", "hf-phi3-bf16-longrope-gqa"}) {
+                           "hf-smollm3-bf16-nope-tied", "hf-phi3-bf16-longrope-gqa", "hf-gemma2-bf16-softcap-tied",
+                           "hf-gemma3-bf16-gqa"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");
@@ -518,7 +545,8 @@ TEST_CASE("the bf16 Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 fixtures: 16-bit la
     for (const auto& L : w.layers) slots.push_back(make_slot(L, DType::BF16));
     for (const auto& sl : slots) layers.push_back(sl.weights());
     REQUIRE(layers[0].has_qkv_bias() == (std::string(name) == "hf-qwen2-bf16-tied"));
-    REQUIRE(layers[0].has_qk_norm() == (std::string(name) == "hf-qwen3-bf16-tied"));
+    REQUIRE(layers[0].has_qk_norm() == (std::string(name) == "hf-qwen3-bf16-tied" || std::string(name) == "hf-gemma3-bf16-gqa"));
+    REQUIRE(layers[0].has_post_norms() == (std::string(name).compare(0, 8, "hf-gemma") == 0));
     const int vocab = w.config.vocab_size;
     for (size_t k = 0; k < expected.at("prompts").size(); ++k) {
       INFO("prompt " << k);

@@ -103,11 +103,13 @@ Cache make_cache(const Shape& s, DType kv, int valid, int context, uint64_t seed
 }
 
 // out (n, n_heads, head_dim) in double: query t of head h over rows 0 .. pos+t (with a window
-// w > 0, rows pos+t-w+1 .. pos+t).
+// w > 0, rows pos+t-w+1 .. pos+t); scores q.k times scores.scale (0: 1/sqrt(head_dim)), then
+// soft-capped when scores.softcap > 0.
 std::vector<double> reference(const Shape& s, const std::vector<float>& q, const Cache& c, int n, int pos,
-                              int window = 0) {
+                              int window = 0, const cuda::AttentionScores& scores = {}) {
   const int group = s.n_heads / s.n_kv_heads, hd = s.head_dim;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const double scale = scores.scale > 0 ? scores.scale : 1.0 / std::sqrt(static_cast<double>(hd));
+  const double cap = scores.softcap;
   std::vector<double> out(static_cast<size_t>(n) * s.q_dim(), 0.0), p;
   for (int t = 0; t < n; ++t)
     for (int h = 0; h < s.n_heads; ++h) {
@@ -120,7 +122,7 @@ std::vector<double> reference(const Shape& s, const std::vector<float>& q, const
         const float* kr = c.k.data() + static_cast<size_t>(j) * s.kv_dim() + off;
         double d = 0.0;
         for (int i = 0; i < hd; ++i) d += static_cast<double>(qv[i]) * kr[i];
-        p[j] = d * scale;
+        p[j] = cap > 0 ? cap * std::tanh(d * scale / cap) : d * scale;
         mx = std::max(mx, p[j]);
       }
       double sum = 0.0;
@@ -141,6 +143,7 @@ struct DeviceCase {
   DType kv;
   int context;
   int window = 0;  // passed to every launch
+  cuda::AttentionScores scores;  // likewise
   cuda::DeviceBuffer<uint8_t> k, v, ws;
   cuda::DeviceBuffer<float> q;
   cuda::DeviceBuffer<uint8_t> out;
@@ -170,7 +173,7 @@ struct DeviceCase {
                                           ws.size(), st, window);
     } else {
       cuda::attention(q.data(), k.data(), v.data(), kv, out.data(), out_dt, n, pos, d_pos, s.n_heads, s.n_kv_heads,
-                      s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st, window);
+                      s.head_dim, context, reinterpret_cast<float*>(ws.data()), ws.size(), st, window, scores);
     }
   }
 };
@@ -231,19 +234,23 @@ double max_row_error(const std::vector<float>& got, const std::vector<double>& w
   return worst;
 }
 
-// One (shape, cache dtype, n, pos, context, window): both output dtypes against the reference.
-void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t seed, int window = 0) {
+// One (shape, cache dtype, n, pos, context, window, scores): both output dtypes against the reference.
+void check_case(const Shape& s, DType kv, int n, int pos, int context, uint64_t seed, int window = 0,
+                const cuda::AttentionScores& scores = {}) {
   const Cache c = make_cache(s, kv, pos + n, context, seed);
   std::mt19937_64 rng(seed * 31 + 7);
   // q ~ N(0, 2^2): scores q.k/sqrt(hd) have standard deviation ~2, softmaxes that are neither
   // flat nor one-hot.
   const std::vector<float> q = test::gaussian(static_cast<size_t>(n) * s.q_dim(), 0.0f, 2.0f, rng);
-  const std::vector<double> want = reference(s, q, c, n, pos, window);
+  const std::vector<double> want = reference(s, q, c, n, pos, window, scores);
   DeviceCase dc(s, kv, c, q, context);
   dc.window = window;
+  dc.scores = scores;
   // f16 prompts: attention() (the default variant), then every variant of the prompt kernel
+  // (which know only the default scores)
+  const bool default_scores = scores.scale == 0 && scores.softcap == 0;
   const bool prompt = kv == DType::F16 && n > cuda::kMaxDecodeTokens &&
-                      cuda::attention_flash_supported(kv, s.head_dim);
+                      cuda::attention_flash_supported(kv, s.head_dim) && default_scores;
   const int variants = prompt ? cuda::attention_prefill_variants() : 0;
   for (int variant = -1; variant < variants; ++variant)
     for (DType out_dt : {DType::F32, DType::BF16}) {
@@ -405,6 +412,24 @@ TEST_CASE("gpu attention: sliding windows match the reference over the window's 
             check_case(s, kv, n, total - n, total * 8 + 100, seed++, window);
         }
   worst.print("sliding window");
+#endif
+}
+
+TEST_CASE("gpu attention: Gemma's query scale and soft-capped scores match the reference, windowed or not", "[gpu]") {
+  // query_pre_attn_scalar 144 with head_dim 128 (Gemma 2 27B), 256 (Gemma 2 and 3); a softcap
+  // of 50 (Gemma 2's) and of 2, low enough to bend these scores. Any of them takes the fp32
+  // kernels, f16 cache or not.
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  const cuda::AttentionScores kScores[] = {{1.0f / 12.0f, 0.0f}, {0.0f, 2.0f}, {0.0625f, 50.0f}};
+  uint64_t seed = 9000;
+  for (const Shape& s : {Shape{8, 4, 256}, Shape{8, 2, 128}})
+    for (const cuda::AttentionScores& scores : kScores)
+      for (DType kv : {DType::F16, DType::F32})
+        for (int window : {0, 8})
+          for (auto [n, total] : {std::pair{1, 40}, {7, 300}, {65, 200}})
+            check_case(s, kv, n, total - n, total, seed++, window, scores);
+  worst.print("query scale and softcap");
 #endif
 }
 

@@ -224,8 +224,10 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
   compress_model(open_source_model(test::fixture_dir("hf-mistral-f32-swa")), mistral, CompressOptions{});
   compress_model(open_source_model(test::fixture_dir("hf-qwen2-bf16-tied")), qwen2, CompressOptions{});
   compress_model(open_source_model(test::fixture_dir("hf-qwen3-bf16-tied")), qwen3, CompressOptions{});
-  const std::string smollm3 = dir.file("smollm3.cllm");
+  const std::string smollm3 = dir.file("smollm3.cllm"), gemma2 = dir.file("gemma2.cllm"), gemma3 = dir.file("gemma3.cllm");
   compress_model(open_source_model(test::fixture_dir("hf-smollm3-f32-nope")), smollm3, CompressOptions{});
+  compress_model(open_source_model(test::fixture_dir("hf-gemma2-f32-softcap")), gemma2, CompressOptions{});
+  compress_model(open_source_model(test::fixture_dir("hf-gemma3-bf16-gqa")), gemma3, CompressOptions{});
   const Case cases[] = {{"stories260K (f32)", test::compress_stories(dir), {1, 403, 407, 261, 378}, 1e-4},
                         {"tiny-test (bf16, GQA)", synth_tiny(dir), {1, 17, 300, 4000, 12, 99, 2048}, 3e-2},
                         {"hf-mistral-f32-swa (f32, a window of 8)", mistral, {1, 17, 200, 33, 4, 99, 250, 7, 64, 128, 3},
@@ -233,7 +235,11 @@ TEST_CASE("gpu: layers on the CPU give full's greedy tokens and logits within th
                         {"hf-qwen2-bf16-tied (bf16, q/k/v biases)", qwen2, {1, 17, 200, 33, 4, 99, 250}, 3e-2, 64},
                         {"hf-qwen3-bf16-tied (bf16, q/k norms)", qwen3, {1, 17, 200, 33, 4, 99, 250}, 3e-2, 64},
                         {"hf-smollm3-f32-nope (f32, the CPU layer 1 without RoPE)", smollm3, {1, 17, 200, 33, 4}, 1e-4,
-                         64}};
+                         64},
+                        {"hf-gemma2-f32-softcap (f32, Gemma 2's layer on the CPU)", gemma2, {1, 17, 200, 33, 4, 99, 250,
+                         7, 64, 128, 3}, 1e-4, 64},
+                        {"hf-gemma3-bf16-gqa (bf16, Gemma 3's local RoPE on the CPU)", gemma3, {1, 17, 200, 33, 4, 99,
+                         250, 7, 64, 128, 3}, 3e-2, 64}};
   for (const Case& k : cases) {
     const CllmFile f = CllmFile::open(k.path);
     const int vocab = config_from_metadata(f.metadata()).vocab_size;
@@ -315,7 +321,9 @@ TEST_CASE("gpu: the transformers fixtures' greedy tokens, and logits near the CP
   for (const char* name : {"hf-f32-gqa", "hf-f32-llama3-tied", "hf-bf16-llama3-gqa", "hf-mistral-f32-swa",
                            "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa", "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",
                            "hf-qwen3-bf16-tied", "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied",
-                           "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa"}) {
+                           "hf-phi3-f32-longrope", "hf-phi3-bf16-longrope-gqa", "hf-gemma2-f32-softcap",
+                           "hf-gemma2-bf16-softcap-tied", "hf-gemma3-f32-tied", "hf-gemma3-bf16-gqa",
+                           "hf-gemma3-vision-f32-tied"}) {
     INFO("fixture " << name);
     const auto expected = nlohmann::json::parse(read_text_file(test::fixture_dir(name) + "/expected.json"));
     const std::string path = dir.file(std::string(name) + ".cllm");

@@ -242,6 +242,56 @@ TEST_CASE("gpu kernels: rmsnorm matches cpu::rmsnorm for every weight and output
 #endif
 }
 
+TEST_CASE("gpu kernels: Gemma's (1 + w) rmsnorm and add_rmsnorm match the CPU's", "[gpu][kernels]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::mt19937_64 rng(12);
+  const float eps = 1e-6f;
+  for (int dim : {kDim, 4099}) {
+    for (int n : kTokenCounts) {
+      const std::vector<float> x = random_vector(static_cast<size_t>(n) * dim, 3.0f, rng);
+      std::vector<float> base = random_vector(x.size(), 1.0f, rng);
+      const auto d_x = upload_floats(x);
+      for (DType w_dt : kDtypes) {
+        const Stored ws = store(test::gaussian(dim, 0.0f, 0.2f, rng), w_dt);  // Gemma's weights sit near 0
+        const auto d_w = upload_bytes(ws.bytes);
+        std::vector<float> normed(x.size()), want(x.size());
+        for (int t = 0; t < n; ++t)
+          cpu::rmsnorm_unit_offset(&normed[static_cast<size_t>(t) * dim], &x[static_cast<size_t>(t) * dim],
+                                   ws.values.data(), dim, eps);
+        for (size_t i = 0; i < want.size(); ++i) want[i] = base[i] + normed[i];
+        INFO("dim " << dim << ", " << n << " tokens, weights " << dtype_name(w_dt));
+        DeviceBuffer<uint8_t> d_out(x.size() * 4);
+        cuda::rmsnorm(d_x.data(), d_w.data(), w_dt, d_out.data(), DType::F32, n, dim, eps, nullptr, true);
+        auto d_acc = upload_floats(base);
+        cuda::add_rmsnorm(d_acc.data(), d_x.data(), d_w.data(), w_dt, n, dim, eps, true, nullptr);
+        sync();
+        check_near(as_f32(d_out.download(), DType::F32), DType::F32, normed, relative(normed, (dim + 16) * kU),
+                   "rmsnorm (1 + w)");
+        check_near(d_acc.download(), DType::F32, want, relative(want, (dim + 16) * kU), "add_rmsnorm");
+      }
+    }
+  }
+#endif
+}
+
+TEST_CASE("gpu kernels: scale_f32 and softcap_f32 follow the CPU's embedding scale and cpu::softcap", "[gpu][kernels]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::mt19937_64 rng(13);
+  const auto x = random_vector(100003, 40.0f, rng);
+  std::vector<float> scaled = x, capped = x;
+  for (float& v : scaled) v *= std::sqrt(64.0f);
+  cpu::softcap(capped.data(), capped.size(), 30.0f);
+  auto d_scaled = upload_floats(x), d_capped = upload_floats(x);
+  cuda::scale_f32(d_scaled.data(), x.size(), std::sqrt(64.0f), nullptr);  // a power of 2: exact
+  cuda::softcap_f32(d_capped.data(), x.size(), 30.0f, nullptr);
+  sync();
+  CHECK(d_scaled.download() == scaled);
+  check_near(d_capped.download(), DType::F32, capped, relative(capped, 8 * kU), "softcap");  // tanhf vs std::tanh
+#endif
+}
+
 TEST_CASE("gpu kernels: rope_store_kv rotates q and k like cpu::rope and writes the cache rows pos..", "[gpu][kernels]") {
   CLLM_REQUIRE_GPU();
 #if CLLM_HAVE_CUDA
@@ -489,7 +539,7 @@ TEST_CASE("gpu kernels: matvec's three-job form gives each job the bits of matve
 #endif
 }
 
-TEST_CASE("gpu kernels: matvec_swiglu gives the bits of matvec twice and swiglu", "[gpu][kernels]") {
+TEST_CASE("gpu kernels: matvec_swiglu gives the bits of matvec twice and swiglu, SwiGLU and GeGLU", "[gpu][kernels]") {
   CLLM_REQUIRE_GPU();
 #if CLLM_HAVE_CUDA
   std::mt19937_64 rng(6);
@@ -502,24 +552,26 @@ TEST_CASE("gpu kernels: matvec_swiglu gives the bits of matvec twice and swiglu"
                           {kFfn, kDim, 1, "misaligned x (scalar)"}};
   for (DType dt : kDtypes) {
     for (const Shape& s : shapes) {
-      INFO(dtype_name(dt) << ", " << s.what << " (" << s.d << " x " << s.k << ")");
-      // Gate products of a few units, so that silu sees both its curved part and its tails.
-      const Stored gate = store(random_vector(static_cast<size_t>(s.d) * s.k, 0.1f, rng), dt);
-      const Stored up = store(random_vector(static_cast<size_t>(s.d) * s.k, 0.05f, rng), dt);
-      const Stored x = store(random_vector(s.k, 1.0f, rng), dt);
-      const auto d_gate = upload_bytes(gate.bytes), d_up = upload_bytes(up.bytes);
-      const auto d_x = upload_at(x.bytes, dt, s.x_offset);
-      const void* x_ptr = d_x.data() + s.x_offset * dtype_size(dt);
-      DeviceBuffer<uint8_t> d_fused(s.d * dtype_size(dt)), d_apart(s.d * dtype_size(dt));
-      DeviceBuffer<float> d_g(s.d), d_u(s.d);
-      d_fused.fill_bytes(0xFF);
-      d_apart.fill_bytes(0x00);
-      cuda::matvec_swiglu(d_gate.data(), d_up.data(), dt, x_ptr, d_fused.data(), s.d, s.k, nullptr);
-      cuda::matvec(d_gate.data(), dt, x_ptr, d_g.data(), s.d, s.k, false, nullptr);
-      cuda::matvec(d_up.data(), dt, x_ptr, d_u.data(), s.d, s.k, false, nullptr);
-      cuda::swiglu(d_g.data(), d_u.data(), d_apart.data(), dt, s.d, nullptr);
-      sync();
-      CHECK(d_fused.download() == d_apart.download());
+      for (bool gelu : {false, true}) {
+        INFO(dtype_name(dt) << ", " << s.what << " (" << s.d << " x " << s.k << ")" << (gelu ? ", GeGLU" : ""));
+        // Gate products of a few units, so that silu sees both its curved part and its tails.
+        const Stored gate = store(random_vector(static_cast<size_t>(s.d) * s.k, 0.1f, rng), dt);
+        const Stored up = store(random_vector(static_cast<size_t>(s.d) * s.k, 0.05f, rng), dt);
+        const Stored x = store(random_vector(s.k, 1.0f, rng), dt);
+        const auto d_gate = upload_bytes(gate.bytes), d_up = upload_bytes(up.bytes);
+        const auto d_x = upload_at(x.bytes, dt, s.x_offset);
+        const void* x_ptr = d_x.data() + s.x_offset * dtype_size(dt);
+        DeviceBuffer<uint8_t> d_fused(s.d * dtype_size(dt)), d_apart(s.d * dtype_size(dt));
+        DeviceBuffer<float> d_g(s.d), d_u(s.d);
+        d_fused.fill_bytes(0xFF);
+        d_apart.fill_bytes(0x00);
+        cuda::matvec_swiglu(d_gate.data(), d_up.data(), dt, x_ptr, d_fused.data(), s.d, s.k, nullptr, false, gelu);
+        cuda::matvec(d_gate.data(), dt, x_ptr, d_g.data(), s.d, s.k, false, nullptr);
+        cuda::matvec(d_up.data(), dt, x_ptr, d_u.data(), s.d, s.k, false, nullptr);
+        cuda::swiglu(d_g.data(), d_u.data(), d_apart.data(), dt, s.d, nullptr, gelu);
+        sync();
+        CHECK(d_fused.download() == d_apart.download());
+      }
     }
   }
 #endif
@@ -651,6 +703,22 @@ TEST_CASE("gpu kernels: swiglu matches cpu::swiglu in every output dtype", "[gpu
       check_near(as_f32(d_out.download(), out_dt), out_dt, want, relative(want, 32 * kU), "swiglu");
     }
   }
+#endif
+}
+
+TEST_CASE("gpu kernels: swiglu's GeGLU form matches cpu::geglu_tanh", "[gpu][kernels]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  std::mt19937_64 rng(14);
+  const size_t count = 65 * kFfn;
+  const auto gate = random_vector(count, 3.0f, rng), up = random_vector(count, 1.0f, rng);
+  const auto d_gate = upload_floats(gate), d_up = upload_floats(up);
+  std::vector<float> want = gate;
+  cpu::geglu_tanh(want.data(), up.data(), count);
+  DeviceBuffer<uint8_t> d_out(count * 4);
+  cuda::swiglu(d_gate.data(), d_up.data(), d_out.data(), DType::F32, count, nullptr, true);
+  sync();
+  check_near(as_f32(d_out.download(), DType::F32), DType::F32, want, relative(want, 32 * kU), "geglu");
 #endif
 }
 

@@ -7,6 +7,12 @@
 // q and k norms, a head_dim of 32 where hidden / heads is 16), hf-smollm3-* SmolLM3ForCausalLM
 // (5.25: layer 1 of 2 without RoPE), hf-phi3-* Phi3ForCausalLM (5.25: fused qkv and gate_up
 // projections, RoPE on 12 of 16 dimensions, LongRoPE's short factors and attention factor),
+// hf-gemma2-* Gemma2ForCausalLM (5.25: (1 + w) norms drawn away from transformers' zeros, four
+// a layer, GeGLU, embeddings times sqrt(hidden), layer 0 in a window of 8 and layer 1 full,
+// scores scaled by 1/sqrt(24) and soft-capped at 1, logits at 2), hf-gemma3-* Gemma3ForCausalLM
+// (5.25: Gemma 2's layer with (1 + w) q and k norms, head_dim 32, no softcaps, the sliding
+// layer's RoPE base 100 and the full layer's 10000 with linear scaling by 2; and the same
+// text model in a Gemma3ForConditionalGeneration with a vision tower),
 // with the logits and greedy tokens
 // transformers computed for fixed prompts (scripts/make-hf-fixtures.py regenerates them, and
 // checks there that each family's feature moves the logits far past the tolerance).
@@ -29,9 +35,11 @@
 #include "common/file_io.h"
 #include "common/thread_pool.h"
 #include "convert/compress.h"
+#include "convert/hf_config.h"
 #include "convert/source_model.h"
 #include "format/cllm_reader.h"
 #include "model/forward_cpu.h"
+#include "model/llama_config.h"
 #include "model/llama_weights.h"
 #include "tests/test_util.h"
 
@@ -43,7 +51,8 @@ const char* kFixtures[] = {"hf-f32-gqa",         "hf-f32-llama3-tied",       "hf
                            "hf-mistral-f32-swa", "hf-mistral-bf16-swa-tied", "hf-qwen2-f32-gqa",
                            "hf-qwen2-bf16-tied", "hf-qwen3-f32-gqa",         "hf-qwen3-bf16-tied",
                            "hf-smollm3-f32-nope", "hf-smollm3-bf16-nope-tied", "hf-phi3-f32-longrope",
-                           "hf-phi3-bf16-longrope-gqa"};
+                           "hf-phi3-bf16-longrope-gqa", "hf-gemma2-f32-softcap", "hf-gemma2-bf16-softcap-tied",
+                           "hf-gemma3-f32-tied",         "hf-gemma3-bf16-gqa",      "hf-gemma3-vision-f32-tied"};
 
 using test::argmax;
 using test::fixture_dir;
@@ -168,6 +177,98 @@ TEST_CASE("Phi-3 configs import with their fused projections split, partial rota
   const LoadedFixture f = load_fixture(dir, "hf-phi3-f32-longrope");
   CHECK(f.weights->config.rope_scaling.long_factor == phi.config.rope_scaling.long_factor);
   CHECK(f.weights->config.rope_dim == 12);
+}
+
+TEST_CASE("Gemma configs import with their layer types, query scale, softcaps and local RoPE", "[hf-parity]") {
+  const SourceModel g2 = open_source_model(fixture_dir("hf-gemma2-f32-softcap"));
+  CHECK(g2.config.architecture == "gemma2");
+  CHECK(g2.config.sliding_window == 8);
+  CHECK(g2.config.full_attention_layers == std::vector<int>{1});  // layer_types [sliding, full]
+  CHECK(g2.config.window_of(0) == 8);
+  CHECK(g2.config.window_of(1) == 0);
+  CHECK(g2.config.query_pre_attn_scalar == 24.0f);
+  CHECK(g2.config.attn_softcap == 1.0f);
+  CHECK(g2.config.final_softcap == 2.0f);
+  CHECK(g2.config.rope_local_theta == 0.0f);  // Gemma 2: one RoPE for all layers
+  // HF's post_attention_layernorm is Gemma's attention output norm, not the FFN's input norm
+  REQUIRE(g2.find("blk.0.post_attention_norm.weight") != nullptr);
+  CHECK(g2.find("blk.0.post_attention_norm.weight")->source_name == "model.layers.0.post_attention_layernorm.weight");
+  CHECK(g2.find("blk.0.ffn_norm.weight")->source_name == "model.layers.0.pre_feedforward_layernorm.weight");
+  CHECK(g2.find("blk.1.post_ffw_norm.weight")->shape == std::vector<uint64_t>{64});
+  const SourceModel g3 = open_source_model(fixture_dir("hf-gemma3-f32-tied"));
+  CHECK(g3.config.architecture == "gemma3");
+  CHECK(g3.config.head_dim == 32);
+  CHECK(g3.config.tie_embeddings);
+  CHECK(g3.config.attn_softcap == 0.0f);  // null in config.json
+  CHECK(g3.config.final_softcap == 0.0f);
+  CHECK(g3.config.rope_theta == 10000.0f);  // rope_parameters.full_attention
+  CHECK(g3.config.rope_scaling.type == "linear");
+  CHECK(g3.config.rope_scaling.factor == 2.0f);
+  CHECK(g3.config.rope_local_theta == 100.0f);  // rope_parameters.sliding_attention
+  CHECK(g3.config.uses_local_rope(0));
+  CHECK_FALSE(g3.config.uses_local_rope(1));
+  REQUIRE(g3.find("blk.0.attn_q_norm.weight") != nullptr);
+  // every Gemma field survives the container
+  test::TempDir dir;
+  for (const char* name : {"hf-gemma2-f32-softcap", "hf-gemma3-f32-tied"}) {
+    INFO(name);
+    const LoadedFixture f = load_fixture(dir, name);
+    const SourceModel src = open_source_model(fixture_dir(name));
+    const LlamaConfig& c = f.weights->config;
+    CHECK(c.full_attention_layers == src.config.full_attention_layers);
+    CHECK(c.sliding_window == src.config.sliding_window);
+    CHECK(c.query_pre_attn_scalar == src.config.query_pre_attn_scalar);
+    CHECK(c.attn_softcap == src.config.attn_softcap);
+    CHECK(c.final_softcap == src.config.final_softcap);
+    CHECK(c.rope_local_theta == src.config.rope_local_theta);
+    CHECK(c.rope_scaling.type == src.config.rope_scaling.type);
+    CHECK(c.rope_scaling.factor == src.config.rope_scaling.factor);
+  }
+}
+
+TEST_CASE("Gemma 3 vision models import their text model and leave the image encoder out", "[hf-parity]") {
+  const SourceModel m = open_source_model(fixture_dir("hf-gemma3-vision-f32-tied"));
+  CHECK(m.config.architecture == "gemma3");
+  CHECK(m.config.dim == 64);  // text_config's, not the vision tower's 32
+  CHECK(m.config.full_attention_layers == std::vector<int>{1});
+  CHECK(m.config.rope_local_theta == 100.0f);
+  CHECK(m.config.tie_embeddings);
+  REQUIRE(m.find("token_embd.weight") != nullptr);
+  CHECK(m.find("token_embd.weight")->source_name == "language_model.model.embed_tokens.weight");
+  for (const SourceTensor& t : m.tensors) {
+    INFO(t.source_name);
+    CHECK(t.source_name.find("vision_tower") == std::string::npos);
+    CHECK(t.source_name.find("multi_modal_projector") == std::string::npos);
+  }
+  CHECK(m.tensors.size() == expected_tensors(m.config).size());
+}
+
+TEST_CASE("a hub Gemma 3 vision config's sparse text_config gets transformers' Gemma 3 defaults", "[hf-parity]") {
+  // gemma-3-4b-it's config.json leaves most text fields to Gemma3TextConfig; the values below
+  // are what transformers 5.25 derives from it
+  const auto cfg = nlohmann::json::parse(R"({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                    "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+    "vision_config": {"model_type": "siglip_vision_model"}})");
+  LlamaConfig c;
+  read_hf_config(cfg, "config.json", c);
+  CHECK(c.architecture == "gemma3");
+  CHECK(c.n_heads == 8);
+  CHECK(c.n_kv_heads == 4);
+  CHECK(c.head_dim == 256);
+  CHECK(c.vocab_size == 262208);
+  CHECK(c.context_length == 131072);
+  CHECK(c.query_pre_attn_scalar == 256.0f);
+  CHECK(c.rope_theta == 1e6f);
+  CHECK(c.rope_scaling.type == "linear");
+  CHECK(c.rope_scaling.factor == 8.0f);
+  CHECK(c.rope_local_theta == 10000.0f);
+  CHECK(c.sliding_window == 1024);
+  CHECK(c.full_attention_layers == std::vector<int>{5, 11, 17, 23, 29});  // every 6th layer
+  CHECK(c.attn_softcap == 0.0f);
+  CHECK(c.final_softcap == 0.0f);
+  CHECK(c.tie_embeddings);
 }
 
 TEST_CASE("CPU logits match transformers' within 1e-4 at every position", "[hf-parity]") {

@@ -116,9 +116,15 @@ LlamaWeights random_model(const LlamaConfig& c, uint64_t seed, float qk_std, flo
       L.bk = gaussian(kvd, 0, 0.5f, rng);
       L.bv = gaussian(kvd, 0, 0.5f, rng);
     }
+    // (1 + w) norms (Gemma) store weights near 0
+    const float norm_mean = architecture_of(c).norm == NormKind::rms_unit_offset ? 0.0f : 1.0f;
     if (architecture_of(c).has(kAttnQNorm)) {
-      L.q_norm = gaussian(c.head_dim, 1, 0.2f, rng);
-      L.k_norm = gaussian(c.head_dim, 1, 0.2f, rng);
+      L.q_norm = gaussian(c.head_dim, norm_mean, 0.2f, rng);
+      L.k_norm = gaussian(c.head_dim, norm_mean, 0.2f, rng);
+    }
+    if (architecture_of(c).has(kAttnPostNorm)) {
+      L.attn_post_norm = gaussian(dim, norm_mean, 0.2f, rng);
+      L.ffn_post_norm = gaussian(dim, norm_mean, 0.2f, rng);
     }
   }
   return w;

@@ -51,6 +51,22 @@ std::vector<LayerTensorDesc> llama_layer_with_qk_norm() {
   return l;
 }
 
+// Gemma's layer: the Llama layer's tensors with a norm after attention and one after the FFN
+// (ffn_norm is the norm before the FFN, transformers' pre_feedforward_layernorm), and
+// optionally per-head q and k norms (Gemma 3).
+std::vector<LayerTensorDesc> gemma_layer(bool qk_norm) {
+  std::vector<LayerTensorDesc> l = qk_norm ? llama_layer_with_qk_norm() : llama_layer();
+  l.push_back({kAttnPostNorm, "post_attention_norm", Extent::dim, Extent::none});
+  l.push_back({kFfnPostNorm, "post_ffw_norm", Extent::dim, Extent::none});
+  return l;
+}
+
+Architecture gemma(const char* name, const char* hf_class, bool qk_norm) {
+  Architecture a{name, hf_class, gemma_layer(qk_norm), NormKind::rms_unit_offset, FfnKind::geglu_tanh};
+  a.scale_embeddings = true;
+  return a;
+}
+
 }  // namespace
 
 bool Architecture::has(LayerTensor role) const {
@@ -102,10 +118,20 @@ const Architecture& phi3_architecture() {
   return arch;
 }
 
+const Architecture& gemma2_architecture() {
+  static const Architecture arch = gemma("gemma2", "Gemma2ForCausalLM", false);
+  return arch;
+}
+
+const Architecture& gemma3_architecture() {
+  static const Architecture arch = gemma("gemma3", "Gemma3ForCausalLM", true);
+  return arch;
+}
+
 const std::vector<const Architecture*>& architectures() {
-  static const std::vector<const Architecture*> all = {&llama_architecture(), &mistral_architecture(),
-                                                       &qwen2_architecture(), &qwen3_architecture(),
-                                                       &smollm3_architecture(), &phi3_architecture()};
+  static const std::vector<const Architecture*> all = {
+      &llama_architecture(),   &mistral_architecture(), &qwen2_architecture(), &qwen3_architecture(),
+      &smollm3_architecture(), &phi3_architecture(),    &gemma2_architecture(), &gemma3_architecture()};
   return all;
 }
 

@@ -19,7 +19,8 @@ struct LlamaConfig;
 enum LayerTensor {
   kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
   kAttnQBias, kAttnKBias, kAttnVBias,  // added to q, k, v before RoPE (Qwen2)
-  kAttnQNorm, kAttnKNorm,              // RMSNorm of each q and k head before RoPE (Qwen3)
+  kAttnQNorm, kAttnKNorm,              // RMSNorm of each q and k head before RoPE (Qwen3, Gemma 3)
+  kAttnPostNorm, kFfnPostNorm,         // norms of the attention's and the FFN's outputs before the residual (Gemma)
   kLayerTensors
 };
 
@@ -36,22 +37,26 @@ struct LayerTensorDesc {
 };
 
 enum class NormKind {
-  rms,  // x * rsqrt(mean(x^2) + eps) * w
+  rms,              // x * rsqrt(mean(x^2) + eps) * w
+  rms_unit_offset,  // x * rsqrt(mean(x^2) + eps) * (1 + w): Gemma stores w - 1 (kept as stored)
 };
 
 enum class FfnKind {
-  swiglu,  // w_down (silu(w_gate x) * (w_up x))
+  swiglu,      // w_down (silu(w_gate x) * (w_up x))
+  geglu_tanh,  // w_down (gelu(w_gate x) * (w_up x)), gelu's tanh approximation (Gemma)
 };
 
 // Attention is causal multi-head attention with grouped KV heads and RoPE on q and k, whose
 // layout and frequency scaling come from the config (LlamaConfig::rope_layout, rope_scaling);
-// a config's sliding_window (Mistral) bounds each query's keys from below.
+// a config's sliding_window (Mistral; Gemma on some layers) bounds each query's keys from below;
+// a config's query_pre_attn_scalar and softcaps (Gemma) change the scores' scale and bound them.
 struct Architecture {
   const char* name;                    // "llama", as general.architecture names it (and the metadata keys' prefix)
   const char* hf_class;                // "LlamaForCausalLM", as config.json's "architectures" names it
   std::vector<LayerTensorDesc> layer;  // the tensors it has, in role order
   NormKind norm = NormKind::rms;       // before attention, before the FFN, and at the output
   FfnKind ffn = FfnKind::swiglu;
+  bool scale_embeddings = false;       // token embeddings times sqrt(dim) before the first layer (Gemma)
 
   bool has(LayerTensor role) const;
   const LayerTensorDesc& tensor(LayerTensor role) const;  // throws when absent
@@ -75,9 +80,17 @@ const Architecture& smollm3_architecture();
 // Phi-3, Phi-3.5, Phi-4 (mini): the Llama layer once the importer has split the fused qkv and
 // gate_up projections; partial rotary and LongRoPE live in the config.
 const Architecture& phi3_architecture();
+// Gemma 2: (1 + w) norms, also after attention and the FFN (kAttnPostNorm, kFfnPostNorm),
+// GeGLU, embeddings scaled by sqrt(dim); softcaps, query scale and the layers' alternating
+// sliding windows live in the config.
+const Architecture& gemma2_architecture();
+// Gemma 3 (text): Gemma 2's layer with (1 + w) q and k norms; the sliding layers' own RoPE base
+// lives in the config.
+const Architecture& gemma3_architecture();
 // Every supported architecture, the Llama family's first.
 const std::vector<const Architecture*>& architectures();
-// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3") or null.
+// The entry named name ("llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3")
+// or null.
 const Architecture* find_architecture(const std::string& name);
 // "llama (LlamaForCausalLM), mistral (MistralForCausalLM)": for refusals of the others.
 std::string supported_architectures();

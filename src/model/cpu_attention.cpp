@@ -51,10 +51,9 @@ void chunk_scalar(const ChunkArgs& a) {
     const float* q = a.q + static_cast<size_t>(a.t0 + r / G) * a.q_stride + static_cast<size_t>(r % G) * hd;
     float* s = w.data() + static_cast<size_t>(r) * np;
     float m = -INFINITY;
-    for (int p = lo; p < n; ++p) {
-      s[p] = dot(q, kv.data() + static_cast<size_t>(p) * hd, hd) * a.scale;
-      m = std::max(m, s[p]);
-    }
+    for (int p = lo; p < n; ++p) s[p] = dot(q, kv.data() + static_cast<size_t>(p) * hd, hd) * a.scale;
+    if (a.softcap > 0) softcap(s + lo, static_cast<size_t>(n - lo), a.softcap);
+    for (int p = lo; p < n; ++p) m = std::max(m, s[p]);
     float l = 0.0f;
     for (int p = lo; p < n; ++p) {
       s[p] = std::exp(s[p] - m);
@@ -110,6 +109,8 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
   CLLM_CHECK(a.kv_dtype == DType::F16 || a.kv_dtype == DType::F32, "attention: KV cache of ",
              dtype_name(a.kv_dtype), ", expected f16 or f32");
   CLLM_CHECK(a.window >= 0, "attention: sliding window ", a.window, " must be >= 0 (0: none)");
+  CLLM_CHECK(a.scale >= 0 && a.softcap >= 0, "attention: scale ", a.scale, " and softcap ", a.softcap,
+             " must be >= 0 (0: the default, none)");
   CLLM_CHECK(a.n_tokens >= 0 && a.pos >= 0 && a.head_dim >= 1 && a.n_kv_heads >= 1 && a.n_heads >= a.n_kv_heads &&
                  a.n_heads % a.n_kv_heads == 0,
              "attention: ", a.n_tokens, " tokens at position ", a.pos, ", ", a.n_heads, " heads over ", a.n_kv_heads,
@@ -145,7 +146,8 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
     base.t1 = te;
     base.pos = a.pos;
     base.window = a.window;
-    base.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    base.scale = a.scale > 0 ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
+    base.softcap = a.softcap;
     base.t_base = tb;
     base.part_stride = ps;
     const double chunk_cost = 4.0 * hd * C * nt * G;  // scores and weighted sums, multiply-adds
@@ -177,8 +179,8 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
   }
 }
 
-AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float* q, const void* k, const void* v,
-                                   DType kv_dtype, int n, int pos) {
+AttentionArgs layer_attention_args(const LlamaConfig& c, int layer, float* out, const float* q, const void* k,
+                                   const void* v, DType kv_dtype, int n, int pos) {
   AttentionArgs a;
   a.out = out;
   a.out_stride = c.q_dim();
@@ -190,7 +192,9 @@ AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float
   a.kv_stride = c.kv_dim();
   a.n_tokens = n;
   a.pos = pos;
-  a.window = c.sliding_window;
+  a.window = c.window_of(layer);
+  a.scale = c.attention_scale();
+  a.softcap = c.attn_softcap;
   a.n_heads = c.n_heads;
   a.n_kv_heads = c.n_kv_heads;
   a.head_dim = c.head_dim;

@@ -39,14 +39,17 @@ struct AttentionArgs {
   int pos = 0;
   int window = 0;              // > 0: token t sees only [pos + t - window + 1, pos + t] (sliding window)
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;  // n_heads a multiple of n_kv_heads
+  float scale = 0;             // scores are q.k * scale; 0: 1 / sqrt(head_dim)
+  float softcap = 0;           // > 0: scores become softcap * tanh(score / softcap) (Gemma 2)
 };
 
 // The arguments for a model's layer: q and out (n, q_dim) fp32 rows, the layer's cache of
-// (context, kv_dim) rows of kv_dtype; the config's sliding window.
-AttentionArgs layer_attention_args(const LlamaConfig& c, float* out, const float* q, const void* k, const void* v,
-                                   DType kv_dtype, int n, int pos);
+// (context, kv_dim) rows of kv_dtype; the layer's sliding window, the config's score scale and
+// softcap.
+AttentionArgs layer_attention_args(const LlamaConfig& c, int layer, float* out, const float* q, const void* k,
+                                   const void* v, DType kv_dtype, int n, int pos);
 
-// out = softmax(q k^T / sqrt(head_dim)) v per (token, head), causal (and within the window),
+// out = softmax(softcap(q k^T * scale)) v per (token, head), causal (and within the window),
 // on the pool's threads. Keys and values of positions [0, pos + n_tokens) must be in the cache
 // (finite: a chunk's positions below a row's window get weight 0, and 0 * NaN is NaN). Chunks wholly below a token's window are neither
 // computed nor combined, so a window changes no bit of a row that it does not shorten.

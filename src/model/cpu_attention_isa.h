@@ -38,7 +38,8 @@ struct ChunkArgs {
   int pos = 0;                 // token t sees positions [0, pos + t]
   int window = 0;              // > 0: ... and only those >= pos + t - window + 1
   int p0 = 0, p1 = 0;          // p1 - p0 <= kAttentionChunk
-  float scale = 0;             // 1 / sqrt(head_dim)
+  float scale = 0;             // 1 / sqrt(head_dim), or the model's own (Gemma)
+  float softcap = 0;           // > 0: scores become softcap * tanh(score / softcap)
   float* part = nullptr;       // row (t, g) at part + ((t - t_base) * group + g) * part_stride
   int t_base = 0;
   int part_stride = 0;

@@ -34,8 +34,12 @@ void CpuLayerWeights::check() const {
          bk.data ? "with" : "without", ", v ", bv.data ? "with" : "without", ")");
   if ((q_norm.data != nullptr) != (k_norm.data != nullptr))
     fail("CPU layer: the q and k norms come together (found ", q_norm.data ? "q's only" : "k's only", ")");
+  if ((attn_post_norm.data != nullptr) != (ffn_post_norm.data != nullptr))
+    fail("CPU layer: the post norms come together (found ", attn_post_norm.data ? "attention's only" : "FFN's only",
+         ")");
   for (const auto& [name, b] : {std::pair{"attn_q.bias", &bq}, {"attn_k.bias", &bk}, {"attn_v.bias", &bv},
-                                {"attn_q_norm", &q_norm}, {"attn_k_norm", &k_norm}})
+                                {"attn_q_norm", &q_norm}, {"attn_k_norm", &k_norm},
+                                {"post_attention_norm", &attn_post_norm}, {"post_ffw_norm", &ffn_post_norm}})
     if (b->data && !is_float(b->dtype)) fail("CPU layer: tensor '", name, "' is ", dtype_name(b->dtype), ", expected f32, f16 or bf16");
   for (const auto& [name, t] : tensors) {
     if (!t->data) fail("CPU layer: tensor '", name, "' has no data");
@@ -67,6 +71,8 @@ CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout&
   w.bv = at(kAttnVBias);
   w.q_norm = at(kAttnQNorm);
   w.k_norm = at(kAttnKNorm);
+  w.attn_post_norm = at(kAttnPostNorm);
+  w.ffn_post_norm = at(kFfnPostNorm);
   return w;
 }
 
@@ -90,6 +96,10 @@ CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {
   if (!L.q_norm.empty()) {
     w.q_norm = f(L.q_norm);
     w.k_norm = f(L.k_norm);
+  }
+  if (!L.attn_post_norm.empty()) {
+    w.attn_post_norm = f(L.attn_post_norm);
+    w.ffn_post_norm = f(L.ffn_post_norm);
   }
   return w;
 }
@@ -129,6 +139,7 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   norm_.resize(dim);
   bias_.resize(qd);  // a bias, or a head norm's weights (head_dim <= q_dim)
   rope_ = cpu::model_rope_table(c, opt.context);
+  if (c.rope_local_theta > 0) rope_local_ = cpu::model_rope_table(c, opt.context, true);
 }
 
 void CpuLayerForward::forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
@@ -182,13 +193,36 @@ void CpuLayerForward::forward_batch(int layer, const CpuLayerWeights& w, const C
 
 void CpuLayerForward::norm(const CpuTensor& w, const float* x, int n) {
   // xb (n, dim) = norm(x) * w
-  const int dim = c_.dim;
-  to_f32(w.dtype, w.data, norm_.data(), dim);
-  switch (arch_.norm) {
-    case NormKind::rms:
-      for (int t = 0; t < n; ++t) cpu::rmsnorm(xb_.data() + t * dim, x + t * dim, norm_.data(), dim, c_.norm_eps);
-      return;
+  to_f32(w.dtype, w.data, norm_.data(), c_.dim);
+  norm_rows(xb_.data(), x, norm_.data(), n, c_.dim);
+}
+
+void CpuLayerForward::norm_rows(float* out, const float* x, const float* w, int rows, int width) const {
+  // out (rows, width) = norm(x) * w, or * (1 + w) (CpuForward::norm); out may be x
+  for (int t = 0; t < rows; ++t) {
+    const size_t at = static_cast<size_t>(t) * width;
+    switch (arch_.norm) {
+      case NormKind::rms: cpu::rmsnorm(out + at, x + at, w, width, c_.norm_eps); break;
+      case NormKind::rms_unit_offset: cpu::rmsnorm_unit_offset(out + at, x + at, w, width, c_.norm_eps); break;
+    }
   }
+}
+
+void CpuLayerForward::add_output(const CpuTensor& w, const CpuTensor& post_norm, const float* in, float* x, int n,
+                                 int k) {
+  // x (n, dim) += w in, or (Gemma) += norm(w in) * post_norm: the product into tmp_, normed
+  // into xb_ (free again: in is hb_ or xb_, read by the product), then added (CpuForward's order)
+  const int dim = c_.dim;
+  if (!post_norm.data) {
+    float* const ys[] = {x};
+    linear(&w, ys, &dim, 1, in, n, k, true);
+    return;
+  }
+  float* const ys[] = {tmp_.data()};
+  linear(&w, ys, &dim, 1, in, n, k, false);
+  norm(post_norm, tmp_.data(), n);
+  const size_t m = static_cast<size_t>(n) * dim;
+  for (size_t i = 0; i < m; ++i) x[i] += xb_[i];
 }
 
 void CpuLayerForward::store_kv(const CpuKvLayer& kv, int n, int pos) {
@@ -215,10 +249,9 @@ void CpuLayerForward::add_bias(const CpuTensor& b, float* y, int d, int n) {
 }
 
 void CpuLayerForward::head_norm(const CpuTensor& w, float* y, int rows) {
-  // y (rows, head_dim): each row normed in place (CpuForward's cpu::rmsnorm)
-  const int hd = c_.head_dim;
-  to_f32(w.dtype, w.data, bias_.data(), hd);
-  for (int i = 0; i < rows; ++i) cpu::rmsnorm(y + static_cast<size_t>(i) * hd, y + static_cast<size_t>(i) * hd, bias_.data(), hd, c_.norm_eps);
+  // y (rows, head_dim): each row normed in place (CpuForward's norm of the heads)
+  to_f32(w.dtype, w.data, bias_.data(), c_.head_dim);
+  norm_rows(y, y, bias_.data(), rows, c_.head_dim);
 }
 
 void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
@@ -244,28 +277,26 @@ void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const
     head_norm(w.q_norm, q, n * c_.n_heads);
     head_norm(w.k_norm, k, n * c_.n_kv_heads);
   }
+  const cpu::RopeTable& rope = c_.uses_local_rope(layer) ? rope_local_ : rope_;
   for (int t = 0; t < n && c_.uses_rope(layer); ++t) {
-    const float* cs = rope_.cos_at(pos + t);
-    const float* sn = rope_.sin_at(pos + t);
+    const float* cs = rope.cos_at(pos + t);
+    const float* sn = rope.sin_at(pos + t);
     cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
     cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
   }
   store_kv(kv, n, pos);
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
-  cpu::attention(cpu::layer_attention_args(c_, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
-  float* const ys[] = {x};  // output projection, added to the residual
-  const int ds[] = {dim};
-  linear(&w.wo, ys, ds, 1, xb, n, qd, true);
+  cpu::attention(cpu::layer_attention_args(c_, layer, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
+  add_output(w.wo, w.attn_post_norm, xb, x, n, qd);  // output projection, added to the residual
 }
 
 void CpuLayerForward::ffn_block(const CpuLayerWeights& w, float* x, int n) {
-  // x += w_down (silu(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm
+  // x += w_down (act(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm; act silu or gelu
   const int dim = c_.dim, ffn = c_.ffn_dim;
   float* hb = hb_.data();
   float* hb2 = hb2_.data();
   norm(w.ffn_norm, x, n);
-  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU layers have no code for this feed-forward");
   {
     const CpuTensor ws[] = {w.w_gate, w.w_up};
     float* const ys[] = {hb, hb2};
@@ -275,11 +306,13 @@ void CpuLayerForward::ffn_block(const CpuLayerWeights& w, float* x, int n) {
   const size_t elems = static_cast<size_t>(n) * ffn;
   cpu::parallel_for(pool_, (elems + kElemsPerItem - 1) / kElemsPerItem, 20.0 * kElemsPerItem, [&](size_t i) {
     const size_t b = i * kElemsPerItem;
-    cpu::swiglu(hb + b, hb2 + b, std::min(kElemsPerItem, elems - b));
+    const size_t count = std::min(kElemsPerItem, elems - b);
+    switch (arch_.ffn) {
+      case FfnKind::swiglu: cpu::swiglu(hb + b, hb2 + b, count); break;
+      case FfnKind::geglu_tanh: cpu::geglu_tanh(hb + b, hb2 + b, count); break;
+    }
   });
-  float* const ys[] = {x};
-  const int ds[] = {dim};
-  linear(&w.w_down, ys, ds, 1, hb, n, ffn, true);
+  add_output(w.w_down, w.ffn_post_norm, hb, x, n, ffn);
 }
 
 }  // namespace cllm

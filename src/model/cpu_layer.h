@@ -50,10 +50,13 @@ struct CpuLayerWeights {
   CpuTensor bv;         // (kv_dim)
   CpuTensor q_norm;     // (head_dim)     per-head norms of q and k (Qwen3); data null where
   CpuTensor k_norm;     // (head_dim)     the architecture has none (both or none)
+  CpuTensor attn_post_norm;  // (dim)     norms of the attention's and the FFN's outputs (Gemma);
+  CpuTensor ffn_post_norm;   // (dim)     data null where the architecture has none (both or none)
 
   DType linear_dtype() const { return wq.dtype; }
   bool has_qkv_bias() const { return bq.data != nullptr; }
   bool has_qk_norm() const { return q_norm.data != nullptr; }
+  bool has_post_norms() const { return attn_post_norm.data != nullptr; }
   // Throws naming the first missing tensor, a dtype that is not a float type, or a linear
   // layer whose dtype differs from wq's.
   void check() const;
@@ -108,7 +111,7 @@ struct CpuLayerOptions {
   cpu::Isa isa = cpu::isa_best();
 };
 
-// Runs layers of one model: holds the RoPE table and the activations of max_batch tokens.
+// Runs layers of one model: holds the RoPE tables and the activations of max_batch tokens.
 class CpuLayerForward {
  public:
   // pool (may be null: inline) must outlive this object.
@@ -119,6 +122,8 @@ class CpuLayerForward {
   //        (+ bq, bk, bv after the products, then per-head norms of q and k, where the
   //        weights have them)
   //   x += w_down (silu(w_gate xf) * (w_up xf)),              xf = rmsnorm(x) * ffn_norm
+  // or Gemma's layer: (1 + w) norms, GeGLU, each block's output normed by its post norm
+  // before the residual adds it (forward_cpu.cpp's order)
   // Positions < pos must already be in kv (written by earlier calls for this layer); this call
   // writes keys and values of pos .. pos+n-1. Throws when the positions pass the context, the
   // weights are incomplete or kv's dtype or context does not fit.
@@ -133,6 +138,9 @@ class CpuLayerForward {
   void attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
   void ffn_block(const CpuLayerWeights& w, float* x, int n);
   void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
+  void norm_rows(float* out, const float* x, const float* w, int rows, int width) const;
+  // x += w in, or += post_norm's norm of it where the layer has post norms (Gemma)
+  void add_output(const CpuTensor& w, const CpuTensor& post_norm, const float* in, float* x, int n, int k);
   void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos
   void add_bias(const CpuTensor& b, float* y, int d, int n);  // y (n, d) += b (d)
   void head_norm(const CpuTensor& w, float* y, int rows);       // each of rows heads normed
@@ -145,6 +153,7 @@ class CpuLayerForward {
   CpuLayerOptions opt_;
   ThreadPool* pool_;
   cpu::RopeTable rope_;
+  cpu::RopeTable rope_local_;  // the windowed layers' (rope_local_theta > 0); else empty
   // (max_batch, ...) activations, fp32
   std::vector<float> xb_;             // (B, max(dim, q_dim)) normed input, then attention output
   std::vector<float> q_, k_, v_;      // (B, q_dim), (B, kv_dim), (B, kv_dim)

@@ -95,11 +95,23 @@ void rmsnorm(float* out, const float* x, const float* w, int dim, float eps) {
   for (int i = 0; i < dim; ++i) out[i] = (x[i] * r) * w[i];
 }
 
+void rmsnorm_unit_offset(float* out, const float* x, const float* w, int dim, float eps) {
+  const float ss = dot(x, x, dim) / static_cast<float>(dim);
+  const float r = 1.0f / std::sqrt(ss + eps);
+  for (int i = 0; i < dim; ++i) out[i] = (x[i] * r) * (1.0f + w[i]);
+}
+
+void softcap(float* v, size_t n, float cap) {
+  for (size_t i = 0; i < n; ++i) v[i] = std::tanh(v[i] / cap) * cap;
+}
+
 std::vector<float> rope_frequencies(int head_dim, float theta, const RopeScaling& s) {
   // In fp32 like HF (inv_freq is a float32 tensor) and llama2.c (powf).
   std::vector<float> f(head_dim / 2);
   for (int i = 0; i < head_dim / 2; ++i)
     f[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  if (s.type == "linear")  // positions divided by factor (transformers divides inv_freq)
+    for (auto& freq : f) freq /= s.factor;
   if (s.type != "llama3") return f;
   // llama3: keep high frequencies (short wavelengths), divide low ones by factor, and blend
   // linearly in wavelength space between the two thresholds.
@@ -120,7 +132,8 @@ std::vector<float> rope_frequencies(int head_dim, float theta, const RopeScaling
   return f;
 }
 
-RopeTable model_rope_table(const LlamaConfig& c, int n_pos) {
+RopeTable model_rope_table(const LlamaConfig& c, int n_pos, bool local) {
+  if (local) return rope_table(rope_frequencies(c.rotary_dim(), c.rope_local_theta, RopeScaling{}), n_pos);
   const RopeScaling& s = c.rope_scaling;
   std::vector<float> f = rope_frequencies(c.rotary_dim(), c.rope_theta, s);
   if (s.type != "longrope") return rope_table(f, n_pos);
@@ -191,6 +204,14 @@ void swiglu(float* h, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const float g = h[i];
     h[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void geglu_tanh(float* h, const float* up, size_t n) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  for (size_t i = 0; i < n; ++i) {
+    const float g = h[i];
+    h[i] = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g))) * up[i];
   }
 }
 

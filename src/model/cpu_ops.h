@@ -28,7 +28,8 @@ void matmul(float* y, int ldy, const float* x, const float* w, int n, int k, int
 void rmsnorm(float* out, const float* x, const float* w, int dim, float eps);
 
 // RoPE inverse frequencies freq_i = theta^(-2i/head_dim), i < head_dim/2, with llama3
-// scaling applied when scaling.type == "llama3" (HF transformers' _compute_llama3_parameters).
+// scaling applied when scaling.type == "llama3" (HF transformers' _compute_llama3_parameters),
+// each divided by the factor when it is "linear".
 std::vector<float> rope_frequencies(int head_dim, float theta, const RopeScaling& scaling);
 
 // cos/sin of pos * freq_i for pos < n_pos: two (n_pos, head_dim/2) tables.
@@ -44,7 +45,9 @@ RopeTable rope_table(const std::vector<float>& freqs, int n_pos, float scale = 1
 // rotary dimensions, llama3 or longrope scaling (longrope's long factors when n_pos passes
 // the original context, as llama.cpp chooses them; transformers switches per forward call on
 // the positions it sees, so the two agree whenever the context is within the original).
-RopeTable model_rope_table(const LlamaConfig& c, int n_pos);
+// local: the table of the windowed layers of a model with a rope_local_theta (Gemma 3), that
+// base without scaling.
+RopeTable model_rope_table(const LlamaConfig& c, int n_pos, bool local = false);
 
 // Rotates n_heads heads of head_dim values in place: the pairs (2i, 2i+1) (interleaved) or
 // (i, i + rope_dim/2) (neox) of the first rope_dim values (0: head_dim; partial rotary leaves
@@ -59,6 +62,15 @@ void attention_head(float* out, const float* q, const float* k, const float* v, 
 
 // h = silu(h) * up, silu(x) = x / (1 + e^-x).
 void swiglu(float* h, const float* up, size_t n);
+// h = gelu(h) * up with gelu's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// (PyTorch's gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh).
+void geglu_tanh(float* h, const float* up, size_t n);
+
+// out = x * rsqrt(mean(x^2) + eps) * (1 + w) (Gemma's RMSNorm; 1 + w in fp32, as transformers).
+void rmsnorm_unit_offset(float* out, const float* x, const float* w, int dim, float eps);
+
+// v[i] = cap * tanh(v[i] / cap) for i < n: Gemma's soft-capping of scores and logits.
+void softcap(float* v, size_t n, float cap);
 
 // Runs fn(i) for i in [0, n): on the pool when the work (n * cost_per_item, in multiply-adds)
 // is large enough to pay for waking the threads, else inline. Never changes results.

@@ -1,6 +1,7 @@
 #include "model/forward_cpu.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "common/error.h"
@@ -48,6 +49,7 @@ CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt
   s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
   s_.value_cache.resize(s_.key_cache.size());
   rope_ = cpu::model_rope_table(c, context_);
+  if (c.rope_local_theta > 0) rope_local_ = cpu::model_rope_table(c, context_, true);
 }
 
 const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_logits) {
@@ -69,15 +71,29 @@ const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_log
   return s_.logits.data();
 }
 
-void CpuForward::norm(float* out, const float* x, const float* w, int n) const {
-  // out (n, dim) = norm(x) * w, row by row
+void CpuForward::norm(float* out, const float* x, const float* w, int n, int width) const {
+  // out (n, width) = norm(x) * w (or * (1 + w)), row by row; width 0: dim
   const LlamaConfig& c = w_.config;
-  switch (arch_.norm) {
-    case NormKind::rms:
-      for (int t = 0; t < n; ++t)
-        cpu::rmsnorm(out + static_cast<size_t>(t) * c.dim, x + static_cast<size_t>(t) * c.dim, w, c.dim, c.norm_eps);
-      return;
+  const size_t d = width > 0 ? width : c.dim;
+  for (int t = 0; t < n; ++t) {
+    switch (arch_.norm) {
+      case NormKind::rms: cpu::rmsnorm(out + t * d, x + t * d, w, static_cast<int>(d), c.norm_eps); break;
+      case NormKind::rms_unit_offset:
+        cpu::rmsnorm_unit_offset(out + t * d, x + t * d, w, static_cast<int>(d), c.norm_eps);
+        break;
+    }
   }
+}
+
+void CpuForward::add_residual(const float* y, float* post, const float* post_norm_w, int n) {
+  // x += y, or x += norm(y) * post_norm_w where the architecture norms a block's output (Gemma)
+  const size_t count = static_cast<size_t>(n) * w_.config.dim;
+  if (post_norm_w) {
+    norm(post, y, post_norm_w, n);
+    y = post;
+  }
+  float* x = s_.x.data();
+  for (size_t i = 0; i < count; ++i) x[i] += y[i];
 }
 
 void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
@@ -90,6 +106,10 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
   for (int t = 0; t < n; ++t)
     std::memcpy(x + static_cast<size_t>(t) * dim, w_.token_embd.data() + static_cast<size_t>(tokens[t]) * dim,
                 sizeof(float) * dim);
+  if (arch_.scale_embeddings) {  // Gemma: times sqrt(dim), in fp32 as transformers computing in fp32
+    const float scale = std::sqrt(static_cast<float>(dim));
+    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] *= scale;
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     attention_block(l, n, pos);
     ffn_block(l, n);
@@ -101,6 +121,7 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
   const int rows = n - first;
   norm(xb, x + static_cast<size_t>(first) * dim, w_.output_norm.data(), rows);
   cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, &pool_);
+  if (c.final_softcap > 0) cpu::softcap(logits, static_cast<size_t>(rows) * c.vocab_size, c.final_softcap);
 }
 
 void CpuForward::attention_block(int l, int n, int pos) {
@@ -131,27 +152,29 @@ void CpuForward::attention_block(int l, int n, int pos) {
     add_bias(v_new, L.bv, n);
   }
   if (arch_.has(kAttnQNorm)) {  // each head of q and k normed over its head_dim values
-    for (int i = 0; i < n * c.n_heads; ++i) cpu::rmsnorm(q + i * hd, q + i * hd, L.q_norm.data(), hd, c.norm_eps);
-    for (int i = 0; i < n * c.n_kv_heads; ++i)
-      cpu::rmsnorm(k_new + i * hd, k_new + i * hd, L.k_norm.data(), hd, c.norm_eps);
+    norm(q, q, L.q_norm.data(), n * c.n_heads, hd);
+    norm(k_new, k_new, L.k_norm.data(), n * c.n_kv_heads, hd);
   }
-  // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers)
+  // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers), with
+  // the windowed layers' own table where the model has one (Gemma 3)
+  const cpu::RopeTable& rope = c.uses_local_rope(l) ? rope_local_ : rope_;
   for (int t = 0; t < n && c.uses_rope(l); ++t) {
-    const float* cs = rope_.cos_at(pos + t);
-    const float* sn = rope_.sin_at(pos + t);
+    const float* cs = rope.cos_at(pos + t);
+    const float* sn = rope.sin_at(pos + t);
     cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
     cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
   }
   // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
   // h / (n_heads / n_kv_heads) (GQA)
-  cpu::attention(cpu::layer_attention_args(c, xb, q, k_layer, v_layer, DType::F32, n, pos), pool);
+  cpu::attention(cpu::layer_attention_args(c, l, xb, q, k_layer, v_layer, DType::F32, n, pos), pool);
   // output projection, then the residual
   cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
-  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
+  add_residual(xb2, xb, arch_.has(kAttnPostNorm) ? L.attn_post_norm.data() : nullptr, n);
 }
 
 void CpuForward::ffn_block(int l, int n) {
-  // x += w_down (silu(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm
+  // x += w_down (act(w_gate xb) * (w_up xb)),  xb = norm(x) * ffn_norm; act silu (SwiGLU) or
+  // gelu (GeGLU); Gemma norms the sum before the residual
   const LlamaConfig& c = w_.config;
   const LlamaLayerWeights& L = w_.layers[l];
   const int dim = c.dim, ffn = c.ffn_dim;
@@ -162,12 +185,14 @@ void CpuForward::ffn_block(int l, int n) {
   float* hb = s_.hb.data();
   float* hb2 = s_.hb2.data();
   norm(xb, x, L.ffn_norm.data(), n);
-  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the CPU engine has no code for this feed-forward");
   cpu::matmul(hb, ffn, xb, L.w_gate.data(), n, dim, ffn, pool);
   cpu::matmul(hb2, ffn, xb, L.w_up.data(), n, dim, ffn, pool);
-  cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn);
+  switch (arch_.ffn) {
+    case FfnKind::swiglu: cpu::swiglu(hb, hb2, static_cast<size_t>(n) * ffn); break;
+    case FfnKind::geglu_tanh: cpu::geglu_tanh(hb, hb2, static_cast<size_t>(n) * ffn); break;
+  }
   cpu::matmul(xb2, dim, hb, L.w_down.data(), n, ffn, dim, pool);
-  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb2[i];
+  add_residual(xb2, xb, arch_.has(kFfnPostNorm) ? L.ffn_post_norm.data() : nullptr, n);
 }
 
 }  // namespace cllm

@@ -55,13 +55,17 @@ class CpuForward {
   void forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows);
   void attention_block(int layer, int n, int pos);
   void ffn_block(int layer, int n);
-  void norm(float* out, const float* x, const float* w, int n) const;
+  // n rows of width values (0: dim), normed as the architecture norms (out may be x).
+  void norm(float* out, const float* x, const float* w, int n, int width = 0) const;
+  // x (n, dim) += y, or += norm(y) * post_norm_w (Gemma's post norms) using post as scratch.
+  void add_residual(const float* y, float* post, const float* post_norm_w, int n);
 
   const LlamaWeights& w_;
   const Architecture& arch_;  // how a layer computes: the norm and feed-forward kinds
   int context_ = 0;
   ThreadPool pool_;
   cpu::RopeTable rope_;
+  cpu::RopeTable rope_local_;  // the windowed layers' (Gemma 3's rope_local_theta); else empty
   CpuRunState s_;
 };
 

@@ -1,6 +1,8 @@
 #include "model/llama_config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 
 #include "model/architecture.h"
 
@@ -15,6 +17,27 @@ const char* rope_layout_name(RopeLayout l) {
 bool LlamaConfig::uses_rope(int layer) const {
   return !std::binary_search(no_rope_layers.begin(), no_rope_layers.end(), layer);
 }
+
+int LlamaConfig::window_of(int layer) const {
+  if (std::binary_search(full_attention_layers.begin(), full_attention_layers.end(), layer)) return 0;
+  return sliding_window;
+}
+
+float LlamaConfig::attention_scale() const {
+  const float base = query_pre_attn_scalar > 0.0f ? query_pre_attn_scalar : static_cast<float>(head_dim);
+  return 1.0f / std::sqrt(base);
+}
+
+namespace {
+
+// A list of layer indices: ascending, each below n_layers.
+void check_layer_list(const std::vector<int>& v, int n_layers, const std::string& key) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] < 0 || v[i] >= n_layers || (i > 0 && v[i] <= v[i - 1]))
+      fail("model config: '", key, "' must list ascending layers below ", n_layers, ", found ", v[i], " at ", i);
+}
+
+}  // namespace
 
 void LlamaConfig::validate() const {
   // Errors name the metadata key of the field ("llama.block_count"), as the file spells it.
@@ -36,17 +59,26 @@ void LlamaConfig::validate() const {
   if (head_dim % 2 != 0) fail("model config: head dimension ", head_dim, " must be even for RoPE");
   if (!(norm_eps > 0.0f)) fail("model config: '", p, "attention.layer_norm_rms_epsilon' must be > 0");
   if (!(rope_theta > 0.0f)) fail("model config: '", p, "rope.freq_base' must be > 0");
-  for (size_t i = 0; i < no_rope_layers.size(); ++i)
-    if (no_rope_layers[i] < 0 || no_rope_layers[i] >= n_layers || (i > 0 && no_rope_layers[i] <= no_rope_layers[i - 1]))
-      fail("model config: '", p, "rope.no_rope_layers' must list ascending layers below ", n_layers, ", found ",
-           no_rope_layers[i], " at ", i);
+  check_layer_list(no_rope_layers, n_layers, p + "rope.no_rope_layers");
+  check_layer_list(full_attention_layers, n_layers, p + "attention.full_attention_layers");
+  if (!full_attention_layers.empty() && sliding_window == 0)
+    fail("model config: '", p, "attention.full_attention_layers' is set but there is no sliding window");
+  const std::pair<const char*, float> non_negative[] = {{"rope.local_freq_base", rope_local_theta},
+                                                        {"attention.query_pre_attn_scalar", query_pre_attn_scalar},
+                                                        {"attn_logit_softcapping", attn_softcap},
+                                                        {"final_logit_softcapping", final_softcap}};
+  for (const auto& [key, v] : non_negative)
+    if (!(v >= 0.0f) || std::isinf(v)) fail("model config: '", p, key, "' must be >= 0 and finite (0: unused), found ", v);
   if (sliding_window < 0) fail("model config: '", p, "attention.sliding_window' must be >= 0, found ", sliding_window);
   if (rope_dim < 0 || rope_dim > head_dim || rope_dim % 2 != 0)
     fail("model config: '", p, "rope.dimension_count' ", rope_dim, " must be even and at most the head dimension ",
          head_dim);
-  if (rope_scaling.type != "none" && rope_scaling.type != "llama3" && rope_scaling.type != "longrope")
+  if (rope_scaling.type != "none" && rope_scaling.type != "llama3" && rope_scaling.type != "longrope" &&
+      rope_scaling.type != "linear")
     fail("model config: unknown rope scaling type '", rope_scaling.type,
-         "' (expected 'none', 'llama3' or 'longrope')");
+         "' (expected 'none', 'llama3', 'longrope' or 'linear')");
+  if (rope_scaling.type == "linear" && !(rope_scaling.factor > 0.0f))
+    fail("model config: linear rope scaling needs a positive factor, found ", rope_scaling.factor);
   if (rope_scaling.type == "longrope") {
     const size_t half = static_cast<size_t>(rotary_dim() / 2);
     if (rope_scaling.short_factor.size() != half || rope_scaling.long_factor.size() != half)
@@ -95,10 +127,17 @@ void config_to_metadata(const LlamaConfig& c, nlohmann::json& m) {
     m[p + "rope.scaling.attention_factor"] = c.rope_scaling.attention_factor;
     m[p + "rope.scaling.original_context_length"] = c.rope_scaling.original_context;
   }
+  if (c.rope_scaling.type == "linear") m[p + "rope.scaling.factor"] = c.rope_scaling.factor;
   if (c.rope_dim > 0) m[p + "rope.dimension_count"] = c.rope_dim;
   m[p + "tie_embeddings"] = c.tie_embeddings;
   if (c.sliding_window > 0) m[p + "attention.sliding_window"] = c.sliding_window;
   if (!c.no_rope_layers.empty()) m[p + "rope.no_rope_layers"] = c.no_rope_layers;
+  if (!c.full_attention_layers.empty()) m[p + "attention.full_attention_layers"] = c.full_attention_layers;
+  // Gemma's fields, written only when set (GGUF's names for the softcaps)
+  if (c.rope_local_theta > 0) m[p + "rope.local_freq_base"] = c.rope_local_theta;
+  if (c.query_pre_attn_scalar > 0) m[p + "attention.query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+  if (c.attn_softcap > 0) m[p + "attn_logit_softcapping"] = c.attn_softcap;
+  if (c.final_softcap > 0) m[p + "final_logit_softcapping"] = c.final_softcap;
 }
 
 namespace {
@@ -132,6 +171,22 @@ std::vector<float> get_floats(const nlohmann::json& m, const std::string& key) {
     out.push_back(x.get<float>());
   }
   return out;
+}
+
+std::vector<int> get_layer_list(const nlohmann::json& m, const std::string& key) {
+  std::vector<int> out;
+  const auto it = m.find(key);
+  if (it == m.end()) return out;
+  if (!it->is_array()) fail("metadata: '", key, "' must be a list of layer indices");
+  for (const auto& v : *it) {
+    if (!v.is_number_integer()) fail("metadata: '", key, "' holds ", v.dump(), ", not a layer index");
+    out.push_back(v.get<int>());
+  }
+  return out;
+}
+
+float get_float_or(const nlohmann::json& m, const std::string& key, float fallback) {
+  return m.contains(key) ? get_float(m, key) : fallback;
 }
 
 }  // namespace
@@ -173,18 +228,18 @@ LlamaConfig config_from_metadata(const nlohmann::json& m) {
     c.rope_scaling.attention_factor = get_float(m, p + "rope.scaling.attention_factor");
     c.rope_scaling.original_context = get_int(m, p + "rope.scaling.original_context_length");
   }
+  if (c.rope_scaling.type == "linear") c.rope_scaling.factor = get_float(m, p + "rope.scaling.factor");
   if (m.contains(p + "rope.dimension_count")) c.rope_dim = get_int(m, p + "rope.dimension_count");
   const auto& tie = require(m, p + "tie_embeddings");
   if (!tie.is_boolean()) fail("metadata: '", p, "tie_embeddings' must be true or false");
   c.tie_embeddings = tie.get<bool>();
   if (m.contains(p + "attention.sliding_window")) c.sliding_window = get_int(m, p + "attention.sliding_window");
-  if (const auto it = m.find(p + "rope.no_rope_layers"); it != m.end()) {
-    if (!it->is_array()) fail("metadata: '", p, "rope.no_rope_layers' must be a list of layer indices");
-    for (const auto& v : *it) {
-      if (!v.is_number_integer()) fail("metadata: '", p, "rope.no_rope_layers' holds ", v.dump(), ", not a layer index");
-      c.no_rope_layers.push_back(v.get<int>());
-    }
-  }
+  c.no_rope_layers = get_layer_list(m, p + "rope.no_rope_layers");
+  c.full_attention_layers = get_layer_list(m, p + "attention.full_attention_layers");
+  c.rope_local_theta = get_float_or(m, p + "rope.local_freq_base", 0.0f);
+  c.query_pre_attn_scalar = get_float_or(m, p + "attention.query_pre_attn_scalar", 0.0f);
+  c.attn_softcap = get_float_or(m, p + "attn_logit_softcapping", 0.0f);
+  c.final_softcap = get_float_or(m, p + "final_logit_softcapping", 0.0f);
   c.validate();
   return c;
 }

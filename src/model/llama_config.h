@@ -18,8 +18,8 @@ enum class RopeLayout {
 const char* rope_layout_name(RopeLayout l);
 
 struct RopeScaling {
-  std::string type = "none";  // "none", "llama3" or "longrope" (Phi-3/4)
-  float factor = 1.0f;        // llama3: 8 for Llama-3.1
+  std::string type = "none";  // "none", "llama3", "longrope" (Phi-3/4) or "linear" (Gemma 3)
+  float factor = 1.0f;        // llama3: 8 for Llama-3.1; linear: every frequency divided by it
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
   int original_context = 8192;  // llama3, longrope: the context trained before the extension
@@ -50,11 +50,28 @@ struct LlamaConfig {
   int sliding_window = 0;
   int rope_dim = 0;  // RoPE rotates a head's first rope_dim values (partial rotary, Phi-3/4); 0: all
   std::vector<int> no_rope_layers;  // ascending indices of layers whose attention has no RoPE (SmolLM3)
+  // With a sliding_window: ascending indices of the layers that attend to every position
+  // (Gemma's "full_attention" layers); empty, the window bounds every layer (Mistral).
+  std::vector<int> full_attention_layers;
+  // > 0: the RoPE base of the windowed layers, without rope_scaling (Gemma 3's
+  // rope_local_base_freq); 0: they rotate as the other layers.
+  float rope_local_theta = 0.0f;
+  // > 0: attention scores are q.k / sqrt(query_pre_attn_scalar) (Gemma); 0: q.k / sqrt(head_dim).
+  float query_pre_attn_scalar = 0.0f;
+  // > 0: scores become cap * tanh(score / cap) before the softmax (attn_softcap, Gemma 2) and
+  // the logits cap * tanh(logit / cap) (final_softcap, Gemma 2 and 3); 0: neither is bounded.
+  float attn_softcap = 0.0f;
+  float final_softcap = 0.0f;
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
   bool uses_rope(int layer) const;  // false for the no_rope_layers
   int rotary_dim() const { return rope_dim > 0 ? rope_dim : head_dim; }
+  // The sliding window of a layer: 0 (every position) for the full_attention_layers.
+  int window_of(int layer) const;
+  // Whether a layer uses the local RoPE table (windowed, with a rope_local_theta).
+  bool uses_local_rope(int layer) const { return rope_local_theta > 0.0f && window_of(layer) > 0; }
+  float attention_scale() const;  // 1 / sqrt(query_pre_attn_scalar or head_dim), in fp32
   // Throws cllm::Error naming the first bad field.
   void validate() const;
 };

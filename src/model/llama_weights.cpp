@@ -21,6 +21,8 @@ std::vector<float>& layer_vector(LlamaLayerWeights& L, LayerTensor r) {
     case kAttnVBias: return L.bv;
     case kAttnQNorm: return L.q_norm;
     case kAttnKNorm: return L.k_norm;
+    case kAttnPostNorm: return L.attn_post_norm;
+    case kFfnPostNorm: return L.ffn_post_norm;
     case kLayerTensors: break;
   }
   fail("internal: no layer tensor of role ", static_cast<int>(r));

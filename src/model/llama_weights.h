@@ -29,6 +29,8 @@ struct LlamaLayerWeights {
   std::vector<float> bv;         // (kv_dim)
   std::vector<float> q_norm;     // (head_dim) per-head RMSNorm of q and k (Qwen3); empty
   std::vector<float> k_norm;     // (head_dim) where the architecture has none
+  std::vector<float> attn_post_norm;  // (dim) norms of the attention's and the FFN's outputs
+  std::vector<float> ffn_post_norm;   // (dim) (Gemma); empty where the architecture has none
 };
 
 // The vector holding the layer tensor of role r.

@@ -4,6 +4,7 @@
 #include "runtime/gpu_forward.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "common/error.h"
@@ -43,11 +44,15 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
     const uint64_t at = (cpu_.is_cpu(l) ? kv_layers - 1 : next++) * layer_kv;
     kv_layers_.push_back({k_cache_.data() + at, v_cache_.data() + at});
   }
-  // RoPE angles exactly as the CPU reference computes them.
-  const cpu::RopeTable rope =
-      cpu::model_rope_table(c_, shape_.context);
+  // RoPE angles exactly as the CPU reference computes them (and the sliding layers' own, Gemma 3)
+  const cpu::RopeTable rope = cpu::model_rope_table(c_, shape_.context);
   rope_cos_.upload(rope.cos, compute_);
   rope_sin_.upload(rope.sin, compute_);
+  if (c_.rope_local_theta > 0) {
+    const cpu::RopeTable local = cpu::model_rope_table(c_, shape_.context, true);
+    rope_local_cos_.upload(local.cos, compute_);
+    rope_local_sin_.upload(local.sin, compute_);
+  }
   std::vector<uint8_t> norm(s_.output_norm->raw_bytes());
   decode_tensor(file, *s_.output_norm, norm.data(), nullptr);
   output_norm_.upload(norm, compute_);
@@ -67,10 +72,22 @@ void GpuForward::drop_graph() {
 }
 
 void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
-  // xn (n, dim) in act = norm(x) * w
-  switch (arch_.norm) {
-    case NormKind::rms: cuda::rmsnorm(x, w, w_dt, xn_.data(), act_, n, c_.dim, c_.norm_eps, compute_); return;
+  // xn (n, dim) in act = norm(x) * w, or * (1 + w) (Gemma)
+  cuda::rmsnorm(x, w, w_dt, xn_.data(), act_, n, c_.dim, c_.norm_eps, compute_, unit_offset());
+}
+
+void GpuForward::output_projection(const WeightStep& step, const uint8_t* w, LayerTensor proj, LayerTensor post_norm,
+                                   const void* in, int n, int k) {
+  // x (n, dim) += proj in; Gemma: x += norm(proj in) * post_norm, the product in fp32 in gate_
+  // (free between the blocks' uses; (batch, max(ffn, dim)) floats)
+  const int dim = c_.dim;
+  if (!arch_.has(post_norm)) {
+    blas_->linear(w + step.offset[proj], act_, in, x_.data(), dim, n, k, dim, true);
+    return;
   }
+  blas_->linear(w + step.offset[proj], act_, in, gate_.data(), dim, n, k, dim, false);
+  cuda::add_rmsnorm(x_.data(), gate_.data(), w + step.offset[post_norm], step.tensor[post_norm]->dtype, n, dim,
+                    c_.norm_eps, unit_offset(), compute_);
 }
 
 void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
@@ -100,34 +117,39 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
   }
   if (arch_.has(kAttnQNorm)) {  // each head of q and k normed in place, (n * heads, head_dim) rows
     cuda::rmsnorm(q_.data(), W(kAttnQNorm), step.tensor[kAttnQNorm]->dtype, q_.data(), DType::F32, n * c_.n_heads,
-                  c_.head_dim, c_.norm_eps, compute_);
+                  c_.head_dim, c_.norm_eps, compute_, unit_offset());
     cuda::rmsnorm(k_.data(), W(kAttnKNorm), step.tensor[kAttnKNorm]->dtype, k_.data(), DType::F32, n * c_.n_kv_heads,
-                  c_.head_dim, c_.norm_eps, compute_);
+                  c_.head_dim, c_.norm_eps, compute_, unit_offset());
   }
-  const DeviceKvLayer kv = kv_layers_[step.layer];
+  const int l = step.layer;
+  const DeviceKvLayer kv = kv_layers_[l];
+  const bool local = c_.uses_local_rope(l);  // Gemma 3's sliding layers: their own table
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
-                            rope_cos_.data(), rope_sin_.data(), c_.uses_rope(step.layer), c_.rotary_dim()};
+                            (local ? rope_local_cos_ : rope_cos_).data(), (local ? rope_local_sin_ : rope_sin_).data(),
+                            c_.uses_rope(l), c_.rotary_dim()};
   cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
                   shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
-                  c_.sliding_window);
-  blas_->linear(W(kAttnOutput), act_, xn_.data(), x_.data(), dim, n, qd, dim, true);
+                  c_.window_of(l), {c_.attention_scale(), c_.attn_softcap});
+  output_projection(step, w, kAttnOutput, kAttnPostNorm, xn_.data(), n, qd);
 }
 
 void GpuForward::ffn_block(const WeightStep& step, const uint8_t* w, int n) {
-  // x += w_down (silu(w_gate xn) * (w_up xn)),  xn = rmsnorm(x) * ffn_norm
+  // x += w_down (act(w_gate xn) * (w_up xn)),  xn = rmsnorm(x) * ffn_norm; act silu, or gelu
+  // (GeGLU, Gemma, whose post norm then norms the sum before the residual)
   const int dim = c_.dim, ffn = c_.ffn_dim;
   const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  const bool gelu = arch_.ffn == FfnKind::geglu_tanh;
   norm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, n);
-  CLLM_CHECK(arch_.ffn == FfnKind::swiglu, "the GPU engine has no kernels for this feed-forward");
   if (n == 1) {  // one token: both products and the SwiGLU in one launch
-    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_.fixed());
+    cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_.fixed(),
+                        gelu);
   } else {
     blas_->linear(W(kFfnGate), act_, xn_.data(), gate_.data(), ffn, n, dim, ffn, false);
     blas_->linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
-    cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_);
+    cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_, gelu);
   }
-  blas_->linear(W(kFfnDown), act_, h_.data(), x_.data(), dim, n, ffn, dim, true);
+  output_projection(step, w, kFfnDown, kFfnPostNorm, h_.data(), n, ffn);
 }
 
 void GpuForward::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
@@ -155,7 +177,8 @@ void GpuForward::run_layers(int n, int pos, bool cpu_route) {
 }
 
 void GpuForward::run_classifier(int first_row, int rows) {
-  // logits (rows, vocab) = classifier . rmsnorm(x[first_row ..]), a slice of rows at a time
+  // logits (rows, vocab) = classifier . rmsnorm(x[first_row ..]), a slice of rows at a time,
+  // soft-capped where the model caps them (Gemma)
   norm(x_.data() + static_cast<size_t>(first_row) * c_.dim, output_norm_.data(), s_.output_norm->dtype, rows);
   for (size_t k = 0; k < s_.classifier.size(); ++k) {
     const WeightStep& slice = s_.classifier[k];
@@ -164,6 +187,14 @@ void GpuForward::run_classifier(int first_row, int rows) {
                   c_.dim, slice.row_end - slice.row_begin, false);
     weights_.release(step);
   }
+  if (c_.final_softcap > 0)
+    cuda::softcap_f32(logits_.data(), static_cast<size_t>(rows) * c_.vocab_size, c_.final_softcap, compute_);
+}
+
+void GpuForward::scale_embeddings(int n) {
+  // Gemma: x (n, dim) times sqrt(dim), in fp32 (CpuForward's)
+  if (arch_.scale_embeddings)
+    cuda::scale_f32(x_.data(), static_cast<size_t>(n) * c_.dim, std::sqrt(static_cast<float>(c_.dim)), compute_);
 }
 
 const float* GpuForward::forward_one_graph(int token, int pos) {
@@ -173,6 +204,7 @@ const float* GpuForward::forward_one_graph(int token, int pos) {
     cudaGraph_t graph = nullptr;
     CLLM_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
     weights_.embed_from_device(reinterpret_cast<const int*>(rows_.data()), 1, x_.data());
+    scale_embeddings(1);
     for (size_t l = 0; l < s_.layers.size(); ++l) run_layer(s_.layers[l], weights_.acquire(l), 1, 0, d_pos_.data());
     run_classifier(0, 1);
     CLLM_CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
@@ -210,6 +242,7 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
   for (int b = 0; b < n; b += shape_.batch) {
     const int nb = std::min(shape_.batch, n - b);
     weights_.embed(tokens + b, nb, rows_.data(), x_.data());
+    scale_embeddings(nb);
     run_layers(nb, pos + b, cpu_route);
     if (!all_logits && b + nb < n) continue;  // logits only where asked
     const int first = all_logits ? 0 : nb - 1, rows = nb - first;

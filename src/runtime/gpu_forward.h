@@ -46,6 +46,11 @@ class GpuForward {
  private:
   void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
   void norm(const float* x, const void* w, DType w_dt, int n);
+  bool unit_offset() const { return arch_.norm == NormKind::rms_unit_offset; }  // Gemma's (1 + w)
+  // x += the block's output projection of in (n, k), normed first where the layer has post_norm
+  void output_projection(const WeightStep& step, const uint8_t* w, LayerTensor proj, LayerTensor post_norm,
+                         const void* in, int n, int k);
+  void scale_embeddings(int n);  // x (n, dim) times sqrt(dim) where the architecture says so
   void attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos);
   void ffn_block(const WeightStep& step, const uint8_t* w, int n);
   void run_layers(int n, int pos, bool cpu_route);
@@ -66,6 +71,7 @@ class GpuForward {
   std::unique_ptr<cuda::Blas> blas_;
   // activations (memory_plan.h ActivationSizes)
   cuda::DeviceBuffer<float> x_, q_, k_, v_, gate_, up_, logits_, rope_cos_, rope_sin_;
+  cuda::DeviceBuffer<float> rope_local_cos_, rope_local_sin_;  // the sliding layers' (rope_local_theta); else empty
   cuda::DeviceBuffer<uint8_t> xn_, h_, rows_;  // act dtype; rows_: token ids or gathered embedding rows
   cuda::DeviceBuffer<uint8_t> attention_ws_;   // decode attention's split-K partials
   cuda::DeviceBuffer<uint8_t> output_norm_;    // decoded at load, in VRAM in every mode

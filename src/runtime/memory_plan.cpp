@@ -30,7 +30,7 @@ ActivationSizes activation_sizes(const LlamaConfig& c, DType act, int batch) {
   s.xn = align_up(B * std::max(c.dim, c.q_dim()) * a);
   s.q = align_up(B * c.q_dim() * 4);
   s.kv = align_up(B * c.kv_dim() * 4);
-  s.ffn = align_up(B * c.ffn_dim * 4);
+  s.ffn = align_up(B * std::max(c.ffn_dim, c.dim) * 4);  // gate and up; the gate also (B, dim) scratch (Gemma's post norms)
   s.h = align_up(B * c.ffn_dim * a);
   s.logits = align_up(static_cast<uint64_t>(c.vocab_size) * 4);
   s.tokens = align_up(std::max<uint64_t>(B * 4, B * c.dim * a));
