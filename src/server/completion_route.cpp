@@ -40,11 +40,11 @@ void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const Respo
   res.set_chunked_content_provider(
       "text/event-stream",
       [job, h, include_usage, first, idle_polls](size_t, httplib::DataSink& sink) {
-        std::string text;
-        const bool done = job->take_text(&text, kStreamPoll);
+        std::vector<std::string> pieces;
+        const bool done = job->take_text(&pieces, kStreamPoll);
         std::string out;
-        if (!text.empty()) {
-          out += sse_event(text_chunk_json(h, text, *first));
+        for (const auto& piece : pieces) {  // one event per token's text, as OpenAI streams
+          out += sse_event(text_chunk_json(h, piece, *first));
           *first = false;
         }
         if (done) {

@@ -5,7 +5,7 @@ namespace cllm::server {
 void Job::push_text(const std::string& text) {
   {
     std::lock_guard<std::mutex> lock(m_);
-    pending_ += text;
+    pending_.push_back(text);
   }
   cv_.notify_all();
 }
@@ -29,11 +29,11 @@ void Job::fail(int status, const std::string& message) {
   cv_.notify_all();
 }
 
-bool Job::take_text(std::string* text, std::chrono::milliseconds wait) {
+bool Job::take_text(std::vector<std::string>* pieces, std::chrono::milliseconds wait) {
   std::unique_lock<std::mutex> lock(m_);
   cv_.wait_for(lock, wait, [&] { return done_ || !pending_.empty(); });
-  text->swap(pending_);
-  pending_.clear();
+  pieces->clear();
+  pieces->swap(pending_);
   return done_;  // all text pushed before the end has been taken with it
 }
 

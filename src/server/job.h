@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "server/sequence.h"
 
@@ -26,9 +27,10 @@ class Job {
   void finish(const GenerationOutput& out);
   void fail(int status, const std::string& message);  // an error instead of an outcome
 
-  // HTTP side. Waits up to `wait` for text or the end; moves the text that came into *text.
-  // True once the job has ended (then output()/error_status() say how).
-  bool take_text(std::string* text, std::chrono::milliseconds wait);
+  // HTTP side. Waits up to `wait` for text or the end; moves the pieces that came (one per
+  // token, as pushed) into *pieces. True once the job has ended (then output()/error_status()
+  // say how).
+  bool take_text(std::vector<std::string>* pieces, std::chrono::milliseconds wait);
   void wait_done();
   const GenerationOutput& output() const { return output_; }    // after the end
   int error_status() const { return error_status_; }            // 0: none
@@ -42,7 +44,7 @@ class Job {
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
   std::mutex m_;
   std::condition_variable cv_;
-  std::string pending_;  // generated text not taken yet
+  std::vector<std::string> pending_;  // generated pieces not taken yet
   bool done_ = false;
   GenerationOutput output_;
   int error_status_ = 0;
