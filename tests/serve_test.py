@@ -278,8 +278,14 @@ def check_metrics(s):
     assert m['codecllm_prompt_tokens_total{model="stories260K"}'] > 10
     assert m['codecllm_time_to_first_token_seconds_count{model="stories260K"}'] >= 5
     assert m['codecllm_decode_tokens_per_second{model="stories260K"}'] > 0
-    # Repeated prompts find their beginning in the KV cache.
-    assert m['codecllm_prompt_tokens_reused_total{model="stories260K"}'] > 0
+    # A repeated prompt finds all of itself but its last token (whose logits are needed) in the
+    # KV cache, and gives the same text.
+    key = 'codecllm_prompt_tokens_reused_total{model="stories260K"}'
+    first = completion(s, max_tokens=10)
+    before = s.metrics()[key]
+    again = completion(s, max_tokens=10)
+    assert s.metrics()[key] - before == again["usage"]["prompt_tokens"] - 1
+    assert again["choices"][0]["text"] == first["choices"][0]["text"]
 
 
 def check_curl(s):
@@ -386,10 +392,14 @@ def check_queue_disconnect_and_stop(binary, model):
                  lambda: s.metrics().get('codecllm_requests_cancelled_total{model="stories260K"}') == 1, 10)
         waiting.join(TIMEOUT)
         assert s.metrics()['codecllm_completion_tokens_total{model="stories260K"}'] < 200
-        # SIGTERM while a stream runs: exit 0 within 10 s.
-        start_slow_stream(s, 400)
+        # SIGTERM while a stream runs: exit 0 within 10 s, the stream told why it ends.
+        last = start_slow_stream(s, 400)
     finally:
         took = s.stop()
+    rest = b""
+    while chunk := last.recv(65536):
+        rest += chunk
+    assert b"the server is stopping" in rest and b"data: [DONE]" in rest, rest[-300:]
     print(f"  stopped {took:.2f} s after SIGTERM with a stream running")
 
 

@@ -28,6 +28,9 @@ GenerationInput generation_input(const CompletionRequest& r, ServedModel& model)
   return in;
 }
 
+// A job's client is still there when it is cancelled only when the server stops.
+constexpr const char* kStopping = "the server is stopping";
+
 // How long a stream waits for text before writing an SSE comment, which finds a client that
 // left while its request was queued (a write to a closed connection fails).
 constexpr auto kStreamPoll = std::chrono::milliseconds(100);
@@ -50,7 +53,9 @@ void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const Respo
         if (done) {
           if (job->error_status() != 0)
             out += sse_event(error_json(job->error_status(), job->error_message()));
-          else if (job->output().finish != FinishReason::cancelled)
+          else if (job->output().finish == FinishReason::cancelled)  // by the server stopping
+            out += sse_event(error_json(503, kStopping));
+          else
             out += sse_event(final_chunk_json(h, job->output().finish));
           if (include_usage && job->error_status() == 0) out += sse_event(usage_chunk_json(h, job->output()));
           out += kSseDone;
@@ -85,6 +90,7 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Mode
     if (r.stream) return stream_answer(res, job, h, r.include_usage);
     job->wait_done();
     if (job->error_status() != 0) throw ApiError(job->error_status(), job->error_message());
+    if (job->output().finish == FinishReason::cancelled) throw ApiError(503, kStopping);
     send_json(res, 200, completion_json(h, job->output()));
   } catch (const ApiError& e) {
     send_error(res, e);

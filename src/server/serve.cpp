@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -46,6 +47,40 @@ void check_model_ids(const std::vector<std::string>& paths) {
       fail("serve: two models have the id '", model_id_of(p), "' (a model's id is its file name without .cllm): rename one");
 }
 
+// The HTTP server listening on its own thread.
+class Listener {
+ public:
+  explicit Listener(HttpServer& http) : http_(http), thread_([this] {
+    http_.listen();
+    over_ = true;
+  }) {}
+  // httplib's stop() does nothing before listen() has started: repeat it until listen() returns.
+  void stop() {
+    while (!over_) {
+      http_.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  void join() { thread_.join(); }
+
+ private:
+  HttpServer& http_;
+  std::atomic<bool> over_{false};  // before thread_: the thread sets it
+  std::thread thread_;
+};
+
+// Loads the models in order, each into `models` as soon as it is ready; stops early on a signal.
+void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, const std::atomic<bool>& signalled) {
+  for (const auto& path : opt.model_paths) {
+    if (signalled) return;
+    Timer load;
+    models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
+    const ServedModel& m = *models.all().back();
+    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), ") in ",
+             static_cast<long long>(load.ms()), " ms");
+  }
+}
+
 }  // namespace
 
 int serve(const ServeOptions& opt) {
@@ -55,7 +90,7 @@ int serve(const ServeOptions& opt) {
              "cache per model); the others wait in its queue");
   ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not the end of the server
   const sigset_t signals = stop_signals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: they all inherit it
 
   Metrics metrics;
   ModelSet models;
@@ -64,48 +99,29 @@ int serve(const ServeOptions& opt) {
   http_opt.threads = static_cast<int>(opt.model_paths.size()) * (opt.model.max_queue + 1) + 8;
   HttpServer http(http_opt, models, metrics);
   const int port = http.bind();
-  std::atomic<bool> listening_over{false};
-  std::thread listener([&] {
-    http.listen();
-    listening_over = true;
-  });
-  // httplib's stop() does nothing before listen() has started: repeat it until listen() returns.
-  auto stop_http = [&] {
-    while (!listening_over) {
-      http.stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  };
+  Listener listener(http);
   std::printf("codecllm serve: listening on http://%s:%d\n", opt.http.host.c_str(), port);
   std::fflush(stdout);
 
   std::atomic<bool> over{false}, signalled{false};
+  auto stop_serving = [&] {
+    models.stop_workers();  // running generations end, waiting ones get 503
+    listener.stop();
+  };
   std::thread watcher([&] {
     watch_signals(over, [&](int sig) {
       log_info("serve: ", sig == SIGINT ? "SIGINT" : "SIGTERM", ": stopping");
       signalled = true;
-      models.stop_workers();  // running generations end, waiting ones get 503
-      stop_http();
+      stop_serving();
     });
   });
-  auto shut_down = [&] {
+  try {
+    load_models(opt, models, metrics, signalled);
+  } catch (...) {
     over = true;
-    models.stop_workers();
-    stop_http();
+    stop_serving();
     listener.join();
     watcher.join();
-  };
-  try {
-    for (const auto& path : opt.model_paths) {
-      if (signalled) break;
-      Timer load;
-      models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
-      const ServedModel& m = *models.all().back();
-      log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), ") in ",
-               static_cast<long long>(load.ms()), " ms");
-    }
-  } catch (...) {
-    shut_down();
     throw;
   }
   if (!signalled) {
@@ -115,7 +131,7 @@ int serve(const ServeOptions& opt) {
   listener.join();  // until a signal stops the server
   over = true;
   watcher.join();
-  models.stop_workers();
+  models.stop_workers();  // a model that finished loading after the signal
   log_info("serve: stopped");
   return 0;
 }
