@@ -21,8 +21,11 @@ class Job {
 
   const GenerationInput& input() const { return input_; }
   std::chrono::steady_clock::time_point submitted() const { return submitted_; }
+  // Milliseconds between submission and the worker taking the job (after mark_started()).
+  double queue_ms() const { return std::chrono::duration<double, std::milli>(started_ - submitted_).count(); }
 
   // Worker side.
+  void mark_started() { started_ = std::chrono::steady_clock::now(); }
   void push_text(const std::string& text);
   void finish(const GenerationOutput& out);
   void fail(int status, const std::string& message);  // an error instead of an outcome
@@ -42,6 +45,7 @@ class Job {
  private:
   GenerationInput input_;
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point started_ = submitted_;
   std::mutex m_;
   std::condition_variable cv_;
   std::vector<std::string> pending_;  // generated pieces not taken yet

@@ -27,10 +27,10 @@ bool ModelWorker::submit(std::shared_ptr<Job> job) {
 }
 
 void ModelWorker::stop() {
+  std::lock_guard<std::mutex> one_at_a_time(stop_m_);  // the signal watcher and the main thread may both stop it
   std::deque<std::shared_ptr<Job>> dropped;
   {
     std::lock_guard<std::mutex> lock(m_);
-    if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
     dropped.swap(queue_);
     if (running_) running_->cancel();
@@ -61,6 +61,7 @@ void ModelWorker::loop() {
       queue_.pop_front();
       running_ = job;
     }
+    job->mark_started();
     run_job(*job);
     if (on_done_) on_done_(*job);
     std::lock_guard<std::mutex> lock(m_);

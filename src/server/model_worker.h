@@ -45,6 +45,7 @@ class ModelWorker {
   OnDone on_done_;
   const int token_delay_ms_;
   mutable std::mutex m_;
+  std::mutex stop_m_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::shared_ptr<Job> running_;

@@ -1,7 +1,5 @@
 #include "server/served_model.h"
 
-#include <chrono>
-
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
@@ -39,12 +37,7 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
   const std::string id = id_;
   worker_ = std::make_unique<ModelWorker>(
       *sequence_, opt.max_queue,
-      [&metrics, id](const Job& job) {
-        const double queue_ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - job.submitted()).count() -
-            job.output().first_token_ms - job.output().decode_ms;
-        metrics.count_generation(id, job.output(), queue_ms > 0 ? queue_ms : 0);
-      },
+      [&metrics, id](const Job& job) { metrics.count_generation(id, job.output(), job.queue_ms()); },
       opt.token_delay_ms);
 }
 
