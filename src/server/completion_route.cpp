@@ -14,8 +14,8 @@ namespace cllm::server {
 
 namespace {
 
-// The request's prompt and settings on its model; ApiError 404 for an unknown model, 413 for a
-// prompt longer than the context.
+// The request's prompt and settings on its model; ApiError 400 for a chat the model has no
+// format for, 413 for a prompt longer than the context.
 GenerationInput generation_input(const CompletionRequest& r, ServedModel& model) {
   GenerationInput in = r.chat ? model.chat_input(r.messages) : model.completion_input(r.prompt);
   const int n = static_cast<int>(in.prompt.size());
@@ -36,6 +36,15 @@ constexpr const char* kStopping = "the server is stopping";
 constexpr auto kStreamPoll = std::chrono::milliseconds(100);
 constexpr int kPollsPerKeepAlive = 10;  // one comment a second while nothing else is sent
 
+// The events that end a stream: the finish reason (or the error), the usage when asked, [DONE].
+std::string stream_end(const Job& job, const ResponseHeader& h, bool include_usage) {
+  if (job.error_status() != 0) return sse_event(error_json(job.error_status(), job.error_message())) + kSseDone;
+  if (job.output().finish == FinishReason::cancelled) return sse_event(error_json(503, kStopping)) + kSseDone;
+  std::string out = sse_event(final_chunk_json(h, job.output().finish));
+  if (include_usage) out += sse_event(usage_chunk_json(h, job.output()));
+  return out + kSseDone;
+}
+
 // The streamed answer: one chunk per piece of text as the worker produces it.
 void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const ResponseHeader& h, bool include_usage) {
   auto first = std::make_shared<bool>(true);
@@ -51,14 +60,7 @@ void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const Respo
           *first = false;
         }
         if (done) {
-          if (job->error_status() != 0)
-            out += sse_event(error_json(job->error_status(), job->error_message()));
-          else if (job->output().finish == FinishReason::cancelled)  // by the server stopping
-            out += sse_event(error_json(503, kStopping));
-          else
-            out += sse_event(final_chunk_json(h, job->output().finish));
-          if (include_usage && job->error_status() == 0) out += sse_event(usage_chunk_json(h, job->output()));
-          out += kSseDone;
+          out += stream_end(*job, h, include_usage);
         } else if (out.empty() && ++*idle_polls >= kPollsPerKeepAlive) {
           out = ": waiting\n\n";
           *idle_polls = 0;
