@@ -334,6 +334,9 @@ def check_auth(binary, model, use_openai):
         status, _ = s.post("/v1/completions", body, headers={"Authorization": "Bearer sesame"})
         assert status == 200
         assert s.get("/health")[0] == 200 and s.get("/metrics")[0] == 200, "health and metrics need no key"
+        # This server has no --chat-template, and stories260K no template of its own.
+        expect_error(s, "/v1/chat/completions", {"model": "stories260K", "messages": CHAT}, 400,
+                     "no chat format", "--chat-template", headers={"Authorization": "Bearer sesame"})
         if use_openai:
             import openai
             bad = openai.OpenAI(base_url=s.url() + "/v1", api_key="wrong", max_retries=0, timeout=TIMEOUT)
