@@ -29,7 +29,7 @@ CHAT = [{"role": "user", "content": "Tell me a story."}]
 class Server:
     """A `codecllm serve` process on a free port; started, waited for (/health), stopped."""
 
-    def __init__(self, binary, model, *flags):
+    def __init__(self, binary, model, *flags, wait=True):
         self.binary, self.model, self.flags = binary, model, list(flags)
         cmd = [binary, "serve", "-m", model, "--port", "0", "--device", "cpu", "-t", "1"] + self.flags
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -40,7 +40,8 @@ class Server:
         if not m:
             raise AssertionError(f"expected the address on stdout, got {line!r}; stderr: {self.stderr()}")
         self.host, self.port = m.group(1), int(m.group(2))
-        self.wait_healthy()
+        if wait:
+            self.wait_healthy()
 
     def _drain_stderr(self):
         for line in self.proc.stderr:
@@ -324,6 +325,18 @@ def check_openai_client(s):
         assert "temperature" in str(e)
 
 
+def check_loading(binary, model):
+    """While its models load the server answers, 503; then it serves."""
+    s = Server(binary, model, "--test-load-delay-ms", "3000", wait=False)
+    try:
+        expect_error(s, "/health", None, 503, "loading", method="GET")
+        expect_error(s, "/v1/completions", {"model": "stories260K", "prompt": "x"}, 503, "loading")
+        s.wait_healthy()
+        completion(s, max_tokens=2)
+    finally:
+        s.stop()
+
+
 def check_auth(binary, model, use_openai):
     s = Server(binary, model, "--api-key", "sesame")
     try:
@@ -434,6 +447,8 @@ def main():
         raise
     took = s.stop()
     print(f"ok: SIGTERM: exit 0 in {took:.2f} s")
+    check_loading(a.binary, a.model)
+    print("ok: 503 while loading")
     check_auth(a.binary, a.model, use_openai)
     print("ok: auth")
     check_queue_disconnect_and_stop(a.binary, a.model)

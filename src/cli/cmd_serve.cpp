@@ -22,7 +22,7 @@ struct ServeArgs {
   int max_queue = 16;
   std::string chat_template;
   EngineFlags engine;  // --device, --mode, --vram-budget, -t, -c, --no-verify (cli/engine_flags.h)
-  int token_delay_ms = 0;
+  int token_delay_ms = 0, load_delay_ms = 0;  // tests only
 };
 
 int run_serve(const ServeArgs& a) {
@@ -40,6 +40,7 @@ int run_serve(const ServeArgs& a) {
   opt.http.port = a.port;
   opt.http.api_key = a.api_key;
   opt.slots = a.slots;
+  opt.load_delay_ms = a.load_delay_ms;
   return server::serve(opt);
 }
 
@@ -79,9 +80,11 @@ void register_serve(CLI::App& app, Action& action) {
         }
       });
   add_engine_flags(cmd, a->engine, EngineFlagsFor::one_engine);
-  // Tests only: a pause before each token, so that a request is still running when the next
-  // ones arrive (the queue-full and disconnect tests). Hidden from --help.
+  // Tests only, hidden from --help: a pause before each token, so that a request is still
+  // running when the next ones arrive (the queue-full and disconnect tests), and one before
+  // loading, so that /health can be seen answering 503.
   cmd->add_option("--test-token-delay-ms", a->token_delay_ms)->check(CLI::Range(0, 10000))->group("");
+  cmd->add_option("--test-load-delay-ms", a->load_delay_ms)->check(CLI::Range(0, 60000))->group("");
   cmd->callback([a, &action] { action = [a] { return run_serve(*a); }; });
 }
 

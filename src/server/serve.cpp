@@ -71,6 +71,7 @@ class Listener {
 
 // Loads the models in order, each into `models` as soon as it is ready; stops early on a signal.
 void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, const std::atomic<bool>& signalled) {
+  for (int ms = 0; ms < opt.load_delay_ms && !signalled; ms += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   for (const auto& path : opt.model_paths) {
     if (signalled) return;
     Timer load;

@@ -16,6 +16,7 @@ struct ServeOptions {
   ModelOptions model;                    // the same for every model
   HttpOptions http;
   int slots = 1;                         // -np: sequences decoded at once per model (1 until batched decoding)
+  int load_delay_ms = 0;                 // tests only: a pause before loading, so that "loading" can be seen
 };
 
 // Returns the exit status; throws cllm::Error when a model fails to load or the address is taken.
