@@ -2,7 +2,6 @@
 // llama.cpp's sampling flags and a timing summary on stderr.
 #include <climits>
 #include <cstdio>
-#include <memory>
 #include <random>
 
 #include "cli/chat.h"
@@ -10,12 +9,9 @@
 #include "cli/engine_flags.h"
 #include "common/file_io.h"
 #include "common/log.h"
-#include "common/thread_pool.h"
 #include "common/timer.h"
 #include "format/cllm_reader.h"
-#include "model/forward_cpu.h"
 #include "model/generate.h"
-#include "model/llama_weights.h"
 #include "runtime/device_select.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/model_engine.h"

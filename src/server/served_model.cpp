@@ -61,8 +61,7 @@ GenerationInput ServedModel::completion_input(const std::string& prompt) {
 
 GenerationInput ServedModel::chat_input(const std::vector<ChatMessage>& messages) {
   if (!chat_)
-    throw ApiError(400, cat("model '", id_, "' has no chat format: ", chat_error_,
-                            " (start the server with --chat-template NAME)"), "model");
+    throw ApiError(400, cat("model '", id_, "' has no chat format (", chat_error_, ")"), "model");
   GenerationInput in;
   std::lock_guard<std::mutex> lock(tokenizer_mutex_);
   try {
