@@ -2,7 +2,7 @@
 # Installs what codecllm builds with, from Debian's packages (skips apt when all are present).
 # The CUDA toolkit (nvcc, cuBLAS) is optional: without it the CPU paths are built.
 set -euo pipefail
-packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev libicu-dev python3-venv)
+packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev libicu-dev libcpp-httplib-dev curl python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -39,4 +39,11 @@ fi
 if [ -z "${CLLM_NO_SMOLLM2:-}" ]; then
   "$root/scripts/fetch-smollm2.sh" >/dev/null ||
     echo "setup: warning: no SmolLM2 GGUF: the tests on it will skip" >&2
+fi
+# `codecllm serve`'s test (tests/serve_test.py, run by tests/test-serve.cpp) talks to the server
+# through the official OpenAI Python client too.
+if ! "$root/.deps/venv/bin/python3" -c "import openai" >/dev/null 2>&1; then
+  echo "setup: installing the Python package openai into .deps/venv" >&2
+  "$root/.deps/venv/bin/pip" install --quiet --disable-pip-version-check --timeout 20 --retries 1 "openai==3.51.0" ||
+    echo "setup: warning: could not install openai (offline?): the serve test will skip its client checks" >&2
 fi

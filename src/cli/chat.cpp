@@ -38,37 +38,6 @@ bool read_message(std::istream& in, std::string* msg) {
   return any;
 }
 
-// The beginning of a template, on one line, to name it in messages.
-std::string template_excerpt(const std::string& jinja) {
-  std::string s;
-  for (char c : jinja.substr(0, 60)) s += c == '\n' ? ' ' : c;
-  return "'" + s + (jinja.size() > 60 ? "...'" : "'") + " (" + std::to_string(jinja.size()) + " bytes)";
-}
-
-// The format: --chat-template, else the model's stored template recognised now, else the
-// format compress recorded (tokenizer.chat_format). *why says which.
-ChatTemplate chat_template_of(const Tokenizer& tok, const ChatArgs& a, std::string* why) {
-  if (!a.template_name.empty()) {
-    *why = "--chat-template";
-    return chat_template_from_name(a.template_name);
-  }
-  const std::string& jinja = tok.chat_template();
-  if (!jinja.empty()) {
-    ChatTemplate t = chat_template_detect(jinja);
-    if (t.format == ChatFormat::none)
-      fail("chat: the model's chat template ", template_excerpt(jinja), " is none of the formats codecllm renders (",
-           chat_template_names(), "): pass --chat-template NAME");
-    *why = "the model's chat template";
-    return t;
-  }
-  if (!tok.chat_format().empty() && tok.chat_format() != "none") {
-    *why = "metadata tokenizer.chat_format";
-    return chat_template_from_name(tok.chat_format());
-  }
-  fail("chat: the model has no chat template (metadata tokenizer.chat_template): pass --chat-template NAME (one of ",
-       chat_template_names(), ")");
-}
-
 // printf into a std::string, for the fixed-width summary lines.
 template <class... Args>
 std::string format(const char* fmt, Args... args) {
@@ -110,7 +79,7 @@ int run_chat(const ForwardFn& forward, int context, int n_vocab, const Tokenizer
              const ChatArgs& a, const std::string& first_message, int n_predict) {
   std::string why;
   ChatOptions opt;
-  opt.chat = chat_template_of(tok, a, &why);
+  opt.chat = chat_template_for(tok, a.template_name, &why);
   opt.system = a.system;
   opt.n_predict = n_predict;
   opt.sampling = sampling;

@@ -2,7 +2,6 @@
 // llama.cpp's sampling flags and a timing summary on stderr.
 #include <climits>
 #include <cstdio>
-#include <memory>
 #include <random>
 
 #include "cli/chat.h"
@@ -10,14 +9,12 @@
 #include "cli/engine_flags.h"
 #include "common/file_io.h"
 #include "common/log.h"
-#include "common/thread_pool.h"
 #include "common/timer.h"
 #include "format/cllm_reader.h"
-#include "model/forward_cpu.h"
 #include "model/generate.h"
-#include "model/llama_weights.h"
 #include "runtime/device_select.h"
 #include "runtime/gpu_engine.h"
+#include "runtime/model_engine.h"
 #include "text/tokenizer.h"
 
 namespace cllm::cli {
@@ -119,36 +116,8 @@ void log_gpu_summary(const GpuEngine& e, double eval_ms) {
                   s.stall_ms, eval_ms > 0 ? 100.0 * s.stall_ms / eval_ms : 0.0));
 }
 
-// The loaded model: the GPU engine, or the CPU weights decoded to fp32 and their forward pass;
-// and the tokenizer. Not movable: the CPU forward pass holds a reference to `weights`.
-struct RunEngine {
-  LlamaWeights weights;
-  std::unique_ptr<CpuForward> cpu;
-  std::unique_ptr<GpuEngine> gpu;
-  std::unique_ptr<Tokenizer> tok;
-
-  RunEngine(const CllmFile& file, Device device, const EngineFlags& flags, int threads) {
-    ThreadPool pool(threads);
-    if (device == Device::cuda) {
-      gpu = GpuEngine::open(file, gpu_options(flags));
-    } else {
-      weights = load_llama_weights(file, &pool);
-      CpuForwardOptions fw_opt;
-      fw_opt.context = flags.context;
-      fw_opt.threads = threads;
-      cpu = std::make_unique<CpuForward>(weights, fw_opt);
-    }
-    tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
-  }
-  RunEngine(const RunEngine&) = delete;
-  RunEngine& operator=(const RunEngine&) = delete;
-
-  const LlamaConfig& config() const { return gpu ? gpu->config() : cpu->config(); }
-  int context() const { return gpu ? gpu->context() : cpu->context(); }
-};
-
 // The model's shape and the engine it runs on, for stderr.
-void log_engine(const RunArgs& a, const RunEngine& e) {
+void log_engine(const RunArgs& a, const ModelEngine& e) {
   const LlamaConfig& c = e.config();
   const int context = e.context();
   log_info(cat("model: ", path_basename(a.model), ": dim ", c.dim, ", ", c.n_layers, " layers, ", c.n_heads,
@@ -222,7 +191,7 @@ int run_run(const RunArgs& a) {
   open_opt.verify_checksums = !a.engine.no_verify;
   open_opt.threads = threads;
   const CllmFile file = CllmFile::open(a.model, open_opt);
-  const RunEngine e(file, device, a.engine, threads);
+  ModelEngine e(file, device, gpu_options(a.engine));
   const LlamaConfig& c = e.config();
   const int context = e.context();
   const double load_ms = load.ms();
@@ -231,9 +200,7 @@ int run_run(const RunArgs& a) {
   const GenerateOptions gen = generate_options(a, *e.tok);
   const std::string prompt = read_prompt(a);
   const Tokenizer& tok = *e.tok;
-  const ForwardFn forward = [&](const int* tokens, int n, int pos) {
-    return e.gpu ? e.gpu->forward(tokens, n, pos) : e.cpu->forward(tokens, n, pos);
-  };
+  const ForwardFn forward = e.forward();
   if (a.chat.chat) return run_chat(forward, context, c.vocab_size, tok, gen.sampling, a.chat, prompt, a.n_predict);
   if (a.chat.verbose_prompt) print_prompt_tokens(tok, tok.encode(prompt, gen.add_bos), "prompt");
   const GenerateResult r = generate(forward, context, c.vocab_size, tok, prompt, gen,

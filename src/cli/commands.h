@@ -16,5 +16,6 @@ void register_tokenize(CLI::App& app, Action& action);
 void register_run(CLI::App& app, Action& action);
 void register_bench(CLI::App& app, Action& action);
 void register_synth(CLI::App& app, Action& action);
+void register_serve(CLI::App& app, Action& action);
 
 }  // namespace cllm::cli

@@ -26,12 +26,14 @@ int main(int argc, char** argv) {
   cllm::cli::register_run(app, action);
   cllm::cli::register_bench(app, action);
   cllm::cli::register_synth(app, action);
+  cllm::cli::register_serve(app, action);
 
   // llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare, as their long names.
   std::vector<std::string> args(argv, argv + argc);
   for (auto& arg : args) {
     if (arg == "-cnv") arg = "--chat";
     else if (arg == "-sys") arg = "--system-prompt";
+    else if (arg == "-np") arg = "--parallel";
   }
   std::vector<char*> arg_ptrs;
   for (auto& arg : args) arg_ptrs.push_back(arg.data());

@@ -7,6 +7,49 @@
 
 namespace cllm {
 
+namespace {
+
+// The beginning of a template, on one line, to name it in messages.
+std::string template_excerpt(const std::string& jinja) {
+  std::string s;
+  for (char c : jinja.substr(0, 60)) s += c == '\n' ? ' ' : c;
+  return "'" + s + (jinja.size() > 60 ? "...'" : "'") + " (" + std::to_string(jinja.size()) + " bytes)";
+}
+
+}  // namespace
+
+ChatTemplate chat_template_for(const Tokenizer& tok, const std::string& name, std::string* why) {
+  if (!name.empty()) {
+    *why = "--chat-template";
+    return chat_template_from_name(name);
+  }
+  const std::string& jinja = tok.chat_template();
+  if (!jinja.empty()) {
+    ChatTemplate t = chat_template_detect(jinja);
+    if (t.format == ChatFormat::none)
+      fail("chat: the model's chat template ", template_excerpt(jinja), " is none of the formats codecllm renders (",
+           chat_template_names(), "): pass --chat-template NAME");
+    *why = "the model's chat template";
+    return t;
+  }
+  if (!tok.chat_format().empty() && tok.chat_format() != "none") {
+    *why = "metadata tokenizer.chat_format";
+    return chat_template_from_name(tok.chat_format());
+  }
+  fail("chat: the model has no chat template (metadata tokenizer.chat_template): pass --chat-template NAME (one of ",
+       chat_template_names(), ")");
+}
+
+std::vector<ChatPiece> chat_render_prompt(const Tokenizer& tok, const ChatTemplate& t,
+                                          const std::vector<ChatMessage>& messages, const ChatSpecials& sp) {
+  std::vector<ChatPiece> pieces = chat_render(t, messages, true, sp);
+  // A template that does not write BOS itself (ChatML, Phi-3, Zephyr) gets it from the tokenizer,
+  // as any prompt does, when the tokenizer adds one.
+  const bool writes_bos = !pieces.empty() && pieces[0].special && pieces[0].text == sp.bos;
+  if (!writes_bos && tok.add_bos() && !sp.bos.empty()) pieces.insert(pieces.begin(), {true, sp.bos});
+  return pieces;
+}
+
 ChatSession::ChatSession(ForwardFn forward, int context, int n_vocab, const Tokenizer& tok, const ChatOptions& opt)
     : forward_(std::move(forward)),
       context_(context),
@@ -33,12 +76,7 @@ ChatSession::ChatSession(ForwardFn forward, int context, int n_vocab, const Toke
 std::vector<ChatPiece> ChatSession::rendered(const std::string& user) const {
   std::vector<ChatMessage> conversation = messages_;
   conversation.push_back({"user", user});
-  std::vector<ChatPiece> pieces = chat_render(opt_.chat, conversation, true, specials_);
-  // A template that does not write BOS itself (ChatML, Phi-3, Zephyr) gets it from the tokenizer,
-  // as any prompt does, when the tokenizer adds one.
-  const bool writes_bos = !pieces.empty() && pieces[0].special && pieces[0].text == specials_.bos;
-  if (!writes_bos && tok_.add_bos() && !specials_.bos.empty()) pieces.insert(pieces.begin(), {true, specials_.bos});
-  return pieces;
+  return chat_render_prompt(tok_, opt_.chat, conversation, specials_);
 }
 
 namespace {

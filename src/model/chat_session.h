@@ -22,6 +22,17 @@
 
 namespace cllm {
 
+// The chat format for a model: the named one (--chat-template) when name is not empty, else the
+// model's stored template recognised now, else the format compress recorded
+// (tokenizer.chat_format). *why says which. Throws naming the formats to choose from when the
+// model has none or one codecllm cannot render.
+ChatTemplate chat_template_for(const Tokenizer& tok, const std::string& name, std::string* why);
+
+// A conversation rendered for the assistant's next reply (the generation prompt appended), BOS
+// first when the template does not write it and the tokenizer adds one.
+std::vector<ChatPiece> chat_render_prompt(const Tokenizer& tok, const ChatTemplate& t,
+                                          const std::vector<ChatMessage>& messages, const ChatSpecials& sp);
+
 struct ChatOptions {
   ChatTemplate chat;     // the format (format none: refused)
   std::string system;    // the system prompt ("" = none, or the template's default)

@@ -1,0 +1,27 @@
+#include "runtime/model_engine.h"
+
+#include "common/thread_pool.h"
+
+namespace cllm {
+
+ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& gpu_opt) {
+  ThreadPool pool(gpu_opt.threads);
+  if (device == Device::cuda) {
+    gpu = GpuEngine::open(file, gpu_opt);
+  } else {
+    weights = load_llama_weights(file, &pool);
+    CpuForwardOptions fw_opt;
+    fw_opt.context = gpu_opt.context;
+    fw_opt.threads = gpu_opt.threads;
+    cpu = std::make_unique<CpuForward>(weights, fw_opt);
+  }
+  tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
+}
+
+ForwardFn ModelEngine::forward() {
+  return [this](const int* tokens, int n, int pos) {
+    return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
+  };
+}
+
+}  // namespace cllm

@@ -1,0 +1,102 @@
+#include "server/completion_route.h"
+
+#include <chrono>
+#include <memory>
+
+#include "common/error.h"
+#include "server/api_error.h"
+#include "server/http_reply.h"
+#include "server/job.h"
+#include "server/openai_shapes.h"
+#include "server/request.h"
+
+namespace cllm::server {
+
+namespace {
+
+// The request's prompt and settings on its model; ApiError 400 for a chat the model has no
+// format for, 413 for a prompt longer than the context.
+GenerationInput generation_input(const CompletionRequest& r, ServedModel& model) {
+  GenerationInput in = r.chat ? model.chat_input(r.messages) : model.completion_input(r.prompt);
+  const int n = static_cast<int>(in.prompt.size());
+  if (n > model.context())
+    throw ApiError(413, cat("the prompt is ", n, " tokens, longer than model '", model.id(), "''s context of ",
+                            model.context(), " tokens"), r.chat ? "messages" : "prompt");
+  in.sampling = r.sampling;
+  in.max_tokens = r.max_tokens;
+  in.stop = r.stop;
+  return in;
+}
+
+// A job's client is still there when it is cancelled only when the server stops.
+constexpr const char* kStopping = "the server is stopping";
+
+// How long a stream waits for text before writing an SSE comment, which finds a client that
+// left while its request was queued (a write to a closed connection fails).
+constexpr auto kStreamPoll = std::chrono::milliseconds(100);
+constexpr int kPollsPerKeepAlive = 10;  // one comment a second while nothing else is sent
+
+// The events that end a stream: the finish reason (or the error), the usage when asked, [DONE].
+std::string stream_end(const Job& job, const ResponseHeader& h, bool include_usage) {
+  if (job.error_status() != 0) return sse_event(error_json(job.error_status(), job.error_message())) + kSseDone;
+  if (job.output().finish == FinishReason::cancelled) return sse_event(error_json(503, kStopping)) + kSseDone;
+  std::string out = sse_event(final_chunk_json(h, job.output().finish));
+  if (include_usage) out += sse_event(usage_chunk_json(h, job.output()));
+  return out + kSseDone;
+}
+
+// The streamed answer: one chunk per piece of text as the worker produces it.
+void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const ResponseHeader& h, bool include_usage) {
+  auto first = std::make_shared<bool>(true);
+  auto idle_polls = std::make_shared<int>(0);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, h, include_usage, first, idle_polls](size_t, httplib::DataSink& sink) {
+        std::vector<std::string> pieces;
+        const bool done = job->take_text(&pieces, kStreamPoll);
+        std::string out;
+        for (const auto& piece : pieces) {  // one event per token's text, as OpenAI streams
+          out += sse_event(text_chunk_json(h, piece, *first));
+          *first = false;
+        }
+        if (done) {
+          out += stream_end(*job, h, include_usage);
+        } else if (out.empty() && ++*idle_polls >= kPollsPerKeepAlive) {
+          out = ": waiting\n\n";
+          *idle_polls = 0;
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) {
+          job->cancel();  // the client went away: the worker stops before its next token
+          return false;
+        }
+        if (done) sink.done();
+        return true;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();
+      });
+}
+
+}  // namespace
+
+void handle_completion(const httplib::Request& req, httplib::Response& res, ModelSet& models, bool chat) {
+  try {
+    if (!models.ready()) throw ApiError(503, "the server is loading its models");
+    const CompletionRequest r = parse_completion_request(req.body, chat);
+    ServedModel* model = models.find(r.model);
+    if (!model) throw ApiError(404, cat("model '", r.model, "' does not exist (models: ", models.ids(), ")"), "model");
+    auto job = std::make_shared<Job>(generation_input(r, *model));
+    if (!model->worker().submit(job))
+      throw ApiError(503, cat("model '", r.model, "' is busy: its queue is full; try again later"));
+    const ResponseHeader h = make_response_header(r.model, chat);
+    if (r.stream) return stream_answer(res, job, h, r.include_usage);
+    job->wait_done();
+    if (job->error_status() != 0) throw ApiError(job->error_status(), job->error_message());
+    if (job->output().finish == FinishReason::cancelled) throw ApiError(503, kStopping);
+    send_json(res, 200, completion_json(h, job->output()));
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
+}
+
+}  // namespace cllm::server

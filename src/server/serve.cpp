@@ -1,0 +1,140 @@
+#include "server/serve.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/timer.h"
+#include "server/model_set.h"
+
+namespace cllm::server {
+
+namespace {
+
+// SIGINT and SIGTERM, blocked in every thread the server starts, so that only the watcher
+// takes them (sigtimedwait) and stops the server from an ordinary thread.
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// Waits for a stop signal until `over` is set; on a signal, runs on_signal once.
+void watch_signals(const std::atomic<bool>& over, const std::function<void(int)>& on_signal) {
+  const sigset_t set = stop_signals();
+  const timespec poll = {0, 200 * 1000 * 1000};  // 200 ms: how soon the watcher notices `over`
+  while (!over) {
+    const int sig = sigtimedwait(&set, nullptr, &poll);
+    if (sig > 0) return on_signal(sig);
+  }
+}
+
+void check_model_ids(const std::vector<std::string>& paths) {
+  std::set<std::string> seen;
+  for (const auto& p : paths)
+    if (!seen.insert(model_id_of(p)).second)
+      fail("serve: two models have the id '", model_id_of(p), "' (a model's id is its file name without .cllm): rename one");
+}
+
+// The HTTP server listening on its own thread.
+class Listener {
+ public:
+  explicit Listener(HttpServer& http) : http_(http), thread_([this] {
+    http_.listen();
+    over_ = true;
+  }) {}
+  // httplib's stop() does nothing before listen() has started: repeat it until listen() returns.
+  void stop() {
+    while (!over_) {
+      http_.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  void join() { thread_.join(); }
+
+ private:
+  HttpServer& http_;
+  std::atomic<bool> over_{false};  // before thread_: the thread sets it
+  std::thread thread_;
+};
+
+// Loads the models in order, each into `models` as soon as it is ready; stops early on a signal.
+void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, const std::atomic<bool>& signalled) {
+  for (int ms = 0; ms < opt.load_delay_ms && !signalled; ms += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (const auto& path : opt.model_paths) {
+    if (signalled) return;
+    Timer load;
+    models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
+    const ServedModel& m = *models.all().back();
+    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), ") in ",
+             static_cast<long long>(load.ms()), " ms");
+  }
+}
+
+}  // namespace
+
+int serve(const ServeOptions& opt) {
+  check_model_ids(opt.model_paths);
+  if (opt.slots > 1)
+    log_warn("serve: -np ", opt.slots, ": each model decodes one request at a time for now (the engine has one KV "
+             "cache per model); the others wait in its queue");
+  ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not the end of the server
+  const sigset_t signals = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: they all inherit it
+
+  Metrics metrics;
+  ModelSet models;
+  HttpOptions http_opt = opt.http;
+  // Every queued request holds a connection thread while it waits; a few more serve /health and /metrics.
+  http_opt.threads = static_cast<int>(opt.model_paths.size()) * (opt.model.max_queue + 1) + 8;
+  HttpServer http(http_opt, models, metrics);
+  const int port = http.bind();
+  Listener listener(http);
+  std::printf("codecllm serve: listening on http://%s:%d\n", opt.http.host.c_str(), port);
+  std::fflush(stdout);
+
+  std::atomic<bool> over{false}, signalled{false};
+  auto stop_serving = [&] {
+    models.stop_workers();  // running generations end, waiting ones get 503
+    listener.stop();
+  };
+  std::thread watcher([&] {
+    watch_signals(over, [&](int sig) {
+      log_info("serve: ", sig == SIGINT ? "SIGINT" : "SIGTERM", ": stopping");
+      signalled = true;
+      stop_serving();
+    });
+  });
+  try {
+    load_models(opt, models, metrics, signalled);
+  } catch (...) {
+    over = true;
+    stop_serving();
+    listener.join();
+    watcher.join();
+    throw;
+  }
+  if (!signalled) {
+    models.set_ready();
+    log_info("serve: ready: ", models.ids());
+  }
+  listener.join();  // until a signal stops the server
+  over = true;
+  watcher.join();
+  models.stop_workers();  // a model that finished loading after the signal
+  log_info("serve: stopped");
+  return 0;
+}
+
+}  // namespace cllm::server

@@ -1,0 +1,262 @@
+// Specification of `codecllm serve`: its request checks and stop strings here, and the whole
+// server over HTTP in tests/serve_test.py (run below against stories260K on the CPU, with the
+// openai client where it is installed).
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "server/api_error.h"
+#include "server/request.h"
+#include "server/sequence.h"
+#include "server/stop_matcher.h"
+#include "test_util.h"
+#include "text/tokenizer.h"
+
+using namespace cllm;
+using namespace cllm::server;
+using Catch::Contains;
+
+namespace {
+
+// The status and message of the ApiError that parsing body throws.
+std::pair<int, std::string> refusal(const std::string& body, bool chat = false) {
+  try {
+    parse_completion_request(body, chat);
+  } catch (const ApiError& e) {
+    return {e.status(), e.what()};
+  }
+  FAIL("accepted: " << body);
+  return {};
+}
+
+// The text a StopMatcher lets out for these pieces, and whether it stopped.
+std::pair<std::string, bool> after_stops(const std::vector<std::string>& stops, const std::vector<std::string>& pieces) {
+  StopMatcher m(stops);
+  std::string out;
+  for (const auto& p : pieces) out += m.push(p);
+  out += m.finish();
+  return {out, m.stopped()};
+}
+
+}  // namespace
+
+TEST_CASE("serve: a completion request's fields, with run's sampling defaults where absent", "[serve]") {
+  const CompletionRequest r = parse_completion_request(
+      R"({"model": "m", "prompt": "Hi", "max_tokens": 5, "temperature": 0, "top_k": 3, "top_p": 0.5,
+          "min_p": 0.1, "seed": 7, "stop": ["a", "b"], "stream": true, "stream_options": {"include_usage": true}})",
+      false);
+  CHECK(r.model == "m");
+  CHECK(r.prompt == "Hi");
+  CHECK(r.max_tokens == 5);
+  CHECK(r.sampling.temp == 0.0f);
+  CHECK(r.sampling.top_k == 3);
+  CHECK(r.sampling.top_p == 0.5f);
+  CHECK(r.sampling.min_p == 0.1f);
+  CHECK(r.sampling.seed == 7);
+  CHECK(r.stop == std::vector<std::string>{"a", "b"});
+  CHECK(r.stream);
+  CHECK(r.include_usage);
+
+  const CompletionRequest d = parse_completion_request(R"({"model": "m", "prompt": ["Hi"], "stop": "x"})", false);
+  const SamplerParams defaults;
+  CHECK(d.prompt == "Hi");
+  CHECK(d.max_tokens == -1);
+  CHECK(d.sampling.temp == defaults.temp);
+  CHECK(d.sampling.top_k == defaults.top_k);
+  CHECK(d.sampling.seed == -1);
+  CHECK(d.stop == std::vector<std::string>{"x"});
+  CHECK_FALSE(d.stream);
+}
+
+TEST_CASE("serve: chat messages, as strings or text parts", "[serve]") {
+  const CompletionRequest r = parse_completion_request(
+      R"({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+          {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}],
+          "max_completion_tokens": 9})",
+      true);
+  REQUIRE(r.messages.size() == 2);
+  CHECK(r.messages[0].role == "system");
+  CHECK(r.messages[0].content == "Be brief.");
+  CHECK(r.messages[1].content == "Hello there");
+  CHECK(r.max_tokens == 9);
+}
+
+TEST_CASE("serve: a bad request is a 400 naming the field, what it expects and what it found", "[serve]") {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"{", {"not valid JSON"}},
+      {"3", {"JSON object", "an integer"}},
+      {R"({"prompt": "x"})", {"'model'", "nothing"}},
+      {R"({"model": 1, "prompt": "x"})", {"'model'", "a string", "an integer"}},
+      {R"({"model": "m"})", {"'prompt'"}},
+      {R"({"model": "m", "prompt": ["a", "b"]})", {"'prompt'", "an array of 2"}},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 0})", {"'max_tokens'", "[1, ", "found 0"}},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 2.5})", {"'max_tokens'", "2.5"}},
+      {R"({"model": "m", "prompt": "x", "temperature": -1})", {"'temperature'", "[0, 2]", "-1"}},
+      {R"({"model": "m", "prompt": "x", "top_p": 0})", {"'top_p'", "(0, 1]"}},
+      {R"({"model": "m", "prompt": "x", "min_p": 2})", {"'min_p'", "[0, 1]"}},
+      {R"({"model": "m", "prompt": "x", "top_k": -2})", {"'top_k'"}},
+      {R"({"model": "m", "prompt": "x", "seed": "s"})", {"'seed'", "a string"}},
+      {R"({"model": "m", "prompt": "x", "stop": ["1", "2", "3", "4", "5"]})", {"'stop'", "at most 4", "5"}},
+      {R"({"model": "m", "prompt": "x", "stop": [1]})", {"'stop[0]'", "a string"}},
+      {R"({"model": "m", "prompt": "x", "stream": "yes"})", {"'stream'", "a boolean"}},
+  };
+  for (const auto& [body, words] : cases) {
+    INFO(body);
+    const auto [status, message] = refusal(body);
+    CHECK(status == 400);
+    for (const auto& w : words) CHECK_THAT(message, Contains(w));
+  }
+  CHECK_THAT(refusal(R"({"model": "m", "messages": []})", true).second, Contains("'messages'"));
+  CHECK_THAT(refusal(R"({"model": "m", "messages": [{"role": "user"}]})", true).second,
+             Contains("'messages[0].content'"));
+  CHECK_THAT(refusal(R"({"model": "m", "messages": [{"role": "tool", "content": "x"}]})", true).second,
+             Contains("\"tool\""));
+}
+
+TEST_CASE("serve: error JSON has OpenAI's shape", "[serve]") {
+  const auto j = error_json(413, "too long", "prompt");
+  CHECK(j["error"]["message"] == "too long");
+  CHECK(j["error"]["type"] == "invalid_request_error");
+  CHECK(j["error"]["code"] == 413);
+  CHECK(j["error"]["param"] == "prompt");
+  CHECK(error_json(401, "x")["error"]["type"] == "authentication_error");
+  CHECK(error_json(503, "x")["error"]["param"].is_null());
+}
+
+TEST_CASE("serve: stop strings cut the text, and no part of one is ever let out", "[serve]") {
+  CHECK(after_stops({"END"}, {"Hello ", "wor", "ld"}) == std::make_pair(std::string("Hello world"), false));
+  CHECK(after_stops({"END"}, {"Hello E", "N", "D more"}) == std::make_pair(std::string("Hello "), true));
+  CHECK(after_stops({"END"}, {"Hello EN", "d"}) == std::make_pair(std::string("Hello ENd"), false));
+  // The earliest of several, across pieces.
+  CHECK(after_stops({"cat", "at the"}, {"look at", " the cat"}) == std::make_pair(std::string("look "), true));
+  // What is held back while it may begin a stop string.
+  StopMatcher m({"</s>"});
+  CHECK(m.push("a <") == "a ");
+  CHECK(m.push("/") == "");
+  CHECK(m.push("x") == "</x");
+  CHECK(m.push("</s") == "");
+  CHECK(m.push(">tail") == "");
+  CHECK(m.stopped());
+  CHECK(m.finish() == "");
+}
+
+namespace {
+
+// A scripted model for Sequence: whatever it is fed, the token it predicts after position p is
+// story[p + 1] (one-hot logits), and it records each call as (n, pos).
+struct ScriptedModel {
+  std::vector<int> story;
+  std::vector<std::pair<int, int>> calls;
+  std::vector<float> logits = std::vector<float>(512);
+
+  ForwardFn forward() {
+    return [this](const int*, int n, int pos) {
+      calls.push_back({n, pos});
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      logits[static_cast<size_t>(story.at(static_cast<size_t>(pos + n)))] = 1.0f;
+      return logits.data();
+    };
+  }
+};
+
+GenerationInput greedy(std::vector<int> prompt, int max_tokens) {
+  GenerationInput in;
+  in.prompt = std::move(prompt);
+  in.sampling.temp = 0;
+  in.max_tokens = max_tokens;
+  return in;
+}
+
+}  // namespace
+
+TEST_CASE("serve: a sequence feeds only what its KV cache lacks, and ends as asked", "[serve]") {
+  const Tokenizer tok = Tokenizer::from_file(test::shared_model("tok512.model"));
+  const std::vector<int> prompt = tok.encode("Once upon", true);  // BOS Once upon
+  std::vector<int> story = prompt;
+  for (int id : tok.encode(" a time there was a", false)) story.push_back(id);
+  story.push_back(tok.eos_id());
+  story.resize(40, tok.eos_id());
+  ScriptedModel model{story};
+  Sequence seq(model.forward(), 32, 512, tok);
+  const int n = static_cast<int>(prompt.size());
+
+  // The prompt in one pass, then one pass per token but the last (its logits are not needed).
+  const GenerationOutput first = seq.run(greedy(prompt, 3), {}, {});
+  CHECK(first.text == tok.decode(std::vector<int>(story.begin() + n, story.begin() + n + 3)));
+  CHECK(first.completion_tokens == 3);
+  CHECK(first.finish == FinishReason::length);
+  CHECK(first.reused_tokens == 0);
+  CHECK(model.calls == std::vector<std::pair<int, int>>{{n, 0}, {1, n}, {1, n + 1}});
+
+  // The same prompt again: only its last token is fed.
+  model.calls.clear();
+  const GenerationOutput again = seq.run(greedy(prompt, 3), {}, {});
+  CHECK(again.text == first.text);
+  CHECK(again.reused_tokens == n - 1);
+  CHECK(model.calls.front() == std::make_pair(1, n - 1));
+
+  // A prompt that goes on from the previous prompt and its reply: the two fed reply tokens are reused.
+  model.calls.clear();
+  std::vector<int> longer(story.begin(), story.begin() + n + 4);
+  const GenerationOutput go_on = seq.run(greedy(longer, -1), {}, {});
+  CHECK(go_on.reused_tokens == n + 2);
+  CHECK(model.calls.front() == std::make_pair(2, n + 2));
+  // Without max_tokens it ends at EOS, which is not counted and not in the text.
+  CHECK(go_on.finish == FinishReason::stop);
+  const auto eos_at = std::find(story.begin() + n, story.end(), tok.eos_id());
+  CHECK(go_on.completion_tokens == static_cast<int>(eos_at - (story.begin() + n + 4)));
+  CHECK(go_on.text == tok.decode(std::vector<int>(story.begin() + n + 4, eos_at)));
+
+  // A stop string; a client gone; a prompt past the context.
+  GenerationInput stopped = greedy(prompt, -1);
+  stopped.stop = {"there"};
+  CHECK(seq.run(stopped, {}, {}).text == " a time ");
+  int asked = 0;
+  const GenerationOutput gone = seq.run(greedy(prompt, -1), {}, [&] { return ++asked > 2; });
+  CHECK(gone.finish == FinishReason::cancelled);
+  CHECK(gone.completion_tokens == 2);
+  CHECK_THROWS(seq.run(greedy(std::vector<int>(33, 1), 1), {}, {}));
+}
+
+namespace {
+
+// A python3 that imports openai: $CLLM_PYTHON, the venv scripts/setup.sh makes; "" when none.
+std::string python_with_openai() {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
+  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
+  candidates.push_back("python3");
+  for (const auto& py : candidates) {
+    const std::string cmd = "'" + py + "' -c 'import openai' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, auth, queue, metrics, stop",
+          "[serve][http]") {
+  test::TempDir dir;
+  const std::string model = test::compress_stories(dir);
+  const char* binary = std::getenv("CLLM_BINARY");
+  const std::string py = python_with_openai();
+  std::string cmd = (py.empty() ? std::string("python3") : "'" + py + "'") + " '" +
+                    test::source_path("tests/serve_test.py") + "' --binary '" + (binary ? binary : CLLM_BINARY) +
+                    "' --model '" + model + "'" + (py.empty() ? " --no-openai" : "");
+  INFO(cmd);
+  const int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  if (py.empty()) {
+    const char* msg = "the Python package 'openai' is missing (scripts/setup.sh installs it into .deps/venv; or set "
+                      "CLLM_PYTHON to a python3 that has it): the checks with the openai client did not run";
+    if (std::getenv("CI")) FAIL(msg);  // CI installs it
+    std::printf("SKIPPED [http] %s: %s\n", Catch::getResultCapture().getCurrentTestName().c_str(), msg);
+    std::fflush(stdout);
+    std::_Exit(4);
+  }
+}
