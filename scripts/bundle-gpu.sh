@@ -21,14 +21,16 @@ for t in "$build"/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundl
 cp -r tests/fixtures "$bundle/tests/fixtures"
 mkdir -p "$bundle/scripts"
 cp scripts/tokenizer-parity.py "$bundle/scripts/"
+cp tests/serve_test.py "$bundle/tests/"
 # Libraries from Debian that the GPU machine's Ubuntu may lack or have in another version.
-# ICU (Unicode normalization of tokenizer.json pipelines) is version 72 here; Ubuntu has another.
-ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf|libicu|pcre2/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
+# ICU (Unicode normalization of tokenizer.json pipelines) is version 72 here; Ubuntu has another. cpp-httplib (serve)
+# and the brotli it links are not on that machine at all.
+ldd "$build"/bin/codecllm | awk '/sentencepiece|protobuf|libicu|pcre2|httplib|brotli/ {print $3}' | xargs -r -I{} cp -L {} "$bundle/lib/"
 shared=${CLLM_SHARED_MODELS:-../shared/models}
 cp "$shared"/stories260K.bin "$shared"/stories260K-f32.gguf "$shared"/tok512.model "$shared"/tok512.bin "$shared"/tokenizer.model "$shared"/tokenizer.bin "$bundle/shared/"
 cp -r "$shared"/llama3.1 "$bundle/shared/"
 cp "$build"/tests/bench-cpu-kernels "$bundle/tests/"
-[ -x "$build"/tests/bench-gpu-attention ] && cp "$build"/tests/bench-gpu-attention "$bundle/tests/"
+for b in bench-gpu-attention bench-gpu-fused; do if [ -x "$build/tests/$b" ]; then cp "$build/tests/$b" "$bundle/tests/"; fi; done
 # The fuzz targets, when scripts/fuzz.sh has built them, for gpu-check.sh's long run on 16 cores.
 if [ -x build-fuzz/tests/fuzz/fuzz_cllm ] && [ -d build-fuzz/fuzz-seeds ]; then
   mkdir -p "$bundle/fuzz"

@@ -221,29 +221,12 @@ TEST_CASE("serve: a sequence feeds only what its KV cache lacks, and ends as ask
   CHECK_THROWS(seq.run(greedy(std::vector<int>(33, 1), 1), {}, {}));
 }
 
-namespace {
-
-// A python3 that imports openai: $CLLM_PYTHON, the venv scripts/setup.sh makes; "" when none.
-std::string python_with_openai() {
-  std::vector<std::string> candidates;
-  if (const char* p = std::getenv("CLLM_PYTHON")) candidates.push_back(p);
-  candidates.push_back(test::source_path(".deps/venv/bin/python3"));
-  candidates.push_back("python3");
-  for (const auto& py : candidates) {
-    const std::string cmd = "'" + py + "' -c 'import openai' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
-  return "";
-}
-
-}  // namespace
-
 TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, auth, queue, metrics, stop",
           "[serve][http]") {
   test::TempDir dir;
   const std::string model = test::compress_stories(dir);
   const char* binary = std::getenv("CLLM_BINARY");
-  const std::string py = python_with_openai();
+  const std::string py = test::python_with("openai");
   std::string cmd = (py.empty() ? std::string("python3") : "'" + py + "'") + " '" +
                     test::source_path("tests/serve_test.py") + "' --binary '" + (binary ? binary : CLLM_BINARY) +
                     "' --model '" + model + "'" + (py.empty() ? " --no-openai" : "");
