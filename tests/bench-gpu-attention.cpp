@@ -30,36 +30,15 @@
 #include "cuda/attention.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "gpu_timing.h"
 
 using namespace cllm;
+using cllm::bench::median_ms;
 
 namespace {
 
 constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
 constexpr size_t kKvDim = size_t{kKvHeads} * kHeadDim;
-
-// Median time in ms of fn() over reps runs, after two warm-up runs.
-double median_ms(int reps, const std::function<void()>& fn) {
-  cudaEvent_t a, b;
-  CLLM_CUDA_CHECK(cudaEventCreate(&a));
-  CLLM_CUDA_CHECK(cudaEventCreate(&b));
-  fn();
-  fn();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    CLLM_CUDA_CHECK(cudaEventRecord(a));
-    fn();
-    CLLM_CUDA_CHECK(cudaEventRecord(b));
-    CLLM_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    CLLM_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  CLLM_CUDA_CHECK(cudaEventDestroy(a));
-  CLLM_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 // Random f16 values in [-1, 1) (bits made on the host, once).
 void fill_f16(cuda::DeviceBuffer<uint8_t>& buf) {

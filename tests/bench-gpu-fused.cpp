@@ -28,10 +28,12 @@
 #include "cuda/blas.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "gpu_timing.h"
 #include "cuda/fused_encode.h"
 #include "cuda/fused_matvec.h"
 
 using namespace cllm;
+using cllm::bench::median_ms;
 using cuda::DeviceBuffer;
 
 namespace {
@@ -43,27 +45,6 @@ struct MatrixShape {
 const MatrixShape kShapes[] = {{"q, o", 4096, 4096, 64},    {"k, v", 1024, 4096, 64},        {"gate, up", 14336, 4096, 64},
                                {"down", 4096, 14336, 32}, {"output (classifier)", 128256, 4096, 1}};
 constexpr size_t kCycleBytes = size_t{512} << 20;
-
-double median_ms(int reps, const std::function<void()>& fn) {
-  cudaEvent_t a, b;
-  CLLM_CUDA_CHECK(cudaEventCreate(&a));
-  CLLM_CUDA_CHECK(cudaEventCreate(&b));
-  fn();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    CLLM_CUDA_CHECK(cudaEventRecord(a));
-    fn();
-    CLLM_CUDA_CHECK(cudaEventRecord(b));
-    CLLM_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    CLLM_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  CLLM_CUDA_CHECK(cudaEventDestroy(a));
-  CLLM_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 // One copy of a matrix: bf16 and its fused planes (made by the GPU encoder).
 struct Copy {
