@@ -1,8 +1,8 @@
 // Products and decoding over the fused layout (src/codec/fused_layout.h; docs/codec.md "The
 // fused layout (mode 3)") on the device: the weights stay about 12 bits each in VRAM and are
-// decoded in registers, so a token reads 0.75 x the bytes of bf16. Raw device pointers only;
-// the planes are the CPU encoder's (uploaded as they are) until the layout is built on the GPU.
-// Not yet used by the engine (docs/architecture.md "Mode 3: fused").
+// decoded in registers, so a token reads 0.75 x the bytes of bf16. Raw device pointers only.
+// Fused mode's products and prompt decode (runtime/gpu_forward.cpp, gpu_weights_fused.cpp;
+// docs/architecture.md "Mode 3: fused").
 #pragma once
 
 #include <cuda_runtime.h>
