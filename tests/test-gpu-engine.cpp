@@ -174,6 +174,7 @@ TEST_CASE("gpu: fused mode: matrices checked at load, full's bits for every batc
   INFO("fused plan: " << fused->memory().describe());
   CHECK(fused->memory().fused > 0);
   CHECK(fused->memory().weights < full->memory().weights);
+  CHECK(fused->stats().vram_peak <= fused->memory().total() + (256ull << 20));  // as loaded, escapes counted
   // Prompts of 1..9 tokens (9: a batch of 8 and one of 1) and a 37-token one, every row's
   // logits: batches decode into the slot and run cuBLAS, single rows run the fused products.
   std::vector<int> prompt;

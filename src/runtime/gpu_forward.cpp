@@ -131,7 +131,7 @@ void GpuForward::attention_block(const StepWeights& w, int n, int pos, const int
   const WeightStep& step = *w.step;
   const auto W = [&](LayerTensor t) { return w.at(t); };
   norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
-  if (n == 1) {  // one token: q, k and v in one launch
+  if (n == 1) {
     qkv_one_token(w);
   } else {
     blas_->linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
