@@ -133,7 +133,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
 
 }  // namespace
 
-TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identical logits at every token", "[gpu]") {
+TEST_CASE("gpu: full, resident, lowmem, fused and a hybrid budget give bitwise-identical logits at every token", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
   SECTION("stories260K (f32)") {

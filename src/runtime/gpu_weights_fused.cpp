@@ -190,7 +190,13 @@ void FusedStore::store_step(size_t i, const uint8_t* d_slot) {
     st.packed_at.push_back(at);
     at += (p.bytes + 255) / 256 * 256;
   }
-  for (const StepPart& p : parts.fused) st.matrices.push_back(encode_matrix(d_slot + p.slot_offset, p, compute_));
+  for (const StepPart& p : parts.fused) {
+    try {
+      st.matrices.push_back(encode_matrix(d_slot + p.slot_offset, p, compute_));
+    } catch (const Error& e) {
+      fail("fused mode's load, step ", i, ", ", p.name, " (", p.rows, " x ", p.cols, "): ", e.what());
+    }
+  }
   for (const StoredMatrix& m : st.matrices) {  // after the vector is complete: the view points into it
     if (m.part.role < 0) st.view.slice = &m.view;
     else st.view.matrix[m.part.role] = &m.view;
