@@ -76,19 +76,23 @@ void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
   cuda::rmsnorm(x, w, w_dt, xn_.data(), act_, n, c_.dim, c_.norm_eps, compute_, unit_offset());
 }
 
+const cuda::FusedWeights* GpuForward::fused_matrix(const StepWeights& w, LayerTensor t, int n, int d, int k) const {
+  const cuda::FusedWeights* m = w.matrix(t);
+  if (m)
+    CLLM_CHECK(n == 1 && m->rows == d && m->cols == k && act_ == DType::BF16, "fused product of ",
+               w.step->tensor[t]->name, ": ", n, " tokens of ", dtype_name(act_), " and a ", m->rows, " x ", m->cols,
+               " fused matrix, expected 1 bf16 token and ", d, " x ", k);
+  return m;
+}
+
 void GpuForward::linear(const StepWeights& w, LayerTensor t, const void* in, float* y, int ldy, int n, int k, int d,
                         bool accumulate) {
-  const cuda::FusedWeights* m = w.matrix(t);
-  if (!m) {
-    blas_->linear(w.at(t), act_, in, y, ldy, n, k, d, accumulate);
-    return;
-  }
-  // The fused product follows matvec's order, so these are the bits of Blas::linear at one
+  // The fused product follows matvec's order, so it has the bits of Blas::linear at one
   // token over the decoded weights.
-  const TensorInfo& info = *w.step->tensor[t];
-  CLLM_CHECK(n == 1 && m->rows == d && m->cols == k, "fused product of ", info.name, ": ", n, " tokens of a ", m->rows,
-             " x ", m->cols, " fused matrix, expected 1 token and ", d, " x ", k);
-  cuda::fused_matvec(*m, in, 1, y, ldy, accumulate, compute_);
+  if (const cuda::FusedWeights* m = fused_matrix(w, t, n, d, k))
+    cuda::fused_matvec(*m, in, 1, y, ldy, accumulate, compute_);
+  else
+    blas_->linear(w.at(t), act_, in, y, ldy, n, k, d, accumulate);
 }
 
 void GpuForward::output_projection(const StepWeights& w, LayerTensor proj, LayerTensor post_norm, const void* in,
@@ -106,10 +110,22 @@ void GpuForward::output_projection(const StepWeights& w, LayerTensor proj, Layer
 }
 
 void GpuForward::qkv_one_token(const StepWeights& w) {
-  // q, k and v of one token: one launch of the three products, or three fused products (the
+  // q, k and v of one token in one launch, over the decoded weights or the fused planes (the
   // same bits: each row's sum is matvec's either way)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
-  if (w.fused) {
+  const cuda::FusedWeights* q = fused_matrix(w, kAttnQ, 1, qd, dim);
+  const cuda::FusedWeights* k = fused_matrix(w, kAttnK, 1, kvd, dim);
+  const cuda::FusedWeights* v = fused_matrix(w, kAttnV, 1, kvd, dim);
+  if (q && k && v) {
+    cuda::FusedJobs jobs;
+    jobs.job[0] = {*q, q_.data(), false};
+    jobs.job[1] = {*k, k_.data(), false};
+    jobs.job[2] = {*v, v_.data(), false};
+    jobs.count = 3;
+    cuda::fused_matvec(jobs, xn_.data(), compute_);
+    return;
+  }
+  if (q || k || v) {  // some fused, some not: one product each
     linear(w, kAttnQ, xn_.data(), q_.data(), qd, 1, dim, qd, false);
     linear(w, kAttnK, xn_.data(), k_.data(), kvd, 1, dim, kvd, false);
     linear(w, kAttnV, xn_.data(), v_.data(), kvd, 1, dim, kvd, false);
@@ -171,7 +187,11 @@ void GpuForward::ffn_block(const StepWeights& w, int n) {
   const auto W = [&](LayerTensor t) { return w.at(t); };
   const bool gelu = arch_.ffn == FfnKind::geglu_tanh;
   norm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, n);
-  if (n == 1 && w.fused) {  // one fused token: two fused products and the SwiGLU (matvec_swiglu's bits)
+  const cuda::FusedWeights* gate = n == 1 ? fused_matrix(w, kFfnGate, 1, ffn, dim) : nullptr;
+  const cuda::FusedWeights* up = n == 1 ? fused_matrix(w, kFfnUp, 1, ffn, dim) : nullptr;
+  if (gate && up) {  // one token over the fused planes: matvec_swiglu's bits
+    cuda::fused_matvec_swiglu(*gate, *up, xn_.data(), h_.data(), compute_, gelu);
+  } else if (n == 1 && (gate || up)) {  // one fused, one not: two products and the SwiGLU
     linear(w, kFfnGate, xn_.data(), gate_.data(), ffn, 1, dim, ffn, false);
     linear(w, kFfnUp, xn_.data(), up_.data(), ffn, 1, dim, ffn, false);
     cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, ffn, compute_, gelu);

@@ -50,6 +50,9 @@ class GpuForward {
   void run_layer(const StepWeights& w, int n, int pos, const int* d_pos);
   void norm(const float* x, const void* w, DType w_dt, int n);
   bool unit_offset() const { return arch_.norm == NormKind::rms_unit_offset; }  // Gemma's (1 + w)
+  // Tensor t of w in the fused layout, checked against the product's shape (n tokens, d x k);
+  // null when t is decoded.
+  const cuda::FusedWeights* fused_matrix(const StepWeights& w, LayerTensor t, int n, int d, int k) const;
   // y (n, d) fp32 (rows ldy apart) = tensor t of w times in (n, k) (+ y): the fused product
   // where t is in the fused layout (one token), else cuBLAS or matvec (Blas::linear).
   void linear(const StepWeights& w, LayerTensor t, const void* in, float* y, int ldy, int n, int k, int d,
