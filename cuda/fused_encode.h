@@ -1,7 +1,7 @@
 // Builds the fused layout (src/codec/fused_layout.h) on the GPU from a bf16 matrix in device
 // memory (a ring slot the rANS decoder just filled), so that one .cllm file serves fused mode:
 // the planes come out byte for byte as codec::fused::encode_fused writes them, its oracle.
-// Not yet used by the engine (docs/architecture.md "Mode 3: fused").
+// Fused mode's load (runtime/gpu_weights_fused.cpp; docs/architecture.md "Mode 3: fused").
 #pragma once
 
 #include <cuda_runtime.h>

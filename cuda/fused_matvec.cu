@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/cuda_check.h"
+#include "cuda/element.cuh"
 #include "cuda/matvec_dot.cuh"
 
 namespace cllm::cuda {
@@ -118,13 +119,12 @@ __device__ __forceinline__ void row_chunks_dot(const FusedWeights& w, int row, c
   for (; i < chunks; i += 32) add_chunk(i, __ldg(bytes + i), __ldg(codes + i));
 }
 
-// kTokens tokens (a template argument: no per-token branches, as few registers as possible).
+// This lane's sums of the row dotted with x[t] (kTokens tokens), on the 16-byte path or
+// element by element, before the warp's reduction: every kernel below computes a row's sums
+// here, so their bits agree.
 template <int kTokens, bool kVector, bool kRowBase>
-__global__ void __launch_bounds__(kRowsPerBlock * 32)
-    fused_matvec_kernel(FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
-  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= w.rows) return;  // no block-wide barrier below
-  float sum[kTokens];
+__device__ __forceinline__ void row_sums(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x, int lane,
+                                         float (&sum)[kTokens]) {
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sum[t] = 0.0f;
   if (kVector) {
@@ -136,12 +136,52 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
       for (int t = 0; t < kTokens; ++t) sum[t] += to_float(wi) * to_float(x[static_cast<size_t>(t) * w.cols + i]);
     }
   }
+}
+
+// kTokens tokens (a template argument: no per-token branches, as few registers as possible).
+template <int kTokens, bool kVector, bool kRowBase>
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    fused_matvec_kernel(FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= w.rows) return;  // no block-wide barrier below
+  float sum[kTokens];
+  row_sums<kTokens, kVector, kRowBase>(w, row, x, lane, sum);
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
     const float s = warp_sum(sum[t]);
     float* yt = y + static_cast<size_t>(t) * ldy;
     if (lane == 0) yt[row] = accumulate ? yt[row] + s : s;
   }
+}
+
+// One token, up to three products of the same x (q, k, v): blocks [first_block[j],
+// first_block[j + 1]) do job j, each row as fused_matvec_kernel<1> does it.
+template <bool kVector, bool kRowBase>
+__global__ void __launch_bounds__(kRowsPerBlock * 32) fused_jobs_kernel(FusedJobs jobs, const __nv_bfloat16* __restrict__ x) {
+  int j = 0;
+  while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
+  const FusedJob& job = jobs.job[j];
+  const int row = (blockIdx.x - jobs.first_block[j]) * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= job.w.rows) return;
+  float sum[1];
+  row_sums<1, kVector, kRowBase>(job.w, row, x, lane, sum);
+  const float s = warp_sum(sum[0]);
+  if (lane == 0) job.y[row] = job.accumulate ? job.y[row] + s : s;
+}
+
+// One token: out[r] = glu(gate_r . x, up_r . x) in bf16, each sum as fused_matvec_kernel<1>
+// makes it, then swiglu()'s formula and rounding.
+template <bool kVector, bool kRowBase>
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    fused_swiglu_kernel(FusedWeights gate, FusedWeights up, const __nv_bfloat16* __restrict__ x, __nv_bfloat16* out,
+                        bool gelu_tanh) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= gate.rows) return;
+  float g[1], u[1];
+  row_sums<1, kVector, kRowBase>(gate, row, x, lane, g);
+  row_sums<1, kVector, kRowBase>(up, row, x, lane, u);
+  const float gs = warp_sum(g[0]), us = warp_sum(u[0]);
+  if (lane == 0) out[row] = __float2bfloat16_rn(glu(gs, us, gelu_tanh));
 }
 
 // One thread per chunk: 8 weights decoded and stored.
@@ -189,6 +229,51 @@ void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy
     default: launch<8>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
   }
   CLLM_CUDA_CHECK_LAUNCH("fused_matvec");
+}
+
+namespace {
+
+bool vector_path(const FusedWeights& w, const void* x) { return w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0; }
+bool row_base(const FusedWeights& w) { return w.group >= w.stride; }
+
+}  // namespace
+
+void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s) {
+  CLLM_CHECK(jobs.count >= 1 && jobs.count <= 3, "fused_matvec: ", jobs.count, " jobs (expected 1 .. 3)");
+  bool vector = true, base = true;
+  int blocks = 0;
+  for (int j = 0; j < jobs.count; ++j) {
+    const FusedWeights& w = jobs.job[j].w;
+    CLLM_CHECK(w.cols == jobs.job[0].w.cols, "fused_matvec: jobs of ", jobs.job[0].w.cols, " and ", w.cols,
+               " columns (one x for all)");
+    vector = vector && vector_path(w, x);
+    base = base && row_base(w);
+    jobs.first_block[j] = blocks;
+    blocks += (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  }
+  if (blocks == 0) return;
+  constexpr int kThreads = kRowsPerBlock * 32;
+  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
+  if (!vector) fused_jobs_kernel<false, false><<<blocks, kThreads, 0, s>>>(jobs, xb);
+  else if (base) fused_jobs_kernel<true, true><<<blocks, kThreads, 0, s>>>(jobs, xb);
+  else fused_jobs_kernel<true, false><<<blocks, kThreads, 0, s>>>(jobs, xb);
+  CLLM_CUDA_CHECK_LAUNCH("fused_matvec (jobs)");
+}
+
+void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const void* x, void* out, cudaStream_t s,
+                         bool gelu_tanh) {
+  CLLM_CHECK(gate.rows == up.rows && gate.cols == up.cols, "fused_matvec_swiglu: gate ", gate.rows, " x ", gate.cols,
+             " and up ", up.rows, " x ", up.cols, " (expected the same shape)");
+  if (gate.rows <= 0) return;
+  const bool vector = vector_path(gate, x), base = row_base(gate) && row_base(up);
+  const unsigned blocks = (gate.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  constexpr int kThreads = kRowsPerBlock * 32;
+  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
+  __nv_bfloat16* o = static_cast<__nv_bfloat16*>(out);
+  if (!vector) fused_swiglu_kernel<false, false><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
+  else if (base) fused_swiglu_kernel<true, true><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
+  else fused_swiglu_kernel<true, false><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
+  CLLM_CUDA_CHECK_LAUNCH("fused_matvec_swiglu");
 }
 
 void fused_decode(const FusedWeights& w, void* out, cudaStream_t s) {

@@ -1,8 +1,8 @@
 // Products and decoding over the fused layout (src/codec/fused_layout.h; docs/codec.md "The
 // fused layout (mode 3)") on the device: the weights stay about 12 bits each in VRAM and are
-// decoded in registers, so a token reads 0.75 x the bytes of bf16. Raw device pointers only;
-// the planes are the CPU encoder's (uploaded as they are) until the layout is built on the GPU.
-// Not yet used by the engine (docs/architecture.md "Mode 3: fused").
+// decoded in registers, so a token reads 0.75 x the bytes of bf16. Raw device pointers only.
+// Fused mode's products and prompt decode (runtime/gpu_forward.cpp, gpu_weights_fused.cpp;
+// docs/architecture.md "Mode 3: fused").
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,7 +29,27 @@ constexpr int kFusedMaxTokens = 8;
 // result has the bits of matvec() over the decoded weights, token by token.
 void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s);
 
-// out (rows, cols) bf16 = the decoded matrix (resident mode's slot decode; tests).
+// One token, up to three products of the same x (k columns each) in one launch (q, k and v):
+// job j's y = W_j x (+ y). Each job has the bits of fused_matvec() alone.
+struct FusedJob {
+  FusedWeights w;
+  float* y;
+  bool accumulate;
+};
+struct FusedJobs {
+  FusedJob job[3];
+  int first_block[3];  // filled in by fused_matvec()
+  int count = 0;
+};
+void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s);
+
+// One token's SwiGLU (GeGLU with gelu_tanh) input to w_down in one launch: out (rows) bf16 =
+// silu(gate x) * (up x). The bits of fused_matvec() twice and cuda::swiglu() (so of
+// cuda::matvec_swiglu() over the decoded weights).
+void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const void* x, void* out, cudaStream_t s,
+                         bool gelu_tanh = false);
+
+// out (rows, cols) bf16 = the decoded matrix (fused mode's slot decode for batches; tests).
 void fused_decode(const FusedWeights& w, void* out, cudaStream_t s);
 
 }  // namespace cllm::cuda

@@ -290,8 +290,9 @@ TEST_CASE("cli: the engine flags reach the GPU engine's options as typed values"
 
   CHECK(cli::parse_mode_choice("full") == Mode::full);
   CHECK(cli::parse_mode_choice("lowmem") == Mode::lowmem);
+  CHECK(cli::parse_mode_choice("fused") == Mode::fused);
   CHECK_FALSE(cli::parse_mode_choice("auto").has_value());
-  CHECK_THROWS_WITH(cli::parse_mode_choice("hybrid"), Contains("unknown mode 'hybrid'") && Contains("full, resident, lowmem or auto"));
+  CHECK_THROWS_WITH(cli::parse_mode_choice("hybrid"), Contains("unknown mode 'hybrid'") && Contains("full, resident, lowmem, fused or auto"));
   CHECK(cli::split_list({"a,b", "c"}) == std::vector<std::string>{"a", "b", "c"});
 
   // The rules, one place: the CPU takes no mode and no budget; a budget takes no mode.

@@ -1,5 +1,5 @@
-// Specification of the GPU engine (runtime/gpu_engine.h): the three memory modes give the same
-// logits bit for bit, the GPU agrees with the CPU reference within the documented tolerance
+// Specification of the GPU engine (runtime/gpu_engine.h): the memory modes (full, resident,
+// lowmem, fused, hybrids) give the same logits bit for bit, the GPU agrees with the CPU reference within the documented tolerance
 // (docs/architecture.md "GPU numerics"), and greedy text matches. [gpu] tests skip, visibly,
 // where no CUDA device exists.
 //
@@ -99,6 +99,11 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
     REQUIRE(e->mode() == m);
     traces.push_back(greedy_trace(*e, prompt, steps, vocab));
   }
+  // Fused: the prompt through slots decoded from the fused layout, the tokens through the
+  // fused products.
+  auto fused = open_gpu(f, Mode::fused, context);
+  REQUIRE(fused->mode() == Mode::fused);
+  traces.push_back(greedy_trace(*fused, prompt, steps, vocab));
   // A hybrid: layers decoded, resident and streamed in turn, the classifier slices too.
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
@@ -115,7 +120,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
   traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
   o.placements = uniform_placements(s, Mode::lowmem);
   traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
-  const char* names[] = {"full", "resident", "lowmem", "hybrid", "hybrid, one slot", "lowmem, one slot"};
+  const char* names[] = {"full", "resident", "lowmem", "fused", "hybrid", "hybrid, one slot", "lowmem, one slot"};
   for (size_t m = 1; m < traces.size(); ++m) {
     INFO(names[m] << " against full");
     REQUIRE(traces[m].tokens == traces[0].tokens);
@@ -128,7 +133,7 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
 
 }  // namespace
 
-TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identical logits at every token", "[gpu]") {
+TEST_CASE("gpu: full, resident, lowmem, fused and a hybrid budget give bitwise-identical logits at every token", "[gpu]") {
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
   SECTION("stories260K (f32)") {
@@ -153,6 +158,47 @@ TEST_CASE("gpu: full, resident, lowmem and a hybrid budget give bitwise-identica
       check_modes_identical(CllmFile::open(path), expected["prompts"][0].get<std::vector<int>>(), 30, 64);
     }
   }
+}
+
+TEST_CASE("gpu: fused mode: matrices checked at load, full's bits for every batch size, with and without graphs",
+          "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(synth_tiny(dir));
+  const int vocab = 4096;
+  // Every matrix decoded back from its planes at load and compared with its weights.
+  ::setenv("CLLM_CHECK_FUSED", "1", 1);
+  auto fused = open_gpu(f, Mode::fused, 128, 8);
+  ::unsetenv("CLLM_CHECK_FUSED");
+  auto full = open_gpu(f, Mode::full, 128, 8);
+  INFO("fused plan: " << fused->memory().describe());
+  CHECK(fused->memory().fused > 0);
+  CHECK(fused->memory().weights < full->memory().weights);
+  CHECK(fused->stats().vram_peak <= fused->memory().total() + (256ull << 20));  // as loaded, escapes counted
+  // Prompts of 1..9 tokens (9: a batch of 8 and one of 1) and a 37-token one, every row's
+  // logits: batches decode into the slot and run cuBLAS, single rows run the fused products.
+  std::vector<int> prompt;
+  for (int i = 0; i < 37; ++i) prompt.push_back(1 + (i * 97) % 4000);
+  for (int n : {1, 2, 3, 5, 8, 9, 37}) {
+    INFO(n << " tokens");
+    const float* want = full->forward(prompt.data(), n, 0, true);
+    const std::vector<float> rows(want, want + static_cast<size_t>(n) * vocab);
+    const float* got = fused->forward(prompt.data(), n, 0, true);
+    CHECK(std::memcmp(got, rows.data(), rows.size() * sizeof(float)) == 0);
+  }
+  // Greedy decoding with the one-token pass launched kernel by kernel (no CUDA graph).
+  const Trace want = greedy_trace(*full, {1, 17, 300}, 20, vocab);
+  ::setenv("CLLM_NO_GRAPHS", "1", 1);
+  auto direct = open_gpu(f, Mode::fused, 128, 8);
+  ::unsetenv("CLLM_NO_GRAPHS");
+  const Trace got = greedy_trace(*direct, {1, 17, 300}, 20, vocab);
+  REQUIRE(got.tokens == want.tokens);
+  for (size_t i = 0; i < want.logits.size(); ++i) {
+    INFO("token " << i);
+    CHECK(std::memcmp(got.logits[i].data(), want.logits[i].data(), sizeof(float) * vocab) == 0);
+  }
+  // No ring: nothing is decoded per token.
+  CHECK(direct->stats().steps == 0);
 }
 
 TEST_CASE("gpu: at depth 4096 the modes stay bitwise identical, and near the CPU's logits", "[gpu]") {
@@ -463,13 +509,14 @@ TEST_CASE("gpu: run --device cuda prints the mode and its statistics", "[gpu]") 
   CLLM_REQUIRE_GPU();
   test::TempDir dir;
   const std::string model = test::compress_stories(dir);
-  for (const char* mode : {"full", "resident", "lowmem"}) {
+  for (const char* mode : {"full", "resident", "lowmem", "fused"}) {
     INFO("mode " << mode);
     std::string out, err;
     REQUIRE(test::run_cli({"run", model, "--device", "cuda", "--mode", mode, "-n", "200", "--temp", "0"}, &out, &err) == 0);
     CHECK(out.rfind(test::kStoriesReference, 0) == 0);
     CHECK_THAT(err, Contains(std::string("mode ") + mode) && Contains("VRAM peak"));
-    if (std::string(mode) != "full") CHECK_THAT(err, Contains("decode time") && Contains("weight stalls"));
+    const bool ring = std::string(mode) != "full" && std::string(mode) != "fused";
+    if (ring) CHECK_THAT(err, Contains("decode time") && Contains("weight stalls"));
     if (std::string(mode) == "lowmem") CHECK_THAT(err, Contains("host->device") && Contains("pinned"));
   }
   std::string err;

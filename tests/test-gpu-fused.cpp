@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -124,6 +125,72 @@ TEST_CASE("gpu fused: products for 1..8 tokens have the bits of matvec over the 
         sync();
         REQUIRE(bits_of(got.download()) == bits_of(want.download()));
       }
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: the three-job product gives each job the bits of fused_matvec alone", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  // q, k, v of one token: rows of different counts, one x; the 16-byte and element paths
+  for (uint32_t cols : {4096u, 576u, 77u}) {
+    const uint32_t rows[3] = {64, 16, 9};
+    std::vector<std::vector<uint16_t>> w;
+    std::vector<std::unique_ptr<DeviceFused>> fused;
+    for (int j = 0; j < 3; ++j) {
+      w.push_back(weights_with_escapes(rows[j], cols, 5 + j));
+      fused.push_back(std::make_unique<DeviceFused>(encode_fused(w[j].data(), rows[j], cols)));
+    }
+    DeviceBuffer<uint16_t> d_x;
+    d_x.upload(test::gaussian_bf16(cols, 1.0f, 9));
+    for (bool accumulate : {false, true}) {
+      INFO(cols << " columns, accumulate " << accumulate);
+      DeviceBuffer<float> got[3], want[3];
+      cuda::FusedJobs jobs;
+      for (int j = 0; j < 3; ++j) {
+        const std::vector<float> y0(rows[j], 0.5f * j);
+        got[j].upload(y0);
+        want[j].upload(y0);
+        jobs.job[j] = {fused[j]->view, got[j].data(), accumulate};
+        cuda::fused_matvec(fused[j]->view, d_x.data(), 1, want[j].data(), static_cast<int>(rows[j]), accumulate, nullptr);
+      }
+      jobs.count = 3;
+      cuda::fused_matvec(jobs, d_x.data(), nullptr);
+      sync();
+      for (int j = 0; j < 3; ++j) {
+        INFO("job " << j);
+        REQUIRE(bits_of(got[j].download()) == bits_of(want[j].download()));
+      }
+    }
+  }
+#endif
+}
+
+TEST_CASE("gpu fused: the gate/up product gives matvec_swiglu's bits over the decoded weights, SwiGLU and GeGLU",
+          "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  for (const Shape& s : kShapes) {
+    const std::vector<uint16_t> gate = weights_with_escapes(s.rows, s.cols, 21), up = weights_with_escapes(s.rows, s.cols, 22);
+    const DeviceFused fused_gate(encode_fused(gate.data(), s.rows, s.cols)), fused_up(encode_fused(up.data(), s.rows, s.cols));
+    DeviceBuffer<uint16_t> d_gate, d_up, d_x, got(s.rows), want(s.rows), two(s.rows);
+    d_gate.upload(gate);
+    d_up.upload(up);
+    d_x.upload(test::gaussian_bf16(s.cols, 1.0f, 13));
+    DeviceBuffer<float> g(s.rows), u(s.rows);
+    for (bool gelu : {false, true}) {
+      INFO(s.what << " (" << s.rows << " x " << s.cols << "), " << (gelu ? "GeGLU" : "SwiGLU"));
+      const int rows = static_cast<int>(s.rows), cols = static_cast<int>(s.cols);
+      cuda::fused_matvec_swiglu(fused_gate.view, fused_up.view, d_x.data(), got.data(), nullptr, gelu);
+      cuda::matvec_swiglu(d_gate.data(), d_up.data(), DType::BF16, d_x.data(), want.data(), rows, cols, nullptr, false, gelu);
+      // and the per-matrix route fused mode takes when only one of the two is fused
+      cuda::fused_matvec(fused_gate.view, d_x.data(), 1, g.data(), rows, false, nullptr);
+      cuda::fused_matvec(fused_up.view, d_x.data(), 1, u.data(), rows, false, nullptr);
+      cuda::swiglu(g.data(), u.data(), two.data(), DType::BF16, s.rows, nullptr, gelu);
+      sync();
+      REQUIRE(got.download() == want.download());
+      REQUIRE(two.download() == want.download());
+    }
   }
 #endif
 }

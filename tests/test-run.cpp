@@ -116,7 +116,12 @@ TEST_CASE("run: errors are messages with exit status 1, not crashes", "[run]") {
   if (cuda::device_count() == 0) {
     CHECK(test::run_cli({"run", model, "--device", "cuda", "-n", "4"}, &out, &err) == 1);
     CHECK_THAT(err, Contains("no CUDA device") && Contains("use --device cpu"));
+    // fused is a GPU mode like the others: the same error, not a silent CPU run
+    CHECK(test::run_cli({"run", model, "--device", "cuda", "--mode", "fused", "-n", "4"}, &out, &err) == 1);
+    CHECK_THAT(err, Contains("no CUDA device") && Contains("use --device cpu"));
   }
+  CHECK(test::run_cli({"run", model, "--device", "cpu", "--mode", "fused", "-n", "4"}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("--mode fused is a GPU memory mode"));
   // --mode is the GPU's: on the CPU it is an error, not silently ignored.
   CHECK(test::run_cli({"run", model, "--device", "cpu", "--mode", "lowmem", "-n", "4"}, &out, &err) == 1);
   CHECK_THAT(err, Contains("--mode lowmem is a GPU memory mode"));

@@ -9,6 +9,7 @@
 #include "convert/compress.h"
 #include "convert/source_model.h"
 #include "format/cllm_reader.h"
+#include "runtime/fused_parts.h"
 #include "runtime/memory_plan.h"
 #include "runtime/path_speeds.h"
 #include "runtime/placement_plan.h"
@@ -148,6 +149,59 @@ TEST_CASE("memory plans: what each mode keeps in VRAM, and auto's choice", "[run
   const Error none = out_of_vram_error(s, c, Mode::lowmem, ctx, batch, 1);
   CHECK(none.remedy().kind == Remedy::smaller_context);
   CHECK(none.remedy().value == "256");
+}
+
+TEST_CASE("memory plans: fused mode keeps bf16 matrices in the fused layout and the rest decoded", "[runtime]") {
+  test::TempDir dir;
+  const std::string path = dir.file("bf16.cllm");
+  compress_model(open_source_model(test::fixture_dir("hf-qwen2-bf16-tied")), path, CompressOptions{});
+  const CllmFile f = CllmFile::open(path);
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  REQUIRE(s.linear_dtype == DType::BF16);
+  const int ctx = 64, batch = 64;
+  const MemoryPlan full = plan_memory(s, c, Mode::full, ctx, batch);
+  const MemoryPlan fused = plan_memory(s, c, Mode::fused, ctx, batch);
+  CHECK(uniform_placements(s, Mode::fused) == Placements(s.layers.size() + s.classifier.size(), Placement::fused));
+  CHECK(mode_of(uniform_placements(s, Mode::fused)) == Mode::fused);
+  CHECK(std::string(mode_name(Mode::fused)) == "fused");
+  // Every layer's 2-D bf16 tensors are fused; its norms and q/k/v biases (1-D) stay decoded.
+  const StepParts layer = step_parts(s, s.layers[0]);
+  CHECK(layer.fused.size() == 7);
+  for (const StepPart& p : layer.fused) CHECK((p.rows > 1 && p.cols > 1 && p.bytes == uint64_t{p.rows} * p.cols * 2));
+  for (const StepPart& p : layer.decoded) CHECK(s.layers[0].tensor[p.role]->shape.size() == 1);
+  CHECK(layer.decoded.size() == 5);  // two norms, three biases
+  // The tied classifier is bf16: its slices are fused too.
+  for (const WeightStep& slice : s.classifier) CHECK(step_parts(s, slice).fused.size() == 1);
+  // VRAM: token_embd and output_norm decoded, the steps fused, one slot for prompts.
+  CHECK(fused.fused > 0);
+  CHECK(fused.weights > fused.fused + s.token_embd->raw_bytes());
+  CHECK(fused.slots == (s.slot_bytes + 255) / 256 * 256);
+  CHECK(fused.kv_cache == full.kv_cache);
+  CHECK(fused.activations == full.activations);
+  CHECK_THAT(fused.describe(), Contains("in the fused layout"));
+  // auto never picks fused (the planner choosing it is later work).
+  CHECK(choose_mode(s, c, ctx, batch, UINT64_MAX) == Mode::full);
+  // fused placements mixed with others are refused.
+  Placements mixed = uniform_placements(s, Mode::fused);
+  mixed[0] = Placement::decoded;
+  CHECK_THROWS_WITH(plan_memory(s, c, mixed, ctx, batch), Contains("only --mode fused"));
+}
+
+TEST_CASE("fused planes: sizes by the layout's rules, 256-byte aligned, and an escape allowance", "[runtime]") {
+  const FusedPlaneSizes z = fused_plane_sizes(3, 77);  // stride 80, one base per row
+  CHECK(z.stride == 80);
+  CHECK(z.group == 80);
+  CHECK(z.codes_at == 256);                    // 3 x 80 bytes
+  CHECK(z.bases_at == z.codes_at + 256);       // 3 x 10 code words
+  CHECK(z.escape_start_at == z.bases_at + 256);
+  CHECK(z.planes == z.escape_start_at + 256);  // 4 offsets
+  const FusedPlaneSizes big = fused_plane_sizes(4096, 4096);
+  CHECK(big.codes_at == 4096ull * 4096);
+  CHECK(big.bases_at - big.codes_at == 4096ull * 4096 / 2);
+  CHECK(fused_escape_allowance(4096, 4096) == 4096ull * 4096 / 256 * 4);
+  CHECK(fused_escape_allowance(1, 1) == 256);
+  CHECK_THROWS_WITH(fused_plane_sizes(0, 8), Contains("0 x 8"));
 }
 
 TEST_CASE("modes by name", "[runtime]") {

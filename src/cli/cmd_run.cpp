@@ -100,7 +100,7 @@ void log_gpu_summary(const GpuEngine& e, double eval_ms) {
   const GpuStats& s = e.stats();
   log_info(format("codecllm: %16s = %s (plan: %s)", "VRAM peak", format_gib(s.vram_peak).c_str(),
                   e.memory().describe().c_str()));
-  if (e.mode() == Mode::full) return;
+  if (e.mode() == Mode::full || e.mode() == Mode::fused) return;  // no ring: nothing decoded per token
   const double gb = 1e9;
   log_info(format("codecllm: %16s = %10.2f ms / %6.2f GB decoded (%7.1f GB/s), %llu layer steps", "decode time",
                   s.decode_ms, s.decoded_bytes / gb, s.decode_ms > 0 ? s.decoded_bytes / gb / (s.decode_ms / 1e3) : 0.0,

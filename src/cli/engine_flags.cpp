@@ -13,7 +13,8 @@ namespace {
 
 const char* const kModeHelp =
     "full (decoded weights in VRAM), resident (compressed in VRAM, decoded per layer), lowmem (compressed in "
-    "host RAM, streamed per layer), auto (the fastest that fits)";
+    "host RAM, streamed per layer), fused (bf16 matrices in VRAM in a 12-bit lossless layout, decoded inside the "
+    "products), auto (the fastest that fits: full, resident or lowmem)";
 const char* const kBudgetHelp =
     "each layer is placed decoded in VRAM, compressed in VRAM, streamed from host RAM, or computed on the CPU, "
     "the fastest mix that fits by this machine's measured bandwidths (set CLLM_RECALIBRATE=1 to measure again)";
@@ -33,7 +34,7 @@ std::vector<std::string> split_list(const std::vector<std::string>& values) {
 
 namespace {
 
-const std::vector<std::string> kModes = {"full", "resident", "lowmem", "auto"};
+const std::vector<std::string> kModes = {"full", "resident", "lowmem", "fused", "auto"};
 
 // Checks each value of a comma list. Every command's variables are read, whichever command
 // runs (CLI11 reads the environment for all of them), so run's --mode must let bench's
@@ -52,7 +53,7 @@ CLI::Validator each_value(std::string (*check)(const std::string&), const std::s
 
 std::string check_mode(const std::string& s) {
   if (std::find(kModes.begin(), kModes.end(), s) != kModes.end()) return "";
-  return "'" + s + "' is not a mode (expected full, resident, lowmem or auto)";
+  return "'" + s + "' is not a mode (expected full, resident, lowmem, fused or auto)";
 }
 
 std::string check_budget(const std::string& s) {
@@ -85,7 +86,7 @@ void add_engine_flags(CLI::App* cmd, EngineFlags& f, EngineFlagsFor use) {
       cmd->add_option("--mode", f.modes,
                       lists ? std::string("GPU memory modes to run, comma-separated: ") + kModeHelp
                             : std::string("GPU memory mode: ") + kModeHelp)
-          ->check(each_value(check_mode, lists ? "{full,resident,lowmem,auto},..." : "{full,resident,lowmem,auto}"))
+          ->check(each_value(check_mode, lists ? "{full,resident,lowmem,fused,auto},..." : "{full,resident,lowmem,fused,auto}"))
           ->default_str("auto")
           ->envname("CLLM_ARG_MODE");
   CLI::Option* budget =
@@ -118,9 +119,9 @@ void add_engine_flags(CLI::App* cmd, EngineFlags& f, EngineFlagsFor use) {
 
 std::optional<Mode> parse_mode_choice(const std::string& text) {
   if (text == "auto") return std::nullopt;
-  for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})
+  for (Mode m : {Mode::full, Mode::resident, Mode::lowmem, Mode::fused})
     if (text == mode_name(m)) return m;
-  fail("unknown mode '", text, "' (expected full, resident, lowmem or auto)");
+  fail("unknown mode '", text, "' (expected full, resident, lowmem, fused or auto)");
 }
 
 uint64_t parse_vram_budget(const std::string& text) { return text == "auto" ? UINT64_MAX : parse_size(text); }

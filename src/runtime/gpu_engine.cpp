@@ -110,6 +110,10 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
     ThreadPool pool(threads);
     cpu_ = std::make_unique<GpuCpuLayers>(c_.n_layers, stats_);
     weights_ = load_gpu_weights(file, sched_, plan_.placements, plan_.ring_slots, batch_, compute_, pool, *cpu_);
+    if (plan_.mode == Mode::fused) {  // the plan allowed for escapes; from here on it says what the load made
+      plan_.memory.weights = plan_.memory.weights - plan_.memory.fused + weights_->fused_bytes();
+      plan_.memory.fused = weights_->fused_bytes();
+    }
     if (cpu_->empty()) plan_.cpu_max_batch = 0;
     cpu_->setup(c_, context_, kv_cache_dtype(sched_.linear_dtype), plan_.cpu_max_batch, threads);
     const GpuForwardShape shape{context_, batch_, plan_.cpu_max_batch, plan_.placements};

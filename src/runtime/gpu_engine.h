@@ -21,7 +21,7 @@
 namespace cllm {
 
 struct GpuOptions {
-  std::optional<Mode> mode;   // full, resident or lowmem; none: the fastest that fits (auto)
+  std::optional<Mode> mode;   // full, resident, lowmem or fused; none: the fastest that fits (auto: never fused)
   int context = 0;            // KV cache positions; 0 = min(model context, 4096)
   int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
   int threads = 1;            // host threads for loading and the CPU layers

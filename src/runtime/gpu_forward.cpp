@@ -76,34 +76,79 @@ void GpuForward::norm(const float* x, const void* w, DType w_dt, int n) {
   cuda::rmsnorm(x, w, w_dt, xn_.data(), act_, n, c_.dim, c_.norm_eps, compute_, unit_offset());
 }
 
-void GpuForward::output_projection(const WeightStep& step, const uint8_t* w, LayerTensor proj, LayerTensor post_norm,
-                                   const void* in, int n, int k) {
+const cuda::FusedWeights* GpuForward::fused_matrix(const StepWeights& w, LayerTensor t, int n, int d, int k) const {
+  const cuda::FusedWeights* m = w.matrix(t);
+  if (m)
+    CLLM_CHECK(n == 1 && m->rows == d && m->cols == k && act_ == DType::BF16, "fused product of ",
+               w.step->tensor[t]->name, ": ", n, " tokens of ", dtype_name(act_), " and a ", m->rows, " x ", m->cols,
+               " fused matrix, expected 1 bf16 token and ", d, " x ", k);
+  return m;
+}
+
+void GpuForward::linear(const StepWeights& w, LayerTensor t, const void* in, float* y, int ldy, int n, int k, int d,
+                        bool accumulate) {
+  // The fused product follows matvec's order, so it has the bits of Blas::linear at one
+  // token over the decoded weights.
+  if (const cuda::FusedWeights* m = fused_matrix(w, t, n, d, k))
+    cuda::fused_matvec(*m, in, 1, y, ldy, accumulate, compute_);
+  else
+    blas_->linear(w.at(t), act_, in, y, ldy, n, k, d, accumulate);
+}
+
+void GpuForward::output_projection(const StepWeights& w, LayerTensor proj, LayerTensor post_norm, const void* in,
+                                   int n, int k) {
   // x (n, dim) += proj in; Gemma: x += norm(proj in) * post_norm, the product in fp32 in gate_
   // (free between the blocks' uses; (batch, max(ffn, dim)) floats)
   const int dim = c_.dim;
   if (!arch_.has(post_norm)) {
-    blas_->linear(w + step.offset[proj], act_, in, x_.data(), dim, n, k, dim, true);
+    linear(w, proj, in, x_.data(), dim, n, k, dim, true);
     return;
   }
-  blas_->linear(w + step.offset[proj], act_, in, gate_.data(), dim, n, k, dim, false);
-  cuda::add_rmsnorm(x_.data(), gate_.data(), w + step.offset[post_norm], step.tensor[post_norm]->dtype, n, dim,
-                    c_.norm_eps, unit_offset(), compute_);
+  linear(w, proj, in, gate_.data(), dim, n, k, dim, false);
+  cuda::add_rmsnorm(x_.data(), gate_.data(), w.at(post_norm), w.step->tensor[post_norm]->dtype, n, dim, c_.norm_eps,
+                    unit_offset(), compute_);
 }
 
-void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
+void GpuForward::qkv_one_token(const StepWeights& w) {
+  // q, k and v of one token in one launch, over the decoded weights or the fused planes (the
+  // same bits: each row's sum is matvec's either way)
+  const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
+  const cuda::FusedWeights* q = fused_matrix(w, kAttnQ, 1, qd, dim);
+  const cuda::FusedWeights* k = fused_matrix(w, kAttnK, 1, kvd, dim);
+  const cuda::FusedWeights* v = fused_matrix(w, kAttnV, 1, kvd, dim);
+  if (q && k && v) {
+    cuda::FusedJobs jobs;
+    jobs.job[0] = {*q, q_.data(), false};
+    jobs.job[1] = {*k, k_.data(), false};
+    jobs.job[2] = {*v, v_.data(), false};
+    jobs.count = 3;
+    cuda::fused_matvec(jobs, xn_.data(), compute_);
+    return;
+  }
+  if (q || k || v) {  // some fused, some not: one product each
+    linear(w, kAttnQ, xn_.data(), q_.data(), qd, 1, dim, qd, false);
+    linear(w, kAttnK, xn_.data(), k_.data(), kvd, 1, dim, kvd, false);
+    linear(w, kAttnV, xn_.data(), v_.data(), kvd, 1, dim, kvd, false);
+    return;
+  }
+  cuda::MatVecJobs qkv;
+  qkv.job[0] = {w.at(kAttnQ), q_.data(), qd, false};
+  qkv.job[1] = {w.at(kAttnK), k_.data(), kvd, false};
+  qkv.job[2] = {w.at(kAttnV), v_.data(), kvd, false};
+  qkv.count = 3;
+  qkv.overlap_previous = weights_.fixed();
+  cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
+}
+
+void GpuForward::attention_block(const StepWeights& w, int n, int pos, const int* d_pos) {
   // x += wo . attention(rope(wq xn + bq), rope(wk xn + bk), wv xn + bv),  xn = rmsnorm(x) * attn_norm
   // (biases, and per-head norms of q and k before RoPE, where the architecture has them)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
-  const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  const WeightStep& step = *w.step;
+  const auto W = [&](LayerTensor t) { return w.at(t); };
   norm(x_.data(), W(kAttnNorm), step.tensor[kAttnNorm]->dtype, n);
-  if (n == 1) {  // one token: q, k and v in one launch
-    cuda::MatVecJobs qkv;
-    qkv.job[0] = {W(kAttnQ), q_.data(), qd, false};
-    qkv.job[1] = {W(kAttnK), k_.data(), kvd, false};
-    qkv.job[2] = {W(kAttnV), v_.data(), kvd, false};
-    qkv.count = 3;
-    qkv.overlap_previous = weights_.fixed();
-    cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
+  if (n == 1) {
+    qkv_one_token(w);
   } else {
     blas_->linear(W(kAttnQ), act_, xn_.data(), q_.data(), qd, n, dim, qd, false);
     blas_->linear(W(kAttnK), act_, xn_.data(), k_.data(), kvd, n, dim, kvd, false);
@@ -131,17 +176,26 @@ void GpuForward::attention_block(const WeightStep& step, const uint8_t* w, int n
   cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
                   shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
                   c_.window_of(l), {c_.attention_scale(), c_.attn_softcap});
-  output_projection(step, w, kAttnOutput, kAttnPostNorm, xn_.data(), n, qd);
+  output_projection(w, kAttnOutput, kAttnPostNorm, xn_.data(), n, qd);
 }
 
-void GpuForward::ffn_block(const WeightStep& step, const uint8_t* w, int n) {
+void GpuForward::ffn_block(const StepWeights& w, int n) {
   // x += w_down (act(w_gate xn) * (w_up xn)),  xn = rmsnorm(x) * ffn_norm; act silu, or gelu
   // (GeGLU, Gemma, whose post norm then norms the sum before the residual)
   const int dim = c_.dim, ffn = c_.ffn_dim;
-  const auto W = [&](LayerTensor t) { return w + step.offset[t]; };
+  const WeightStep& step = *w.step;
+  const auto W = [&](LayerTensor t) { return w.at(t); };
   const bool gelu = arch_.ffn == FfnKind::geglu_tanh;
   norm(x_.data(), W(kFfnNorm), step.tensor[kFfnNorm]->dtype, n);
-  if (n == 1) {  // one token: both products and the SwiGLU in one launch
+  const cuda::FusedWeights* gate = n == 1 ? fused_matrix(w, kFfnGate, 1, ffn, dim) : nullptr;
+  const cuda::FusedWeights* up = n == 1 ? fused_matrix(w, kFfnUp, 1, ffn, dim) : nullptr;
+  if (gate && up) {  // one token over the fused planes: matvec_swiglu's bits
+    cuda::fused_matvec_swiglu(*gate, *up, xn_.data(), h_.data(), compute_, gelu);
+  } else if (n == 1 && (gate || up)) {  // one fused, one not: two products and the SwiGLU
+    linear(w, kFfnGate, xn_.data(), gate_.data(), ffn, 1, dim, ffn, false);
+    linear(w, kFfnUp, xn_.data(), up_.data(), ffn, 1, dim, ffn, false);
+    cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, ffn, compute_, gelu);
+  } else if (n == 1) {  // one token: both products and the SwiGLU in one launch
     cuda::matvec_swiglu(W(kFfnGate), W(kFfnUp), act_, xn_.data(), h_.data(), ffn, dim, compute_, weights_.fixed(),
                         gelu);
   } else {
@@ -149,12 +203,22 @@ void GpuForward::ffn_block(const WeightStep& step, const uint8_t* w, int n) {
     blas_->linear(W(kFfnUp), act_, xn_.data(), up_.data(), ffn, n, dim, ffn, false);
     cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_, gelu);
   }
-  output_projection(step, w, kFfnDown, kFfnPostNorm, h_.data(), n, ffn);
+  output_projection(w, kFfnDown, kFfnPostNorm, h_.data(), n, ffn);
 }
 
-void GpuForward::run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos) {
-  attention_block(step, w, n, pos, d_pos);
-  ffn_block(step, w, n);
+void GpuForward::run_layer(const StepWeights& w, int n, int pos, const int* d_pos) {
+  attention_block(w, n, pos, d_pos);
+  ffn_block(w, n);
+}
+
+void GpuForward::run_step(size_t l, int n, int pos, const int* d_pos) {
+  const WeightStep& step = s_.layers[l];
+  if (const FusedStepView* fused = n == 1 ? weights_.fused(l) : nullptr) {
+    run_layer({&step, nullptr, fused}, n, pos, d_pos);
+    return;
+  }
+  run_layer({&step, weights_.acquire(l), nullptr}, n, pos, d_pos);
+  weights_.release(l);
 }
 
 void GpuForward::run_layers(int n, int pos, bool cpu_route) {
@@ -170,8 +234,7 @@ void GpuForward::run_layers(int n, int pos, bool cpu_route) {
       continue;
     }
     if (cpu_.is_cpu(l)) cpu_.kv_up(l, pos, kv_layers_[l], compute_);  // a prompt batch through a CPU layer
-    run_layer(s_.layers[l], weights_.acquire(l), n, pos);
-    weights_.release(l);
+    run_step(l, n, pos);
     if (cpu_.is_cpu(l)) cpu_.kv_down(l, pos, n, kv_layers_[l], compute_);
   }
 }
@@ -183,8 +246,14 @@ void GpuForward::run_classifier(int first_row, int rows) {
   for (size_t k = 0; k < s_.classifier.size(); ++k) {
     const WeightStep& slice = s_.classifier[k];
     const size_t step = s_.layers.size() + k;
-    blas_->linear(weights_.acquire(step), act_, xn_.data(), logits_.data() + slice.row_begin, c_.vocab_size, rows,
-                  c_.dim, slice.row_end - slice.row_begin, false);
+    float* y = logits_.data() + slice.row_begin;
+    const FusedStepView* fused = weights_.fused(step);
+    if (rows == 1 && fused && fused->slice) {  // matvec's bits over the slice's rows, as below
+      cuda::fused_matvec(*fused->slice, xn_.data(), 1, y, c_.vocab_size, false, compute_);
+      continue;
+    }
+    blas_->linear(weights_.acquire(step), act_, xn_.data(), y, c_.vocab_size, rows, c_.dim,
+                  slice.row_end - slice.row_begin, false);
     weights_.release(step);
   }
   if (c_.final_softcap > 0)
@@ -205,7 +274,7 @@ const float* GpuForward::forward_one_graph(int token, int pos) {
     CLLM_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
     weights_.embed_from_device(reinterpret_cast<const int*>(rows_.data()), 1, x_.data());
     scale_embeddings(1);
-    for (size_t l = 0; l < s_.layers.size(); ++l) run_layer(s_.layers[l], weights_.acquire(l), 1, 0, d_pos_.data());
+    for (size_t l = 0; l < s_.layers.size(); ++l) run_step(l, 1, 0, d_pos_.data());
     run_classifier(0, 1);
     CLLM_CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
     const cudaError_t err = cudaGraphInstantiate(&token_graph_, graph, 0);

@@ -44,15 +44,25 @@ class GpuForward {
   const float* forward(const int* tokens, int n, int pos, bool all_logits);
 
  private:
-  void run_layer(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos = nullptr);
+  // Layer l over its weights: a fused step's planes at one token, else the step acquired
+  // (and released) in its slot layout.
+  void run_step(size_t l, int n, int pos, const int* d_pos = nullptr);
+  void run_layer(const StepWeights& w, int n, int pos, const int* d_pos);
   void norm(const float* x, const void* w, DType w_dt, int n);
   bool unit_offset() const { return arch_.norm == NormKind::rms_unit_offset; }  // Gemma's (1 + w)
+  // Tensor t of w in the fused layout, checked against the product's shape (n tokens, d x k);
+  // null when t is decoded.
+  const cuda::FusedWeights* fused_matrix(const StepWeights& w, LayerTensor t, int n, int d, int k) const;
+  // y (n, d) fp32 (rows ldy apart) = tensor t of w times in (n, k) (+ y): the fused product
+  // where t is in the fused layout (one token), else cuBLAS or matvec (Blas::linear).
+  void linear(const StepWeights& w, LayerTensor t, const void* in, float* y, int ldy, int n, int k, int d,
+              bool accumulate);
   // x += the block's output projection of in (n, k), normed first where the layer has post_norm
-  void output_projection(const WeightStep& step, const uint8_t* w, LayerTensor proj, LayerTensor post_norm,
-                         const void* in, int n, int k);
+  void output_projection(const StepWeights& w, LayerTensor proj, LayerTensor post_norm, const void* in, int n, int k);
   void scale_embeddings(int n);  // x (n, dim) times sqrt(dim) where the architecture says so
-  void attention_block(const WeightStep& step, const uint8_t* w, int n, int pos, const int* d_pos);
-  void ffn_block(const WeightStep& step, const uint8_t* w, int n);
+  void qkv_one_token(const StepWeights& w);
+  void attention_block(const StepWeights& w, int n, int pos, const int* d_pos);
+  void ffn_block(const StepWeights& w, int n);
   void run_layers(int n, int pos, bool cpu_route);
   void run_classifier(int first_row, int rows);
   const float* forward_one_graph(int token, int pos);

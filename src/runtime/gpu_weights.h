@@ -8,17 +8,22 @@
 //     decoded into its own buffer, compressed in VRAM, compressed in pinned host RAM, or
 //     computed on the CPU (its decoded weights handed to GpuCpuLayers); the ring steps decode
 //     into the ring's slots (gpu_ring.h); embedding rows are looked up on the host, so
-//     token_embd never sits whole in VRAM.
+//     token_embd never sits whole in VRAM;
+//   fused store (fused mode): each step's bf16 matrices in the fused layout, made on the GPU
+//     at load; one token's products read them (fused()), batches get the step decoded into
+//     a slot by acquire().
 //
 // A new kind of store is one more implementation of GpuWeights.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 
 #include "common/thread_pool.h"
+#include "cuda/fused_matvec.h"
 #include "format/cllm_reader.h"
 #include "runtime/gpu_cpu_layers.h"
 #include "runtime/gpu_stats.h"
@@ -26,6 +31,27 @@
 #include "runtime/weight_schedule.h"
 
 namespace cllm {
+
+// A fused step's weights as one token's products read them: each bf16 matrix in the fused
+// layout and every other tensor decoded, by role (null where the step has none); a
+// classifier slice's rows in `slice`.
+struct FusedStepView {
+  std::array<const cuda::FusedWeights*, kLayerTensors> matrix{};
+  std::array<const uint8_t*, kLayerTensors> tensor{};
+  const cuda::FusedWeights* slice = nullptr;
+};
+
+// A step's weights as the layer's kernels take them: the slot layout (weight_schedule.h)
+// or, for a fused step at one token, its fused view.
+struct StepWeights {
+  const WeightStep* step = nullptr;
+  const uint8_t* slot = nullptr;
+  const FusedStepView* fused = nullptr;
+  // Tensor t decoded (null for a fused matrix).
+  const void* at(LayerTensor t) const { return fused ? fused->tensor[t] : slot + step->offset[t]; }
+  // Tensor t in the fused layout, or null when it is decoded.
+  const cuda::FusedWeights* matrix(LayerTensor t) const { return fused ? fused->matrix[t] : nullptr; }
+};
 
 class GpuWeights {
  public:
@@ -49,6 +75,11 @@ class GpuWeights {
   // Throws if the decoder found corrupt data.
   virtual void collect(GpuStats&) {}
   virtual bool pinned() const { return false; }  // the streamed steps' host copy is page-locked
+  // Fused steps: what one token's products read (no decode, nothing to release); null for a
+  // step that is not fused (then acquire() it).
+  virtual const FusedStepView* fused(size_t i) const { return nullptr; }
+  // The bytes of VRAM in the fused layout, as loaded (the fused store); 0 for the others.
+  virtual uint64_t fused_bytes() const { return 0; }
 };
 
 // Loads the weights for placements p (all decoded: the decoded store). CPU layers' decoded
@@ -57,10 +88,11 @@ std::unique_ptr<GpuWeights> load_gpu_weights(const CllmFile& file, const WeightS
                                              int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
                                              GpuCpuLayers& cpu);
 
-// The two stores (gpu_weights_decoded.cpp, gpu_weights_placed.cpp).
+// The three stores (gpu_weights_decoded.cpp, gpu_weights_placed.cpp, gpu_weights_fused.cpp).
 std::unique_ptr<GpuWeights> load_decoded_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
 std::unique_ptr<GpuWeights> load_placed_weights(const CllmFile& file, const WeightSchedule& s, const Placements& p,
                                                 int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
                                                 GpuCpuLayers& cpu);
+std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
 
 }  // namespace cllm

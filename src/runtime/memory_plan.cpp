@@ -4,12 +4,27 @@
 
 #include "common/error.h"
 #include "cuda/attention_sizes.h"
+#include "runtime/fused_parts.h"
 
 namespace cllm {
 
 namespace {
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+// Fused mode: token_embd decoded (embeddings are gathered on the GPU, and the one-token pass
+// is a CUDA graph), output_norm, every step by fused_step_bytes, and one slot that prompts
+// decode the steps into (and the load decodes the container's tiles into).
+void plan_fused(const WeightSchedule& s, MemoryPlan& p) {
+  p.weights = align_up(s.token_embd->raw_bytes()) + align_up(s.output_norm->raw_bytes());
+  for (const auto* steps : {&s.layers, &s.classifier})
+    for (const WeightStep& step : *steps) {
+      const StepParts parts = step_parts(s, step);
+      p.weights += parts.fused.empty() ? align_up(step.slot_bytes) : parts.decoded_bytes();
+      p.fused += parts.fused_bytes_planned();
+    }
+  p.weights += p.fused;
+  p.slots = align_up(s.slot_bytes);
+}
 }  // namespace
 
 const char* mode_name(Mode m) {
@@ -18,6 +33,7 @@ const char* mode_name(Mode m) {
     case Mode::resident: return "resident";
     case Mode::lowmem: return "lowmem";
     case Mode::hybrid: return "hybrid";
+    case Mode::fused: return "fused";
   }
   return "?";
 }
@@ -49,6 +65,7 @@ uint64_t kv_layer_bytes(const LlamaConfig& c, DType linear_dtype, int context) {
 
 std::string MemoryPlan::describe() const {
   std::string out = cat("weights ", format_gib(weights));
+  if (fused) out += cat(" (", format_gib(fused), " in the fused layout)");
   if (slots) out += cat(" + slots ", format_gib(slots));
   if (staging) out += cat(" + staging ", format_gib(staging));
   out += cat(" + KV cache ", format_gib(kv_cache));
@@ -62,7 +79,10 @@ std::string MemoryPlan::describe() const {
 
 Placements uniform_placements(const WeightSchedule& s, Mode m) {
   CLLM_CHECK(m != Mode::hybrid, "hybrid placements come from a VRAM budget");
-  const Placement p = m == Mode::full ? Placement::decoded : m == Mode::resident ? Placement::resident : Placement::streamed;
+  const Placement p = m == Mode::full       ? Placement::decoded
+                      : m == Mode::resident ? Placement::resident
+                      : m == Mode::fused    ? Placement::fused
+                                            : Placement::streamed;
   return Placements(s.layers.size() + s.classifier.size(), p);
 }
 
@@ -71,14 +91,16 @@ Mode mode_of(const Placements& p) {
   if (all(Placement::decoded)) return Mode::full;
   if (all(Placement::resident)) return Mode::resident;
   if (all(Placement::streamed)) return Mode::lowmem;
+  if (all(Placement::fused)) return Mode::fused;
   return Mode::hybrid;
 }
 
 std::string describe_placements(const Placements& p) {
-  int n[4] = {0, 0, 0, 0};
+  int n[5] = {0, 0, 0, 0, 0};
   for (Placement x : p) ++n[static_cast<int>(x)];
   std::string out = cat(n[0], " decoded, ", n[1], " resident, ", n[2], " streamed");
   if (n[3]) out += cat(", ", n[3], " CPU");
+  if (n[4]) out += cat(", ", n[4], " fused");
   return out;
 }
 
@@ -91,6 +113,8 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
   p.mode = mode_of(pl);
   if (p.mode == Mode::full) {
     p.weights = s.decoded_bytes;  // the global group too: embeddings are gathered on the GPU
+  } else if (p.mode == Mode::fused) {
+    plan_fused(s, p);
   } else {
     // Embedding rows come from the host; each step by its placement.
     p.weights = align_up(s.output_norm->raw_bytes());
@@ -98,6 +122,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
     for (size_t i = 0; i < pl.size(); ++i) {
       const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
       switch (pl[i]) {
+        case Placement::fused: fail("fused placements mixed with others are not supported yet (only --mode fused)");
         case Placement::decoded: p.weights += align_up(step.slot_bytes); break;
         case Placement::resident:
           p.weights += align_up(step.src_bytes);

@@ -20,6 +20,7 @@ enum class Mode {
   resident,  // compressed weights in VRAM, decoded into two layer slots as the layers run
   lowmem,    // compressed weights in pinned host RAM, copied and decoded into two slots
   hybrid,    // a mix per weight step, planned for a VRAM budget (placement_plan.h)
+  fused,     // every step's bf16 matrices in the fused layout in VRAM, products decode in registers
 };
 const char* mode_name(Mode m);
 
@@ -31,16 +32,19 @@ enum class Placement : uint8_t {
   cpu,       // layers only: computed on the CPU from weights decoded once into host RAM, for
              // batches of up to cpu_max_batch tokens; larger batches stream it like `streamed`
              // (so its compressed bytes are in pinned host RAM too)
+  fused,     // its bf16 matrices in the fused layout in VRAM (made at load), its other tensors
+             // decoded; one token reads the fused planes, batches decode them into a slot.
+             // Only uniform (--mode fused) for now: the planner never chooses it.
 };
 // One per step, in schedule order (layers, then classifier slices).
 using Placements = std::vector<Placement>;
-Placements uniform_placements(const WeightSchedule& s, Mode m);  // full, resident or lowmem
-// The mode a set of placements amounts to: full, resident or lowmem when uniform, else hybrid.
+Placements uniform_placements(const WeightSchedule& s, Mode m);  // full, resident, lowmem or fused
+// The mode a set of placements amounts to: full, resident, lowmem or fused when uniform, else hybrid.
 Mode mode_of(const Placements& p);
-// "12 decoded, 3 resident, 20 streamed" (", 9 CPU" when there are CPU layers)
+// "12 decoded, 3 resident, 20 streamed" (", 9 CPU" when there are CPU layers, ", 4 fused" when fused ones)
 std::string describe_placements(const Placements& p);
 // A placement whose steps go through the ring (resident, streamed, and cpu for large batches).
-inline bool in_ring(Placement p) { return p != Placement::decoded; }
+inline bool in_ring(Placement p) { return p != Placement::decoded && p != Placement::fused; }
 // A placement whose compressed bytes cross PCIe on each pass through the ring.
 inline bool on_host(Placement p) { return p == Placement::streamed || p == Placement::cpu; }
 
@@ -70,8 +74,11 @@ constexpr uint64_t kBlasWorkspaceBytes = 32ull << 20;  // fixed, so cuBLAS is de
 
 struct MemoryPlan {
   Mode mode = Mode::full;
-  uint64_t weights = 0;      // full: all groups decoded; resident: compressed store; lowmem: output_norm
-  uint64_t slots = 0;        // the ring's layer slots: two, or one (ring_slots)
+  uint64_t weights = 0;      // full: all groups decoded; resident: compressed store; lowmem: output_norm;
+                             // fused: token_embd, output_norm and the fused steps
+  uint64_t fused = 0;        // fused: the part of weights in the fused layout (planned with an escape
+                             // allowance; the engine puts the loaded size here after load)
+  uint64_t slots = 0;        // the ring's layer slots: two, or one (ring_slots); fused: one slot
   uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
   uint64_t kv_cache = 0;     // (kv_layers, context, kv_dim) keys and values in VRAM
   uint64_t kv_layers = 0;    // the GPU layers, and one shared by the CPU layers' prompt batches

@@ -159,7 +159,8 @@ uint64_t streamed_bytes(const Placements& pl, const WeightSchedule& sched) {
 }
 
 // Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
-// (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe).
+// (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe;
+// fused: the fused planes and the decoded small tensors from HBM).
 void set_roofline(const BenchRun& run, ModelBenchRow& row, bool prompt, const GpuEngine& gpu) {
   const ModelBenchResult& res = run.res;
   const WeightSchedule& sched = run.sched;
@@ -176,6 +177,10 @@ void set_roofline(const BenchRun& run, ModelBenchRow& row, bool prompt, const Gp
     row.bound = streamed ? "PCIe" : "HBM";
     row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
                                 : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
+  } else if (gpu.mode() == Mode::fused) {
+    // What a token reads: every weight the store holds but the embedding table.
+    row.bound = "HBM";
+    row.roofline_tps = res.copy_gbps * 1e9 / static_cast<double>(gpu.memory().weights - sched.token_embd->raw_bytes());
   } else {
     row.bound = "HBM";
     const double bytes = gpu.mode() == Mode::full ? run.token_bytes

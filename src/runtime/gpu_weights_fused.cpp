@@ -1,0 +1,240 @@
+// Fused mode's store (docs/architecture.md "Mode 3: fused"): each step's bf16 matrices live in
+// VRAM in the fused layout (docs/codec.md), made on the GPU at load from the container's rANS
+// tiles: the step is decoded into a slot by the rANS decoder, as full mode's load does, then
+// cuda/fused_encode writes its matrices' planes and the slot is reused for the next step.
+// Norms, biases and tensors of other dtypes stay decoded, as in full mode; so does token_embd
+// (embeddings are gathered on the GPU, and one token's pass is a CUDA graph).
+//
+// One token's products read the planes (fused()); batches get the step decoded back into the
+// slot by the fixed-length decoder (acquire()), on the compute stream, and run full mode's
+// products on bytes equal to full mode's.
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "codec/fused_layout.h"
+#include "common/error.h"
+#include "cuda/device_buffer.h"
+#include "cuda/fused_encode.h"
+#include "cuda/fused_matvec.h"
+#include "cuda/kernels.h"
+#include "runtime/decode_plan.h"
+#include "runtime/fused_parts.h"
+#include "runtime/gpu_ring.h"
+#include "runtime/gpu_weights.h"
+
+namespace cllm {
+
+namespace {
+
+using cuda::DeviceBuffer;
+
+// One matrix in the fused layout: its planes (fused_parts.h's layout), its escape list, and
+// the kernels' view of both.
+struct StoredMatrix {
+  StepPart part;
+  DeviceBuffer<uint8_t> planes;
+  DeviceBuffer<uint32_t> escapes;
+  cuda::FusedWeights view{};
+  uint64_t bytes() const { return planes.bytes() + escapes.bytes(); }
+};
+
+// A step as the store keeps it. Without fused parts (f32 or f16 weights) it is full mode's:
+// the slot layout decoded in `decoded`. Else `decoded` holds the other tensors packed.
+struct StoredStep {
+  std::vector<StoredMatrix> matrices;
+  DeviceBuffer<uint8_t> decoded;
+  std::vector<StepPart> packed;          // the decoded parts of a fused step
+  std::vector<uint64_t> packed_at;       // their offsets in `decoded`
+  FusedStepView view;
+  bool fused() const { return !matrices.empty(); }
+};
+
+// CLLM_CHECK_FUSED=1: every matrix is decoded back after encoding and compared with its
+// weights at load (slow; for diagnosing a GPU that gives fused mode other bits than full).
+bool check_each_matrix() {
+  const char* v = std::getenv("CLLM_CHECK_FUSED");
+  return v && *v && *v != '0';
+}
+
+// Throws naming the matrix and the first weight that does not come back from the planes.
+void check_round_trip(const StoredMatrix& m, const uint8_t* d_src, cudaStream_t s) {
+  const size_t n = static_cast<size_t>(m.part.rows) * m.part.cols;
+  DeviceBuffer<uint16_t> back(n);
+  cuda::fused_decode(m.view, back.data(), s);
+  std::vector<uint16_t> want(n), got(n);
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(want.data(), d_src, n * 2, cudaMemcpyDeviceToHost, s));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(got.data(), back.data(), n * 2, cudaMemcpyDeviceToHost, s));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
+  const auto bad = std::mismatch(want.begin(), want.end(), got.begin());
+  if (bad.first == want.end()) return;
+  const size_t i = bad.first - want.begin();
+  fail("fused layout of ", m.part.name, " (", m.part.rows, " x ", m.part.cols, ") does not decode to its weights: row ",
+       i / m.part.cols, ", column ", i % m.part.cols, " gives 0x", std::hex, *bad.second, ", expected 0x", *bad.first);
+}
+
+// d_src (rows, cols) bf16 in device memory -> the fused layout. Pass 1 finds the bases and
+// counts the escapes, whose total sizes the escape list; pass 2 writes the planes.
+StoredMatrix encode_matrix(const uint8_t* d_src, const StepPart& part, cudaStream_t s) {
+  const FusedPlaneSizes z = fused_plane_sizes(part.rows, part.cols);
+  StoredMatrix m;
+  m.part = part;
+  m.planes.resize(z.planes);
+  uint8_t* at = m.planes.data();
+  const int rows = static_cast<int>(part.rows), cols = static_cast<int>(part.cols);
+  const cuda::FusedPlanes planes{at + z.bytes_at, reinterpret_cast<uint32_t*>(at + z.codes_at), at + z.bases_at,
+                                 reinterpret_cast<uint32_t*>(at + z.escape_start_at), rows, cols,
+                                 static_cast<int>(z.stride), static_cast<int>(z.group)};
+  cuda::fused_encode_bases(d_src, planes, s);
+  uint32_t escapes = 0;
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(&escapes, planes.escape_start + rows, 4, cudaMemcpyDeviceToHost, s));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
+  CLLM_CHECK(escapes <= uint64_t{part.rows} * part.cols, "fused layout of ", part.name, ": the encoder counted ",
+             escapes, " escapes in ", uint64_t{part.rows} * part.cols, " weights");
+  m.escapes.resize(std::max<uint32_t>(1, escapes));
+  cuda::fused_encode_planes(d_src, planes, m.escapes.data(), s);
+  m.view = {planes.bytes, planes.codes, planes.bases, planes.escape_start, m.escapes.data(),
+            rows, cols, planes.stride, planes.group};
+  if (check_each_matrix()) check_round_trip(m, d_src, s);
+  return m;
+}
+
+class FusedStore final : public GpuWeights {
+ public:
+  FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
+  const uint8_t* acquire(size_t i) override;
+  void release(size_t) override {}
+  void embed(const int* tokens, int n, uint8_t* d_rows, float* x) override;
+  void embed_from_device(const int* d_tokens, int n, float* x) override;
+  // One token's pass reads the planes and the decoded tensors, never the slot, and nothing
+  // rewrites them: it may be a CUDA graph with overlapped launches, as in full mode.
+  bool fixed() const override { return true; }
+  const FusedStepView* fused(size_t i) const override { return steps_[i].fused() ? &steps_[i].view : nullptr; }
+  uint64_t fused_bytes() const override;
+
+ private:
+  void load_global(const CllmFile& file);
+  void load_layers(const CllmFile& file);
+  // Keeps step i from its slot layout at d_slot (decoded, in device memory).
+  void store_step(size_t i, const uint8_t* d_slot);
+  const WeightStep& step(size_t i) const {
+    return i < s_.layers.size() ? s_.layers[i] : s_.classifier[i - s_.layers.size()];
+  }
+
+  const WeightSchedule& s_;
+  cudaStream_t compute_;
+  std::vector<StoredStep> steps_;  // layers, then classifier slices
+  DeviceBuffer<uint8_t> slot_;     // the load's decode target; batches' decoded step
+  DeviceBuffer<uint8_t> embd_;     // token_embd decoded, (vocab, dim)
+  int dim_ = 0;
+};
+
+FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute)
+    : s_(s), compute_(compute), steps_(s.layers.size() + s.classifier.size()) {
+  dim_ = static_cast<int>(s.token_embd->shape.back());
+  load_global(file);
+  slot_.resize(s.slot_bytes);
+  load_layers(file);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+}
+
+void FusedStore::load_global(const CllmFile& file) {
+  // The global group decoded whole, as full mode holds it, for as long as it takes to keep
+  // token_embd and make the classifier slices.
+  const GroupDecodePlan global = plan_group_decode(file, s_.global_group);
+  DeviceBuffer<uint8_t> whole(global.slot_bytes);
+  {
+    DeviceBuffer<uint8_t> staging(global.src_bytes);
+    CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file.file_data() + global.src_offset, global.src_bytes,
+                               cudaMemcpyHostToDevice));
+    decode_on_device(staging.data(), whole.data(), global.tiles, global.blocks, compute_, file.path());
+  }
+  embd_.resize(s_.token_embd->raw_bytes());
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(embd_.data(), whole.data() + global.tensors.at(s_.token_embd->name).offset,
+                                  embd_.size(), cudaMemcpyDeviceToDevice, compute_));
+  const uint64_t classifier_at = global.tensors.at(s_.classifier_tensor->name).offset;
+  const uint64_t row_bytes = static_cast<uint64_t>(dim_) * dtype_size(s_.classifier_tensor->dtype);
+  for (size_t k = 0; k < s_.classifier.size(); ++k)  // a slice's slot holds its rows at offset 0
+    store_step(s_.layers.size() + k, whole.data() + classifier_at + s_.classifier[k].row_begin * row_bytes);
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // before `whole` is freed
+}
+
+void FusedStore::load_layers(const CllmFile& file) {
+  DeviceBuffer<uint8_t> staging(s_.max_src_bytes);
+  for (size_t l = 0; l < s_.layers.size(); ++l) {
+    const WeightStep& st = s_.layers[l];
+    // decode_on_device synchronizes, so the previous step's copies out of the slot are done
+    CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file.file_data() + st.src_offset, st.src_bytes, cudaMemcpyHostToDevice));
+    decode_on_device(staging.data(), slot_.data(), st.tiles, st.blocks, compute_, file.path());
+    store_step(l, slot_.data());
+  }
+}
+
+void FusedStore::store_step(size_t i, const uint8_t* d_slot) {
+  const StepParts parts = step_parts(s_, step(i));
+  StoredStep& st = steps_[i];
+  const auto copy = [&](uint8_t* dst, const StepPart& p) {
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(dst, d_slot + p.slot_offset, p.bytes, cudaMemcpyDeviceToDevice, compute_));
+  };
+  if (parts.fused.empty()) {  // full mode's slot layout
+    st.decoded.resize(step(i).slot_bytes);
+    for (const StepPart& p : parts.decoded) copy(st.decoded.data() + p.slot_offset, p);
+    return;
+  }
+  st.decoded.resize(std::max<uint64_t>(1, parts.decoded_bytes()));
+  uint64_t at = 0;
+  for (const StepPart& p : parts.decoded) {
+    copy(st.decoded.data() + at, p);
+    st.view.tensor[p.role] = st.decoded.data() + at;
+    st.packed.push_back(p);
+    st.packed_at.push_back(at);
+    at += (p.bytes + 255) / 256 * 256;
+  }
+  for (const StepPart& p : parts.fused) {
+    try {
+      st.matrices.push_back(encode_matrix(d_slot + p.slot_offset, p, compute_));
+    } catch (const Error& e) {
+      fail("fused mode's load, step ", i, ", ", p.name, " (", p.rows, " x ", p.cols, "): ", e.what());
+    }
+  }
+  for (const StoredMatrix& m : st.matrices) {  // after the vector is complete: the view points into it
+    if (m.part.role < 0) st.view.slice = &m.view;
+    else st.view.matrix[m.part.role] = &m.view;
+  }
+}
+
+const uint8_t* FusedStore::acquire(size_t i) {
+  // A batch: the step's slot layout, decoded into the slot on the compute stream (after the
+  // work of the step before, which read the slot), with bytes equal to full mode's.
+  const StoredStep& st = steps_[i];
+  if (!st.fused()) return st.decoded.data();
+  for (const StoredMatrix& m : st.matrices) cuda::fused_decode(m.view, slot_.data() + m.part.slot_offset, compute_);
+  for (size_t k = 0; k < st.packed.size(); ++k)
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot_.data() + st.packed[k].slot_offset, st.decoded.data() + st.packed_at[k],
+                                    st.packed[k].bytes, cudaMemcpyDeviceToDevice, compute_));
+  return slot_.data();
+}
+
+void FusedStore::embed(const int* tokens, int n, uint8_t* d_rows, float* x) {
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(d_rows, tokens, sizeof(int) * n, cudaMemcpyHostToDevice, compute_));
+  embed_from_device(reinterpret_cast<const int*>(d_rows), n, x);
+}
+
+void FusedStore::embed_from_device(const int* d_tokens, int n, float* x) {
+  cuda::gather_rows_f32(embd_.data(), s_.token_embd->dtype, dim_, d_tokens, n, x, compute_);
+}
+
+uint64_t FusedStore::fused_bytes() const {
+  uint64_t total = 0;
+  for (const StoredStep& st : steps_)
+    for (const StoredMatrix& m : st.matrices) total += m.bytes();
+  return total;
+}
+
+}  // namespace
+
+std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute) {
+  return std::make_unique<FusedStore>(file, s, compute);
+}
+
+}  // namespace cllm
