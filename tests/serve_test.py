@@ -402,11 +402,15 @@ def check_queue_disconnect_and_stop(binary, model):
         wait_for("a request waiting in the queue",
                  lambda: s.metrics().get('codecllm_requests_waiting{model="stories260K"}') == 1, 30)
         expect_error(s, "/v1/completions", {"model": "stories260K", "prompt": "x"}, 503, "queue is full")
-        # The client goes away: the worker stops within a few tokens and takes the waiting request.
+        # The client goes away: the worker stops within a few tokens and takes the waiting
+        # request at once (the model is free well before the 20 s the stream had left).
         running.close()
+        left = time.time()
         wait_for("the cancelled generation counted",
                  lambda: s.metrics().get('codecllm_requests_cancelled_total{model="stories260K"}') == 1, 10)
         waiting.join(TIMEOUT)
+        freed = time.time() - left
+        assert freed < 3, f"the waiting request was answered {freed:.1f} s after the client left"
         assert s.metrics()['codecllm_completion_tokens_total{model="stories260K"}'] < 200
         # SIGTERM while a stream runs: exit 0 within 10 s, the stream told why it ends.
         last = start_slow_stream(s, 400)
@@ -417,6 +421,60 @@ def check_queue_disconnect_and_stop(binary, model):
         rest += chunk
     assert b"the server is stopping" in rest and b"data: [DONE]" in rest, rest[-300:]
     print(f"  stopped {took:.2f} s after SIGTERM with a stream running")
+
+
+def raw_exchange(s, data, seconds=TIMEOUT):
+    """Sends data on a new connection; returns what the server sends before it closes it, and
+    how long that took."""
+    sock = socket.create_connection((s.host, s.port), timeout=seconds)
+    start = time.time()
+    if data:
+        sock.sendall(data)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return got, time.time() - start
+
+
+def check_bad_connections(binary, model):
+    """Connections that send nothing, stall, send garbage or announce too much are answered or
+    closed within the timeouts, and the server keeps serving. Here --timeout is 1 s, and the
+    server has 10 connection threads (--max-queue 1: 1 x (1 + 1) + 8)."""
+    s = Server(binary, model, "--timeout", "1", "--max-queue", "1")
+    try:
+        # Nothing sent: closed after the 2 s a request may take to begin.
+        got, took = raw_exchange(s, b"")
+        assert got == b"" and took < 6, (got, took)
+        # Half a request, then nothing: closed after --timeout.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        assert took < 5 and (got == b"" or got.startswith(b"HTTP/1.1 4")), (got[:80], took)
+        # A body shorter than its Content-Length: dropped after --timeout, not waited for.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert took < 5, took
+        # Not HTTP: 400.
+        got, _ = raw_exchange(s, b"\x16\x03\x01 hello?\r\n\r\n")
+        assert got == b"" or got.startswith(b"HTTP/1.1 400"), got[:80]
+        # A Content-Length over the 8 MiB limit is refused before any of the body is read.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                    b"\r\nContent-Length: 100000000\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 413") and b"over the limit" in got and took < 5, (got[:300], took)
+        # More idle connections than the server has threads: they hold all ten (so /health
+        # waits), are closed after 2 s, and the server answers again.
+        idle = [socket.create_connection((s.host, s.port), timeout=TIMEOUT) for _ in range(14)]
+        time.sleep(0.5)  # for the server to accept them before the next
+        start = time.time()
+        status, _ = s.get("/health")
+        took = time.time() - start
+        assert status == 200 and 1 < took < 15, (status, took)
+        for sock in idle:
+            sock.close()
+        completion(s, max_tokens=4)
+    finally:
+        s.stop()
 
 
 def main():
@@ -453,6 +511,8 @@ def main():
     print("ok: auth")
     check_queue_disconnect_and_stop(a.binary, a.model)
     print("ok: queue full, disconnect, stop while streaming")
+    check_bad_connections(a.binary, a.model)
+    print("ok: idle, stalled, garbage and oversized connections")
     if not use_openai:
         print("(the openai client checks were left out: --no-openai)")
 
