@@ -72,7 +72,7 @@ void register_serve(CLI::App& app, Action& action) {
       ->check(CLI::Range(0, 4096))
       ->envname("CLLM_ARG_MAX_QUEUE");
   cmd->add_option("--timeout", a->timeout_s, "Seconds a client may leave a read or write of its connection waiting "
-                                             "(alias -to): a stalled request is dropped, a stream nobody reads is "
+                                             "(alias -to): a stalled request gets 400, a stream nobody reads is "
                                              "cancelled")
       ->check(CLI::Range(1, 3600))
       ->envname("CLLM_ARG_TIMEOUT");
