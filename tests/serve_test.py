@@ -390,8 +390,8 @@ def wait_for(what, predicate, seconds):
 
 
 def check_queue_disconnect_and_stop(binary, model):
-    """A full queue answers 503; a client gone mid-stream stops its generation; SIGTERM stops
-    the server cleanly even with a request running. Tokens take 50 ms each here
+    """A full queue answers 503; a client gone mid-stream, or gone while it waits for a whole
+    answer, stops its generation; SIGTERM stops the server cleanly even with a request running. Tokens take 50 ms each here
     (--test-token-delay-ms), so a request of 400 tokens runs for 20 s unless stopped."""
     s = Server(binary, model, "--max-queue", "1", "--test-token-delay-ms", "50")
     try:
@@ -412,6 +412,20 @@ def check_queue_disconnect_and_stop(binary, model):
         freed = time.time() - left
         assert freed < 3, f"the waiting request was answered {freed:.1f} s after the client left"
         assert s.metrics()['codecllm_completion_tokens_total{model="stories260K"}'] < 200
+        # A client of a non-streamed request that leaves stops its generation too (the server
+        # watches its connection while it waits), counted with nginx's 499.
+        whole = socket.create_connection((s.host, s.port), timeout=TIMEOUT)
+        body = json.dumps({"model": "stories260K", "prompt": PROMPT, "max_tokens": 400, "temperature": 0})
+        whole.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        wait_for("the non-streamed request running",
+                 lambda: s.metrics().get('codecllm_requests_running{model="stories260K"}') == 1, 30)
+        time.sleep(0.3)
+        whole.close()
+        wait_for("the non-streamed generation cancelled",
+                 lambda: s.metrics().get('codecllm_requests_cancelled_total{model="stories260K"}') == 2, 5)
+        wait_for("the request counted 499",
+                 lambda: s.metrics().get('codecllm_requests_total{endpoint="/v1/completions",status="499"}') == 1, 5)
         # SIGTERM while a stream runs: exit 0 within 10 s, the stream told why it ends.
         last = start_slow_stream(s, 400)
     finally:
