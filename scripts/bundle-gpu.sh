@@ -21,7 +21,7 @@ for t in "$build"/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundl
 cp -r tests/fixtures "$bundle/tests/fixtures"
 mkdir -p "$bundle/scripts"
 cp scripts/tokenizer-parity.py "$bundle/scripts/"
-cp tests/serve_test.py "$bundle/tests/"
+cp tests/serve_test.py tests/chat_page_test.py "$bundle/tests/"  # the chat page test skips without Chromium
 # Libraries from Debian that the GPU machine's Ubuntu may lack or have in another version.
 # ICU (Unicode normalization of tokenizer.json pipelines) is version 72 here; Ubuntu has another. cpp-httplib (serve)
 # and the brotli it links are not on that machine at all.

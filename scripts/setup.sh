@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what codecllm builds with, from Debian's packages (skips apt when all are present).
 # The CUDA toolkit (nvcc, cuBLAS) is optional: without it the CPU paths are built.
+# chromium runs the serve chat page's test headless (tests/chat_page_test.py).
 set -euo pipefail
-packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev libicu-dev libcpp-httplib-dev curl python3-venv)
+packages=(build-essential cmake pkg-config git nlohmann-json3-dev libsentencepiece-dev libcli11-dev catch2 libpcre2-dev libicu-dev libcpp-httplib-dev curl python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -390,8 +390,8 @@ def wait_for(what, predicate, seconds):
 
 
 def check_queue_disconnect_and_stop(binary, model):
-    """A full queue answers 503; a client gone mid-stream stops its generation; SIGTERM stops
-    the server cleanly even with a request running. Tokens take 50 ms each here
+    """A full queue answers 503; a client gone mid-stream, or gone while it waits for a whole
+    answer, stops its generation; SIGTERM stops the server cleanly even with a request running. Tokens take 50 ms each here
     (--test-token-delay-ms), so a request of 400 tokens runs for 20 s unless stopped."""
     s = Server(binary, model, "--max-queue", "1", "--test-token-delay-ms", "50")
     try:
@@ -402,12 +402,30 @@ def check_queue_disconnect_and_stop(binary, model):
         wait_for("a request waiting in the queue",
                  lambda: s.metrics().get('codecllm_requests_waiting{model="stories260K"}') == 1, 30)
         expect_error(s, "/v1/completions", {"model": "stories260K", "prompt": "x"}, 503, "queue is full")
-        # The client goes away: the worker stops within a few tokens and takes the waiting request.
+        # The client goes away: the worker stops within a few tokens and takes the waiting
+        # request at once (the model is free well before the 20 s the stream had left).
         running.close()
+        left = time.time()
         wait_for("the cancelled generation counted",
                  lambda: s.metrics().get('codecllm_requests_cancelled_total{model="stories260K"}') == 1, 10)
         waiting.join(TIMEOUT)
+        freed = time.time() - left
+        assert freed < 3, f"the waiting request was answered {freed:.1f} s after the client left"
         assert s.metrics()['codecllm_completion_tokens_total{model="stories260K"}'] < 200
+        # A client of a non-streamed request that leaves stops its generation too (the server
+        # watches its connection while it waits), counted with nginx's 499.
+        whole = socket.create_connection((s.host, s.port), timeout=TIMEOUT)
+        body = json.dumps({"model": "stories260K", "prompt": PROMPT, "max_tokens": 400, "temperature": 0})
+        whole.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        wait_for("the non-streamed request running",
+                 lambda: s.metrics().get('codecllm_requests_running{model="stories260K"}') == 1, 30)
+        time.sleep(0.3)
+        whole.close()
+        wait_for("the non-streamed generation cancelled",
+                 lambda: s.metrics().get('codecllm_requests_cancelled_total{model="stories260K"}') == 2, 5)
+        wait_for("the request counted 499",
+                 lambda: s.metrics().get('codecllm_requests_total{endpoint="/v1/completions",status="499"}') == 1, 5)
         # SIGTERM while a stream runs: exit 0 within 10 s, the stream told why it ends.
         last = start_slow_stream(s, 400)
     finally:
@@ -417,6 +435,61 @@ def check_queue_disconnect_and_stop(binary, model):
         rest += chunk
     assert b"the server is stopping" in rest and b"data: [DONE]" in rest, rest[-300:]
     print(f"  stopped {took:.2f} s after SIGTERM with a stream running")
+
+
+def raw_exchange(s, data, seconds=TIMEOUT):
+    """Sends data on a new connection; returns what the server sends before it closes it, and
+    how long that took."""
+    sock = socket.create_connection((s.host, s.port), timeout=seconds)
+    start = time.time()
+    if data:
+        sock.sendall(data)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return got, time.time() - start
+
+
+def check_bad_connections(binary, model):
+    """Connections that send nothing, stall, send garbage or announce too much are answered or
+    closed within the timeouts, and the server keeps serving. Here --timeout is 1 s, and the
+    server has 10 connection threads (--max-queue 1: 1 x (1 + 1) + 8)."""
+    s = Server(binary, model, "--timeout", "1", "--max-queue", "1")
+    try:
+        # Nothing sent: closed after the 2 s a request may take to begin.
+        got, took = raw_exchange(s, b"")
+        assert got == b"" and took < 6, (got, took)
+        # Half a request, then nothing: closed after --timeout.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        assert took < 5 and (got == b"" or got.startswith(b"HTTP/1.1 4")), (got[:80], took)
+        # A body shorter than its Content-Length: dropped after --timeout, not waited for.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert took < 5, took
+        # Not HTTP: 400.
+        got, _ = raw_exchange(s, b"\x16\x03\x01 hello?\r\n\r\n")
+        assert got == b"" or got.startswith(b"HTTP/1.1 400"), got[:80]
+        # A Content-Length over the 8 MiB limit is refused before any of the body is read.
+        got, took = raw_exchange(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                    b"\r\nContent-Length: 100000000\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 413") and b"over the limit" in got and took < 5, (got[:300], took)
+        # More idle connections than the server has threads (10): they are closed in rounds of
+        # 2 s as threads take them, and the server answers again meanwhile.
+        idle = [socket.create_connection((s.host, s.port), timeout=TIMEOUT) for _ in range(14)]
+        start = time.time()
+        status, _ = s.get("/health")
+        assert status == 200 and time.time() - start < 15, (status, time.time() - start)
+        for sock in idle:
+            assert sock.recv(1) == b"", "an idle connection got an answer"
+            sock.close()
+        took = time.time() - start
+        assert took < 15, f"the idle connections were closed only {took:.1f} s later"
+        completion(s, max_tokens=4)
+    finally:
+        s.stop()
 
 
 def main():
@@ -453,6 +526,8 @@ def main():
     print("ok: auth")
     check_queue_disconnect_and_stop(a.binary, a.model)
     print("ok: queue full, disconnect, stop while streaming")
+    check_bad_connections(a.binary, a.model)
+    print("ok: idle, stalled, garbage and oversized connections")
     if not use_openai:
         print("(the openai client checks were left out: --no-openai)")
 

@@ -1,6 +1,7 @@
-// Specification of `codecllm serve`: its request checks and stop strings here, and the whole
+// Specification of `codecllm serve`: its request checks and stop strings here, the whole
 // server over HTTP in tests/serve_test.py (run below against stories260K on the CPU, with the
-// openai client where it is installed).
+// openai client where it is installed), and its chat page in headless Chromium in
+// tests/chat_page_test.py.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -221,25 +222,55 @@ TEST_CASE("serve: a sequence feeds only what its KV cache lacks, and ends as ask
   CHECK_THROWS(seq.run(greedy(std::vector<int>(33, 1), 1), {}, {}));
 }
 
-TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, auth, queue, metrics, stop",
-          "[serve][http]") {
-  test::TempDir dir;
+namespace {
+
+// The exit status of tests/<script> run by python (python3 when ""), given the build's binary
+// and stories260K compressed into dir; extra goes to the end of its command line.
+int run_python_spec(const std::string& script, const std::string& python, const test::TempDir& dir,
+                    const std::string& extra = "") {
   const std::string model = test::compress_stories(dir);
   const char* binary = std::getenv("CLLM_BINARY");
-  const std::string py = test::python_with("openai");
-  std::string cmd = (py.empty() ? std::string("python3") : "'" + py + "'") + " '" +
-                    test::source_path("tests/serve_test.py") + "' --binary '" + (binary ? binary : CLLM_BINARY) +
-                    "' --model '" + model + "'" + (py.empty() ? " --no-openai" : "");
+  const std::string cmd = "'" + (python.empty() ? std::string("python3") : python) + "' '" +
+                          test::source_path("tests/" + script) + "' --binary '" + (binary ? binary : CLLM_BINARY) +
+                          "' --model '" + model + "'" + extra;
   INFO(cmd);
   const int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
-  if (py.empty()) {
-    const char* msg = "the Python package 'openai' is missing (scripts/setup.sh installs it into .deps/venv; or set "
-                      "CLLM_PYTHON to a python3 that has it): the checks with the openai client did not run";
-    if (std::getenv("CI")) FAIL(msg);  // CI installs it
-    std::printf("SKIPPED [http] %s: %s\n", Catch::getResultCapture().getCurrentTestName().c_str(), msg);
-    std::fflush(stdout);
-    std::_Exit(4);
+  return WEXITSTATUS(status);
+}
+
+// A test whose tool is missing: FAILs under CI (which installs it), else prints
+// "SKIPPED [tag] <test>: <why>" and exits with status 4, which ctest reports as skipped.
+void skip_unless_ci(const char* tag, const std::string& why) {
+  if (std::getenv("CI")) FAIL(why);
+  std::printf("SKIPPED [%s] %s: %s\n", tag, Catch::getResultCapture().getCurrentTestName().c_str(), why.c_str());
+  std::fflush(stdout);
+  std::_Exit(4);
+}
+
+}  // namespace
+
+TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, auth, queue, metrics, stop",
+          "[serve][http]") {
+  const std::string py = test::python_with("openai");
+  {
+    test::TempDir dir;  // removed before a skip, which exits without unwinding
+    REQUIRE(run_python_spec("serve_test.py", py, dir, py.empty() ? " --no-openai" : "") == 0);
   }
+  if (py.empty())
+    skip_unless_ci("http", "the Python package 'openai' is missing (scripts/setup.sh installs it into .deps/venv; or "
+                           "set CLLM_PYTHON to a python3 that has it): the checks with the openai client did not run");
+}
+
+TEST_CASE("serve: the chat page at / lists the models, streams replies, stops, sends the API key (headless Chromium)",
+          "[serve][http][chromium]") {
+  int status = 0;
+  {
+    test::TempDir dir;  // removed before a skip, which exits without unwinding
+    status = run_python_spec("chat_page_test.py", test::python_with("json"), dir);
+  }
+  if (status == 4)  // chat_page_test.py found no browser
+    skip_unless_ci("chromium", "no Chromium (scripts/setup.sh installs Debian's 'chromium'; or set CLLM_CHROMIUM to "
+                               "the browser): the chat page was not tested");
+  REQUIRE(status == 0);
 }

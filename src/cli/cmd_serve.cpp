@@ -20,6 +20,7 @@ struct ServeArgs {
   std::string api_key;
   int slots = 1;
   int max_queue = 16;
+  int timeout_s = 10;
   std::string chat_template;
   EngineFlags engine;  // --device, --mode, --vram-budget, -t, -c, --no-verify (cli/engine_flags.h)
   int token_delay_ms = 0, load_delay_ms = 0;  // tests only
@@ -39,6 +40,7 @@ int run_serve(const ServeArgs& a) {
   opt.http.host = a.host;
   opt.http.port = a.port;
   opt.http.api_key = a.api_key;
+  opt.http.timeout_s = a.timeout_s;
   opt.slots = a.slots;
   opt.load_delay_ms = a.load_delay_ms;
   return server::serve(opt);
@@ -69,6 +71,11 @@ void register_serve(CLI::App& app, Action& action) {
   cmd->add_option("--max-queue", a->max_queue, "Requests that may wait per model behind the running one; more get 503")
       ->check(CLI::Range(0, 4096))
       ->envname("CLLM_ARG_MAX_QUEUE");
+  cmd->add_option("--timeout", a->timeout_s, "Seconds a client may leave a read or write of its connection waiting "
+                                             "(alias -to): a stalled request gets 400, a stream nobody reads is "
+                                             "cancelled")
+      ->check(CLI::Range(1, 3600))
+      ->envname("CLLM_ARG_TIMEOUT");
   cmd->add_option("--chat-template", a->chat_template,
                   "Chat format for /v1/chat/completions instead of the model's own template: " + chat_template_names())
       ->check([](const std::string& name) {

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     if (arg == "-cnv") arg = "--chat";
     else if (arg == "-sys") arg = "--system-prompt";
     else if (arg == "-np") arg = "--parallel";
+    else if (arg == "-to") arg = "--timeout";
   }
   std::vector<char*> arg_ptrs;
   for (auto& arg : args) arg_ptrs.push_back(arg.data());

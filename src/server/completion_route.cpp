@@ -8,6 +8,7 @@
 #include "server/http_reply.h"
 #include "server/job.h"
 #include "server/openai_shapes.h"
+#include "server/peer_watch.h"
 #include "server/request.h"
 
 namespace cllm::server {
@@ -35,6 +36,23 @@ constexpr const char* kStopping = "the server is stopping";
 // left while its request was queued (a write to a closed connection fails).
 constexpr auto kStreamPoll = std::chrono::milliseconds(100);
 constexpr int kPollsPerKeepAlive = 10;  // one comment a second while nothing else is sent
+
+// How often a non-streamed request looks whether its client is still connected.
+constexpr auto kPeerPoll = std::chrono::milliseconds(100);
+
+// Waits for a non-streamed job's end; a client that closes its connection meanwhile cancels it
+// (the worker stops before its next token, or skips it if it is still queued). True when the
+// client left.
+bool wait_for_whole_answer(const httplib::Request& req, Job& job) {
+  const PeerWatch peer(req);
+  bool left = false;
+  while (!job.wait_done(kPeerPoll))
+    if (!left && peer.gone()) {
+      left = true;
+      job.cancel();
+    }
+  return left;
+}
 
 // The events that end a stream: the finish reason (or the error), the usage when asked, [DONE].
 std::string stream_end(const Job& job, const ResponseHeader& h, bool include_usage) {
@@ -90,8 +108,10 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Mode
       throw ApiError(503, cat("model '", r.model, "' is busy: its queue is full; try again later"));
     const ResponseHeader h = make_response_header(r.model, chat);
     if (r.stream) return stream_answer(res, job, h, r.include_usage);
-    job->wait_done();
+    const bool client_left = wait_for_whole_answer(req, *job);
     if (job->error_status() != 0) throw ApiError(job->error_status(), job->error_message());
+    // 499 (nginx's "client closed request"): counted in the metrics, read by no one.
+    if (client_left) throw ApiError(499, "the client closed the connection");
     if (job->output().finish == FinishReason::cancelled) throw ApiError(503, kStopping);
     send_json(res, 200, completion_json(h, job->output()));
   } catch (const ApiError& e) {

@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include "common/error.h"
+#include "server/chat_page.h"
 #include "server/completion_route.h"
 #include "server/http_reply.h"
 
@@ -15,8 +16,13 @@ HttpServer::HttpServer(const HttpOptions& opt, ModelSet& models, Metrics& metric
   const int threads = opt.threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(opt.max_body_bytes);
-  // An idle keep-alive connection holds its thread this long; shutdown waits for it.
+  // A connection holds one of the pool's threads while it is open, so none may idle long:
+  // before each request (the first too) it may wait 2 s for the request to begin (shutdown waits
+  // for this); then each read of the request, and each write of the answer, gets timeout_s.
+  // A stream whose client stops reading fails its write after timeout_s, which cancels it.
   http_->set_keep_alive_timeout(2);
+  http_->set_read_timeout(opt.timeout_s, 0);
+  http_->set_write_timeout(opt.timeout_s, 0);
   add_guards();
   add_routes();
 }
@@ -39,7 +45,7 @@ namespace {
 // The endpoint a request is counted under: its route, or "other" (unknown paths must not grow
 // the metrics without bound).
 std::string endpoint_label(const std::string& path) {
-  for (const char* known : {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
+  for (const char* known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
     if (path == known) return path;
   return "other";
 }
@@ -90,6 +96,10 @@ void HttpServer::add_guards() {
 void HttpServer::add_routes() {
   ModelSet& models = models_;
   Metrics& metrics = metrics_;
+  http_->Get("/", [](const httplib::Request&, httplib::Response& res) {
+    const std::string_view page = chat_page_html();
+    res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+  });
   http_->Get("/health", [&models](const httplib::Request&, httplib::Response& res) {
     if (models.ready()) send_json(res, 200, {{"status", "ok"}});
     else send_error(res, ApiError(503, "loading models"));

@@ -1,5 +1,6 @@
 // The HTTP side of `codecllm serve` (cpp-httplib): routes, the API key, error bodies, request
 // counting. Routes:
+//   GET  /                      the chat page (chat_page.h): needs no key; its requests carry it
 //   GET  /health                503 while the models load, then 200 {"status": "ok"}
 //   GET  /v1/models             the models and where they run
 //   POST /v1/completions        completion_route.h
@@ -28,6 +29,7 @@ struct HttpOptions {
   int port = 8080;                        // 0: any free port (bind() says which)
   std::string api_key;                    // "": no authentication
   size_t max_body_bytes = 8u << 20;       // larger request bodies get 413
+  int timeout_s = 10;                     // longest wait for one read or write of a connection (--timeout)
   int threads = 16;                       // connections served at once (waiting requests hold one each)
 };
 

@@ -37,9 +37,9 @@ bool Job::take_text(std::vector<std::string>* pieces, std::chrono::milliseconds 
   return done_;  // all text pushed before the end has been taken with it
 }
 
-void Job::wait_done() {
+bool Job::wait_done(std::chrono::milliseconds wait) {
   std::unique_lock<std::mutex> lock(m_);
-  cv_.wait(lock, [&] { return done_; });
+  return cv_.wait_for(lock, wait, [&] { return done_; });
 }
 
 }  // namespace cllm::server

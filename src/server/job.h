@@ -34,7 +34,7 @@ class Job {
   // token, as pushed) into *pieces. True once the job has ended (then output()/error_status()
   // say how).
   bool take_text(std::vector<std::string>* pieces, std::chrono::milliseconds wait);
-  void wait_done();
+  bool wait_done(std::chrono::milliseconds wait);  // true once the job has ended
   const GenerationOutput& output() const { return output_; }    // after the end
   int error_status() const { return error_status_; }            // 0: none
   const std::string& error_message() const { return error_message_; }
