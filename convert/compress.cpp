@@ -1,6 +1,7 @@
 #include "convert/compress.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "codec/codec.h"
 #include "codec/exponent_stats.h"
@@ -19,8 +20,9 @@ struct PendingTensor {
   std::string name;
   DType dtype;
   std::vector<uint64_t> shape;
-  const uint8_t* data;
+  const uint8_t* data;  // null: computed by fill, tile by tile
   uint64_t size;
+  const std::function<void(uint64_t first, uint64_t n, uint8_t* out)>* fill;
 };
 
 // The tile jobs of one group: every tile of every tensor in it, encoded in parallel.
@@ -40,13 +42,24 @@ std::vector<std::vector<PendingTensor>> plan_groups(const SourceModel& m,
   for (const auto& t : m.tensors) {
     size_t g = 0;
     if (t.name.rfind("blk.", 0) == 0) g = 1 + std::stoul(t.name.substr(4));
-    groups.at(g).push_back({t.name, t.dtype, t.shape, t.data, t.size});
+    CLLM_CHECK(t.data || t.fill, "tensor '", t.name, "' has neither data nor a fill function");
+    groups.at(g).push_back({t.name, t.dtype, t.shape, t.data, t.size, &t.fill});
   }
   if (!m.tokenizer.kind.empty()) {
     const auto& tok = m.tokenizer.data;
-    groups[0].push_back({"tokenizer.data", DType::U8, {tok.size()}, tok.data(), tok.size()});
+    groups[0].push_back({"tokenizer.data", DType::U8, {tok.size()}, tok.data(), tok.size(), nullptr});
   }
   return groups;
+}
+
+// Tile [first, first + n) of t: a pointer into the mapped source, or, for a computed tensor,
+// the values filled into this thread's buffer (valid until its next call on this thread).
+const uint8_t* tile_source(const PendingTensor& t, uint64_t first, uint32_t n) {
+  if (t.data) return t.data + first * dtype_size(t.dtype);
+  thread_local std::vector<uint8_t> buffer;
+  buffer.resize(static_cast<size_t>(n) * dtype_size(t.dtype));
+  (*t.fill)(first, n, buffer.data());
+  return buffer.data();
 }
 
 }  // namespace
@@ -87,9 +100,8 @@ CompressSummary compress_model(const SourceModel& m, const std::string& out_path
     pool.parallel_for(jobs.size(), [&](size_t j) {
       TileJob& job = jobs[j];
       const PendingTensor& t = tensors[job.tensor];
-      const uint8_t* src = t.data + job.first * dtype_size(t.dtype);
       with_context("tensor '" + t.name + "' tile " + std::to_string(job.first / opt.tile_elems), [&] {
-        codec::encode_tile(t.dtype, src, job.n, job.out.bytes, enc, &job.symbols);
+        codec::encode_tile(t.dtype, tile_source(t, job.first, job.n), job.n, job.out.bytes, enc, &job.symbols);
       });
       job.out.n_elems = job.n;
     });
