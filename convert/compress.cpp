@@ -158,11 +158,8 @@ CompressSummary compress_model(const SourceModel& m, const std::string& out_path
   }
   if (written.valid()) written.get();
   CompressSummary sum = tot.sum;
-  const double bound_bits = tot.bound_bits;
-  const codec::SymbolHistogram& model_hist = tot.model_hist;
-
-  sum.order0_bound_bits = bound_bits;
-  sum.exponent_entropy = model_hist.entropy_bits();
+  sum.order0_bound_bits = tot.bound_bits;
+  sum.exponent_entropy = tot.model_hist.entropy_bits();
 
   nlohmann::json meta = m.extra_metadata.is_object() ? m.extra_metadata : nlohmann::json::object();
   config_to_metadata(m.config, meta);
@@ -171,7 +168,7 @@ CompressSummary compress_model(const SourceModel& m, const std::string& out_path
   meta["codec.version"] = 1;
   meta["codec.tile_elems"] = opt.tile_elems;
   meta["codec.prob_bits"] = opt.prob_bits;
-  meta["codec.order0_bound_bits"] = bound_bits;
+  meta["codec.order0_bound_bits"] = sum.order0_bound_bits;
   meta["codec.exponent_entropy_bits"] = sum.exponent_entropy;
   if (m.tokenizer.kind.empty()) {
     meta["tokenizer.model"] = "none";
