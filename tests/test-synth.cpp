@@ -144,7 +144,9 @@ TEST_CASE("synth OUT.cllm refuses to overwrite without --force and leaves nothin
   const std::string nowhere = dir.file("no-such-folder/m.cllm");
   CHECK(test::run_cli({"synth", nowhere, "--preset", "tiny-test"}, nullptr, &err) == 1);
   CHECK_THAT(err, Contains(nowhere) && Contains("No such file or directory"));
-  // No temporary file or side folder was left by either run.
+  CHECK(test::run_cli({"synth", dir.file("hf"), "--preset", "tiny-test", "--tile-elems", "65536"}, nullptr, &err) == 1);
+  CHECK_THAT(err, Contains("--tile-elems applies to a .cllm output only"));
+  // No temporary file or side folder was left by any of these runs.
   CHECK(folder_entries(dir.path()) == std::vector<std::string>{"m.cllm"});
 }
 

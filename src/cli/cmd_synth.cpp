@@ -21,6 +21,7 @@ struct SynthArgs {
   uint32_t tile_elems = 1u << 20;
   uint64_t seed = 42;
   bool force = false, list = false;
+  bool tile_elems_given = false;  // --tile-elems on the command line (only a .cllm output has tiles)
 };
 
 bool ends_with_cllm(const std::string& path) {
@@ -51,6 +52,8 @@ int run_synth(const SynthArgs& a) {
   }
   if (a.out.empty() || a.preset.empty()) fail("synth: give an output folder or .cllm file and --preset NAME (see --list)");
   const bool to_cllm = ends_with_cllm(a.out);
+  if (!to_cllm && a.tile_elems_given)
+    fail("synth: --tile-elems applies to a .cllm output only ('", a.out, "' is a folder; compress takes --tile-elems)");
   if (!to_cllm && is_directory(a.out) && !a.force && path_exists(path_join(a.out, "config.json")))
     fail("'", a.out, "' already holds a model (config.json): refusing to overwrite it (use --force)");
   const ModelPreset preset = find_model_preset(a.preset);
@@ -93,7 +96,10 @@ void register_synth(CLI::App& app, Action& action) {
       ->check(CLI::Range(32768u, 1u << 24));
   cmd->add_flag("-f,--force", a->force, "Overwrite the files of an existing folder, or an existing .cllm file");
   cmd->add_flag("--list", a->list, "List the presets and exit");
-  cmd->callback([a, &action] { action = [a] { return run_synth(*a); }; });
+  cmd->callback([a, cmd, &action] {
+    a->tile_elems_given = cmd->count("--tile-elems") > 0;
+    action = [a] { return run_synth(*a); };
+  });
 }
 
 }  // namespace cllm::cli
