@@ -66,7 +66,7 @@ int run_synth(const SynthArgs& a) {
   opt.tile_elems = a.tile_elems;
   ProgressBar bar("synth " + preset.name);
   opt.progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
-  const SynthSummary s = to_cllm ? with_context("writing '" + a.out + "'", [&] { return synth_model_cllm(preset, a.out, opt); })
+  const SynthSummary s = to_cllm ? with_context("synthesizing '" + a.out + "'", [&] { return synth_model_cllm(preset, a.out, opt); })
                                  : synth_model(preset, a.out, opt);
   bar.finish();
   print_summary(a, preset, s, opt.threads);
