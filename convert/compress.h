@@ -1,6 +1,8 @@
 // The compress pipeline: a SourceModel (any importer) -> a .cllm file. Tensors are cut into
-// tiles, encoded on a thread pool, and written group by group (global, blk.0, blk.1, ...)
-// so that memory stays bounded by one group's tiles.
+// tiles, encoded on a thread pool, and written group by group (global, blk.0, blk.1, ...), one
+// group written while the next is encoded, so that memory stays bounded by two groups' tiles.
+// A tensor without data is computed tile by tile through its fill function inside the
+// encoder's task (synth_model_cllm), so no whole source tensor need exist at all.
 #pragma once
 
 #include <functional>

@@ -9,6 +9,7 @@
 // as stored and the layout is recorded as neox; the runtime rotates (x[i], x[i + d/2]).
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -299,7 +300,12 @@ void read_tokenizer(const std::string& dir, const nlohmann::json& cfg, const std
 
 }  // namespace
 
-SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
+namespace {
+
+// Where the weights come from: the folder's safetensors files, or tensors given by the caller.
+using WeightReader = std::function<void(bool gemma, SourceModel& m, Collected& out)>;
+
+SourceModel import_hf(const std::string& dir, const ImportOptions& opt, const WeightReader& read_weights) {
   if (!is_directory(dir)) fail("'", dir, "': not a directory");
   SourceModel m;
   m.format = SourceFormat::hf;
@@ -313,7 +319,7 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
   read_hf_config(cfg, cfg_path, m.config);
 
   Collected col;
-  read_weights(dir, is_gemma(m.config.architecture), m, col);
+  read_weights(is_gemma(m.config.architecture), m, col);
   split_fused(m.config, col);
   m.tensors = std::move(col.tensors);
   check_layer_count(m, "'" + cfg_path + "': num_hidden_layers");
@@ -348,6 +354,26 @@ SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
   fill_source_metadata(m);
   check_and_order_tensors(m);
   return m;
+}
+
+}  // namespace
+
+SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt) {
+  return import_hf(dir, opt, [&](bool gemma, SourceModel& m, Collected& out) { read_weights(dir, gemma, m, out); });
+}
+
+SourceModel import_hf_folder_with_tensors(const std::string& dir, const ImportOptions& opt,
+                                          std::vector<SourceTensor> hf_tensors) {
+  return import_hf(dir, opt, [&](bool gemma, SourceModel&, Collected& out) {
+    for (auto& t : hf_tensors) {
+      bool skip = false;
+      t.source_name = t.name;
+      t.name = canonical_name(strip_gemma3_text_prefix(t.source_name), gemma, &skip);
+      if (skip) continue;
+      out.tensors.push_back(std::move(t));
+      out.file_of.push_back(dir);
+    }
+  });
 }
 
 }  // namespace cllm

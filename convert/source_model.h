@@ -3,6 +3,7 @@
 // .bin, GGUF) produces one; the compress pipeline and `verify SOURCE` consume it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,10 @@ struct SourceTensor {
   std::vector<uint64_t> shape;  // outermost first, PyTorch order [out, in]
   const uint8_t* data = nullptr;  // little-endian values inside a mapped source file (or SourceModel::owned)
   uint64_t size = 0;              // bytes == product(shape) * dtype_size(dtype)
+  // A tensor computed on demand instead of mapped (synth's generated weights; data is null):
+  // writes elements [first, first + n) into out (n * dtype_size(dtype) bytes). Called from
+  // several threads at once for different ranges. Only compress_model reads such tensors.
+  std::function<void(uint64_t first, uint64_t n, uint8_t* out)> fill;
 };
 
 struct SourceTokenizer {
@@ -57,6 +62,11 @@ struct ImportOptions {
 SourceModel open_source_model(const std::string& path, const ImportOptions& opt = {});
 
 SourceModel import_hf_folder(const std::string& dir, const ImportOptions& opt);
+// An HF folder's config.json, tokenizer and metadata with the given tensors instead of its
+// safetensors files (synth writing a .cllm directly): `hf_tensors` carry HF names in `name`
+// and are renamed, checked and ordered exactly as import_hf_folder does with a folder's.
+SourceModel import_hf_folder_with_tensors(const std::string& dir, const ImportOptions& opt,
+                                          std::vector<SourceTensor> hf_tensors);
 SourceModel import_llama2c(const std::string& path, const ImportOptions& opt);
 SourceModel import_gguf(const std::string& path, const ImportOptions& opt);
 

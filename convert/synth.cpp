@@ -1,9 +1,10 @@
 #include "convert/synth.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -13,8 +14,10 @@
 #include "common/log.h"
 #include "common/thread_pool.h"
 #include "common/timer.h"
+#include "common/units.h"
 #include "convert/safetensors.h"
 #include "convert/spm_model_builder.h"
+#include "convert/synth_tensors.h"
 #include "text/bpe_tokenizer.h"
 
 namespace cllm {
@@ -40,66 +43,6 @@ ModelPreset find_model_preset(const std::string& name) {
     known += (known.empty() ? "" : ", ") + p.name;
   }
   fail("unknown preset '", name, "' (known: ", known, ")");
-}
-
-namespace {
-
-// One weight tensor to generate, in HF naming.
-struct SynthTensor {
-  std::string name;
-  std::vector<uint64_t> shape;
-  bool norm;  // RMSNorm weight: values near 1 instead of N(0, std)
-  uint64_t elems() const {
-    uint64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
-};
-
-std::vector<SynthTensor> hf_tensors(const nlohmann::json& c) {
-  const uint64_t dim = c.at("hidden_size"), ffn = c.at("intermediate_size"), vocab = c.at("vocab_size");
-  const uint64_t heads = c.at("num_attention_heads"), kv = c.value("num_key_value_heads", heads);
-  const uint64_t head_dim = c.value("head_dim", dim / heads);
-  const int layers = c.at("num_hidden_layers");
-  std::vector<SynthTensor> t;
-  t.push_back({"model.embed_tokens.weight", {vocab, dim}, false});
-  for (int l = 0; l < layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {dim}, true});
-    t.push_back({p + "self_attn.q_proj.weight", {heads * head_dim, dim}, false});
-    t.push_back({p + "self_attn.k_proj.weight", {kv * head_dim, dim}, false});
-    t.push_back({p + "self_attn.v_proj.weight", {kv * head_dim, dim}, false});
-    t.push_back({p + "self_attn.o_proj.weight", {dim, heads * head_dim}, false});
-    t.push_back({p + "post_attention_layernorm.weight", {dim}, true});
-    t.push_back({p + "mlp.gate_proj.weight", {ffn, dim}, false});
-    t.push_back({p + "mlp.up_proj.weight", {ffn, dim}, false});
-    t.push_back({p + "mlp.down_proj.weight", {dim, ffn}, false});
-  }
-  t.push_back({"model.norm.weight", {dim}, true});
-  if (!c.value("tie_word_embeddings", false)) t.push_back({"lm_head.weight", {vocab, dim}, false});
-  return t;
-}
-
-// splitmix64: seeds each block's generator from (seed, tensor, block), so the weights do not
-// depend on the number of threads.
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
-void fill_gaussian_bf16(uint16_t* out, size_t n, double mean, double stddev, uint64_t seed) {
-  uint64_t s = seed;
-  for (size_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(splitmix64(s) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(splitmix64(s) >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1)) * stddev;
-    out[i] = f32_to_bf16(static_cast<float>(mean + r * std::cos(2.0 * M_PI * u2)));
-    if (i + 1 < n) out[i + 1] = f32_to_bf16(static_cast<float>(mean + r * std::sin(2.0 * M_PI * u2)));
-  }
 }
 
 namespace {
@@ -161,7 +104,8 @@ void copy_hf_tokenizer(const std::string& dir, const std::string& out_dir, int v
   if (path_exists(config)) write_text(path_join(out_dir, "tokenizer_config.json"), read_text_file(config), overwrite);
 }
 
-// The preset's config.json, with --layers applied.
+}  // namespace
+
 nlohmann::json synth_config(const ModelPreset& preset, const SynthOptions& opt) {
   nlohmann::json config = preset.config;
   if (opt.layers >= 0) {
@@ -171,6 +115,8 @@ nlohmann::json synth_config(const ModelPreset& preset, const SynthOptions& opt) 
   }
   return config;
 }
+
+namespace {
 
 void make_output_dir(const std::string& out_dir) {
   if (!path_exists(out_dir) && ::mkdir(out_dir.c_str(), 0755) != 0)
@@ -209,19 +155,14 @@ std::string shard_file_name(size_t s, size_t n_shards) {
             std::string(5 - std::min<size_t>(5, std::to_string(n_shards).size()), '0'), n_shards, ".safetensors");
 }
 
-// Generates tensor i's values into buf, in blocks seeded from (seed, i, block) so the values
-// do not depend on the number of threads.
-void generate_tensor(ThreadPool& pool, std::vector<uint16_t>& buf, const SynthTensor& t, size_t i, uint64_t base_seed,
+// Generates tensor i's values into buf, a block of kSynthBlockElems per task.
+void generate_tensor(ThreadPool& pool, std::vector<uint16_t>& buf, const SynthTensor& t, size_t i, uint64_t seed,
                      double weight_std) {
-  constexpr size_t kBlock = 1 << 20;  // elements generated per task
-  const size_t n = t.elems();
+  const uint64_t n = t.elems();
   buf.resize(n);
-  pool.parallel_for((n + kBlock - 1) / kBlock, [&](size_t b) {
-    uint64_t seed = base_seed * 0x100000001B3ull + i;
-    seed = splitmix64(seed) + b;
-    const size_t lo = b * kBlock, len = std::min(kBlock, n - lo);
-    if (t.norm) fill_gaussian_bf16(buf.data() + lo, len, 1.0, 0.05, seed);
-    else fill_gaussian_bf16(buf.data() + lo, len, 0.0, weight_std, seed);
+  pool.parallel_for((n + kSynthBlockElems - 1) / kSynthBlockElems, [&](size_t b) {
+    const uint64_t first = b * kSynthBlockElems;
+    fill_synth_values(t, i, seed, weight_std, first, std::min(kSynthBlockElems, n - first), buf.data() + first);
   });
 }
 
@@ -291,25 +232,47 @@ std::string find_llama3_tokenizer_dir() {
   return "";
 }
 
+void check_free_space(const std::string& dir, uint64_t needed, const std::string& what) {
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) != 0) fail("'", dir, "': ", errno_string(errno));
+  const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes < needed)
+    fail("'", dir, "' has ", format_gib(free_bytes), " free, but ", what, " need ",
+         format_gib(needed), ": free space or write elsewhere");
+}
+
+std::string write_synth_side_files(const ModelPreset& preset, const nlohmann::json& config, const std::string& dir,
+                                   const SynthOptions& opt) {
+  nlohmann::json marked = config;
+  marked["codecllm_synth"] = {{"preset", preset.name}, {"seed", opt.seed}, {"weight_std", preset.weight_std}};
+  write_text(path_join(dir, "config.json"), marked.dump(2) + "\n", opt.overwrite);
+  return write_tokenizer(config, dir, opt);
+}
+
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt) {
   Timer timer;
-  nlohmann::json config = synth_config(preset, opt);
-  make_output_dir(out_dir);
-
-  const auto tensors = hf_tensors(config);
+  const nlohmann::json config = synth_config(preset, opt);
+  const auto tensors = synth_tensors(config);
   const ShardPlan plan = plan_shards(tensors, opt.shard_bytes);
+  make_output_dir(out_dir);
+  uint64_t replaced = 0;  // --force: shards of the same names give their space back
+  for (size_t i = 0; i < plan.shards.size(); ++i) {
+    const std::string shard = path_join(out_dir, shard_file_name(i, plan.shards.size()));
+    if (path_exists(shard)) replaced += file_size(shard);
+  }
+  check_free_space(out_dir, plan.total_bytes - std::min(replaced, plan.total_bytes), "the safetensors shards");
+
   SynthSummary sum;
   const nlohmann::json weight_map = write_shards(tensors, plan, preset, out_dir, opt, sum);
   sum.shards = static_cast<int>(plan.shards.size());
   sum.bytes = plan.total_bytes;
+  sum.file_bytes = plan.total_bytes;
 
   if (plan.shards.size() > 1) {
     nlohmann::json index = {{"metadata", {{"total_size", plan.total_bytes}}}, {"weight_map", weight_map}};
     write_text(path_join(out_dir, "model.safetensors.index.json"), index.dump(2) + "\n", opt.overwrite);
   }
-  config["codecllm_synth"] = {{"preset", preset.name}, {"seed", opt.seed}, {"weight_std", preset.weight_std}};
-  write_text(path_join(out_dir, "config.json"), config.dump(2) + "\n", opt.overwrite);
-  sum.tokenizer = write_tokenizer(config, out_dir, opt);
+  sum.tokenizer = write_synth_side_files(preset, config, out_dir, opt);
   sum.seconds = timer.seconds();
   return sum;
 }

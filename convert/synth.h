@@ -4,6 +4,11 @@
 // synthetic SentencePiece model of the preset's vocabulary size, except for presets with Llama
 // 3's vocabulary (128256 tokens): they get Llama 3's tokenizer.json and tokenizer_config.json
 // (chat template included), copied from --tokenizer-dir or from the shared reference models.
+//
+// synth_model_cllm writes the same model straight into a .cllm file: each tile's weights are
+// generated inside the encoder's task and encoded at once, so neither the folder nor a whole
+// tensor exists at any time. Its tensors, tokenizer and metadata are those `compress` makes of
+// the folder synth_model writes; only the provenance keys differ (docs/cli.md, synth).
 #pragma once
 
 #include <cstdint>
@@ -35,17 +40,32 @@ struct SynthOptions {
   // synthetic tokenizer. "" = for Llama 3's vocabulary, $CLLM_SHARED_MODELS/llama3.1 or
   // ../shared/models/llama3.1 when there; otherwise the synthetic SentencePiece model.
   std::string tokenizer_dir;
-  std::function<void(uint64_t done, uint64_t total)> progress;  // bytes of weights
+  uint32_t tile_elems = 1u << 20;  // synth_model_cllm: elements per tile, as compress's --tile-elems
+  std::function<void(uint64_t done, uint64_t total)> progress;  // bytes of bf16 weights
 };
 
 struct SynthSummary {
-  uint64_t parameters = 0, bytes = 0;
+  uint64_t parameters = 0, bytes = 0;  // bytes: the weights in bf16
+  uint64_t file_bytes = 0;             // what was written: the shards, or the .cllm file
+  double bits_per_weight = 0;          // .cllm only: coded bits per weight
   int shards = 0;
   std::string tokenizer;  // what was written: "tokenizer.json from DIR" or "synthetic SentencePiece"
   double seconds = 0;
 };
 
 SynthSummary synth_model(const ModelPreset& preset, const std::string& out_dir, const SynthOptions& opt);
+SynthSummary synth_model_cllm(const ModelPreset& preset, const std::string& out_path, const SynthOptions& opt);
+
+// Steps shared by the two writers.
+// The preset's config.json with --layers applied (without the codecllm_synth provenance).
+nlohmann::json synth_config(const ModelPreset& preset, const SynthOptions& opt);
+// config.json (with "codecllm_synth": preset, seed, weight_std) and the tokenizer into dir;
+// returns what tokenizer was written, for the summary.
+std::string write_synth_side_files(const ModelPreset& preset, const nlohmann::json& config, const std::string& dir,
+                                   const SynthOptions& opt);
+// Refuses to start when the file system holding dir has fewer than `needed` bytes free,
+// naming what needs them; a write that still runs out later fails naming the file.
+void check_free_space(const std::string& dir, uint64_t needed, const std::string& what);
 
 // Fills n bf16 values (bit patterns) with N(mean, stddev^2) draws, Box-Muller on a splitmix64
 // stream from seed: synth's weights (and the fused layout's measurements of them).

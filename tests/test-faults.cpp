@@ -200,6 +200,33 @@ TEST_CASE("compress: a full disk (file size limit) is an error naming the output
   CHECK(file_crc(src) == src_crc);
 }
 
+TEST_CASE("synth OUT.cllm: Ctrl-C while writing exits 130 and leaves no partial output or side folder", "[faults]") {
+  test::TempDir dir, logs;
+  const std::string out = dir.file("tl.cllm");
+  Child c;
+  // ~290 MB of bf16 to generate and encode: a second or more, time to be interrupted.
+  spawn(c, logs, {"synth", out, "--preset", "tinyllama-1.1b", "--layers", "1", "-t", "1"});
+  const std::string tmp = out + ".tmp." + std::to_string(c.pid);
+  REQUIRE(wait_until([&] { return path_exists(tmp); }));
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  CHECK(c.wait() == 130);
+  CHECK_THAT(c.err(), Contains("interrupted: removed partial output"));
+  CHECK(list_dir(dir.path()).empty());
+}
+
+TEST_CASE("synth OUT.cllm: a full disk (file size limit) is an error naming the output, nothing is left", "[faults]") {
+  test::TempDir dir, logs;
+  const std::string out = dir.file("tiny.cllm");
+  Child c;
+  // The output would be ~6.8 MB; its writes past 1 MiB fail with EFBIG, on the thread that
+  // writes one group while the next is encoded.
+  spawn(c, logs, {"synth", out, "--preset", "tiny-test", "-t", "2"}, 1 << 20);
+  CHECK(c.wait() == 1);
+  CHECK_THAT(c.err(), Contains("error: synthesizing '" + out + "': writing '" + out + "': File too large") &&
+                          Contains("the disk is full or a size limit was reached"));
+  CHECK(list_dir(dir.path()).empty());  // no .cllm, no .tmp, no side folder
+}
+
 TEST_CASE("compress: a missing, unreadable or directory source is refused naming it, nothing is written",
           "[faults]") {
   test::TempDir dir;
