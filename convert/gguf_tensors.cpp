@@ -73,7 +73,7 @@ void convert_tensor(SourceTensor& t, DType d, SourceModel& m) {
   const std::vector<float> v = values_f32(t);
   std::vector<uint8_t> buf(v.size() * dtype_size(d));
   if (d == DType::F32) {
-    std::memcpy(buf.data(), v.data(), buf.size());
+    if (!buf.empty()) std::memcpy(buf.data(), v.data(), buf.size());  // an empty tensor's data() may be null
   } else {
     auto* out = reinterpret_cast<uint16_t*>(buf.data());
     for (size_t i = 0; i < v.size(); ++i) out[i] = d == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
