@@ -44,8 +44,11 @@ struct StoredMatrix {
 struct StoredStep {
   std::vector<StoredMatrix> matrices;
   DeviceBuffer<uint8_t> decoded;
-  std::vector<StepPart> packed;          // the decoded parts of a fused step
-  std::vector<uint64_t> packed_at;       // their offsets in `decoded`
+  struct Packed {
+    StepPart part;
+    uint64_t at;                         // its offset in `decoded`
+  };
+  std::vector<Packed> packed;            // the decoded parts of a fused step
   FusedStepView view;
   bool fused() const { return !matrices.empty(); }
 };
@@ -186,8 +189,7 @@ void FusedStore::store_step(size_t i, const uint8_t* d_slot) {
   for (const StepPart& p : parts.decoded) {
     copy(st.decoded.data() + at, p);
     st.view.tensor[p.role] = st.decoded.data() + at;
-    st.packed.push_back(p);
-    st.packed_at.push_back(at);
+    st.packed.push_back({p, at});
     at += (p.bytes + 255) / 256 * 256;
   }
   for (const StepPart& p : parts.fused) {
@@ -209,9 +211,9 @@ const uint8_t* FusedStore::acquire(size_t i) {
   const StoredStep& st = steps_[i];
   if (!st.fused()) return st.decoded.data();
   for (const StoredMatrix& m : st.matrices) cuda::fused_decode(m.view, slot_.data() + m.part.slot_offset, compute_);
-  for (size_t k = 0; k < st.packed.size(); ++k)
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot_.data() + st.packed[k].slot_offset, st.decoded.data() + st.packed_at[k],
-                                    st.packed[k].bytes, cudaMemcpyDeviceToDevice, compute_));
+  for (const StoredStep::Packed& k : st.packed)
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot_.data() + k.part.slot_offset, st.decoded.data() + k.at, k.part.bytes,
+                                    cudaMemcpyDeviceToDevice, compute_));
   return slot_.data();
 }
 
