@@ -77,7 +77,7 @@ uint16_t f32_to_f16(float f) {
 void to_f32(DType t, const void* src, float* dst, size_t n) {
   switch (t) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n != 0) std::memcpy(dst, src, n * 4);  // an empty tensor's pointers may be null
       return;
     case DType::BF16: {
       const auto* s = static_cast<const uint16_t*>(src);
