@@ -23,13 +23,18 @@
 #     depth:    issue 15's table: bench -d DEPTHS (0,4096,16384,32768) for each of DEPTH_MODES and the
 #               2.5G budget on the 8B, and llama.cpp's batched-bench beside it when PEER_DIR holds a
 #               build (llamacpp.sh) -> depth-*.json, depth.log
+#     parallel: issue 18's batched decoding on the 8B: bench --parallel PARALLEL (1,16) in full mode, and
+#               llama.cpp's batched-bench -npl beside it when PEER_DIR holds a build -> parallel.log
+#     serve:    issue 18's server under load on the 8B: SERVE_SLOTS (16) concurrent greedy requests of 128
+#               tokens, then SERVE_CLIENTS (64) streaming clients for SERVE_SECONDS (60), codecllm serve and
+#               (with PEER_DIR) llama-server with the same slots, one after the other -> serve.log, serve-*.json
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|attention|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|parallel|serve|attention|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -245,6 +250,57 @@ if [ "$what" = hashes ]; then
       done
     done
   done 2>&1 | tee "$out/hashes.log"
+fi
+
+if [ "$what" = parallel ]; then
+  m8=$(model_8b)
+  {
+    "$bin" bench "$m8" --mode "${PARALLEL_MODE:-full}" --parallel "${PARALLEL:-1,16}" -p 128 -n 128 -r 2 2>&1
+    peer=${PEER_DIR:-}/build/bin/llama-batched-bench
+    if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+      echo "### llama.cpp batched-bench -fa (S_PP: prompt t/s, S_TG: decode t/s of all sequences together)"
+      "$peer" -m "$work/llama31-8b.gguf" -c 8192 -ngl 99 -fa -npp 128 -ntg 128 -npl "${PARALLEL:-1,16}" 2>&1 | grep -E "^\|"
+    fi
+  } 2>&1 | tee "$out/parallel.log"
+fi
+
+if [ "$what" = serve ]; then
+  m8=$(model_8b)
+  slots=${SERVE_SLOTS:-16} clients=${SERVE_CLIENTS:-64} seconds=${SERVE_SECONDS:-60}
+  serve_load() {  # name port: the two loads against the server listening on port
+    python3 scripts/serve-load.py "http://127.0.0.1:$2" --model llama31-8b --clients "$slots" --requests 1 \
+      --max-tokens 128 --label "$1 $slots x 128" --json "$out/serve-$1-burst.json"
+    python3 scripts/serve-load.py "http://127.0.0.1:$2" --model llama31-8b --clients "$clients" --seconds "$seconds" \
+      --max-tokens 128 --label "$1 $clients clients ${seconds} s" --json "$out/serve-$1-load.json"
+  }
+  wait_ready() {  # port pid
+    for _ in $(seq 1 600); do
+      python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
+      kill -0 "$2" 2>/dev/null || return 1
+      sleep 0.5
+    done
+    return 1
+  }
+  {
+    "$bin" serve -m "$m8" --port 8181 -np "$slots" -c $((slots * 1024)) --mode "${SERVE_MODE:-full}" > "$out/serve-codecllm.err" 2>&1 &
+    pid=$!
+    if wait_ready 8181 $pid; then
+      echo "### codecllm serve -np $slots"; serve_load codecllm 8181
+      python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+        "http://127.0.0.1:8181/metrics" | grep -E "^codecllm_(requests|completion_tokens|prompt_tokens)_total" | head -12
+    else echo "codecllm serve did not start:"; tail -5 "$out/serve-codecllm.err"; status=1; fi
+    kill -TERM $pid; wait $pid; echo "codecllm serve exit status $?"
+    peer=${PEER_DIR:-}/build/bin/llama-server
+    if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+      "$peer" -m "$work/llama31-8b.gguf" --port 8182 -np "$slots" -c $((slots * 1024)) -ngl 99 -fa --alias llama31-8b \
+        > "$out/serve-llama-server.err" 2>&1 &
+      pid=$!
+      if wait_ready 8182 $pid; then echo "### llama-server -np $slots -fa"; serve_load llama-server 8182
+      else echo "llama-server did not start:"; tail -5 "$out/serve-llama-server.err"; fi
+      kill -TERM $pid; wait $pid
+    fi
+  } 2>&1 | tee "$out/serve.log"
 fi
 
 if [ "$what" = attention ]; then
