@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "server/sequence.h"
+#include "server/generation.h"
 
 namespace cllm::server {
 
@@ -21,7 +21,7 @@ namespace cllm::server {
 struct ModelGauges {
   std::string model;
   int waiting = 0;
-  bool running = false;
+  int running = 0;  // requests in slots
 };
 
 class Metrics {
