@@ -77,7 +77,7 @@ void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, co
     Timer load;
     models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
     const ServedModel& m = *models.all().back();
-    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), ") in ",
+    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), " per slot) in ",
              static_cast<long long>(load.ms()), " ms");
   }
 }
