@@ -101,8 +101,10 @@ void SlotScheduler::release() {
   --taken_;
 }
 
-// The free slot whose cache shares the longest prefix with the prompt (the least recently used
-// among equals). At least the prompt's last token is always fed: its logits are the ones sampled.
+// The free slot whose cache shares the longest prefix with the prompt. A prefix of one token
+// (a BOS every prompt begins with) is not worth another request's cache: then, and among equals,
+// the least recently used slot. At least the prompt's last token is always fed: its logits are
+// the ones sampled.
 SlotScheduler::Slot& SlotScheduler::slot_for(const std::vector<int>& prompt) {
   Slot* best = nullptr;
   size_t best_same = 0;
@@ -110,13 +112,17 @@ SlotScheduler::Slot& SlotScheduler::slot_for(const std::vector<int>& prompt) {
     if (s.job) continue;
     size_t same = 0;
     while (same < s.cached.size() && same + 1 < prompt.size() && s.cached[same] == prompt[same]) ++same;
+    if (same < 2) same = 0;
     if (!best || same > best_same || (same == best_same && s.order < best->order)) {
       best = &s;
       best_same = same;
     }
   }
   if (!best) fail("scheduler: no free slot for a job it took (a bug: taken_ disagrees with the slots)");
-  best->cached.resize(best_same);
+  // What it shares, the ignored single token included.
+  size_t keep = 0;
+  while (keep < best->cached.size() && keep + 1 < prompt.size() && best->cached[keep] == prompt[keep]) ++keep;
+  best->cached.resize(keep);
   return *best;
 }
 
