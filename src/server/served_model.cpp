@@ -1,5 +1,7 @@
 #include "server/served_model.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
@@ -72,7 +74,7 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
     log_info("serve: ", id_, ": slot ", i, ": ", sched.context, " positions");
   log_info("serve: ", id_, ": ", sched.slots, " slot", sched.slots == 1 ? "" : "s", " of ", sched.context,
            " positions (context ", sched.slots * sched.context, " in all), batches of up to ", sched.batch_capacity,
-           " tokens, prompt chunks of ", sched.chunk, " while others decode");
+           " tokens, prompt chunks of ", std::min(sched.chunk, sched.batch_capacity), " while others decode");
 }
 
 ServedModel::~ServedModel() {
