@@ -325,6 +325,81 @@ def check_openai_client(s):
         assert "temperature" in str(e)
 
 
+PARALLEL_PROMPTS = ["Once upon a time", "The little dog", "Lily saw a big red ball", "Tom and Sam went to",
+                    "One day, the sun", "A cat sat on the", "The girl was sad because", "Ben had a toy car"]
+
+
+def check_parallel(binary, model, use_openai):
+    """-np 4: requests decoded together give exactly the texts each gives alone, whole or
+    streamed. -c 512 is split into 4 slots of 128 positions. Each step waits 20 ms
+    (--test-token-delay-ms) so that the 8 requests overlap and 4 run at once."""
+    few = subprocess.run([binary, "serve", "-m", model, "--port", "0", "--device", "cpu", "-np", "4", "-c", "3"],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert few.returncode != 0 and "-c 3 gives each of -np 4 slots no position" in few.stderr, few.stderr
+    s = Server(binary, model, "-np", "4", "-c", "512", "--test-token-delay-ms", "20")
+    try:
+        wait_for("the slots printed at start-up", lambda: "4 slots of 128 positions" in s.stderr(), 5)
+        assert s.get("/v1/models")[1]["data"][0]["meta"]["context"] == 128
+        alone = [completion(s, p, max_tokens=40)["choices"][0]["text"] for p in PARALLEL_PROMPTS]
+        assert len(set(alone)) == len(alone), alone
+
+        if use_openai:
+            import openai
+            client = openai.OpenAI(base_url=s.url() + "/v1", api_key="unused", max_retries=0, timeout=TIMEOUT)
+
+            def whole(p):
+                return client.completions.create(model="stories260K", prompt=p, max_tokens=40,
+                                                 temperature=0).choices[0].text
+
+            def streamed(p):
+                return "".join(c.choices[0].text for c in client.completions.create(
+                    model="stories260K", prompt=p, max_tokens=40, temperature=0, stream=True))
+        else:
+            def whole(p):
+                return completion(s, p, max_tokens=40)["choices"][0]["text"]
+
+            def streamed(p):
+                events, done = s.stream("/v1/completions", {"model": "stories260K", "prompt": p, "max_tokens": 40,
+                                                            "temperature": 0})
+                assert done
+                return "".join(e["choices"][0]["text"] for e in events if e["choices"])
+
+        most_running = [0]
+        over = threading.Event()
+
+        def watch():
+            while not over.is_set():
+                running = s.metrics().get('codecllm_requests_running{model="stories260K"}', 0)
+                most_running[0] = max(most_running[0], running)
+                time.sleep(0.02)
+
+        def at_once(ask):
+            """Every prompt asked at once (ask(i, prompt) -> text), the texts in prompt order."""
+            got = [None] * len(PARALLEL_PROMPTS)
+
+            def one(i):
+                got[i] = ask(i, PARALLEL_PROMPTS[i])
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(PARALLEL_PROMPTS))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(TIMEOUT)
+            return got
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        together = at_once(lambda i, p: whole(p))
+        assert together == alone, (together, alone)
+        # Streaming beside whole answers under the same load: the same texts.
+        mixed = at_once(lambda i, p: streamed(p) if i % 2 == 0 else whole(p))
+        over.set()
+        watcher.join(TIMEOUT)
+        assert mixed == alone, (mixed, alone)
+        assert most_running[0] == 4, f"at most {most_running[0]} requests ran at once, expected 4 (-np 4)"
+    finally:
+        s.stop()
+
+
 def check_loading(binary, model):
     """While its models load the server answers, 503; then it serves."""
     s = Server(binary, model, "--test-load-delay-ms", "3000", wait=False)
@@ -497,6 +572,8 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--no-openai", action="store_true", help="leave out the checks with the openai client")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the -np 4 checks (needs ModelEngine::forward_batch, branch s25-engine)")
     a = ap.parse_args()
     use_openai = not a.no_openai
 
@@ -528,6 +605,11 @@ def main():
     print("ok: queue full, disconnect, stop while streaming")
     check_bad_connections(a.binary, a.model)
     print("ok: idle, stalled, garbage and oversized connections")
+    if a.parallel:
+        check_parallel(a.binary, a.model, use_openai)
+        print("ok: -np 4: 8 requests at once, whole and streamed, give the texts each gives alone")
+    else:
+        print("(the -np 4 checks were left out: pass --parallel once the engines batch several sequences)")
     if not use_openai:
         print("(the openai client checks were left out: --no-openai)")
 

@@ -1,7 +1,7 @@
-// Specification of `codecllm serve`: its request checks and stop strings here, the whole
-// server over HTTP in tests/serve_test.py (run below against stories260K on the CPU, with the
-// openai client where it is installed), and its chat page in headless Chromium in
-// tests/chat_page_test.py.
+// Specification of `codecllm serve`: its request checks and stop strings here, its slot
+// scheduler in tests/test-serve-scheduler.cpp, the whole server over HTTP in
+// tests/serve_test.py (run below against stories260K on the CPU, with the openai client where
+// it is installed), and its chat page in headless Chromium in tests/chat_page_test.py.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -11,10 +11,8 @@
 
 #include "server/api_error.h"
 #include "server/request.h"
-#include "server/sequence.h"
 #include "server/stop_matcher.h"
 #include "test_util.h"
-#include "text/tokenizer.h"
 
 using namespace cllm;
 using namespace cllm::server;
@@ -142,84 +140,6 @@ TEST_CASE("serve: stop strings cut the text, and no part of one is ever let out"
   CHECK(m.push(">tail") == "");
   CHECK(m.stopped());
   CHECK(m.finish() == "");
-}
-
-namespace {
-
-// A scripted model for Sequence: whatever it is fed, the token it predicts after position p is
-// story[p + 1] (one-hot logits), and it records each call as (n, pos).
-struct ScriptedModel {
-  std::vector<int> story;
-  std::vector<std::pair<int, int>> calls;
-  std::vector<float> logits = std::vector<float>(512);
-
-  ForwardFn forward() {
-    return [this](const int*, int n, int pos) {
-      calls.push_back({n, pos});
-      std::fill(logits.begin(), logits.end(), 0.0f);
-      logits[static_cast<size_t>(story.at(static_cast<size_t>(pos + n)))] = 1.0f;
-      return logits.data();
-    };
-  }
-};
-
-GenerationInput greedy(std::vector<int> prompt, int max_tokens) {
-  GenerationInput in;
-  in.prompt = std::move(prompt);
-  in.sampling.temp = 0;
-  in.max_tokens = max_tokens;
-  return in;
-}
-
-}  // namespace
-
-TEST_CASE("serve: a sequence feeds only what its KV cache lacks, and ends as asked", "[serve]") {
-  const Tokenizer tok = Tokenizer::from_file(test::shared_model("tok512.model"));
-  const std::vector<int> prompt = tok.encode("Once upon", true);  // BOS Once upon
-  std::vector<int> story = prompt;
-  for (int id : tok.encode(" a time there was a", false)) story.push_back(id);
-  story.push_back(tok.eos_id());
-  story.resize(40, tok.eos_id());
-  ScriptedModel model{story};
-  Sequence seq(model.forward(), 32, 512, tok);
-  const int n = static_cast<int>(prompt.size());
-
-  // The prompt in one pass, then one pass per token but the last (its logits are not needed).
-  const GenerationOutput first = seq.run(greedy(prompt, 3), {}, {});
-  CHECK(first.text == tok.decode(std::vector<int>(story.begin() + n, story.begin() + n + 3)));
-  CHECK(first.completion_tokens == 3);
-  CHECK(first.finish == FinishReason::length);
-  CHECK(first.reused_tokens == 0);
-  CHECK(model.calls == std::vector<std::pair<int, int>>{{n, 0}, {1, n}, {1, n + 1}});
-
-  // The same prompt again: only its last token is fed.
-  model.calls.clear();
-  const GenerationOutput again = seq.run(greedy(prompt, 3), {}, {});
-  CHECK(again.text == first.text);
-  CHECK(again.reused_tokens == n - 1);
-  CHECK(model.calls.front() == std::make_pair(1, n - 1));
-
-  // A prompt that goes on from the previous prompt and its reply: the two fed reply tokens are reused.
-  model.calls.clear();
-  std::vector<int> longer(story.begin(), story.begin() + n + 4);
-  const GenerationOutput go_on = seq.run(greedy(longer, -1), {}, {});
-  CHECK(go_on.reused_tokens == n + 2);
-  CHECK(model.calls.front() == std::make_pair(2, n + 2));
-  // Without max_tokens it ends at EOS, which is not counted and not in the text.
-  CHECK(go_on.finish == FinishReason::stop);
-  const auto eos_at = std::find(story.begin() + n, story.end(), tok.eos_id());
-  CHECK(go_on.completion_tokens == static_cast<int>(eos_at - (story.begin() + n + 4)));
-  CHECK(go_on.text == tok.decode(std::vector<int>(story.begin() + n + 4, eos_at)));
-
-  // A stop string; a client gone; a prompt past the context.
-  GenerationInput stopped = greedy(prompt, -1);
-  stopped.stop = {"there"};
-  CHECK(seq.run(stopped, {}, {}).text == " a time ");
-  int asked = 0;
-  const GenerationOutput gone = seq.run(greedy(prompt, -1), {}, [&] { return ++asked > 2; });
-  CHECK(gone.finish == FinishReason::cancelled);
-  CHECK(gone.completion_tokens == 2);
-  CHECK_THROWS(seq.run(greedy(std::vector<int>(33, 1), 1), {}, {}));
 }
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
+#include "common/error.h"
 #include "runtime/device_select.h"
 #include "server/serve.h"
 #include "text/chat_template.h"
@@ -33,6 +34,15 @@ int run_serve(const ServeArgs& a) {
   opt.model_paths = a.models;
   opt.model.device = device;
   opt.model.engine = gpu_options(a.engine);
+  // -c is the context of all slots together, as in llama-server: each slot (one engine
+  // sequence) gets c / np positions; without -c each slot gets the engine's default.
+  if (a.engine.context > 0) {
+    opt.model.engine.context = a.engine.context / a.slots;
+    if (opt.model.engine.context < 1)
+      fail("-c ", a.engine.context, " gives each of -np ", a.slots, " slots no position: use -c ", a.slots,
+           " or more (-c is the context of all slots together)");
+  }
+  opt.model.slots = a.slots;
   opt.model.verify_checksums = !a.engine.no_verify;
   opt.model.chat_template = a.chat_template;
   opt.model.max_queue = a.max_queue;
@@ -41,7 +51,6 @@ int run_serve(const ServeArgs& a) {
   opt.http.port = a.port;
   opt.http.api_key = a.api_key;
   opt.http.timeout_s = a.timeout_s;
-  opt.slots = a.slots;
   opt.load_delay_ms = a.load_delay_ms;
   return server::serve(opt);
 }
@@ -64,11 +73,11 @@ void register_serve(CLI::App& app, Action& action) {
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/ routes")
       ->default_str("none")
       ->envname("CLLM_API_KEY");
-  cmd->add_option("--parallel", a->slots, "Slots per model (alias -np); 1 until batched decoding: requests run one "
-                                          "at a time per model")
+  cmd->add_option("--parallel", a->slots, "Slots per model (alias -np): requests decoded together, each with "
+                                          "-c / np positions of context")
       ->check(CLI::Range(1, 1024))
       ->envname("CLLM_ARG_N_PARALLEL");
-  cmd->add_option("--max-queue", a->max_queue, "Requests that may wait per model behind the running one; more get 503")
+  cmd->add_option("--max-queue", a->max_queue, "Requests that may wait per model while its slots are all taken; more get 503")
       ->check(CLI::Range(0, 4096))
       ->envname("CLLM_ARG_MAX_QUEUE");
   cmd->add_option("--timeout", a->timeout_s, "Seconds a client may leave a read or write of its connection waiting "

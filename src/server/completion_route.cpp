@@ -41,7 +41,7 @@ constexpr int kPollsPerKeepAlive = 10;  // one comment a second while nothing el
 constexpr auto kPeerPoll = std::chrono::milliseconds(100);
 
 // Waits for a non-streamed job's end; a client that closes its connection meanwhile cancels it
-// (the worker stops before its next token, or skips it if it is still queued). True when the
+// (the scheduler stops before its next token, or skips it if it is still queued). True when the
 // client left.
 bool wait_for_whole_answer(const httplib::Request& req, Job& job) {
   const PeerWatch peer(req);
@@ -63,7 +63,7 @@ std::string stream_end(const Job& job, const ResponseHeader& h, bool include_usa
   return out + kSseDone;
 }
 
-// The streamed answer: one chunk per piece of text as the worker produces it.
+// The streamed answer: one chunk per piece of text as the scheduler produces it.
 void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const ResponseHeader& h, bool include_usage) {
   auto first = std::make_shared<bool>(true);
   auto idle_polls = std::make_shared<int>(0);
@@ -84,7 +84,7 @@ void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const Respo
           *idle_polls = 0;
         }
         if (!out.empty() && !sink.write(out.data(), out.size())) {
-          job->cancel();  // the client went away: the worker stops before its next token
+          job->cancel();  // the client went away: the scheduler stops before its next token
           return false;
         }
         if (done) sink.done();
@@ -104,7 +104,7 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Mode
     ServedModel* model = models.find(r.model);
     if (!model) throw ApiError(404, cat("model '", r.model, "' does not exist (models: ", models.ids(), ")"), "model");
     auto job = std::make_shared<Job>(generation_input(r, *model));
-    if (!model->worker().submit(job))
+    if (!model->scheduler().submit(job))
       throw ApiError(503, cat("model '", r.model, "' is busy: its queue is full; try again later"));
     const ResponseHeader h = make_response_header(r.model, chat);
     if (r.stream) return stream_answer(res, job, h, r.include_usage);

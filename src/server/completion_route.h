@@ -1,5 +1,5 @@
 // POST /v1/completions and POST /v1/chat/completions: parse and check the request, build the
-// prompt, queue it on the model's worker, then answer with the whole text or stream it as
+// prompt, queue it on the model's scheduler, then answer with the whole text or stream it as
 // server-sent events ending with `data: [DONE]`.
 #pragma once
 

@@ -120,7 +120,7 @@ void HttpServer::add_routes() {
   });
   http_->Get("/metrics", [&models, &metrics](const httplib::Request&, httplib::Response& res) {
     std::vector<ModelGauges> gauges;
-    for (ServedModel* m : models.all()) gauges.push_back({m->id(), m->worker().queued(), m->worker().busy()});
+    for (ServedModel* m : models.all()) gauges.push_back({m->id(), m->scheduler().queued(), m->scheduler().running()});
     res.set_content(metrics.render(gauges, static_cast<int>(gauges.size())), "text/plain; version=0.0.4");
   });
 }

@@ -1,7 +1,7 @@
 // One generation request on its way through a model's scheduler, and the channel between the
-// HTTP thread that waits for it and the worker that runs it. The worker pushes text as it is
+// HTTP thread that waits for it and the scheduler that runs it. The scheduler pushes text as it is
 // generated and then the outcome; the HTTP thread takes text as it comes (streaming) or waits
-// for the end. A client that goes away cancels the job; the worker sees it before its next token.
+// for the end. A client that goes away cancels the job; the scheduler sees it before its next token.
 #pragma once
 
 #include <atomic>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "server/sequence.h"
+#include "server/generation.h"
 
 namespace cllm::server {
 
@@ -21,7 +21,7 @@ class Job {
 
   const GenerationInput& input() const { return input_; }
   std::chrono::steady_clock::time_point submitted() const { return submitted_; }
-  // Milliseconds between submission and the worker taking the job (after mark_started()).
+  // Milliseconds between submission and the scheduler taking the job (after mark_started()).
   double queue_ms() const { return std::chrono::duration<double, std::milli>(started_ - submitted_).count(); }
 
   // Worker side.

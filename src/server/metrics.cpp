@@ -56,9 +56,9 @@ std::string Metrics::render(const std::vector<ModelGauges>& models, int models_l
   }
   per_model("codecllm_decode_tokens_per_second", "gauge", "Single-token passes per second in the last generation.",
             [](const PerModel& m) { return m.last_tok_s; });
-  header(o, "codecllm_requests_waiting", "gauge", "Requests queued behind the running one.");
+  header(o, "codecllm_requests_waiting", "gauge", "Requests waiting for a free slot.");
   for (const auto& g : models) o << "codecllm_requests_waiting{model=\"" << g.model << "\"} " << g.waiting << '\n';
-  header(o, "codecllm_requests_running", "gauge", "Requests being generated.");
+  header(o, "codecllm_requests_running", "gauge", "Requests in slots, being generated.");
   for (const auto& g : models) o << "codecllm_requests_running{model=\"" << g.model << "\"} " << g.running << '\n';
   header(o, "codecllm_models_loaded", "gauge", "Models loaded and serving.");
   o << "codecllm_models_loaded " << models_loaded << '\n';

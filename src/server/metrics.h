@@ -4,7 +4,7 @@
 //   codecllm_completion_tokens_total{model}         generated tokens
 //   codecllm_requests_cancelled_total{model}        generations stopped because the client left
 //   codecllm_time_to_first_token_seconds{model}     summary (_sum, _count): submission to the first token, queue included
-//   codecllm_decode_tokens_per_second{model}        the last request's single-token passes per second
+//   codecllm_decode_tokens_per_second{model}        the last request's decode passes per second (batched: shared with others)
 //   codecllm_requests_waiting{model}, codecllm_requests_running{model}, codecllm_models_loaded   gauges
 #pragma once
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "server/sequence.h"
+#include "server/generation.h"
 
 namespace cllm::server {
 
@@ -21,7 +21,7 @@ namespace cllm::server {
 struct ModelGauges {
   std::string model;
   int waiting = 0;
-  bool running = false;
+  int running = 0;  // requests in slots
 };
 
 class Metrics {

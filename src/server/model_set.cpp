@@ -27,8 +27,8 @@ std::string ModelSet::ids() const {
   return out;
 }
 
-void ModelSet::stop_workers() {
-  for (ServedModel* m : all()) m->worker().stop();
+void ModelSet::stop_schedulers() {
+  for (ServedModel* m : all()) m->scheduler().stop();
 }
 
 }  // namespace cllm::server

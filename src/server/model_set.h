@@ -22,7 +22,7 @@ class ModelSet {
 
   void set_ready() { ready_ = true; }               // every model given on the command line is loaded
   bool ready() const { return ready_; }
-  void stop_workers();                              // cancels and fails every job (shutdown)
+  void stop_schedulers();                              // cancels and fails every job (shutdown)
 
  private:
   mutable std::mutex m_;

@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "server/sequence.h"
+#include "server/generation.h"
 
 namespace cllm::server {
 

@@ -77,7 +77,7 @@ void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, co
     Timer load;
     models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
     const ServedModel& m = *models.all().back();
-    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), ") in ",
+    log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), " per slot) in ",
              static_cast<long long>(load.ms()), " ms");
   }
 }
@@ -86,9 +86,6 @@ void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, co
 
 int serve(const ServeOptions& opt) {
   check_model_ids(opt.model_paths);
-  if (opt.slots > 1)
-    log_warn("serve: -np ", opt.slots, ": each model decodes one request at a time for now (the engine has one KV "
-             "cache per model); the others wait in its queue");
   ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not the end of the server
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: they all inherit it
@@ -96,8 +93,8 @@ int serve(const ServeOptions& opt) {
   Metrics metrics;
   ModelSet models;
   HttpOptions http_opt = opt.http;
-  // Every queued request holds a connection thread while it waits; a few more serve /health and /metrics.
-  http_opt.threads = static_cast<int>(opt.model_paths.size()) * (opt.model.max_queue + 1) + 8;
+  // Every running or queued request holds a connection thread; a few more serve /health and /metrics.
+  http_opt.threads = static_cast<int>(opt.model_paths.size()) * (opt.model.max_queue + opt.model.slots) + 8;
   HttpServer http(http_opt, models, metrics);
   const int port = http.bind();
   Listener listener(http);
@@ -106,7 +103,7 @@ int serve(const ServeOptions& opt) {
 
   std::atomic<bool> over{false}, signalled{false};
   auto stop_serving = [&] {
-    models.stop_workers();  // running generations end, waiting ones get 503
+    models.stop_schedulers();  // running generations end, waiting ones get 503
     listener.stop();
   };
   std::thread watcher([&] {
@@ -132,7 +129,7 @@ int serve(const ServeOptions& opt) {
   listener.join();  // until a signal stops the server
   over = true;
   watcher.join();
-  models.stop_workers();  // a model that finished loading after the signal
+  models.stop_schedulers();  // a model that finished loading after the signal
   log_info("serve: stopped");
   return 0;
 }

@@ -15,7 +15,6 @@ struct ServeOptions {
   std::vector<std::string> model_paths;  // -m, in order; ids must differ
   ModelOptions model;                    // the same for every model
   HttpOptions http;
-  int slots = 1;                         // -np: sequences decoded at once per model (1 until batched decoding)
   int load_delay_ms = 0;                 // tests only: a pause before loading, so that "loading" can be seen
 };
 

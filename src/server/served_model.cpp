@@ -1,5 +1,7 @@
 #include "server/served_model.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
@@ -7,6 +9,25 @@
 #include "server/api_error.h"
 
 namespace cllm::server {
+
+namespace {
+
+// Prompt tokens a slot reads per step while other slots decode (SchedulerOptions::chunk).
+constexpr int kPromptChunk = 256;
+
+// Until the engines batch several sequences (ModelEngine::forward_batch, branch s25-engine):
+// the one-sequence forward pass as a BatchForwardFn, valid for -np 1 only (the scheduler then
+// sends one segment, of sequence 0, per call).
+BatchForwardFn one_sequence_batch(ForwardFn forward) {
+  return [forward](const int* tokens, const BatchSegment* segs, int n_segs) {
+    if (n_segs != 1 || segs[0].seq != 0)
+      fail("this engine runs one sequence: expected one segment of sequence 0, found ", n_segs, " segments",
+           n_segs > 0 ? cat(", the first of sequence ", segs[0].seq) : std::string());
+    return forward(tokens, segs[0].n, segs[0].pos);
+  };
+}
+
+}  // namespace
 
 std::string model_id_of(const std::string& path) {
   std::string name = path_basename(path);
@@ -21,9 +42,10 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
   open_opt.verify_checksums = opt.verify_checksums;
   open_opt.threads = opt.engine.threads;
   const CllmFile file = CllmFile::open(path, open_opt);
+  if (opt.slots != 1)
+    fail("serve: -np ", opt.slots, ": this build's engines run one sequence per model; use -np 1");
   engine_ = std::make_unique<ModelEngine>(file, opt.device, opt.engine);
   const Tokenizer& tok = *engine_->tok;
-  sequence_ = std::make_unique<Sequence>(engine_->forward(), engine_->context(), engine_->config().vocab_size, tok);
   specials_ = chat_specials(tok);
   try {
     std::string why;
@@ -34,15 +56,29 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
     chat_error_ = e.what();
     log_info("serve: ", id_, ": no chat format (", e.what(), "): /v1/chat/completions will refuse it");
   }
+  SchedulerOptions sched;
+  sched.slots = opt.slots;
+  sched.context = engine_->context();  // per sequence
+  // Where the engine's batched forward pass plugs in: engine_->forward_batch(), with
+  // batch_capacity = engine_->batch_capacity().
+  sched.batch_capacity = sched.context;
+  sched.chunk = kPromptChunk;
+  sched.n_vocab = engine_->config().vocab_size;
+  sched.max_queue = opt.max_queue;
+  sched.token_delay_ms = opt.token_delay_ms;
   const std::string id = id_;
-  worker_ = std::make_unique<ModelWorker>(
-      *sequence_, opt.max_queue,
-      [&metrics, id](const Job& job) { metrics.count_generation(id, job.output(), job.queue_ms()); },
-      opt.token_delay_ms);
+  scheduler_ = std::make_unique<SlotScheduler>(
+      one_sequence_batch(engine_->forward()), tok, sched,
+      [&metrics, id](const GenerationOutput& out, double queue_ms) { metrics.count_generation(id, out, queue_ms); });
+  for (int i = 0; i < sched.slots; ++i)
+    log_info("serve: ", id_, ": slot ", i, ": ", sched.context, " positions");
+  log_info("serve: ", id_, ": ", sched.slots, " slot", sched.slots == 1 ? "" : "s", " of ", sched.context,
+           " positions (context ", sched.slots * sched.context, " in all), batches of up to ", sched.batch_capacity,
+           " tokens, prompt chunks of ", std::min(sched.chunk, sched.batch_capacity), " while others decode");
 }
 
 ServedModel::~ServedModel() {
-  if (worker_) worker_->stop();
+  if (scheduler_) scheduler_->stop();
 }
 
 std::string ServedModel::device_description() const {

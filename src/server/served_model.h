@@ -1,5 +1,5 @@
 // A model the server serves: its id (the file name without .cllm), its engine and tokenizer,
-// its chat format, its one sequence and the worker that schedules requests onto it.
+// its chat format, and the scheduler that decodes its requests in slots (one engine sequence each).
 #pragma once
 
 #include <memory>
@@ -10,19 +10,19 @@
 
 #include "runtime/model_engine.h"
 #include "server/metrics.h"
-#include "server/model_worker.h"
-#include "server/sequence.h"
+#include "server/slot_scheduler.h"
 #include "text/chat_template.h"
 
 namespace cllm::server {
 
 struct ModelOptions {
   Device device = Device::cpu;
-  GpuOptions engine;             // mode or budget, context, threads (the CPU engine reads context and threads)
+  GpuOptions engine;             // mode or budget, context PER SLOT, threads (the CPU engine reads context and threads)
   bool verify_checksums = true;
   std::string chat_template;     // --chat-template: a format name instead of the model's own ("": its own)
-  int max_queue = 16;            // requests that may wait behind the running one
-  int token_delay_ms = 0;        // tests only (ModelWorker)
+  int slots = 1;                 // -np: requests decoded together, each on its own engine sequence
+  int max_queue = 16;            // requests that may wait while every slot is taken
+  int token_delay_ms = 0;        // tests only (SchedulerOptions)
 };
 
 // "models/stories260K.cllm" -> "stories260K"
@@ -30,17 +30,17 @@ std::string model_id_of(const std::string& path);
 
 class ServedModel {
  public:
-  // Opens and loads the model and starts its worker. Throws cllm::Error as `run` would.
+  // Opens and loads the model and starts its scheduler. Throws cllm::Error as `run` would.
   ServedModel(const std::string& path, const ModelOptions& opt, Metrics& metrics);
-  ~ServedModel();  // stops the worker first
+  ~ServedModel();  // stops the scheduler first
   ServedModel(const ServedModel&) = delete;
   ServedModel& operator=(const ServedModel&) = delete;
 
   const std::string& id() const { return id_; }
-  int context() const { return sequence_->context(); }
+  int context() const { return scheduler_->options().context; }  // a slot's positions: the longest prompt
   const LlamaConfig& config() const { return engine_->config(); }
   std::string device_description() const;  // "cpu" or "cuda, mode resident"
-  ModelWorker& worker() { return *worker_; }
+  SlotScheduler& scheduler() { return *scheduler_; }
 
   // A completion's prompt: the text's ids, BOS first when the tokenizer adds one.
   GenerationInput completion_input(const std::string& prompt);
@@ -52,8 +52,7 @@ class ServedModel {
  private:
   std::string id_;
   std::unique_ptr<ModelEngine> engine_;
-  std::unique_ptr<Sequence> sequence_;
-  std::unique_ptr<ModelWorker> worker_;
+  std::unique_ptr<SlotScheduler> scheduler_;
   std::optional<ChatTemplate> chat_;  // none: the model has no chat format (chat_error_ says why)
   std::string chat_error_;
   int end_of_turn_ = -1;
