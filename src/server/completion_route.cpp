@@ -1,5 +1,7 @@
 #include "server/completion_route.h"
 
+#include <atomic>
+
 #include <chrono>
 #include <memory>
 
@@ -64,7 +66,10 @@ std::string stream_end(const Job& job, const ResponseHeader& h, bool include_usa
 }
 
 // The streamed answer: one chunk per piece of text as the scheduler produces it.
+std::atomic<int> g_open_streams{0};
+
 void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const ResponseHeader& h, bool include_usage) {
+  ++g_open_streams;  // until httplib releases the provider below (written out, or the client gone)
   auto first = std::make_shared<bool>(true);
   auto idle_polls = std::make_shared<int>(0);
   res.set_chunked_content_provider(
@@ -92,10 +97,13 @@ void stream_answer(httplib::Response& res, std::shared_ptr<Job> job, const Respo
       },
       [job](bool success) {
         if (!success) job->cancel();
+        --g_open_streams;
       });
 }
 
 }  // namespace
+
+int open_streams() { return g_open_streams.load(); }
 
 void handle_completion(const httplib::Request& req, httplib::Response& res, ModelSet& models, bool chat) {
   try {

@@ -12,4 +12,9 @@ namespace cllm::server {
 
 void handle_completion(const httplib::Request& req, httplib::Response& res, ModelSet& models, bool chat);
 
+// Streams whose connection is still being written (their end event and `data: [DONE]` not yet
+// sent, or their client not yet found gone). Shutdown waits for them after stopping the
+// schedulers: httplib stops writing chunked answers as soon as the server stops.
+int open_streams();
+
 }  // namespace cllm::server

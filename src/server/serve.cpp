@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timer.h"
+#include "server/completion_route.h"
 #include "server/model_set.h"
 
 namespace cllm::server {
@@ -104,6 +105,10 @@ int serve(const ServeOptions& opt) {
   std::atomic<bool> over{false}, signalled{false};
   auto stop_serving = [&] {
     models.stop_schedulers();  // running generations end, waiting ones get 503
+    // Their streams write that end once woken; httplib would cut them off once stopped.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (open_streams() > 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     listener.stop();
   };
   std::thread watcher([&] {
