@@ -343,6 +343,37 @@ TEST_CASE("cli: bench -d runs each test at a depth, named and reported as llama-
   REQUIRE(test::run_cli({"bench", model, "--device", "cpu", "-d", "8", "-p", "16", "-n", "0", "-r", "1"}, &out) == 0);
   CHECK_THAT(out, Contains("| pp16 @ d8 |"));
   REQUIRE(test::run_cli({"bench", model, "--device", "cpu", "-d", "8", "-p", "0", "-n", "4", "-r", "1", "-o", "csv"}, &out) == 0);
-  CHECK_THAT(out, Contains(",n_prompt,n_gen,n_depth,avg_ts,stddev_ts,samples_ts\n"));
+  CHECK_THAT(out, Contains(",n_prompt,n_gen,n_depth,avg_ts,stddev_ts,samples_ts,n_parallel\n"));
   CHECK_THAT(out, Contains("\"tg4 @ d8\",4,") && Contains(",0,4,8,"));
+}
+
+// bench -np, as llama-batched-bench's -npl: tg tests of several sequences decoding together,
+// each with its own cache at the depth; pp tests at one sequence only.
+TEST_CASE("cli: bench -np runs tg tests of several sequences together and counts all their tokens", "[cli]") {
+  test::TempDir dir;
+  const std::string model = test::compress_stories(dir);
+  std::string out, err;
+  REQUIRE(test::run_cli({"bench", model, "--device", "cpu", "-np", "1,3", "-d", "0,8", "-p", "16", "-n", "4", "-r", "2",
+                         "-o", "json"},
+                        &out, &err) == 0);
+  const json j = json::parse(out);
+  const char* names[] = {"pp16", "tg4", "pp16 @ d8", "tg4 @ d8", "tg4 x3", "tg4 x3 @ d8"};
+  REQUIRE(j["rows"].size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    const json& r = j["rows"][i];
+    INFO(r.dump());
+    CHECK(r["test"] == names[i]);
+    const int parallel = i < 4 ? 1 : 3;
+    CHECK(r["n_parallel"] == parallel);
+    if (r["n_gen"] == 4) CHECK(r["n_tokens"] == 4 * parallel);
+    // tokens per second count every sequence's tokens
+    const double t0 = r["samples_ts"][0];
+    CHECK(std::abs(t0 - r["n_tokens"].get<double>() / r["samples_s"][0].get<double>()) <= 1e-9 * t0);
+  }
+  CHECK_THAT(err, Contains("filling the KV cache with 8 tokens for each of 3 sequences"));
+  REQUIRE(test::run_cli({"bench", model, "--device", "cpu", "-np", "2", "-p", "16", "-n", "4", "-r", "1", "-o", "csv"},
+                        &out) == 0);
+  CHECK_THAT(out, Contains(",samples_ts,n_parallel\n") && Contains("\"tg4 x2\",8,") && !Contains("pp16"));
+  CHECK(test::run_cli({"bench", model, "--device", "cpu", "-np", "0", "-r", "1"}, &out, &err) == 2);  // a usage error
+  CHECK_THAT(err, Contains("--parallel: Value 0 not in range 1 to 1024"));
 }

@@ -175,7 +175,8 @@ TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, au
   const std::string py = test::python_with("openai");
   {
     test::TempDir dir;  // removed before a skip, which exits without unwinding
-    REQUIRE(run_python_spec("serve_test.py", py, dir, py.empty() ? " --no-openai" : "") == 0);
+    // --parallel: the -np 4 checks, which need ModelEngine::forward_batch (branch s25-engine)
+    REQUIRE(run_python_spec("serve_test.py", py, dir, std::string(py.empty() ? " --no-openai" : "") + " --parallel") == 0);
   }
   if (py.empty())
     skip_unless_ci("http", "the Python package 'openai' is missing (scripts/setup.sh installs it into .deps/venv; or "

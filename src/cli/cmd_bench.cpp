@@ -27,7 +27,7 @@ struct BenchArgs {
   bool codec = false;
   int reps = 5;
   EngineFlags engine;  // --device, --mode, --vram-budget (lists), -t, -c, --no-verify (cli/engine_flags.h)
-  std::vector<int> n_prompt = {512}, n_gen = {128}, n_depth = {0};
+  std::vector<int> n_prompt = {512}, n_gen = {128}, n_depth = {0}, n_parallel = {1};
 };
 
 // "8.03 B", "1.10 B", "5.05 M", "260.1 K", as llama-bench's params column.
@@ -92,16 +92,16 @@ std::pair<double, double> mean_stddev(const std::vector<uint64_t>& v) {
 // The columns up to samples_s are the first version's; llama-bench's follow.
 void print_model_csv(const ModelBenchResult& r) {
   std::printf("model,device,mode,test,n_tokens,mean_tps,std_tps,vram_peak,decode_gbps,h2d_gbps,stall_pct,"
-              "roofline_tps,bound,load_s,samples_s,n_prompt,n_gen,n_depth,avg_ts,stddev_ts,samples_ts\n");
+              "roofline_tps,bound,load_s,samples_s,n_prompt,n_gen,n_depth,avg_ts,stddev_ts,samples_ts,n_parallel\n");
   for (const auto& row : r.rows) {
     std::string samples, tps;
     for (double s : row.samples_s) samples += (samples.empty() ? "" : ";") + std::to_string(s);
     for (double t : samples_tps(row)) tps += (tps.empty() ? "" : ";") + std::to_string(t);
-    std::printf("\"%s\",\"%s\",%s,\"%s\",%d,%.4f,%.4f,%llu,%.2f,%.2f,%.2f,%.4f,%s,%.3f,\"%s\",%d,%d,%d,%.4f,%.4f,\"%s\"\n",
+    std::printf("\"%s\",\"%s\",%s,\"%s\",%d,%.4f,%.4f,%llu,%.2f,%.2f,%.2f,%.4f,%s,%.3f,\"%s\",%d,%d,%d,%.4f,%.4f,\"%s\",%d\n",
                 r.model.c_str(), r.device.c_str(), row.mode.c_str(), row.test.c_str(), row.n_tokens, row.mean_tps,
                 row.std_tps, static_cast<unsigned long long>(row.vram_peak), row.decode_gbps, row.h2d_gbps,
                 row.stall_pct, row.roofline_tps, row.bound.c_str(), row.load_s, samples.c_str(), row.n_prompt,
-                row.n_gen, row.n_depth, row.mean_tps, row.std_tps, tps.c_str());
+                row.n_gen, row.n_depth, row.mean_tps, row.std_tps, tps.c_str(), row.n_parallel);
   }
 }
 
@@ -125,7 +125,7 @@ void print_model_json(const ModelBenchResult& r) {
                          {"stall_pct", row.stall_pct}, {"roofline_tps", row.roofline_tps}, {"bound", row.bound},
                          {"load_s", row.load_s},
                          // llama-bench's names, so that its scripts read these rows
-                         {"n_prompt", row.n_prompt}, {"n_gen", row.n_gen}, {"n_depth", row.n_depth},
+                         {"n_prompt", row.n_prompt}, {"n_gen", row.n_gen}, {"n_depth", row.n_depth}, {"n_parallel", row.n_parallel},
                          {"avg_ns", static_cast<uint64_t>(avg_ns + 0.5)},
                          {"stddev_ns", static_cast<uint64_t>(stddev_ns + 0.5)}, {"avg_ts", row.mean_tps},
                          {"stddev_ts", row.std_tps}, {"samples_ns", ns}, {"samples_ts", samples_tps(row)}});
@@ -183,6 +183,7 @@ int run_model_bench(const BenchArgs& a, const CllmFile& f, Device dev) {
   opt.n_prompt = a.n_prompt;
   opt.n_gen = a.n_gen;
   opt.n_depth = a.n_depth;
+  opt.n_parallel = a.n_parallel;
   opt.context = a.engine.context;
   opt.reps = a.reps;
   opt.threads = a.engine.resolved_threads();
@@ -241,6 +242,12 @@ void register_bench(CLI::App& app, Action& action) {
       ->delimiter(',')
       ->default_str("0")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--parallel", a->n_parallel,
+                  "Sequences decoding together (alias -np), comma-separated (tg tests; each sequence has its own cache of -d "
+                  "tokens, rows count all their tokens; pp tests run at 1 only)")
+      ->delimiter(',')
+      ->default_str("1")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("-r,--repetitions", a->reps, "Timed repetitions after one warm-up")->default_val(5)->check(CLI::Range(1, 1000));
   cmd->add_option("-o,--output", a->output, "Output format")->default_val("md")->check(CLI::IsMember({"md", "csv", "json"}));
   add_engine_flags(cmd, a->engine, EngineFlagsFor::bench);

@@ -24,4 +24,11 @@ struct BatchSegment {
 // batch holds more tokens than the engine's batch capacity.
 using BatchForwardFn = std::function<const float*(const int* tokens, const BatchSegment* segs, int n_segs)>;
 
+// What every engine's forward_batch checks before it touches a cache: at least one segment,
+// each naming a sequence in [0, sequences) once, with n >= 1 tokens at positions that fit
+// `context` (per sequence), at most `capacity` tokens in all, every token id below `vocab`.
+// Returns the batch's token count; throws naming the segment and what was expected otherwise.
+int check_batch(const int* tokens, const BatchSegment* segs, int n_segs, int sequences, int context, int capacity,
+                int vocab);
+
 }  // namespace cllm

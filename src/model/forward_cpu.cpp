@@ -30,10 +30,12 @@ int resolve_context(const LlamaConfig& c, int requested) {
 }
 
 CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt)
-    : w_(weights), arch_(architecture_of(weights.config)), context_(resolve_context(weights.config, opt.context)), pool_(std::max(1, opt.threads)) {
+    : w_(weights), arch_(architecture_of(weights.config)), context_(resolve_context(weights.config, opt.context)),
+      sequences_(opt.sequences), pool_(std::max(1, opt.threads)) {
   const LlamaConfig& c = w_.config;
   w_.check();
   if (opt.max_batch < 1) fail("max_batch must be >= 1, found ", opt.max_batch);
+  if (opt.sequences < 1) fail("sequences must be >= 1, found ", opt.sequences);
   // The score buffer is (batch, n_heads, context): cap the batch so it stays under 256 MiB
   // at long contexts; smaller batches change speed, never results.
   const size_t score_rows_cap = (size_t{64} << 20) / (static_cast<size_t>(c.n_heads) * context_);
@@ -44,9 +46,11 @@ CpuForward::CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt
   s_.xb.resize(B * std::max(dim, qd));
   s_.xb2.resize(B * dim);
   s_.q.resize(B * qd);
+  s_.k.resize(B * kvd);
+  s_.v.resize(B * kvd);
   s_.hb.resize(B * c.ffn_dim);
   s_.hb2.resize(B * c.ffn_dim);
-  s_.key_cache.resize(static_cast<size_t>(c.n_layers) * context_ * kvd);
+  s_.key_cache.resize(static_cast<size_t>(c.n_layers) * sequences_ * context_ * kvd);
   s_.value_cache.resize(s_.key_cache.size());
   rope_ = cpu::model_rope_table(c, context_);
   if (c.rope_local_theta > 0) rope_local_ = cpu::model_rope_table(c, context_, true);
@@ -66,8 +70,16 @@ const float* CpuForward::forward(const int* tokens, int n, int pos, bool all_log
     float* out = nullptr;  // logits only where asked: every batch's, or the last batch's last row
     if (all_logits) out = s_.logits.data() + static_cast<size_t>(b) * c.vocab_size;
     else if (b + nb == n) out = s_.logits.data();
-    forward_batch(tokens + b, nb, pos + b, out, all_logits);
+    const BatchSegment seg{0, pos + b, nb};
+    run_batch(tokens + b, &seg, 1, out, all_logits);
   }
+  return s_.logits.data();
+}
+
+const float* CpuForward::forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) {
+  check_batch(tokens, segs, n_segs, sequences_, context_, s_.batch, w_.config.vocab_size);
+  s_.logits.resize(static_cast<size_t>(n_segs) * w_.config.vocab_size);
+  run_batch(tokens, segs, n_segs, s_.logits.data(), false);
   return s_.logits.data();
 }
 
@@ -96,11 +108,13 @@ void CpuForward::add_residual(const float* y, float* post, const float* post_nor
   for (size_t i = 0; i < count; ++i) x[i] += y[i];
 }
 
-void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits, bool all_rows) {
+void CpuForward::run_batch(const int* tokens, const BatchSegment* segs, int n_segs, float* logits, bool all_rows) {
   const LlamaConfig& c = w_.config;
   const int dim = c.dim;
   float* x = s_.x.data();
   float* xb = s_.xb.data();
+  int n = 0;  // the batch's rows: the segments' tokens in order
+  for (int i = 0; i < n_segs; ++i) n += segs[i].n;
 
   // x[t] = token_embd[token t]
   for (int t = 0; t < n; ++t)
@@ -111,62 +125,82 @@ void CpuForward::forward_batch(const int* tokens, int n, int pos, float* logits,
     for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] *= scale;
   }
   for (int l = 0; l < c.n_layers; ++l) {
-    attention_block(l, n, pos);
+    attention_block(l, segs, n_segs, n);
     ffn_block(l, n);
   }
   if (!logits) return;
 
-  // final norm and the classifier, for every token or only the last
-  const int first = all_rows ? 0 : n - 1;
-  const int rows = n - first;
-  norm(xb, x + static_cast<size_t>(first) * dim, w_.output_norm.data(), rows);
+  // final norm and the classifier, for every row or each segment's last row (row by row:
+  // a row's norm and products do not depend on the others)
+  int rows = n;
+  if (all_rows) {
+    norm(xb, x, w_.output_norm.data(), n);
+  } else {
+    rows = n_segs;
+    for (int i = 0, end = 0; i < n_segs; ++i) {
+      end += segs[i].n;
+      norm(xb + static_cast<size_t>(i) * dim, x + static_cast<size_t>(end - 1) * dim, w_.output_norm.data(), 1);
+    }
+  }
   cpu::matmul(logits, c.vocab_size, xb, w_.classifier(), rows, dim, c.vocab_size, &pool_);
   if (c.final_softcap > 0) cpu::softcap(logits, static_cast<size_t>(rows) * c.vocab_size, c.final_softcap);
 }
 
-void CpuForward::attention_block(int l, int n, int pos) {
+void CpuForward::attention_block(int l, const BatchSegment* segs, int n_segs, int n) {
   // x += wo . attention(rope(wq xb + bq), rope(wk xb + bk), wv xb + bv),  xb = norm(x) * attn_norm
-  // (biases, and per-head norms of q and k before RoPE, only where the architecture has them)
+  // (biases, and per-head norms of q and k before RoPE, only where the architecture has them).
+  // The products, biases and norms run over the batch's n rows; RoPE, the cache writes and
+  // attention per segment, at its positions in its sequence's region.
   const LlamaConfig& c = w_.config;
   const LlamaLayerWeights& L = w_.layers[l];
   const int dim = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
-  const size_t ctx = context_;
+  const size_t region = static_cast<size_t>(context_) * kvd;  // one sequence's rows of a layer
   ThreadPool* pool = &pool_;
   float* x = s_.x.data();
   float* xb = s_.xb.data();
   float* xb2 = s_.xb2.data();
   float* q = s_.q.data();
-  float* k_layer = s_.key_cache.data() + l * ctx * kvd;    // (context, kv_dim)
-  float* v_layer = s_.value_cache.data() + l * ctx * kvd;
-  float* k_new = k_layer + static_cast<size_t>(pos) * kvd;  // rows of this batch's positions
-  float* v_new = v_layer + static_cast<size_t>(pos) * kvd;
+  float* k = s_.k.data();
+  float* v = s_.v.data();
 
   norm(xb, x, L.attn_norm.data(), n);
-  // q, k, v projections; k and v land directly in the KV cache
   cpu::matmul(q, qd, xb, L.wq.data(), n, dim, qd, pool);
-  cpu::matmul(k_new, kvd, xb, L.wk.data(), n, dim, kvd, pool);
-  cpu::matmul(v_new, kvd, xb, L.wv.data(), n, dim, kvd, pool);
+  cpu::matmul(k, kvd, xb, L.wk.data(), n, dim, kvd, pool);
+  cpu::matmul(v, kvd, xb, L.wv.data(), n, dim, kvd, pool);
   if (arch_.has(kAttnQBias)) {
     add_bias(q, L.bq, n);
-    add_bias(k_new, L.bk, n);
-    add_bias(v_new, L.bv, n);
+    add_bias(k, L.bk, n);
+    add_bias(v, L.bv, n);
   }
   if (arch_.has(kAttnQNorm)) {  // each head of q and k normed over its head_dim values
     norm(q, q, L.q_norm.data(), n * c.n_heads, hd);
-    norm(k_new, k_new, L.k_norm.data(), n * c.n_kv_heads, hd);
+    norm(k, k, L.k_norm.data(), n * c.n_kv_heads, hd);
   }
-  // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers), with
-  // the windowed layers' own table where the model has one (Gemma 3)
   const cpu::RopeTable& rope = c.uses_local_rope(l) ? rope_local_ : rope_;
-  for (int t = 0; t < n && c.uses_rope(l); ++t) {
-    const float* cs = rope.cos_at(pos + t);
-    const float* sn = rope.sin_at(pos + t);
-    cpu::rope(q + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
-    cpu::rope(k_new + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
+  for (int i = 0, at = 0; i < n_segs; at += segs[i].n, ++i) {
+    const BatchSegment& sg = segs[i];
+    float* k_layer = s_.key_cache.data() + (static_cast<size_t>(l) * sequences_ + sg.seq) * region;  // (context, kv_dim)
+    float* v_layer = s_.value_cache.data() + (static_cast<size_t>(l) * sequences_ + sg.seq) * region;
+    float* qs = q + static_cast<size_t>(at) * qd;
+    float* ks = k + static_cast<size_t>(at) * kvd;
+    // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers), with
+    // the windowed layers' own table where the model has one (Gemma 3)
+    for (int t = 0; t < sg.n && c.uses_rope(l); ++t) {
+      const float* cs = rope.cos_at(sg.pos + t);
+      const float* sn = rope.sin_at(sg.pos + t);
+      cpu::rope(qs + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
+      cpu::rope(ks + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
+    }
+    // the segment's keys and values into its region at its positions
+    std::memcpy(k_layer + static_cast<size_t>(sg.pos) * kvd, ks, sizeof(float) * sg.n * kvd);
+    std::memcpy(v_layer + static_cast<size_t>(sg.pos) * kvd, v + static_cast<size_t>(at) * kvd,
+                sizeof(float) * sg.n * kvd);
+    // causal attention: token t sees positions 0 .. pos+t of its sequence; query head h reads
+    // kv head h / (n_heads / n_kv_heads) (GQA)
+    cpu::attention(cpu::layer_attention_args(c, l, xb + static_cast<size_t>(at) * qd, qs, k_layer, v_layer,
+                                             DType::F32, sg.n, sg.pos),
+                   pool);
   }
-  // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
-  // h / (n_heads / n_kv_heads) (GQA)
-  cpu::attention(cpu::layer_attention_args(c, l, xb, q, k_layer, v_layer, DType::F32, n, pos), pool);
   // output projection, then the residual
   cpu::matmul(xb2, dim, xb, L.wo.data(), n, qd, dim, pool);
   add_residual(xb2, xb, arch_.has(kAttnPostNorm) ? L.attn_post_norm.data() : nullptr, n);

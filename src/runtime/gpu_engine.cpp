@@ -31,8 +31,11 @@ class CudaEngine final : public GpuEngine {
   ~CudaEngine() override;
 
   const float* forward(const int* tokens, int n, int pos, bool all_logits) override;
+  const float* forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) override;
   const LlamaConfig& config() const override { return c_; }
   int context() const override { return context_; }
+  int sequences() const override { return sequences_; }
+  int batch_capacity() const override { return batch_; }
   Mode mode() const override { return plan_.mode; }
   bool mode_was_chosen() const override { return plan_.chosen; }
   const MemoryPlan& memory() const override { return plan_.memory; }
@@ -55,7 +58,7 @@ class CudaEngine final : public GpuEngine {
   LlamaConfig c_;
   WeightSchedule sched_;
   EnginePlan plan_;
-  int context_ = 0, batch_ = 0;
+  int context_ = 0, batch_ = 0, sequences_ = 1;  // context_: positions per sequence
   std::string device_name_;
   double load_ms_ = 0;
   uint64_t vram_base_ = 0;  // device memory in use before this engine allocated anything
@@ -85,6 +88,8 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
   c_ = config_from_metadata(file.metadata());
   context_ = resolve_context(c_, opt.context);
   CLLM_CHECK(opt.max_batch >= 1, "max_batch must be >= 1, found ", opt.max_batch);
+  CLLM_CHECK(opt.sequences >= 1, "sequences must be >= 1, found ", opt.sequences);
+  sequences_ = opt.sequences;
   batch_ = std::min(opt.max_batch, context_);
   CLLM_CHECK(c_.head_dim <= cuda::kMaxHeadDim && c_.head_dim % 2 == 0, "'", file.path(), "': head_dim ", c_.head_dim,
              " is not supported by the GPU engine (even, at most ", cuda::kMaxHeadDim, ")");
@@ -99,7 +104,14 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
     machine.host_ram = host_ram_available();
   }
   const EngineRequest request{opt.mode, opt.vram_budget, opt.placements, opt.cpu_max_batch, opt.ring_slots};
-  plan_ = plan_engine(sched_, c_, request, context_, batch_, machine);
+  // The plan counts the KV cache of every sequence: sequences x context positions a layer.
+  plan_ = plan_engine(sched_, c_, request, context_ * sequences_, batch_, machine);
+  if (sequences_ > 1)
+    for (const Placement p : plan_.placements)
+      if (p == Placement::cpu)
+        fail("'", file.path(), "': ", sequences_, " sequences need every layer on the GPU, but the plan for this "
+             "VRAM budget computes some on the CPU (their caches hold one sequence): raise the budget, use one "
+             "sequence, or choose a --mode");
 
   // The compute stream gets the highest priority: the ring's decoder fills whatever SMs the
   // layer's kernels leave free instead of holding them while compute waits.
@@ -116,7 +128,7 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
     }
     if (cpu_->empty()) plan_.cpu_max_batch = 0;
     cpu_->setup(c_, context_, kv_cache_dtype(sched_.linear_dtype), plan_.cpu_max_batch, threads);
-    const GpuForwardShape shape{context_, batch_, plan_.cpu_max_batch, plan_.placements};
+    const GpuForwardShape shape{context_, sequences_, batch_, plan_.cpu_max_batch, plan_.placements};
     forward_ = std::make_unique<GpuForward>(file, c_, sched_, shape, *weights_, *cpu_, compute_);
   } catch (const Error& e) {
     if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
@@ -138,6 +150,17 @@ CudaEngine::~CudaEngine() {
 
 const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_logits) {
   const float* logits = forward_->forward(tokens, n, pos, all_logits);
+  weights_->collect(stats_);
+  ++stats_.forwards;
+  track_vram();
+  return logits;
+}
+
+const float* CudaEngine::forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) {
+  check_batch(tokens, segs, n_segs, sequences_, context_, batch_, c_.vocab_size);
+  // one segment of sequence 0 is forward()'s pass, bit for bit (its graph, its CPU route)
+  if (n_segs == 1 && segs[0].seq == 0) return forward(tokens, segs[0].n, segs[0].pos, false);
+  const float* logits = forward_->forward_batch(tokens, segs, n_segs);
   weights_->collect(stats_);
   ++stats_.forwards;
   track_vram();

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "format/cllm_reader.h"
+#include "model/batch.h"
 #include "model/llama_config.h"
 #include "runtime/engine_plan.h"
 #include "runtime/gpu_stats.h"
@@ -22,7 +23,9 @@ namespace cllm {
 
 struct GpuOptions {
   std::optional<Mode> mode;   // full, resident, lowmem or fused; none: the fastest that fits (auto: never fused)
-  int context = 0;            // KV cache positions; 0 = min(model context, 4096)
+  int context = 0;            // KV cache positions of one sequence; 0 = min(model context, 4096)
+  int sequences = 1;          // KV cache regions of `context` positions each (model/batch.h); more
+                              // than 1 is refused with CPU layers in the plan (a hybrid budget's)
   int max_batch = 512;        // tokens per batch in prompt processing (llama.cpp's ubatch)
   int threads = 1;            // host threads for loading and the CPU layers
   uint64_t vram_limit = 0;    // treat at most this many bytes as free (0: what the device has free)
@@ -48,8 +51,14 @@ class GpuEngine {
   // (vocab floats), or every token's (n, vocab) with all_logits; valid until the next call.
   virtual const float* forward(const int* tokens, int n, int pos, bool all_logits = false) = 0;
 
+  // model/batch.h's BatchForwardFn: the segments of several sequences in one pass, (n_segs,
+  // vocab) logits, valid until the next call. Throws (check_batch) before touching a cache.
+  virtual const float* forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) = 0;
+
   virtual const LlamaConfig& config() const = 0;
-  virtual int context() const = 0;
+  virtual int context() const = 0;         // positions per sequence
+  virtual int sequences() const = 0;       // KV cache regions
+  virtual int batch_capacity() const = 0;  // most tokens one forward_batch may hold
   virtual Mode mode() const = 0;
   virtual bool mode_was_chosen() const = 0;      // by auto
   virtual const MemoryPlan& memory() const = 0;  // the plan it allocated

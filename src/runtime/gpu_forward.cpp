@@ -36,7 +36,10 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   attention_ws_.resize(attention_workspace(c_, shape_.context));
   // The KV cache as memory_plan.h counts it: a device layer per GPU layer, and one that the
   // CPU layers' prompt batches share (their keys and values live in host RAM).
-  const uint64_t layer_kv = kv_layer_bytes(c_, act_, shape_.context);
+  CLLM_CHECK(shape_.sequences >= 1 && (shape_.sequences == 1 || cpu_.empty()), "sequences ", shape_.sequences,
+             " with CPU layers in the plan: the CPU layers' caches hold one sequence");
+  kv_region_bytes_ = kv_layer_bytes(c_, act_, shape_.context);
+  const uint64_t layer_kv = kv_region_bytes_ * shape_.sequences;
   const uint64_t kv_layers = plan_memory(s_, c_, shape_.placements, shape_.context, shape_.batch).kv_layers;
   k_cache_.resize(layer_kv * kv_layers);
   v_cache_.resize(layer_kv * kv_layers);
@@ -140,7 +143,12 @@ void GpuForward::qkv_one_token(const StepWeights& w) {
   cuda::matvec(qkv, act_, xn_.data(), dim, compute_);
 }
 
-void GpuForward::attention_block(const StepWeights& w, int n, int pos, const int* d_pos) {
+DeviceKvLayer GpuForward::kv_region(int layer, int seq) const {
+  const uint64_t at = static_cast<uint64_t>(seq) * kv_region_bytes_;
+  return {kv_layers_[layer].k + at, kv_layers_[layer].v + at};
+}
+
+void GpuForward::attention_block(const StepWeights& w, int n, const int* d_pos) {
   // x += wo . attention(rope(wq xn + bq), rope(wk xn + bk), wv xn + bv),  xn = rmsnorm(x) * attn_norm
   // (biases, and per-head norms of q and k before RoPE, where the architecture has them)
   const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
@@ -167,15 +175,22 @@ void GpuForward::attention_block(const StepWeights& w, int n, int pos, const int
                   c_.head_dim, c_.norm_eps, compute_, unit_offset());
   }
   const int l = step.layer;
-  const DeviceKvLayer kv = kv_layers_[l];
   const bool local = c_.uses_local_rope(l);  // Gemma 3's sliding layers: their own table
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
                             (local ? rope_local_cos_ : rope_cos_).data(), (local ? rope_local_sin_ : rope_sin_).data(),
                             c_.uses_rope(l), c_.rotary_dim()};
-  cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv.k, kv.v, kv_, n, pos, d_pos, rope, compute_);
-  cuda::attention(q_.data(), kv.k, kv.v, kv_, xn_.data(), act_, n, pos, d_pos, c_.n_heads, c_.n_kv_heads, c_.head_dim,
-                  shape_.context, reinterpret_cast<float*>(attention_ws_.data()), attention_ws_.size(), compute_,
-                  c_.window_of(l), {c_.attention_scale(), c_.attn_softcap});
+  // per segment: its rows of q, k and v, its sequence's region, its positions (one launch
+  // each per segment; the workspace is reused in stream order)
+  for (size_t i = 0, at = 0; i < segs_.size(); at += segs_[i].n, ++i) {
+    const BatchSegment& sg = segs_[i];
+    const DeviceKvLayer kv = kv_region(l, sg.seq);
+    float* q = q_.data() + at * qd;
+    cuda::rope_store_kv(q, k_.data() + at * kvd, v_.data() + at * kvd, kv.k, kv.v, kv_, sg.n, sg.pos, d_pos, rope,
+                        compute_);
+    cuda::attention(q, kv.k, kv.v, kv_, xn_.data() + at * qd * dtype_size(act_), act_, sg.n, sg.pos, d_pos, c_.n_heads,
+                    c_.n_kv_heads, c_.head_dim, shape_.context, reinterpret_cast<float*>(attention_ws_.data()),
+                    attention_ws_.size(), compute_, c_.window_of(l), {c_.attention_scale(), c_.attn_softcap});
+  }
   output_projection(w, kAttnOutput, kAttnPostNorm, xn_.data(), n, qd);
 }
 
@@ -206,18 +221,18 @@ void GpuForward::ffn_block(const StepWeights& w, int n) {
   output_projection(w, kFfnDown, kFfnPostNorm, h_.data(), n, ffn);
 }
 
-void GpuForward::run_layer(const StepWeights& w, int n, int pos, const int* d_pos) {
-  attention_block(w, n, pos, d_pos);
+void GpuForward::run_layer(const StepWeights& w, int n, const int* d_pos) {
+  attention_block(w, n, d_pos);
   ffn_block(w, n);
 }
 
-void GpuForward::run_step(size_t l, int n, int pos, const int* d_pos) {
+void GpuForward::run_step(size_t l, int n, const int* d_pos) {
   const WeightStep& step = s_.layers[l];
   if (const FusedStepView* fused = n == 1 ? weights_.fused(l) : nullptr) {
-    run_layer({&step, nullptr, fused}, n, pos, d_pos);
+    run_layer({&step, nullptr, fused}, n, d_pos);
     return;
   }
-  run_layer({&step, weights_.acquire(l), nullptr}, n, pos, d_pos);
+  run_layer({&step, weights_.acquire(l), nullptr}, n, d_pos);
   weights_.release(l);
 }
 
@@ -234,7 +249,7 @@ void GpuForward::run_layers(int n, int pos, bool cpu_route) {
       continue;
     }
     if (cpu_.is_cpu(l)) cpu_.kv_up(l, pos, kv_layers_[l], compute_);  // a prompt batch through a CPU layer
-    run_step(l, n, pos);
+    run_step(l, n);
     if (cpu_.is_cpu(l)) cpu_.kv_down(l, pos, n, kv_layers_[l], compute_);
   }
 }
@@ -274,7 +289,8 @@ const float* GpuForward::forward_one_graph(int token, int pos) {
     CLLM_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
     weights_.embed_from_device(reinterpret_cast<const int*>(rows_.data()), 1, x_.data());
     scale_embeddings(1);
-    for (size_t l = 0; l < s_.layers.size(); ++l) run_step(l, 1, 0, d_pos_.data());
+    segs_.assign(1, BatchSegment{0, 0, 1});  // the position comes from d_pos_
+    for (size_t l = 0; l < s_.layers.size(); ++l) run_step(l, 1, d_pos_.data());
     run_classifier(0, 1);
     CLLM_CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
     const cudaError_t err = cudaGraphInstantiate(&token_graph_, graph, 0);
@@ -302,16 +318,13 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
       fail("forward: token id ", tokens[i], " out of range (vocabulary of ", vocab, ")");
   if (n == 1 && !all_logits && use_graph_) return forward_one_graph(tokens[0], pos);
   logits_host_.resize(static_cast<size_t>(all_logits ? n : 1) * vocab);
-  if (all_logits && logit_rows_ < shape_.batch) {  // every row's logits: a larger buffer, on demand
-    drop_graph();                                  // it wrote into the old buffer
-    logits_.resize(static_cast<size_t>(shape_.batch) * vocab);
-    logit_rows_ = shape_.batch;
-  }
+  if (all_logits) ensure_logit_rows(shape_.batch);
   const bool cpu_route = n <= shape_.cpu_max_batch;
   for (int b = 0; b < n; b += shape_.batch) {
     const int nb = std::min(shape_.batch, n - b);
     weights_.embed(tokens + b, nb, rows_.data(), x_.data());
     scale_embeddings(nb);
+    segs_.assign(1, BatchSegment{0, pos + b, nb});
     run_layers(nb, pos + b, cpu_route);
     if (!all_logits && b + nb < n) continue;  // logits only where asked
     const int first = all_logits ? 0 : nb - 1, rows = nb - first;
@@ -321,6 +334,40 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
         cudaMemcpyAsync(dst, logits_.data(), sizeof(float) * rows * vocab, cudaMemcpyDeviceToHost, compute_));
   }
   cpu_.finish(cpu_route, compute_);
+  return logits_host_.data();
+}
+
+void GpuForward::ensure_logit_rows(int rows) {
+  // more rows than one: a larger buffer, on demand (the captured graph wrote into the old one)
+  if (logit_rows_ >= rows) return;
+  drop_graph();
+  logits_.resize(static_cast<size_t>(shape_.batch) * c_.vocab_size);
+  logit_rows_ = shape_.batch;
+}
+
+const float* GpuForward::forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) {
+  // One pass: the rows of every segment through the layers, then each segment's last row
+  // moved up to row i (x_ rows, in order: row end_i - 1 >= i, and no later source is
+  // overwritten) so that the classifier runs over n_segs contiguous rows.
+  const int vocab = c_.vocab_size, dim = c_.dim;
+  segs_.assign(segs, segs + n_segs);
+  int n = 0;
+  for (const BatchSegment& sg : segs_) n += sg.n;
+  weights_.embed(tokens, n, rows_.data(), x_.data());
+  scale_embeddings(n);
+  run_layers(n, segs_[0].pos, false);
+  for (int i = 0, end = 0; i < n_segs; ++i) {
+    end += segs_[i].n;
+    if (end - 1 != i)
+      CLLM_CUDA_CHECK(cudaMemcpyAsync(x_.data() + static_cast<size_t>(i) * dim, x_.data() + static_cast<size_t>(end - 1) * dim,
+                                      sizeof(float) * dim, cudaMemcpyDeviceToDevice, compute_));
+  }
+  ensure_logit_rows(n_segs);
+  run_classifier(0, n_segs);
+  logits_host_.resize(static_cast<size_t>(n_segs) * vocab);
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), logits_.data(), sizeof(float) * n_segs * vocab,
+                                  cudaMemcpyDeviceToHost, compute_));
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
   return logits_host_.data();
 }
 

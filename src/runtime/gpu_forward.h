@@ -5,6 +5,10 @@
 //
 //   tokens -> embed -> per layer: [CPU run | acquire weights -> layer kernels -> release]
 //          -> final RMSNorm -> classifier slices -> logits
+//
+// The KV cache holds `sequences` regions of `context` positions per layer (model/batch.h): a
+// pass runs the rows of one or more segments through the products together, and each segment's
+// RoPE, cache writes and attention in its own sequence's region at its own positions.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,6 +19,7 @@
 #include "cuda/blas.h"
 #include "cuda/device_buffer.h"
 #include "model/architecture.h"
+#include "model/batch.h"
 #include "model/llama_config.h"
 #include "runtime/gpu_cpu_layers.h"
 #include "runtime/gpu_weights.h"
@@ -24,7 +29,8 @@
 namespace cllm {
 
 struct GpuForwardShape {
-  int context = 0;        // KV cache positions
+  int context = 0;        // KV cache positions per sequence
+  int sequences = 1;      // KV cache regions; more than one only without CPU layers
   int batch = 0;          // tokens per pass through the layers (prompts run in batches of this)
   int cpu_max_batch = 0;  // batches of up to this many tokens compute the CPU layers on the CPU
   Placements placements;  // per weight step
@@ -41,13 +47,19 @@ class GpuForward {
 
   // As GpuEngine::forward: tokens[0..n) at positions pos.., the last token's logits (vocab
   // floats), or every token's (n, vocab) with all_logits; valid until the next call.
+  // Sequence 0's cache.
   const float* forward(const int* tokens, int n, int pos, bool all_logits);
 
+  // As GpuEngine::forward_batch, the batch already checked (check_batch: at most `batch`
+  // tokens, sequences in range): (n_segs, vocab) logits, row i after segment i's last token.
+  const float* forward_batch(const int* tokens, const BatchSegment* segs, int n_segs);
+
  private:
-  // Layer l over its weights: a fused step's planes at one token, else the step acquired
-  // (and released) in its slot layout.
-  void run_step(size_t l, int n, int pos, const int* d_pos = nullptr);
-  void run_layer(const StepWeights& w, int n, int pos, const int* d_pos);
+  // Layer l over its weights, for the rows of segs_: a fused step's planes at one token, else
+  // the step acquired (and released) in its slot layout.
+  void run_step(size_t l, int n, const int* d_pos = nullptr);
+  void run_layer(const StepWeights& w, int n, const int* d_pos);
+  DeviceKvLayer kv_region(int layer, int seq) const;  // sequence seq's rows of the layer's caches
   void norm(const float* x, const void* w, DType w_dt, int n);
   bool unit_offset() const { return arch_.norm == NormKind::rms_unit_offset; }  // Gemma's (1 + w)
   // Tensor t of w in the fused layout, checked against the product's shape (n tokens, d x k);
@@ -61,10 +73,11 @@ class GpuForward {
   void output_projection(const StepWeights& w, LayerTensor proj, LayerTensor post_norm, const void* in, int n, int k);
   void scale_embeddings(int n);  // x (n, dim) times sqrt(dim) where the architecture says so
   void qkv_one_token(const StepWeights& w);
-  void attention_block(const StepWeights& w, int n, int pos, const int* d_pos);
+  void attention_block(const StepWeights& w, int n, const int* d_pos);
   void ffn_block(const StepWeights& w, int n);
   void run_layers(int n, int pos, bool cpu_route);
   void run_classifier(int first_row, int rows);
+  void ensure_logit_rows(int rows);  // logits_ holds at least rows rows
   const float* forward_one_graph(int token, int pos);
   void drop_graph();
 
@@ -86,7 +99,9 @@ class GpuForward {
   cuda::DeviceBuffer<uint8_t> attention_ws_;   // decode attention's split-K partials
   cuda::DeviceBuffer<uint8_t> output_norm_;    // decoded at load, in VRAM in every mode
   cuda::DeviceBuffer<uint8_t> k_cache_, v_cache_;
-  std::vector<DeviceKvLayer> kv_layers_;       // per layer: its rows in the caches
+  std::vector<DeviceKvLayer> kv_layers_;       // per layer: its `sequences` regions in the caches
+  uint64_t kv_region_bytes_ = 0;               // one sequence's rows of one layer, k or v
+  std::vector<BatchSegment> segs_;             // the pass's segments, rows in order
   int logit_rows_ = 1;
   std::vector<float> logits_host_;
   // Full mode, one token: the whole pass captured once as a CUDA graph (one launch instead of

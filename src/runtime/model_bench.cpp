@@ -11,6 +11,7 @@
 #include "cuda/device_info.h"
 #include "model/forward_cpu.h"
 #include "model/llama_weights.h"
+#include "model/batch.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/weight_schedule.h"
 
@@ -47,6 +48,28 @@ std::vector<double> time_test(const ForwardCall& fwd, bool prompt, int n_tokens,
   return s;
 }
 
+// The same for `parallel` sequences decoding together: n_tokens steps of one token each
+// (different ids per sequence), sequence s at positions depth.. of its own cache.
+std::vector<double> time_parallel_test(const BatchForwardFn& fwd, int n_tokens, int parallel, int depth, int vocab,
+                                       int reps) {
+  const std::vector<int> tokens = bench_tokens(n_tokens * parallel, vocab, 0);
+  std::vector<BatchSegment> segs(parallel);
+  const auto run_once = [&] {
+    for (int i = 0; i < n_tokens; ++i) {
+      for (int s = 0; s < parallel; ++s) segs[s] = {s, depth + i, 1};
+      fwd(&tokens[static_cast<size_t>(i) * parallel], segs.data(), parallel);
+    }
+  };
+  run_once();
+  std::vector<double> out;
+  for (int r = 0; r < reps; ++r) {
+    Timer t;
+    run_once();
+    out.push_back(t.seconds());
+  }
+  return out;
+}
+
 void summarize(ModelBenchRow& row) {
   double sum = 0, sum2 = 0;
   for (double s : row.samples_s) {
@@ -79,10 +102,25 @@ struct OpenEngine {
   std::unique_ptr<LlamaWeights> weights;
   std::unique_ptr<CpuForward> cpu;
   double load_s = 0;
+  int sequences = 1;
 
   void forward(const int* t, int n, int pos) {
     if (gpu) gpu->forward(t, n, pos);
     else cpu->forward(t, n, pos);
+  }
+  void forward_batch(const int* t, const BatchSegment* segs, int n) {
+    if (gpu) gpu->forward_batch(t, segs, n);
+    else cpu->forward_batch(t, segs, n);
+  }
+  int batch_capacity() const { return gpu ? gpu->batch_capacity() : cpu->batch_capacity(); }
+  // The first `depth` positions of every sequence's cache, from `tokens` (untimed).
+  void fill(const std::vector<int>& tokens, int depth) {
+    if (sequences == 1) return forward(tokens.data(), depth, 0);
+    for (int s = 0; s < sequences; ++s)
+      for (int pos = 0; pos < depth; pos += batch_capacity()) {
+        const BatchSegment seg{s, pos, std::min(batch_capacity(), depth - pos)};
+        forward_batch(tokens.data() + pos, &seg, 1);
+      }
   }
 };
 
@@ -123,23 +161,27 @@ std::string engine_label(bool gpu, const ModelBenchEngine& engine) {
                               : std::string("mode auto");
 }
 
-// Opens one engine with room for `context` positions, timing the load.
-OpenEngine open_engine(const BenchRun& run, const CllmFile& file, const ModelBenchEngine& engine, int context) {
+// Opens one engine with room for `sequences` x `context` positions, timing the load.
+OpenEngine open_engine(const BenchRun& run, const CllmFile& file, const ModelBenchEngine& engine, int context,
+                       int sequences) {
   const ModelBenchOptions& opt = run.opt;
   OpenEngine e;
+  e.sequences = sequences;
   Timer load;
-  run.say(cat("loading ", run.res.model, " (", engine_label(opt.gpu, engine), ")"));
+  run.say(cat("loading ", run.res.model, " (", engine_label(opt.gpu, engine),
+              sequences > 1 ? cat(", ", sequences, " sequences") : "", ")"));
   if (opt.gpu) {
     GpuOptions g;
     g.mode = engine.mode;
     g.vram_budget = engine.vram_budget;
     g.context = context;
+    g.sequences = sequences;
     g.threads = opt.threads;
     e.gpu = GpuEngine::open(file, g);
   } else {
     ThreadPool pool(opt.threads);
     e.weights = std::make_unique<LlamaWeights>(load_llama_weights(file, &pool));
-    e.cpu = std::make_unique<CpuForward>(*e.weights, CpuForwardOptions{context, opt.threads, 512});
+    e.cpu = std::make_unique<CpuForward>(*e.weights, CpuForwardOptions{context, opt.threads, 512, sequences});
   }
   e.load_s = load.seconds();
   if (e.gpu && e.gpu->mode() == Mode::hybrid)
@@ -208,19 +250,30 @@ ModelBenchRow run_test(const BenchRun& run, OpenEngine& e, const std::string& bu
   row.mode = mode_used;
   row.budget = budget;
   if (e.gpu) row.placement = describe_placements(e.gpu->placements());
-  row.test = bench_test_name(prompt, n, depth);
-  row.n_tokens = n;
+  const int parallel = e.sequences;
+  row.test = bench_test_name(prompt, n, depth, parallel);
+  row.n_tokens = n * parallel;
+  row.n_parallel = parallel;
   (prompt ? row.n_prompt : row.n_gen) = n;
   row.n_depth = depth;
   row.load_s = e.load_s;
   run.say(cat(row.test, " in mode ", mode_used, ": 1 warm-up + ", opt.reps, " runs"));
   if (e.gpu) e.gpu->reset_stats();
-  const ForwardCall fwd = [&](const int* t, int k, int pos) { e.forward(t, k, pos); };
-  row.samples_s = time_test(fwd, prompt, n, depth, run.c.vocab_size, opt.reps);
+  if (parallel > 1) {
+    const BatchForwardFn fwd = [&](const int* t, const BatchSegment* sg, int k) {
+      e.forward_batch(t, sg, k);
+      return nullptr;
+    };
+    row.samples_s = time_parallel_test(fwd, n, parallel, depth, run.c.vocab_size, opt.reps);
+  } else {
+    const ForwardCall fwd = [&](const int* t, int k, int pos) { e.forward(t, k, pos); };
+    row.samples_s = time_test(fwd, prompt, n, depth, run.c.vocab_size, opt.reps);
+  }
   summarize(row);
   if (e.gpu) {
     set_gpu_stats(row, e.gpu->stats(), opt.reps);
     set_roofline(run, row, prompt, *e.gpu);
+    row.roofline_tps *= parallel;  // a step reads the weights once for all its sequences
   }
   run.say(cat(row.test, " ", mode_used, ": ", row.mean_tps, " t/s"));
   return row;
@@ -233,11 +286,11 @@ void run_tests(const BenchRun& run, OpenEngine& e, const std::string& budget) {
     bool filled = depth == 0;
     for (int pass = 0; pass < 2; ++pass)
       for (int n : pass == 0 ? opt.n_prompt : opt.n_gen) {
-        if (n <= 0) continue;
+        if (n <= 0 || (pass == 0 && e.sequences > 1)) continue;  // pp tests at one sequence only
         if (!filled) {  // the depth's tokens, as one prompt (the engines batch it), untimed
-          run.say(cat("filling the KV cache with ", depth, " tokens"));
-          const std::vector<int> fill = bench_tokens(depth, run.c.vocab_size, 104729);
-          e.forward(fill.data(), depth, 0);
+          run.say(cat("filling the KV cache with ", depth, " tokens",
+                      e.sequences > 1 ? cat(" for each of ", e.sequences, " sequences") : ""));
+          e.fill(bench_tokens(depth, run.c.vocab_size, 104729), depth);
           filled = true;
         }
         run.res.rows.push_back(run_test(run, e, budget, pass == 0, n, depth));
@@ -255,8 +308,8 @@ int bench_context(const ModelBenchOptions& opt) {
   return context;
 }
 
-std::string bench_test_name(bool prompt, int n_tokens, int depth) {
-  return cat(prompt ? "pp" : "tg", n_tokens, depth > 0 ? cat(" @ d", depth) : "");
+std::string bench_test_name(bool prompt, int n_tokens, int depth, int parallel) {
+  return cat(prompt ? "pp" : "tg", n_tokens, parallel > 1 ? cat(" x", parallel) : "", depth > 0 ? cat(" @ d", depth) : "");
 }
 
 ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt) {
@@ -276,10 +329,12 @@ ModelBenchResult bench_model(const CllmFile& file, const ModelBenchOptions& opt)
 
   // One engine per configuration: a mode, or a VRAM budget (planned per layer).
   const std::vector<ModelBenchEngine> engines = opt.gpu ? opt.engines : std::vector<ModelBenchEngine>{{}};
-  for (const ModelBenchEngine& engine : engines) {
-    OpenEngine e = open_engine(run, file, engine, context);
-    run_tests(run, e, engine.budget);
-  }
+  for (const ModelBenchEngine& engine : engines)
+    for (int parallel : opt.n_parallel) {
+      CLLM_CHECK(parallel >= 1, "bench: -np ", parallel, ", expected >= 1");
+      OpenEngine e = open_engine(run, file, engine, context, parallel);
+      run_tests(run, e, engine.budget);
+    }
   return res;
 }
 

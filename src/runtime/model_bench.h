@@ -5,6 +5,9 @@
 // second as mean and standard deviation over the repetitions. Each GPU row also carries the
 // mode's measured VRAM, decoder, PCIe and stall figures, and the roofline the card's
 // measured ceilings allow.
+// -np P (llama-batched-bench's -npl): tg tests of P sequences decoding together, one token of
+// each per forward pass (model/batch.h), every sequence's cache holding d tokens; their rows
+// ("tg128 x16") count the tokens of all P sequences. pp tests run at P = 1 only.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,7 @@ struct ModelBenchOptions {
   std::vector<int> n_prompt = {512};          // pp tests (0 entries skip)
   std::vector<int> n_gen = {128};             // tg tests
   std::vector<int> n_depth = {0};             // tokens already in the KV cache when a test runs
+  std::vector<int> n_parallel = {1};          // sequences decoding together in tg tests
   int context = 0;                            // KV positions; 0: bench_context(), as llama-bench's n_ctx
   int reps = 5;
   int threads = 1;
@@ -39,15 +43,16 @@ struct ModelBenchOptions {
 
 // The context the tests need: the largest depth + prompt and depth + generated length.
 int bench_context(const ModelBenchOptions& opt);
-// "pp512", "tg128 @ d4096": llama-bench's names.
-std::string bench_test_name(bool prompt, int n_tokens, int depth);
+// "pp512", "tg128 @ d4096": llama-bench's names; "tg128 x16 @ d4096" for 16 sequences.
+std::string bench_test_name(bool prompt, int n_tokens, int depth, int parallel = 1);
 
 struct ModelBenchRow {
   std::string mode;             // "full", "resident", "lowmem", "hybrid" or "cpu"
   std::string budget;           // the --vram-budget of the row ("" when run by mode)
   std::string placement;        // "12 decoded, 3 resident, 20 streamed"
   std::string test;             // "pp512", "tg128 @ d4096"
-  int n_tokens = 0;             // n_prompt or n_gen
+  int n_tokens = 0;             // n_prompt, or n_gen times n_parallel
+  int n_parallel = 1;           // sequences decoding together
   int n_prompt = 0, n_gen = 0;  // llama-bench's fields: one of them is n_tokens, the other 0
   int n_depth = 0;              // tokens in the KV cache before the test (filled untimed)
   std::vector<double> samples_s;  // seconds per repetition

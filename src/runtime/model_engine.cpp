@@ -13,6 +13,7 @@ ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& 
     CpuForwardOptions fw_opt;
     fw_opt.context = gpu_opt.context;
     fw_opt.threads = gpu_opt.threads;
+    fw_opt.sequences = gpu_opt.sequences;
     cpu = std::make_unique<CpuForward>(weights, fw_opt);
   }
   tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
@@ -21,6 +22,12 @@ ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& 
 ForwardFn ModelEngine::forward() {
   return [this](const int* tokens, int n, int pos) {
     return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
+  };
+}
+
+BatchForwardFn ModelEngine::forward_batch() {
+  return [this](const int* tokens, const BatchSegment* segs, int n_segs) {
+    return gpu ? gpu->forward_batch(tokens, segs, n_segs) : cpu->forward_batch(tokens, segs, n_segs);
   };
 }
 

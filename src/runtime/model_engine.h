@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "format/cllm_reader.h"
+#include "model/batch.h"
 #include "model/forward_cpu.h"
 #include "model/generate.h"
 #include "model/llama_weights.h"
@@ -22,17 +23,22 @@ struct ModelEngine {
   std::unique_ptr<GpuEngine> gpu;    // set on Device::cuda
   std::unique_ptr<Tokenizer> tok;
 
-  // gpu: the GPU engine's options (context and threads included); the CPU engine takes its
-  // context and thread count from them too.
+  // gpu: the GPU engine's options (context, sequences and threads included); the CPU engine
+  // takes its context, sequences and thread count from them too.
   ModelEngine(const CllmFile& file, Device device, const GpuOptions& gpu_opt);
   ModelEngine(const ModelEngine&) = delete;
   ModelEngine& operator=(const ModelEngine&) = delete;
 
   const LlamaConfig& config() const { return gpu ? gpu->config() : cpu->config(); }
   int context() const { return gpu ? gpu->context() : cpu->context(); }
-  // The engine's forward pass; valid while this object lives. One sequence at a time: the
-  // engine has one KV cache.
+  int sequences() const { return gpu ? gpu->sequences() : cpu->sequences(); }
+  // The most tokens one forward_batch call may hold (the engine's max_batch).
+  int batch_capacity() const { return gpu ? gpu->batch_capacity() : cpu->batch_capacity(); }
+  // The engine's forward pass over sequence 0's cache; valid while this object lives.
   ForwardFn forward();
+  // Several sequences' segments in one pass (model/batch.h); the engine holds sequences()
+  // KV cache regions (GpuOptions::sequences). Valid while this object lives.
+  BatchForwardFn forward_batch();
 };
 
 }  // namespace cllm

@@ -15,18 +15,6 @@ namespace {
 // Prompt tokens a slot reads per step while other slots decode (SchedulerOptions::chunk).
 constexpr int kPromptChunk = 256;
 
-// Until the engines batch several sequences (ModelEngine::forward_batch, branch s25-engine):
-// the one-sequence forward pass as a BatchForwardFn, valid for -np 1 only (the scheduler then
-// sends one segment, of sequence 0, per call).
-BatchForwardFn one_sequence_batch(ForwardFn forward) {
-  return [forward](const int* tokens, const BatchSegment* segs, int n_segs) {
-    if (n_segs != 1 || segs[0].seq != 0)
-      fail("this engine runs one sequence: expected one segment of sequence 0, found ", n_segs, " segments",
-           n_segs > 0 ? cat(", the first of sequence ", segs[0].seq) : std::string());
-    return forward(tokens, segs[0].n, segs[0].pos);
-  };
-}
-
 }  // namespace
 
 std::string model_id_of(const std::string& path) {
@@ -42,9 +30,9 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
   open_opt.verify_checksums = opt.verify_checksums;
   open_opt.threads = opt.engine.threads;
   const CllmFile file = CllmFile::open(path, open_opt);
-  if (opt.slots != 1)
-    fail("serve: -np ", opt.slots, ": this build's engines run one sequence per model; use -np 1");
-  engine_ = std::make_unique<ModelEngine>(file, opt.device, opt.engine);
+  GpuOptions engine_opt = opt.engine;
+  engine_opt.sequences = opt.slots;  // one KV cache region per slot, of engine_opt.context positions
+  engine_ = std::make_unique<ModelEngine>(file, opt.device, engine_opt);
   const Tokenizer& tok = *engine_->tok;
   specials_ = chat_specials(tok);
   try {
@@ -59,16 +47,14 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
   SchedulerOptions sched;
   sched.slots = opt.slots;
   sched.context = engine_->context();  // per sequence
-  // Where the engine's batched forward pass plugs in: engine_->forward_batch(), with
-  // batch_capacity = engine_->batch_capacity().
-  sched.batch_capacity = sched.context;
+  sched.batch_capacity = engine_->batch_capacity();
   sched.chunk = kPromptChunk;
   sched.n_vocab = engine_->config().vocab_size;
   sched.max_queue = opt.max_queue;
   sched.token_delay_ms = opt.token_delay_ms;
   const std::string id = id_;
   scheduler_ = std::make_unique<SlotScheduler>(
-      one_sequence_batch(engine_->forward()), tok, sched,
+      engine_->forward_batch(), tok, sched,
       [&metrics, id](const GenerationOutput& out, double queue_ms) { metrics.count_generation(id, out, queue_ms); });
   for (int i = 0; i < sched.slots; ++i)
     log_info("serve: ", id_, ": slot ", i, ": ", sched.context, " positions");
