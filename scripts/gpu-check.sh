@@ -28,13 +28,16 @@
 #     serve:    issue 18's server under load on the 8B: SERVE_SLOTS (16) concurrent greedy requests of 128
 #               tokens, then SERVE_CLIENTS (64) streaming clients for SERVE_SECONDS (60), codecllm serve and
 #               (with PEER_DIR) llama-server with the same slots, one after the other -> serve.log, serve-*.json
+#     multi:    issue 18's multi-model case: as many copies of the 8B as load (MULTI_MODELS, 12, down
+#               by one until they do) served at once in MULTI_MODE (resident), and each one's first
+#               request timed -> multi.log
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|parallel|serve|attention|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|parallel|serve|multi|attention|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -264,6 +267,17 @@ if [ "$what" = parallel ]; then
   } 2>&1 | tee "$out/parallel.log"
 fi
 
+wait_ready() {  # port pid: until the server answers /health (0), or its process ends (1)
+  for _ in $(seq 1 900); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}
+vram_used() { nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader; }
+
 if [ "$what" = serve ]; then
   m8=$(model_8b)
   slots=${SERVE_SLOTS:-16} clients=${SERVE_CLIENTS:-64} seconds=${SERVE_SECONDS:-60}
@@ -273,20 +287,11 @@ if [ "$what" = serve ]; then
     python3 scripts/serve-load.py "http://127.0.0.1:$2" --model llama31-8b --clients "$clients" --seconds "$seconds" \
       --max-tokens 128 --label "$1 $clients clients ${seconds} s" --json "$out/serve-$1-load.json"
   }
-  wait_ready() {  # port pid
-    for _ in $(seq 1 600); do
-      python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-        "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
-      kill -0 "$2" 2>/dev/null || return 1
-      sleep 0.5
-    done
-    return 1
-  }
   {
     "$bin" serve -m "$m8" --port 8181 -np "$slots" -c $((slots * 1024)) --mode "${SERVE_MODE:-full}" > "$out/serve-codecllm.err" 2>&1 &
     pid=$!
     if wait_ready 8181 $pid; then
-      echo "### codecllm serve -np $slots"; serve_load codecllm 8181
+      echo "### codecllm serve -np $slots (VRAM used, total: $(vram_used))"; serve_load codecllm 8181
       python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
         "http://127.0.0.1:8181/metrics" | grep -E "^codecllm_(requests|completion_tokens|prompt_tokens)_total" | head -12
     else echo "codecllm serve did not start:"; tail -5 "$out/serve-codecllm.err"; status=1; fi
@@ -296,11 +301,50 @@ if [ "$what" = serve ]; then
       "$peer" -m "$work/llama31-8b.gguf" --port 8182 -np "$slots" -c $((slots * 1024)) -ngl 99 -fa --alias llama31-8b \
         > "$out/serve-llama-server.err" 2>&1 &
       pid=$!
-      if wait_ready 8182 $pid; then echo "### llama-server -np $slots -fa"; serve_load llama-server 8182
+      if wait_ready 8182 $pid; then echo "### llama-server -np $slots -fa (VRAM used, total: $(vram_used))"; serve_load llama-server 8182
       else echo "llama-server did not start:"; tail -5 "$out/serve-llama-server.err"; fi
       kill -TERM $pid; wait $pid
     fi
   } 2>&1 | tee "$out/serve.log"
+fi
+
+if [ "$what" = multi ]; then
+  # Issue 18's multi-model case: MULTI_MODELS (12) copies of the 8B (links to one file, each its own
+  # model id) served at once in MULTI_MODE (resident), one slot of 1024 positions each; one fewer
+  # until they load. Then each model's first request (16 greedy tokens), timed one after another.
+  m8=$(model_8b)
+  n=${MULTI_MODELS:-12}
+  {
+    while [ "$n" -ge 1 ]; do
+      rm -rf "$work/multi" && mkdir -p "$work/multi"
+      args=()
+      for i in $(seq 1 "$n"); do ln -s "$m8" "$work/multi/llama8b-$i.cllm"; args+=(-m "$work/multi/llama8b-$i.cllm"); done
+      t0=$(date +%s)
+      "$bin" serve "${args[@]}" --port 8183 -np 1 -c 1024 --mode "${MULTI_MODE:-resident}" > "$out/multi-$n.err" 2>&1 &
+      pid=$!
+      if wait_ready 8183 $pid; then
+        echo "### $n models of $(basename "$m8") in mode ${MULTI_MODE:-resident}: listening after $(( $(date +%s) - t0 )) s; VRAM used, total: $(vram_used)"
+        python3 - "$n" <<'PY'
+import json, sys, time, urllib.request
+n = int(sys.argv[1])
+models = json.load(urllib.request.urlopen("http://127.0.0.1:8183/v1/models"))["data"]
+print("models:", ", ".join(m["id"] for m in models))
+for i in range(1, n + 1):
+    body = json.dumps({"model": f"llama8b-{i}", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+                       "ignore_eos": True}).encode()
+    t = time.perf_counter()
+    r = json.load(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:8183/v1/completions", body,
+                                                                {"Content-Type": "application/json"}), timeout=120))
+    print(f"llama8b-{i}: first request {time.perf_counter() - t:.3f} s, {r['usage']['completion_tokens']} tokens")
+PY
+        kill -TERM $pid; wait $pid; echo "serve exit status $?"
+        break
+      fi
+      echo "$n models did not load: $(grep -m1 -i -E 'error|out of' "$out/multi-$n.err")"
+      kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null
+      n=$((n - 1))
+    done
+  } 2>&1 | tee "$out/multi.log"
 fi
 
 if [ "$what" = attention ]; then

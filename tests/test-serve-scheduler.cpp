@@ -423,6 +423,12 @@ TEST_CASE("scheduler: a request ends as asked: EOS, stop strings, max_tokens, a 
   const GenerationOutput eos = finished(*e.submit(request("Once upon a time", -1)));
   CHECK(eos.finish == FinishReason::stop);
   CHECK(eos.completion_tokens < 200);
+  // ignore_eos (llama-server's, for load tests): the same engine runs to max_tokens.
+  GenerationInput endless = request("Once upon a time", 200);
+  endless.ignore_eos = true;
+  const GenerationOutput kept = finished(*e.submit(endless));
+  CHECK(kept.finish == FinishReason::length);
+  CHECK(kept.completion_tokens == 200);
 
   // A stop string: the text up to it.
   Bench st(s, 0);

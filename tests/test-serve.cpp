@@ -45,7 +45,7 @@ std::pair<std::string, bool> after_stops(const std::vector<std::string>& stops, 
 TEST_CASE("serve: a completion request's fields, with run's sampling defaults where absent", "[serve]") {
   const CompletionRequest r = parse_completion_request(
       R"({"model": "m", "prompt": "Hi", "max_tokens": 5, "temperature": 0, "top_k": 3, "top_p": 0.5,
-          "min_p": 0.1, "seed": 7, "stop": ["a", "b"], "stream": true, "stream_options": {"include_usage": true}})",
+          "min_p": 0.1, "seed": 7, "stop": ["a", "b"], "stream": true, "stream_options": {"include_usage": true}, "ignore_eos": true})",
       false);
   CHECK(r.model == "m");
   CHECK(r.prompt == "Hi");
@@ -58,6 +58,7 @@ TEST_CASE("serve: a completion request's fields, with run's sampling defaults wh
   CHECK(r.stop == std::vector<std::string>{"a", "b"});
   CHECK(r.stream);
   CHECK(r.include_usage);
+  CHECK(r.ignore_eos);
 
   const CompletionRequest d = parse_completion_request(R"({"model": "m", "prompt": ["Hi"], "stop": "x"})", false);
   const SamplerParams defaults;
@@ -68,6 +69,7 @@ TEST_CASE("serve: a completion request's fields, with run's sampling defaults wh
   CHECK(d.sampling.seed == -1);
   CHECK(d.stop == std::vector<std::string>{"x"});
   CHECK_FALSE(d.stream);
+  CHECK_FALSE(d.ignore_eos);
 }
 
 TEST_CASE("serve: chat messages, as strings or text parts", "[serve]") {
@@ -98,6 +100,7 @@ TEST_CASE("serve: a bad request is a 400 naming the field, what it expects and w
       {R"({"model": "m", "prompt": "x", "min_p": 2})", {"'min_p'", "[0, 1]"}},
       {R"({"model": "m", "prompt": "x", "top_k": -2})", {"'top_k'"}},
       {R"({"model": "m", "prompt": "x", "seed": "s"})", {"'seed'", "a string"}},
+      {R"({"model": "m", "prompt": "x", "ignore_eos": 1})", {"'ignore_eos'", "a boolean", "an integer"}},
       {R"({"model": "m", "prompt": "x", "stop": ["1", "2", "3", "4", "5"]})", {"'stop'", "at most 4", "5"}},
       {R"({"model": "m", "prompt": "x", "stop": [1]})", {"'stop[0]'", "a string"}},
       {R"({"model": "m", "prompt": "x", "stream": "yes"})", {"'stream'", "a boolean"}},

@@ -28,6 +28,7 @@ GenerationInput generation_input(const CompletionRequest& r, ServedModel& model)
   in.sampling = r.sampling;
   in.max_tokens = r.max_tokens;
   in.stop = r.stop;
+  in.ignore_eos = r.ignore_eos;
   return in;
 }
 

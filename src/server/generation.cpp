@@ -27,7 +27,7 @@ int Generation::next(const float* logits, bool room) {
   const int token = sampler_.sample(logits, n_sample_);
   if (out_.completion_tokens == 0) out_.first_token_ms = since_start_.ms();
   sampler_.accept(token);
-  if (token == in_.end_of_turn || tok_.is_eog(token)) {
+  if (!in_.ignore_eos && (token == in_.end_of_turn || tok_.is_eog(token))) {
     end(FinishReason::stop);
     return -1;
   }

@@ -26,6 +26,7 @@ struct GenerationInput {
   int max_tokens = -1;            // -1: until the end of text or a full context
   std::vector<std::string> stop;  // strings that end the text, not included
   int end_of_turn = -1;           // chat: the format's end-of-turn id (-1: none beyond the tokenizer's EOG)
+  bool ignore_eos = false;        // end-of-generation tokens are text like any other (load tests)
 };
 
 struct GenerationOutput {

@@ -150,6 +150,10 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
     if (!j["stream"].is_boolean()) refuse("stream", "a boolean", json_kind(j["stream"]));
     r.stream = j["stream"];
   }
+  if (j.contains("ignore_eos") && !j["ignore_eos"].is_null()) {
+    if (!j["ignore_eos"].is_boolean()) refuse("ignore_eos", "a boolean", json_kind(j["ignore_eos"]));
+    r.ignore_eos = j["ignore_eos"];
+  }
   if (j.contains("stream_options") && j["stream_options"].is_object())
     r.include_usage = j["stream_options"].value("include_usage", false);
   return r;

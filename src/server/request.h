@@ -21,6 +21,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;      // up to 4 strings that end the text (not included in it)
   bool stream = false;                // server-sent events
   bool include_usage = false;         // stream_options.include_usage: a last chunk with usage
+  bool ignore_eos = false;            // llama-server's: end-of-generation tokens do not end the text
 };
 
 // Throws ApiError 400 on malformed JSON, a missing or mistyped field, or a value out of range.
