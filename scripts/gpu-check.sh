@@ -28,9 +28,9 @@
 #     serve:    issue 18's server under load on the 8B: SERVE_SLOTS (16) concurrent greedy requests of 128
 #               tokens, then SERVE_CLIENTS (64) streaming clients for SERVE_SECONDS (60), codecllm serve and
 #               (with PEER_DIR) llama-server with the same slots, one after the other -> serve.log, serve-*.json
-#     multi:    issue 18's multi-model case: as many copies of the 8B as load (MULTI_MODELS, 12, down
-#               by one until they do) served at once in MULTI_MODE (resident), and each one's first
-#               request timed -> multi.log
+#     multi:    issue 18's multi-model case: MULTI_MODELS (15) copies of the 8B served at once in
+#               MULTI_MODE (resident): how many stay in VRAM, each one's first request timed, the
+#               parked ones loaded again from host RAM -> multi.log
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
@@ -288,7 +288,8 @@ if [ "$what" = serve ]; then
       --max-tokens 128 --label "$1 $clients clients ${seconds} s" --json "$out/serve-$1-load.json"
   }
   {
-    "$bin" serve -m "$m8" --port 8181 -np "$slots" -c $((slots * 1024)) --mode "${SERVE_MODE:-full}" > "$out/serve-codecllm.err" 2>&1 &
+    "$bin" serve -m "$m8" --port 8181 -np "$slots" -c $((slots * 1024)) --max-queue "$clients" --mode "${SERVE_MODE:-full}" \
+      > "$out/serve-codecllm.err" 2>&1 &
     pid=$!
     if wait_ready 8181 $pid; then
       echo "### codecllm serve -np $slots (VRAM used, total: $(vram_used))"; serve_load codecllm 8181
@@ -309,41 +310,47 @@ if [ "$what" = serve ]; then
 fi
 
 if [ "$what" = multi ]; then
-  # Issue 18's multi-model case: MULTI_MODELS (12) copies of the 8B (links to one file, each its own
-  # model id) served at once in MULTI_MODE (resident), one slot of 1024 positions each; one fewer
-  # until they load. Then each model's first request (16 greedy tokens), timed one after another.
+  # Issue 18's multi-model case: MULTI_MODELS (15) copies of the 8B (links to one file, each its
+  # own model id) served at once in MULTI_MODE (resident), one slot of 1024 positions each. Those
+  # that do not fit park the least recently used ones at start; then one request (16 greedy
+  # tokens) to each, those in VRAM first, then the parked ones (each loads again from host RAM,
+  # parking another), timed.
   m8=$(model_8b)
-  n=${MULTI_MODELS:-12}
+  n=${MULTI_MODELS:-15}
+  rm -rf "$work/multi" && mkdir -p "$work/multi"
+  args=()
+  for i in $(seq 1 "$n"); do ln -s "$m8" "$work/multi/llama8b-$i.cllm"; args+=(-m "$work/multi/llama8b-$i.cllm"); done
   {
-    while [ "$n" -ge 1 ]; do
-      rm -rf "$work/multi" && mkdir -p "$work/multi"
-      args=()
-      for i in $(seq 1 "$n"); do ln -s "$m8" "$work/multi/llama8b-$i.cllm"; args+=(-m "$work/multi/llama8b-$i.cllm"); done
-      t0=$(date +%s)
-      "$bin" serve "${args[@]}" --port 8183 -np 1 -c 1024 --mode "${MULTI_MODE:-resident}" > "$out/multi-$n.err" 2>&1 &
-      pid=$!
-      if wait_ready 8183 $pid; then
-        echo "### $n models of $(basename "$m8") in mode ${MULTI_MODE:-resident}: listening after $(( $(date +%s) - t0 )) s; VRAM used, total: $(vram_used)"
-        python3 - "$n" <<'PY'
-import json, sys, time, urllib.request
-n = int(sys.argv[1])
-models = json.load(urllib.request.urlopen("http://127.0.0.1:8183/v1/models"))["data"]
-print("models:", ", ".join(m["id"] for m in models))
-for i in range(1, n + 1):
-    body = json.dumps({"model": f"llama8b-{i}", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+    t0=$(date +%s)
+    "$bin" serve "${args[@]}" --port 8183 -np 1 -c 1024 --mode "${MULTI_MODE:-resident}" > "$out/multi.err" 2>&1 &
+    pid=$!
+    if wait_ready 8183 $pid; then
+      echo "### $n models of $(basename "$m8") in mode ${MULTI_MODE:-resident}: listening after $(( $(date +%s) - t0 )) s; VRAM used, total: $(vram_used)"
+      python3 - <<'PY'
+import json, time, urllib.request
+base = "http://127.0.0.1:8183"
+def models():
+    return {m["id"]: m["meta"] for m in json.load(urllib.request.urlopen(base + "/v1/models"))["data"]}
+m = models()
+loaded = [k for k, v in m.items() if v["status"] == "loaded"]
+parked = [k for k, v in m.items() if v["status"] != "loaded"]
+print(f"after start: {len(loaded)} loaded ({', '.join(loaded)}), {len(parked)} parked ({', '.join(parked)})")
+for mid in loaded + parked:
+    was = models()[mid]["status"]
+    body = json.dumps({"model": mid, "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
                        "ignore_eos": True}).encode()
     t = time.perf_counter()
-    r = json.load(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:8183/v1/completions", body,
-                                                                {"Content-Type": "application/json"}), timeout=120))
-    print(f"llama8b-{i}: first request {time.perf_counter() - t:.3f} s, {r['usage']['completion_tokens']} tokens")
+    r = json.load(urllib.request.urlopen(urllib.request.Request(base + "/v1/completions", body,
+                                                                {"Content-Type": "application/json"}), timeout=300))
+    took = time.perf_counter() - t
+    meta = models()[mid]
+    print(f"{mid} ({was}): first request {took:.3f} s, {r['usage']['completion_tokens']} tokens; "
+          f"last load {meta['last_load_s']:.3f} s; now {meta['status']}")
+print("loaded at the end:", sum(1 for v in models().values() if v["status"] == "loaded"))
 PY
-        kill -TERM $pid; wait $pid; echo "serve exit status $?"
-        break
-      fi
-      echo "$n models did not load: $(grep -m1 -i -E 'error|out of' "$out/multi-$n.err")"
-      kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null
-      n=$((n - 1))
-    done
+      grep -E "parked|loaded again|did not fit" "$out/multi.err" | head -12
+      kill -TERM $pid; wait $pid; echo "serve exit status $?"
+    else echo "serve did not start: $(tail -3 "$out/multi.err")"; status=1; fi
   } 2>&1 | tee "$out/multi.log"
 fi
 

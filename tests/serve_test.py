@@ -14,10 +14,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -400,6 +402,35 @@ def check_parallel(binary, model, use_openai):
         s.stop()
 
 
+def check_keep_alive(binary, model):
+    """--keep-alive: a model without requests for that long is parked (/v1/models and /metrics say
+    so, its memory given back); its next request loads it again and gets the same text. Two models
+    (the second a copy under another name), each parked and brought back on its own."""
+    with tempfile.TemporaryDirectory() as d:
+        other = os.path.join(d, "other.cllm")
+        shutil.copy(model, other)
+        s = Server(binary, model, "-m", other, "--keep-alive", "0.3")
+        try:
+            def meta():
+                return {m["id"]: m["meta"] for m in s.get("/v1/models")[1]["data"]}
+            wait_for("both models parked", lambda: all(m["status"] == "parked" for m in meta().values()), 10)
+            assert meta()["stories260K"]["device"].startswith("parked: "), meta()
+            assert s.metrics().get("codecllm_models_loaded") == 0, s.metrics()
+            first = completion(s, max_tokens=12)["choices"][0]["text"]
+            assert "stories260K: loaded again from host RAM in " in s.stderr(), s.stderr()
+            wait_for("parked again", lambda: meta()["stories260K"]["status"] == "parked", 10)
+            again = completion(s, max_tokens=12)["choices"][0]["text"]
+            assert again == first, (again, first)
+            m = s.metrics()
+            assert m.get('codecllm_model_reload_seconds_count{model="stories260K"}') == 2, m
+            assert m.get('codecllm_model_reload_seconds_count{model="other"}') == 0, m
+            assert meta()["stories260K"]["loads_again"] == 2
+            other_text = completion(s, max_tokens=12, model="other")["choices"][0]["text"]
+            assert other_text == first  # the same weights under another name
+        finally:
+            s.stop()
+
+
 def check_loading(binary, model):
     """While its models load the server answers, 503; then it serves."""
     s = Server(binary, model, "--test-load-delay-ms", "3000", wait=False)
@@ -572,8 +603,6 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--no-openai", action="store_true", help="leave out the checks with the openai client")
-    ap.add_argument("--parallel", action="store_true",
-                    help="run the -np 4 checks (needs ModelEngine::forward_batch, branch s25-engine)")
     a = ap.parse_args()
     use_openai = not a.no_openai
 
@@ -605,11 +634,10 @@ def main():
     print("ok: queue full, disconnect, stop while streaming")
     check_bad_connections(a.binary, a.model)
     print("ok: idle, stalled, garbage and oversized connections")
-    if a.parallel:
-        check_parallel(a.binary, a.model, use_openai)
-        print("ok: -np 4: 8 requests at once, whole and streamed, give the texts each gives alone")
-    else:
-        print("(the -np 4 checks were left out: pass --parallel once the engines batch several sequences)")
+    check_parallel(a.binary, a.model, use_openai)
+    print("ok: -np 4: 8 requests at once, whole and streamed, give the texts each gives alone")
+    check_keep_alive(a.binary, a.model)
+    print("ok: --keep-alive: idle models parked, loaded again by their next request, the same text")
     if not use_openai:
         print("(the openai client checks were left out: --no-openai)")
 

@@ -110,6 +110,7 @@ struct FakeEngine {
 
 struct Setup {
   int slots = 1, context = 64, capacity = 64, chunk = 256, max_queue = 16;
+  EngineResidency residency;
 };
 
 // A scheduler on its own fake engine; done counts the OnDone calls (the metrics' hook).
@@ -128,7 +129,7 @@ struct Bench {
     o.n_vocab = kVocab;
     o.max_queue = s.max_queue;
     sched = std::make_unique<SlotScheduler>(engine.forward(), tok512(), o,
-                                            [this](const GenerationOutput&, double) { ++done; });
+                                            [this](const GenerationOutput&, double) { ++done; }, s.residency);
   }
   ~Bench() { sched->stop(); }  // before the engine goes
 
@@ -492,4 +493,51 @@ TEST_CASE("scheduler: refuses a batch capacity below one token per slot", "[serv
   CHECK_THROWS_WITH(SlotScheduler([](const int*, const BatchSegment*, int) -> const float* { return nullptr; },
                                   tok512(), o, {}),
                     Catch::Contains("4 slots"));
+}
+
+TEST_CASE("scheduler: an idle model is told after keep_alive; a loaded-again engine starts with empty caches; a failed "
+          "load answers 503",
+          "[serve][scheduler]") {
+  std::atomic<int> idles{0}, loads{0};
+  std::atomic<bool> parked{false}, fail_load{false};
+  Setup s;
+  s.residency.keep_alive_s = 0.05;
+  s.residency.idle = [&] {
+    ++idles;
+    parked = true;
+  };
+  s.residency.ensure_loaded = [&] {
+    if (!parked) return false;
+    if (fail_load) throw std::runtime_error("out of VRAM: 9 GiB needed, 2 GiB free");
+    parked = false;
+    ++loads;
+    return true;
+  };
+  Bench b(s, 0);
+  const GenerationInput in = request("Once upon a time", 8);
+  const GenerationOutput first = finished(*b.submit(in));
+  CHECK(loads == 0);  // loaded from the start
+
+  // Idle for keep_alive: parked. The next request loads it again and reuses nothing of the old
+  // cache (the same prompt on a loaded engine would reuse all but its last token).
+  REQUIRE(wait_until([&] { return idles == 1; }));
+  const GenerationOutput second = finished(*b.submit(in));
+  CHECK(loads == 1);
+  CHECK(second.reused_tokens == 0);
+  check_same(second, first);
+  CHECK(b.engine.violations.empty());
+
+  // A load that fails answers the request 503 with the reason; the next one serves again.
+  REQUIRE(wait_until([&] { return idles == 2; }));
+  fail_load = true;
+  auto refused = std::make_shared<Job>(in);
+  REQUIRE(b.sched->submit(refused));
+  REQUIRE(refused->wait_done(kWait));
+  CHECK(refused->error_status() == 503);
+  CHECK_THAT(refused->error_message(), Catch::Contains("the model could not be loaded: out of VRAM"));
+  fail_load = false;
+  check_same(finished(*b.submit(in)), first);
+  CHECK(loads == 2);
+  CHECK(b.sched->running() == 0);
+  CHECK(b.sched->queued() == 0);
 }

@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <filesystem>
+
 #include "server/api_error.h"
+#include "server/model_set.h"
 #include "server/request.h"
 #include "server/stop_matcher.h"
 #include "test_util.h"
@@ -178,8 +181,7 @@ TEST_CASE("serve: the server over HTTP: completions, chat, streaming, errors, au
   const std::string py = test::python_with("openai");
   {
     test::TempDir dir;  // removed before a skip, which exits without unwinding
-    // --parallel: the -np 4 checks, which need ModelEngine::forward_batch (branch s25-engine)
-    REQUIRE(run_python_spec("serve_test.py", py, dir, std::string(py.empty() ? " --no-openai" : "") + " --parallel") == 0);
+    REQUIRE(run_python_spec("serve_test.py", py, dir, py.empty() ? " --no-openai" : "") == 0);
   }
   if (py.empty())
     skip_unless_ci("http", "the Python package 'openai' is missing (scripts/setup.sh installs it into .deps/venv; or "
@@ -197,4 +199,51 @@ TEST_CASE("serve: the chat page at / lists the models, streams replies, stops, s
     skip_unless_ci("chromium", "no Chromium (scripts/setup.sh installs Debian's 'chromium'; or set CLLM_CHROMIUM to "
                                "the browser): the chat page was not tested");
   REQUIRE(status == 0);
+}
+
+// Models that do not fit park idle ones (ModelSet::make_room): the least recently used first,
+// never the asking model nor one with requests; a parked model's next request loads it again.
+TEST_CASE("serve: make_room parks the idle model used least recently, and a request brings it back", "[serve]") {
+  test::TempDir dir;
+  const std::string first = test::compress_stories(dir);
+  for (const char* name : {"second", "third"})
+    std::filesystem::copy_file(first, dir.file(std::string(name) + ".cllm"));
+  Metrics metrics;
+  ModelSet models;
+  ModelOptions o;
+  o.device = Device::cpu;
+  o.engine.context = 64;
+  o.engine.threads = 1;
+  o.make_room = [&models](const ServedModel& asking) { return models.make_room(asking); };
+  for (const std::string& path : {first, dir.file("second.cllm"), dir.file("third.cllm")})
+    models.add(std::make_unique<ServedModel>(path, o, metrics));  // loaded in this order: used in this order
+  ServedModel& a = *models.find("stories260K");
+  ServedModel& b = *models.find("second");
+  ServedModel& c = *models.find("third");
+  CHECK(models.make_room(c));
+  CHECK_FALSE(a.residency().loaded);
+  CHECK(b.residency().loaded);
+  CHECK_THAT(a.device_description(), Contains("parked: "));
+  CHECK(models.make_room(c));
+  CHECK_FALSE(b.residency().loaded);
+  CHECK_FALSE(models.make_room(c));  // only the asking model is left loaded
+  CHECK(c.residency().loaded);
+
+  GenerationInput in;
+  in.prompt = {1, 403, 407};
+  in.max_tokens = 4;
+  in.sampling.temp = 0;
+  auto job = std::make_shared<Job>(in);
+  REQUIRE(a.scheduler().submit(job));
+  REQUIRE(job->wait_done(std::chrono::seconds(60)));
+  CHECK(job->error_status() == 0);
+  CHECK(job->output().completion_tokens == 4);
+  const ServedModel::Residency r = a.residency();
+  CHECK(r.loaded);
+  CHECK(r.loads == 1);
+  // Now `third` is the least recently used: asked for by `second`, it is parked first.
+  CHECK(models.make_room(b));
+  CHECK_FALSE(c.residency().loaded);
+  CHECK(a.residency().loaded);
+  models.stop_schedulers();
 }

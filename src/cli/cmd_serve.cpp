@@ -21,6 +21,7 @@ struct ServeArgs {
   std::string api_key;
   int slots = 1;
   int max_queue = 16;
+  double keep_alive_s = -1;
   int timeout_s = 10;
   std::string chat_template;
   EngineFlags engine;  // --device, --mode, --vram-budget, -t, -c, --no-verify (cli/engine_flags.h)
@@ -46,6 +47,7 @@ int run_serve(const ServeArgs& a) {
   opt.model.verify_checksums = !a.engine.no_verify;
   opt.model.chat_template = a.chat_template;
   opt.model.max_queue = a.max_queue;
+  opt.model.keep_alive_s = a.keep_alive_s;
   opt.model.token_delay_ms = a.token_delay_ms;
   opt.http.host = a.host;
   opt.http.port = a.port;
@@ -77,6 +79,12 @@ void register_serve(CLI::App& app, Action& action) {
                                           "-c / np positions of context")
       ->check(CLI::Range(1, 1024))
       ->envname("CLLM_ARG_N_PARALLEL");
+  cmd->add_option("--keep-alive", a->keep_alive_s,
+                  "Seconds a model stays loaded without requests; then it is parked (its VRAM given back, the "
+                  "compressed weights kept in host RAM) until its next request loads it again (-1: never; 0: at once)")
+      ->default_str("-1")
+      ->check(CLI::Range(-1.0, 1e9))
+      ->envname("CLLM_ARG_KEEP_ALIVE");
   cmd->add_option("--max-queue", a->max_queue, "Requests that may wait per model while its slots are all taken; more get 503")
       ->check(CLI::Range(0, 4096))
       ->envname("CLLM_ARG_MAX_QUEUE");

@@ -1,14 +1,28 @@
 #include "runtime/model_engine.h"
 
+#include "common/error.h"
 #include "common/thread_pool.h"
 
 namespace cllm {
 
 ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& gpu_opt) {
+  load(file, device, gpu_opt);
   ThreadPool pool(gpu_opt.threads);
+  tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
+}
+
+void ModelEngine::unload() {
+  gpu.reset();
+  cpu.reset();
+  weights = LlamaWeights{};
+}
+
+void ModelEngine::load(const CllmFile& file, Device device, const GpuOptions& gpu_opt) {
+  unload();
   if (device == Device::cuda) {
     gpu = GpuEngine::open(file, gpu_opt);
   } else {
+    ThreadPool pool(gpu_opt.threads);
     weights = load_llama_weights(file, &pool);
     CpuForwardOptions fw_opt;
     fw_opt.context = gpu_opt.context;
@@ -16,17 +30,18 @@ ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& 
     fw_opt.sequences = gpu_opt.sequences;
     cpu = std::make_unique<CpuForward>(weights, fw_opt);
   }
-  tok = std::make_unique<Tokenizer>(Tokenizer::from_cllm(file, &pool));
 }
 
 ForwardFn ModelEngine::forward() {
   return [this](const int* tokens, int n, int pos) {
+    if (!loaded()) fail("the model's engine is unloaded");
     return gpu ? gpu->forward(tokens, n, pos) : cpu->forward(tokens, n, pos);
   };
 }
 
 BatchForwardFn ModelEngine::forward_batch() {
   return [this](const int* tokens, const BatchSegment* segs, int n_segs) {
+    if (!loaded()) fail("the model's engine is unloaded");
     return gpu ? gpu->forward_batch(tokens, segs, n_segs) : cpu->forward_batch(tokens, segs, n_segs);
   };
 }

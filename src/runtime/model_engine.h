@@ -29,6 +29,14 @@ struct ModelEngine {
   ModelEngine(const ModelEngine&) = delete;
   ModelEngine& operator=(const ModelEngine&) = delete;
 
+  // serve's idle models: unload() gives the engine's memory back (VRAM, or the CPU's decoded
+  // weights) and keeps the tokenizer; load() builds the engine again from the file (the caches
+  // start empty). forward()'s and forward_batch()'s functions stay valid across both, and throw
+  // while unloaded.
+  void unload();
+  void load(const CllmFile& file, Device device, const GpuOptions& gpu_opt);
+  bool loaded() const { return gpu || cpu; }
+
   const LlamaConfig& config() const { return gpu ? gpu->config() : cpu->config(); }
   int context() const { return gpu ? gpu->context() : cpu->context(); }
   int sequences() const { return gpu ? gpu->sequences() : cpu->sequences(); }

@@ -106,10 +106,14 @@ void HttpServer::add_routes() {
   });
   http_->Get("/v1/models", [&models](const httplib::Request&, httplib::Response& res) {
     json data = json::array();
-    for (const ServedModel* m : models.all())
+    for (const ServedModel* m : models.all()) {
+      const ServedModel::Residency r = m->residency();
       data.push_back({{"id", m->id()}, {"object", "model"}, {"created", 0}, {"owned_by", "codecllm"},
                       {"meta", {{"context", m->context()}, {"device", m->device_description()},
+                                {"status", r.loaded ? "loaded" : "parked"}, {"loads_again", r.loads},
+                                {"last_load_s", r.last_load_s},
                                 {"n_vocab", m->config().vocab_size}, {"n_layers", m->config().n_layers}}}});
+    }
     send_json(res, 200, {{"object", "list"}, {"data", data}});
   });
   http_->Post("/v1/completions", [&models](const httplib::Request& req, httplib::Response& res) {
@@ -120,8 +124,13 @@ void HttpServer::add_routes() {
   });
   http_->Get("/metrics", [&models, &metrics](const httplib::Request&, httplib::Response& res) {
     std::vector<ModelGauges> gauges;
-    for (ServedModel* m : models.all()) gauges.push_back({m->id(), m->scheduler().queued(), m->scheduler().running()});
-    res.set_content(metrics.render(gauges, static_cast<int>(gauges.size())), "text/plain; version=0.0.4");
+    int loaded = 0;
+    for (ServedModel* m : models.all()) {
+      const ServedModel::Residency r = m->residency();
+      gauges.push_back({m->id(), m->scheduler().queued(), m->scheduler().running(), r.loaded, r.loads, r.load_s_sum});
+      loaded += r.loaded ? 1 : 0;
+    }
+    res.set_content(metrics.render(gauges, loaded), "text/plain; version=0.0.4");
   });
 }
 

@@ -60,7 +60,14 @@ std::string Metrics::render(const std::vector<ModelGauges>& models, int models_l
   for (const auto& g : models) o << "codecllm_requests_waiting{model=\"" << g.model << "\"} " << g.waiting << '\n';
   header(o, "codecllm_requests_running", "gauge", "Requests in slots, being generated.");
   for (const auto& g : models) o << "codecllm_requests_running{model=\"" << g.model << "\"} " << g.running << '\n';
-  header(o, "codecllm_models_loaded", "gauge", "Models loaded and serving.");
+  header(o, "codecllm_model_loaded", "gauge", "1: the model's engine is in memory; 0: parked (compressed in host RAM).");
+  for (const auto& g : models) o << "codecllm_model_loaded{model=\"" << g.model << "\"} " << (g.loaded ? 1 : 0) << '\n';
+  header(o, "codecllm_model_reload_seconds", "summary", "Parked models loaded again for a request.");
+  for (const auto& g : models) {
+    o << "codecllm_model_reload_seconds_sum{model=\"" << g.model << "\"} " << g.load_s_sum << '\n';
+    o << "codecllm_model_reload_seconds_count{model=\"" << g.model << "\"} " << g.loads << '\n';
+  }
+  header(o, "codecllm_models_loaded", "gauge", "Models whose engines are in memory (the others are parked).");
   o << "codecllm_models_loaded " << models_loaded << '\n';
   return o.str();
 }

@@ -6,6 +6,8 @@
 //   codecllm_time_to_first_token_seconds{model}     summary (_sum, _count): submission to the first token, queue included
 //   codecllm_decode_tokens_per_second{model}        the last request's decode passes per second (batched: shared with others)
 //   codecllm_requests_waiting{model}, codecllm_requests_running{model}, codecllm_models_loaded   gauges
+//   codecllm_model_loaded{model}                    gauge: 1 loaded, 0 parked (idle, compressed in host RAM)
+//   codecllm_model_reload_seconds{model}            summary (_sum, _count): parked models loaded again
 #pragma once
 
 #include <map>
@@ -22,6 +24,9 @@ struct ModelGauges {
   std::string model;
   int waiting = 0;
   int running = 0;  // requests in slots
+  bool loaded = true;       // its engine is in memory (else parked)
+  int loads = 0;            // loaded again after being parked
+  double load_s_sum = 0;    // the seconds those loads took
 };
 
 class Metrics {

@@ -1,5 +1,9 @@
 #include "server/model_set.h"
 
+#include <algorithm>
+
+#include "common/error.h"
+
 namespace cllm::server {
 
 void ModelSet::add(std::unique_ptr<ServedModel> m) {
@@ -25,6 +29,17 @@ std::string ModelSet::ids() const {
   std::string out;
   for (const ServedModel* m : all()) out += (out.empty() ? "" : ", ") + m->id();
   return out;
+}
+
+bool ModelSet::make_room(const ServedModel& asking) const {
+  std::vector<ServedModel*> others;
+  for (ServedModel* m : all())
+    if (m != &asking && m->residency().loaded) others.push_back(m);
+  std::sort(others.begin(), others.end(),
+            [](const ServedModel* a, const ServedModel* b) { return a->last_used() < b->last_used(); });
+  for (ServedModel* m : others)
+    if (m->park_if_idle(cat("to make room for '", asking.id(), "'"))) return true;
+  return false;
 }
 
 void ModelSet::stop_schedulers() {

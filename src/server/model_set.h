@@ -23,6 +23,9 @@ class ModelSet {
   void set_ready() { ready_ = true; }               // every model given on the command line is loaded
   bool ready() const { return ready_; }
   void stop_schedulers();                              // cancels and fails every job (shutdown)
+  // ModelOptions::make_room: parks the idle loaded model, other than `asking`, used least
+  // recently; false when no other model can be parked now.
+  bool make_room(const ServedModel& asking) const;
 
  private:
   mutable std::mutex m_;

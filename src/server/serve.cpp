@@ -22,7 +22,13 @@ namespace cllm::server {
 namespace {
 
 // SIGINT and SIGTERM, blocked in every thread the server starts, so that only the watcher
-// takes them (sigtimedwait) and stops the server from an ordinary thread.
+// takes them (sigtimedwait) and stops the server from an ordinary thread. Threads that libraries
+// start with their own masks (the CUDA driver's) may still receive one: for them the handler
+// below only records it, and the watcher sees the record at its next poll.
+volatile sig_atomic_t g_stop_signal = 0;
+
+extern "C" void record_stop_signal(int sig) { g_stop_signal = sig; }
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -38,6 +44,7 @@ void watch_signals(const std::atomic<bool>& over, const std::function<void(int)>
   while (!over) {
     const int sig = sigtimedwait(&set, nullptr, &poll);
     if (sig > 0) return on_signal(sig);
+    if (g_stop_signal) return on_signal(g_stop_signal);
   }
 }
 
@@ -76,7 +83,9 @@ void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, co
   for (const auto& path : opt.model_paths) {
     if (signalled) return;
     Timer load;
-    models.add(std::make_unique<ServedModel>(path, opt.model, metrics));
+    ModelOptions model_opt = opt.model;
+    model_opt.make_room = [&models](const ServedModel& asking) { return models.make_room(asking); };
+    models.add(std::make_unique<ServedModel>(path, model_opt, metrics));
     const ServedModel& m = *models.all().back();
     log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), " per slot) in ",
              static_cast<long long>(load.ms()), " ms");
@@ -90,6 +99,10 @@ int serve(const ServeOptions& opt) {
   ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not the end of the server
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: they all inherit it
+  struct sigaction record = {};
+  record.sa_handler = record_stop_signal;
+  sigemptyset(&record.sa_mask);
+  for (int sig : {SIGINT, SIGTERM}) sigaction(sig, &record, nullptr);  // instead of the CLI's cleanup-and-exit
 
   Metrics metrics;
   ModelSet models;

@@ -1,10 +1,14 @@
 #include "server/served_model.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log.h"
+#include "common/timer.h"
+#include "common/units.h"
 #include "model/chat_session.h"
 #include "server/api_error.h"
 
@@ -25,14 +29,30 @@ std::string model_id_of(const std::string& path) {
   return name;
 }
 
-ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metrics& metrics) : id_(model_id_of(path)) {
+namespace {
+
+CllmFile open_file(const std::string& path, const ModelOptions& opt) {
   CllmOpenOptions open_opt;
   open_opt.verify_checksums = opt.verify_checksums;
   open_opt.threads = opt.engine.threads;
-  const CllmFile file = CllmFile::open(path, open_opt);
-  GpuOptions engine_opt = opt.engine;
-  engine_opt.sequences = opt.slots;  // one KV cache region per slot, of engine_opt.context positions
-  engine_ = std::make_unique<ModelEngine>(file, opt.device, engine_opt);
+  return CllmFile::open(path, open_opt);
+}
+
+}  // namespace
+
+ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metrics& metrics)
+    : id_(model_id_of(path)),
+      file_(open_file(path, opt)),
+      device_(opt.device),
+      engine_opt_(opt.engine),
+      keep_alive_s_(opt.keep_alive_s),
+      make_room_(opt.make_room),
+      config_(config_from_metadata(file_.metadata())) {
+  engine_opt_.sequences = opt.slots;  // one KV cache region per slot, of engine_opt_.context positions
+  {
+    std::lock_guard<std::mutex> lock(engine_m_);
+    load_engine();
+  }
   const Tokenizer& tok = *engine_->tok;
   specials_ = chat_specials(tok);
   try {
@@ -53,9 +73,17 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
   sched.max_queue = opt.max_queue;
   sched.token_delay_ms = opt.token_delay_ms;
   const std::string id = id_;
+  EngineResidency residency;
+  residency.ensure_loaded = [this] { return ensure_loaded(); };
+  residency.idle = [this] {
+    std::lock_guard<std::mutex> lock(engine_m_);
+    if (engine_->loaded()) park(cat("no request for ", keep_alive_s_, " s"));
+  };
+  residency.keep_alive_s = keep_alive_s_;
   scheduler_ = std::make_unique<SlotScheduler>(
       engine_->forward_batch(), tok, sched,
-      [&metrics, id](const GenerationOutput& out, double queue_ms) { metrics.count_generation(id, out, queue_ms); });
+      [&metrics, id](const GenerationOutput& out, double queue_ms) { metrics.count_generation(id, out, queue_ms); },
+      residency);
   for (int i = 0; i < sched.slots; ++i)
     log_info("serve: ", id_, ": slot ", i, ": ", sched.context, " positions");
   log_info("serve: ", id_, ": ", sched.slots, " slot", sched.slots == 1 ? "" : "s", " of ", sched.context,
@@ -68,8 +96,72 @@ ServedModel::~ServedModel() {
 }
 
 std::string ServedModel::device_description() const {
+  std::lock_guard<std::mutex> lock(engine_m_);
+  return describe_locked();
+}
+
+std::string ServedModel::describe_locked() const {
+  if (!engine_->loaded()) return cat("parked: ", format_gib(file_.file_size()), " compressed in host RAM");
   if (!engine_->gpu) return "cpu";
   return cat("cuda, mode ", mode_name(engine_->gpu->mode()));
+}
+
+void ServedModel::load_engine() {
+  // A model that does not fit parks idle ones (least recently used first) until it does, or
+  // none is left to park. The first load builds the engine and the tokenizer; later ones the
+  // engine alone.
+  Timer t;
+  for (;;) {
+    try {
+      if (!engine_) engine_ = std::make_unique<ModelEngine>(file_, device_, engine_opt_);
+      else engine_->load(file_, device_, engine_opt_);
+      break;
+    } catch (const Error& e) {
+      if (!make_room_ || !make_room_(*this)) throw;
+      log_info("serve: ", id_, ": did not fit (", e.what(), "); trying again");
+    }
+  }
+  residency_.loaded = true;
+  residency_.last_load_s = t.seconds();
+  last_used_ = std::chrono::steady_clock::now();
+}
+
+bool ServedModel::ensure_loaded() {
+  std::lock_guard<std::mutex> lock(engine_m_);
+  last_used_ = std::chrono::steady_clock::now();
+  if (engine_->loaded()) return false;
+  load_engine();
+  ++residency_.loads;
+  residency_.load_s_sum += residency_.last_load_s;
+  log_info("serve: ", id_, ": loaded again from host RAM in ", static_cast<long long>(residency_.last_load_s * 1e3),
+           " ms (", describe_locked(), ")");
+  return true;
+}
+
+void ServedModel::park(const std::string& why) {
+  engine_->unload();
+  residency_.loaded = false;
+  // Ask the kernel to keep (or bring back) the file's pages: the next load reads host RAM.
+  ::madvise(const_cast<uint8_t*>(file_.file_data()), file_.file_size(), MADV_WILLNEED);
+  log_info("serve: ", id_, ": parked (", why, "): its memory is given back; ", format_gib(file_.file_size()),
+           " of compressed weights stay in host RAM for its next request");
+}
+
+bool ServedModel::park_if_idle(const std::string& why) {
+  std::unique_lock<std::mutex> lock(engine_m_, std::try_to_lock);
+  if (!lock.owns_lock() || !engine_->loaded() || scheduler_->running() > 0 || scheduler_->queued() > 0) return false;
+  park(why);
+  return true;
+}
+
+ServedModel::Residency ServedModel::residency() const {
+  std::lock_guard<std::mutex> lock(engine_m_);
+  return residency_;
+}
+
+std::chrono::steady_clock::time_point ServedModel::last_used() const {
+  std::lock_guard<std::mutex> lock(engine_m_);
+  return last_used_;
 }
 
 GenerationInput ServedModel::completion_input(const std::string& prompt) {

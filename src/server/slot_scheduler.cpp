@@ -9,12 +9,14 @@
 
 namespace cllm::server {
 
-SlotScheduler::SlotScheduler(BatchForwardFn forward, const Tokenizer& tok, const SchedulerOptions& opt, OnDone on_done)
+SlotScheduler::SlotScheduler(BatchForwardFn forward, const Tokenizer& tok, const SchedulerOptions& opt, OnDone on_done,
+                             EngineResidency residency)
     : forward_(std::move(forward)),
       tok_(tok),
       opt_(opt),
       n_sample_(std::min(opt.n_vocab, tok.n_vocab())),
-      on_done_(std::move(on_done)) {
+      on_done_(std::move(on_done)),
+      residency_(std::move(residency)) {
   if (opt.slots < 1 || opt.context < 1 || opt.chunk < 1 || opt.n_vocab < 1 || opt.max_queue < 0)
     fail("scheduler: slots ", opt.slots, ", context ", opt.context, ", chunk ", opt.chunk, ", n_vocab ", opt.n_vocab,
          ", max_queue ", opt.max_queue, ": expected each >= 1 (max_queue >= 0)");
@@ -63,19 +65,51 @@ int SlotScheduler::running() const {
   return taken_;
 }
 
+bool SlotScheduler::wait_for_work(std::vector<std::shared_ptr<Job>>& joining) {
+  std::unique_lock<std::mutex> lock(m_);
+  const auto work = [&] { return stopping_ || !queue_.empty() || taken_ > 0; };
+  if (residency_.idle && residency_.keep_alive_s >= 0 && !idle_told_) {
+    const auto keep = std::chrono::duration<double>(residency_.keep_alive_s);
+    if (!cv_.wait_for(lock, keep, work)) {  // nothing came: tell the model, then wait on
+      lock.unlock();
+      residency_.idle();
+      idle_told_ = true;
+      lock.lock();
+    }
+  }
+  cv_.wait(lock, work);
+  if (stopping_) return false;
+  while (!queue_.empty() && taken_ < opt_.slots) {
+    joining.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+    ++taken_;
+  }
+  idle_told_ = false;
+  return true;
+}
+
+bool SlotScheduler::engine_ready(std::vector<std::shared_ptr<Job>>& joining) {
+  if (!residency_.ensure_loaded) return true;
+  try {
+    if (residency_.ensure_loaded())
+      for (Slot& s : slots_) s.cached.clear();  // a fresh engine: every region empty
+    return true;
+  } catch (const std::exception& e) {
+    log_warn("serve: could not load the model for ", joining.size(), " request(s): ", e.what());
+    for (auto& job : joining) {
+      release();
+      job->fail(503, cat("the model could not be loaded: ", e.what()));
+    }
+    joining.clear();
+    return false;
+  }
+}
+
 void SlotScheduler::loop() {
   for (;;) {
     std::vector<std::shared_ptr<Job>> joining;
-    {
-      std::unique_lock<std::mutex> lock(m_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || taken_ > 0; });
-      if (stopping_) break;
-      while (!queue_.empty() && taken_ < opt_.slots) {
-        joining.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-        ++taken_;
-      }
-    }
+    if (!wait_for_work(joining)) break;
+    if (!engine_ready(joining)) continue;
     for (auto& job : joining) start(std::move(job));
     try {
       step();

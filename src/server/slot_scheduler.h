@@ -38,13 +38,25 @@ struct SchedulerOptions {
   int token_delay_ms = 0;  // tests only: a pause before each step, to hold jobs long enough
 };
 
+// How a scheduler keeps its model's engine in memory (serve's idle models, served_model.h),
+// both called on the scheduler's thread: ensure_loaded() before every step that has jobs (true
+// when it loaded the engine again, whose caches are then empty; throwing fails the jobs that
+// were about to start, 503), and idle() once no job came for keep_alive_s seconds (it may
+// unload the engine). Without them the engine is always loaded.
+struct EngineResidency {
+  std::function<bool()> ensure_loaded;
+  std::function<void()> idle;
+  double keep_alive_s = -1;  // < 0: idle() is never called
+};
+
 class SlotScheduler {
  public:
   // Called on the scheduler's thread when a job ends, before the job is told (metrics).
   using OnDone = std::function<void(const GenerationOutput& out, double queue_ms)>;
 
   // forward and tok (and the engine behind them) must outlive this object.
-  SlotScheduler(BatchForwardFn forward, const Tokenizer& tok, const SchedulerOptions& opt, OnDone on_done);
+  SlotScheduler(BatchForwardFn forward, const Tokenizer& tok, const SchedulerOptions& opt, OnDone on_done,
+                EngineResidency residency = {});
   ~SlotScheduler();
   SlotScheduler(const SlotScheduler&) = delete;
   SlotScheduler& operator=(const SlotScheduler&) = delete;
@@ -78,6 +90,8 @@ class SlotScheduler {
   const SchedulerOptions opt_;
   const int n_sample_;
   OnDone on_done_;
+  EngineResidency residency_;
+  bool idle_told_ = false;   // idle() was called and no job came since
   std::vector<Slot> slots_;  // the scheduler thread's alone
   uint64_t jobs_taken_ = 0;
   std::vector<int> batch_tokens_;
@@ -93,6 +107,9 @@ class SlotScheduler {
   std::thread thread_;
 
   void loop();
+  // Waits for work (true) or stopping (false); calls residency_.idle() on the way when no job comes for keep_alive_s.
+  bool wait_for_work(std::vector<std::shared_ptr<Job>>& joining);
+  bool engine_ready(std::vector<std::shared_ptr<Job>>& joining);  // false: the joining jobs failed, none runs
   void start(std::shared_ptr<Job> job);
   Slot& slot_for(const std::vector<int>& prompt);
   void step();
