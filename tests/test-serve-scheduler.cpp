@@ -495,7 +495,7 @@ TEST_CASE("scheduler: refuses a batch capacity below one token per slot", "[serv
                     Catch::Contains("4 slots"));
 }
 
-TEST_CASE("scheduler: an idle model is told after keep_alive; a loaded-again engine starts with empty caches; a failed "
+TEST_CASE("scheduler: an idle model is told after keep_alive, a loaded-again engine starts with empty caches, a failed "
           "load answers 503",
           "[serve][scheduler]") {
   std::atomic<int> idles{0}, loads{0};
