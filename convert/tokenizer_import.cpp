@@ -10,6 +10,7 @@
 #include "convert/import_util.h"
 #include "convert/spm_model_builder.h"
 #include "text/bpe_tokenizer.h"
+#include "text/spm_pieces.h"
 #include "text/tokenizer.h"
 
 namespace cllm {
@@ -17,6 +18,12 @@ namespace cllm {
 namespace {
 
 bool spm_load(sentencepiece::SentencePieceProcessor& sp, const std::vector<uint8_t>& proto, std::string* error) {
+  const std::string problem =
+      spm_piece_problem(std::string_view(reinterpret_cast<const char*>(proto.data()), proto.size()));
+  if (!problem.empty()) {
+    if (error) *error = cat("SentencePiece model: ", problem, " (the trie of pieces cannot hold it)");
+    return false;
+  }
   const auto status = sp.LoadFromSerializedProto(
       std::string(reinterpret_cast<const char*>(proto.data()), proto.size()));
   if (status.ok()) return true;

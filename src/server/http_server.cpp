@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include "common/error.h"
 #include "server/chat_page.h"
@@ -23,6 +24,11 @@ HttpServer::HttpServer(const HttpOptions& opt, ModelSet& models, Metrics& metric
   http_->set_keep_alive_timeout(2);
   http_->set_read_timeout(opt.timeout_s, 0);
   http_->set_write_timeout(opt.timeout_s, 0);
+  // The library's own socket options, and the socket kept so that bind() can raise the backlog.
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    socket_ = static_cast<int>(sock);
+  });
   add_guards();
   add_routes();
 }
@@ -33,6 +39,10 @@ int HttpServer::bind() {
   const bool any = opt_.port == 0;
   const int port = any ? http_->bind_to_any_port(opt_.host) : (http_->bind_to_port(opt_.host, opt_.port) ? opt_.port : -1);
   if (port <= 0) fail("serve: cannot listen on ", opt_.host, ":", opt_.port, " (address in use, or not this machine's?)");
+  // Debian's compiled cpp-httplib listens with a backlog of 5: a burst of clients connecting at
+  // once overflows it, and now and then one of them is reset (seen with 64 load-test clients).
+  // listen() again on the same socket only raises the backlog.
+  if (socket_ >= 0) ::listen(socket_, SOMAXCONN);
   return port;
 }
 

@@ -52,6 +52,7 @@ class HttpServer {
   ModelSet& models_;
   Metrics& metrics_;
   std::unique_ptr<httplib::Server> http_;
+  int socket_ = -1;  // the listening socket (set by the socket-options hook at bind)
 
   void add_routes();
   void add_guards();  // API key, 404/413 bodies, exceptions, request counting

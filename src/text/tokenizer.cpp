@@ -12,6 +12,7 @@
 #include "common/file_io.h"
 #include "text/bpe_tokenizer.h"
 #include "text/chat_template.h"
+#include "text/spm_pieces.h"
 #include "text/utf8.h"
 
 namespace cllm {
@@ -91,6 +92,8 @@ Tokenizer Tokenizer::from_serialized(const std::string& proto, const std::string
   Tokenizer t;
   t.origin_ = origin;
   t.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  const std::string problem = spm_piece_problem(proto);
+  if (!problem.empty()) fail(origin, ": not a valid SentencePiece model (", problem, ")");
   const auto status = t.sp_->LoadFromSerializedProto(proto);
   if (!status.ok()) fail(origin, ": not a valid SentencePiece model (", status.ToString(), ")");
   const int n = t.sp_->GetPieceSize();
