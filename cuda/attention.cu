@@ -231,6 +231,11 @@ void attention(const float* q, const void* k_cache, const void* v_cache, DType k
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill");
 }
 
+bool attention_decode_rows_supported(DType kv_dt, int head_dim, const AttentionScores& scores) {
+  return attention_flash_supported(kv_dt, head_dim) && scores.softcap == 0.0f &&
+         score_scale(scores.scale, head_dim) == score_scale(0, head_dim);
+}
+
 void attention(const float* q, const void* k_cache, const void* v_cache, DType kv_dt, void* out, DType out_dt, int n,
                int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
                size_t workspace_bytes, cudaStream_t s, int window, const AttentionScores& scores) {

@@ -62,6 +62,18 @@ bool attention_flash_supported(DType kv_dt, int head_dim);
 void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                           int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
                           float* workspace, size_t workspace_bytes, cudaStream_t s, int window = 0);
+// Continuous batching (model/batch.h): one token of each of n_segs <= kMaxDecodeTokens sequences
+// in one launch. Token z is row d_row[z] of q and of out, at position d_pos[z] of sequence
+// d_seq[z], whose cache rows start at d_seq[z] * region_rows; max_pos (host) is the largest
+// position. Each token gets the bits attention_decode_f16 gives it alone (the same blocks
+// and the same merge order). Device arrays of n_segs ints each.
+void attention_decode_f16_rows(const float* q, const void* k_cache, const void* v_cache, int region_rows, void* out,
+                               DType out_dt, int n_segs, const int* d_pos, const int* d_seq, const int* d_row,
+                               int max_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
+                               size_t workspace_bytes, cudaStream_t s, int window = 0);
+// Whether attention() takes attention_decode_f16 for these caches and scores (and so whether
+// the batched form above applies).
+bool attention_decode_rows_supported(DType kv_dt, int head_dim, const AttentionScores& scores);
 // workspace (may be null): the split-key variant's partials, when it holds them.
 void attention_prefill_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
                            int pos, int n_heads, int n_kv_heads, int head_dim, float* workspace,

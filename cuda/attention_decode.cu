@@ -28,6 +28,14 @@ struct DecodeArgs {
   const int* d_pos;
   int n_heads, n_kv_heads, chunk;
   int window;  // > 0: sliding window (first_key)
+  // Several sequences' single tokens in one launch (attention_decode_f16_rows): block z takes
+  // token z, row seg_row[z] of q, at position seg_pos[z] of sequence seg_seq[z], whose cache
+  // rows start seg_stride halves in; n is then the number of those tokens (the workspace's and
+  // the combine's "tokens"). Null: one sequence's n tokens as above.
+  const int* seg_pos = nullptr;
+  const int* seg_seq = nullptr;
+  const int* seg_row = nullptr;
+  size_t seg_stride = 0;
 };
 
 template <int HD, int ROW_WARPS>
@@ -36,12 +44,19 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   constexpr int kTileHalves = kTileKeys * smem_row<HD>();
   constexpr int kSplit = kWarps / ROW_WARPS, kWarpKeys = kTileKeys / kSplit, kBlockRows = ROW_WARPS * kRowsPerWarp;
-  const int pos = a.d_pos ? *a.d_pos : a.pos_value;
+  const bool segs = a.seg_pos != nullptr;
+  const int z = blockIdx.z;
+  const int pos = segs ? a.seg_pos[z] : a.d_pos ? *a.d_pos : a.pos_value;
+  const int n_tok = segs ? 1 : a.n;
+  const size_t region = segs ? static_cast<size_t>(a.seg_seq[z]) * a.seg_stride : 0;
+  const __half* k_cache = a.k_cache + region;
+  const __half* v_cache = a.v_cache + region;
+  const float* q = segs ? a.q + static_cast<size_t>(a.seg_row[z]) * a.n_heads * HD : a.q;
   const int chunk = blockIdx.x, kv_head = blockIdx.y;
   const int key_begin = chunk * a.chunk;
-  const int key_end = min(key_begin + a.chunk, pos + a.n);  // the last token sees pos + n - 1
-  const int group = a.n_heads / a.n_kv_heads, n_rows = a.n * group;
-  const int block_row0 = blockIdx.z * kBlockRows;
+  const int key_end = min(key_begin + a.chunk, pos + n_tok);  // the last token sees pos + n - 1
+  const int group = a.n_heads / a.n_kv_heads, n_rows = n_tok * group;
+  const int block_row0 = segs ? 0 : z * kBlockRows;
   // With a window, the tiles from the one holding the block's first row's first key: those
   // below it no row of the block sees.
   const int tile_begin = max(key_begin, first_key(pos + block_row0 / group, a.window) / kTileKeys * kTileKeys);
@@ -60,16 +75,16 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
   }
   // The first tile's copy starts before Q's loads, which it then overlaps.
   const int n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
-  load_tile<HD>(smem, smem + kTileHalves, a.k_cache, a.v_cache, tile_begin, key_end, kv_dim, head_off);
+  load_tile<HD>(smem, smem + kTileHalves, k_cache, v_cache, tile_begin, key_end, kv_dim, head_off);
   cp_async_commit();
   uint32_t qa[HD / 16][4];
-  load_q<HD>(qa, a.q, row0, n_rows, group, kv_head, a.n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
+  load_q<HD>(qa, q, row0, n_rows, group, kv_head, a.n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
   WarpState<HD> st;
   st.init();
   for (int i = 0; i < n_tiles; ++i) {
     if (i + 1 < n_tiles) {
       __half* next = smem + ((i + 1) & 1) * 2 * kTileHalves;
-      load_tile<HD>(next, next + kTileHalves, a.k_cache, a.v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
+      load_tile<HD>(next, next + kTileHalves, k_cache, v_cache, tile_begin + (i + 1) * kTileKeys, key_end, kv_dim,
                     head_off);
     }
     cp_async_commit();
@@ -123,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode_f16_kernel(DecodeAr
         l += f * l_s[w * kRowsPerWarp + r];
       }
     }
-    const int t = row / group, h = kv_head * group + row % group;
+    const int t = segs ? z : row / group, h = kv_head * group + row % group;
     const size_t at = (static_cast<size_t>(chunk) * a.n + t) * a.n_heads + h;
     a.acc[at * HD + d] = o;
     if (d == 0) a.ml[at] = make_float2(mx, l);
@@ -139,18 +154,22 @@ template <int HD>
 __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(const float* acc, const float2* ml,
                                                                            void* out, DType out_dt, int n,
                                                                            int pos_value, const int* d_pos,
-                                                                           int n_heads, int chunk, int window) {
+                                                                           int n_heads, int chunk, int window,
+                                                                           const int* seg_pos = nullptr,
+                                                                           const int* seg_row = nullptr) {
   let_next_kernel_start();  // 1 block a query row: the output product's weight loads fill the other SMs
   constexpr int kLanes = HD / 4, kGroups = kCombineThreads / kLanes;
   __shared__ float4 part_s[kGroups][kLanes];
   __shared__ float l_s[kGroups];
   __shared__ float scratch[32];
-  const int pos = d_pos ? *d_pos : pos_value;
   const int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads;
+  // the query's position: token t of one sequence, or the t-th sequence's single token
+  const int qp = seg_pos ? seg_pos[t] : (d_pos ? *d_pos : pos_value) + t;
   // chunks c0 .. n_chunks - 1 hold the keys this query sees
-  const int c0 = first_key(pos + t, window) / chunk, n_chunks = (pos + t) / chunk + 1;
+  const int c0 = first_key(qp, window) / chunk, n_chunks = qp / chunk + 1;
   const size_t stride = static_cast<size_t>(n) * n_heads;  // between chunks, in rows
   const size_t row = static_cast<size_t>(t) * n_heads + h;
+  const size_t out_row = seg_row ? static_cast<size_t>(seg_row[t]) * n_heads + h : row;
 
   float mx = -INFINITY;
   for (int c = c0 + threadIdx.x; c < n_chunks; c += kCombineThreads) mx = fmaxf(mx, ml[c * stride + row].x);
@@ -185,7 +204,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(cons
       lsum += l_s[k];
     }
     const float inv = 1.0f / lsum;
-    const size_t at = row * HD + 4 * threadIdx.x;
+    const size_t at = out_row * HD + 4 * threadIdx.x;
     store_f32(out, out_dt, at, sum.x * inv);
     store_f32(out, out_dt, at + 1, sum.y * inv);
     store_f32(out, out_dt, at + 2, sum.z * inv);
@@ -197,8 +216,9 @@ template <int HD, int ROW_WARPS>
 void launch_decode_rows(const DecodeArgs& a, int n_chunks, cudaStream_t s) {
   const size_t smem = tile_smem_bytes<HD>();
   allow_smem<attention_decode_f16_kernel<HD, ROW_WARPS>>(smem);
-  const int rows = a.n * (a.n_heads / a.n_kv_heads), block_rows = ROW_WARPS * kRowsPerWarp;
-  const dim3 grid(n_chunks, a.n_kv_heads, (rows + block_rows - 1) / block_rows);
+  // several sequences: one block row per sequence's single token
+  const int rows = (a.seg_pos ? 1 : a.n) * (a.n_heads / a.n_kv_heads), block_rows = ROW_WARPS * kRowsPerWarp;
+  const dim3 grid(n_chunks, a.n_kv_heads, a.seg_pos ? a.n : (rows + block_rows - 1) / block_rows);
   attention_decode_f16_kernel<HD, ROW_WARPS><<<grid, kThreads, smem, s>>>(a);
   CLLM_CUDA_CHECK_LAUNCH("attention_decode_f16");
 }
@@ -208,7 +228,7 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
   // The merge at the end reuses the tiles' shared memory.
   static_assert(sizeof(float) * kWarps * kRowsPerWarp * (HD + 2) <= tile_smem_bytes<HD>(), "merge space");
   // The fewest row groups that hold the query rows (then every key slot has work).
-  const int rows = a.n * (a.n_heads / a.n_kv_heads);
+  const int rows = (a.seg_pos ? 1 : a.n) * (a.n_heads / a.n_kv_heads);
   if (rows <= kRowsPerWarp)
     launch_decode_rows<HD, 1>(a, n_chunks, s);
   else if (rows <= 2 * kRowsPerWarp)
@@ -216,7 +236,8 @@ void launch_decode(const DecodeArgs& a, int n_chunks, void* out, DType out_dt, c
   else
     launch_decode_rows<HD, 4>(a, n_chunks, s);
   attention_combine_kernel<HD><<<a.n * a.n_heads, kCombineThreads, 0, s>>>(a.acc, a.ml, out, out_dt, a.n, a.pos_value,
-                                                                          a.d_pos, a.n_heads, a.chunk, a.window);
+                                                                          a.d_pos, a.n_heads, a.chunk, a.window,
+                                                                          a.seg_pos, a.seg_row);
   CLLM_CUDA_CHECK_LAUNCH("attention_combine");
 }
 
@@ -271,6 +292,49 @@ void attention_decode_f16(const float* q, const void* k_cache, const void* v_cac
   // With pos on the host only the chunks up to pos + n - 1 are launched; from device memory,
   // all of the context's (those past pos exit at once). Same blocks, same bits.
   const int n_chunks = d_pos ? max_chunks : (pos + n + chunk - 1) / chunk;
+  if (head_dim == 64)
+    launch_decode<64>(a, n_chunks, out, out_dt, s);
+  else
+    launch_decode<128>(a, n_chunks, out, out_dt, s);
+}
+
+void attention_decode_f16_rows(const float* q, const void* k_cache, const void* v_cache, int region_rows, void* out,
+                               DType out_dt, int n_segs, const int* d_pos, const int* d_seq, const int* d_row,
+                               int max_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
+                               size_t workspace_bytes, cudaStream_t s, int window) {
+  if (n_segs <= 0) return;
+  if (window < 0) fail("attention_decode_f16_rows: sliding window ", window, " must be >= 0 (0: none)");
+  check_shape("attention_decode_f16_rows", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
+  if (n_segs > kMaxDecodeTokens) fail("attention_decode_f16_rows: ", n_segs, " sequences (at most ", kMaxDecodeTokens, ")");
+  if (!d_pos || !d_seq || !d_row || region_rows < context || max_pos < 0 || max_pos >= context)
+    fail("attention_decode_f16_rows: positions up to ", max_pos, " in regions of ", region_rows,
+         " rows for a context of ", context, ", and device arrays of positions, sequences and rows, expected");
+  const size_t need = attention_workspace_bytes(n_heads, head_dim, context);
+  if (!workspace || workspace_bytes < need || reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    fail("attention_decode_f16_rows: the workspace needs ", need, " bytes (16-byte aligned), got ", workspace_bytes);
+  DecodeArgs a;
+  a.q = q;
+  a.k_cache = static_cast<const __half*>(k_cache);
+  a.v_cache = static_cast<const __half*>(v_cache);
+  const int chunk = attention_decode_chunk(context);
+  const int max_chunks = (context + chunk - 1) / chunk;
+  const size_t rows = static_cast<size_t>(max_chunks) * kMaxDecodeTokens * n_heads;
+  a.acc = workspace;
+  a.ml = reinterpret_cast<float2*>(reinterpret_cast<char*>(workspace) +
+                                   (rows * head_dim * sizeof(float) + 15) / 16 * 16);
+  a.n = n_segs;
+  a.pos_value = 0;
+  a.d_pos = nullptr;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv_heads;
+  a.chunk = chunk;
+  a.window = window;
+  a.seg_pos = d_pos;
+  a.seg_seq = d_seq;
+  a.seg_row = d_row;
+  a.seg_stride = static_cast<size_t>(region_rows) * n_kv_heads * head_dim;
+  // The chunks up to the deepest token's; a shallower token's blocks past its position exit at once.
+  const int n_chunks = max_pos / chunk + 1;
   if (head_dim == 64)
     launch_decode<64>(a, n_chunks, out, out_dt, s);
   else

@@ -54,8 +54,16 @@ struct RopeArgs {
   bool rotate = true;  // false: a layer without RoPE (SmolLM3): q untouched, k stored as it is
   int rope_dim = 0;    // the first rope_dim values of a head rotate (partial rotary); 0: head_dim
 };
+// rows: a batch of several sequences (model/batch.h): row t is at position rows->pos[t] of
+// sequence rows->seq[t], whose cache rows start at seq * rows->region_rows (device arrays of n
+// ints each; pos and d_pos are then unused).
+struct BatchRows {
+  const int* pos = nullptr;
+  const int* seq = nullptr;
+  int region_rows = 0;
+};
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
-                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s);
+                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s, const BatchRows* rows = nullptr);
 
 // Causal attention over the KV cache: cuda/attention.h.
 

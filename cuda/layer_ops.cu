@@ -2,6 +2,7 @@
 // RoPE with the KV cache write, SwiGLU (or GeGLU), Gemma's post norms, scaling and soft-capping. Each is memory-bound and tiny next to the matrix products.
 #include <algorithm>
 
+#include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/kernels.h"
@@ -74,14 +75,16 @@ __device__ __forceinline__ void rotate_pair(float* v, int a, int b, float c, flo
 
 // One block per token; threads walk the (head, pair) grid of q, then of k, then v's values.
 __global__ void rope_store_kernel(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
-                                  DType kv_dt, int pos_value, const int* d_pos, RopeArgs r) {
-  const int pos = d_pos ? *d_pos : pos_value;
+                                  DType kv_dt, int pos_value, const int* d_pos, RopeArgs r, BatchRows rows) {
   const int t = blockIdx.x, rope_dim = r.rope_dim > 0 ? r.rope_dim : r.head_dim, half = rope_dim / 2;
+  // token t's position, and its row of the caches (in its sequence's region for a batch of several)
+  const int p = rows.pos ? rows.pos[t] : (d_pos ? *d_pos : pos_value) + t;
+  const size_t cache_pos = rows.pos ? static_cast<size_t>(rows.seq[t]) * rows.region_rows + p : p;
   const int q_dim = r.n_heads * r.head_dim, kv_dim = r.n_kv_heads * r.head_dim;
-  const float* c = r.cos + static_cast<size_t>(pos + t) * half;
-  const float* s = r.sin + static_cast<size_t>(pos + t) * half;
+  const float* c = r.cos + static_cast<size_t>(p) * half;
+  const float* s = r.sin + static_cast<size_t>(p) * half;
   float* qt = q + static_cast<size_t>(t) * q_dim;
-  const size_t row = static_cast<size_t>(pos + t) * kv_dim;
+  const size_t row = cache_pos * kv_dim;
   const float* kt = k + static_cast<size_t>(t) * kv_dim;
   const float* vt = v + static_cast<size_t>(t) * kv_dim;
   if (!r.rotate) {  // a layer without RoPE: keys and values stored as they are
@@ -179,9 +182,11 @@ void softcap_f32(float* x, size_t count, float softcap, cudaStream_t s) {
 }
 
 void rope_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache, DType kv_dt, int n,
-                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s) {
+                   int pos, const int* d_pos, const RopeArgs& r, cudaStream_t s, const BatchRows* rows) {
   if (n <= 0) return;
-  rope_store_kernel<<<n, 256, 0, s>>>(q, k, v, k_cache, v_cache, kv_dt, pos, d_pos, r);
+  if (rows && (!rows->pos || !rows->seq || rows->region_rows <= 0))
+    fail("rope_store_kv: batch rows need positions, sequences and a region of >= 1 rows");
+  rope_store_kernel<<<n, 256, 0, s>>>(q, k, v, k_cache, v_cache, kv_dt, pos, d_pos, r, rows ? *rows : BatchRows{});
   CLLM_CUDA_CHECK_LAUNCH("rope_store_kv");
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
@@ -62,6 +63,12 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
   CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // the host copies are temporaries
   use_graph_ = weights_.fixed() && !std::getenv("CLLM_NO_GRAPHS");
   d_pos_.resize(1);
+  if (shape_.sequences > 1) {
+    d_rows_.resize(2 * static_cast<size_t>(shape_.batch));
+    d_singles_.resize(3 * static_cast<size_t>(shape_.batch));
+  }
+  const char* no_batched = std::getenv("CLLM_NO_BATCHED_ATTENTION");
+  batched_attention_ = !(no_batched && *no_batched && std::string(no_batched) != "0");
 }
 
 GpuForward::~GpuForward() {
@@ -179,6 +186,14 @@ void GpuForward::attention_block(const StepWeights& w, int n, const int* d_pos) 
   const cuda::RopeArgs rope{c_.n_heads, c_.n_kv_heads, c_.head_dim, c_.rope_layout == RopeLayout::neox,
                             (local ? rope_local_cos_ : rope_cos_).data(), (local ? rope_local_sin_ : rope_sin_).data(),
                             c_.uses_rope(l), c_.rotary_dim()};
+  if (batch_rows_ && batched_attention_) {  // several sequences: every row's RoPE and cache write in one launch
+    const cuda::BatchRows rows{d_rows_.data(), d_rows_.data() + shape_.batch, shape_.context};
+    cuda::rope_store_kv(q_.data(), k_.data(), v_.data(), kv_layers_[l].k, kv_layers_[l].v, kv_, n, 0, nullptr, rope,
+                        compute_, &rows);
+    attention_segments(l);
+    output_projection(w, kAttnOutput, kAttnPostNorm, xn_.data(), n, qd);
+    return;
+  }
   // per segment: its rows of q, k and v, its sequence's region, its positions (one launch
   // each per segment; the workspace is reused in stream order)
   for (size_t i = 0, at = 0; i < segs_.size(); at += segs_[i].n, ++i) {
@@ -219,6 +234,60 @@ void GpuForward::ffn_block(const StepWeights& w, int n) {
     cuda::swiglu(gate_.data(), up_.data(), h_.data(), act_, static_cast<size_t>(n) * ffn, compute_, gelu);
   }
   output_projection(w, kFfnDown, kFfnPostNorm, h_.data(), n, ffn);
+}
+
+void GpuForward::attention_segments(int l) {
+  // The segments' attention after their RoPE and cache writes: the single-token ones
+  // kMaxDecodeTokens at a time in one launch where the decode kernel applies (each gets the bits
+  // of its own launch), the others one launch each. The workspace is reused in stream order.
+  const int qd = c_.q_dim();
+  const cuda::AttentionScores scores{c_.attention_scale(), c_.attn_softcap};
+  const bool rows = cuda::attention_decode_rows_supported(kv_, c_.head_dim, scores);
+  float* ws = reinterpret_cast<float*>(attention_ws_.data());
+  const int B = shape_.batch;
+  for (int g = 0; rows && g < n_singles_; g += cuda::kMaxDecodeTokens) {
+    const int count = std::min(cuda::kMaxDecodeTokens, n_singles_ - g);
+    cuda::attention_decode_f16_rows(q_.data(), kv_layers_[l].k, kv_layers_[l].v, shape_.context, xn_.data(), act_, count,
+                                    d_singles_.data() + g, d_singles_.data() + B + g, d_singles_.data() + 2 * B + g,
+                                    singles_max_pos_[g / cuda::kMaxDecodeTokens], c_.n_heads, c_.n_kv_heads,
+                                    c_.head_dim, shape_.context, ws, attention_ws_.size(), compute_, c_.window_of(l));
+  }
+  for (size_t i = 0, at = 0; i < segs_.size(); at += segs_[i].n, ++i) {
+    const BatchSegment& sg = segs_[i];
+    if (rows && sg.n == 1) continue;
+    const DeviceKvLayer kv = kv_region(l, sg.seq);
+    cuda::attention(q_.data() + at * qd, kv.k, kv.v, kv_, xn_.data() + at * qd * dtype_size(act_), act_, sg.n, sg.pos,
+                    nullptr, c_.n_heads, c_.n_kv_heads, c_.head_dim, shape_.context, ws, attention_ws_.size(), compute_,
+                    c_.window_of(l), scores);
+  }
+}
+
+void GpuForward::upload_batch_rows() {
+  const int B = shape_.batch;
+  host_rows_.assign(2 * static_cast<size_t>(B), 0);
+  host_singles_.assign(3 * static_cast<size_t>(B), 0);
+  n_singles_ = 0;
+  singles_max_pos_.clear();
+  for (size_t i = 0, at = 0; i < segs_.size(); at += segs_[i].n, ++i) {
+    const BatchSegment& sg = segs_[i];
+    for (int t = 0; t < sg.n; ++t) {
+      host_rows_[at + t] = sg.pos + t;
+      host_rows_[B + at + t] = sg.seq;
+    }
+    if (sg.n != 1) continue;
+    const int k = n_singles_++;
+    host_singles_[k] = sg.pos;
+    host_singles_[B + k] = sg.seq;
+    host_singles_[2 * B + k] = static_cast<int>(at);
+    if (k % cuda::kMaxDecodeTokens == 0) singles_max_pos_.push_back(sg.pos);
+    singles_max_pos_.back() = std::max(singles_max_pos_.back(), sg.pos);
+  }
+  // pageable host memory: the copies are staged before these calls return, so the vectors may change after
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(d_rows_.data(), host_rows_.data(), sizeof(int) * host_rows_.size(),
+                                  cudaMemcpyHostToDevice, compute_));
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(d_singles_.data(), host_singles_.data(), sizeof(int) * host_singles_.size(),
+                                  cudaMemcpyHostToDevice, compute_));
+  batch_rows_ = true;
 }
 
 void GpuForward::run_layer(const StepWeights& w, int n, const int* d_pos) {
@@ -316,6 +385,7 @@ const float* GpuForward::forward(const int* tokens, int n, int pos, bool all_log
   for (int i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       fail("forward: token id ", tokens[i], " out of range (vocabulary of ", vocab, ")");
+  batch_rows_ = false;  // one sequence: positions by value (a failed batched pass may have left it set)
   if (n == 1 && !all_logits && use_graph_) return forward_one_graph(tokens[0], pos);
   logits_host_.resize(static_cast<size_t>(all_logits ? n : 1) * vocab);
   if (all_logits) ensure_logit_rows(shape_.batch);
@@ -355,7 +425,9 @@ const float* GpuForward::forward_batch(const int* tokens, const BatchSegment* se
   for (const BatchSegment& sg : segs_) n += sg.n;
   weights_.embed(tokens, n, rows_.data(), x_.data());
   scale_embeddings(n);
+  if (shape_.sequences > 1) upload_batch_rows();
   run_layers(n, segs_[0].pos, false);
+  batch_rows_ = false;
   for (int i = 0, end = 0; i < n_segs; ++i) {
     end += segs_[i].n;
     if (end - 1 != i)

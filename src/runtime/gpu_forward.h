@@ -60,6 +60,10 @@ class GpuForward {
   void run_step(size_t l, int n, const int* d_pos = nullptr);
   void run_layer(const StepWeights& w, int n, const int* d_pos);
   DeviceKvLayer kv_region(int layer, int seq) const;  // sequence seq's rows of the layer's caches
+  // Several sequences: their rows' positions and sequences, and their single-token segments,
+  // to the device once per pass (batch_rows_ then says the launches below may use them).
+  void upload_batch_rows();
+  void attention_segments(int layer);  // after the batched RoPE: every segment's attention
   void norm(const float* x, const void* w, DType w_dt, int n);
   bool unit_offset() const { return arch_.norm == NormKind::rms_unit_offset; }  // Gemma's (1 + w)
   // Tensor t of w in the fused layout, checked against the product's shape (n tokens, d x k);
@@ -102,6 +106,14 @@ class GpuForward {
   std::vector<DeviceKvLayer> kv_layers_;       // per layer: its `sequences` regions in the caches
   uint64_t kv_region_bytes_ = 0;               // one sequence's rows of one layer, k or v
   std::vector<BatchSegment> segs_;             // the pass's segments, rows in order
+  // A pass of several sequences: per row (position, sequence) = d_rows_[r], d_rows_[batch + r];
+  // per single-token segment k (position, sequence, row) = d_singles_[k], [batch + k], [2 batch + k]
+  cuda::DeviceBuffer<int> d_rows_, d_singles_;
+  std::vector<int> host_rows_, host_singles_;
+  int n_singles_ = 0;
+  std::vector<int> singles_max_pos_;           // per group of kMaxDecodeTokens single-token segments
+  bool batch_rows_ = false;                    // the arrays above describe this pass
+  bool batched_attention_ = true;              // CLLM_NO_BATCHED_ATTENTION=1: one launch per segment (A/B)
   int logit_rows_ = 1;
   std::vector<float> logits_host_;
   // Full mode, one token: the whole pass captured once as a CUDA graph (one launch instead of
