@@ -28,6 +28,19 @@ std::vector<int> bench_tokens(int n, int vocab, uint64_t salt) {
   return tokens;
 }
 
+// run_once once to warm up, then reps times timed; seconds per run.
+template <class Run>
+std::vector<double> time_runs(const Run& run_once, int reps) {
+  run_once();
+  std::vector<double> s;
+  for (int r = 0; r < reps; ++r) {
+    Timer t;
+    run_once();
+    s.push_back(t.seconds());
+  }
+  return s;
+}
+
 // One warm-up and reps timed runs of one test at positions depth..; seconds per run. The
 // cache's first `depth` positions were filled before and are only read, so every run sees
 // the same cache.
@@ -38,14 +51,7 @@ std::vector<double> time_test(const ForwardCall& fwd, bool prompt, int n_tokens,
     else
       for (int i = 0; i < n_tokens; ++i) fwd(&tokens[i], 1, depth + i);
   };
-  run_once();
-  std::vector<double> s;
-  for (int r = 0; r < reps; ++r) {
-    Timer t;
-    run_once();
-    s.push_back(t.seconds());
-  }
-  return s;
+  return time_runs(run_once, reps);
 }
 
 // The same for `parallel` sequences decoding together: n_tokens steps of one token each
@@ -60,14 +66,7 @@ std::vector<double> time_parallel_test(const BatchForwardFn& fwd, int n_tokens, 
       fwd(&tokens[static_cast<size_t>(i) * parallel], segs.data(), parallel);
     }
   };
-  run_once();
-  std::vector<double> out;
-  for (int r = 0; r < reps; ++r) {
-    Timer t;
-    run_once();
-    out.push_back(t.seconds());
-  }
-  return out;
+  return time_runs(run_once, reps);
 }
 
 void summarize(ModelBenchRow& row) {

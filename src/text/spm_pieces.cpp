@@ -19,50 +19,48 @@ bool read_varint(const uint8_t*& p, const uint8_t* end, uint64_t* v) {
   return false;
 }
 
+// One field of a message in [p, end): its number, and for a length-delimited field its bytes
+// (others are skipped). False at the end of the bytes or on anything not the wire format.
+bool next_field(const uint8_t*& p, const uint8_t* end, uint64_t* number, std::string_view* bytes) {
+  uint64_t key = 0, len = 0;
+  if (p >= end || !read_varint(p, end, &key)) return false;
+  *number = key >> 3;
+  *bytes = {};
+  switch (key & 7) {
+    case 0: return read_varint(p, end, &len);
+    case 1:
+    case 5: {
+      const size_t skip = (key & 7) == 1 ? 8 : 4;
+      if (static_cast<size_t>(end - p) < skip) return false;
+      p += skip;
+      return true;
+    }
+    case 2:
+      if (!read_varint(p, end, &len) || len > static_cast<uint64_t>(end - p)) return false;
+      *bytes = std::string_view(reinterpret_cast<const char*>(p), len);
+      p += len;
+      return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 std::string spm_piece_problem(std::string_view proto) {
+  // ModelProto field 1: a SentencePiece message, whose field 1 is the piece
   const uint8_t* p = reinterpret_cast<const uint8_t*>(proto.data());
   const uint8_t* end = p + proto.size();
-  for (size_t index = 0; p < end;) {
-    uint64_t key = 0, len = 0;
-    if (!read_varint(p, end, &key)) return "";
-    const int wire = static_cast<int>(key & 7);
-    if (wire == 0) {
-      if (!read_varint(p, end, &len)) return "";
-      continue;
-    }
-    if (wire == 1 || wire == 5) {
-      const size_t skip = wire == 1 ? 8 : 4;
-      if (static_cast<size_t>(end - p) < skip) return "";
-      p += skip;
-      continue;
-    }
-    if (wire != 2 || !read_varint(p, end, &len) || len > static_cast<uint64_t>(end - p)) return "";
-    const uint8_t* body = p;
-    p += len;
-    if ((key >> 3) != 1) continue;
-    // one SentencePiece message: find its piece (field 1)
-    for (const uint8_t* q = body; q < p;) {
-      uint64_t k = 0, l = 0;
-      if (!read_varint(q, p, &k)) return "";
-      const int w = static_cast<int>(k & 7);
-      if (w == 0) {
-        if (!read_varint(q, p, &l)) return "";
-      } else if (w == 1 || w == 5) {
-        const size_t skip = w == 1 ? 8 : 4;
-        if (static_cast<size_t>(p - q) < skip) return "";
-        q += skip;
-      } else if (w == 2 && read_varint(q, p, &l) && l <= static_cast<uint64_t>(p - q)) {
-        if ((k >> 3) == 1) {
-          const std::string piece(reinterpret_cast<const char*>(q), l);
-          if (piece.empty()) return cat("piece ", index, " is empty");
-          if (piece.find('\0') != std::string::npos) return cat("piece ", index, " contains a NUL byte");
-        }
-        q += l;
-      } else {
-        return "";
-      }
+  uint64_t number = 0;
+  std::string_view message;
+  for (size_t index = 0; next_field(p, end, &number, &message);) {
+    if (number != 1) continue;
+    const uint8_t* q = reinterpret_cast<const uint8_t*>(message.data());
+    const uint8_t* q_end = q + message.size();
+    std::string_view piece;
+    for (uint64_t field = 0; next_field(q, q_end, &field, &piece);) {
+      if (field != 1) continue;
+      if (piece.empty()) return cat("piece ", index, " is empty");
+      if (piece.find('\0') != std::string_view::npos) return cat("piece ", index, " contains a NUL byte");
     }
     ++index;
   }
