@@ -23,8 +23,9 @@ void Generation::emit(const std::string& s) {
   if (on_text_) on_text_(s);
 }
 
-int Generation::next(const float* logits, bool room) {
-  const int token = sampler_.sample(logits, n_sample_);
+int Generation::sample(const float* logits) { return sampler_.sample(logits, n_sample_); }
+
+int Generation::next(int token, bool room) {
   if (out_.completion_tokens == 0) out_.first_token_ms = since_start_.ms();
   sampler_.accept(token);
   if (!in_.ignore_eos && (token == in_.end_of_turn || tok_.is_eog(token))) {

@@ -49,10 +49,13 @@ class Generation {
   Generation(const GenerationInput& in, const Tokenizer& tok, int n_sample, TextSink on_text);
 
   // logits: the row after the last token fed (the prompt's last, or the token next() returned).
-  // Samples a token and streams its text; returns the token to feed next, or -1 when the
+  // Picks the next token; touches only this generation's sampler, so the scheduler samples
+  // its slots on several threads at once.
+  int sample(const float* logits);
+  // Takes the sampled token: streams its text; returns the token to feed next, or -1 when the
   // generation has ended (then output() is final). room: whether the sequence has a position
   // left for that token (false ends it with finish "length").
-  int next(const float* logits, bool room);
+  int next(int token, bool room);
   // Ends it as cancelled (the client left, or the server stops), letting out the text held back.
   void cancel();
 

@@ -16,7 +16,8 @@ SlotScheduler::SlotScheduler(BatchForwardFn forward, const Tokenizer& tok, const
       opt_(opt),
       n_sample_(std::min(opt.n_vocab, tok.n_vocab())),
       on_done_(std::move(on_done)),
-      residency_(std::move(residency)) {
+      residency_(std::move(residency)),
+      sampling_pool_(std::max(1, std::min({opt.slots, hardware_threads(), 8}))) {
   if (opt.slots < 1 || opt.context < 1 || opt.chunk < 1 || opt.n_vocab < 1 || opt.max_queue < 0)
     fail("scheduler: slots ", opt.slots, ", context ", opt.context, ", chunk ", opt.chunk, ", n_vocab ", opt.n_vocab,
          ", max_queue ", opt.max_queue, ": expected each >= 1 (max_queue >= 0)");
@@ -260,6 +261,8 @@ void SlotScheduler::step() {
   const double ms = timer.ms();
 
   // Each segment's row: sample where it decoded a token or finished its prompt.
+  sampling_slots_.clear();
+  sampling_rows_.clear();
   size_t at = 0;
   for (int i = 0; i < n_segs; ++i) {
     const BatchSegment& seg = batch_segs_[static_cast<size_t>(i)];
@@ -274,8 +277,15 @@ void SlotScheduler::step() {
       s.fed += seg.n;
       if (s.fed < static_cast<int>(s.job->input().prompt.size())) continue;  // more prompt to read first
     }
-    const float* row = logits + static_cast<size_t>(i) * static_cast<size_t>(opt_.n_vocab);
-    s.next_token = s.gen->next(row, static_cast<int>(s.cached.size()) < opt_.context);
+    sampling_slots_.push_back(&s);
+    sampling_rows_.push_back(logits + static_cast<size_t>(i) * static_cast<size_t>(opt_.n_vocab));
+  }
+  sampled_.resize(sampling_slots_.size());
+  sampling_pool_.parallel_for(sampling_slots_.size(),
+                              [&](size_t k) { sampled_[k] = sampling_slots_[k]->gen->sample(sampling_rows_[k]); });
+  for (size_t k = 0; k < sampling_slots_.size(); ++k) {
+    Slot& s = *sampling_slots_[k];
+    s.next_token = s.gen->next(sampled_[k], static_cast<int>(s.cached.size()) < opt_.context);
     if (s.next_token < 0) end(s);
   }
 }

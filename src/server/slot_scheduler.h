@@ -7,7 +7,7 @@
 // prompt chunks of the slots still reading their prompts, up to the engine's batch capacity (a
 // chunk is at most `chunk` tokens while others decode, so that they do not stall behind a long
 // prompt). Then each slot that decoded a token or finished its prompt samples its next token
-// through its Generation; a slot whose request ended, or whose client left, is freed at once,
+// through its Generation (the rows on several threads, the text in slot order); a slot whose request ended, or whose client left, is freed at once,
 // and queued jobs join between steps. A new job takes the free slot whose cache shares the
 // longest prefix with its prompt, and is fed only from where they differ.
 #pragma once
@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "model/batch.h"
 #include "server/generation.h"
 #include "server/job.h"
@@ -97,6 +98,12 @@ class SlotScheduler {
   std::vector<int> batch_tokens_;
   std::vector<BatchSegment> batch_segs_;
   std::vector<Slot*> batch_slots_;  // the slot of each segment
+  // Sampling a 128k-entry row takes ~0.1 ms; 16 slots one after the other would add ~1.6 ms to
+  // every step, so the rows are sampled on up to 8 threads (the engine is idle meanwhile).
+  ThreadPool sampling_pool_;
+  std::vector<Slot*> sampling_slots_;
+  std::vector<const float*> sampling_rows_;
+  std::vector<int> sampled_;
 
   mutable std::mutex m_;
   std::mutex stop_m_;
