@@ -8,13 +8,15 @@
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/matvec_dot.cuh"
+#include "cuda/matvec_launch.cuh"
 
 namespace cllm::cuda {
 
 namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
-constexpr int kUnroll = 4;        // chunks of a row in flight per lane
+constexpr int kUnroll = 8;        // chunks of each row in flight per lane (12 bytes each)
+constexpr int kThreads = kRowsPerBlock * 32;
 constexpr uint32_t kEscape = 15;
 
 // Where weight j (0..7) of a chunk keeps its code: byte j & 3, high nibble for j >= 4.
@@ -88,54 +90,116 @@ __device__ uint16_t decode_weight(const FusedWeights& w, int row, int col) {
   return static_cast<uint16_t>((bytes[col ^ 1] & 1u) << 15 | exponent << 7 | bytes[col] >> 1);
 }
 
-// sum[t] += this lane's chunks of the row dotted with x[t], in matvec's order: chunks lane,
-// lane + 32, ... (16-byte path), each through the same dot16.
-// kRowBase: one base for the whole row (the default layout), read once.
-template <int kTokens, bool kRowBase>
-__device__ __forceinline__ void row_chunks_dot(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x,
-                                               int lane, float (&sum)[kTokens]) {
-  const int chunks = w.cols / 8;
-  const uint2* bytes = reinterpret_cast<const uint2*>(w.bytes + static_cast<size_t>(row) * w.stride);
-  const uint32_t* codes = w.codes + static_cast<size_t>(row) * (w.stride / 8);
-  const uint32_t row_base4 = base4_of(w, row, 0);
-  const auto add_chunk = [&](int i, uint2 b, uint32_t c) {
-    float wf[8], xf[8];
-    bf16x8_to_f32(decode_chunk(w, row, i, b, c, kRowBase ? row_base4 : base4_of(w, row, i)), wf);
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(t) * w.cols) + i), xf);
-      sum[t] += dot8(wf, xf);
-    }
-  };
-  int i = lane;
-  for (; i + 32 * (kUnroll - 1) < chunks; i += 32 * kUnroll) {
-    uint2 b[kUnroll];
-    uint32_t c[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) b[u] = __ldg(bytes + i + 32 * u), c[u] = __ldg(codes + i + 32 * u);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) add_chunk(i + 32 * u, b[u], c[u]);
-  }
-  for (; i < chunks; i += 32) add_chunk(i, __ldg(bytes + i), __ldg(codes + i));
+// x[t]'s chunk `at` (8 bf16) as fp32: from shared memory when staged, else through the
+// read-only cache.
+template <bool kStaged>
+__device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&xf)[8]) {
+  const uint4* x4 = reinterpret_cast<const uint4*>(x);
+  bf16x8_to_f32(kStaged ? x4[at] : __ldg(x4 + at), xf);
 }
 
-// This lane's sums of the row dotted with x[t] (kTokens tokens), on the 16-byte path or
-// element by element, before the warp's reduction: every kernel below computes a row's sums
-// here, so their bits agree.
-template <int kTokens, bool kVector, bool kRowBase>
-__device__ __forceinline__ void row_sums(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x, int lane,
-                                         float (&sum)[kTokens]) {
+// kRows rows of the same index, one of w0 and (kRows 2) one of w1 (the same columns), dotted
+// with x[t] for kTokens tokens by one warp, on the 16-byte path (cols % 8 == 0, x 16-byte
+// aligned): sum[r][t] gets this lane's chunks lane, lane + 32, ... in matvec's order, each
+// through the same dot8, before the warp's reduction; every kernel below computes its rows'
+// sums here, so their bits agree. Like full mode's rows_dot (cuda/matvec.cu): each lane keeps
+// kUnroll chunks of each row in flight, the first ones issued before the kernel waits for the
+// previous one (the fused planes are never written while the model runs); one token's x is
+// staged in shared memory by the whole block (every thread must call this; `live` is false
+// for a warp past the last row, whose sums are then not set). kRowBase: one base for the
+// whole row (the default layout), read once.
+template <int kRows, int kTokens, bool kRowBase>
+__device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const FusedWeights& w1, int row,
+                                               const __nv_bfloat16* __restrict__ x, int lane, bool live,
+                                               float (&sum)[kRows][kTokens]) {
+  constexpr bool kStaged = kTokens == 1;
+  const auto W = [&](int r) -> const FusedWeights& { return r == 0 ? w0 : w1; };
+  const int cols = w0.cols, chunks = cols / 8, at_row = live ? row : 0;
+  const uint2* bytes[kRows];
+  const uint32_t* codes[kRows];
+  uint32_t base4[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    bytes[r] = reinterpret_cast<const uint2*>(W(r).bytes + static_cast<size_t>(at_row) * W(r).stride);
+    codes[r] = W(r).codes + static_cast<size_t>(at_row) * (W(r).stride / 8);
+    base4[r] = kRowBase && live ? base4_of(W(r), at_row, 0) : 0;
+  }
+  int i = lane;
+  uint2 b[kUnroll][kRows];
+  uint32_t c[kUnroll][kRows];
+  const auto load_batch = [&] {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) b[u][r] = __ldg(bytes[r] + i + 32 * u), c[u][r] = __ldg(codes[r] + i + 32 * u);
+  };
+  bool batch = live && i + 32 * (kUnroll - 1) < chunks;
+  if (batch) load_batch();
+  const __nv_bfloat16* xs = x;
+  if (kStaged) xs = stage_x(x, cols);
+  else wait_for_previous_kernel();
+  if (!live) return;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) sum[r][t] = 0.0f;
+  const auto add_chunk = [&](int at, const uint2 (&bb)[kRows], const uint32_t (&cc)[kRows]) {
+    float wf[kRows][8];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      bf16x8_to_f32(decode_chunk(W(r), at_row, at, bb[r], cc[r], kRowBase ? base4[r] : base4_of(W(r), at_row, at)), wf[r]);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      float xf[8];
+      x_chunk<kStaged>(xs + static_cast<size_t>(t) * cols, at, xf);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) sum[r][t] += dot8(wf[r], xf);
+    }
+  };
+  while (batch) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) add_chunk(i + 32 * u, b[u], c[u]);
+    i += 32 * kUnroll;
+    batch = i + 32 * (kUnroll - 1) < chunks;
+    if (batch) load_batch();
+  }
+  for (; i < chunks; i += 32) {
+    uint2 bb[kRows];
+    uint32_t cc[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) bb[r] = __ldg(bytes[r] + i), cc[r] = __ldg(codes[r] + i);
+    add_chunk(i, bb, cc);
+  }
+}
+
+// The same sums element by element (rows not a multiple of 8, or x not 16-byte aligned).
+template <int kTokens>
+__device__ __forceinline__ void row_sums_scalar(const FusedWeights& w, int row, const __nv_bfloat16* __restrict__ x,
+                                                int lane, float (&sum)[kTokens]) {
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sum[t] = 0.0f;
-  if (kVector) {
-    row_chunks_dot<kTokens, kRowBase>(w, row, x, lane, sum);
-  } else {
-    for (int i = lane; i < w.cols; i += 32) {
-      const __nv_bfloat16 wi = __ushort_as_bfloat16(decode_weight(w, row, i));
+  for (int i = lane; i < w.cols; i += 32) {
+    const __nv_bfloat16 wi = __ushort_as_bfloat16(decode_weight(w, row, i));
 #pragma unroll
-      for (int t = 0; t < kTokens; ++t) sum[t] += to_float(wi) * to_float(x[static_cast<size_t>(t) * w.cols + i]);
-    }
+    for (int t = 0; t < kTokens; ++t) sum[t] += to_float(wi) * to_float(x[static_cast<size_t>(t) * w.cols + i]);
   }
+}
+
+// A warp's sums for kRows rows (w0's, and w1's when kRows is 2) and kTokens tokens, on
+// either path; false for a warp past the last row.
+template <int kRows, int kTokens, bool kVector, bool kRowBase>
+__device__ __forceinline__ bool warp_row_sums(const FusedWeights& w0, const FusedWeights& w1, int row,
+                                              const __nv_bfloat16* __restrict__ x, int lane, float (&sum)[kRows][kTokens]) {
+  const bool live = row < w0.rows;
+  if (kVector) {
+    fused_rows_dot<kRows, kTokens, kRowBase>(w0, w1, row, x, lane, live, sum);
+  } else {
+    wait_for_previous_kernel();
+    if (!live) return false;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) row_sums_scalar<kTokens>(r == 0 ? w0 : w1, row, x, lane, sum[r]);
+  }
+  return live;
 }
 
 // kTokens tokens (a template argument: no per-token branches, as few registers as possible).
@@ -143,12 +207,11 @@ template <int kTokens, bool kVector, bool kRowBase>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     fused_matvec_kernel(FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= w.rows) return;  // no block-wide barrier below
-  float sum[kTokens];
-  row_sums<kTokens, kVector, kRowBase>(w, row, x, lane, sum);
+  float sum[1][kTokens];
+  if (!warp_row_sums<1, kTokens, kVector, kRowBase>(w, w, row, x, lane, sum)) return;
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
-    const float s = warp_sum(sum[t]);
+    const float s = warp_sum(sum[0][t]);
     float* yt = y + static_cast<size_t>(t) * ldy;
     if (lane == 0) yt[row] = accumulate ? yt[row] + s : s;
   }
@@ -162,25 +225,22 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32) fused_jobs_kernel(FusedJob
   while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
   const FusedJob& job = jobs.job[j];
   const int row = (blockIdx.x - jobs.first_block[j]) * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= job.w.rows) return;
-  float sum[1];
-  row_sums<1, kVector, kRowBase>(job.w, row, x, lane, sum);
-  const float s = warp_sum(sum[0]);
+  float sum[1][1];
+  if (!warp_row_sums<1, 1, kVector, kRowBase>(job.w, job.w, row, x, lane, sum)) return;
+  const float s = warp_sum(sum[0][0]);
   if (lane == 0) job.y[row] = job.accumulate ? job.y[row] + s : s;
 }
 
 // One token: out[r] = glu(gate_r . x, up_r . x) in bf16, each sum as fused_matvec_kernel<1>
-// makes it, then swiglu()'s formula and rounding.
+// makes it (the two rows' chunks in flight together), then swiglu()'s formula and rounding.
 template <bool kVector, bool kRowBase>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     fused_swiglu_kernel(FusedWeights gate, FusedWeights up, const __nv_bfloat16* __restrict__ x, __nv_bfloat16* out,
                         bool gelu_tanh) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= gate.rows) return;
-  float g[1], u[1];
-  row_sums<1, kVector, kRowBase>(gate, row, x, lane, g);
-  row_sums<1, kVector, kRowBase>(up, row, x, lane, u);
-  const float gs = warp_sum(g[0]), us = warp_sum(u[0]);
+  float gu[2][1];
+  if (!warp_row_sums<2, 1, kVector, kRowBase>(gate, up, row, x, lane, gu)) return;
+  const float gs = warp_sum(gu[0][0]), us = warp_sum(gu[1][0]);
   if (lane == 0) out[row] = __float2bfloat16_rn(glu(gs, us, gelu_tanh));
 }
 
@@ -201,42 +261,51 @@ __global__ void fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
   for (int j = 0; j < 8 && chunk * 8 + j < w.cols; ++j) dst[j] = __ushort_as_bfloat16(h[j]);
 }
 
-template <int kTokens>
-void launch(const FusedWeights& w, const __nv_bfloat16* x, float* y, int ldy, bool accumulate, bool vector, unsigned blocks,
-            cudaStream_t s) {
-  constexpr int kThreads = kRowsPerBlock * 32;
-  if (!vector) fused_matvec_kernel<kTokens, false, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
-  else if (w.group >= w.stride) fused_matvec_kernel<kTokens, true, true><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
-  else fused_matvec_kernel<kTokens, true, false><<<blocks, kThreads, 0, s>>>(w, x, y, ldy, accumulate);
+// Starts kernel over `blocks` blocks; one token's x (cols bf16) staged in shared memory on
+// the 16-byte path.
+template <class... Params, class... Args>
+void start(void (*kernel)(Params...), unsigned blocks, bool staged_x, int cols, cudaStream_t s, bool overlap,
+           Args... args) {
+  const size_t smem = staged_x ? x_smem_bytes(kernel, sizeof(__nv_bfloat16) * static_cast<size_t>(cols)) : 0;
+  start_kernel(kernel, blocks, kThreads, smem, s, overlap, args...);
 }
-
-}  // namespace
-
-void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s) {
-  CLLM_CHECK(n >= 1 && n <= kFusedMaxTokens, "fused_matvec: ", n, " tokens (expected 1 .. ", kFusedMaxTokens, ")");
-  if (w.rows <= 0) return;
-  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const unsigned blocks = (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
-  switch (n) {
-    case 1: launch<1>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 2: launch<2>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 3: launch<3>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 4: launch<4>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 5: launch<5>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 6: launch<6>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    case 7: launch<7>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-    default: launch<8>(w, xb, y, ldy, accumulate, vector, blocks, s); break;
-  }
-  CLLM_CUDA_CHECK_LAUNCH("fused_matvec");
-}
-
-namespace {
 
 bool vector_path(const FusedWeights& w, const void* x) { return w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0; }
 bool row_base(const FusedWeights& w) { return w.group >= w.stride; }
 
+template <int kTokens>
+void launch(const FusedWeights& w, const __nv_bfloat16* x, float* y, int ldy, bool accumulate, unsigned blocks,
+            cudaStream_t s, bool overlap) {
+  const bool staged = kTokens == 1;
+  if (!vector_path(w, x))
+    start(fused_matvec_kernel<kTokens, false, false>, blocks, false, w.cols, s, overlap, w, x, y, ldy, accumulate);
+  else if (row_base(w))
+    start(fused_matvec_kernel<kTokens, true, true>, blocks, staged, w.cols, s, overlap, w, x, y, ldy, accumulate);
+  else
+    start(fused_matvec_kernel<kTokens, true, false>, blocks, staged, w.cols, s, overlap, w, x, y, ldy, accumulate);
+}
+
 }  // namespace
+
+void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s,
+                  bool overlap_previous) {
+  CLLM_CHECK(n >= 1 && n <= kFusedMaxTokens, "fused_matvec: ", n, " tokens (expected 1 .. ", kFusedMaxTokens, ")");
+  if (w.rows <= 0) return;
+  const unsigned blocks = (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
+  const bool o = overlap_previous;
+  switch (n) {
+    case 1: launch<1>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 2: launch<2>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 3: launch<3>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 4: launch<4>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 5: launch<5>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 6: launch<6>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    case 7: launch<7>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+    default: launch<8>(w, xb, y, ldy, accumulate, blocks, s, o); break;
+  }
+  CLLM_CUDA_CHECK_LAUNCH("fused_matvec");
+}
 
 void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s) {
   CLLM_CHECK(jobs.count >= 1 && jobs.count <= 3, "fused_matvec: ", jobs.count, " jobs (expected 1 .. 3)");
@@ -252,27 +321,29 @@ void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s) {
     blocks += (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
   }
   if (blocks == 0) return;
-  constexpr int kThreads = kRowsPerBlock * 32;
   const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
-  if (!vector) fused_jobs_kernel<false, false><<<blocks, kThreads, 0, s>>>(jobs, xb);
-  else if (base) fused_jobs_kernel<true, true><<<blocks, kThreads, 0, s>>>(jobs, xb);
-  else fused_jobs_kernel<true, false><<<blocks, kThreads, 0, s>>>(jobs, xb);
+  const int cols = jobs.job[0].w.cols;
+  const bool o = jobs.overlap_previous;
+  const unsigned nb = static_cast<unsigned>(blocks);
+  if (!vector) start(fused_jobs_kernel<false, false>, nb, false, cols, s, o, jobs, xb);
+  else if (base) start(fused_jobs_kernel<true, true>, nb, true, cols, s, o, jobs, xb);
+  else start(fused_jobs_kernel<true, false>, nb, true, cols, s, o, jobs, xb);
   CLLM_CUDA_CHECK_LAUNCH("fused_matvec (jobs)");
 }
 
 void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const void* x, void* out, cudaStream_t s,
-                         bool gelu_tanh) {
+                         bool gelu_tanh, bool overlap_previous) {
   CLLM_CHECK(gate.rows == up.rows && gate.cols == up.cols, "fused_matvec_swiglu: gate ", gate.rows, " x ", gate.cols,
              " and up ", up.rows, " x ", up.cols, " (expected the same shape)");
   if (gate.rows <= 0) return;
   const bool vector = vector_path(gate, x), base = row_base(gate) && row_base(up);
   const unsigned blocks = (gate.rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  constexpr int kThreads = kRowsPerBlock * 32;
   const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
   __nv_bfloat16* o = static_cast<__nv_bfloat16*>(out);
-  if (!vector) fused_swiglu_kernel<false, false><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
-  else if (base) fused_swiglu_kernel<true, true><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
-  else fused_swiglu_kernel<true, false><<<blocks, kThreads, 0, s>>>(gate, up, xb, o, gelu_tanh);
+  const bool ov = overlap_previous;
+  if (!vector) start(fused_swiglu_kernel<false, false>, blocks, false, gate.cols, s, ov, gate, up, xb, o, gelu_tanh);
+  else if (base) start(fused_swiglu_kernel<true, true>, blocks, true, gate.cols, s, ov, gate, up, xb, o, gelu_tanh);
+  else start(fused_swiglu_kernel<true, false>, blocks, true, gate.cols, s, ov, gate, up, xb, o, gelu_tanh);
   CLLM_CUDA_CHECK_LAUNCH("fused_matvec_swiglu");
 }
 

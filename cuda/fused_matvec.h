@@ -27,7 +27,11 @@ constexpr int kFusedMaxTokens = 8;
 // x (n, cols) bf16, token after token; y[t] starts at y + t * ldy. Each token's sum runs in
 // cuda/matvec.cu's order (16-byte path when cols % 8 == 0 and x is 16-byte aligned), so the
 // result has the bits of matvec() over the decoded weights, token by token.
-void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s);
+// overlap_previous (sm_90+): the launch may start while the stream's previous kernel runs and
+// load weights meanwhile (cuda/matvec_launch.cuh); only when no kernel still running writes the
+// fused planes (the engine's forward passes: planes are written at load, then synchronized).
+void fused_matvec(const FusedWeights& w, const void* x, int n, float* y, int ldy, bool accumulate, cudaStream_t s,
+                  bool overlap_previous = false);
 
 // One token, up to three products of the same x (k columns each) in one launch (q, k and v):
 // job j's y = W_j x (+ y). Each job has the bits of fused_matvec() alone.
@@ -40,6 +44,7 @@ struct FusedJobs {
   FusedJob job[3];
   int first_block[3];  // filled in by fused_matvec()
   int count = 0;
+  bool overlap_previous = false;  // as fused_matvec()'s
 };
 void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s);
 
@@ -47,7 +52,7 @@ void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s);
 // silu(gate x) * (up x). The bits of fused_matvec() twice and cuda::swiglu() (so of
 // cuda::matvec_swiglu() over the decoded weights).
 void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const void* x, void* out, cudaStream_t s,
-                         bool gelu_tanh = false);
+                         bool gelu_tanh = false, bool overlap_previous = false);
 
 // out (rows, cols) bf16 = the decoded matrix (fused mode's slot decode for batches; tests).
 void fused_decode(const FusedWeights& w, void* out, cudaStream_t s);

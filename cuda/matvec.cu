@@ -11,6 +11,7 @@
 #include "cuda/element.cuh"
 #include "cuda/kernels.h"
 #include "cuda/launch_overlap.cuh"
+#include "cuda/matvec_launch.cuh"
 #include "cuda/matvec_dot.cuh"
 
 namespace cllm::cuda {
@@ -19,24 +20,12 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block
 constexpr int kUnroll = 8;        // 16-byte loads of each row in flight per lane
+constexpr int kThreads = kRowsPerBlock * 32;
 
 template <class T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
 template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ float from_float(float v) { return v; }
-
-// x staged in shared memory once per block: warps then read it without going to L1/L2 for
-// every 16 bytes of weights. Returns the staged copy (raw T values).
-template <class T>
-__device__ __forceinline__ const T* stage_x(const T* __restrict__ x, int k) {
-  extern __shared__ uint4 x_smem[];
-  wait_for_previous_kernel();  // x is the previous kernel's output
-  const int n4 = k * sizeof(T) / 16;
-  const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  for (int i = threadIdx.x; i < n4; i += blockDim.x) x_smem[i] = __ldg(x4 + i);
-  __syncthreads();
-  return reinterpret_cast<const T*>(x_smem);
-}
 
 // kRows rows of w (k elements each, 16-byte aligned) dotted with x by one warp: every lane
 // keeps kUnroll 16-byte loads of each row in flight. x is staged in shared memory by the
@@ -130,39 +119,6 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
   if (lane == 0) out[row] = from_float<T>(glu(gu[0], gu[1], gelu_tanh));
 }
 
-// Shared memory for x; above 48 KiB a kernel must opt in.
-template <class K>
-size_t x_smem_bytes(K kernel, size_t bytes) {
-  if (bytes > (48u << 10))
-    CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  return bytes;
-}
-
-// Starts kernel in stream s, after the stream's previous kernel; with `overlap` on sm_90 and
-// newer as a programmatic dependent launch (cuda/launch_overlap.cuh): its blocks may start,
-// and load weights, while that kernel is still running.
-template <class... Params, class... Args>
-void start_kernel(void (*kernel)(Params...), unsigned blocks, size_t smem, cudaStream_t s, bool overlap,
-                  Args... args) {
-  static const bool hopper = [] {
-    int device = 0, major = 0;
-    CLLM_CUDA_CHECK(cudaGetDevice(&device));
-    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(kRowsPerBlock * 32);
-  config.dynamicSmemBytes = smem;
-  config.stream = s;
-  config.attrs = attr;
-  config.numAttrs = overlap && hopper ? 1 : 0;
-  CLLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
-}
-
 template <class T>
 bool vectorizable(const void* p, int k) {
   return k % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
@@ -182,9 +138,9 @@ void launch(MatVecJobs jobs, const void* x, int k, cudaStream_t s) {
   const T* xt = static_cast<const T*>(x);
   if (vector) {
     const size_t smem = x_smem_bytes(matvec_kernel<T, true>, sizeof(T) * k);
-    start_kernel(matvec_kernel<T, true>, blocks, smem, s, overlap, jobs, xt, k);
+    start_kernel(matvec_kernel<T, true>, blocks, kThreads, smem, s, overlap, jobs, xt, k);
   } else {
-    start_kernel(matvec_kernel<T, false>, blocks, 0, s, overlap, jobs, xt, k);
+    start_kernel(matvec_kernel<T, false>, blocks, kThreads, 0, s, overlap, jobs, xt, k);
   }
 }
 
@@ -197,9 +153,9 @@ void launch_swiglu(const void* gate, const void* up, const void* x, void* out, i
   T* o = static_cast<T*>(out);
   if (vector) {
     const size_t smem = x_smem_bytes(matvec_swiglu_kernel<T, true>, sizeof(T) * k);
-    start_kernel(matvec_swiglu_kernel<T, true>, blocks, smem, s, overlap, g, u, xt, o, d, k, gelu_tanh);
+    start_kernel(matvec_swiglu_kernel<T, true>, blocks, kThreads, smem, s, overlap, g, u, xt, o, d, k, gelu_tanh);
   } else {
-    start_kernel(matvec_swiglu_kernel<T, false>, blocks, 0, s, overlap, g, u, xt, o, d, k, gelu_tanh);
+    start_kernel(matvec_swiglu_kernel<T, false>, blocks, kThreads, 0, s, overlap, g, u, xt, o, d, k, gelu_tanh);
   }
 }
 

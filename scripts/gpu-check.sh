@@ -23,13 +23,13 @@
 #     depth:    issue 15's table: bench -d DEPTHS (0,4096,16384,32768) for each of DEPTH_MODES and the
 #               2.5G budget on the 8B, and llama.cpp's batched-bench beside it when PEER_DIR holds a
 #               build (llamacpp.sh) -> depth-*.json, depth.log
-#     parallel: issue 18's batched decoding on the 8B: bench --parallel PARALLEL (1,16) in full mode, and
-#               llama.cpp's batched-bench -npl beside it when PEER_DIR holds a build -> parallel.log
+#     parallel: issue 18's batched decoding on the 8B: bench --parallel PARALLEL (1,16) in full mode at depths
+#               PARALLEL_DEPTH (0), and llama.cpp's batched-bench -npl beside it when PEER_DIR holds a build -> parallel.log
 #     serve:    issue 18's server under load on the 8B: SERVE_SLOTS (16) concurrent greedy requests of 128
 #               tokens, then SERVE_CLIENTS (64) streaming clients for SERVE_SECONDS (60), codecllm serve and
 #               (with PEER_DIR) llama-server with the same slots, one after the other -> serve.log, serve-*.json
 #     multi:    issue 18's multi-model case: MULTI_MODELS (15) copies of the 8B served at once in
-#               MULTI_MODE (resident): how many stay in VRAM, each one's first request timed, the
+#               MULTI_MODE (resident) or sharing MULTI_BUDGET (--vram-budget): how many stay in VRAM, each one's first request timed, the
 #               parked ones loaded again from host RAM -> multi.log
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
@@ -258,11 +258,15 @@ fi
 if [ "$what" = parallel ]; then
   m8=$(model_8b)
   {
-    "$bin" bench "$m8" --mode "${PARALLEL_MODE:-full}" --parallel "${PARALLEL:-1,16}" -p 128 -n 128 -r 2 2>&1
+    # PARALLEL_DEPTH (0): tests after that many tokens in every sequence; the peer's prompt per sequence is that depth.
+    depths=${PARALLEL_DEPTH:-0}
+    "$bin" bench "$m8" --mode "${PARALLEL_MODE:-full}" --parallel "${PARALLEL:-1,16}" -p 128 -n 128 -d "$depths" -r 2 2>&1
     peer=${PEER_DIR:-}/build/bin/llama-batched-bench
     if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+      max_d=$(tr , '\n' <<< "$depths" | sort -n | tail -1) max_np=$(tr , '\n' <<< "${PARALLEL:-1,16}" | sort -n | tail -1)
       echo "### llama.cpp batched-bench -fa (S_PP: prompt t/s, S_TG: decode t/s of all sequences together)"
-      "$peer" -m "$work/llama31-8b.gguf" -c 8192 -ngl 99 -fa -npp 128 -ntg 128 -npl "${PARALLEL:-1,16}" 2>&1 | grep -E "^\|"
+      "$peer" -m "$work/llama31-8b.gguf" -c $(( max_np * (max_d + 384) )) -ngl 99 -fa -npp "${depths/#0/128}" -ntg 128 \
+        -npl "${PARALLEL:-1,16}" 2>&1 | grep -E "^\|"
     fi
   } 2>&1 | tee "$out/parallel.log"
 fi
@@ -322,10 +326,12 @@ if [ "$what" = multi ]; then
   for i in $(seq 1 "$n"); do ln -s "$m8" "$work/multi/llama8b-$i.cllm"; args+=(-m "$work/multi/llama8b-$i.cllm"); done
   {
     t0=$(date +%s)
-    "$bin" serve "${args[@]}" --port 8183 -np 1 -c 1024 --mode "${MULTI_MODE:-resident}" > "$out/multi.err" 2>&1 &
+    # MULTI_BUDGET (a size): the models share that --vram-budget instead of each taking MULTI_MODE.
+    placement=(--mode "${MULTI_MODE:-resident}"); [ -n "${MULTI_BUDGET:-}" ] && placement=(--vram-budget "$MULTI_BUDGET")
+    "$bin" serve "${args[@]}" --port 8183 -np 1 -c 1024 "${placement[@]}" > "$out/multi.err" 2>&1 &
     pid=$!
     if wait_ready 8183 $pid; then
-      echo "### $n models of $(basename "$m8") in mode ${MULTI_MODE:-resident}: listening after $(( $(date +%s) - t0 )) s; VRAM used, total: $(vram_used)"
+      echo "### $n models of $(basename "$m8") with ${placement[*]}: listening after $(( $(date +%s) - t0 )) s; VRAM used, total: $(vram_used)"
       python3 - <<'PY'
 import json, time, urllib.request
 base = "http://127.0.0.1:8183"
@@ -348,7 +354,7 @@ for mid in loaded + parked:
           f"last load {meta['last_load_s']:.3f} s; now {meta['status']}")
 print("loaded at the end:", sum(1 for v in models().values() if v["status"] == "loaded"))
 PY
-      grep -E "parked|loaded again|did not fit" "$out/multi.err" | head -12
+      grep -E "parked|loaded again|did not fit|planned for|device: " "$out/multi.err" | head -16
       kill -TERM $pid; wait $pid; echo "serve exit status $?"
     else echo "serve did not start: $(tail -3 "$out/multi.err")"; status=1; fi
   } 2>&1 | tee "$out/multi.log"

@@ -42,6 +42,13 @@ bool ModelSet::make_room(const ServedModel& asking) const {
   return false;
 }
 
+uint64_t ModelSet::vram_of_others(const ServedModel& asking) const {
+  uint64_t sum = 0;
+  for (const ServedModel* m : all())
+    if (m != &asking) sum += m->vram_planned();
+  return sum;
+}
+
 void ModelSet::stop_schedulers() {
   for (ServedModel* m : all()) m->scheduler().stop();
 }

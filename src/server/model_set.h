@@ -26,6 +26,8 @@ class ModelSet {
   // ModelOptions::make_room: parks the idle loaded model, other than `asking`, used least
   // recently; false when no other model can be parked now.
   bool make_room(const ServedModel& asking) const;
+  // ModelOptions::vram_of_others: the VRAM the loaded models other than `asking` planned.
+  uint64_t vram_of_others(const ServedModel& asking) const;
 
  private:
   mutable std::mutex m_;

@@ -80,11 +80,13 @@ class Listener {
 // Loads the models in order, each into `models` as soon as it is ready; stops early on a signal.
 void load_models(const ServeOptions& opt, ModelSet& models, Metrics& metrics, const std::atomic<bool>& signalled) {
   for (int ms = 0; ms < opt.load_delay_ms && !signalled; ms += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ModelOptions model_opt = opt.model;
+  model_opt.make_room = [&models](const ServedModel& asking) { return models.make_room(asking); };
+  model_opt.vram_of_others = [&models](const ServedModel& asking) { return models.vram_of_others(asking); };
+  model_opt.loads = std::make_shared<std::mutex>();
   for (const auto& path : opt.model_paths) {
     if (signalled) return;
     Timer load;
-    ModelOptions model_opt = opt.model;
-    model_opt.make_room = [&models](const ServedModel& asking) { return models.make_room(asking); };
     models.add(std::make_unique<ServedModel>(path, model_opt, metrics));
     const ServedModel& m = *models.all().back();
     log_info("serve: loaded '", m.id(), "' (", m.device_description(), ", context ", m.context(), " per slot) in ",

@@ -47,6 +47,9 @@ ServedModel::ServedModel(const std::string& path, const ModelOptions& opt, Metri
       engine_opt_(opt.engine),
       keep_alive_s_(opt.keep_alive_s),
       make_room_(opt.make_room),
+      shared_budget_(opt.vram_of_others && opt.engine.vram_budget != UINT64_MAX ? opt.engine.vram_budget : 0),
+      vram_of_others_(opt.vram_of_others),
+      loads_(opt.loads),
       config_(config_from_metadata(file_.metadata())) {
   engine_opt_.sequences = opt.slots;  // one KV cache region per slot, of engine_opt_.context positions
   {
@@ -111,8 +114,17 @@ void ServedModel::load_engine() {
   // none is left to park. The first load builds the engine and the tokenizer; later ones the
   // engine alone.
   Timer t;
+  std::unique_lock<std::mutex> one_load_at_a_time;
+  if (loads_) one_load_at_a_time = std::unique_lock<std::mutex>(*loads_);
   for (;;) {
     try {
+      if (shared_budget_) {  // the server's budget less what the other models planned
+        const uint64_t others = vram_of_others_(*this);
+        if (others >= shared_budget_)
+          fail("--vram-budget ", format_gib(shared_budget_), " is all planned by the other models (",
+               format_gib(others), ")");
+        engine_opt_.vram_budget = shared_budget_ - others;
+      }
       if (!engine_) engine_ = std::make_unique<ModelEngine>(file_, device_, engine_opt_);
       else engine_->load(file_, device_, engine_opt_);
       break;
@@ -123,6 +135,11 @@ void ServedModel::load_engine() {
   }
   residency_.loaded = true;
   residency_.last_load_s = t.seconds();
+  vram_planned_ = engine_->gpu ? engine_->gpu->memory().total() : 0;
+  if (shared_budget_)
+    log_info("serve: ", id_, ": planned for ", format_gib(engine_opt_.vram_budget), " of the ",
+             format_gib(shared_budget_), " --vram-budget (the other models hold ", format_gib(vram_of_others_(*this)),
+             "): ", format_gib(vram_planned_), " (", engine_->gpu ? engine_->gpu->memory().describe() : "", ")");
   last_used_ = std::chrono::steady_clock::now();
 }
 
@@ -141,6 +158,7 @@ bool ServedModel::ensure_loaded() {
 void ServedModel::park(const std::string& why) {
   engine_->unload();
   residency_.loaded = false;
+  vram_planned_ = 0;
   // Ask the kernel to keep (or bring back) the file's pages: the next load reads host RAM.
   ::madvise(const_cast<uint8_t*>(file_.file_data()), file_.file_size(), MADV_WILLNEED);
   log_info("serve: ", id_, ": parked (", why, "): its memory is given back; ", format_gib(file_.file_size()),

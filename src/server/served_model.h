@@ -5,9 +5,11 @@
 // (parks: its VRAM, or the CPU's decoded weights, are given back) and keeps its .cllm mapped, so
 // the compressed weights stay in host RAM (the page cache) and its next request loads them back
 // over PCIe, not from disk. A model that does not fit the memory left, at start or when it comes
-// back, first parks the idle model used least recently (make_room), then tries again.
+// back, first parks the idle model used least recently (make_room), then tries again. With
+// --vram-budget SIZE the models share the one budget: each is planned for what the others left.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -35,6 +37,12 @@ struct ModelOptions {
   // Parks the idle model, other than `asking`, used least recently; false when none can be
   // parked. Set by the server over all its models; empty: nothing is parked to make room.
   std::function<bool(const class ServedModel& asking)> make_room;
+  // With engine.vram_budget a size (not 0, not auto): the budget of ALL the server's models.
+  // Each load plans this model for the budget less what the others loaded now planned (this
+  // callback's sum); when that is too little, make_room parks idle ones first. Loads take
+  // `loads` (one mutex for all models) so that two never plan against the same bytes.
+  std::function<uint64_t(const class ServedModel& asking)> vram_of_others;
+  std::shared_ptr<std::mutex> loads;
 };
 
 // "models/stories260K.cllm" -> "stories260K"
@@ -66,6 +74,8 @@ class ServedModel {
   // another thread holds the engine). For make_room, from another model's thread.
   bool park_if_idle(const std::string& why);
   std::chrono::steady_clock::time_point last_used() const;
+  // Bytes of VRAM its engine planned (GpuEngine::memory().total()); 0 parked or on the CPU.
+  uint64_t vram_planned() const { return vram_planned_.load(); }
 
   // A completion's prompt: the text's ids, BOS first when the tokenizer adds one.
   GenerationInput completion_input(const std::string& prompt);
@@ -86,6 +96,10 @@ class ServedModel {
   GpuOptions engine_opt_;
   double keep_alive_s_;
   std::function<bool(const ServedModel&)> make_room_;
+  uint64_t shared_budget_ = 0;  // the server's --vram-budget when all models share it; 0: none
+  std::function<uint64_t(const ServedModel&)> vram_of_others_;
+  std::shared_ptr<std::mutex> loads_;
+  std::atomic<uint64_t> vram_planned_{0};
   LlamaConfig config_;
   mutable std::mutex engine_m_;  // loading, parking, and the check that the engine is there
   Residency residency_;          // under engine_m_

@@ -1,0 +1,64 @@
+// What the matrix-vector products of full mode (cuda/matvec.cu) and of fused mode
+// (cuda/fused_matvec.cu) share around their arithmetic: x staged in shared memory once per
+// block, and the launch that may overlap the previous kernel (cuda/launch_overlap.cuh), whose
+// blocks issue their first weight loads before they wait for x.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/cuda_check.h"
+#include "cuda/launch_overlap.cuh"
+
+namespace cllm::cuda {
+
+// x (k elements of T, k * sizeof(T) a multiple of 16, 16-byte aligned) staged in shared memory
+// by the whole block (every thread must call it): warps then read it without going to L1/L2
+// for every 16 bytes of weights. Waits for the previous kernel first (x is its output).
+// Returns the staged copy.
+template <class T>
+__device__ __forceinline__ const T* stage_x(const T* __restrict__ x, int k) {
+  extern __shared__ uint4 x_smem[];
+  wait_for_previous_kernel();
+  const int n4 = static_cast<int>(k * sizeof(T) / 16);
+  const uint4* x4 = reinterpret_cast<const uint4*>(x);
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) x_smem[i] = __ldg(x4 + i);
+  __syncthreads();
+  return reinterpret_cast<const T*>(x_smem);
+}
+
+// Shared memory for x; above 48 KiB a kernel must opt in.
+template <class K>
+size_t x_smem_bytes(K kernel, size_t bytes) {
+  if (bytes > (48u << 10))
+    CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  return bytes;
+}
+
+// Starts kernel in stream s (blocks of `threads`), after the stream's previous kernel; with
+// `overlap` on sm_90 and newer as a programmatic dependent launch: its blocks may start, and
+// load weights, while that kernel is still running.
+template <class... Params, class... Args>
+void start_kernel(void (*kernel)(Params...), unsigned blocks, unsigned threads, size_t smem, cudaStream_t s,
+                  bool overlap, Args... args) {
+  static const bool hopper = [] {
+    int device = 0, major = 0;
+    CLLM_CUDA_CHECK(cudaGetDevice(&device));
+    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9;
+  }();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = s;
+  config.attrs = attr;
+  config.numAttrs = overlap && hopper ? 1 : 0;
+  CLLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
+}  // namespace cllm::cuda
