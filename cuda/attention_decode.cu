@@ -259,43 +259,60 @@ bool attention_flash_supported(DType kv_dt, int head_dim) {
   return kv_dt == DType::F16 && (head_dim == 64 || head_dim == 128);
 }
 
-void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
-                          int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
-                          float* workspace, size_t workspace_bytes, cudaStream_t s, int window) {
-  if (n <= 0) return;
-  if (window < 0) fail("attention_decode_f16: sliding window ", window, " must be >= 0 (0: none)");
-  check_shape("attention_decode_f16", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
-  if (n > kMaxDecodeTokens) fail("attention_decode_f16: ", n, " tokens (at most ", kMaxDecodeTokens, ")");
-  if (d_pos && n != 1) fail("attention_decode_f16: a position in device memory needs n == 1");
-  if (context <= 0 || (!d_pos && (pos < 0 || pos + n > context)))
-    fail("attention_decode_f16: positions ", pos, " .. ", pos + n - 1, " outside the context ", context);
+namespace {
+
+// What both decode entry points check and set: the window, the cache's shape, the token count
+// (n <= kMaxDecodeTokens), the workspace (acc rows of every chunk, token and head, then ml).
+DecodeArgs decode_args(const char* who, const float* q, const void* k_cache, const void* v_cache, int n, int n_heads,
+                       int n_kv_heads, int head_dim, int context, int window, float* workspace, size_t workspace_bytes) {
+  if (window < 0) fail(who, ": sliding window ", window, " must be >= 0 (0: none)");
+  check_shape(who, k_cache, v_cache, n_heads, n_kv_heads, head_dim);
+  if (n > kMaxDecodeTokens) fail(who, ": ", n, " tokens (at most ", kMaxDecodeTokens, ")");
   const size_t need = attention_workspace_bytes(n_heads, head_dim, context);
   if (!workspace || workspace_bytes < need || reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
-    fail("attention_decode_f16: the workspace needs ", need, " bytes (16-byte aligned), got ", workspace_bytes);
+    fail(who, ": the workspace needs ", need, " bytes (16-byte aligned), got ", workspace_bytes);
   DecodeArgs a;
   a.q = q;
   a.k_cache = static_cast<const __half*>(k_cache);
   a.v_cache = static_cast<const __half*>(v_cache);
-  const int chunk = attention_decode_chunk(context);
-  const int max_chunks = (context + chunk - 1) / chunk;
+  a.chunk = attention_decode_chunk(context);
+  const int max_chunks = (context + a.chunk - 1) / a.chunk;
   const size_t rows = static_cast<size_t>(max_chunks) * kMaxDecodeTokens * n_heads;
   a.acc = workspace;
   a.ml = reinterpret_cast<float2*>(reinterpret_cast<char*>(workspace) +
                                    (rows * head_dim * sizeof(float) + 15) / 16 * 16);
   a.n = n;
-  a.pos_value = pos;
-  a.d_pos = d_pos;
   a.n_heads = n_heads;
   a.n_kv_heads = n_kv_heads;
-  a.chunk = chunk;
   a.window = window;
-  // With pos on the host only the chunks up to pos + n - 1 are launched; from device memory,
-  // all of the context's (those past pos exit at once). Same blocks, same bits.
-  const int n_chunks = d_pos ? max_chunks : (pos + n + chunk - 1) / chunk;
+  return a;
+}
+
+void launch_decode(const DecodeArgs& a, int head_dim, int n_chunks, void* out, DType out_dt, cudaStream_t s) {
   if (head_dim == 64)
     launch_decode<64>(a, n_chunks, out, out_dt, s);
   else
     launch_decode<128>(a, n_chunks, out, out_dt, s);
+}
+
+}  // namespace
+
+void attention_decode_f16(const float* q, const void* k_cache, const void* v_cache, void* out, DType out_dt, int n,
+                          int pos, const int* d_pos, int n_heads, int n_kv_heads, int head_dim, int context,
+                          float* workspace, size_t workspace_bytes, cudaStream_t s, int window) {
+  if (n <= 0) return;
+  if (d_pos && n != 1) fail("attention_decode_f16: a position in device memory needs n == 1");
+  if (context <= 0 || (!d_pos && (pos < 0 || pos + n > context)))
+    fail("attention_decode_f16: positions ", pos, " .. ", pos + n - 1, " outside the context ", context);
+  DecodeArgs a = decode_args("attention_decode_f16", q, k_cache, v_cache, n, n_heads, n_kv_heads, head_dim, context,
+                             window, workspace, workspace_bytes);
+  a.pos_value = pos;
+  a.d_pos = d_pos;
+  // With pos on the host only the chunks up to pos + n - 1 are launched; from device memory,
+  // all of the context's (those past pos exit at once). Same blocks, same bits.
+  const int end = d_pos ? context : pos + n;
+  const int n_chunks = (end + a.chunk - 1) / a.chunk;
+  launch_decode(a, head_dim, n_chunks, out, out_dt, s);
 }
 
 void attention_decode_f16_rows(const float* q, const void* k_cache, const void* v_cache, int region_rows, void* out,
@@ -303,42 +320,19 @@ void attention_decode_f16_rows(const float* q, const void* k_cache, const void* 
                                int max_pos, int n_heads, int n_kv_heads, int head_dim, int context, float* workspace,
                                size_t workspace_bytes, cudaStream_t s, int window) {
   if (n_segs <= 0) return;
-  if (window < 0) fail("attention_decode_f16_rows: sliding window ", window, " must be >= 0 (0: none)");
-  check_shape("attention_decode_f16_rows", k_cache, v_cache, n_heads, n_kv_heads, head_dim);
-  if (n_segs > kMaxDecodeTokens) fail("attention_decode_f16_rows: ", n_segs, " sequences (at most ", kMaxDecodeTokens, ")");
   if (!d_pos || !d_seq || !d_row || region_rows < context || max_pos < 0 || max_pos >= context)
     fail("attention_decode_f16_rows: positions up to ", max_pos, " in regions of ", region_rows,
          " rows for a context of ", context, ", and device arrays of positions, sequences and rows, expected");
-  const size_t need = attention_workspace_bytes(n_heads, head_dim, context);
-  if (!workspace || workspace_bytes < need || reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
-    fail("attention_decode_f16_rows: the workspace needs ", need, " bytes (16-byte aligned), got ", workspace_bytes);
-  DecodeArgs a;
-  a.q = q;
-  a.k_cache = static_cast<const __half*>(k_cache);
-  a.v_cache = static_cast<const __half*>(v_cache);
-  const int chunk = attention_decode_chunk(context);
-  const int max_chunks = (context + chunk - 1) / chunk;
-  const size_t rows = static_cast<size_t>(max_chunks) * kMaxDecodeTokens * n_heads;
-  a.acc = workspace;
-  a.ml = reinterpret_cast<float2*>(reinterpret_cast<char*>(workspace) +
-                                   (rows * head_dim * sizeof(float) + 15) / 16 * 16);
-  a.n = n_segs;
+  DecodeArgs a = decode_args("attention_decode_f16_rows", q, k_cache, v_cache, n_segs, n_heads, n_kv_heads, head_dim,
+                             context, window, workspace, workspace_bytes);
   a.pos_value = 0;
   a.d_pos = nullptr;
-  a.n_heads = n_heads;
-  a.n_kv_heads = n_kv_heads;
-  a.chunk = chunk;
-  a.window = window;
   a.seg_pos = d_pos;
   a.seg_seq = d_seq;
   a.seg_row = d_row;
   a.seg_stride = static_cast<size_t>(region_rows) * n_kv_heads * head_dim;
   // The chunks up to the deepest token's; a shallower token's blocks past its position exit at once.
-  const int n_chunks = max_pos / chunk + 1;
-  if (head_dim == 64)
-    launch_decode<64>(a, n_chunks, out, out_dt, s);
-  else
-    launch_decode<128>(a, n_chunks, out, out_dt, s);
+  launch_decode(a, head_dim, max_pos / a.chunk + 1, out, out_dt, s);
 }
 
 }  // namespace cllm::cuda
