@@ -173,9 +173,12 @@ TEST_CASE("memory plans: fused mode keeps bf16 matrices in the fused layout and 
   CHECK(layer.decoded.size() == 5);  // two norms, three biases
   // The tied classifier is bf16: its slices are fused too.
   for (const WeightStep& slice : s.classifier) CHECK(step_parts(s, slice).fused.size() == 1);
-  // VRAM: token_embd and output_norm decoded, the steps fused, one slot for prompts.
+  // VRAM: output_norm decoded, the steps fused, one slot for prompts; token_embd in pinned host RAM.
   CHECK(fused.fused > 0);
-  CHECK(fused.weights > fused.fused + s.token_embd->raw_bytes());
+  CHECK(fused.weights > fused.fused);
+  CHECK(fused.weights < fused.fused + s.token_embd->raw_bytes());
+  CHECK(fused.host_pinned == (s.token_embd->raw_bytes() + 255) / 256 * 256);
+  CHECK_THAT(fused.describe(), Contains("host RAM: token_embd"));
   CHECK(fused.slots == (s.slot_bytes + 255) / 256 * 256);
   CHECK(fused.kv_cache == full.kv_cache);
   CHECK(fused.activations == full.activations);

@@ -2,8 +2,11 @@
 // VRAM in the fused layout (docs/codec.md), made on the GPU at load from the container's rANS
 // tiles: the step is decoded into a slot by the rANS decoder, as full mode's load does, then
 // cuda/fused_encode writes its matrices' planes and the slot is reused for the next step.
-// Norms, biases and tensors of other dtypes stay decoded, as in full mode; so does token_embd
-// (embeddings are gathered on the GPU, and one token's pass is a CUDA graph).
+// Norms, biases and tensors of other dtypes stay decoded, as in full mode. token_embd stays
+// decoded in pinned host RAM mapped into the device's address space: the gather kernel reads a
+// token's row over PCIe (8 KiB for an 8B), so one token's pass is still a CUDA graph, and the
+// table's GiB stays out of VRAM (memory_plan.cpp's plan_fused). Where the host refuses to pin
+// it, it stays in VRAM as before.
 //
 // One token's products read the planes (fused()); batches get the step decoded back into the
 // slot by the fixed-length decoder (acquire()), on the compute stream, and run full mode's
@@ -20,6 +23,7 @@
 #include "cuda/kernels.h"
 #include "runtime/decode_plan.h"
 #include "runtime/fused_parts.h"
+#include "runtime/gpu_host_memory.h"
 #include "runtime/gpu_ring.h"
 #include "runtime/gpu_weights.h"
 
@@ -128,7 +132,9 @@ class FusedStore final : public GpuWeights {
   cudaStream_t compute_;
   std::vector<StoredStep> steps_;  // layers, then classifier slices
   DeviceBuffer<uint8_t> slot_;     // the load's decode target; batches' decoded step
-  DeviceBuffer<uint8_t> embd_;     // token_embd decoded, (vocab, dim)
+  PinnedBuffer embd_host_;         // token_embd decoded, (vocab, dim), in host RAM the GPU reads
+  DeviceBuffer<uint8_t> embd_;     // the same in VRAM, where pinning it failed
+  const uint8_t* embd_table_ = nullptr;  // the one of the two that holds it (a device address)
   int dim_ = 0;
 };
 
@@ -152,9 +158,16 @@ void FusedStore::load_global(const CllmFile& file) {
                                cudaMemcpyHostToDevice));
     decode_on_device(staging.data(), whole.data(), global.tiles, global.blocks, compute_, file.path());
   }
-  embd_.resize(s_.token_embd->raw_bytes());
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(embd_.data(), whole.data() + global.tensors.at(s_.token_embd->name).offset,
-                                  embd_.size(), cudaMemcpyDeviceToDevice, compute_));
+  const uint8_t* embd = whole.data() + global.tensors.at(s_.token_embd->name).offset;
+  const size_t embd_bytes = s_.token_embd->raw_bytes();
+  if (embd_host_.allocate(embd_bytes)) {
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(embd_host_.data(), embd, embd_bytes, cudaMemcpyDeviceToHost, compute_));
+    embd_table_ = embd_host_.device_data();
+  } else {
+    embd_.resize(embd_bytes);
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(embd_.data(), embd, embd_bytes, cudaMemcpyDeviceToDevice, compute_));
+    embd_table_ = embd_.data();
+  }
   const uint64_t classifier_at = global.tensors.at(s_.classifier_tensor->name).offset;
   const uint64_t row_bytes = static_cast<uint64_t>(dim_) * dtype_size(s_.classifier_tensor->dtype);
   for (size_t k = 0; k < s_.classifier.size(); ++k)  // a slice's slot holds its rows at offset 0
@@ -223,7 +236,7 @@ void FusedStore::embed(const int* tokens, int n, uint8_t* d_rows, float* x) {
 }
 
 void FusedStore::embed_from_device(const int* d_tokens, int n, float* x) {
-  cuda::gather_rows_f32(embd_.data(), s_.token_embd->dtype, dim_, d_tokens, n, x, compute_);
+  cuda::gather_rows_f32(embd_table_, s_.token_embd->dtype, dim_, d_tokens, n, x, compute_);
 }
 
 uint64_t FusedStore::fused_bytes() const {

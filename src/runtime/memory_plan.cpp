@@ -11,11 +11,14 @@ namespace cllm {
 namespace {
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-// Fused mode: token_embd decoded (embeddings are gathered on the GPU, and the one-token pass
-// is a CUDA graph), output_norm, every step by fused_step_bytes, and one slot that prompts
-// decode the steps into (and the load decodes the container's tiles into).
+// Fused mode: output_norm, every step by fused_step_bytes, and one slot that prompts decode
+// the steps into (and the load decodes the container's tiles into). token_embd stays decoded in
+// pinned host RAM: a pass reads one row a token (a GPU kernel gathers them over PCIe, so the
+// one-token pass is still a CUDA graph), not worth its GiB of VRAM (llama.cpp keeps it on the
+// host too).
 void plan_fused(const WeightSchedule& s, MemoryPlan& p) {
-  p.weights = align_up(s.token_embd->raw_bytes()) + align_up(s.output_norm->raw_bytes());
+  p.weights = align_up(s.output_norm->raw_bytes());
+  p.host_pinned = align_up(s.token_embd->raw_bytes());
   for (const auto* steps : {&s.layers, &s.classifier})
     for (const WeightStep& step : *steps) {
       const StepParts parts = step_parts(s, step);
@@ -74,6 +77,7 @@ std::string MemoryPlan::describe() const {
              format_gib(workspace), " = ", format_gib(total()));
   if (host_decoded) out += cat("; host RAM: ", format_gib(host_pinned), " pinned + ", format_gib(host_decoded),
                                " decoded and ", format_gib(host_kv), " of KV cache for the CPU layers");
+  else if (mode == Mode::fused && host_pinned) out += cat("; host RAM: token_embd ", format_gib(host_pinned), " pinned");
   return out;
 }
 
