@@ -90,12 +90,35 @@ __device__ uint16_t decode_weight(const FusedWeights& w, int row, int col) {
   return static_cast<uint16_t>((bytes[col ^ 1] & 1u) << 15 | exponent << 7 | bytes[col] >> 1);
 }
 
-// x[t]'s chunk `at` (8 bf16) as fp32: from shared memory when staged, else through the
-// read-only cache.
-template <bool kStaged>
-__device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&xf)[8]) {
+// One token's x (cols bf16, cols % 8 == 0, 16-byte aligned) staged in shared memory as fp32 by
+// the whole block (every thread must call it), after the previous kernel (x is its output):
+// converted once per block, not once per row and chunk (the conversions were a fifth of the
+// product's integer work). Chunk c's 8 values are float4s c (values 0..3) and chunks + c
+// (4..7), so that a warp's lanes read consecutive 16 bytes. Exact: a bf16 is the top half of
+// an fp32, so the sums get the bits of converting on the fly.
+__device__ __forceinline__ const float4* stage_x_f32(const __nv_bfloat16* __restrict__ x, int cols) {
+  extern __shared__ float4 xf_smem[];
+  wait_for_previous_kernel();
+  const int chunks = cols / 8;
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  bf16x8_to_f32(kStaged ? x4[at] : __ldg(x4 + at), xf);
+  for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
+    float f[8];
+    bf16x8_to_f32(__ldg(x4 + i), f);
+    xf_smem[i] = make_float4(f[0], f[1], f[2], f[3]);
+    xf_smem[chunks + i] = make_float4(f[4], f[5], f[6], f[7]);
+  }
+  __syncthreads();
+  return xf_smem;
+}
+
+// x's chunk `at` (8 values) as fp32: from the staged copy, or token t's bf16 through the
+// read-only cache.
+__device__ __forceinline__ void x_chunk(const float4* staged, int chunks, int at, float (&xf)[8]) {
+  const float4 a = staged[at], b = staged[chunks + at];
+  xf[0] = a.x, xf[1] = a.y, xf[2] = a.z, xf[3] = a.w, xf[4] = b.x, xf[5] = b.y, xf[6] = b.z, xf[7] = b.w;
+}
+__device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&xf)[8]) {
+  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + at), xf);
 }
 
 // kRows rows of the same index, one of w0 and (kRows 2) one of w1 (the same columns), dotted
@@ -105,7 +128,7 @@ __device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&
 // sums here, so their bits agree. Like full mode's rows_dot (cuda/matvec.cu): each lane keeps
 // kUnroll chunks of each row in flight, the first ones issued before the kernel waits for the
 // previous one (the fused planes are never written while the model runs); one token's x is
-// staged in shared memory by the whole block (every thread must call this; `live` is false
+// staged in shared memory as fp32 by the whole block (every thread must call this; `live` is false
 // for a warp past the last row, whose sums are then not set). kRowBase: one base for the
 // whole row (the default layout), read once.
 template <int kRows, int kTokens, bool kRowBase>
@@ -135,8 +158,8 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
   };
   bool batch = live && i + 32 * (kUnroll - 1) < chunks;
   if (batch) load_batch();
-  const __nv_bfloat16* xs = x;
-  if (kStaged) xs = stage_x(x, cols);
+  const float4* staged = nullptr;
+  if (kStaged) staged = stage_x_f32(x, cols);
   else wait_for_previous_kernel();
   if (!live) return;
 #pragma unroll
@@ -151,7 +174,8 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float xf[8];
-      x_chunk<kStaged>(xs + static_cast<size_t>(t) * cols, at, xf);
+      if (kStaged) x_chunk(staged, chunks, at, xf);
+      else x_chunk(x + static_cast<size_t>(t) * cols, at, xf);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) sum[r][t] += dot8(wf[r], xf);
     }
@@ -261,12 +285,12 @@ __global__ void fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
   for (int j = 0; j < 8 && chunk * 8 + j < w.cols; ++j) dst[j] = __ushort_as_bfloat16(h[j]);
 }
 
-// Starts kernel over `blocks` blocks; one token's x (cols bf16) staged in shared memory on
-// the 16-byte path.
+// Starts kernel over `blocks` blocks; one token's x staged in shared memory (cols fp32) on the
+// 16-byte path.
 template <class... Params, class... Args>
 void start(void (*kernel)(Params...), unsigned blocks, bool staged_x, int cols, cudaStream_t s, bool overlap,
            Args... args) {
-  const size_t smem = staged_x ? x_smem_bytes(kernel, sizeof(__nv_bfloat16) * static_cast<size_t>(cols)) : 0;
+  const size_t smem = staged_x ? x_smem_bytes(kernel, sizeof(float) * static_cast<size_t>(cols)) : 0;
   start_kernel(kernel, blocks, kThreads, smem, s, overlap, args...);
 }
 
