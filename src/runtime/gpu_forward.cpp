@@ -16,10 +16,6 @@
 
 namespace cllm {
 
-// The fused planes are written at load (and synchronized) and never while the model runs, so
-// a fused product may load them while the previous kernel finishes (cuda/fused_matvec.h).
-constexpr bool kFusedOverlap = true;
-
 GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightSchedule& s,
                        const GpuForwardShape& shape, GpuWeights& weights, GpuCpuLayers& cpu, cudaStream_t compute)
     : c_(c), arch_(architecture_of(c)), s_(s), shape_(shape), weights_(weights), cpu_(cpu), compute_(compute), act_(s.linear_dtype),
@@ -102,10 +98,10 @@ const cuda::FusedWeights* GpuForward::fused_matrix(const StepWeights& w, LayerTe
 void GpuForward::linear(const StepWeights& w, LayerTensor t, const void* in, float* y, int ldy, int n, int k, int d,
                         bool accumulate) {
   // The fused product follows matvec's order, so it has the bits of Blas::linear at one
-  // token over the decoded weights. Its planes are written at load only: it may start loading
-  // them while the previous kernel runs (kFusedOverlap).
+  // token over the decoded weights. Like full mode's products it may start loading its weights
+  // while the previous kernel runs where nothing rewrites them (fixed(): the fused store).
   if (const cuda::FusedWeights* m = fused_matrix(w, t, n, d, k))
-    cuda::fused_matvec(*m, in, 1, y, ldy, accumulate, compute_, kFusedOverlap);
+    cuda::fused_matvec(*m, in, 1, y, ldy, accumulate, compute_, weights_.fixed());
   else
     blas_->linear(w.at(t), act_, in, y, ldy, n, k, d, accumulate);
 }
@@ -137,7 +133,7 @@ void GpuForward::qkv_one_token(const StepWeights& w) {
     jobs.job[1] = {*k, k_.data(), false};
     jobs.job[2] = {*v, v_.data(), false};
     jobs.count = 3;
-    jobs.overlap_previous = kFusedOverlap;
+    jobs.overlap_previous = weights_.fixed();
     cuda::fused_matvec(jobs, xn_.data(), compute_);
     return;
   }
@@ -226,7 +222,7 @@ void GpuForward::ffn_block(const StepWeights& w, int n) {
   const cuda::FusedWeights* gate = n == 1 ? fused_matrix(w, kFfnGate, 1, ffn, dim) : nullptr;
   const cuda::FusedWeights* up = n == 1 ? fused_matrix(w, kFfnUp, 1, ffn, dim) : nullptr;
   if (gate && up) {  // one token over the fused planes: matvec_swiglu's bits
-    cuda::fused_matvec_swiglu(*gate, *up, xn_.data(), h_.data(), compute_, gelu, kFusedOverlap);
+    cuda::fused_matvec_swiglu(*gate, *up, xn_.data(), h_.data(), compute_, gelu, weights_.fixed());
   } else if (n == 1 && (gate || up)) {  // one fused, one not: two products and the SwiGLU
     linear(w, kFfnGate, xn_.data(), gate_.data(), ffn, 1, dim, ffn, false);
     linear(w, kFfnUp, xn_.data(), up_.data(), ffn, 1, dim, ffn, false);
@@ -339,7 +335,7 @@ void GpuForward::run_classifier(int first_row, int rows) {
     float* y = logits_.data() + slice.row_begin;
     const FusedStepView* fused = weights_.fused(step);
     if (rows == 1 && fused && fused->slice) {  // matvec's bits over the slice's rows, as below
-      cuda::fused_matvec(*fused->slice, xn_.data(), 1, y, c_.vocab_size, false, compute_, kFusedOverlap);
+      cuda::fused_matvec(*fused->slice, xn_.data(), 1, y, c_.vocab_size, false, compute_, weights_.fixed());
       continue;
     }
     blas_->linear(weights_.acquire(step), act_, xn_.data(), y, c_.vocab_size, rows, c_.dim,

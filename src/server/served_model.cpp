@@ -138,7 +138,8 @@ void ServedModel::load_engine() {
   vram_planned_ = engine_->gpu ? engine_->gpu->memory().total() : 0;
   if (shared_budget_)
     log_info("serve: ", id_, ": planned for ", format_gib(engine_opt_.vram_budget), " of the ",
-             format_gib(shared_budget_), " --vram-budget (the other models hold ", format_gib(vram_of_others_(*this)),
+             format_gib(shared_budget_), " --vram-budget (the other models hold ",
+             format_gib(shared_budget_ - engine_opt_.vram_budget),
              "): ", format_gib(vram_planned_), " (", engine_->gpu ? engine_->gpu->memory().describe() : "", ")");
   last_used_ = std::chrono::steady_clock::now();
 }
