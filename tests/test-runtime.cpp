@@ -8,6 +8,7 @@
 
 #include "convert/compress.h"
 #include "convert/source_model.h"
+#include "convert/synth.h"
 #include "format/cllm_reader.h"
 #include "runtime/fused_parts.h"
 #include "runtime/memory_plan.h"
@@ -132,16 +133,20 @@ TEST_CASE("memory plans: what each mode keeps in VRAM, and auto's choice", "[run
   CHECK(full.kv_cache == lowmem.kv_cache);
   CHECK(full.activations == lowmem.activations);
 
-  // auto: the fastest mode (full, then resident, then lowmem) whose plan fits.
-  const MemoryPlan plans[] = {full, resident, lowmem};
-  for (const MemoryPlan& budget : plans) {
-    const Mode m = choose_mode(s, c, ctx, batch, budget.total());
-    INFO("available " << budget.total() << " -> " << mode_name(m));
-    CHECK(plans[static_cast<int>(m)].total() <= budget.total());
-    for (int faster = 0; faster < static_cast<int>(m); ++faster) CHECK(plans[faster].total() > budget.total());
+  // auto: the fastest mode (full, fused, resident, lowmem) whose plan fits.
+  std::vector<uint64_t> need;  // in kModesFastestFirst's order
+  for (Mode m : kModesFastestFirst) need.push_back(plan_memory(s, c, m, ctx, batch).total());
+  for (uint64_t available : need) {
+    const Mode m = choose_mode(s, c, ctx, batch, available);
+    INFO("available " << available << " -> " << mode_name(m));
+    const size_t k = std::find(std::begin(kModesFastestFirst), std::end(kModesFastestFirst), m) - std::begin(kModesFastestFirst);
+    REQUIRE(k < need.size());
+    CHECK(need[k] <= available);
+    for (size_t faster = 0; faster < k; ++faster) CHECK(need[faster] > available);
   }
   CHECK(choose_mode(s, c, ctx, batch, UINT64_MAX) == Mode::full);
-  CHECK_THROWS_WITH(choose_mode(s, c, ctx, batch, std::min({full.total(), resident.total(), lowmem.total()}) - 1), Contains("out of VRAM") && Contains("no mode fits"));
+  CHECK_THROWS_WITH(choose_mode(s, c, ctx, batch, *std::min_element(need.begin(), need.end()) - 1),
+                    Contains("out of VRAM") && Contains("no mode fits"));
   const Error e = out_of_vram_error(s, c, Mode::full, ctx, batch, lowmem.total());
   CHECK_THAT(e.what(), Contains("mode full needs") && Contains("would fit"));
   CHECK(e.remedy().kind == Remedy::mode);
@@ -183,8 +188,6 @@ TEST_CASE("memory plans: fused mode keeps bf16 matrices in the fused layout and 
   CHECK(fused.kv_cache == full.kv_cache);
   CHECK(fused.activations == full.activations);
   CHECK_THAT(fused.describe(), Contains("in the fused layout"));
-  // auto never picks fused (the planner choosing it is later work).
-  CHECK(choose_mode(s, c, ctx, batch, UINT64_MAX) == Mode::full);
   // fused placements mixed with others are refused.
   Placements mixed = uniform_placements(s, Mode::fused);
   mixed[0] = Placement::decoded;
@@ -277,6 +280,56 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
     CHECK(saw_hybrid);
     CHECK(mode_of(plan_placements(s, c, ctx, batch, full + resident, v, 0).placements) == Mode::full);
   }
+}
+
+namespace {
+
+// The tiny-test preset (bf16, dim 256, vocab 4096): big enough that fused mode's smaller weights
+// show in the whole plan.
+std::string synth_tiny_bf16(const test::TempDir& dir) {
+  SynthOptions so;
+  so.threads = 2;
+  synth_model(find_model_preset("tiny-test"), dir.file("tiny"), so);
+  CompressOptions co;
+  co.threads = 2;
+  compress_model(open_source_model(dir.file("tiny")), dir.file("tiny.cllm"), co);
+  return dir.file("tiny.cllm");
+}
+
+}  // namespace
+
+TEST_CASE("auto and a VRAM budget below full mode's but fitting fused mode's get fused mode", "[runtime]") {
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(synth_tiny_bf16(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  const int ctx = 64, batch = 64;
+  const uint64_t full = plan_memory(s, c, Mode::full, ctx, batch).total();
+  const uint64_t fused = plan_memory(s, c, Mode::fused, ctx, batch).total();
+  REQUIRE(fused < full);
+  // auto: full where it fits, else fused (about full's speed, against resident's ~0.3 x).
+  CHECK(choose_mode(s, c, ctx, batch, full) == Mode::full);
+  CHECK(choose_mode(s, c, ctx, batch, full - 1) == Mode::fused);
+  CHECK(choose_mode(s, c, ctx, batch, fused) == Mode::fused);
+  CHECK(choose_mode(s, c, ctx, batch, fused - 1) != Mode::fused);
+  const Error error = out_of_vram_error(s, c, Mode::full, ctx, batch, fused);
+  CHECK_THAT(error.what(), Contains("mode fused") && Contains("would fit"));
+  CHECK(error.remedy().value == "fused");
+  // --vram-budget: the same, from the planner's estimates.
+  const PathSpeeds v = machine_speeds(100);
+  const auto mode_at = [&](uint64_t budget) { return mode_of(plan_placements(s, c, ctx, batch, budget, v, 0).placements); };
+  CHECK(mode_at(full) == Mode::full);  // full mode's kernels beat the fused products where both fit
+  CHECK(mode_at(full - 1) == Mode::fused);
+  CHECK(mode_at(fused) == Mode::fused);
+  CHECK(mode_at(fused - 1) != Mode::fused);
+  // The estimate: fused steps' kernels at kFusedSpeed x the decoded kernels' rate, nothing in the ring.
+  const PassEstimate e = estimate_pass(s, uniform_placements(s, Mode::fused), v, 1, true);
+  const PassEstimate d = estimate_pass(s, uniform_placements(s, Mode::full), v, 1, true);
+  CHECK(e.gpu_ms == Approx(d.gpu_ms / kFusedSpeed));
+  CHECK(e.decode_ms == 0);
+  CHECK(e.pcie_ms == 0);
+  // Host RAM too small for its pinned token_embd: no fused plan.
+  CHECK(mode_of(plan_placements(s, c, ctx, batch, full - 1, v, 1).placements) != Mode::fused);
 }
 
 TEST_CASE("the planner puts layers on a fast CPU when VRAM is short, interleaved with streamed ones", "[runtime]") {

@@ -14,10 +14,10 @@ namespace {
 const char* const kModeHelp =
     "full (decoded weights in VRAM), resident (compressed in VRAM, decoded per layer), lowmem (compressed in "
     "host RAM, streamed per layer), fused (bf16 matrices in VRAM in a 12-bit lossless layout, decoded inside the "
-    "products), auto (the fastest that fits: full, resident or lowmem)";
+    "products), auto (the fastest that fits: full, fused, resident or lowmem)";
 const char* const kBudgetHelp =
-    "each layer is placed decoded in VRAM, compressed in VRAM, streamed from host RAM, or computed on the CPU, "
-    "the fastest mix that fits by this machine's measured bandwidths (set CLLM_RECALIBRATE=1 to measure again)";
+    "each layer is placed decoded in VRAM, compressed in VRAM, streamed from host RAM, or computed on the CPU "
+    "(or every layer fused), the fastest mix that fits by this machine's measured bandwidths (set CLLM_RECALIBRATE=1 to measure again)";
 
 }  // namespace
 

@@ -19,7 +19,7 @@ namespace cllm {
 // What the user asked for: a mode, auto (the fastest mode that fits), a VRAM budget for
 // the hybrid planner (then no mode), or placements given outright.
 struct EngineRequest {
-  std::optional<Mode> mode;  // full, resident, lowmem or fused; none: auto (which never picks fused)
+  std::optional<Mode> mode;  // full, resident, lowmem or fused; none: auto (choose_mode)
   uint64_t vram_budget = 0;  // bytes; 0: none
   // Given placements (tests, experiments): one per weight step, cpu only on layers;
   // cpu_max_batch >= 0 then sets the largest batch the CPU layers compute (-1: 1).

@@ -141,11 +141,11 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
 }
 
 CudaEngine::~CudaEngine() {
-  if (compute_) cudaStreamSynchronize(compute_);
+  if (compute_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(compute_));
   forward_.reset();
   weights_.reset();
   cpu_.reset();
-  if (compute_) cudaStreamDestroy(compute_);
+  if (compute_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamDestroy(compute_));
 }
 
 const float* CudaEngine::forward(const int* tokens, int n, int pos, bool all_logits) {

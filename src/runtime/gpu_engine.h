@@ -22,7 +22,7 @@
 namespace cllm {
 
 struct GpuOptions {
-  std::optional<Mode> mode;   // full, resident, lowmem or fused; none: the fastest that fits (auto: never fused)
+  std::optional<Mode> mode;   // full, resident, lowmem or fused; none: the fastest that fits (choose_mode)
   int context = 0;            // KV cache positions of one sequence; 0 = min(model context, 4096)
   int sequences = 1;          // KV cache regions of `context` positions each (model/batch.h); more
                               // than 1 is refused with CPU layers in the plan (a hybrid budget's)

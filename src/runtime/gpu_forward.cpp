@@ -72,7 +72,7 @@ GpuForward::GpuForward(const CllmFile& file, const LlamaConfig& c, const WeightS
 }
 
 GpuForward::~GpuForward() {
-  cudaStreamSynchronize(compute_);
+  CLLM_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(compute_));
   drop_graph();
 }
 

@@ -71,8 +71,8 @@ WeightRing::WeightRing(std::vector<const WeightStep*> steps, std::vector<const u
 
 WeightRing::~WeightRing() {
   // Nothing may still run on the ring's streams when its buffers go.
-  if (decode_) cudaStreamSynchronize(decode_);
-  if (copy_) cudaStreamSynchronize(copy_);
+  if (decode_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(decode_));
+  if (copy_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(copy_));
   for (int i = 0; i < 2; ++i)
     for (cudaEvent_t e : {copied_[i], decoded_[i], computed_[i], staging_read_[i]})
       if (e) cudaEventDestroy(e);

@@ -164,7 +164,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, in
 }
 
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
-  for (Mode m : {Mode::full, Mode::resident, Mode::lowmem})
+  for (Mode m : kModesFastestFirst)
     if (plan_memory(s, c, m, context, batch).total() <= available) return m;
   throw out_of_vram_error(s, c, Mode::lowmem, context, batch, available);
 }
@@ -174,7 +174,7 @@ Error out_of_vram_error(const WeightSchedule& s, const LlamaConfig& c, Mode m, i
   const MemoryPlan need = plan_memory(s, c, m, context, batch);
   const std::string msg = cat("out of VRAM: mode ", mode_name(m), " needs ", format_gib(need.total()), " (",
                               need.describe(), "), ", format_gib(available), " available");
-  for (Mode other : {Mode::full, Mode::resident, Mode::lowmem}) {
+  for (Mode other : kModesFastestFirst) {
     const uint64_t t = plan_memory(s, c, other, context, batch).total();
     if (other != m && t <= available)
       return Error(msg + cat("; mode ", mode_name(other), " (", format_gib(t), ") would fit"),

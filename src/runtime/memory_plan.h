@@ -34,7 +34,8 @@ enum class Placement : uint8_t {
              // (so its compressed bytes are in pinned host RAM too)
   fused,     // its bf16 matrices in the fused layout in VRAM (made at load), its other tensors
              // decoded; one token reads the fused planes, batches decode them into a slot.
-             // Only uniform (--mode fused) for now: the planner never chooses it.
+             // Only uniform (every step fused) for now: auto and the planner choose it
+             // whole, never mixed with other placements.
 };
 // One per step, in schedule order (layers, then classifier slices).
 using Placements = std::vector<Placement>;
@@ -98,7 +99,13 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
                        int ring_slots = 2);
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
 
-// The fastest mode whose plan fits `available` bytes: full, else resident, else lowmem.
+// The uniform modes from the fastest to the slowest for one token: fused reads 0.76 x full's
+// bytes and runs at about full's speed (0.96 x on the H100, docs/benchmarks.md "Fused mode"),
+// far ahead of resident (~0.3 x: it decodes every layer into a slot per token); for f32 and
+// f16 models fused is full with token_embd in pinned host RAM.
+inline constexpr Mode kModesFastestFirst[] = {Mode::full, Mode::fused, Mode::resident, Mode::lowmem};
+
+// The fastest mode (kModesFastestFirst) whose plan fits `available` bytes.
 // Throws when none fits, giving lowmem's need and what is available.
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
 

@@ -38,7 +38,7 @@ PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const 
       e.cpu_ms += run_ms;
       hide_ms = run_ms, hide_steps = ring_slots, run_ms = 0;
     }
-    const double kernels = ms(D, v.gpu_gbs);
+    const double kernels = ms(D, p == Placement::fused ? v.gpu_gbs * kFusedSpeed : v.gpu_gbs);
     e.gpu_ms += kernels;
     double on_gpu = kernels;
     if (in_ring(p)) {
@@ -119,6 +119,15 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
               best_cpu = nc;
             }
           }
+  // Fused mode, every step in the fused layout (it mixes with no other placement yet), where it
+  // fits and beats the mixed plans: below full mode's VRAM those keep some steps in the ring.
+  // (Only for a schedule of a file: the fused layout's sizes come from its tensors.)
+  const Placements fused = uniform_placements(s, Mode::fused);
+  const MemoryPlan fm = s.token_embd ? plan_memory(s, c, fused, context, batch) : MemoryPlan{};
+  if (fm.fused > 0 && fm.total() <= budget && (!host_ram || fm.host_pinned <= host_ram)) {
+    const double t = estimate_pass(s, fused, speeds, 1, true).total_ms();
+    if (t < best_ms) best.placements = fused, best.ring_slots = 2, best_ms = t;
+  }
   if (best.placements.empty()) {
     // The least VRAM any plan needs: every layer on the CPU (its KV cache in host RAM), the
     // classifier streamed, one ring slot.

@@ -17,7 +17,8 @@
 //
 // The planner tries every count of decoded, resident, CPU and streamed layers (and the
 // classifier decoded, resident or streamed), with a ring of two layer slots or one, that fits
-// the budget, and keeps the one with the shortest one-token pass. (One slot frees a layer's
+// the budget, and fused mode (every step fused: it mixes with no other placement yet), and
+// keeps the one with the shortest one-token pass. (One slot frees a layer's
 // VRAM for a resident layer; it costs nothing where CPU layers separate the ring's steps,
 // since the next step decodes while the CPU computes.) CPU and streamed layers are interleaved so that PCIe copies the
 // next streamed layer while the CPU computes. Prompt batches larger than cpu_max_batch route
@@ -31,6 +32,11 @@
 #include "runtime/path_speeds.h"
 
 namespace cllm {
+
+// A fused step's kernels against a decoded one's, per decoded byte: fused mode's tg128 over full
+// mode's on the 8B (146.36 / 151.88 on the H100, docs/benchmarks.md "Fused mode"). The path
+// speeds measure no fused product; the planner takes this ratio for every card.
+inline constexpr double kFusedSpeed = 0.96;
 
 struct PassEstimate {
   double compute_ms = 0;  // the compute chain: CPU runs, GPU kernels, decodes not hidden
