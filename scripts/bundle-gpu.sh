@@ -15,7 +15,9 @@ bundle=.device/bundle
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/tests" "$bundle/lib" "$bundle/shared"
 cp "$build"/bin/codecllm "$bundle/bin/"
-for t in "$build"/tests/test-*; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundle/tests/"; done
+# CLLM_BUNDLE_TESTS (a glob, default test-*) picks the test executables: 'test-gpu-[defk]*' leaves room in the carry's
+# 64 MiB for other files (a previous binary to compare with, the peer's source).
+for t in "$build"/tests/${CLLM_BUNDLE_TESTS:-test-*}; do [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$bundle/tests/"; done
 # The bundle's root stands in for the source tree (tests/test_util.h, source_dir()). The .deps venv stays behind: it
 # belongs to this machine's Python; there test-tokenizer's parity case uses python3 or skips.
 cp -r tests/fixtures "$bundle/tests/fixtures"
