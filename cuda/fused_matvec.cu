@@ -54,26 +54,68 @@ __device__ __noinline__ uint2 patch_escapes(const FusedWeights& w, int row, int 
   return e;
 }
 
-// Exponents e.x (weights 0..3) and e.y (4..7), one per byte, with escapes patched in.
+// Exponents e.x (weights 0..3) and e.y (4..7), one per byte, before escapes are patched in.
+__device__ __forceinline__ uint2 coded_exponents(uint32_t codes, uint32_t base4) {
+  return make_uint2((codes & 0x0F0F0F0Fu) + base4, ((codes >> 4) & 0x0F0F0F0Fu) + base4);  // base <= 240: no carries
+}
+
+// The same with escapes patched in by this lane alone (any lane may call it).
 __device__ __forceinline__ uint2 chunk_exponents(const FusedWeights& w, int row, int chunk, uint32_t codes,
                                                  uint32_t base4) {
-  const uint2 e = make_uint2((codes & 0x0F0F0F0Fu) + base4, ((codes >> 4) & 0x0F0F0F0Fu) + base4);  // base <= 240: no carries
+  const uint2 e = coded_exponents(codes, base4);
   return has_escape(codes) ? patch_escapes(w, row, chunk, codes, e) : e;
+}
+
+// A row's escape entries held by its warp, entry k by lane k, read once when the warp starts
+// the row: the slow path then costs a few shuffles instead of a binary search through global
+// memory (three dependent loads, about a microsecond, while the warp's loads run dry).
+struct RowEscapes {
+  uint32_t entry;  // col << 8 | exponent of the row's entry `lane` (lane < count)
+  uint32_t count;  // the row's escapes; above 32 the warp searches global memory as a lane would
+};
+
+constexpr unsigned kAllLanes = 0xFFFFFFFFu;
+
+// The escapes of the lanes' chunks put in their bytes of e, all 32 lanes together (each lane's
+// chunk is its own; a lane whose chunk holds none gets e back).
+__device__ __noinline__ uint2 patch_escapes_warp(const FusedWeights& w, int row, int chunk, uint32_t codes, uint2 e,
+                                                 RowEscapes escapes) {
+  if (escapes.count > 32) return has_escape(codes) ? patch_escapes(w, row, chunk, codes, e) : e;
+  for (uint32_t k = 0; k < escapes.count; ++k) {
+    const uint32_t entry = __shfl_sync(kAllLanes, escapes.entry, static_cast<int>(k));
+    const uint32_t col = entry >> 8;
+    if (col / 8 != static_cast<uint32_t>(chunk)) continue;
+    const uint32_t shift = (col & 3) * 8;
+    uint32_t& word = (col & 4) ? e.y : e.x;
+    word = (word & ~(0xFFu << shift)) | (entry & 0xFF) << shift;
+  }
+  return e;
+}
+
+// chunk_exponents() for all 32 lanes of a warp at once (the vote and the shuffles need them all).
+__device__ __forceinline__ uint2 chunk_exponents_warp(const FusedWeights& w, int row, int chunk, uint32_t codes,
+                                                      uint32_t base4, RowEscapes escapes) {
+  const uint2 e = coded_exponents(codes, base4);
+  return __any_sync(kAllLanes, has_escape(codes)) ? patch_escapes_warp(w, row, chunk, codes, e, escapes) : e;
 }
 
 __device__ __forceinline__ uint32_t rotate_right_1(uint32_t v) { return __funnelshift_r(v, v, 1); }
 
-// The chunk's 8 weights as 4 bf16x2 words: per pair [byte, exponent, byte, exponent] rotated
-// right by one (codec::fused::decode_chunk spells out why that is the bf16 pair).
-__device__ __forceinline__ uint4 decode_chunk(const FusedWeights& w, int row, int chunk, uint2 bytes, uint32_t codes,
-                                              uint32_t base4) {
-  const uint2 e = chunk_exponents(w, row, chunk, codes, base4);
+// A chunk's 8 weights as 4 bf16x2 words from its sign+mantissa bytes and exponents: per pair
+// [byte, exponent, byte, exponent] rotated right by one (codec::fused::decode_chunk spells out
+// why that is the bf16 pair).
+__device__ __forceinline__ uint4 assemble_chunk(uint2 bytes, uint2 e) {
   uint4 out;
   out.x = rotate_right_1(__byte_perm(bytes.x, e.x, 0x5140));
   out.y = rotate_right_1(__byte_perm(bytes.x, e.x, 0x7362));
   out.z = rotate_right_1(__byte_perm(bytes.y, e.y, 0x5140));
   out.w = rotate_right_1(__byte_perm(bytes.y, e.y, 0x7362));
   return out;
+}
+
+__device__ __forceinline__ uint4 decode_chunk(const FusedWeights& w, int row, int chunk, uint2 bytes, uint32_t codes,
+                                              uint32_t base4) {
+  return assemble_chunk(bytes, chunk_exponents(w, row, chunk, codes, base4));
 }
 
 __device__ __forceinline__ uint32_t base4_of(const FusedWeights& w, int row, int chunk) {
@@ -125,12 +167,16 @@ __device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&
 // with x[t] for kTokens tokens by one warp, on the 16-byte path (cols % 8 == 0, x 16-byte
 // aligned): sum[r][t] gets this lane's chunks lane, lane + 32, ... in matvec's order, each
 // through the same dot8, before the warp's reduction; every kernel below computes its rows'
-// sums here, so their bits agree. Like full mode's rows_dot (cuda/matvec.cu): each lane keeps
-// kUnroll chunks of each row in flight, the first ones issued before the kernel waits for the
-// previous one (the fused planes are never written while the model runs); one token's x is
-// staged in shared memory as fp32 by the whole block (every thread must call this; `live` is false
-// for a warp past the last row, whose sums are then not set). kRowBase: one base for the
-// whole row (the default layout), read once.
+// sums here, so their bits agree. One token's x is staged in shared memory as fp32 by the
+// whole block (every thread must call this; `live` is false for a warp past the last row,
+// whose sums are then not set). kRowBase: one base for the whole row (the default layout).
+//
+// Keeping HBM busy: each lane has kUnroll chunks of each row in flight, the first ones issued
+// before the kernel waits for the previous one (the fused planes are never written while the
+// model runs), and each slot is refilled with the chunk 32 kUnroll further on as soon as its
+// chunk is summed, so the loads stay in flight while the warp decodes (loading a whole batch
+// only after summing the last one left the warp with nothing in flight for half its time).
+// The row's escape entries come with the first loads (RowEscapes).
 template <int kRows, int kTokens, bool kRowBase>
 __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const FusedWeights& w1, int row,
                                                const __nv_bfloat16* __restrict__ x, int lane, bool live,
@@ -140,37 +186,44 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
   const int cols = w0.cols, chunks = cols / 8, at_row = live ? row : 0;
   const uint2* bytes[kRows];
   const uint32_t* codes[kRows];
-  uint32_t base4[kRows];
+  uint32_t base4[kRows], first_escape[kRows];
+  RowEscapes escapes[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     bytes[r] = reinterpret_cast<const uint2*>(W(r).bytes + static_cast<size_t>(at_row) * W(r).stride);
     codes[r] = W(r).codes + static_cast<size_t>(at_row) * (W(r).stride / 8);
     base4[r] = kRowBase && live ? base4_of(W(r), at_row, 0) : 0;
+    first_escape[r] = __ldg(W(r).escape_start + at_row);
+    escapes[r].count = __ldg(W(r).escape_start + at_row + 1) - first_escape[r];
   }
-  int i = lane;
+  // Whole batches: chunks [i - lane, i - lane + 32 kUnroll) all in the row, so that every lane
+  // of the warp takes part (the escapes' vote and shuffles); the rest chunk by chunk below.
+  const auto whole_batch = [&](int i) { return i - lane + 32 * kUnroll <= chunks; };
   uint2 b[kUnroll][kRows];
   uint32_t c[kUnroll][kRows];
-  const auto load_batch = [&] {
+  const auto load = [&](int u, int at) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) b[u][r] = __ldg(bytes[r] + i + 32 * u), c[u][r] = __ldg(codes[r] + i + 32 * u);
+    for (int r = 0; r < kRows; ++r) b[u][r] = __ldg(bytes[r] + at), c[u][r] = __ldg(codes[r] + at);
   };
-  bool batch = live && i + 32 * (kUnroll - 1) < chunks;
-  if (batch) load_batch();
+  int i = lane;
+  bool batch = live && whole_batch(i);
+  if (batch)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) load(u, i + 32 * u);
   const float4* staged = nullptr;
   if (kStaged) staged = stage_x_f32(x, cols);
   else wait_for_previous_kernel();
   if (!live) return;
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < kRows; ++r) {
+    escapes[r].entry = static_cast<uint32_t>(lane) < escapes[r].count ? __ldg(W(r).escapes + first_escape[r] + lane) : 0;
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) sum[r][t] = 0.0f;
-  const auto add_chunk = [&](int at, const uint2 (&bb)[kRows], const uint32_t (&cc)[kRows]) {
+  }
+  const auto add_chunk = [&](int at, const uint4 (&wb)[kRows]) {
     float wf[kRows][8];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r)
-      bf16x8_to_f32(decode_chunk(W(r), at_row, at, bb[r], cc[r], kRowBase ? base4[r] : base4_of(W(r), at_row, at)), wf[r]);
+    for (int r = 0; r < kRows; ++r) bf16x8_to_f32(wb[r], wf[r]);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float xf[8];
@@ -180,19 +233,29 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
       for (int r = 0; r < kRows; ++r) sum[r][t] += dot8(wf[r], xf);
     }
   };
+  const auto base_at = [&](int r, int at) { return kRowBase ? base4[r] : base4_of(W(r), at_row, at); };
   while (batch) {
+    const int next = i + 32 * kUnroll;
+    const bool refill = whole_batch(next);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) add_chunk(i + 32 * u, b[u], c[u]);
-    i += 32 * kUnroll;
-    batch = i + 32 * (kUnroll - 1) < chunks;
-    if (batch) load_batch();
+    for (int u = 0; u < kUnroll; ++u) {
+      const int at = i + 32 * u;
+      uint4 wb[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        wb[r] = assemble_chunk(b[u][r], chunk_exponents_warp(W(r), at_row, at, c[u][r], base_at(r, at), escapes[r]));
+      if (refill) load(u, next + 32 * u);
+      add_chunk(at, wb);
+    }
+    i = next;
+    batch = refill;
   }
   for (; i < chunks; i += 32) {
-    uint2 bb[kRows];
-    uint32_t cc[kRows];
+    uint4 wb[kRows];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) bb[r] = __ldg(bytes[r] + i), cc[r] = __ldg(codes[r] + i);
-    add_chunk(i, bb, cc);
+    for (int r = 0; r < kRows; ++r)
+      wb[r] = decode_chunk(W(r), at_row, i, __ldg(bytes[r] + i), __ldg(codes[r] + i), base_at(r, i));
+    add_chunk(i, wb);
   }
 }
 

@@ -28,8 +28,9 @@ template <> __device__ __forceinline__ __half from_float(float v) { return __flo
 template <> __device__ __forceinline__ float from_float(float v) { return v; }
 
 // kRows rows of w (k elements each, 16-byte aligned) dotted with x by one warp: every lane
-// keeps kUnroll 16-byte loads of each row in flight. x is staged in shared memory by the
-// whole block (every thread must call this; `live` is false for a warp past the last row),
+// keeps kUnroll 16-byte loads of each row in flight, each refilled as soon as it is summed
+// (refilling a whole batch after summing it left half the time with nothing in flight). x is
+// staged in shared memory by the whole block (every thread must call this; `live` is false for a warp past the last row),
 // and the warp's first loads of weights are issued before that, so staging x (a read of
 // k elements and a barrier: a few us, most of a short kernel) overlaps them. Each lane sums
 // its elements in a fixed order and the warp reduces in a fixed tree; every lane gets the sums.
@@ -51,16 +52,20 @@ __device__ __forceinline__ void rows_dot(const T* const (&w)[kRows], const T* __
   if (batch) load_batch();
   const uint4* x4 = reinterpret_cast<const uint4*>(stage_x(x, k));
   if (!live) return;
-  while (batch) {
+  while (batch) {  // each load refilled with the one 32 kUnroll further on once summed: always in flight
+    const int next = i + 32 * kUnroll;
+    const bool refill = next + 32 * (kUnroll - 1) < n4;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const uint4 b = x4[i + 32 * u];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) sum[r] += dot16(a[r][u], b, T());
+      for (int r = 0; r < kRows; ++r) {
+        sum[r] += dot16(a[r][u], b, T());
+        if (refill) a[r][u] = __ldg(reinterpret_cast<const uint4*>(w[r]) + next + 32 * u);
+      }
     }
-    i += 32 * kUnroll;
-    batch = i + 32 * (kUnroll - 1) < n4;
-    if (batch) load_batch();
+    i = next;
+    batch = refill;
   }
   for (; i < n4; i += 32) {
     const uint4 b = x4[i];

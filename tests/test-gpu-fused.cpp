@@ -56,12 +56,23 @@ std::vector<uint32_t> bits_of(const std::vector<float>& v) {
   return b;
 }
 
-// Gaussian weights with escapes planted: tiny exponents (3) and a large one (140) in row 0.
+// Gaussian weights with escapes planted: tiny exponents (3) and a large one (140) in rows 0
+// and 1; rows 2, 3 and 4 get 32, 33 and 200 escapes (a warp holds up to 32 of a row's entries
+// in its lanes and searches global memory beyond), row 4's first chunk all 8.
 std::vector<uint16_t> weights_with_escapes(uint32_t rows, uint32_t cols, uint64_t seed) {
   std::vector<uint16_t> w = test::gaussian_bf16(static_cast<size_t>(rows) * cols, 0.02f, seed);
   w[0] = static_cast<uint16_t>(3 << 7 | 5);
   w[cols / 2] = static_cast<uint16_t>(1u << 15 | 140 << 7 | 9);
   if (rows > 1) w[cols + cols - 1] = static_cast<uint16_t>(3 << 7);
+  const uint32_t crowded[][2] = {{2, 32}, {3, 33}, {4, 200}};  // row, escapes
+  for (const auto& [row, count] : crowded) {
+    if (row >= rows) break;
+    uint16_t* r = w.data() + static_cast<size_t>(row) * cols;
+    for (uint32_t k = 0; k < std::min(count, cols); ++k)  // columns 37 k mod cols: distinct (cols prime to 37)
+      r[static_cast<size_t>(k) * 37 % cols] = static_cast<uint16_t>((k & 1) << 15 | 3 << 7 | (k & 0x7F));
+    if (count == 200)
+      for (uint32_t c = 0; c < std::min(8u, cols); ++c) r[c] = static_cast<uint16_t>(2 << 7 | c);
+  }
   return w;
 }
 
