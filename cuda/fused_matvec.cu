@@ -5,6 +5,8 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
 #include "cuda/cuda_check.h"
 #include "cuda/element.cuh"
 #include "cuda/matvec_dot.cuh"
@@ -331,21 +333,47 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
   if (lane == 0) out[row] = __float2bfloat16_rn(glu(gs, us, gelu_tanh));
 }
 
-// One thread per chunk: 8 weights decoded and stored.
-__global__ void fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
-  const size_t index = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int per_row = w.stride / 8;
-  if (index >= static_cast<size_t>(w.rows) * per_row) return;
-  const int row = static_cast<int>(index / per_row), chunk = static_cast<int>(index % per_row);
-  const uint2 bytes = reinterpret_cast<const uint2*>(w.bytes)[index];
-  const uint4 v = decode_chunk(w, row, chunk, bytes, w.codes[index], base4_of(w, row, chunk));
-  __nv_bfloat16* dst = out + static_cast<size_t>(row) * w.cols + chunk * 8;
-  if (w.cols % 8 == 0) {
-    *reinterpret_cast<uint4*>(dst) = v;  // out is 16-byte aligned (cudaMalloc) and rows are too
-    return;
+// Pieces of rows decoded and stored by warps (grid-stride over pieces of 32 kDecodeUnroll
+// chunks, lane k taking chunks k, k + 32, ... of its piece): kDecodeUnroll chunks of 12 bytes in
+// flight per lane, a piece's row and base found once. One thread per chunk (the first decoder)
+// wrote a fifth of copy bandwidth: short blocks, a 64-bit division per chunk, one chunk in flight
+// per thread.
+constexpr int kDecodeUnroll = 4;
+
+template <bool kRowBase>
+__global__ void __launch_bounds__(256) fused_decode_kernel(FusedWeights w, __nv_bfloat16* out) {
+  const int per_row = w.stride / 8, lane = threadIdx.x % 32;
+  const int pieces_per_row = (per_row + 32 * kDecodeUnroll - 1) / (32 * kDecodeUnroll);
+  const int64_t pieces = static_cast<int64_t>(w.rows) * pieces_per_row;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const bool whole = w.cols % 8 == 0;  // then every chunk is 8 weights and rows are 16-byte aligned
+  for (int64_t piece = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; piece < pieces; piece += warps) {
+    const int row = static_cast<int>(piece / pieces_per_row);
+    const int first = static_cast<int>(piece % pieces_per_row) * 32 * kDecodeUnroll + lane;
+    const uint2* bytes = reinterpret_cast<const uint2*>(w.bytes + static_cast<size_t>(row) * w.stride);
+    const uint32_t* codes = w.codes + static_cast<size_t>(row) * per_row;
+    __nv_bfloat16* dst = out + static_cast<size_t>(row) * w.cols;
+    const uint32_t row_base4 = kRowBase ? base4_of(w, row, 0) : 0;
+    uint2 b[kDecodeUnroll];
+    uint32_t c[kDecodeUnroll];
+#pragma unroll
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int at = first + 32 * u;
+      if (at < per_row) b[u] = __ldg(bytes + at), c[u] = __ldg(codes + at);
+    }
+#pragma unroll
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int at = first + 32 * u;
+      if (at >= per_row) break;
+      const uint4 v = decode_chunk(w, row, at, b[u], c[u], kRowBase ? row_base4 : base4_of(w, row, at));
+      if (whole) {
+        reinterpret_cast<uint4*>(dst)[at] = v;  // out is 16-byte aligned (cudaMalloc) and so is every row
+        continue;
+      }
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
+      for (int j = 0; j < 8 && at * 8 + j < w.cols; ++j) dst[at * 8 + j] = __ushort_as_bfloat16(h[j]);
+    }
   }
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
-  for (int j = 0; j < 8 && chunk * 8 + j < w.cols; ++j) dst[j] = __ushort_as_bfloat16(h[j]);
 }
 
 // Starts kernel over `blocks` blocks; one token's x staged in shared memory (cols fp32) on the
@@ -435,11 +463,18 @@ void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const
 }
 
 void fused_decode(const FusedWeights& w, void* out, cudaStream_t s) {
-  const size_t chunks = static_cast<size_t>(w.rows) * (w.stride / 8);
-  if (chunks == 0) return;
-  constexpr int kThreads = 256;
-  fused_decode_kernel<<<static_cast<unsigned>((chunks + kThreads - 1) / kThreads), kThreads, 0, s>>>(
-      w, static_cast<__nv_bfloat16*>(out));
+  if (w.rows <= 0 || w.stride <= 0) return;
+  // As many blocks as the SMs hold at once (a grid-stride loop shares out the pieces), never more
+  // than a warp a piece.
+  constexpr int kThreads = 256, kWarps = kThreads / 32;
+  const auto kernel = row_base(w) ? fused_decode_kernel<true> : fused_decode_kernel<false>;
+  int device = 0, sms = 0, per_sm = 0;
+  CLLM_CUDA_CHECK(cudaGetDevice(&device));
+  CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  const int64_t pieces = static_cast<int64_t>(w.rows) * ((w.stride / 8 + 32 * kDecodeUnroll - 1) / (32 * kDecodeUnroll));
+  const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(sms * per_sm, (pieces + kWarps - 1) / kWarps)));
+  kernel<<<blocks, kThreads, 0, s>>>(w, static_cast<__nv_bfloat16*>(out));
   CLLM_CUDA_CHECK_LAUNCH("fused_decode");
 }
 

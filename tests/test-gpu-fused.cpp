@@ -95,7 +95,7 @@ TEST_CASE("gpu fused: the decoder gives back every bf16 pattern and odd shapes b
     std::vector<uint16_t> w;
     uint32_t rows, cols, group;
   };
-  std::vector<Case> cases = {{all, 256, 256, 64}, {all, 4096, 16, 0}, {all, 65536, 1, 8}};
+  std::vector<Case> cases = {{all, 256, 256, 64}, {all, 4096, 16, 0}, {all, 65536, 1, 8}, {all, 1, 65536, 0}};
   for (const Shape& s : kShapes) cases.push_back({weights_with_escapes(s.rows, s.cols, s.cols), s.rows, s.cols, 0});
   for (const Case& c : cases) {
     INFO(c.rows << " x " << c.cols << ", group " << c.group);
