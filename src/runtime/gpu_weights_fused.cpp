@@ -8,9 +8,11 @@
 // table's GiB stays out of VRAM (memory_plan.cpp's plan_fused). Where the host refuses to pin
 // it, it stays in VRAM as before.
 //
-// One token's products read the planes (fused()); batches get the step decoded back into the
-// slot by the fixed-length decoder (acquire()), on the compute stream, and run full mode's
-// products on bytes equal to full mode's.
+// One token's products read the planes (fused()); batches get the step decoded back into a
+// slot by the fixed-length decoder (acquire()) and run full mode's products on bytes equal to
+// full mode's. There are two slots and a decode stream: while the compute stream runs step i
+// out of one slot, step i + 1 is decoded into the other (a prompt's decoding then hides behind
+// its GEMMs, which are bound by arithmetic, not by memory).
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
@@ -109,8 +111,9 @@ StoredMatrix encode_matrix(const uint8_t* d_src, const StepPart& part, cudaStrea
 class FusedStore final : public GpuWeights {
  public:
   FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
+  ~FusedStore() override;
   const uint8_t* acquire(size_t i) override;
-  void release(size_t) override {}
+  void release(size_t i) override;
   void embed(const int* tokens, int n, uint8_t* d_rows, float* x) override;
   void embed_from_device(const int* d_tokens, int n, float* x) override;
   // One token's pass reads the planes and the decoded tensors, never the slot, and nothing
@@ -127,11 +130,28 @@ class FusedStore final : public GpuWeights {
   const WeightStep& step(size_t i) const {
     return i < s_.layers.size() ? s_.layers[i] : s_.classifier[i - s_.layers.size()];
   }
+  // Enqueues step i's decode into slot k on the decode stream, after the compute work that
+  // last read slot k.
+  void decode_into(size_t i, int k);
+  // The step a batch is likely to ask for after step i: the next layer, or the next slice of
+  // the classifier (a prompt's classifier is usually the one-row fused product: not guessed).
+  bool prefetch_worthy(size_t i) const {
+    const size_t n = s_.layers.size();
+    return i + 1 < steps_.size() && (i + 1 < n || i >= n) && steps_[i + 1].fused();
+  }
 
   const WeightSchedule& s_;
   cudaStream_t compute_;
   std::vector<StoredStep> steps_;  // layers, then classifier slices
-  DeviceBuffer<uint8_t> slot_;     // the load's decode target; batches' decoded step
+  // Batches' decoded steps: slot k holds step in_slot_[k] (-1: none) once decoded_[k] has
+  // fired; read_[k] fires when the compute work that read it has run. slots_[0] is also the
+  // load's decode target.
+  static constexpr int kSlots = 2;
+  DeviceBuffer<uint8_t> slots_[kSlots];
+  cudaStream_t decode_ = nullptr;
+  cudaEvent_t decoded_[kSlots] = {}, read_[kSlots] = {};
+  int64_t in_slot_[kSlots] = {-1, -1};
+  int current_ = 0;  // the slot of the step acquired last
   PinnedBuffer embd_host_;         // token_embd decoded, (vocab, dim), in host RAM the GPU reads
   DeviceBuffer<uint8_t> embd_;     // the same in VRAM, where pinning it failed
   const uint8_t* embd_table_ = nullptr;  // the one of the two that holds it (a device address)
@@ -142,9 +162,24 @@ FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream
     : s_(s), compute_(compute), steps_(s.layers.size() + s.classifier.size()) {
   dim_ = static_cast<int>(s.token_embd->shape.back());
   load_global(file);
-  slot_.resize(s.slot_bytes);
+  slots_[0].resize(s.slot_bytes);
   load_layers(file);
   CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  slots_[1].resize(s.slot_bytes);
+  CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&decode_, cudaStreamNonBlocking));
+  for (int k = 0; k < kSlots; ++k) {
+    CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&decoded_[k], cudaEventDisableTiming));
+    CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&read_[k], cudaEventDisableTiming));
+  }
+}
+
+FusedStore::~FusedStore() {
+  if (decode_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(decode_));
+  for (int k = 0; k < kSlots; ++k) {
+    if (decoded_[k]) CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(decoded_[k]));
+    if (read_[k]) CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(read_[k]));
+  }
+  if (decode_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamDestroy(decode_));
 }
 
 void FusedStore::load_global(const CllmFile& file) {
@@ -181,8 +216,8 @@ void FusedStore::load_layers(const CllmFile& file) {
     const WeightStep& st = s_.layers[l];
     // decode_on_device synchronizes, so the previous step's copies out of the slot are done
     CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file.file_data() + st.src_offset, st.src_bytes, cudaMemcpyHostToDevice));
-    decode_on_device(staging.data(), slot_.data(), st.tiles, st.blocks, compute_, file.path());
-    store_step(l, slot_.data());
+    decode_on_device(staging.data(), slots_[0].data(), st.tiles, st.blocks, compute_, file.path());
+    store_step(l, slots_[0].data());
   }
 }
 
@@ -218,16 +253,35 @@ void FusedStore::store_step(size_t i, const uint8_t* d_slot) {
   }
 }
 
+void FusedStore::decode_into(size_t i, int k) {
+  const StoredStep& st = steps_[i];
+  CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, read_[k], 0));
+  uint8_t* slot = slots_[k].data();
+  for (const StoredMatrix& m : st.matrices) cuda::fused_decode(m.view, slot + m.part.slot_offset, decode_);
+  for (const StoredStep::Packed& p : st.packed)
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot + p.part.slot_offset, st.decoded.data() + p.at, p.part.bytes,
+                                    cudaMemcpyDeviceToDevice, decode_));
+  CLLM_CUDA_CHECK(cudaEventRecord(decoded_[k], decode_));
+  in_slot_[k] = static_cast<int64_t>(i);
+}
+
 const uint8_t* FusedStore::acquire(size_t i) {
-  // A batch: the step's slot layout, decoded into the slot on the compute stream (after the
-  // work of the step before, which read the slot), with bytes equal to full mode's.
+  // A batch: the step's slot layout, with bytes equal to full mode's, decoded on the decode
+  // stream (already, when it was prefetched) and waited for by the compute stream; then the
+  // step after it into the other slot.
   const StoredStep& st = steps_[i];
   if (!st.fused()) return st.decoded.data();
-  for (const StoredMatrix& m : st.matrices) cuda::fused_decode(m.view, slot_.data() + m.part.slot_offset, compute_);
-  for (const StoredStep::Packed& k : st.packed)
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot_.data() + k.part.slot_offset, st.decoded.data() + k.at, k.part.bytes,
-                                    cudaMemcpyDeviceToDevice, compute_));
-  return slot_.data();
+  const int64_t want = static_cast<int64_t>(i);
+  int k = in_slot_[0] == want ? 0 : in_slot_[1] == want ? 1 : -1;
+  if (k < 0) decode_into(i, k = current_ ^ 1);
+  current_ = k;
+  CLLM_CUDA_CHECK(cudaStreamWaitEvent(compute_, decoded_[k], 0));
+  if (prefetch_worthy(i) && in_slot_[k ^ 1] != want + 1) decode_into(i + 1, k ^ 1);
+  return slots_[k].data();
+}
+
+void FusedStore::release(size_t i) {
+  if (steps_[i].fused()) CLLM_CUDA_CHECK(cudaEventRecord(read_[current_], compute_));
 }
 
 void FusedStore::embed(const int* tokens, int n, uint8_t* d_rows, float* x) {

@@ -11,8 +11,8 @@ namespace cllm {
 namespace {
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-// Fused mode: output_norm, every step by fused_step_bytes, and one slot that prompts decode
-// the steps into (and the load decodes the container's tiles into). token_embd stays decoded in
+// Fused mode: output_norm, every step by fused_step_bytes, and two slots that prompts decode
+// the steps into, one ahead of the other (the load decodes the container's tiles into one). token_embd stays decoded in
 // pinned host RAM: a pass reads one row a token (a GPU kernel gathers them over PCIe, so the
 // one-token pass is still a CUDA graph), not worth its GiB of VRAM (llama.cpp keeps it on the
 // host too).
@@ -26,7 +26,7 @@ void plan_fused(const WeightSchedule& s, MemoryPlan& p) {
       p.fused += parts.fused_bytes_planned();
     }
   p.weights += p.fused;
-  p.slots = align_up(s.slot_bytes);
+  p.slots = 2 * align_up(s.slot_bytes);
 }
 }  // namespace
 
