@@ -121,6 +121,8 @@ class FusedStore final : public GpuWeights {
   bool fixed() const override { return true; }
   const FusedStepView* fused(size_t i) const override { return steps_[i].fused() ? &steps_[i].view : nullptr; }
   uint64_t fused_bytes() const override;
+  // The batches' slot decodes since the last call: GPU time and bf16 bytes written.
+  void collect(GpuStats& stats) override;
 
  private:
   void load_global(const CllmFile& file);
@@ -152,6 +154,15 @@ class FusedStore final : public GpuWeights {
   cudaEvent_t decoded_[kSlots] = {}, read_[kSlots] = {};
   int64_t in_slot_[kSlots] = {-1, -1};
   int current_ = 0;  // the slot of the step acquired last
+  // Each slot decode's start and end on the decode stream, until collect() reads them (at
+  // most kTimed between two calls; later decodes go untimed).
+  struct DecodeTimes {
+    cudaEvent_t start = nullptr, end = nullptr;
+    uint64_t bytes = 0;
+  };
+  static constexpr size_t kTimed = 4096;
+  std::vector<DecodeTimes> times_;
+  size_t timed_ = 0;
   PinnedBuffer embd_host_;         // token_embd decoded, (vocab, dim), in host RAM the GPU reads
   DeviceBuffer<uint8_t> embd_;     // the same in VRAM, where pinning it failed
   const uint8_t* embd_table_ = nullptr;  // the one of the two that holds it (a device address)
@@ -178,6 +189,10 @@ FusedStore::~FusedStore() {
   for (int k = 0; k < kSlots; ++k) {
     if (decoded_[k]) CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(decoded_[k]));
     if (read_[k]) CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(read_[k]));
+  }
+  for (const DecodeTimes& t : times_) {
+    CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(t.start));
+    CLLM_CUDA_CHECK_NOTHROW(cudaEventDestroy(t.end));
   }
   if (decode_) CLLM_CUDA_CHECK_NOTHROW(cudaStreamDestroy(decode_));
 }
@@ -257,7 +272,22 @@ void FusedStore::decode_into(size_t i, int k) {
   const StoredStep& st = steps_[i];
   CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, read_[k], 0));
   uint8_t* slot = slots_[k].data();
-  for (const StoredMatrix& m : st.matrices) cuda::fused_decode(m.view, slot + m.part.slot_offset, decode_);
+  DecodeTimes* t = nullptr;
+  if (timed_ < kTimed) {
+    if (timed_ == times_.size()) {
+      times_.emplace_back();
+      CLLM_CUDA_CHECK(cudaEventCreate(&times_.back().start));
+      CLLM_CUDA_CHECK(cudaEventCreate(&times_.back().end));
+    }
+    t = &times_[timed_++];
+    t->bytes = 0;
+    CLLM_CUDA_CHECK(cudaEventRecord(t->start, decode_));
+  }
+  for (const StoredMatrix& m : st.matrices) {
+    cuda::fused_decode(m.view, slot + m.part.slot_offset, decode_);
+    if (t) t->bytes += uint64_t{m.part.rows} * m.part.cols * 2;
+  }
+  if (t) CLLM_CUDA_CHECK(cudaEventRecord(t->end, decode_));
   for (const StoredStep::Packed& p : st.packed)
     CLLM_CUDA_CHECK(cudaMemcpyAsync(slot + p.part.slot_offset, st.decoded.data() + p.at, p.part.bytes,
                                     cudaMemcpyDeviceToDevice, decode_));
@@ -278,6 +308,18 @@ const uint8_t* FusedStore::acquire(size_t i) {
   CLLM_CUDA_CHECK(cudaStreamWaitEvent(compute_, decoded_[k], 0));
   if (prefetch_worthy(i) && in_slot_[k ^ 1] != want + 1) decode_into(i + 1, k ^ 1);
   return slots_[k].data();
+}
+
+void FusedStore::collect(GpuStats& stats) {
+  for (size_t k = 0; k < timed_; ++k) {
+    const DecodeTimes& t = times_[k];
+    CLLM_CUDA_CHECK(cudaEventSynchronize(t.end));  // a prefetch nobody acquired may still run
+    float ms = 0;
+    CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.start, t.end));
+    stats.decode_ms += ms;
+    stats.decoded_bytes += t.bytes;
+  }
+  timed_ = 0;
 }
 
 void FusedStore::release(size_t i) {
