@@ -54,7 +54,16 @@ void fused_matvec(FusedJobs jobs, const void* x, cudaStream_t s);
 void fused_matvec_swiglu(const FusedWeights& gate, const FusedWeights& up, const void* x, void* out, cudaStream_t s,
                          bool gelu_tanh = false, bool overlap_previous = false);
 
-// out (rows, cols) bf16 = the decoded matrix (fused mode's slot decode for batches; tests).
+// out (rows, cols) bf16 = the decoded matrix (tests; out 16-byte aligned).
 void fused_decode(const FusedWeights& w, void* out, cudaStream_t s);
+
+// Several matrices decoded by one launch (kFusedDecodeJobs at a time): fused mode's slot
+// decode of a step for batches. Each job's out as fused_decode()'s.
+struct FusedDecodeJob {
+  FusedWeights w;
+  void* out;
+};
+constexpr int kFusedDecodeJobs = 8;
+void fused_decode(const FusedDecodeJob* jobs, int count, cudaStream_t s);
 
 }  // namespace cllm::cuda

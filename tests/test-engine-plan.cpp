@@ -49,6 +49,34 @@ TEST_CASE("a named mode is planned as asked, and refused with the mode that fits
                     Contains("mode full needs") && Contains("would fit"));
 }
 
+TEST_CASE("fused mode keeps a second slot for prompts where it fits, and runs with one where it does not",
+          "[runtime]") {
+  test::TempDir dir;
+  const CllmFile f = CllmFile::open(test::synth_tiny_bf16(dir));
+  const LlamaConfig c = config_from_metadata(f.metadata());
+  const WeightSchedule s = plan_weight_schedule(f, c);
+  const int ctx = 64, batch = 64;
+  const uint64_t two = plan_memory(s, c, Mode::fused, ctx, batch, 2).total();
+  const uint64_t one = plan_memory(s, c, Mode::fused, ctx, batch, 1).total();
+  REQUIRE(one < two);
+  const EnginePlan roomy = plan_engine(s, c, asking(Mode::fused), ctx, batch, with_vram(two));
+  CHECK(roomy.ring_slots == 2);
+  CHECK(roomy.memory.total() == two);
+  CHECK(roomy.summary.empty());
+  const EnginePlan tight = plan_engine(s, c, asking(Mode::fused), ctx, batch, with_vram(two - 1));
+  CHECK(tight.mode == Mode::fused);
+  CHECK(tight.ring_slots == 1);
+  CHECK(tight.memory.total() == one);
+  CHECK_THAT(tight.summary, Contains("one slot"));
+  CHECK_THROWS_WITH(plan_engine(s, c, asking(Mode::fused), ctx, batch, with_vram(one - 1)),
+                    Contains("mode fused needs"));
+  // auto: fused with one slot comes before resident (and after full, which needs more here).
+  REQUIRE(plan_memory(s, c, Mode::full, ctx, batch).total() > one);
+  const EnginePlan chosen = plan_engine(s, c, asking(std::nullopt), ctx, batch, with_vram(one));
+  CHECK(chosen.mode == Mode::fused);
+  CHECK(chosen.ring_slots == 1);
+}
+
 TEST_CASE("auto takes the fastest mode that fits the free VRAM", "[runtime]") {
   Stories m;
   const EngineRequest r = asking(std::nullopt);

@@ -186,6 +186,24 @@ TEST_CASE("gpu: fused mode: matrices checked at load, full's bits for every batc
     const float* got = fused->forward(prompt.data(), n, 0, true);
     CHECK(std::memcmp(got, rows.data(), rows.size() * sizeof(float)) == 0);
   }
+  // One slot for prompts (where two do not fit): each step decoded, then computed, in turn.
+  GpuOptions one;
+  one.context = 128;
+  one.max_batch = 8;
+  one.threads = 2;
+  one.placements = uniform_placements(plan_weight_schedule(f, config_from_metadata(f.metadata())), Mode::fused);
+  one.ring_slots = 1;
+  auto single = GpuEngine::open(f, one);
+  REQUIRE(single->mode() == Mode::fused);
+  CHECK(single->memory().slots * 2 == fused->memory().slots);
+  for (int n : {9, 37}) {
+    INFO(n << " tokens, one slot");
+    const float* want = full->forward(prompt.data(), n, 0, true);
+    const std::vector<float> rows(want, want + static_cast<size_t>(n) * vocab);
+    const float* got = single->forward(prompt.data(), n, 0, true);
+    CHECK(std::memcmp(got, rows.data(), rows.size() * sizeof(float)) == 0);
+  }
+  single.reset();
   // Greedy decoding with the one-token pass launched kernel by kernel (no CUDA graph).
   const Trace want = greedy_trace(*full, {1, 17, 300}, 20, vocab);
   ::setenv("CLLM_NO_GRAPHS", "1", 1);

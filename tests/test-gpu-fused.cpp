@@ -110,6 +110,35 @@ TEST_CASE("gpu fused: the decoder gives back every bf16 pattern and odd shapes b
 #endif
 }
 
+TEST_CASE("gpu fused: one launch decodes a step's matrices, each into its own place", "[gpu][fused]") {
+  CLLM_REQUIRE_GPU();
+#if CLLM_HAVE_CUDA
+  // More jobs than one launch takes (kFusedDecodeJobs), of every shape above, and an empty one.
+  std::vector<std::vector<uint16_t>> want;
+  std::vector<std::unique_ptr<DeviceFused>> fused;
+  std::vector<DeviceBuffer<uint16_t>> outs;
+  std::vector<cuda::FusedDecodeJob> jobs;
+  for (int round = 0; round < 2; ++round)
+    for (const Shape& s : kShapes) {
+      want.push_back(weights_with_escapes(s.rows, s.cols, 11 * s.cols + round));
+      fused.push_back(std::make_unique<DeviceFused>(encode_fused(want.back().data(), s.rows, s.cols, round ? 64 : 0)));
+      outs.emplace_back(want.back().size());
+      outs.back().fill_bytes(0xFF);
+    }
+  for (size_t k = 0; k < fused.size(); ++k) jobs.push_back({fused[k]->view, outs[k].data()});
+  REQUIRE(jobs.size() > static_cast<size_t>(cuda::kFusedDecodeJobs));
+  cuda::FusedDecodeJob empty = jobs[0];
+  empty.w.rows = 0;
+  jobs.insert(jobs.begin() + 3, empty);
+  cuda::fused_decode(jobs.data(), static_cast<int>(jobs.size()), nullptr);
+  sync();
+  for (size_t k = 0; k < want.size(); ++k) {
+    INFO("job " << k << ": " << kShapes[k % std::size(kShapes)].what);
+    REQUIRE(outs[k].download() == want[k]);
+  }
+#endif
+}
+
 TEST_CASE("gpu fused: products for 1..8 tokens have the bits of matvec over the decoded weights", "[gpu][fused]") {
   CLLM_REQUIRE_GPU();
 #if CLLM_HAVE_CUDA

@@ -185,6 +185,15 @@ TEST_CASE("memory plans: fused mode keeps bf16 matrices in the fused layout and 
   CHECK(fused.host_pinned == (s.token_embd->raw_bytes() + 255) / 256 * 256);
   CHECK_THAT(fused.describe(), Contains("host RAM: token_embd"));
   CHECK(fused.slots == 2 * ((s.slot_bytes + 255) / 256 * 256));  // one decoded ahead of the other for prompts
+  // Where two slots do not fit, one: the least fused plan, which auto and fused_slots go by.
+  const MemoryPlan one = plan_memory(s, c, Mode::fused, ctx, batch, 1);
+  CHECK(one.slots == fused.slots / 2);
+  CHECK(one.total() == fused.total() - fused.slots / 2);
+  CHECK(plan_memory_least(s, c, Mode::fused, ctx, batch).total() == one.total());
+  CHECK(plan_memory_least(s, c, Mode::full, ctx, batch).total() == full.total());
+  CHECK(fused_slots(s, c, ctx, batch, fused.total()) == 2);
+  CHECK(fused_slots(s, c, ctx, batch, fused.total() - 1) == 1);
+  CHECK(choose_mode(s, c, ctx, batch, one.total()) == (full.total() <= one.total() ? Mode::full : Mode::fused));
   CHECK(fused.kv_cache == full.kv_cache);
   CHECK(fused.activations == full.activations);
   CHECK_THAT(fused.describe(), Contains("in the fused layout"));
@@ -282,30 +291,14 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
   }
 }
 
-namespace {
-
-// The tiny-test preset (bf16, dim 256, vocab 4096): big enough that fused mode's smaller weights
-// show in the whole plan.
-std::string synth_tiny_bf16(const test::TempDir& dir) {
-  SynthOptions so;
-  so.threads = 2;
-  synth_model(find_model_preset("tiny-test"), dir.file("tiny"), so);
-  CompressOptions co;
-  co.threads = 2;
-  compress_model(open_source_model(dir.file("tiny")), dir.file("tiny.cllm"), co);
-  return dir.file("tiny.cllm");
-}
-
-}  // namespace
-
 TEST_CASE("auto and a VRAM budget below full mode's but fitting fused mode's get fused mode", "[runtime]") {
   test::TempDir dir;
-  const CllmFile f = CllmFile::open(synth_tiny_bf16(dir));
+  const CllmFile f = CllmFile::open(test::synth_tiny_bf16(dir));
   const LlamaConfig c = config_from_metadata(f.metadata());
   const WeightSchedule s = plan_weight_schedule(f, c);
   const int ctx = 64, batch = 64;
   const uint64_t full = plan_memory(s, c, Mode::full, ctx, batch).total();
-  const uint64_t fused = plan_memory(s, c, Mode::fused, ctx, batch).total();
+  const uint64_t fused = plan_memory_least(s, c, Mode::fused, ctx, batch).total();  // one slot for prompts
   REQUIRE(fused < full);
   // auto: full where it fits, else fused (about full's speed, against resident's ~0.3 x).
   CHECK(choose_mode(s, c, ctx, batch, full) == Mode::full);

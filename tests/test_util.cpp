@@ -17,6 +17,7 @@
 #include "common/dtype.h"
 #include "common/file_io.h"
 #include "convert/compress.h"
+#include "convert/synth.h"
 #include "cuda/device_info.h"
 
 namespace cllm::test {
@@ -162,6 +163,16 @@ std::string compress_stories(const TempDir& dir, bool with_tokenizer) {
   co.threads = 2;
   compress_model(m, out, co);
   return out;
+}
+
+std::string synth_tiny_bf16(const TempDir& dir) {
+  SynthOptions so;
+  so.threads = 2;
+  synth_model(find_model_preset("tiny-test"), dir.file("tiny"), so);
+  CompressOptions co;
+  co.threads = 2;
+  compress_model(open_source_model(dir.file("tiny")), dir.file("tiny.cllm"), co);
+  return dir.file("tiny.cllm");
 }
 
 std::string source_dir() {

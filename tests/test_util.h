@@ -52,6 +52,10 @@ constexpr int kStoriesReferenceTokens = 200;
 // stories260K.bin (+ tok512.model unless with_tokenizer is false) compressed into dir.
 std::string compress_stories(const TempDir& dir, bool with_tokenizer = true);
 
+// The tiny-test preset (bf16, dim 256, vocab 4096) synthesized and compressed into dir: big
+// enough that fused mode's smaller weights show in the whole memory plan.
+std::string synth_tiny_bf16(const TempDir& dir);
+
 // The source tree's files that tests read at run time (tests/fixtures, scripts/, .deps/venv),
 // wherever the test executables run from (scripts/bundle-gpu.sh copies them elsewhere):
 // $CLLM_SOURCE_DIR when set; else the nearest folder above the executable that holds

@@ -53,11 +53,16 @@ EnginePlan plan_engine(const WeightSchedule& s, const LlamaConfig& c, const Engi
   } else {
     const Mode mode = *r.mode;
     CLLM_CHECK(mode != Mode::hybrid, "hybrid placements come from a VRAM budget, not a mode");
-    if (plan_memory(s, c, mode, context, batch).total() > m.available)
+    if (plan_memory_least(s, c, mode, context, batch).total() > m.available)
       throw out_of_vram_error(s, c, mode, context, batch, m.available);
     p.placements = uniform_placements(s, mode);
   }
   p.mode = mode_of(p.placements);
+  if (r.placements.empty() && !r.vram_budget && p.mode == Mode::fused) {
+    p.ring_slots = fused_slots(s, c, context, batch, m.available);
+    if (p.ring_slots == 1)
+      p.summary = "fused with one slot for prompts (two do not fit): a prompt's steps are decoded, then computed, in turn";
+  }
   p.memory = plan_memory(s, c, p.placements, context, batch, p.ring_slots);
   return p;
 }

@@ -93,6 +93,7 @@ std::unique_ptr<GpuWeights> load_decoded_weights(const CllmFile& file, const Wei
 std::unique_ptr<GpuWeights> load_placed_weights(const CllmFile& file, const WeightSchedule& s, const Placements& p,
                                                 int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
                                                 GpuCpuLayers& cpu);
-std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
+std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, int slots,
+                                               cudaStream_t compute);
 
 }  // namespace cllm

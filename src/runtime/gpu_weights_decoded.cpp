@@ -20,7 +20,7 @@ std::unique_ptr<GpuWeights> load_gpu_weights(const CllmFile& file, const WeightS
                                              int ring_slots, int max_batch, cudaStream_t compute, ThreadPool& pool,
                                              GpuCpuLayers& cpu) {
   if (mode_of(p) == Mode::full) return load_decoded_weights(file, s, compute);
-  if (mode_of(p) == Mode::fused) return load_fused_weights(file, s, compute);
+  if (mode_of(p) == Mode::fused) return load_fused_weights(file, s, ring_slots, compute);
   return load_placed_weights(file, s, p, ring_slots, max_batch, compute, pool, cpu);
 }
 

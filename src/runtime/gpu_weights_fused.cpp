@@ -12,7 +12,8 @@
 // slot by the fixed-length decoder (acquire()) and run full mode's products on bytes equal to
 // full mode's. There are two slots and a decode stream: while the compute stream runs step i
 // out of one slot, step i + 1 is decoded into the other (a prompt's decoding then hides behind
-// its GEMMs, which are bound by arithmetic, not by memory).
+// its GEMMs, which are bound by arithmetic, not by memory). Where the plan has room for one
+// slot only, the decode and the GEMMs take turns.
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
@@ -110,7 +111,7 @@ StoredMatrix encode_matrix(const uint8_t* d_src, const StepPart& part, cudaStrea
 
 class FusedStore final : public GpuWeights {
  public:
-  FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute);
+  FusedStore(const CllmFile& file, const WeightSchedule& s, int slots, cudaStream_t compute);
   ~FusedStore() override;
   const uint8_t* acquire(size_t i) override;
   void release(size_t i) override;
@@ -145,10 +146,11 @@ class FusedStore final : public GpuWeights {
   const WeightSchedule& s_;
   cudaStream_t compute_;
   std::vector<StoredStep> steps_;  // layers, then classifier slices
-  // Batches' decoded steps: slot k holds step in_slot_[k] (-1: none) once decoded_[k] has
-  // fired; read_[k] fires when the compute work that read it has run. slots_[0] is also the
-  // load's decode target.
+  // Batches' decoded steps: slot k (< n_slots_) holds step in_slot_[k] (-1: none) once
+  // decoded_[k] has fired; read_[k] fires when the compute work that read it has run. slots_[0]
+  // is also the load's decode target.
   static constexpr int kSlots = 2;
+  int n_slots_ = kSlots;
   DeviceBuffer<uint8_t> slots_[kSlots];
   cudaStream_t decode_ = nullptr;
   cudaEvent_t decoded_[kSlots] = {}, read_[kSlots] = {};
@@ -169,14 +171,16 @@ class FusedStore final : public GpuWeights {
   int dim_ = 0;
 };
 
-FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute)
+FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, int slots, cudaStream_t compute)
     : s_(s), compute_(compute), steps_(s.layers.size() + s.classifier.size()) {
+  CLLM_CHECK(slots == 1 || slots == kSlots, "fused mode's prompts have 1 or 2 slots, not ", slots);
+  n_slots_ = slots;
   dim_ = static_cast<int>(s.token_embd->shape.back());
   load_global(file);
   slots_[0].resize(s.slot_bytes);
   load_layers(file);
   CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));
-  slots_[1].resize(s.slot_bytes);
+  if (n_slots_ == 2) slots_[1].resize(s.slot_bytes);
   CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&decode_, cudaStreamNonBlocking));
   for (int k = 0; k < kSlots; ++k) {
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&decoded_[k], cudaEventDisableTiming));
@@ -283,10 +287,12 @@ void FusedStore::decode_into(size_t i, int k) {
     t->bytes = 0;
     CLLM_CUDA_CHECK(cudaEventRecord(t->start, decode_));
   }
+  std::vector<cuda::FusedDecodeJob> jobs;
   for (const StoredMatrix& m : st.matrices) {
-    cuda::fused_decode(m.view, slot + m.part.slot_offset, decode_);
+    jobs.push_back({m.view, slot + m.part.slot_offset});
     if (t) t->bytes += uint64_t{m.part.rows} * m.part.cols * 2;
   }
+  cuda::fused_decode(jobs.data(), static_cast<int>(jobs.size()), decode_);
   if (t) CLLM_CUDA_CHECK(cudaEventRecord(t->end, decode_));
   for (const StoredStep::Packed& p : st.packed)
     CLLM_CUDA_CHECK(cudaMemcpyAsync(slot + p.part.slot_offset, st.decoded.data() + p.at, p.part.bytes,
@@ -303,10 +309,11 @@ const uint8_t* FusedStore::acquire(size_t i) {
   if (!st.fused()) return st.decoded.data();
   const int64_t want = static_cast<int64_t>(i);
   int k = in_slot_[0] == want ? 0 : in_slot_[1] == want ? 1 : -1;
-  if (k < 0) decode_into(i, k = current_ ^ 1);
+  if (k < 0) decode_into(i, k = (current_ + 1) % n_slots_);
   current_ = k;
   CLLM_CUDA_CHECK(cudaStreamWaitEvent(compute_, decoded_[k], 0));
-  if (prefetch_worthy(i) && in_slot_[k ^ 1] != want + 1) decode_into(i + 1, k ^ 1);
+  const int other = (k + 1) % n_slots_;  // with one slot, k itself: no room to decode ahead
+  if (other != k && prefetch_worthy(i) && in_slot_[other] != want + 1) decode_into(i + 1, other);
   return slots_[k].data();
 }
 
@@ -344,8 +351,9 @@ uint64_t FusedStore::fused_bytes() const {
 
 }  // namespace
 
-std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, cudaStream_t compute) {
-  return std::make_unique<FusedStore>(file, s, compute);
+std::unique_ptr<GpuWeights> load_fused_weights(const CllmFile& file, const WeightSchedule& s, int slots,
+                                               cudaStream_t compute) {
+  return std::make_unique<FusedStore>(file, s, slots, compute);
 }
 
 }  // namespace cllm

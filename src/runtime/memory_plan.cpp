@@ -11,12 +11,13 @@ namespace cllm {
 namespace {
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-// Fused mode: output_norm, every step by fused_step_bytes, and two slots that prompts decode
-// the steps into, one ahead of the other (the load decodes the container's tiles into one). token_embd stays decoded in
+// Fused mode: output_norm, every step by fused_step_bytes, and the slots that prompts decode
+// the steps into: two, one ahead of the other, or one where two do not fit (the load decodes
+// the container's tiles into the first). token_embd stays decoded in
 // pinned host RAM: a pass reads one row a token (a GPU kernel gathers them over PCIe, so the
 // one-token pass is still a CUDA graph), not worth its GiB of VRAM (llama.cpp keeps it on the
 // host too).
-void plan_fused(const WeightSchedule& s, MemoryPlan& p) {
+void plan_fused(const WeightSchedule& s, MemoryPlan& p, int slots) {
   p.weights = align_up(s.output_norm->raw_bytes());
   p.host_pinned = align_up(s.token_embd->raw_bytes());
   for (const auto* steps : {&s.layers, &s.classifier})
@@ -26,7 +27,7 @@ void plan_fused(const WeightSchedule& s, MemoryPlan& p) {
       p.fused += parts.fused_bytes_planned();
     }
   p.weights += p.fused;
-  p.slots = 2 * align_up(s.slot_bytes);
+  p.slots = slots * align_up(s.slot_bytes);
 }
 }  // namespace
 
@@ -118,7 +119,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
   if (p.mode == Mode::full) {
     p.weights = s.decoded_bytes;  // the global group too: embeddings are gathered on the GPU
   } else if (p.mode == Mode::fused) {
-    plan_fused(s, p);
+    plan_fused(s, p, ring_slots);
   } else {
     // Embedding rows come from the host; each step by its placement.
     p.weights = align_up(s.output_norm->raw_bytes());
@@ -159,23 +160,31 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
   return p;
 }
 
-MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
-  return plan_memory(s, c, uniform_placements(s, m), context, batch);
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch, int ring_slots) {
+  return plan_memory(s, c, uniform_placements(s, m), context, batch, ring_slots);
+}
+
+MemoryPlan plan_memory_least(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch) {
+  return plan_memory(s, c, m, context, batch, m == Mode::fused ? 1 : 2);
+}
+
+int fused_slots(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
+  return plan_memory(s, c, Mode::fused, context, batch, 2).total() <= available ? 2 : 1;
 }
 
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available) {
   for (Mode m : kModesFastestFirst)
-    if (plan_memory(s, c, m, context, batch).total() <= available) return m;
+    if (plan_memory_least(s, c, m, context, batch).total() <= available) return m;
   throw out_of_vram_error(s, c, Mode::lowmem, context, batch, available);
 }
 
 Error out_of_vram_error(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
                         uint64_t available) {
-  const MemoryPlan need = plan_memory(s, c, m, context, batch);
+  const MemoryPlan need = plan_memory_least(s, c, m, context, batch);
   const std::string msg = cat("out of VRAM: mode ", mode_name(m), " needs ", format_gib(need.total()), " (",
                               need.describe(), "), ", format_gib(available), " available");
   for (Mode other : kModesFastestFirst) {
-    const uint64_t t = plan_memory(s, c, other, context, batch).total();
+    const uint64_t t = plan_memory_least(s, c, other, context, batch).total();
     if (other != m && t <= available)
       return Error(msg + cat("; mode ", mode_name(other), " (", format_gib(t), ") would fit"),
                    {Remedy::mode, mode_name(other)});

@@ -79,7 +79,7 @@ struct MemoryPlan {
                              // fused: token_embd, output_norm and the fused steps
   uint64_t fused = 0;        // fused: the part of weights in the fused layout (planned with an escape
                              // allowance; the engine puts the loaded size here after load)
-  uint64_t slots = 0;        // the ring's layer slots: two, or one (ring_slots); fused: one slot
+  uint64_t slots = 0;        // the ring's layer slots, or fused prompts' slots: two, or one (ring_slots)
   uint64_t staging = 0;      // two staging buffers for compressed bytes (lowmem)
   uint64_t kv_cache = 0;     // (kv_layers, context, kv_dim) keys and values in VRAM
   uint64_t kv_layers = 0;    // the GPU layers, and one shared by the CPU layers' prompt batches
@@ -97,7 +97,14 @@ struct MemoryPlan {
 // decode anyway, and the VRAM of a slot holds more resident layers).
 MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Placements& p, int context, int batch,
                        int ring_slots = 2);
-MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
+// ring_slots for fused mode: the slots prompts decode the steps into, 2 (the next step decodes
+// while this one's GEMMs run) or 1 (the decode and the GEMMs take turns).
+MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch,
+                       int ring_slots = 2);
+// The least VRAM mode m runs in: fused with one slot, the other modes as plan_memory.
+MemoryPlan plan_memory_least(const WeightSchedule& s, const LlamaConfig& c, Mode m, int context, int batch);
+// Fused mode's slots in `available` bytes: 2 where they fit, else 1.
+int fused_slots(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
 
 // The uniform modes from the fastest to the slowest for one token: fused reads 0.76 x full's
 // bytes and runs at about full's speed (0.96 x on the H100, docs/benchmarks.md "Fused mode"),
@@ -105,7 +112,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, Mode m, in
 // f16 models fused is full with token_embd in pinned host RAM.
 inline constexpr Mode kModesFastestFirst[] = {Mode::full, Mode::fused, Mode::resident, Mode::lowmem};
 
-// The fastest mode (kModesFastestFirst) whose plan fits `available` bytes.
+// The fastest mode (kModesFastestFirst) whose least plan (plan_memory_least) fits `available` bytes.
 // Throws when none fits, giving lowmem's need and what is available.
 Mode choose_mode(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
 
