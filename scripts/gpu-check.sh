@@ -31,13 +31,17 @@
 #     multi:    issue 18's multi-model case: MULTI_MODELS (15) copies of the 8B served at once in
 #               MULTI_MODE (resident) or sharing MULTI_BUDGET (--vram-budget): how many stay in VRAM, each one's first request timed, the
 #               parked ones loaded again from host RAM -> multi.log
+#     fused:    issue 17's table on the 8B: bench-gpu-fused (the products and the prompt decoder alone),
+#               full and fused at FUSED_DEPTHS (0,4096), llama-bench BF16 at the same depths when PEER_DIR
+#               holds a build and the GGUF exists; with FUSED_70B set and a card over 100 GiB, the
+#               70B-shaped model (synth straight to /dev/shm) at VRAM budgets FUSED_70B_BUDGETS (120G 100G) -> fused.log
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
 #               processes with their own seeds, at most FUZZ_SECONDS each -> fuzz.log
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|parallel|serve|multi|attention|cpu|fuzz|all]}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [tests|sanitize|smoke|bench|budget|hybrid|compare|ttft|profile|breakdown|hashes|depth|parallel|fused|serve|multi|attention|cpu|fuzz|all]}
 what=${2:-all}
 cd "$(dirname "$0")/.."
 bundle=$PWD/.device/bundle
@@ -269,6 +273,30 @@ if [ "$what" = parallel ]; then
         -npl "${PARALLEL:-1,16}" 2>&1 | grep -E "^\|"
     fi
   } 2>&1 | tee "$out/parallel.log"
+fi
+
+if [ "$what" = fused ]; then
+  m8=$(model_8b)
+  depths=${FUSED_DEPTHS:-0,4096}
+  {
+    "$bundle/tests/bench-gpu-fused" --reps 10 --tokens 1,8
+    "$bin" bench "$m8" --mode full,fused -p 512 -n 128 -d "$depths" -r 2 -o md
+    peer=${PEER_DIR:-}/build/bin/llama-bench
+    if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
+      echo "### llama.cpp llama-bench, BF16, all layers on the GPU"
+      "$peer" -m "$work/llama31-8b.gguf" -ngl 99 -p 512 -n 128 -d "$depths" -r 2 2>&1 | grep -E "^\|"
+    fi
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    if [ -n "${FUSED_70B:-}" ] && (( mib > 100000 )); then
+      # The container (93 GB) lives in /dev/shm: the 64 GiB disk cannot hold it; host RAM then
+      # limits how many steps a budget can stream.
+      m70=/dev/shm/l70.cllm
+      [ -f "$m70" ] || "$bin" --quiet synth "$m70" --preset llama3.1-70b
+      for b in ${FUSED_70B_BUDGETS:-120G 100G}; do
+        "$bin" bench "$m70" --vram-budget "$b" -p 512 -n 32 -r 1 -o md
+      done
+    fi
+  } 2>&1 | tee "$out/fused.log"
 fi
 
 wait_ready() {  # port pid: until the server answers /health (0), or its process ends (1)
