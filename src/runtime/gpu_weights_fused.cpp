@@ -139,8 +139,7 @@ class FusedStore final : public GpuWeights {
   // The step a batch is likely to ask for after step i: the next layer, or the next slice of
   // the classifier (a prompt's classifier is usually the one-row fused product: not guessed).
   bool prefetch_worthy(size_t i) const {
-    const size_t n = s_.layers.size();
-    return i + 1 < steps_.size() && (i + 1 < n || i >= n) && steps_[i + 1].fused();
+    return i + 1 < steps_.size() && i + 1 != s_.layers.size() && steps_[i + 1].fused();
   }
 
   const WeightSchedule& s_;

@@ -122,14 +122,13 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
   // Fused mode, every step in the fused layout (it mixes with no other placement yet), where it
   // fits and beats the mixed plans: below full mode's VRAM those keep some steps in the ring.
   // (Only for a schedule of a file: the fused layout's sizes come from its tensors.)
-  // Two slots for prompts where they fit, else one.
+  // Two slots for prompts where they fit, else one (fused_slots).
   const Placements fused = uniform_placements(s, Mode::fused);
-  for (const int slots : {2, 1}) {
-    const MemoryPlan fm = s.token_embd ? plan_memory(s, c, fused, context, batch, slots) : MemoryPlan{};
-    if (fm.fused == 0 || fm.total() > budget || (host_ram && fm.host_pinned > host_ram)) continue;
+  const int slots = s.token_embd ? fused_slots(s, c, context, batch, budget) : 2;
+  const MemoryPlan fm = s.token_embd ? plan_memory(s, c, fused, context, batch, slots) : MemoryPlan{};
+  if (fm.fused > 0 && fm.total() <= budget && (!host_ram || fm.host_pinned <= host_ram)) {
     const double t = estimate_pass(s, fused, speeds, 1, true).total_ms();
     if (t < best_ms) best.placements = fused, best.ring_slots = slots, best_ms = t;
-    break;
   }
   if (best.placements.empty()) {
     // The least VRAM any plan needs: every layer on the CPU (its KV cache in host RAM), the
