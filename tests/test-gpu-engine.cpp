@@ -24,6 +24,7 @@
 #include "format/cllm_reader.h"
 #include "model/forward_cpu.h"
 #include "model/llama_weights.h"
+#include "runtime/fused_parts.h"
 #include "runtime/gpu_engine.h"
 #include "runtime/placement_plan.h"
 #include "tests/test_util.h"
@@ -120,7 +121,20 @@ void check_modes_identical(const CllmFile& f, const std::vector<int>& prompt, in
   traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
   o.placements = uniform_placements(s, Mode::lowmem);
   traces.push_back(greedy_trace(*GpuEngine::open(f, o), prompt, steps, vocab));
-  const char* names[] = {"full", "resident", "lowmem", "fused", "hybrid", "hybrid, one slot", "lowmem, one slot"};
+  // Fused steps beside the others: one token reads their planes, the prompt decodes them into
+  // the ring's slots between resident and streamed steps (two slots, then one).
+  const Placement cycle[] = {Placement::fused, Placement::resident, Placement::fused, Placement::streamed,
+                             Placement::decoded};
+  o.placements.clear();
+  for (size_t i = 0; i < s.layers.size() + s.classifier.size(); ++i) o.placements.push_back(cycle[i % 5]);
+  for (int slots : {2, 1}) {
+    o.ring_slots = slots;
+    auto mixed = GpuEngine::open(f, o);
+    REQUIRE(mixed->mode() == Mode::hybrid);
+    traces.push_back(greedy_trace(*mixed, prompt, steps, vocab));
+  }
+  const char* names[] = {"full", "resident", "lowmem", "fused", "hybrid", "hybrid, one slot", "lowmem, one slot",
+                         "hybrid with fused steps", "hybrid with fused steps, one slot"};
   for (size_t m = 1; m < traces.size(); ++m) {
     INFO(names[m] << " against full");
     REQUIRE(traces[m].tokens == traces[0].tokens);
@@ -473,6 +487,35 @@ TEST_CASE("gpu: each mode reports its memory and traffic", "[gpu]") {
     CHECK(st.h2d_bytes == (m == Mode::lowmem ? copied : 0));
     if (m == Mode::lowmem) CHECK(e->pinned());
   }
+  // A hybrid of fused and resident steps: the prompt decodes both kinds into the ring (the
+  // fused ones writing their matrices' bf16 bytes, copying the rest); one token decodes only
+  // the resident ones. The plan says what the load made of the fused layout.
+  GpuOptions o;
+  o.context = 256;
+  o.threads = 2;
+  for (size_t i = 0; i < s.layers.size() + s.classifier.size(); ++i)
+    o.placements.push_back(i % 2 ? Placement::resident : Placement::fused);
+  auto e = GpuEngine::open(f, o);
+  CHECK(e->memory().fused > 0);
+  CHECK(e->stats().vram_peak <= e->memory().total() + (256ull << 20));
+  e->forward(prompt.data(), 4, 0);
+  uint64_t decoded = 0;
+  size_t resident = 0;
+  for (size_t i = 0; i < o.placements.size(); ++i) {
+    const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+    if (o.placements[i] == Placement::resident) {
+      ++resident;
+      for (const auto& t : step.tiles) decoded += uint64_t{t.n_elems} * t.elem_bytes;
+    } else {
+      for (const StepPart& part : step_parts(s, step).fused) decoded += uint64_t{part.rows} * part.cols * 2;
+    }
+  }
+  CHECK(e->stats().steps == o.placements.size());
+  CHECK(e->stats().decoded_bytes == decoded);
+  e->reset_stats();
+  const int next = 5;
+  e->forward(&next, 1, 4);
+  CHECK(e->stats().steps == resident);
 }
 
 TEST_CASE("gpu: without pinned memory lowmem streams from pageable memory, same logits", "[gpu]") {

@@ -197,10 +197,25 @@ TEST_CASE("memory plans: fused mode keeps bf16 matrices in the fused layout and 
   CHECK(fused.kv_cache == full.kv_cache);
   CHECK(fused.activations == full.activations);
   CHECK_THAT(fused.describe(), Contains("in the fused layout"));
-  // fused placements mixed with others are refused.
+  // The schedule carries each step's fused sizes, which the plans add up.
+  CHECK(s.layers[0].fused_bytes == layer.fused_bytes_planned());
+  CHECK(s.layers[0].fused_rest_bytes == layer.decoded_bytes());
+  // Fused steps in a hybrid plan: the same bytes each; batches decode them into the ring's
+  // slots; token_embd is looked up on the host, as in every hybrid plan.
   Placements mixed = uniform_placements(s, Mode::fused);
   mixed[0] = Placement::decoded;
-  CHECK_THROWS_WITH(plan_memory(s, c, mixed, ctx, batch), Contains("only --mode fused"));
+  const MemoryPlan hybrid = plan_memory(s, c, mixed, ctx, batch);
+  CHECK(hybrid.mode == Mode::hybrid);
+  CHECK(hybrid.fused == fused.fused - s.layers[0].fused_bytes);
+  CHECK(hybrid.weights == fused.weights - s.layers[0].fused_bytes - s.layers[0].fused_rest_bytes +
+                              (s.layers[0].slot_bytes + 255) / 256 * 256);
+  CHECK(hybrid.slots == fused.slots);
+  CHECK(hybrid.host_pinned == 0);
+  CHECK(describe_placements(mixed) == cat("1 decoded, 0 resident, 0 streamed, ", mixed.size() - 1, " fused"));
+  // One fused step among decoded ones: batches still need the ring's two slots for it.
+  Placements fused_and_decoded(mixed.size(), Placement::decoded);
+  fused_and_decoded[1] = Placement::fused;
+  CHECK(plan_memory(s, c, fused_and_decoded, ctx, batch).slots == 2 * ((s.layers[1].slot_bytes + 255) / 256 * 256));
 }
 
 TEST_CASE("fused planes: sizes by the layout's rules, 256-byte aligned, and an escape allowance", "[runtime]") {
@@ -291,7 +306,7 @@ TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is neve
   }
 }
 
-TEST_CASE("auto and a VRAM budget below full mode's but fitting fused mode's get fused mode", "[runtime]") {
+TEST_CASE("below full mode's VRAM, auto takes fused mode and a VRAM budget fused steps", "[runtime]") {
   test::TempDir dir;
   const CllmFile f = CllmFile::open(test::synth_tiny_bf16(dir));
   const LlamaConfig c = config_from_metadata(f.metadata());
@@ -308,20 +323,35 @@ TEST_CASE("auto and a VRAM budget below full mode's but fitting fused mode's get
   const Error error = out_of_vram_error(s, c, Mode::full, ctx, batch, fused);
   CHECK_THAT(error.what(), Contains("mode fused") && Contains("would fit"));
   CHECK(error.remedy().value == "fused");
-  // --vram-budget: the same, from the planner's estimates.
+  // --vram-budget: full where it fits, from the planner's estimates.
   const PathSpeeds v = machine_speeds(100);
   const auto mode_at = [&](uint64_t budget) { return mode_of(plan_placements(s, c, ctx, batch, budget, v, 0).placements); };
   CHECK(mode_at(full) == Mode::full);  // full mode's kernels beat the fused products where both fit
-  CHECK(mode_at(full - 1) == Mode::fused);
-  CHECK(mode_at(fused) == Mode::fused);
-  CHECK(mode_at(fused - 1) != Mode::fused);
+  // Below it, fused steps, with decoded ones where they fit (a hybrid's token_embd is looked up
+  // on the host, and its ring slot fits its fused steps only): never slower than fused mode,
+  // nothing through the ring per token.
+  const double fused_ms = estimate_pass(s, uniform_placements(s, Mode::fused), v, 1, true).total_ms();
+  for (const uint64_t budget : {full - 1, (full + fused) / 2, fused}) {
+    const PlacementPlan plan = plan_placements(s, c, ctx, batch, budget, v, 0);
+    INFO("budget " << budget << ": " << describe_placements(plan.placements));
+    CHECK(count(plan.placements, Placement::fused) > 0);
+    CHECK(count(plan.placements, Placement::fused) + count(plan.placements, Placement::decoded) ==
+          static_cast<int>(plan.placements.size()));
+    CHECK(plan.token.total_ms() <= fused_ms);
+    CHECK(plan_memory(s, c, plan.placements, ctx, batch, plan.ring_slots).total() <= budget);
+  }
+  // Below the least fused plan, the fused steps stay beside resident or streamed ones.
+  const PlacementPlan less = plan_placements(s, c, ctx, batch, fused - 1, v, 0);
+  INFO("below fused mode: " << describe_placements(less.placements));
+  CHECK(mode_of(less.placements) == Mode::hybrid);
+  CHECK(count(less.placements, Placement::fused) > 0);
   // The estimate: fused steps' kernels at kFusedSpeed x the decoded kernels' rate, nothing in the ring.
   const PassEstimate e = estimate_pass(s, uniform_placements(s, Mode::fused), v, 1, true);
   const PassEstimate d = estimate_pass(s, uniform_placements(s, Mode::full), v, 1, true);
   CHECK(e.gpu_ms == Approx(d.gpu_ms / kFusedSpeed));
   CHECK(e.decode_ms == 0);
   CHECK(e.pcie_ms == 0);
-  // Host RAM too small for its pinned token_embd: no fused plan.
+  // Host RAM too small for fused mode's pinned token_embd: no uniform fused plan.
   CHECK(mode_of(plan_placements(s, c, ctx, batch, full - 1, v, 1).placements) != Mode::fused);
 }
 
@@ -402,11 +432,73 @@ TEST_CASE("the planner puts layers on a fast CPU when VRAM is short, interleaved
   CHECK(count(all.placements, Placement::decoded) == static_cast<int>(all.placements.size()));
 }
 
+TEST_CASE("below fused mode's VRAM the planner keeps layers fused beside resident and streamed ones (70B-shaped)",
+          "[runtime]") {
+  // A Llama-3.1-70B-shaped schedule, no file needed: 80 layers of 1632 MiB decoded, 1080 MiB
+  // compressed, 1270 MiB in the fused layout; a 2 GiB classifier in 4 slices.
+  WeightSchedule s;
+  const auto add = [](std::vector<WeightStep>& steps, int layer, uint64_t slot_mib, uint64_t src_mib, uint64_t fused_mib) {
+    WeightStep w;
+    w.layer = layer;
+    w.slot_bytes = slot_mib << 20;
+    w.src_bytes = src_mib << 20;
+    w.fused_bytes = fused_mib << 20;
+    w.fused_rest_bytes = 64 << 10;
+    steps.push_back(w);
+  };
+  for (int l = 0; l < 80; ++l) add(s.layers, l, 1632, 1080, 1270);
+  for (int k = 0; k < 4; ++k) add(s.classifier, -1, 501, 330, 390);
+  TensorInfo norm, embd;
+  norm.dtype = embd.dtype = DType::BF16;
+  norm.shape = {8192};
+  embd.shape = {128256, 8192};
+  s.output_norm = &norm;
+  s.token_embd = &embd;
+  s.slot_bytes = 1632ull << 20;
+  s.decoded_bytes = 80 * (1632ull << 20) + 2 * 4 * (501ull << 20);
+  LlamaConfig c;
+  c.dim = 8192;
+  c.n_layers = 80;
+  c.n_heads = 64;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.ffn_dim = 28672;
+  c.vocab_size = 128256;
+  const int ctx = 4096, batch = 512;
+  const PathSpeeds v = machine_speeds(100);
+  const MemoryPlan fused = plan_memory(s, c, Mode::fused, ctx, batch);
+  // Where fused mode fits, it is the plan (nothing decoded fits beside it).
+  const PlacementPlan all = plan_placements(s, c, ctx, batch, fused.total(), v, 0);
+  CHECK(mode_of(all.placements) == Mode::fused);
+  CHECK(all.ring_slots == 2);
+  // The same schedule without the fused layout (an f16 file's, say): the plans of before.
+  WeightSchedule unfused = s;
+  for (WeightStep& w : unfused.layers) w.fused_bytes = w.fused_rest_bytes = 0;
+  // 10% less VRAM: over half the layers stay fused, the rest resident or streamed; far faster
+  // than the best plan without fused layers.
+  const uint64_t ninety = fused.total() / 10 * 9;
+  const PlacementPlan less = plan_placements(s, c, ctx, batch, ninety, v, 0);
+  const PlacementPlan less_unfused = plan_placements(unfused, c, ctx, batch, ninety, v, 0);
+  INFO(describe_placements(less.placements) << ", " << less.token.total_ms() << " ms; without fused layers "
+       << describe_placements(less_unfused.placements) << ", " << less_unfused.token.total_ms() << " ms");
+  CHECK(count(less.placements, Placement::fused) >= 40);
+  CHECK(count(less_unfused.placements, Placement::fused) == 0);
+  CHECK(less.token.total_ms() < less_unfused.token.total_ms() * 0.85);
+  CHECK(plan_memory(s, c, less.placements, ctx, batch, less.ring_slots).total() <= ninety);
+  // Less VRAM than every layer resident: fused layers still have a place.
+  const uint64_t tight_budget = plan_memory(s, c, Mode::resident, ctx, batch).total() / 10 * 9;
+  const PlacementPlan tight = plan_placements(s, c, ctx, batch, tight_budget, v, 0);
+  INFO(describe_placements(tight.placements) << ", " << tight.token.total_ms() << " ms");
+  CHECK(count(tight.placements, Placement::fused) > 0);
+  CHECK(tight.token.total_ms() <= plan_placements(unfused, c, ctx, batch, tight_budget, v, 0).token.total_ms());
+  CHECK(plan_memory(s, c, tight.placements, ctx, batch, tight.ring_slots).total() <= tight_budget);
+}
+
 TEST_CASE("interleaving spreads each placement evenly", "[runtime]") {
-  const int two_and_two[4] = {0, 0, 2, 2};
+  const int two_and_two[kPlacements] = {0, 0, 2, 2, 0};
   CHECK(interleave_layers(two_and_two) ==
         Placements{Placement::streamed, Placement::cpu, Placement::streamed, Placement::cpu});
-  const int mixed[4] = {1, 0, 4, 3};
+  const int mixed[kPlacements] = {1, 0, 4, 3, 0};
   const Placements p = interleave_layers(mixed);
   REQUIRE(p.size() == 8);
   CHECK(count(p, Placement::decoded) == 1);

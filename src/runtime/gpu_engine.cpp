@@ -122,7 +122,7 @@ CudaEngine::CudaEngine(const CllmFile& file, const GpuOptions& opt) {
     ThreadPool pool(threads);
     cpu_ = std::make_unique<GpuCpuLayers>(c_.n_layers, stats_);
     weights_ = load_gpu_weights(file, sched_, plan_.placements, plan_.ring_slots, batch_, compute_, pool, *cpu_);
-    if (plan_.mode == Mode::fused) {  // the plan allowed for escapes; from here on it says what the load made
+    if (plan_.memory.fused > 0) {  // the plan allowed for escapes; from here on it says what the load made
       plan_.memory.weights = plan_.memory.weights - plan_.memory.fused + weights_->fused_bytes();
       plan_.memory.fused = weights_->fused_bytes();
     }

@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.h"
 #include "cuda/kernels.h"
+#include "runtime/gpu_fused_steps.h"
 
 namespace cllm {
 
@@ -36,13 +37,15 @@ void decode_on_device(const uint8_t* d_src, uint8_t* d_dst, const std::vector<cu
   check_decoder_flag(flag, origin);
 }
 
-WeightRing::WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources,
-                       std::vector<bool> on_host, uint64_t slot_bytes, int slots, uint64_t staging_bytes, cudaStream_t compute,
-                       std::string origin)
-    : steps_(std::move(steps)), sources_(std::move(sources)), on_host_(std::move(on_host)), origin_(std::move(origin)),
-      compute_(compute), slots_(slots) {
+WeightRing::WeightRing(std::vector<RingStep> steps, const FusedSteps* fused, uint64_t slot_bytes, int slots,
+                       uint64_t staging_bytes, cudaStream_t compute, std::string origin)
+    : steps_(std::move(steps)), fused_(fused), origin_(std::move(origin)), compute_(compute), slots_(slots) {
   CLLM_CHECK(slots == 1 || slots == 2, "weight ring: 1 or 2 slots, not ", slots);
-  const bool any_host = std::find(on_host_.begin(), on_host_.end(), true) != on_host_.end();
+  bool any_host = false;
+  for (const RingStep& r : steps_) {
+    any_host = any_host || r.from == RingStep::From::host;
+    CLLM_CHECK(r.from != RingStep::From::fused || fused_, "weight ring: a fused step without its fused steps");
+  }
   CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&decode_, cudaStreamNonBlocking));
   if (any_host) CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
   for (int i = 0; i < 2; ++i) {
@@ -53,14 +56,15 @@ WeightRing::WeightRing(std::vector<const WeightStep*> steps, std::vector<const u
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&computed_[i], cudaEventDisableTiming));
     CLLM_CUDA_CHECK(cudaEventCreateWithFlags(&staging_read_[i], cudaEventDisableTiming));
   }
-  // Every step's decoder tasks live on the device from the start.
+  // Every compressed step's decoder tasks live on the device from the start.
   std::vector<cuda::TileTask> tiles;
   std::vector<cuda::BlockTask> blocks;
-  for (const WeightStep* s : steps_) {
+  for (const RingStep& r : steps_) {
     tile_base_.push_back(tiles.size());
     block_base_.push_back(blocks.size());
-    tiles.insert(tiles.end(), s->tiles.begin(), s->tiles.end());
-    blocks.insert(blocks.end(), s->blocks.begin(), s->blocks.end());
+    if (r.from == RingStep::From::fused) continue;
+    tiles.insert(tiles.end(), r.step->tiles.begin(), r.step->tiles.end());
+    blocks.insert(blocks.end(), r.step->blocks.begin(), r.step->blocks.end());
   }
   tiles_.upload(tiles, compute_);
   blocks_.upload(blocks, compute_);
@@ -98,14 +102,16 @@ WeightRing::StepTimes& WeightRing::times(size_t k) {
 
 const uint8_t* WeightRing::acquire(size_t i) {
   CLLM_CHECK(i < steps_.size(), "weight ring: no step ", i);
-  const WeightStep& step = *steps_[i];
+  const RingStep& r = steps_[i];
+  const WeightStep& step = *r.step;
+  const bool on_host = r.from == RingStep::From::host;
   const int slot = static_cast<int>(count_ % slots_);
   StepTimes& t = times(pending_);
   pending_steps_.push_back(i);
   ++pending_;
-  const uint8_t* src = sources_[i];
+  const uint8_t* src = r.source;
   const int stage = static_cast<int>(copies_ % 2);
-  if (on_host_[i]) {
+  if (on_host) {
     // staging[stage] is free once the decode two copies back has read it (resident steps in
     // between do not count: the copy may run ahead of them)
     CLLM_CUDA_CHECK(cudaStreamWaitEvent(copy_, staging_read_[stage], 0));
@@ -119,11 +125,18 @@ const uint8_t* WeightRing::acquire(size_t i) {
   // slot[slot] is free once the compute `slots_` steps back is done with it
   CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, computed_[slot], 0));
   CLLM_CUDA_CHECK(cudaEventRecord(t.decode[0], decode_));
-  cuda::decode_tiles(src, slot_[slot].data(), tiles_.data() + tile_base_[i], blocks_.data() + block_base_[i],
-                     static_cast<uint32_t>(step.blocks.size()), error_.data(), decode_);
+  if (r.from == RingStep::From::fused) {
+    pending_bytes_.push_back(fused_->decode_into(r.fused_step, slot_[slot].data(), decode_));
+  } else {
+    cuda::decode_tiles(src, slot_[slot].data(), tiles_.data() + tile_base_[i], blocks_.data() + block_base_[i],
+                       static_cast<uint32_t>(step.blocks.size()), error_.data(), decode_);
+    uint64_t bytes = 0;
+    for (const cuda::TileTask& tile : step.tiles) bytes += uint64_t{tile.n_elems} * tile.elem_bytes;
+    pending_bytes_.push_back(bytes);
+  }
   CLLM_CUDA_CHECK(cudaEventRecord(t.decode[1], decode_));
   CLLM_CUDA_CHECK(cudaEventRecord(decoded_[slot], decode_));
-  if (on_host_[i]) {
+  if (on_host) {
     CLLM_CUDA_CHECK(cudaEventRecord(staging_read_[stage], decode_));
     ++copies_;
   }
@@ -142,22 +155,23 @@ void WeightRing::release() {
 void WeightRing::collect(GpuStats& stats) {
   for (size_t k = 0; k < pending_; ++k) {
     const StepTimes& t = times_[k];
-    const WeightStep& step = *steps_[pending_steps_[k]];
+    const RingStep& r = steps_[pending_steps_[k]];
     float ms = 0;
-    if (on_host_[pending_steps_[k]]) {
+    if (r.from == RingStep::From::host) {
       CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.copy[0], t.copy[1]));
       stats.h2d_ms += ms;
-      stats.h2d_bytes += step.src_bytes;
+      stats.h2d_bytes += r.step->src_bytes;
     }
     CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.decode[0], t.decode[1]));
     stats.decode_ms += ms;
-    for (const cuda::TileTask& tile : step.tiles) stats.decoded_bytes += uint64_t{tile.n_elems} * tile.elem_bytes;
+    stats.decoded_bytes += pending_bytes_[k];
     CLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, t.wait[0], t.wait[1]));
     stats.stall_ms += ms;
     ++stats.steps;
   }
   pending_ = 0;
   pending_steps_.clear();
+  pending_bytes_.clear();
   check_decoder_flag(error_, origin_);
 }
 

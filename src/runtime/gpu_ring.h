@@ -1,7 +1,9 @@
 // The two-slot layer ring (CUDA builds only). Each weight step is decoded into one of two
 // VRAM layer slots just before the compute stream needs it; in lowmem mode its compressed
-// bytes first travel host -> device into one of two staging buffers. Three streams overlap
-// the work of consecutive steps, and events order the ring:
+// bytes first travel host -> device into one of two staging buffers. A fused step (a batch
+// of a hybrid plan's fused placement) is decoded from its fused layout instead, by the
+// fixed-length decoder. Three streams overlap the work of consecutive steps, and events
+// order the ring:
 //
 //   copy stream:    copy(c) into staging[c%2]   after the decode of copy c-2 has read staging[c%2]
 //   decode stream:  decode(s) into slot[s%2]    after its copy, and after compute(s-2) is done with slot[s%2]
@@ -28,14 +30,27 @@
 
 namespace cllm {
 
+class FusedSteps;
+
+// One step of the ring and where its weights come from.
+struct RingStep {
+  enum class From : uint8_t {
+    device,  // compressed bytes in VRAM (resident)
+    host,    // compressed bytes in host memory (streamed: pinned, or pageable after a failed pinned allocation)
+    fused,   // the fused layout in VRAM (gpu_fused_steps.h)
+  };
+  const WeightStep* step = nullptr;
+  From from = From::device;
+  const uint8_t* source = nullptr;  // device, host: the compressed bytes
+  size_t fused_step = 0;            // fused: its index in the FusedSteps
+};
+
 class WeightRing {
  public:
-  // steps[i]'s compressed bytes are at sources[i]: device memory (resident), or host memory
-  // when on_host[i] (streamed: pinned, or pageable after a failed pinned allocation). origin
-  // names the file in errors.
-  // slots: 2, or 1 (then a step's decode waits for the step before it to compute).
-  WeightRing(std::vector<const WeightStep*> steps, std::vector<const uint8_t*> sources, std::vector<bool> on_host,
-             uint64_t slot_bytes, int slots, uint64_t staging_bytes, cudaStream_t compute, std::string origin);
+  // fused: where the From::fused steps are kept (null when there are none). origin names the
+  // file in errors. slots: 2, or 1 (then a step's decode waits for the step before it to compute).
+  WeightRing(std::vector<RingStep> steps, const FusedSteps* fused, uint64_t slot_bytes, int slots,
+             uint64_t staging_bytes, cudaStream_t compute, std::string origin);
   ~WeightRing();
   WeightRing(const WeightRing&) = delete;
   WeightRing& operator=(const WeightRing&) = delete;
@@ -55,9 +70,8 @@ class WeightRing {
   };
   StepTimes& times(size_t k);
 
-  std::vector<const WeightStep*> steps_;
-  std::vector<const uint8_t*> sources_;
-  std::vector<bool> on_host_;
+  std::vector<RingStep> steps_;
+  const FusedSteps* fused_ = nullptr;
   std::string origin_;
   cudaStream_t compute_, copy_ = nullptr, decode_ = nullptr;
   cuda::DeviceBuffer<uint8_t> slot_[2], staging_[2];
@@ -72,6 +86,7 @@ class WeightRing {
   std::vector<StepTimes> times_;
   size_t pending_ = 0;  // timed steps not yet collected
   std::vector<size_t> pending_steps_;
+  std::vector<uint64_t> pending_bytes_;  // the bytes each of them decoded
 };
 
 // Decodes all tiles of a plan from device memory src into dst, synchronously (full mode's

@@ -15,17 +15,14 @@
 // its GEMMs, which are bound by arithmetic, not by memory). Where the plan has room for one
 // slot only, the decode and the GEMMs take turns.
 #include <algorithm>
-#include <cstdlib>
 #include <vector>
 
-#include "codec/fused_layout.h"
 #include "common/error.h"
 #include "cuda/device_buffer.h"
-#include "cuda/fused_encode.h"
 #include "cuda/fused_matvec.h"
 #include "cuda/kernels.h"
 #include "runtime/decode_plan.h"
-#include "runtime/fused_parts.h"
+#include "runtime/gpu_fused_steps.h"
 #include "runtime/gpu_host_memory.h"
 #include "runtime/gpu_ring.h"
 #include "runtime/gpu_weights.h"
@@ -35,79 +32,6 @@ namespace cllm {
 namespace {
 
 using cuda::DeviceBuffer;
-
-// One matrix in the fused layout: its planes (fused_parts.h's layout), its escape list, and
-// the kernels' view of both.
-struct StoredMatrix {
-  StepPart part;
-  DeviceBuffer<uint8_t> planes;
-  DeviceBuffer<uint32_t> escapes;
-  cuda::FusedWeights view{};
-  uint64_t bytes() const { return planes.bytes() + escapes.bytes(); }
-};
-
-// A step as the store keeps it. Without fused parts (f32 or f16 weights) it is full mode's:
-// the slot layout decoded in `decoded`. Else `decoded` holds the other tensors packed.
-struct StoredStep {
-  std::vector<StoredMatrix> matrices;
-  DeviceBuffer<uint8_t> decoded;
-  struct Packed {
-    StepPart part;
-    uint64_t at;                         // its offset in `decoded`
-  };
-  std::vector<Packed> packed;            // the decoded parts of a fused step
-  FusedStepView view;
-  bool fused() const { return !matrices.empty(); }
-};
-
-// CLLM_CHECK_FUSED=1: every matrix is decoded back after encoding and compared with its
-// weights at load (slow; for diagnosing a GPU that gives fused mode other bits than full).
-bool check_each_matrix() {
-  const char* v = std::getenv("CLLM_CHECK_FUSED");
-  return v && *v && *v != '0';
-}
-
-// Throws naming the matrix and the first weight that does not come back from the planes.
-void check_round_trip(const StoredMatrix& m, const uint8_t* d_src, cudaStream_t s) {
-  const size_t n = static_cast<size_t>(m.part.rows) * m.part.cols;
-  DeviceBuffer<uint16_t> back(n);
-  cuda::fused_decode(m.view, back.data(), s);
-  std::vector<uint16_t> want(n), got(n);
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(want.data(), d_src, n * 2, cudaMemcpyDeviceToHost, s));
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(got.data(), back.data(), n * 2, cudaMemcpyDeviceToHost, s));
-  CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
-  const auto bad = std::mismatch(want.begin(), want.end(), got.begin());
-  if (bad.first == want.end()) return;
-  const size_t i = bad.first - want.begin();
-  fail("fused layout of ", m.part.name, " (", m.part.rows, " x ", m.part.cols, ") does not decode to its weights: row ",
-       i / m.part.cols, ", column ", i % m.part.cols, " gives 0x", std::hex, *bad.second, ", expected 0x", *bad.first);
-}
-
-// d_src (rows, cols) bf16 in device memory -> the fused layout. Pass 1 finds the bases and
-// counts the escapes, whose total sizes the escape list; pass 2 writes the planes.
-StoredMatrix encode_matrix(const uint8_t* d_src, const StepPart& part, cudaStream_t s) {
-  const FusedPlaneSizes z = fused_plane_sizes(part.rows, part.cols);
-  StoredMatrix m;
-  m.part = part;
-  m.planes.resize(z.planes);
-  uint8_t* at = m.planes.data();
-  const int rows = static_cast<int>(part.rows), cols = static_cast<int>(part.cols);
-  const cuda::FusedPlanes planes{at + z.bytes_at, reinterpret_cast<uint32_t*>(at + z.codes_at), at + z.bases_at,
-                                 reinterpret_cast<uint32_t*>(at + z.escape_start_at), rows, cols,
-                                 static_cast<int>(z.stride), static_cast<int>(z.group)};
-  cuda::fused_encode_bases(d_src, planes, s);
-  uint32_t escapes = 0;
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(&escapes, planes.escape_start + rows, 4, cudaMemcpyDeviceToHost, s));
-  CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
-  CLLM_CHECK(escapes <= uint64_t{part.rows} * part.cols, "fused layout of ", part.name, ": the encoder counted ",
-             escapes, " escapes in ", uint64_t{part.rows} * part.cols, " weights");
-  m.escapes.resize(std::max<uint32_t>(1, escapes));
-  cuda::fused_encode_planes(d_src, planes, m.escapes.data(), s);
-  m.view = {planes.bytes, planes.codes, planes.bases, planes.escape_start, m.escapes.data(),
-            rows, cols, planes.stride, planes.group};
-  if (check_each_matrix()) check_round_trip(m, d_src, s);
-  return m;
-}
 
 class FusedStore final : public GpuWeights {
  public:
@@ -120,7 +44,7 @@ class FusedStore final : public GpuWeights {
   // One token's pass reads the planes and the decoded tensors, never the slot, and nothing
   // rewrites them: it may be a CUDA graph with overlapped launches, as in full mode.
   bool fixed() const override { return true; }
-  const FusedStepView* fused(size_t i) const override { return steps_[i].fused() ? &steps_[i].view : nullptr; }
+  const FusedStepView* fused(size_t i) const override { return steps_.view(i); }
   uint64_t fused_bytes() const override;
   // The batches' slot decodes since the last call: GPU time and bf16 bytes written.
   void collect(GpuStats& stats) override;
@@ -128,23 +52,19 @@ class FusedStore final : public GpuWeights {
  private:
   void load_global(const CllmFile& file);
   void load_layers(const CllmFile& file);
-  // Keeps step i from its slot layout at d_slot (decoded, in device memory).
-  void store_step(size_t i, const uint8_t* d_slot);
-  const WeightStep& step(size_t i) const {
-    return i < s_.layers.size() ? s_.layers[i] : s_.classifier[i - s_.layers.size()];
-  }
   // Enqueues step i's decode into slot k on the decode stream, after the compute work that
   // last read slot k.
   void decode_into(size_t i, int k);
   // The step a batch is likely to ask for after step i: the next layer, or the next slice of
   // the classifier (a prompt's classifier is usually the one-row fused product: not guessed).
   bool prefetch_worthy(size_t i) const {
-    return i + 1 < steps_.size() && i + 1 != s_.layers.size() && steps_[i + 1].fused();
+    return i + 1 < n_steps_ && i + 1 != s_.layers.size() && steps_.view(i + 1);
   }
 
   const WeightSchedule& s_;
   cudaStream_t compute_;
-  std::vector<StoredStep> steps_;  // layers, then classifier slices
+  FusedSteps steps_;  // layers, then classifier slices
+  size_t n_steps_ = 0;
   // Batches' decoded steps: slot k (< n_slots_) holds step in_slot_[k] (-1: none) once
   // decoded_[k] has fired; read_[k] fires when the compute work that read it has run. slots_[0]
   // is also the load's decode target.
@@ -171,7 +91,7 @@ class FusedStore final : public GpuWeights {
 };
 
 FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, int slots, cudaStream_t compute)
-    : s_(s), compute_(compute), steps_(s.layers.size() + s.classifier.size()) {
+    : s_(s), compute_(compute), steps_(s), n_steps_(s.layers.size() + s.classifier.size()) {
   CLLM_CHECK(slots == 1 || slots == kSlots, "fused mode's prompts have 1 or 2 slots, not ", slots);
   n_slots_ = slots;
   dim_ = static_cast<int>(s.token_embd->shape.back());
@@ -224,7 +144,7 @@ void FusedStore::load_global(const CllmFile& file) {
   const uint64_t classifier_at = global.tensors.at(s_.classifier_tensor->name).offset;
   const uint64_t row_bytes = static_cast<uint64_t>(dim_) * dtype_size(s_.classifier_tensor->dtype);
   for (size_t k = 0; k < s_.classifier.size(); ++k)  // a slice's slot holds its rows at offset 0
-    store_step(s_.layers.size() + k, whole.data() + classifier_at + s_.classifier[k].row_begin * row_bytes);
+    steps_.keep(s_.layers.size() + k, whole.data() + classifier_at + s_.classifier[k].row_begin * row_bytes, compute_);
   CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // before `whole` is freed
 }
 
@@ -235,44 +155,11 @@ void FusedStore::load_layers(const CllmFile& file) {
     // decode_on_device synchronizes, so the previous step's copies out of the slot are done
     CLLM_CUDA_CHECK(cudaMemcpy(staging.data(), file.file_data() + st.src_offset, st.src_bytes, cudaMemcpyHostToDevice));
     decode_on_device(staging.data(), slots_[0].data(), st.tiles, st.blocks, compute_, file.path());
-    store_step(l, slots_[0].data());
-  }
-}
-
-void FusedStore::store_step(size_t i, const uint8_t* d_slot) {
-  const StepParts parts = step_parts(s_, step(i));
-  StoredStep& st = steps_[i];
-  const auto copy = [&](uint8_t* dst, const StepPart& p) {
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(dst, d_slot + p.slot_offset, p.bytes, cudaMemcpyDeviceToDevice, compute_));
-  };
-  if (parts.fused.empty()) {  // full mode's slot layout
-    st.decoded.resize(step(i).slot_bytes);
-    for (const StepPart& p : parts.decoded) copy(st.decoded.data() + p.slot_offset, p);
-    return;
-  }
-  st.decoded.resize(std::max<uint64_t>(1, parts.decoded_bytes()));
-  uint64_t at = 0;
-  for (const StepPart& p : parts.decoded) {
-    copy(st.decoded.data() + at, p);
-    st.view.tensor[p.role] = st.decoded.data() + at;
-    st.packed.push_back({p, at});
-    at += (p.bytes + 255) / 256 * 256;
-  }
-  for (const StepPart& p : parts.fused) {
-    try {
-      st.matrices.push_back(encode_matrix(d_slot + p.slot_offset, p, compute_));
-    } catch (const Error& e) {
-      fail("fused mode's load, step ", i, ", ", p.name, " (", p.rows, " x ", p.cols, "): ", e.what());
-    }
-  }
-  for (const StoredMatrix& m : st.matrices) {  // after the vector is complete: the view points into it
-    if (m.part.role < 0) st.view.slice = &m.view;
-    else st.view.matrix[m.part.role] = &m.view;
+    steps_.keep(l, slots_[0].data(), compute_);
   }
 }
 
 void FusedStore::decode_into(size_t i, int k) {
-  const StoredStep& st = steps_[i];
   CLLM_CUDA_CHECK(cudaStreamWaitEvent(decode_, read_[k], 0));
   uint8_t* slot = slots_[k].data();
   DecodeTimes* t = nullptr;
@@ -283,19 +170,13 @@ void FusedStore::decode_into(size_t i, int k) {
       CLLM_CUDA_CHECK(cudaEventCreate(&times_.back().end));
     }
     t = &times_[timed_++];
-    t->bytes = 0;
     CLLM_CUDA_CHECK(cudaEventRecord(t->start, decode_));
   }
-  std::vector<cuda::FusedDecodeJob> jobs;
-  for (const StoredMatrix& m : st.matrices) {
-    jobs.push_back({m.view, slot + m.part.slot_offset});
-    if (t) t->bytes += uint64_t{m.part.rows} * m.part.cols * 2;
+  const uint64_t bytes = steps_.decode_into(i, slot, decode_);
+  if (t) {
+    t->bytes = bytes;
+    CLLM_CUDA_CHECK(cudaEventRecord(t->end, decode_));
   }
-  cuda::fused_decode(jobs.data(), static_cast<int>(jobs.size()), decode_);
-  if (t) CLLM_CUDA_CHECK(cudaEventRecord(t->end, decode_));
-  for (const StoredStep::Packed& p : st.packed)
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(slot + p.part.slot_offset, st.decoded.data() + p.at, p.part.bytes,
-                                    cudaMemcpyDeviceToDevice, decode_));
   CLLM_CUDA_CHECK(cudaEventRecord(decoded_[k], decode_));
   in_slot_[k] = static_cast<int64_t>(i);
 }
@@ -304,8 +185,7 @@ const uint8_t* FusedStore::acquire(size_t i) {
   // A batch: the step's slot layout, with bytes equal to full mode's, decoded on the decode
   // stream (already, when it was prefetched) and waited for by the compute stream; then the
   // step after it into the other slot.
-  const StoredStep& st = steps_[i];
-  if (!st.fused()) return st.decoded.data();
+  if (!steps_.view(i)) return steps_.decoded(i);
   const int64_t want = static_cast<int64_t>(i);
   int k = in_slot_[0] == want ? 0 : in_slot_[1] == want ? 1 : -1;
   if (k < 0) decode_into(i, k = (current_ + 1) % n_slots_);
@@ -329,7 +209,7 @@ void FusedStore::collect(GpuStats& stats) {
 }
 
 void FusedStore::release(size_t i) {
-  if (steps_[i].fused()) CLLM_CUDA_CHECK(cudaEventRecord(read_[current_], compute_));
+  if (steps_.view(i)) CLLM_CUDA_CHECK(cudaEventRecord(read_[current_], compute_));
 }
 
 void FusedStore::embed(const int* tokens, int n, uint8_t* d_rows, float* x) {
@@ -341,12 +221,7 @@ void FusedStore::embed_from_device(const int* d_tokens, int n, float* x) {
   cuda::gather_rows_f32(embd_table_, s_.token_embd->dtype, dim_, d_tokens, n, x, compute_);
 }
 
-uint64_t FusedStore::fused_bytes() const {
-  uint64_t total = 0;
-  for (const StoredStep& st : steps_)
-    for (const StoredMatrix& m : st.matrices) total += m.bytes();
-  return total;
-}
+uint64_t FusedStore::fused_bytes() const { return steps_.bytes(); }
 
 }  // namespace
 

@@ -1,6 +1,8 @@
 // The store for resident, lowmem and hybrid plans: each weight step where its placement puts
 // it. Ring steps (resident, streamed, and CPU layers for batches too large for the CPU) are
-// decoded into the ring's slots just before they run; decoded steps have their own buffers.
+// decoded into the ring's slots just before they run; decoded steps have their own buffers;
+// fused steps are kept in the fused layout (gpu_fused_steps.h), which one token's products
+// read, and batches decode them into the ring's slots too.
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -11,6 +13,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/kernels.h"
 #include "model/tensor_data.h"
+#include "runtime/gpu_fused_steps.h"
 #include "runtime/gpu_host_memory.h"
 #include "runtime/gpu_ring.h"
 #include "runtime/gpu_weights.h"
@@ -33,11 +36,17 @@ class PlacedWeights final : public GpuWeights {
     if (ring_) ring_->collect(stats);
   }
   bool pinned() const override { return host_store_.pinned(); }
+  const FusedStepView* fused(size_t i) const override {
+    return p_[i] == Placement::fused ? fused_->view(i) : nullptr;
+  }
+  uint64_t fused_bytes() const override { return fused_->bytes(); }
 
  private:
   void load_own_buffers(GpuCpuLayers& cpu);
   void fill_host_store(const std::vector<uint64_t>& at, uint64_t bytes, ThreadPool& pool);
   void build_ring(const std::vector<uint64_t>& at, int ring_slots);
+  // Through the ring for batches: every placement but decoded, and fused steps with matrices.
+  bool ring_step(size_t i) const { return p_[i] == Placement::fused ? fused_->view(i) != nullptr : in_ring(p_[i]); }
 
   const CllmFile& file_;
   const WeightSchedule& s_;
@@ -45,6 +54,7 @@ class PlacedWeights final : public GpuWeights {
   Placements p_;
   cudaStream_t compute_;
   std::vector<DeviceBuffer<uint8_t>> decoded_;  // decoded steps: their own buffers
+  std::unique_ptr<FusedSteps> fused_;           // fused steps (the others: none kept)
   DeviceBuffer<uint8_t> store_;                 // resident steps' compressed bytes
   RegisteredHostMemory host_store_;             // streamed and cpu steps' compressed bytes, page-locked
   std::unique_ptr<WeightRing> ring_;
@@ -56,7 +66,7 @@ class PlacedWeights final : public GpuWeights {
 
 PlacedWeights::PlacedWeights(const CllmFile& file, const WeightSchedule& s, const Placements& p, int ring_slots,
                              int max_batch, cudaStream_t compute, ThreadPool& pool, GpuCpuLayers& cpu)
-    : file_(file), s_(s), p_(p), compute_(compute) {
+    : file_(file), s_(s), p_(p), compute_(compute), fused_(std::make_unique<FusedSteps>(s)) {
   for (const auto& step : s.layers) steps_.push_back(&step);
   for (const auto& step : s.classifier) steps_.push_back(&step);
   // Each store keeps its steps 256-byte aligned.
@@ -89,11 +99,12 @@ PlacedWeights::~PlacedWeights() {
 }
 
 void PlacedWeights::load_own_buffers(GpuCpuLayers& cpu) {
-  // Decoded steps into their VRAM buffers; CPU layers through a temporary slot into host RAM.
+  // Decoded steps into their VRAM buffers; CPU layers through a temporary slot into host RAM;
+  // fused steps through it into the fused layout.
   DeviceBuffer<uint8_t> staging, slot;
   decoded_.resize(steps_.size());
   for (size_t i = 0; i < steps_.size(); ++i) {
-    if (p_[i] != Placement::decoded && p_[i] != Placement::cpu) continue;
+    if (p_[i] != Placement::decoded && p_[i] != Placement::cpu && p_[i] != Placement::fused) continue;
     const WeightStep& step = *steps_[i];
     staging.resize(std::max<size_t>(staging.size(), step.src_bytes));
     CLLM_CUDA_CHECK(
@@ -102,7 +113,9 @@ void PlacedWeights::load_own_buffers(GpuCpuLayers& cpu) {
     dst.resize(p_[i] == Placement::decoded ? step.slot_bytes : std::max<size_t>(slot.size(), step.slot_bytes));
     decode_on_device(staging.data(), dst.data(), step.tiles, step.blocks, compute_, file_.path());
     if (p_[i] == Placement::cpu) cpu.add_layer(step, slot.data());
+    if (p_[i] == Placement::fused) fused_->keep(i, slot.data(), compute_);
   }
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(compute_));  // before the slot is freed
 }
 
 void PlacedWeights::fill_host_store(const std::vector<uint64_t>& at, uint64_t bytes, ThreadPool& pool) {
@@ -122,35 +135,38 @@ void PlacedWeights::fill_host_store(const std::vector<uint64_t>& at, uint64_t by
 }
 
 void PlacedWeights::build_ring(const std::vector<uint64_t>& at, int ring_slots) {
-  std::vector<const WeightStep*> ring_steps;
-  std::vector<const uint8_t*> sources;
-  std::vector<bool> from_host;
+  std::vector<RingStep> ring_steps;
   uint64_t staging_bytes = 0, slot_bytes = 0;
   ring_index_.assign(steps_.size(), SIZE_MAX);
   for (size_t i = 0; i < steps_.size(); ++i) {
-    if (!in_ring(p_[i])) continue;
+    if (!ring_step(i)) continue;
     ring_index_[i] = ring_steps.size();
-    ring_steps.push_back(steps_[i]);
+    RingStep r{steps_[i]};
     slot_bytes = std::max(slot_bytes, steps_[i]->slot_bytes);
-    const bool host = on_host(p_[i]);
-    from_host.push_back(host);
-    if (host) staging_bytes = std::max(staging_bytes, steps_[i]->src_bytes);
-    if (!host) sources.push_back(store_.data() + at[i]);
-    else if (host_store_.pinned()) sources.push_back(host_store_.data() + at[i]);
-    else sources.push_back(file_.file_data() + steps_[i]->src_offset);
+    if (p_[i] == Placement::fused) {
+      r.from = RingStep::From::fused, r.fused_step = i;
+    } else if (on_host(p_[i])) {
+      r.from = RingStep::From::host;
+      r.source = host_store_.pinned() ? host_store_.data() + at[i] : file_.file_data() + steps_[i]->src_offset;
+      staging_bytes = std::max(staging_bytes, steps_[i]->src_bytes);
+    } else {
+      r.source = store_.data() + at[i];
+    }
+    ring_steps.push_back(r);
   }
   if (ring_steps.empty()) return;
-  ring_ = std::make_unique<WeightRing>(ring_steps, std::move(sources), std::move(from_host), slot_bytes, ring_slots,
-                                       staging_bytes, compute_, file_.path());
+  ring_ = std::make_unique<WeightRing>(std::move(ring_steps), fused_.get(), slot_bytes, ring_slots, staging_bytes,
+                                       compute_, file_.path());
 }
 
 const uint8_t* PlacedWeights::acquire(size_t i) {
   if (p_[i] == Placement::decoded) return decoded_[i].data();
+  if (!ring_step(i)) return fused_->decoded(i);  // a fused placement of f32 or f16 weights: kept decoded
   return ring_->acquire(ring_index_[i]);
 }
 
 void PlacedWeights::release(size_t i) {
-  if (p_[i] != Placement::decoded) ring_->release();
+  if (ring_step(i)) ring_->release();
 }
 
 void PlacedWeights::embed(const int* tokens, int n, uint8_t* d_rows, float* x) {

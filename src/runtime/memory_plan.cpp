@@ -4,29 +4,29 @@
 
 #include "common/error.h"
 #include "cuda/attention_sizes.h"
-#include "runtime/fused_parts.h"
 
 namespace cllm {
 
 namespace {
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-// Fused mode: output_norm, every step by fused_step_bytes, and the slots that prompts decode
-// the steps into: two, one ahead of the other, or one where two do not fit (the load decodes
-// the container's tiles into the first). token_embd stays decoded in
-// pinned host RAM: a pass reads one row a token (a GPU kernel gathers them over PCIe, so the
-// one-token pass is still a CUDA graph), not worth its GiB of VRAM (llama.cpp keeps it on the
-// host too).
+// A fused step: its fused layout as planned and its other tensors (weight_schedule.h), or the
+// whole step decoded where it has no bf16 matrix.
+void add_fused_step(const WeightStep& step, MemoryPlan& p) {
+  p.weights += step.fused_bytes ? step.fused_bytes + step.fused_rest_bytes : align_up(step.slot_bytes);
+  p.fused += step.fused_bytes;
+}
+
+// Fused mode: output_norm, every step fused, and the slots that prompts decode the steps
+// into: two, one ahead of the other, or one where two do not fit (the load decodes the
+// container's tiles into the first). token_embd stays decoded in pinned host RAM: a pass
+// reads one row a token (a GPU kernel gathers them over PCIe, so the one-token pass is still
+// a CUDA graph), not worth its GiB of VRAM (llama.cpp keeps it on the host too).
 void plan_fused(const WeightSchedule& s, MemoryPlan& p, int slots) {
   p.weights = align_up(s.output_norm->raw_bytes());
   p.host_pinned = align_up(s.token_embd->raw_bytes());
   for (const auto* steps : {&s.layers, &s.classifier})
-    for (const WeightStep& step : *steps) {
-      const StepParts parts = step_parts(s, step);
-      p.weights += parts.fused.empty() ? align_up(step.slot_bytes) : parts.decoded_bytes();
-      p.fused += parts.fused_bytes_planned();
-    }
-  p.weights += p.fused;
+    for (const WeightStep& step : *steps) add_fused_step(step, p);
   p.slots = slots * align_up(s.slot_bytes);
 }
 }  // namespace
@@ -127,7 +127,10 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
     for (size_t i = 0; i < pl.size(); ++i) {
       const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
       switch (pl[i]) {
-        case Placement::fused: fail("fused placements mixed with others are not supported yet (only --mode fused)");
+        case Placement::fused:  // batches decode it into the ring's slots
+          add_fused_step(step, p);
+          if (step.fused_bytes) slot = std::max(slot, step.slot_bytes);
+          break;
         case Placement::decoded: p.weights += align_up(step.slot_bytes); break;
         case Placement::resident:
           p.weights += align_up(step.src_bytes);

@@ -33,9 +33,9 @@ enum class Placement : uint8_t {
              // batches of up to cpu_max_batch tokens; larger batches stream it like `streamed`
              // (so its compressed bytes are in pinned host RAM too)
   fused,     // its bf16 matrices in the fused layout in VRAM (made at load), its other tensors
-             // decoded; one token reads the fused planes, batches decode them into a slot.
-             // Only uniform (every step fused) for now: auto and the planner choose it
-             // whole, never mixed with other placements.
+             // decoded; one token reads the fused planes, batches decode them into a slot
+             // (fused mode's own slots; in a hybrid plan the ring's). Where the step has no
+             // bf16 matrix (f32, f16 weights) it is kept decoded, as `decoded`.
 };
 // One per step, in schedule order (layers, then classifier slices).
 using Placements = std::vector<Placement>;
@@ -44,7 +44,8 @@ Placements uniform_placements(const WeightSchedule& s, Mode m);  // full, reside
 Mode mode_of(const Placements& p);
 // "12 decoded, 3 resident, 20 streamed" (", 9 CPU" when there are CPU layers, ", 4 fused" when fused ones)
 std::string describe_placements(const Placements& p);
-// A placement whose steps go through the ring (resident, streamed, and cpu for large batches).
+// A placement whose steps go through the ring for every pass (resident, streamed, and cpu for
+// large batches); fused steps go through it for batches only.
 inline bool in_ring(Placement p) { return p != Placement::decoded && p != Placement::fused; }
 // A placement whose compressed bytes cross PCIe on each pass through the ring.
 inline bool on_host(Placement p) { return p == Placement::streamed || p == Placement::cpu; }

@@ -199,6 +199,20 @@ uint64_t streamed_bytes(const Placements& pl, const WeightSchedule& sched) {
   return streamed;
 }
 
+// What one token of a plan without streamed steps reads from HBM: a decoded step's slot, a
+// fused step's planes (as planned) and other tensors, a resident step's compressed bytes and
+// its decoded slot written and read back.
+double token_hbm_bytes(const Placements& pl, const WeightSchedule& sched) {
+  double bytes = 0;
+  for (size_t i = 0; i < pl.size(); ++i) {
+    const WeightStep& step = i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+    if (pl[i] == Placement::fused && step.fused_bytes) bytes += step.fused_bytes + step.fused_rest_bytes;
+    else if (pl[i] == Placement::resident) bytes += step.src_bytes + 2.0 * step.slot_bytes;
+    else bytes += step.slot_bytes;
+  }
+  return bytes;
+}
+
 // Rooflines: a prompt is bound by GEMM throughput; a token by reading the weights
 // (full: decoded from HBM; resident: compressed + decoded written + read; lowmem: PCIe;
 // fused: the fused planes and the decoded small tensors from HBM).
@@ -217,11 +231,11 @@ void set_roofline(const BenchRun& run, ModelBenchRow& row, bool prompt, const Gp
     const uint64_t streamed = streamed_bytes(gpu.placements(), sched);
     row.bound = streamed ? "PCIe" : "HBM";
     row.roofline_tps = streamed ? res.h2d_pinned_gbps * 1e9 / streamed
-                                : res.copy_gbps * 1e9 / (res.compressed_bytes + 2.0 * sched.decoded_bytes);
+                                : res.copy_gbps * 1e9 / token_hbm_bytes(gpu.placements(), sched);
   } else if (gpu.mode() == Mode::fused) {
-    // What a token reads: every weight the store holds but the embedding table.
+    // What a token reads: every weight the store holds in VRAM (token_embd is on the host).
     row.bound = "HBM";
-    row.roofline_tps = res.copy_gbps * 1e9 / static_cast<double>(gpu.memory().weights - sched.token_embd->raw_bytes());
+    row.roofline_tps = res.copy_gbps * 1e9 / static_cast<double>(gpu.memory().weights);
   } else {
     row.bound = "HBM";
     const double bytes = gpu.mode() == Mode::full ? run.token_bytes

@@ -59,15 +59,16 @@ PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const 
   return e;
 }
 
-Placements interleave_layers(const int (&count)[4]) {
-  const int n = count[0] + count[1] + count[2] + count[3];
+Placements interleave_layers(const int (&count)[kPlacements]) {
+  int n = 0;
+  for (int k = 0; k < kPlacements; ++k) n += count[k];
   Placements out;
-  int used[4] = {0, 0, 0, 0};
+  int used[kPlacements] = {};
   for (int i = 0; i < n; ++i) {
     // The placement furthest behind its even share of the first i + 1 layers goes next.
     int pick = -1;
     double most = -1e30;
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < kPlacements; ++k) {
       if (used[k] == count[k]) continue;
       const double behind = static_cast<double>(count[k]) * (i + 1) / n - used[k];
       if (behind > most + 1e-12) most = behind, pick = k;
@@ -93,43 +94,66 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
                               const PathSpeeds& speeds, uint64_t host_ram) {
   const int L = static_cast<int>(s.layers.size());
   const size_t K = s.classifier.size();
+  // Fused steps where the layers have bf16 matrices (fused_bytes: a schedule of a bf16 file).
+  const bool fusable = s.token_embd && std::all_of(s.layers.begin(), s.layers.end(), [](const WeightStep& w) {
+    return w.fused_bytes > 0;
+  });
+  std::vector<Placement> classifiers = {Placement::decoded, Placement::resident, Placement::streamed};
+  if (fusable) classifiers.push_back(Placement::fused);
   PlacementPlan best;
   double best_ms = 1e300;
   uint64_t best_vram = 0;
   int best_cpu = 0;
+  const auto placements_of = [&](const int (&count)[kPlacements], Placement classifier) {
+    Placements p = interleave_layers(count);
+    p.insert(p.end(), K, classifier);
+    return p;
+  };
+  const auto consider = [&](const Placements& p, const MemoryPlan& m, int slots, int nc) {
+    const double t = estimate_pass(s, p, speeds, 1, true, slots).total_ms();
+    // Faster wins; at equal speed (within 0.5%): fewer CPU layers, then two ring slots (prompts
+    // decode the next step while this one computes), then less VRAM.
+    const bool same = t > best_ms * 0.995 && t < best_ms * 1.005;
+    const bool better_tie = nc != best_cpu ? nc < best_cpu
+                            : slots != best.ring_slots ? slots > best.ring_slots
+                                                       : m.total() < best_vram;
+    if ((!same && t < best_ms) || (same && better_tie)) {
+      best.placements = p;
+      best.ring_slots = slots;
+      best_ms = std::min(best_ms, t);
+      best_vram = m.total();
+      best_cpu = nc;
+    }
+  };
+  // The search. Of the GPU placements (decoded, fused, resident: each smaller and slower than
+  // the one before), a plan mixes at most two, a and b: the layers are alike, so under a VRAM
+  // limit the fastest mix takes the two on either side of it. For each count of CPU layers and
+  // of a, it takes as many b as fit: a GPU layer in place of a streamed one is never slower. The
+  // rest are streamed. (The most b that fit only shrinks as a grows: O(L^2) plans per pair.)
+  using P = Placement;
+  const std::pair<P, P> pairs[] = {{P::decoded, P::fused}, {P::fused, P::resident}, {P::decoded, P::resident}};
   for (int slots : {2, 1})
-    for (Placement classifier : {Placement::decoded, Placement::resident, Placement::streamed})
-      for (int nd = 0; nd <= L; ++nd)
-        for (int nr = 0; nd + nr <= L; ++nr)
-          for (int nc = 0; nd + nr + nc <= L; ++nc) {
-            const int count[4] = {nd, nr, L - nd - nr - nc, nc};
-            Placements p = interleave_layers(count);
-            p.insert(p.end(), K, classifier);
-            const MemoryPlan m = plan_memory(s, c, p, context, batch, slots);
-            if (m.total() > budget) continue;
-            if (host_ram && m.host_decoded + m.host_pinned + m.host_kv > host_ram) continue;
-            const double t = estimate_pass(s, p, speeds, 1, true, slots).total_ms();
-            // Faster wins; at equal speed (within 0.5%), fewer CPU layers, then less VRAM.
-            const bool same = t > best_ms * 0.995 && t < best_ms * 1.005;
-            if ((!same && t < best_ms) || (same && (nc < best_cpu || (nc == best_cpu && m.total() < best_vram)))) {
-              best.placements = std::move(p);
-              best.ring_slots = slots;
-              best_ms = std::min(best_ms, t);
-              best_vram = m.total();
-              best_cpu = nc;
+    for (P classifier : classifiers)
+      for (const auto& [a, b] : pairs) {
+        if (!fusable && (a == P::fused || b == P::fused)) continue;
+        for (int nc = 0; nc <= L; ++nc)
+          for (int na = 0, nb = L - nc; na + nc <= L; ++na) {
+            nb = std::min(nb, L - nc - na);
+            Placements p;
+            MemoryPlan m;
+            for (; nb >= 0; --nb) {
+              int count[kPlacements] = {};
+              count[static_cast<int>(a)] = na, count[static_cast<int>(b)] = nb;
+              count[static_cast<int>(P::cpu)] = nc, count[static_cast<int>(P::streamed)] = L - na - nb - nc;
+              p = placements_of(count, classifier);
+              m = plan_memory(s, c, p, context, batch, slots);
+              if (m.total() <= budget) break;
             }
+            if (nb < 0) break;  // not even na of a fit
+            if (host_ram && m.host_decoded + m.host_pinned + m.host_kv > host_ram) continue;
+            consider(p, m, slots, nc);
           }
-  // Fused mode, every step in the fused layout (it mixes with no other placement yet), where it
-  // fits and beats the mixed plans: below full mode's VRAM those keep some steps in the ring.
-  // (Only for a schedule of a file: the fused layout's sizes come from its tensors.)
-  // Two slots for prompts where they fit, else one (fused_slots).
-  const Placements fused = uniform_placements(s, Mode::fused);
-  const int slots = s.token_embd ? fused_slots(s, c, context, batch, budget) : 2;
-  const MemoryPlan fm = s.token_embd ? plan_memory(s, c, fused, context, batch, slots) : MemoryPlan{};
-  if (fm.fused > 0 && fm.total() <= budget && (!host_ram || fm.host_pinned <= host_ram)) {
-    const double t = estimate_pass(s, fused, speeds, 1, true).total_ms();
-    if (t < best_ms) best.placements = fused, best.ring_slots = slots, best_ms = t;
-  }
+      }
   if (best.placements.empty()) {
     // The least VRAM any plan needs: every layer on the CPU (its KV cache in host RAM), the
     // classifier streamed, one ring slot.

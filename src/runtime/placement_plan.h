@@ -15,10 +15,9 @@
 //   PCIe    = sum(streamed: compressed bytes / pcie), at PCIe's rate beside the CPU layers
 //             when there are any (both read host memory)
 //
-// The planner tries every count of decoded, resident, CPU and streamed layers (and the
-// classifier decoded, resident or streamed), with a ring of two layer slots or one, that fits
-// the budget, and fused mode (every step fused: it mixes with no other placement yet), and
-// keeps the one with the shortest one-token pass. (One slot frees a layer's
+// The planner tries every count of decoded, resident, fused, CPU and streamed layers (and the
+// classifier decoded, resident, streamed or fused), with a ring of two layer slots or one,
+// that fits the budget, and keeps the one with the shortest one-token pass. (One slot frees a layer's
 // VRAM for a resident layer; it costs nothing where CPU layers separate the ring's steps,
 // since the next step decodes while the CPU computes.) CPU and streamed layers are interleaved so that PCIe copies the
 // next streamed layer while the CPU computes. Prompt batches larger than cpu_max_batch route
@@ -70,8 +69,10 @@ PlacementPlan plan_placements(const WeightSchedule& s, const LlamaConfig& c, int
 // them; 0 when there are none or streaming always wins.
 int cpu_max_batch(const WeightSchedule& s, const Placements& p, const PathSpeeds& speeds, int ring_slots = 2);
 
-// count[k] steps of placement k spread evenly over n layers (every placement's steps as far
-// apart as they can be), e.g. 2 cpu + 2 streamed -> cpu, streamed, cpu, streamed.
-Placements interleave_layers(const int (&count)[4]);
+// count[k] steps of placement k (Placement's order) spread evenly over n layers (every
+// placement's steps as far apart as they can be), e.g. 2 cpu + 2 streamed -> cpu, streamed,
+// cpu, streamed.
+inline constexpr int kPlacements = 5;
+Placements interleave_layers(const int (&count)[kPlacements]);
 
 }  // namespace cllm

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "runtime/fused_parts.h"
 
 namespace cllm {
 
@@ -125,10 +126,12 @@ WeightSchedule plan_weight_schedule(const CllmFile& file, const LlamaConfig& c) 
     s.classifier.push_back(classifier_step(*s.classifier_tensor, c.dim, r0, r1));
     s.slot_bytes = std::max(s.slot_bytes, s.classifier.back().slot_bytes);
   }
-  for (const auto* steps : {&s.layers, &s.classifier})
-    for (const WeightStep& step : *steps) {
+  for (auto* steps : {&s.layers, &s.classifier})
+    for (WeightStep& step : *steps) {
       s.max_src_bytes = std::max(s.max_src_bytes, step.src_bytes);
       s.store_bytes += align_up(step.src_bytes, kStoreAlign);
+      const StepParts parts = step_parts(s, step);
+      if (!parts.fused.empty()) step.fused_bytes = parts.fused_bytes_planned(), step.fused_rest_bytes = parts.decoded_bytes();
     }
   return s;
 }

@@ -32,6 +32,10 @@ struct WeightStep {
   // offset 0.
   std::array<uint64_t, kLayerTensors> offset{};
   std::array<const TensorInfo*, kLayerTensors> tensor{};
+  // As a fused placement keeps it in VRAM (fused_parts.h): its bf16 matrices' planes with their
+  // escape allowance, and its other tensors decoded, packed. 0 and 0 for a step without bf16
+  // matrices, which a fused placement keeps as full mode does (slot_bytes).
+  uint64_t fused_bytes = 0, fused_rest_bytes = 0;
 };
 
 struct WeightSchedule {
