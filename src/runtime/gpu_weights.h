@@ -5,13 +5,14 @@
 //   decoded store (full mode): every group decoded once at load, one VRAM buffer per layer,
 //     token_embd and the classifier in the global group's buffer;
 //   placed store (resident, lowmem, hybrid): each step by its placement (memory_plan.h):
-//     decoded into its own buffer, compressed in VRAM, compressed in pinned host RAM, or
-//     computed on the CPU (its decoded weights handed to GpuCpuLayers); the ring steps decode
-//     into the ring's slots (gpu_ring.h); embedding rows are looked up on the host, so
-//     token_embd never sits whole in VRAM;
+//     decoded into its own buffer, compressed in VRAM, compressed in pinned host RAM, in the
+//     fused layout (gpu_fused_steps.h), or computed on the CPU (its decoded weights handed to
+//     GpuCpuLayers); the ring steps decode into the ring's slots (gpu_ring.h), fused ones for
+//     batches only; embedding rows are looked up on the host, so token_embd never sits whole
+//     in VRAM;
 //   fused store (fused mode): each step's bf16 matrices in the fused layout, made on the GPU
 //     at load; one token's products read them (fused()), batches get the step decoded into
-//     a slot by acquire().
+//     one of two slots of its own by acquire(), the next step ahead in the other.
 //
 // A new kind of store is one more implementation of GpuWeights.
 #pragma once
