@@ -44,30 +44,43 @@ const WeightStep& step_at(const WeightSchedule& s, size_t i) {
 
 FusedSteps::FusedSteps(const WeightSchedule& s) : s_(s), steps_(s.layers.size() + s.classifier.size()) {}
 
-// d_src (rows, cols) bf16 in device memory -> the fused layout. Pass 1 finds the bases and
-// counts the escapes, whose total sizes the escape list; pass 2 writes the planes.
-FusedSteps::Matrix FusedSteps::encode(const uint8_t* d_src, const StepPart& part, cudaStream_t s) {
-  const FusedPlaneSizes z = fused_plane_sizes(part.rows, part.cols);
-  Matrix m;
-  m.part = part;
-  m.planes.resize(z.planes);
-  uint8_t* at = m.planes.data();
-  const int rows = static_cast<int>(part.rows), cols = static_cast<int>(part.cols);
-  const cuda::FusedPlanes planes{at + z.bytes_at, reinterpret_cast<uint32_t*>(at + z.codes_at), at + z.bases_at,
-                                 reinterpret_cast<uint32_t*>(at + z.escape_start_at), rows, cols,
-                                 static_cast<int>(z.stride), static_cast<int>(z.group)};
-  cuda::fused_encode_bases(d_src, planes, s);
-  uint32_t escapes = 0;
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(&escapes, planes.escape_start + rows, 4, cudaMemcpyDeviceToHost, s));
+// Each matrix (rows, cols) bf16 of the slot -> the fused layout. Pass 1 finds the bases and
+// counts the escapes of every matrix, whose totals size the step's escape lists; pass 2
+// writes the planes.
+void FusedSteps::encode(Step& st, const std::vector<StepPart>& parts, const uint8_t* d_slot, uint64_t at,
+                        cudaStream_t s) {
+  constexpr uint64_t kEscapeAlign = 64;  // entries: each list starts 256-byte aligned
+  std::vector<cuda::FusedPlanes> planes;
+  for (const StepPart& part : parts) {
+    const FusedPlaneSizes z = fused_plane_sizes(part.rows, part.cols);
+    uint8_t* base = st.memory.data() + at;
+    planes.push_back({base + z.bytes_at, reinterpret_cast<uint32_t*>(base + z.codes_at), base + z.bases_at,
+                      reinterpret_cast<uint32_t*>(base + z.escape_start_at), static_cast<int>(part.rows),
+                      static_cast<int>(part.cols), static_cast<int>(z.stride), static_cast<int>(z.group)});
+    cuda::fused_encode_bases(d_slot + part.slot_offset, planes.back(), s);
+    at += z.planes;
+  }
+  std::vector<uint32_t> escapes(parts.size());
+  for (size_t m = 0; m < parts.size(); ++m)
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(&escapes[m], planes[m].escape_start + planes[m].rows, 4, cudaMemcpyDeviceToHost, s));
   CLLM_CUDA_CHECK(cudaStreamSynchronize(s));
-  CLLM_CHECK(escapes <= uint64_t{part.rows} * part.cols, "fused layout of ", part.name, ": the encoder counted ",
-             escapes, " escapes in ", uint64_t{part.rows} * part.cols, " weights");
-  m.escapes.resize(std::max<uint32_t>(1, escapes));
-  cuda::fused_encode_planes(d_src, planes, m.escapes.data(), s);
-  m.view = {planes.bytes, planes.codes, planes.bases, planes.escape_start, m.escapes.data(),
-            rows, cols, planes.stride, planes.group};
-  if (check_each_matrix()) check_round_trip(m.view, part, d_src, s);
-  return m;
+  std::vector<uint64_t> escapes_at(parts.size());
+  uint64_t total = 0;
+  for (size_t m = 0; m < parts.size(); ++m) {
+    const uint64_t weights = uint64_t{parts[m].rows} * parts[m].cols;
+    CLLM_CHECK(escapes[m] <= weights, "fused layout of ", parts[m].name, ": the encoder counted ", escapes[m],
+               " escapes in ", weights, " weights");
+    escapes_at[m] = total;
+    total += (std::max<uint64_t>(1, escapes[m]) + kEscapeAlign - 1) / kEscapeAlign * kEscapeAlign;
+  }
+  st.escapes.resize(total);
+  for (size_t m = 0; m < parts.size(); ++m) {
+    const cuda::FusedPlanes& z = planes[m];
+    uint32_t* list = st.escapes.data() + escapes_at[m];
+    cuda::fused_encode_planes(d_slot + parts[m].slot_offset, z, list, s);
+    st.matrices.push_back({parts[m], {z.bytes, z.codes, z.bases, z.escape_start, list, z.rows, z.cols, z.stride, z.group}});
+    if (check_each_matrix()) check_round_trip(st.matrices.back().view, parts[m], d_slot + parts[m].slot_offset, s);
+  }
 }
 
 void FusedSteps::keep(size_t i, const uint8_t* d_slot, cudaStream_t s) {
@@ -77,24 +90,24 @@ void FusedSteps::keep(size_t i, const uint8_t* d_slot, cudaStream_t s) {
     CLLM_CUDA_CHECK(cudaMemcpyAsync(dst, d_slot + p.slot_offset, p.bytes, cudaMemcpyDeviceToDevice, s));
   };
   if (parts.fused.empty()) {  // full mode's slot layout
-    st.decoded.resize(step_at(s_, i).slot_bytes);
-    for (const StepPart& p : parts.decoded) copy(st.decoded.data() + p.slot_offset, p);
+    st.memory.resize(step_at(s_, i).slot_bytes);
+    for (const StepPart& p : parts.decoded) copy(st.memory.data() + p.slot_offset, p);
     return;
   }
-  st.decoded.resize(std::max<uint64_t>(1, parts.decoded_bytes()));
+  const uint64_t decoded = parts.decoded_bytes();
+  for (const StepPart& p : parts.fused) st.fused_bytes += fused_plane_sizes(p.rows, p.cols).planes;
+  st.memory.resize(decoded + st.fused_bytes);
   uint64_t at = 0;
   for (const StepPart& p : parts.decoded) {
-    copy(st.decoded.data() + at, p);
-    st.view.tensor[p.role] = st.decoded.data() + at;
+    copy(st.memory.data() + at, p);
+    st.view.tensor[p.role] = st.memory.data() + at;
     st.packed.push_back({p, at});
     at += (p.bytes + 255) / 256 * 256;
   }
-  for (const StepPart& p : parts.fused) {
-    try {
-      st.matrices.push_back(encode(d_slot + p.slot_offset, p, s));
-    } catch (const Error& e) {
-      fail("fused layout, step ", i, ", ", p.name, " (", p.rows, " x ", p.cols, "): ", e.what());
-    }
+  try {
+    encode(st, parts.fused, d_slot, decoded, s);
+  } catch (const Error& e) {
+    fail("fused layout, step ", i, ": ", e.what());
   }
   for (const Matrix& m : st.matrices) {  // after the vector is complete: the view points into it
     if (m.part.role < 0) st.view.slice = &m.view;
@@ -113,14 +126,13 @@ uint64_t FusedSteps::decode_into(size_t i, uint8_t* slot, cudaStream_t s) const 
   cuda::fused_decode(jobs.data(), static_cast<int>(jobs.size()), s);
   for (const Packed& p : st.packed)
     CLLM_CUDA_CHECK(
-        cudaMemcpyAsync(slot + p.part.slot_offset, st.decoded.data() + p.at, p.part.bytes, cudaMemcpyDeviceToDevice, s));
+        cudaMemcpyAsync(slot + p.part.slot_offset, st.memory.data() + p.at, p.part.bytes, cudaMemcpyDeviceToDevice, s));
   return bytes;
 }
 
 uint64_t FusedSteps::bytes() const {
   uint64_t total = 0;
-  for (const Step& st : steps_)
-    for (const Matrix& m : st.matrices) total += m.planes.bytes() + m.escapes.bytes();
+  for (const Step& st : steps_) total += st.fused_bytes + st.escapes.bytes();
   return total;
 }
 

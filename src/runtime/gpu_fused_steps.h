@@ -32,7 +32,7 @@ class FusedSteps {
   // weights: it is kept whole, decoded, as full mode keeps it).
   const FusedStepView* view(size_t i) const { return steps_[i].matrices.empty() ? nullptr : &steps_[i].view; }
   // A step without bf16 matrices: its slot layout, decoded.
-  const uint8_t* decoded(size_t i) const { return steps_[i].decoded.data(); }
+  const uint8_t* decoded(size_t i) const { return steps_[i].memory.data(); }
   // Enqueues step i's slot layout into slot on s: its matrices by the fixed-length decoder
   // (one launch), its other tensors copied. Returns the bf16 bytes the decoder writes.
   uint64_t decode_into(size_t i, uint8_t* slot, cudaStream_t s) const;
@@ -41,21 +41,28 @@ class FusedSteps {
  private:
   struct Matrix {
     StepPart part;
-    cuda::DeviceBuffer<uint8_t> planes;
-    cuda::DeviceBuffer<uint32_t> escapes;
-    cuda::FusedWeights view{};
+    cuda::FusedWeights view{};  // into its step's buffers
   };
   struct Packed {
     StepPart part;
-    uint64_t at;  // its offset in Step::decoded
+    uint64_t at;  // its offset in Step::memory
   };
+  // A step's VRAM is two allocations, whatever its number of tensors (cudaMalloc rounds each
+  // up to its page, about 1 MiB lost per allocation: 0.5 GB over the 8B's 525 tensors when
+  // each had its own): `memory` holds the decoded parts packed, then each matrix's planes
+  // (or the whole slot layout, decoded, for a step without matrices); `escapes` holds the
+  // matrices' escape lists, sized once the encoder has counted them.
   struct Step {
     std::vector<Matrix> matrices;
-    cuda::DeviceBuffer<uint8_t> decoded;  // the decoded parts packed, or the whole slot layout
     std::vector<Packed> packed;
+    cuda::DeviceBuffer<uint8_t> memory;
+    cuda::DeviceBuffer<uint32_t> escapes;
+    uint64_t fused_bytes = 0;  // the planes' part of memory
     FusedStepView view;
   };
-  static Matrix encode(const uint8_t* d_src, const StepPart& part, cudaStream_t s);
+  // Step st's matrices (parts) from the slot at d_slot into st.memory from offset `at`.
+  static void encode(Step& st, const std::vector<StepPart>& parts, const uint8_t* d_slot, uint64_t at,
+                     cudaStream_t s);
 
   const WeightSchedule& s_;
   std::vector<Step> steps_;
