@@ -32,9 +32,11 @@
 #               MULTI_MODE (resident) or sharing MULTI_BUDGET (--vram-budget): how many stay in VRAM, each one's first request timed, the
 #               parked ones loaded again from host RAM -> multi.log
 #     fused:    issue 17's table on the 8B: bench-gpu-fused (the products and the prompt decoder alone),
-#               full and fused at FUSED_DEPTHS (0,4096), llama-bench BF16 at the same depths when PEER_DIR
-#               holds a build and the GGUF exists; with FUSED_70B set and a card over 100 GiB, the
-#               70B-shaped model (synth straight to /dev/shm) at VRAM budgets FUSED_70B_BUDGETS (120G 100G) -> fused.log
+#               full and fused at FUSED_DEPTHS (0,4096), hybrids of fused layers at FUSED_BUDGETS (11G),
+#               llama-bench BF16 without and with -fa (at depth 0: c392e50's llama-bench has no -d) when
+#               PEER_DIR holds a build and the GGUF exists; with FUSED_70B set and a card over 100 GiB,
+#               the 70B-shaped model (synth straight to /dev/shm) fused and at VRAM budgets
+#               FUSED_70B_BUDGETS (100G 84G) -> fused.log
 #     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
@@ -281,10 +283,13 @@ if [ "$what" = fused ]; then
   {
     "$bundle/tests/bench-gpu-fused" --reps 10 --tokens 1,8
     "$bin" bench "$m8" --mode full,fused -p 512 -n 128 -d "$depths" -r 2 -o md
+    for b in ${FUSED_BUDGETS:-11G}; do
+      "$bin" bench "$m8" --vram-budget "$b" -p 512 -n 128 -r 2 -o md
+    done
     peer=${PEER_DIR:-}/build/bin/llama-bench
     if [ -n "${PEER_DIR:-}" ] && [ -x "$peer" ] && [ -f "$work/llama31-8b.gguf" ]; then
-      echo "### llama.cpp llama-bench, BF16, all layers on the GPU"
-      "$peer" -m "$work/llama31-8b.gguf" -ngl 99 -p 512 -n 128 -d "$depths" -r 2 2>&1 | grep -E "^\|"
+      echo "### llama.cpp llama-bench, BF16, all layers on the GPU, without and with flash attention"
+      "$peer" -m "$work/llama31-8b.gguf" -ngl 99 -fa 0,1 -p 512 -n 128 -r 3 2>&1 | grep -E "^\|"
     fi
     mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     if [ -n "${FUSED_70B:-}" ] && (( mib > 100000 )); then
@@ -292,7 +297,8 @@ if [ "$what" = fused ]; then
       # limits how many steps a budget can stream.
       m70=/dev/shm/l70.cllm
       [ -f "$m70" ] || "$bin" --quiet synth "$m70" --preset llama3.1-70b
-      for b in ${FUSED_70B_BUDGETS:-120G 100G}; do
+      "$bin" bench "$m70" --mode fused -p 512 -n 128 -r 1 -o md
+      for b in ${FUSED_70B_BUDGETS:-100G 84G}; do
         "$bin" bench "$m70" --vram-budget "$b" -p 512 -n 32 -r 1 -o md
       done
     fi
