@@ -108,7 +108,7 @@ MemoryPlan plan_memory_least(const WeightSchedule& s, const LlamaConfig& c, Mode
 int fused_slots(const WeightSchedule& s, const LlamaConfig& c, int context, int batch, uint64_t available);
 
 // The uniform modes from the fastest to the slowest for one token: fused reads 0.76 x full's
-// bytes and runs at about full's speed (0.96 x on the H100, docs/benchmarks.md "Fused mode"),
+// bytes and runs at about full's speed (0.93 x on the H200, 0.96 x on the H100; docs/benchmarks.md),
 // far ahead of resident (~0.3 x: it decodes every layer into a slot per token); for f32 and
 // f16 models fused is full with token_embd in pinned host RAM.
 inline constexpr Mode kModesFastestFirst[] = {Mode::full, Mode::fused, Mode::resident, Mode::lowmem};

@@ -33,9 +33,10 @@
 namespace cllm {
 
 // A fused step's kernels against a decoded one's, per decoded byte: fused mode's tg128 over full
-// mode's on the 8B (146.36 / 151.88 on the H100, docs/benchmarks.md "Fused mode"). The path
-// speeds measure no fused product; the planner takes this ratio for every card.
-inline constexpr double kFusedSpeed = 0.96;
+// mode's on the 8B (177.59 / 190.92 on the H200, docs/benchmarks.md "Fused steps in hybrid
+// plans"; 0.96-0.98 on the H100). The path speeds measure no fused product; the planner takes
+// the lower ratio for every card.
+inline constexpr double kFusedSpeed = 0.93;
 
 struct PassEstimate {
   double compute_ms = 0;  // the compute chain: CPU runs, GPU kernels, decodes not hidden
