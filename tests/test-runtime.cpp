@@ -262,6 +262,19 @@ PathSpeeds machine_speeds(double cpu_gbs) {
 
 int count(const Placements& p, Placement x) { return static_cast<int>(std::count(p.begin(), p.end(), x)); }
 
+// A Llama 3.1 shape (GQA 8 KV heads of 128, vocab 128256) with the given width, depth and heads.
+LlamaConfig llama31_shape(int dim, int layers, int heads, int ffn) {
+  LlamaConfig c;
+  c.dim = dim;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.ffn_dim = ffn;
+  c.vocab_size = 128256;
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("a VRAM budget plans each step: every plan fits, and more VRAM is never slower", "[runtime]") {
@@ -380,14 +393,7 @@ TEST_CASE("the planner puts layers on a fast CPU when VRAM is short, interleaved
   s.output_norm = &norm;
   s.linear_dtype = DType::BF16;
   s.decoded_bytes = 32 * (436ull << 20) + 2 * 4 * (251ull << 20);  // full mode: layers, classifier, embeddings
-  LlamaConfig c;
-  c.dim = 4096;
-  c.n_layers = 32;
-  c.n_heads = 32;
-  c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.ffn_dim = 14336;
-  c.vocab_size = 128256;
+  const LlamaConfig c = llama31_shape(4096, 32, 32, 14336);
   const int ctx = 640, batch = 512;
 
   const PlacementPlan small = plan_placements(s, c, ctx, batch, 2560ull << 20, machine_speeds(100), 0);
@@ -456,14 +462,7 @@ TEST_CASE("below fused mode's VRAM the planner keeps layers fused beside residen
   s.token_embd = &embd;
   s.slot_bytes = 1632ull << 20;
   s.decoded_bytes = 80 * (1632ull << 20) + 2 * 4 * (501ull << 20);
-  LlamaConfig c;
-  c.dim = 8192;
-  c.n_layers = 80;
-  c.n_heads = 64;
-  c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.ffn_dim = 28672;
-  c.vocab_size = 128256;
+  const LlamaConfig c = llama31_shape(8192, 80, 64, 28672);
   const int ctx = 4096, batch = 512;
   const PathSpeeds v = machine_speeds(100);
   const MemoryPlan fused = plan_memory(s, c, Mode::fused, ctx, batch);
