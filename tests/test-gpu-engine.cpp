@@ -503,7 +503,7 @@ TEST_CASE("gpu: each mode reports its memory and traffic", "[gpu]") {
   uint64_t decoded = 0;
   size_t resident = 0, prompt_steps = 0;
   for (size_t i = 0; i < o.placements.size(); ++i) {
-    const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+    const WeightStep& step = s.step(i);
     if (o.placements[i] == Placement::resident) {
       ++resident, ++prompt_steps;
       for (const auto& t : step.tiles) decoded += uint64_t{t.n_elems} * t.elem_bytes;

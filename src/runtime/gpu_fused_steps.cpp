@@ -36,13 +36,9 @@ void check_round_trip(const cuda::FusedWeights& m, const StepPart& part, const u
        i / part.cols, ", column ", i % part.cols, " gives 0x", std::hex, *bad.second, ", expected 0x", *bad.first);
 }
 
-const WeightStep& step_at(const WeightSchedule& s, size_t i) {
-  return i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
-}
-
 }  // namespace
 
-FusedSteps::FusedSteps(const WeightSchedule& s) : s_(s), steps_(s.layers.size() + s.classifier.size()) {}
+FusedSteps::FusedSteps(const WeightSchedule& s) : s_(s), steps_(s.steps()) {}
 
 // Each matrix (rows, cols) bf16 of the slot -> the fused layout. Pass 1 finds the bases and
 // counts the escapes of every matrix, whose totals size the step's escape lists; pass 2
@@ -84,13 +80,13 @@ void FusedSteps::encode(Step& st, const std::vector<StepPart>& parts, const uint
 }
 
 void FusedSteps::keep(size_t i, const uint8_t* d_slot, cudaStream_t s) {
-  const StepParts parts = step_parts(s_, step_at(s_, i));
+  const StepParts parts = step_parts(s_, s_.step(i));
   Step& st = steps_[i];
   const auto copy = [&](uint8_t* dst, const StepPart& p) {
     CLLM_CUDA_CHECK(cudaMemcpyAsync(dst, d_slot + p.slot_offset, p.bytes, cudaMemcpyDeviceToDevice, s));
   };
   if (parts.fused.empty()) {  // full mode's slot layout
-    st.memory.resize(step_at(s_, i).slot_bytes);
+    st.memory.resize(s_.step(i).slot_bytes);
     for (const StepPart& p : parts.decoded) copy(st.memory.data() + p.slot_offset, p);
     return;
   }

@@ -62,9 +62,11 @@ WeightRing::WeightRing(std::vector<RingStep> steps, const FusedSteps* fused, uin
   for (const RingStep& r : steps_) {
     tile_base_.push_back(tiles.size());
     block_base_.push_back(blocks.size());
+    tile_bytes_.push_back(0);
     if (r.from == RingStep::From::fused) continue;
     tiles.insert(tiles.end(), r.step->tiles.begin(), r.step->tiles.end());
     blocks.insert(blocks.end(), r.step->blocks.begin(), r.step->blocks.end());
+    for (const cuda::TileTask& tile : r.step->tiles) tile_bytes_.back() += uint64_t{tile.n_elems} * tile.elem_bytes;
   }
   tiles_.upload(tiles, compute_);
   blocks_.upload(blocks, compute_);
@@ -130,9 +132,7 @@ const uint8_t* WeightRing::acquire(size_t i) {
   } else {
     cuda::decode_tiles(src, slot_[slot].data(), tiles_.data() + tile_base_[i], blocks_.data() + block_base_[i],
                        static_cast<uint32_t>(step.blocks.size()), error_.data(), decode_);
-    uint64_t bytes = 0;
-    for (const cuda::TileTask& tile : step.tiles) bytes += uint64_t{tile.n_elems} * tile.elem_bytes;
-    pending_bytes_.push_back(bytes);
+    pending_bytes_.push_back(tile_bytes_[i]);
   }
   CLLM_CUDA_CHECK(cudaEventRecord(t.decode[1], decode_));
   CLLM_CUDA_CHECK(cudaEventRecord(decoded_[slot], decode_));

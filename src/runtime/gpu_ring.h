@@ -78,6 +78,7 @@ class WeightRing {
   cuda::DeviceBuffer<cuda::TileTask> tiles_;
   cuda::DeviceBuffer<cuda::BlockTask> blocks_;
   std::vector<size_t> tile_base_, block_base_;  // per step: its first task in tiles_/blocks_
+  std::vector<uint64_t> tile_bytes_;            // per step: the bytes its tiles decode to (0: fused)
   cuda::DeviceBuffer<int> error_;
   cudaEvent_t copied_[2] = {}, decoded_[2] = {}, computed_[2] = {}, staging_read_[2] = {};
   int slots_ = 2;        // layer slots in use: slot_[0 .. slots_)

@@ -58,13 +58,12 @@ class FusedStore final : public GpuWeights {
   // The step a batch is likely to ask for after step i: the next layer, or the next slice of
   // the classifier (a prompt's classifier is usually the one-row fused product: not guessed).
   bool prefetch_worthy(size_t i) const {
-    return i + 1 < n_steps_ && i + 1 != s_.layers.size() && steps_.view(i + 1);
+    return i + 1 < s_.steps() && i + 1 != s_.layers.size() && steps_.view(i + 1);
   }
 
   const WeightSchedule& s_;
   cudaStream_t compute_;
   FusedSteps steps_;  // layers, then classifier slices
-  size_t n_steps_ = 0;
   // Batches' decoded steps: slot k (< n_slots_) holds step in_slot_[k] (-1: none) once
   // decoded_[k] has fired; read_[k] fires when the compute work that read it has run. slots_[0]
   // is also the load's decode target.
@@ -91,7 +90,7 @@ class FusedStore final : public GpuWeights {
 };
 
 FusedStore::FusedStore(const CllmFile& file, const WeightSchedule& s, int slots, cudaStream_t compute)
-    : s_(s), compute_(compute), steps_(s), n_steps_(s.layers.size() + s.classifier.size()) {
+    : s_(s), compute_(compute), steps_(s) {
   CLLM_CHECK(slots == 1 || slots == kSlots, "fused mode's prompts have 1 or 2 slots, not ", slots);
   n_slots_ = slots;
   dim_ = static_cast<int>(s.token_embd->shape.back());

@@ -125,7 +125,7 @@ MemoryPlan plan_memory(const WeightSchedule& s, const LlamaConfig& c, const Plac
     p.weights = align_up(s.output_norm->raw_bytes());
     uint64_t slot = 0, staging = 0;
     for (size_t i = 0; i < pl.size(); ++i) {
-      const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+      const WeightStep& step = s.step(i);
       switch (pl[i]) {
         case Placement::fused:  // batches decode it into the ring's slots
           add_fused_step(step, p);

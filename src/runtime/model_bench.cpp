@@ -193,7 +193,7 @@ OpenEngine open_engine(const BenchRun& run, const CllmFile& file, const ModelBen
 uint64_t streamed_bytes(const Placements& pl, const WeightSchedule& sched) {
   uint64_t streamed = 0;
   for (size_t i = 0; i < pl.size(); ++i) {
-    const WeightStep& step = i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+    const WeightStep& step = sched.step(i);
     if (pl[i] == Placement::streamed) streamed += step.src_bytes;
   }
   return streamed;
@@ -205,7 +205,7 @@ uint64_t streamed_bytes(const Placements& pl, const WeightSchedule& sched) {
 double token_hbm_bytes(const Placements& pl, const WeightSchedule& sched) {
   double bytes = 0;
   for (size_t i = 0; i < pl.size(); ++i) {
-    const WeightStep& step = i < sched.layers.size() ? sched.layers[i] : sched.classifier[i - sched.layers.size()];
+    const WeightStep& step = sched.step(i);
     if (pl[i] == Placement::fused && step.fused_bytes) bytes += step.fused_bytes + step.fused_rest_bytes;
     else if (pl[i] == Placement::resident) bytes += step.src_bytes + 2.0 * step.slot_bytes;
     else bytes += step.slot_bytes;

@@ -26,7 +26,7 @@ PassEstimate estimate_pass(const WeightSchedule& s, const Placements& pl, const 
   double hide_ms = 0;  // CPU time left to hide decodes under, after a run
   int hide_steps = 0;  // ring steps whose decode may still hide there (one per free slot)
   for (size_t i = 0; i < pl.size(); ++i) {
-    const WeightStep& step = i < s.layers.size() ? s.layers[i] : s.classifier[i - s.layers.size()];
+    const WeightStep& step = s.step(i);
     const double D = static_cast<double>(step.slot_bytes), C = static_cast<double>(step.src_bytes);
     const Placement p = route(i);
     if (p == Placement::cpu) {

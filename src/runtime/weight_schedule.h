@@ -50,6 +50,10 @@ struct WeightSchedule {
   uint64_t max_src_bytes = 0;          // the largest step's compressed bytes: one staging buffer
   uint64_t store_bytes = 0;            // every step's compressed bytes, each 256-byte aligned
   uint64_t decoded_bytes = 0;          // every group decoded (full mode's weights)
+
+  // Steps by index as placements and stores count them: layers, then classifier slices.
+  size_t steps() const { return layers.size() + classifier.size(); }
+  const WeightStep& step(size_t i) const { return i < layers.size() ? layers[i] : classifier[i - layers.size()]; }
 };
 
 // Builds the schedule; checks every tile header (decode_plan.h), that each layer's tensors
