@@ -23,6 +23,7 @@ __global__ void gather_rows_kernel(const void* table, DType dt, int dim, const i
 __global__ void rmsnorm_kernel(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int dim,
                                float eps, bool unit_offset) {
   let_next_kernel_start();  // a few blocks: the next product's weight loads fill the other SMs
+  wait_for_previous_kernel();  // launched as an overlap: it may start during the previous product's tail
   __shared__ float scratch[32];
   const float* row = x + static_cast<size_t>(blockIdx.x) * dim;
   float ss = 0.0f;
@@ -163,7 +164,10 @@ static int norm_threads(int dim) { return std::min(1024, std::max(32, (dim / 4 +
 void rmsnorm(const float* x, const void* w, DType w_dt, void* out, DType out_dt, int n, int dim, float eps,
              cudaStream_t s, bool unit_offset) {
   if (n <= 0) return;
-  rmsnorm_kernel<<<n, norm_threads(dim), 0, s>>>(x, w, w_dt, out, out_dt, dim, eps, unit_offset);
+  // As an overlap launch (it waits for the previous kernel before reading): a product before it
+  // lets it start at once, and so the product after it, which then loads its weights during
+  // the tail of the one before.
+  start_kernel(rmsnorm_kernel, n, norm_threads(dim), 0, s, true, x, w, w_dt, out, out_dt, dim, eps, unit_offset);
   CLLM_CUDA_CHECK_LAUNCH("rmsnorm");
 }
 

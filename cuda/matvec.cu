@@ -89,7 +89,9 @@ __device__ __forceinline__ float row_dot_scalar(const T* __restrict__ w, const T
 // Up to three products with the same x in one launch (q, k, v): blocks [first[j], first[j+1])
 // do job j.
 template <class T, bool kVector>
-__global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(MatVecJobs jobs, const T* __restrict__ x, int k) {
+__global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(const __grid_constant__ MatVecJobs jobs, const T* __restrict__ x,
+                                                                         int k) {
+  let_next_kernel_start();
   if (!kVector) wait_for_previous_kernel();  // (the vector path waits in stage_x)
   int j = 0;
   while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
@@ -110,6 +112,7 @@ template <class T, bool kVector>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     matvec_swiglu_kernel(const T* __restrict__ gate, const T* __restrict__ up, const T* __restrict__ x, T* out, int d,
                          int k, bool gelu_tanh) {
+  let_next_kernel_start();
   if (!kVector) wait_for_previous_kernel();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   const bool live = row < d;

@@ -36,29 +36,4 @@ size_t x_smem_bytes(K kernel, size_t bytes) {
   return bytes;
 }
 
-// Starts kernel in stream s (blocks of `threads`), after the stream's previous kernel; with
-// `overlap` on sm_90 and newer as a programmatic dependent launch: its blocks may start, and
-// load weights, while that kernel is still running.
-template <class... Params, class... Args>
-void start_kernel(void (*kernel)(Params...), unsigned blocks, unsigned threads, size_t smem, cudaStream_t s,
-                  bool overlap, Args... args) {
-  static const bool hopper = [] {
-    int device = 0, major = 0;
-    CLLM_CUDA_CHECK(cudaGetDevice(&device));
-    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = smem;
-  config.stream = s;
-  config.attrs = attr;
-  config.numAttrs = overlap && hopper ? 1 : 0;
-  CLLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
-}
-
 }  // namespace cllm::cuda

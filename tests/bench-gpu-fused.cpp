@@ -9,6 +9,10 @@
 //   fused_matvec, GB/s of weight bytes read (bf16: 2 d k; fused: the layout's bytes), and the
 //   speed-up; then one whole 8B token (32 layers of the seven products and the classifier) at
 //   each token count, summed from the rows;
+// - one token's products chained as the engine launches them (per layer: q/k/v in one launch,
+//   o, an RMSNorm, gate/up with SwiGLU in one launch, down, an RMSNorm; each an overlap launch,
+//   runtime/gpu_forward.cpp), 32 layers of their own weights, without attention: what the
+//   launches' overlap and the tails between products cost, beside the sum of the rows;
 // - per matrix: the GPU encoder's time (both passes, with the read-back of the escape total)
 //   and fused_decode's, GB/s of bf16 written.
 // Times are medians over --reps runs after a warm-up, from CUDA events; each product timing
@@ -31,6 +35,7 @@
 #include "gpu_timing.h"
 #include "cuda/fused_encode.h"
 #include "cuda/fused_matvec.h"
+#include "cuda/kernels.h"
 
 using namespace cllm;
 using cllm::bench::median_ms;
@@ -88,6 +93,70 @@ std::vector<Copy> make_copies(const MatrixShape& s, const std::vector<uint16_t>&
     encode(c, planes_of(c, s.d, s.k));
   }
   return copies;
+}
+
+// One layer's seven matrices, bf16 and fused: q, k, v, o, gate, up, down.
+struct Layer {
+  Copy m[7];
+};
+const int kLayerShape[7] = {0, 1, 1, 0, 2, 2, 3};  // index into kShapes
+
+// 32 layers of one token's products as the engine chains them, full (bf16, matvec) or fused;
+// ms per token (median over reps).
+double chained_token_ms(std::vector<Layer>& layers, bool fused, int reps) {
+  const int dim = kShapes[0].k, ff = kShapes[2].d;
+  DeviceBuffer<float> x(dim), q(dim), k(kShapes[1].d), v(kShapes[1].d), norm_w(dim);
+  DeviceBuffer<uint16_t> xn(dim), h(ff);
+  std::vector<float> ones(dim, 1.0f), x0(dim, 0.5f);
+  CLLM_CUDA_CHECK(cudaMemcpy(norm_w.data(), ones.data(), norm_w.bytes(), cudaMemcpyHostToDevice));
+  CLLM_CUDA_CHECK(cudaMemcpy(x.data(), x0.data(), x.bytes(), cudaMemcpyHostToDevice));
+  const auto norm = [&] { cuda::rmsnorm(x.data(), norm_w.data(), DType::F32, xn.data(), DType::BF16, 1, dim, 1e-5f, nullptr); };
+  return median_ms(reps, [&] {
+    norm();
+    for (Layer& L : layers) {
+      if (fused) {
+        cuda::FusedJobs qkv;
+        qkv.job[0] = {L.m[0].view, q.data(), false};
+        qkv.job[1] = {L.m[1].view, k.data(), false};
+        qkv.job[2] = {L.m[2].view, v.data(), false};
+        qkv.count = 3;
+        qkv.overlap_previous = true;
+        cuda::fused_matvec(qkv, xn.data(), nullptr);
+        cuda::fused_matvec(L.m[3].view, xn.data(), 1, x.data(), dim, true, nullptr, true);
+        norm();
+        cuda::fused_matvec_swiglu(L.m[4].view, L.m[5].view, xn.data(), h.data(), nullptr, false, true);
+        cuda::fused_matvec(L.m[6].view, h.data(), 1, x.data(), dim, true, nullptr, true);
+      } else {
+        cuda::MatVecJobs qkv;
+        qkv.job[0] = {L.m[0].w.data(), q.data(), dim, false};
+        qkv.job[1] = {L.m[1].w.data(), k.data(), kShapes[1].d, false};
+        qkv.job[2] = {L.m[2].w.data(), v.data(), kShapes[1].d, false};
+        qkv.count = 3;
+        qkv.overlap_previous = true;
+        cuda::matvec(qkv, DType::BF16, xn.data(), dim, nullptr);
+        cuda::matvec(L.m[3].w.data(), DType::BF16, xn.data(), x.data(), dim, dim, true, nullptr, true);
+        norm();
+        cuda::matvec_swiglu(L.m[4].w.data(), L.m[5].w.data(), DType::BF16, xn.data(), h.data(), ff, dim, nullptr, true);
+        cuda::matvec(L.m[6].w.data(), DType::BF16, h.data(), x.data(), dim, ff, true, nullptr, true);
+      }
+      norm();
+    }
+  });
+}
+
+std::vector<Layer> make_layers(const std::vector<uint16_t>& block, int count) {
+  std::vector<Layer> layers(count);
+  for (Layer& L : layers)
+    for (int j = 0; j < 7; ++j) {
+      const MatrixShape& s = kShapes[kLayerShape[j]];
+      Copy& c = L.m[j];
+      const size_t n = static_cast<size_t>(s.d) * s.k;
+      c.w.resize(n);
+      for (size_t at = 0; at < n; at += block.size())
+        CLLM_CUDA_CHECK(cudaMemcpy(c.w.data() + at, block.data(), std::min(block.size(), n - at) * 2, cudaMemcpyHostToDevice));
+      encode(c, planes_of(c, s.d, s.k));
+    }
+  return layers;
 }
 
 struct Options {
@@ -164,6 +233,12 @@ int main(int argc, char** argv) {
                   token_full[ti] / token_fused[ti]);
     std::printf("\n| matrix | d x k | fused bits/weight | encode ms | decode µs | decode GB/s of bf16 |\n|---|---|---|---|---|---|\n");
     for (const std::string& r : codec_rows) std::printf("%s\n", r.c_str());
+    {
+      std::vector<Layer> layers = make_layers(block, 32);
+      const double full = chained_token_ms(layers, false, opt.reps), fused = chained_token_ms(layers, true, opt.reps);
+      std::printf("\n| one token's products chained as the engine launches them (32 layers, no attention) | full ms | fused ms "
+                  "| speed-up |\n|---|---|---|---|\n| | %.3f | %.3f | %.2f |\n", full, fused, full / fused);
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench-gpu-fused: %s\n", e.what());
