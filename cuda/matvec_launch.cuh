@@ -38,7 +38,6 @@ __device__ __forceinline__ void for_each_x_piece(const void* x, int n4, F f) {
 }
 
 // x (k elements of T, k * sizeof(T) a multiple of 16, 16-byte aligned) staged in shared memory
-// x (k elements of T, k * sizeof(T) a multiple of 16, 16-byte aligned) staged in shared memory
 // by the whole block (every thread must call it): warps then read it without going to L1/L2
 // for every 16 bytes of weights. Waits for the previous kernel first (x is its output).
 // Returns the staged copy.
