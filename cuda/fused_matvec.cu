@@ -173,9 +173,9 @@ __device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&
 // whole block (every thread must call this; `live` is false for a warp past the last row,
 // whose sums are then not set). kRowBase: one base for the whole row (the default layout).
 //
-// Keeping HBM busy: each lane has kUnroll chunks of each row in flight (kInFlight in all), the first ones issued
-// before the kernel waits for the previous one (the fused planes are never written while the
-// model runs), and each slot is refilled with the chunk 32 kUnroll further on as soon as its
+// Keeping HBM busy: each lane has kUnroll chunks of each row in flight (kInFlight in all),
+// the first ones issued before the kernel waits for the previous one (the fused planes are
+// never written while the model runs), and each slot is refilled with the chunk 32 kUnroll further on as soon as its
 // chunk is summed, so the loads stay in flight while the warp decodes (loading a whole batch
 // only after summing the last one left the warp with nothing in flight for half its time).
 // The row's escape entries come with the first loads (RowEscapes).
@@ -295,7 +295,8 @@ __device__ __forceinline__ bool warp_row_sums(const FusedWeights& w0, const Fuse
 // kTokens tokens (a template argument: no per-token branches, as few registers as possible).
 template <int kTokens, bool kVector, bool kRowBase>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
-    fused_matvec_kernel(const __grid_constant__ FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy, bool accumulate) {
+    fused_matvec_kernel(const __grid_constant__ FusedWeights w, const __nv_bfloat16* __restrict__ x, float* y, int ldy,
+                        bool accumulate) {
   let_next_kernel_start();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   float sum[1][kTokens];
@@ -311,7 +312,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
 // One token, up to three products of the same x (q, k, v): blocks [first_block[j],
 // first_block[j + 1]) do job j, each row as fused_matvec_kernel<1> does it.
 template <bool kVector, bool kRowBase>
-__global__ void __launch_bounds__(kRowsPerBlock * 32) fused_jobs_kernel(const __grid_constant__ FusedJobs jobs, const __nv_bfloat16* __restrict__ x) {
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    fused_jobs_kernel(const __grid_constant__ FusedJobs jobs, const __nv_bfloat16* __restrict__ x) {
   let_next_kernel_start();
   int j = 0;
   while (j + 1 < jobs.count && static_cast<int>(blockIdx.x) >= jobs.first_block[j + 1]) ++j;
@@ -327,8 +329,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32) fused_jobs_kernel(const __
 // makes it (the two rows' chunks in flight together), then swiglu()'s formula and rounding.
 template <bool kVector, bool kRowBase>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
-    fused_swiglu_kernel(const __grid_constant__ FusedWeights gate, const __grid_constant__ FusedWeights up, const __nv_bfloat16* __restrict__ x, __nv_bfloat16* out,
-                        bool gelu_tanh) {
+    fused_swiglu_kernel(const __grid_constant__ FusedWeights gate, const __grid_constant__ FusedWeights up,
+                        const __nv_bfloat16* __restrict__ x, __nv_bfloat16* out, bool gelu_tanh) {
   let_next_kernel_start();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   float gu[2][1];

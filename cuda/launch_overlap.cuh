@@ -1,9 +1,9 @@
 // Programmatic dependent launch (sm_90 and newer): a kernel launched with the overlap
 // attribute may start while the previous kernel in its stream is still running, and do the
 // work that does not depend on it (a matrix-vector product's weight loads: the weights are
-// never written while the model runs in full mode). Device side of cuda/matvec.cu's launches;
-// no-ops on older GPUs and for kernels launched without the attribute. start_kernel() is the
-// host side.
+// never written while the model runs in full mode). Used by the products (cuda/matvec.cu,
+// cuda/fused_matvec.cu), the RMSNorm and attention; the device side is a no-op on older GPUs
+// and for kernels launched without the attribute. start_kernel() is the host side.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -89,8 +89,8 @@ __device__ __forceinline__ float row_dot_scalar(const T* __restrict__ w, const T
 // Up to three products with the same x in one launch (q, k, v): blocks [first[j], first[j+1])
 // do job j.
 template <class T, bool kVector>
-__global__ void __launch_bounds__(kRowsPerBlock * 32) matvec_kernel(const __grid_constant__ MatVecJobs jobs, const T* __restrict__ x,
-                                                                         int k) {
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    matvec_kernel(const __grid_constant__ MatVecJobs jobs, const T* __restrict__ x, int k) {
   let_next_kernel_start();
   if (!kVector) wait_for_previous_kernel();  // (the vector path waits in stage_x)
   int j = 0;

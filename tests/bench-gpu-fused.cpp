@@ -80,18 +80,21 @@ void encode(Copy& c, const cuda::FusedPlanes& p) {
   c.fused_bytes = c.bytes.bytes() + c.codes.bytes() + c.bases.bytes() + c.start.bytes() + size_t{total} * 4;
 }
 
-// Copies of shape s, filled from a block of Gaussian weights repeated (each row is an
-// independent sample either way).
+// c as a matrix of shape s, filled from a block of Gaussian weights repeated (each row is an
+// independent sample either way), and its planes.
+void fill(Copy& c, const MatrixShape& s, const std::vector<uint16_t>& block) {
+  const size_t n = static_cast<size_t>(s.d) * s.k;
+  c.w.resize(n);
+  for (size_t at = 0; at < n; at += block.size())
+    CLLM_CUDA_CHECK(cudaMemcpy(c.w.data() + at, block.data(), std::min(block.size(), n - at) * 2, cudaMemcpyHostToDevice));
+  encode(c, planes_of(c, s.d, s.k));
+}
+
+// Copies of shape s, enough that a cycle through them does not fit L2.
 std::vector<Copy> make_copies(const MatrixShape& s, const std::vector<uint16_t>& block) {
   const size_t n = static_cast<size_t>(s.d) * s.k;
-  const size_t count = std::max<size_t>(1, (kCycleBytes + 2 * n - 1) / (2 * n));
-  std::vector<Copy> copies(count);
-  for (Copy& c : copies) {
-    c.w.resize(n);
-    for (size_t at = 0; at < n; at += block.size())
-      CLLM_CUDA_CHECK(cudaMemcpy(c.w.data() + at, block.data(), std::min(block.size(), n - at) * 2, cudaMemcpyHostToDevice));
-    encode(c, planes_of(c, s.d, s.k));
-  }
+  std::vector<Copy> copies(std::max<size_t>(1, (kCycleBytes + 2 * n - 1) / (2 * n)));
+  for (Copy& c : copies) fill(c, s, block);
   return copies;
 }
 
@@ -147,15 +150,7 @@ double chained_token_ms(std::vector<Layer>& layers, bool fused, int reps) {
 std::vector<Layer> make_layers(const std::vector<uint16_t>& block, int count) {
   std::vector<Layer> layers(count);
   for (Layer& L : layers)
-    for (int j = 0; j < 7; ++j) {
-      const MatrixShape& s = kShapes[kLayerShape[j]];
-      Copy& c = L.m[j];
-      const size_t n = static_cast<size_t>(s.d) * s.k;
-      c.w.resize(n);
-      for (size_t at = 0; at < n; at += block.size())
-        CLLM_CUDA_CHECK(cudaMemcpy(c.w.data() + at, block.data(), std::min(block.size(), n - at) * 2, cudaMemcpyHostToDevice));
-      encode(c, planes_of(c, s.d, s.k));
-    }
+    for (int j = 0; j < 7; ++j) fill(L.m[j], kShapes[kLayerShape[j]], block);
   return layers;
 }
 
