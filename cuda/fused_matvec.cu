@@ -134,33 +134,12 @@ __device__ uint16_t decode_weight(const FusedWeights& w, int row, int col) {
   return static_cast<uint16_t>((bytes[col ^ 1] & 1u) << 15 | exponent << 7 | bytes[col] >> 1);
 }
 
-// One token's x (cols bf16, cols % 8 == 0, 16-byte aligned) staged in shared memory as fp32 by
-// the whole block (every thread must call it), after the previous kernel (x is its output):
-// converted once per block, not once per row and chunk (the conversions were a fifth of the
-// product's integer work). Chunk c's 8 values are float4s c (values 0..3) and chunks + c
-// (4..7), so that a warp's lanes read consecutive 16 bytes. Exact: a bf16 is the top half of
-// an fp32, so the sums get the bits of converting on the fly.
-__device__ __forceinline__ const float4* stage_x_f32(const __nv_bfloat16* __restrict__ x, int cols) {
-  extern __shared__ float4 xf_smem[];
-  wait_for_previous_kernel();
-  const int chunks = cols / 8;
-  const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
-    float f[8];
-    bf16x8_to_f32(__ldg(x4 + i), f);
-    xf_smem[i] = make_float4(f[0], f[1], f[2], f[3]);
-    xf_smem[chunks + i] = make_float4(f[4], f[5], f[6], f[7]);
-  }
-  __syncthreads();
-  return xf_smem;
-}
-
-// x's chunk `at` (8 values) as fp32: from the staged copy, or token t's bf16 through the
-// read-only cache.
-__device__ __forceinline__ void x_chunk(const float4* staged, int chunks, int at, float (&xf)[8]) {
-  const float4 a = staged[at], b = staged[chunks + at];
-  xf[0] = a.x, xf[1] = a.y, xf[2] = a.z, xf[3] = a.w, xf[4] = b.x, xf[5] = b.y, xf[6] = b.z, xf[7] = b.w;
-}
+// x's chunk `at` (8 values) as fp32: from one token's copy staged in shared memory as bf16 by
+// stage_x (as full mode stages it), or token t's bf16 through the read-only cache. Staged as
+// fp32 instead (converted once per block), the down projection's 14336 columns took 57 KB a
+// block, 3 blocks an SM, and its 512 blocks ran in two waves; bf16 leaves 4 an SM, one wave,
+// for 8 instructions a chunk: fused tg128 on the H100 187.7 against 185.4 tok/s.
+__device__ __forceinline__ void x_chunk(const uint4* staged, int at, float (&xf)[8]) { bf16x8_to_f32(staged[at], xf); }
 __device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&xf)[8]) {
   bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + at), xf);
 }
@@ -169,7 +148,7 @@ __device__ __forceinline__ void x_chunk(const __nv_bfloat16* x, int at, float (&
 // with x[t] for kTokens tokens by one warp, on the 16-byte path (cols % 8 == 0, x 16-byte
 // aligned): sum[r][t] gets this lane's chunks lane, lane + 32, ... in matvec's order, each
 // through the same dot8, before the warp's reduction; every kernel below computes its rows'
-// sums here, so their bits agree. One token's x is staged in shared memory as fp32 by the
+// sums here, so their bits agree. One token's x is staged in shared memory (bf16) by the
 // whole block (every thread must call this; `live` is false for a warp past the last row,
 // whose sums are then not set). kRowBase: one base for the whole row (the default layout).
 //
@@ -213,8 +192,8 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
   if (batch)
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) load(u, i + 32 * u);
-  const float4* staged = nullptr;
-  if (kStaged) staged = stage_x_f32(x, cols);
+  const uint4* staged = nullptr;
+  if (kStaged) staged = reinterpret_cast<const uint4*>(stage_x(x, cols));
   else wait_for_previous_kernel();
   if (!live) return;
 #pragma unroll
@@ -230,7 +209,7 @@ __device__ __forceinline__ void fused_rows_dot(const FusedWeights& w0, const Fus
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float xf[8];
-      if (kStaged) x_chunk(staged, chunks, at, xf);
+      if (kStaged) x_chunk(staged, at, xf);
       else x_chunk(x + static_cast<size_t>(t) * cols, at, xf);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) sum[r][t] += dot8(wf[r], xf);
@@ -400,12 +379,12 @@ __global__ void __launch_bounds__(256) fused_decode_kernel(const __grid_constant
   }
 }
 
-// Starts kernel over `blocks` blocks; one token's x staged in shared memory (cols fp32) on the
+// Starts kernel over `blocks` blocks; one token's x staged in shared memory (cols bf16) on the
 // 16-byte path.
 template <class... Params, class... Args>
 void start(void (*kernel)(Params...), unsigned blocks, bool staged_x, int cols, cudaStream_t s, bool overlap,
            Args... args) {
-  const size_t smem = staged_x ? x_smem_bytes(kernel, sizeof(float) * static_cast<size_t>(cols)) : 0;
+  const size_t smem = staged_x ? x_smem_bytes(kernel, sizeof(__nv_bfloat16) * static_cast<size_t>(cols)) : 0;
   start_kernel(kernel, blocks, kThreads, smem, s, overlap, args...);
 }
 
