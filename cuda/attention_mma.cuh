@@ -160,6 +160,72 @@ __host__ __device__ __forceinline__ int first_key(int p, int window) {
   return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
+// The masking and online-softmax step of one warp's 16 rows over 8 x NT keys, between S = Q K^T
+// and O += P V (both products' accumulators have the mma.sync m16n8 layout: lane l holds rows l/4
+// and l/4 + 8, s[nt][0..1] and s[nt][2..3] at keys key0 + nt*8 + 2*(l%4) + {0,1}). Masks keys past
+// qpos or before qlo (mask: the caller's test whether any may be), updates the running max m and
+// sum l, and returns P in f16 as the A operand of P V (the accumulator layout of two 8-key tiles
+// is the A layout of one 16-key step) and alpha, the factor O is to be rescaled by before P V is
+// added (softmax_tile does both steps; a pipelined caller rescales O once its last P V is done).
+template <int NT>
+__device__ __forceinline__ void softmax_scores(float (&s)[NT][4], int key0, const int (&qpos)[2], const int (&qlo)[2],
+                                               bool mask, float (&m)[2], float (&l)[2], uint32_t (&p)[NT][2],
+                                               float (&alpha)[2]) {
+  const int quad_col = 2 * (threadIdx.x % 4);
+  if (mask) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[e >> 1] || key < qlo[e >> 1])
+          s[nt][e] = -INFINITY;
+  }
+
+  // Online softmax: the tile's row max over the quad (fixed shuffle tree), rescale, exponentiate.
+  float base[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = m[i];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    base[i] = mx == -INFINITY ? 0.0f : mx;  // a row with no visible key yet: exp2(-inf - 0) = 0
+    alpha[i] = exp2f(m[i] - base[i]);      // 0 on the first visible tile
+    m[i] = mx;
+    l[i] *= alpha[i];
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const __half2 h = __floats2half2_rn(exp2f(s[nt][2 * i] - base[i]), exp2f(s[nt][2 * i + 1] - base[i]));
+      const float2 r = __half22float2(h);
+      l[i] += r.x + r.y;
+      p[nt][i] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+  }
+}
+
+template <int HD>
+__device__ __forceinline__ void rescale(float (&o)[HD / 8][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int nt = 0; nt < HD / 8; ++nt) {
+    o[nt][0] *= alpha[0];
+    o[nt][1] *= alpha[0];
+    o[nt][2] *= alpha[1];
+    o[nt][3] *= alpha[1];
+  }
+}
+
+template <int HD, int NT>
+__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], int key0, const int (&qpos)[2], const int (&qlo)[2],
+                                             bool mask, WarpState<HD>& st, uint32_t (&p)[NT][2]) {
+  float alpha[2];
+  softmax_scores(s, key0, qpos, qlo, mask, st.m, st.l, p, alpha);
+  rescale<HD>(st.o, alpha);
+}
+
 // One warp, its 16 rows against KEYS keys in shared memory (k_s, v_s: row 0 is key key0).
 // Row i sees keys qlo[i] .. qpos[i] (qpos: its absolute position, -1 for padding rows; qlo: its
 // first_key); masking is skipped when the caller knows every key is visible to every row.
@@ -187,49 +253,8 @@ __device__ __forceinline__ void warp_attend(const uint32_t (&qa)[HD / 16][4], co
       mma_f16(s[nt], qa[kk], b0, b1);
     }
   }
-  if (mask) {
-#pragma unroll
-    for (int nt = 0; nt < kNt; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[e >> 1] || key < qlo[e >> 1])
-          s[nt][e] = -INFINITY;
-  }
-
-  // Online softmax: the tile's row max over the quad (fixed shuffle tree), rescale, exponentiate.
-  float base[2], alpha[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float mx = st.m[i];
-#pragma unroll
-    for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    base[i] = mx == -INFINITY ? 0.0f : mx;  // a row with no visible key yet: exp2(-inf - 0) = 0
-    alpha[i] = exp2f(st.m[i] - base[i]);   // 0 on the first visible tile
-    st.m[i] = mx;
-    st.l[i] *= alpha[i];
-  }
-#pragma unroll
-  for (int nt = 0; nt < HD / 8; ++nt) {
-    st.o[nt][0] *= alpha[0];
-    st.o[nt][1] *= alpha[0];
-    st.o[nt][2] *= alpha[1];
-    st.o[nt][3] *= alpha[1];
-  }
-  // P in f16, as the A operand of P V: the accumulator layout of two 8-key tiles is the A
-  // layout of one 16-key step.
   uint32_t p[kNt][2];
-#pragma unroll
-  for (int nt = 0; nt < kNt; ++nt) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const __half2 h = __floats2half2_rn(exp2f(s[nt][2 * i] - base[i]), exp2f(s[nt][2 * i + 1] - base[i]));
-      const float2 r = __half22float2(h);
-      st.l[i] += r.x + r.y;
-      p[nt][i] = *reinterpret_cast<const uint32_t*>(&h);
-    }
-  }
+  softmax_tile<HD, kNt>(s, key0, qpos, qlo, mask, st, p);
 
   // O += P V: the B operand's k index is the key, n the head dimension; ldmatrix.trans turns
   // V's rows (keys) into that layout, two 8-column tiles a call.
@@ -257,6 +282,28 @@ __device__ __forceinline__ void finish_sums(WarpState<HD>& st) {
   }
 }
 
+
+// Writes a warp's 16 rows of O / l to out (row r = token t, head kv_head * group + r % group, as
+// load_q): lane l holds rows row0 + l/4 and + 8, columns 2*(l%4) + {0,1} of each 8 (finish_sums
+// first). Rows at or past n_rows are padding and not written.
+template <int HD>
+__device__ __forceinline__ void store_rows(const WarpState<HD>& st, int row0, int n_rows, int group, int kv_head,
+                                           int n_heads, void* out, DType out_dt) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = row0 + lane / 4 + 8 * i;
+    if (r >= n_rows) continue;
+    const int t = r / group, h = kv_head * group + r % group;
+    const size_t row = (static_cast<size_t>(t) * n_heads + h) * HD + 2 * (lane % 4);
+    const float inv = 1.0f / st.l[i];
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; ++nt) {
+      store_f32(out, out_dt, row + nt * 8, st.o[nt][2 * i] * inv);
+      store_f32(out, out_dt, row + nt * 8 + 1, st.o[nt][2 * i + 1] * inv);
+    }
+  }
+}
 
 void check_shape(const char* what, const void* k_cache, const void* v_cache, int n_heads, int n_kv_heads,
                  int head_dim) {

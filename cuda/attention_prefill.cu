@@ -95,26 +95,21 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_f16_kernel(const f
   }
 
   finish_sums(st);
+  if (!split.chunk) {
+    store_rows(st, warp_row0, n_rows, group, kv_head, n_heads, out, out_dt);
+    return;
+  }
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 2; ++i) {  // the partial: unnormalised O, and (max, sum)
     const int r = warp_row0 + lane / 4 + 8 * i;
     if (r >= n_rows) continue;
     const int t = r / group, h = kv_head * group + r % group;
-    if (split.chunk) {  // the partial: unnormalised O, and (max, sum)
-      const size_t at = (static_cast<size_t>(blockIdx.z) * n + t) * n_heads + h;
-      float* acc = split.acc + at * HD + 2 * (lane % 4);
+    const size_t at = (static_cast<size_t>(blockIdx.z) * n + t) * n_heads + h;
+    float* acc = split.acc + at * HD + 2 * (lane % 4);
 #pragma unroll
-      for (int nt = 0; nt < HD / 8; ++nt) *reinterpret_cast<float2*>(acc + nt * 8) = make_float2(st.o[nt][2 * i], st.o[nt][2 * i + 1]);
-      if (lane % 4 == 0) split.ml[at] = make_float2(st.m[i], st.l[i]);
-      continue;
-    }
-    const size_t row = (static_cast<size_t>(t) * n_heads + h) * HD + 2 * (lane % 4);
-    const float inv = 1.0f / st.l[i];
-#pragma unroll
-    for (int nt = 0; nt < HD / 8; ++nt) {
-      store_f32(out, out_dt, row + nt * 8, st.o[nt][2 * i] * inv);
-      store_f32(out, out_dt, row + nt * 8 + 1, st.o[nt][2 * i + 1] * inv);
-    }
+    for (int nt = 0; nt < HD / 8; ++nt)
+      *reinterpret_cast<float2*>(acc + nt * 8) = make_float2(st.o[nt][2 * i], st.o[nt][2 * i + 1]);
+    if (lane % 4 == 0) split.ml[at] = make_float2(st.m[i], st.l[i]);
   }
 }
 
@@ -138,7 +133,7 @@ __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT]
                                                WarpState<HD> (&st)[MT]) {
   constexpr int kNt = KEYS / 8;
   constexpr int kLd = smem_row<HD>();
-  const int lane = threadIdx.x % 32, quad_col = 2 * (lane % 4);
+  const int lane = threadIdx.x % 32;
 
   // S = Q K^T. ldmatrix x4 of keys nt*8 .. +7 at dims 16kk .. 16kk+31: matrix j (lanes 8j ..
   // 8j+7 give its rows' addresses) holds dims 16kk + 8j .. +7, so the four registers are b0, b1
@@ -178,52 +173,10 @@ __device__ __forceinline__ void warp_attend_mt(const uint32_t (&qa)[QS ? 1 : MT]
       }
     }
   }
-  if (mask) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNt; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (const int key = key0 + nt * 8 + quad_col + (e & 1); key > qpos[mt][e >> 1] || key < qlo[mt][e >> 1])
-            s[mt][nt][e] = -INFINITY;
-  }
-
-  // Online softmax, per row tile exactly as warp_attend.
+  // Masking and the online softmax, per row tile exactly as warp_attend.
   uint32_t p[MT][kNt][2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float base[2], alpha[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float mx = st[mt].m[i];
-#pragma unroll
-      for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * i], s[mt][nt][2 * i + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      base[i] = mx == -INFINITY ? 0.0f : mx;
-      alpha[i] = exp2f(st[mt].m[i] - base[i]);
-      st[mt].m[i] = mx;
-      st[mt].l[i] *= alpha[i];
-    }
-#pragma unroll
-    for (int nt = 0; nt < HD / 8; ++nt) {
-      st[mt].o[nt][0] *= alpha[0];
-      st[mt].o[nt][1] *= alpha[0];
-      st[mt].o[nt][2] *= alpha[1];
-      st[mt].o[nt][3] *= alpha[1];
-    }
-#pragma unroll
-    for (int nt = 0; nt < kNt; ++nt) {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const __half2 h = __floats2half2_rn(exp2f(s[mt][nt][2 * i] - base[i]), exp2f(s[mt][nt][2 * i + 1] - base[i]));
-        const float2 r = __half22float2(h);
-        st[mt].l[i] += r.x + r.y;
-        p[mt][nt][i] = *reinterpret_cast<const uint32_t*>(&h);
-      }
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt) softmax_tile<HD, kNt>(s[mt], key0, qpos[mt], qlo[mt], mask, st[mt], p[mt]);
 
   // O += P V, one ldmatrix.trans of V for MT row tiles.
 #pragma unroll
@@ -330,19 +283,7 @@ __global__ void __launch_bounds__(WARPS * 32) attention_prefill_mt_kernel(const 
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     finish_sums(st[mt]);
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int r = warp_row0 + mt * kRowsPerWarp + lane / 4 + 8 * i;
-      if (r >= n_rows) continue;
-      const int t = r / group, h = kv_head * group + r % group;
-      const size_t row = (static_cast<size_t>(t) * n_heads + h) * HD + 2 * (lane % 4);
-      const float inv = 1.0f / st[mt].l[i];
-#pragma unroll
-      for (int nt = 0; nt < HD / 8; ++nt) {
-        store_f32(out, out_dt, row + nt * 8, st[mt].o[nt][2 * i] * inv);
-        store_f32(out, out_dt, row + nt * 8 + 1, st[mt].o[nt][2 * i + 1] * inv);
-      }
-    }
+    store_rows(st[mt], warp_row0 + mt * kRowsPerWarp, n_rows, group, kv_head, n_heads, out, out_dt);
   }
 }
 

@@ -1,7 +1,7 @@
 // Micro-benchmark of the GPU attention kernels (cuda/attention.h) on Llama-3.1-8B's shapes
 // (32 query heads, 8 kv heads, head_dim 128, f16 cache, bf16 output):
 //
-//   bench-gpu-attention [--context N] [--reps 20]
+//   bench-gpu-attention [--context N] [--reps 20] [--prompt N@D]
 //
 // Prints markdown tables on stdout:
 // - a device-to-device cudaMemcpy of 1 GiB: GB/s counted as bytes read + bytes written;
@@ -14,6 +14,7 @@
 //   (the default variant, CLLM_PREFILL_VARIANT) and the fp32 kernel (up to depth 4096): ms and
 //   TFLOP/s counting 4 x head_dim x n_heads x (keys each query sees) flops; then a summary,
 //   TFLOP/s per variant and prompt.
+// --prompt N@D times only an N-token prompt at depth D, without the decode table (for profilers).
 // Times are medians over --reps runs after a warm-up, from CUDA events.
 #include <cuda_runtime.h>
 
@@ -54,13 +55,15 @@ void fill_f16(cuda::DeviceBuffer<uint8_t>& buf) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  int fixed_context = 0, reps = 20;
+  int fixed_context = 0, reps = 20, only_n = 0, only_depth = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--context" && i + 1 < argc) fixed_context = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--prompt" && i + 1 < argc && std::sscanf(argv[++i], "%d@%d", &only_n, &only_depth) == 2 && only_n > 0)
+      continue;
     else {
-      std::fprintf(stderr, "usage: bench-gpu-attention [--context N] [--reps 20]\n");
+      std::fprintf(stderr, "usage: bench-gpu-attention [--context N] [--reps 20] [--prompt N@D]\n");
       return 1;
     }
   }
@@ -96,6 +99,7 @@ int main(int argc, char** argv) try {
   std::printf("| decode n=1 | context | chunk | layers | µs/layer | KV GB/s | of memcpy | old kernel µs | old GB/s |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (int depth : {4096, 16384, 32768, 131072}) {
+    if (only_n) break;
     const int context = std::max(depth, fixed_context);
     const size_t layer_bytes = static_cast<size_t>(context) * kKvDim * 2;
     const int layers = static_cast<int>(std::max<size_t>(1, (size_t{512} << 20) / layer_bytes));
@@ -136,8 +140,9 @@ int main(int argc, char** argv) try {
   };
   const Prompt prompts[] = {{512, 0}, {512, 4096}, {16384, 0}, {512, 16384}, {512, 32768}};
   std::vector<std::vector<double>> tf(std::size(prompts));
-  for (size_t pi = 0; pi < std::size(prompts); ++pi) {
-    const Prompt p = prompts[pi];
+  const size_t n_prompts = only_n ? 1 : std::size(prompts);
+  for (size_t pi = 0; pi < n_prompts; ++pi) {
+    const Prompt p = only_n ? Prompt{only_n, only_depth} : prompts[pi];
     const size_t rows = static_cast<size_t>(p.depth + p.n);
     cuda::DeviceBuffer<uint8_t> k(rows * kKvDim * 2), v(rows * kKvDim * 2);
     cuda::DeviceBuffer<uint8_t> ws(cuda::attention_workspace_bytes(kHeads, kHeadDim, static_cast<int>(rows)));
@@ -176,6 +181,7 @@ int main(int argc, char** argv) try {
     }
     std::fflush(stdout);
   }
+  if (only_n) return 0;
   // One line per variant: TFLOP/s on each prompt, to pick the default from.
   std::printf("\n| variant |");
   for (const Prompt p : prompts) std::printf(" pp%d@%d |", p.n, p.depth);
