@@ -6,6 +6,9 @@
 #include <cstdlib>
 
 #include "cuda/attention_mma.cuh"
+#if CLLM_HAVE_SM90A
+#include "cuda/attention_prefill_sm90.h"
+#endif
 
 namespace cllm::cuda {
 
@@ -329,6 +332,20 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_f16");
 }
 
+// Hopper's warpgroup kernel (attention_prefill_sm90.cu) where the build and the device have it,
+// else the original kernel.
+template <int HD, bool PIPELINED>
+void launch_prefill_wgmma(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
+                          int n_heads, int n_kv_heads, int window, cudaStream_t s) {
+#if CLLM_HAVE_SM90A
+  if (attention_prefill_wgmma_supported()) {
+    attention_prefill_wgmma(PIPELINED, q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, HD, window, s);
+    return;
+  }
+#endif
+  launch_prefill<HD>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
+}
+
 // The prompt kernel's variants, by number (attention.h): the launcher of each head_dim.
 // split_keys: at depth, with a workspace, the keys split across blocks (launch_split_keys).
 struct PrefillVariant {
@@ -355,6 +372,10 @@ const PrefillVariant kPrefillVariants[] = {
      launch_prefill_mt<128, 8, 2, true, 32>},
     {"7: 64 rows, 4 warps x 16, keys split across up to 4 blocks at depth", launch_prefill<64>, launch_prefill<128>,
      true},
+    {"8: 64 rows, one warpgroup, wgmma (sm_90a; else 0)", launch_prefill_wgmma<64, false>,
+     launch_prefill_wgmma<128, false>},
+    {"9: 64 rows, one warpgroup, wgmma, softmax beside P V (sm_90a; else 0)", launch_prefill_wgmma<64, true>,
+     launch_prefill_wgmma<128, true>},
 };
 
 // Keys split across blocks: up to kMaxKeySplits ranges of at least kMinSplitKeys keys, as many

@@ -1,0 +1,365 @@
+// Flash attention for prompts on Hopper's warpgroup tensor cores (wgmma; compiled for sm_90a
+// only, cuda/CMakeLists.txt). The numerics are the mma.sync kernels' (attention_mma.cuh): f16 Q,
+// K, P, fp32 accumulators, the same masking and online softmax (softmax_scores), each row's keys
+// in index order.
+//
+// Why: the mma.sync kernels reach about 200-270 TFLOP/s on the H100. Each mma.sync m16n8k16
+// reads its 16x8 B fragment from shared memory through the registers of every warp that uses
+// it; wgmma reads B from shared memory itself, once for a warpgroup's 64 rows.
+//
+// Block (kv head, 64-row tile): one warpgroup (4 warps x 16 query rows, the rows of one GQA group
+// as in the other kernels) streams 64-key tiles of K and V through shared memory (cp.async).
+// Per tile:
+//   S (64 x 64, fp32) = Q K^T      HD/16 wgmma m64n64k16, Q from registers, K from shared memory
+//   softmax_scores                 each warp its 16 rows, in registers
+//   O (64 x HD) += P V             4 wgmma m64nHDk16, P from registers, V from shared memory
+// The accumulators of m64nNk16 hold, per warp, the mma.sync m16n8 layout of its 16 rows, and the
+// A operand in registers the m16n8k16 A layout: the warp's softmax is the mma.sync kernels'.
+// Two forms: the three steps one after another (two stages of tiles), or pipelined (three
+// stages), each tile's softmax beside the previous tile's P V.
+#include "cuda/attention_prefill_sm90.h"
+
+#include "cuda/attention_mma.cuh"
+
+namespace cllm::cuda {
+
+namespace {
+
+constexpr int kWgRows = 64;      // query rows a block: one warpgroup of 4 warps x 16
+constexpr int kWgThreads = 128;  // the warpgroup
+
+// The shared-memory layout of a 64-key tile (keys x HD halves), one for each of K and V, with
+// wgmma's 128-byte swizzle: dims in blocks of 64 (8 KiB a block: 64 keys of 128 bytes); in a key's
+// 128 bytes, 16-byte piece j sits at j ^ (key % 8), so the same piece of 8 keys falls in 8
+// different bank groups. The same tile serves both products:
+// - K is S's B operand K-major (the key is N, the head dimension k): SBO (next 8 keys) 1024 bytes;
+//   a step of 16 dims starts 32 bytes on inside the key's row (the swizzle applies to the address);
+// - V is O's B operand N-major (the head dimension is N, the key k): LBO (next 64 dims) 8 KiB, SBO
+//   (next 8 keys) 1024 bytes.
+// The swizzle is a function of address bits 4-9, so tiles start at 1024-byte boundaries.
+template <int HD>
+__device__ __forceinline__ int tile_at(int row, int seg) {  // in halves; seg: 8-half column piece
+  return (seg / 8) * 64 * 64 + row * 64 + ((seg % 8) ^ (row % 8)) * 8;
+}
+
+// The block's threads copy keys key0 .. key0 + 63 of one kv head's K and V into a stage; rows at
+// or past key_end are zeros (as load_tile). Eight consecutive threads copy a key's 64 dims (128
+// bytes read, 128 bytes written across all 32 banks).
+template <int HD>
+__device__ __forceinline__ void load_tile_wg(__half* k_s, __half* v_s, const __half* k_cache, const __half* v_cache,
+                                             int key0, int key_end, size_t kv_dim, size_t head_off) {
+  for (int i = threadIdx.x; i < kTileKeys * HD / 8; i += kWgThreads) {
+    const int row = (i / 8) % kTileKeys, seg = (i / (8 * kTileKeys)) * 8 + i % 8;
+    const bool in = key0 + row < key_end;
+    const size_t at = in ? static_cast<size_t>(key0 + row) * kv_dim + head_off + seg * 8 : 0;
+    cp_async_16(k_s + tile_at<HD>(row, seg), k_cache + at, in);
+    cp_async_16(v_s + tile_at<HD>(row, seg), v_cache + at, in);
+  }
+}
+
+// A shared-memory matrix descriptor with the 128-byte swizzle: start address, LBO and SBO in bytes.
+__device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uint32_t sbo) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  return static_cast<uint64_t>((a & 0x3FFFF) >> 4) | static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16 |
+         static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32 | uint64_t{1} << 62;
+}
+
+// S's B operand for dims 16kk .. 16kk + 15 of a K tile, and O's for keys 16kk .. 16kk + 15 of a V
+// tile (tile_at's layouts).
+// (LBO 16 for K: unused by K-major swizzled layouts, where it must read 1.)
+__device__ __forceinline__ uint64_t k_desc(const __half* k_s, int kk) {
+  return smem_desc(k_s + (kk / 4) * 64 * 64 + (kk % 4) * 16, 16, 1024);
+}
+__device__ __forceinline__ uint64_t v_desc(const __half* v_s, int kk) {
+  return smem_desc(v_s + kk * 16 * 64, 64 * 128, 1024);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>  // until at most N of the committed groups are pending
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// cp.async writes shared memory through the generic proxy, wgmma reads it through the async one.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Keeps the compiler from moving reads of accumulators above the wait for their wgmma.
+template <int NT>
+__device__ __forceinline__ void fence_accumulators(float (&d)[NT][4]) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[nt][e])::"memory");
+}
+
+// d (64 x N, fp32; this warp's 16 rows in the m16n8 layout, d[nt] = columns 8nt .. 8nt+7) +=
+// a (64 x 16, f16, from registers) * B (16 x N, f16, shared memory by desc). TRANS: B is
+// N-major. Asynchronous: wgmma_commit and wgmma_wait_all before reading d.
+template <int TRANS>
+__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
+        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
+        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS), "r"(1));
+}
+
+template <int TRANS>
+__device__ __forceinline__ void wgmma_n128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
+      "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, %69;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
+        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
+        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]),
+        "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
+        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]),
+        "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS), "r"(1));
+}
+
+// O += P V for head size HD (64: one m64n64k16 a 16-key step, 128: one m64n128k16).
+template <int HD>
+__device__ __forceinline__ void wgmma_pv(float (&o)[HD / 8][4], const uint32_t (&a)[4], uint64_t desc) {
+  if constexpr (HD == 64)
+    wgmma_n64<1>(o, a, desc);
+  else
+    wgmma_n128<1>(o, a, desc);
+}
+
+// A block's rows and keys: the 64 query rows of tile blockIdx.y (longest first) of kv head
+// blockIdx.x, and the 64-key tiles they see (as the mma.sync kernel's block, one warp's rows each).
+struct WgBlock {
+  int group, n_rows, kv_head, warp_row0;
+  int block_min_pos, block_hi;  // the first row's position; the last row's first key (windows)
+  int key_end, tile_begin, n_tiles;
+  int qpos[2], qlo[2];  // this lane's rows: position (-1: padding), first key
+
+  __device__ __forceinline__ WgBlock(int n, int pos, int n_heads, int n_kv_heads, int window) {
+    group = n_heads / n_kv_heads;
+    n_rows = n * group;
+    const int tile_row0 = (gridDim.y - 1 - blockIdx.y) * kWgRows;
+    kv_head = blockIdx.x;
+    warp_row0 = tile_row0 + (threadIdx.x / 32) * kRowsPerWarp;
+    const int block_last_row = min(tile_row0 + kWgRows, n_rows) - 1;
+    block_min_pos = pos + tile_row0 / group;
+    const int block_max_pos = pos + block_last_row / group;
+    key_end = block_max_pos + 1;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = warp_row0 + threadIdx.x % 32 / 4 + 8 * i;
+      qpos[i] = r < n_rows ? pos + r / group : -1;
+      qlo[i] = first_key(qpos[i], window);
+    }
+    // With a window: the first tile holds the first row's first key; tiles reaching below the last
+    // row's first key are masked.
+    tile_begin = first_key(block_min_pos, window) / kTileKeys * kTileKeys;
+    block_hi = first_key(block_max_pos, window);
+    n_tiles = (key_end - tile_begin + kTileKeys - 1) / kTileKeys;
+  }
+  __device__ __forceinline__ int key0(int tile) const { return tile_begin + tile * kTileKeys; }
+  __device__ __forceinline__ bool masked(int tile) const {
+    return key0(tile) + kTileKeys - 1 > block_min_pos || key0(tile) < block_hi;
+  }
+};
+
+// Issues S = Q K^T over a K tile (16 dims a step) into s, zeroed first; not committed.
+template <int HD>
+__device__ __forceinline__ void issue_scores(float (&s)[kTileKeys / 8][4], const uint32_t (&qa)[HD / 16][4],
+                                             const __half* k_s) {
+#pragma unroll
+  for (int nt = 0; nt < kTileKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) wgmma_n64<0>(s, qa[kk], k_desc(k_s, kk));
+}
+
+// Issues O += P V over a V tile (16 keys a step); not committed.
+template <int HD>
+__device__ __forceinline__ void issue_values(float (&o)[HD / 8][4], const uint32_t (&p)[kTileKeys / 8][2],
+                                             const __half* v_s) {
+#pragma unroll
+  for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+    const uint32_t a[4] = {p[2 * kk][0], p[2 * kk][1], p[2 * kk + 1][0], p[2 * kk + 1][1]};
+    wgmma_pv<HD>(o, a, v_desc(v_s, kk));
+  }
+}
+
+// Keeps registers an in-flight wgmma reads (P) from being reused before the wait for it.
+__device__ __forceinline__ void fence_operands(uint32_t (&p)[kTileKeys / 8][2]) {
+#pragma unroll
+  for (int nt = 0; nt < kTileKeys / 8; ++nt) asm volatile("" : "+r"(p[nt][0]), "+r"(p[nt][1])::"memory");
+}
+
+__device__ __forceinline__ void check_swizzle_alignment(const void* smem) {
+  if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle: address bits 4-9
+}
+
+// Serial steps: per tile, S, then the softmax, then P V, each waited for. Two stages of tiles.
+template <int HD>
+__global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_kernel(const float* q, const __half* k_cache,
+                                                                              const __half* v_cache, void* out,
+                                                                              DType out_dt, int n, int pos,
+                                                                              int n_heads, int n_kv_heads,
+                                                                              int window) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  __half* smem = reinterpret_cast<__half*>(smem_raw);
+  check_swizzle_alignment(smem_raw);
+  constexpr int kTileHalves = kTileKeys * HD;  // one of K or V, no padding
+  const WgBlock b(n, pos, n_heads, n_kv_heads, window);
+  const size_t kv_dim = static_cast<size_t>(n_kv_heads) * HD, head_off = static_cast<size_t>(b.kv_head) * HD;
+  const auto load = [&](int tile) {
+    __half* k_s = smem + (tile & 1) * 2 * kTileHalves;
+    load_tile_wg<HD>(k_s, k_s + kTileHalves, k_cache, v_cache, b.key0(tile), b.key_end, kv_dim, head_off);
+  };
+
+  load(0);
+  cp_async_commit();
+  uint32_t qa[HD / 16][4];
+  load_q<HD>(qa, q, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
+  WarpState<HD> st;
+  st.init();
+  for (int i = 0; i < b.n_tiles; ++i) {
+    if (i + 1 < b.n_tiles) load(i + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async();
+    __syncthreads();
+    const __half* k_s = smem + (i & 1) * 2 * kTileHalves;
+
+    float s[kTileKeys / 8][4];
+    wgmma_fence();
+    issue_scores<HD>(s, qa, k_s);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(s);
+
+    uint32_t p[kTileKeys / 8][2];
+    softmax_tile<HD, kTileKeys / 8>(s, b.key0(i), b.qpos, b.qlo, b.masked(i), st, p);
+
+    wgmma_fence();
+    issue_values<HD>(st.o, p, k_s + kTileHalves);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(st.o);
+    __syncthreads();  // the next iteration loads tile i + 2 into this stage
+  }
+  finish_sums(st);
+  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+}
+
+// Pipelined steps (FlashAttention-3's order inside a warpgroup): tile j's S = Q K^T is issued,
+// then tile j - 1's P V; the softmax of tile j runs while P V is on the tensor cores, and O is
+// rescaled by tile j's alpha once that P V is done. Three stages of tiles: tile j + 2 loads
+// while tiles j and j - 1 are read.
+template <int HD>
+__global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_pipelined_kernel(
+    const float* q, const __half* k_cache, const __half* v_cache, void* out, DType out_dt, int n, int pos, int n_heads,
+    int n_kv_heads, int window) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  __half* smem = reinterpret_cast<__half*>(smem_raw);
+  check_swizzle_alignment(smem_raw);
+  constexpr int kTileHalves = kTileKeys * HD;
+  const WgBlock b(n, pos, n_heads, n_kv_heads, window);
+  const size_t kv_dim = static_cast<size_t>(n_kv_heads) * HD, head_off = static_cast<size_t>(b.kv_head) * HD;
+  const auto k_stage = [&](int tile) { return smem + (tile % 3) * 2 * kTileHalves; };
+  const auto load = [&](int tile) {
+    if (tile < b.n_tiles)
+      load_tile_wg<HD>(k_stage(tile), k_stage(tile) + kTileHalves, k_cache, v_cache, b.key0(tile),
+                                b.key_end, kv_dim, head_off);
+    cp_async_commit();  // a group every call, empty or not: the waits count groups
+  };
+
+  load(0);
+  load(1);
+  uint32_t qa[HD / 16][4];
+  load_q<HD>(qa, q, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
+  WarpState<HD> st;
+  st.init();
+  uint32_t p[kTileKeys / 8][2];  // the P of tile j - 1, whose P V is pending
+  for (int j = 0; j < b.n_tiles; ++j) {
+    cp_async_wait<1>();  // tile j has landed; tile j + 1 may still be in flight
+    fence_proxy_async();
+    __syncthreads();
+
+    float s[kTileKeys / 8][4];
+    wgmma_fence();
+    issue_scores<HD>(s, qa, k_stage(j));
+    wgmma_commit();
+    if (j > 0) {
+      issue_values<HD>(st.o, p, k_stage(j - 1) + kTileHalves);
+      wgmma_commit();
+      wgmma_wait<1>();  // S done, P V may still run
+    } else {
+      wgmma_wait<0>();
+    }
+    fence_accumulators(s);
+
+    uint32_t p_next[kTileKeys / 8][2];
+    float alpha[2];
+    softmax_scores(s, b.key0(j), b.qpos, b.qlo, b.masked(j), st.m, st.l, p_next, alpha);
+    wgmma_wait<0>();  // tile j - 1's P V
+    fence_accumulators(st.o);
+    fence_operands(p);
+    rescale<HD>(st.o, alpha);
+#pragma unroll
+    for (int nt = 0; nt < kTileKeys / 8; ++nt) p[nt][0] = p_next[nt][0], p[nt][1] = p_next[nt][1];
+    __syncthreads();  // tile j - 1's stage is read by no one now: tile j + 2 goes there
+    load(j + 2);
+  }
+  wgmma_fence();
+  issue_values<HD>(st.o, p, k_stage(b.n_tiles - 1) + kTileHalves);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_accumulators(st.o);
+  finish_sums(st);
+  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+}
+
+template <int HD, bool PIPELINED>
+void launch(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos, int n_heads,
+            int n_kv_heads, int window, cudaStream_t s) {
+  constexpr auto kernel = [] {
+    if constexpr (PIPELINED) return attention_prefill_wgmma_pipelined_kernel<HD>;
+    else return attention_prefill_wgmma_kernel<HD>;
+  }();
+  const size_t smem = size_t{PIPELINED ? 3 : 2} * 2 * kTileKeys * HD * sizeof(__half);  // stages of K and V
+  allow_smem<kernel>(smem);
+  const int rows = n * (n_heads / n_kv_heads);
+  const dim3 grid(n_kv_heads, (rows + kWgRows - 1) / kWgRows);
+  kernel<<<grid, kWgThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window);
+  CLLM_CUDA_CHECK_LAUNCH("attention_prefill_wgmma");
+}
+
+}  // namespace
+
+bool attention_prefill_wgmma_supported() {
+  int dev = 0, major = 0, minor = 0;
+  CLLM_CUDA_CHECK(cudaGetDevice(&dev));
+  CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  return major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
+}
+
+void attention_prefill_wgmma(bool pipelined, const float* q, const void* k_cache, const void* v_cache, void* out,
+                             DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim, int window,
+                             cudaStream_t s) {
+  const auto* k = static_cast<const __half*>(k_cache);
+  const auto* v = static_cast<const __half*>(v_cache);
+  const auto go = pipelined ? (head_dim == 64 ? launch<64, true> : launch<128, true>)
+                            : (head_dim == 64 ? launch<64, false> : launch<128, false>);
+  go(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
+}
+
+}  // namespace cllm::cuda
