@@ -83,8 +83,10 @@ void attention_prefill_f16(const float* q, const void* k_cache, const void* v_ca
 // (f16 Q, K, P; fp32 accumulators; the same masking), each deterministic. attention() and
 // attention_prefill_f16 take attention_prefill_default_variant(): CLLM_PREFILL_VARIANT from the
 // environment, read once (a value outside 0 .. attention_prefill_variants()-1 fails), else
-// kDefaultPrefillVariant. Tests and benchmarks name a variant explicitly.
-constexpr int kDefaultPrefillVariant = 0;
+// kDefaultPrefillVariant. Tests and benchmarks name a variant explicitly. The default is
+// Hopper's pipelined wgmma kernel (9), which runs the original (0) on every other device: on
+// the H100 it took pp512 @ d4096 from 24838 to 27062 t/s (docs/benchmarks.md).
+constexpr int kDefaultPrefillVariant = 9;
 int attention_prefill_variants();
 const char* attention_prefill_variant_name(int variant);
 int attention_prefill_default_variant();

@@ -207,8 +207,13 @@ __device__ __forceinline__ void softmax_scores(float (&s)[NT][4], int key0, cons
   }
 }
 
-template <int HD>
+// O *= alpha, row by row. SKIP_UNMOVED: where no row of the warp changed its max, every alpha is
+// exactly 1 and the products would leave O's bits as they are, so the warp skips them (most
+// tiles at depth); the same bits, one vote a tile.
+template <int HD, bool SKIP_UNMOVED = false>
 __device__ __forceinline__ void rescale(float (&o)[HD / 8][4], const float (&alpha)[2]) {
+  if constexpr (SKIP_UNMOVED)
+    if (__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) return;
 #pragma unroll
   for (int nt = 0; nt < HD / 8; ++nt) {
     o[nt][0] *= alpha[0];

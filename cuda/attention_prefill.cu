@@ -6,9 +6,7 @@
 #include <cstdlib>
 
 #include "cuda/attention_mma.cuh"
-#if CLLM_HAVE_SM90A
-#include "cuda/attention_prefill_sm90.h"
-#endif
+#include "cuda/attention_prefill_sm90.h"  // defined only where CLLM_HAVE_SM90A
 
 namespace cllm::cuda {
 
@@ -334,12 +332,12 @@ void launch_prefill_mt(const float* q, const __half* k, const __half* v, void* o
 
 // Hopper's warpgroup kernel (attention_prefill_sm90.cu) where the build and the device have it,
 // else the original kernel.
-template <int HD, bool PIPELINED>
+template <int HD, int FORM, int WARPGROUPS = 1>
 void launch_prefill_wgmma(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
                           int n_heads, int n_kv_heads, int window, cudaStream_t s) {
 #if CLLM_HAVE_SM90A
   if (attention_prefill_wgmma_supported()) {
-    attention_prefill_wgmma(PIPELINED, q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, HD, window, s);
+    attention_prefill_wgmma(FORM, WARPGROUPS, q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, HD, window, s);
     return;
   }
 #endif
@@ -372,10 +370,16 @@ const PrefillVariant kPrefillVariants[] = {
      launch_prefill_mt<128, 8, 2, true, 32>},
     {"7: 64 rows, 4 warps x 16, keys split across up to 4 blocks at depth", launch_prefill<64>, launch_prefill<128>,
      true},
-    {"8: 64 rows, one warpgroup, wgmma (sm_90a; else 0)", launch_prefill_wgmma<64, false>,
-     launch_prefill_wgmma<128, false>},
-    {"9: 64 rows, one warpgroup, wgmma, softmax beside P V (sm_90a; else 0)", launch_prefill_wgmma<64, true>,
-     launch_prefill_wgmma<128, true>},
+    {"8: 64 rows, one warpgroup, wgmma (sm_90a; else 0)", launch_prefill_wgmma<64, kWgmmaSerial>,
+     launch_prefill_wgmma<128, kWgmmaSerial>},
+    {"9: 64 rows, one warpgroup, wgmma, softmax beside P V (sm_90a; else 0)", launch_prefill_wgmma<64, kWgmmaPipelined>,
+     launch_prefill_wgmma<128, kWgmmaPipelined>},
+    {"10: 128 rows, two warpgroups, wgmma, softmax beside P V (sm_90a; else 0)",
+     launch_prefill_wgmma<64, kWgmmaPipelined, 2>, launch_prefill_wgmma<128, kWgmmaPipelined, 2>},
+    {"11: as 9, lean: S overwritten, rescale skipped where no max moved (sm_90a; else 0)",
+     launch_prefill_wgmma<64, kWgmmaLean>, launch_prefill_wgmma<128, kWgmmaLean>},
+    {"12: as 11, one barrier a tile, tiles loaded one ahead (sm_90a; else 0)",
+     launch_prefill_wgmma<64, kWgmmaLeanOneBarrier>, launch_prefill_wgmma<128, kWgmmaLeanOneBarrier>},
 };
 
 // Keys split across blocks: up to kMaxKeySplits ranges of at least kMinSplitKeys keys, as many

@@ -25,8 +25,8 @@ namespace cllm::cuda {
 
 namespace {
 
-constexpr int kWgRows = 64;      // query rows a block: one warpgroup of 4 warps x 16
-constexpr int kWgThreads = 128;  // the warpgroup
+constexpr int kWgRows = 64;      // query rows a warpgroup: 4 warps x 16
+constexpr int kWgThreads = 128;  // a warpgroup
 
 // The shared-memory layout of a 64-key tile (keys x HD halves), one for each of K and V, with
 // wgmma's 128-byte swizzle: dims in blocks of 64 (8 KiB a block: 64 keys of 128 bytes); in a key's
@@ -42,13 +42,13 @@ __device__ __forceinline__ int tile_at(int row, int seg) {  // in halves; seg: 8
   return (seg / 8) * 64 * 64 + row * 64 + ((seg % 8) ^ (row % 8)) * 8;
 }
 
-// The block's threads copy keys key0 .. key0 + 63 of one kv head's K and V into a stage; rows at
-// or past key_end are zeros (as load_tile). Eight consecutive threads copy a key's 64 dims (128
-// bytes read, 128 bytes written across all 32 banks).
-template <int HD>
+// The block's threads (WGS warpgroups) copy keys key0 .. key0 + 63 of one kv head's K and V into a
+// stage; rows at or past key_end are zeros (as load_tile). Eight consecutive threads copy a key's
+// 64 dims (128 bytes read, 128 bytes written across all 32 banks).
+template <int HD, int WGS>
 __device__ __forceinline__ void load_tile_wg(__half* k_s, __half* v_s, const __half* k_cache, const __half* v_cache,
                                              int key0, int key_end, size_t kv_dim, size_t head_off) {
-  for (int i = threadIdx.x; i < kTileKeys * HD / 8; i += kWgThreads) {
+  for (int i = threadIdx.x; i < kTileKeys * HD / 8; i += WGS * kWgThreads) {
     const int row = (i / 8) % kTileKeys, seg = (i / (8 * kTileKeys)) * 8 + i % 8;
     const bool in = key0 + row < key_end;
     const size_t at = in ? static_cast<size_t>(key0 + row) * kv_dim + head_off + seg * 8 : 0;
@@ -91,10 +91,12 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[NT][4]) {
 }
 
 // d (64 x N, fp32; this warp's 16 rows in the m16n8 layout, d[nt] = columns 8nt .. 8nt+7) +=
-// a (64 x 16, f16, from registers) * B (16 x N, f16, shared memory by desc). TRANS: B is
-// N-major. Asynchronous: wgmma_commit and wgmma_wait_all before reading d.
+// a (64 x 16, f16, from registers) * B (16 x N, f16, shared memory by desc); with accumulate 0,
+// d = a * B (d's old values unread). TRANS: B is N-major. Asynchronous: wgmma_commit and
+// wgmma_wait before reading d.
 template <int TRANS>
-__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+__device__ __forceinline__ void wgmma_n64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
+                                          int accumulate = 1) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
@@ -105,7 +107,7 @@ __device__ __forceinline__ void wgmma_n64(float (&d)[8][4], const uint32_t (&a)[
         "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
         "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
         "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS), "r"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS), "r"(accumulate));
 }
 
 template <int TRANS>
@@ -139,8 +141,9 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[HD / 8][4], const uint32_t (
     wgmma_n128<1>(o, a, desc);
 }
 
-// A block's rows and keys: the 64 query rows of tile blockIdx.y (longest first) of kv head
+// A block's rows and keys: the 64 x WGS query rows of tile blockIdx.y (longest first) of kv head
 // blockIdx.x, and the 64-key tiles they see (as the mma.sync kernel's block, one warp's rows each).
+template <int WGS>
 struct WgBlock {
   int group, n_rows, kv_head, warp_row0;
   int block_min_pos, block_hi;  // the first row's position; the last row's first key (windows)
@@ -150,10 +153,10 @@ struct WgBlock {
   __device__ __forceinline__ WgBlock(int n, int pos, int n_heads, int n_kv_heads, int window) {
     group = n_heads / n_kv_heads;
     n_rows = n * group;
-    const int tile_row0 = (gridDim.y - 1 - blockIdx.y) * kWgRows;
+    const int tile_row0 = (gridDim.y - 1 - blockIdx.y) * WGS * kWgRows;
     kv_head = blockIdx.x;
     warp_row0 = tile_row0 + (threadIdx.x / 32) * kRowsPerWarp;
-    const int block_last_row = min(tile_row0 + kWgRows, n_rows) - 1;
+    const int block_last_row = min(tile_row0 + WGS * kWgRows, n_rows) - 1;
     block_min_pos = pos + tile_row0 / group;
     const int block_max_pos = pos + block_last_row / group;
     key_end = block_max_pos + 1;
@@ -175,14 +178,18 @@ struct WgBlock {
   }
 };
 
-// Issues S = Q K^T over a K tile (16 dims a step) into s, zeroed first; not committed.
-template <int HD>
+// Issues S = Q K^T over a K tile (16 dims a step) into s; not committed. s is zeroed first, or
+// (OVERWRITE) the first step ignores s's old values (wgmma's scale-d: no register write between
+// wgmma_fence and the wgmma, and no registers spent on zeros).
+template <int HD, bool OVERWRITE = false>
 __device__ __forceinline__ void issue_scores(float (&s)[kTileKeys / 8][4], const uint32_t (&qa)[HD / 16][4],
                                              const __half* k_s) {
+  if constexpr (!OVERWRITE) {
 #pragma unroll
-  for (int nt = 0; nt < kTileKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    for (int nt = 0; nt < kTileKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+  }
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) wgmma_n64<0>(s, qa[kk], k_desc(k_s, kk));
+  for (int kk = 0; kk < HD / 16; ++kk) wgmma_n64<0>(s, qa[kk], k_desc(k_s, kk), OVERWRITE ? kk > 0 : 1);
 }
 
 // Issues O += P V over a V tile (16 keys a step); not committed.
@@ -207,8 +214,8 @@ __device__ __forceinline__ void check_swizzle_alignment(const void* smem) {
 }
 
 // Serial steps: per tile, S, then the softmax, then P V, each waited for. Two stages of tiles.
-template <int HD>
-__global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_kernel(const float* q, const __half* k_cache,
+template <int HD, int WGS>
+__global__ void __launch_bounds__(WGS * kWgThreads) attention_prefill_wgmma_kernel(const float* q, const __half* k_cache,
                                                                               const __half* v_cache, void* out,
                                                                               DType out_dt, int n, int pos,
                                                                               int n_heads, int n_kv_heads,
@@ -217,11 +224,11 @@ __global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_kernel(con
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   check_swizzle_alignment(smem_raw);
   constexpr int kTileHalves = kTileKeys * HD;  // one of K or V, no padding
-  const WgBlock b(n, pos, n_heads, n_kv_heads, window);
+  const WgBlock<WGS> b(n, pos, n_heads, n_kv_heads, window);
   const size_t kv_dim = static_cast<size_t>(n_kv_heads) * HD, head_off = static_cast<size_t>(b.kv_head) * HD;
   const auto load = [&](int tile) {
     __half* k_s = smem + (tile & 1) * 2 * kTileHalves;
-    load_tile_wg<HD>(k_s, k_s + kTileHalves, k_cache, v_cache, b.key0(tile), b.key_end, kv_dim, head_off);
+    load_tile_wg<HD, WGS>(k_s, k_s + kTileHalves, k_cache, v_cache, b.key0(tile), b.key_end, kv_dim, head_off);
   };
 
   load(0);
@@ -253,6 +260,7 @@ __global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_kernel(con
     wgmma_commit();
     wgmma_wait<0>();
     fence_accumulators(st.o);
+    fence_operands(p);  // P's registers are read until the wait
     __syncthreads();  // the next iteration loads tile i + 2 into this stage
   }
   finish_sums(st);
@@ -261,41 +269,48 @@ __global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_kernel(con
 
 // Pipelined steps (FlashAttention-3's order inside a warpgroup): tile j's S = Q K^T is issued,
 // then tile j - 1's P V; the softmax of tile j runs while P V is on the tensor cores, and O is
-// rescaled by tile j's alpha once that P V is done. Three stages of tiles: tile j + 2 loads
-// while tiles j and j - 1 are read.
-template <int HD>
-__global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_pipelined_kernel(
+// rescaled by tile j's alpha once that P V is done. Three stages of tiles, read by tiles j and
+// j - 1. Tile j + 2 loads into the third at the end of iteration j, after a second barrier (two
+// iterations ahead); or, with ONE_BARRIER, tile j + 1 loads into it after the first (one ahead).
+// LEAN: S overwritten by its first wgmma (issue_scores), O's rescale skipped where no max moved
+// (rescale): the same bits, 16 fewer registers at head_dim 128 and fewer multiplies.
+template <int HD, int WGS, bool ONE_BARRIER, bool LEAN>
+__global__ void __launch_bounds__(WGS * kWgThreads) attention_prefill_wgmma_pipelined_kernel(
     const float* q, const __half* k_cache, const __half* v_cache, void* out, DType out_dt, int n, int pos, int n_heads,
     int n_kv_heads, int window) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   __half* smem = reinterpret_cast<__half*>(smem_raw);
   check_swizzle_alignment(smem_raw);
   constexpr int kTileHalves = kTileKeys * HD;
-  const WgBlock b(n, pos, n_heads, n_kv_heads, window);
+  const WgBlock<WGS> b(n, pos, n_heads, n_kv_heads, window);
   const size_t kv_dim = static_cast<size_t>(n_kv_heads) * HD, head_off = static_cast<size_t>(b.kv_head) * HD;
   const auto k_stage = [&](int tile) { return smem + (tile % 3) * 2 * kTileHalves; };
   const auto load = [&](int tile) {
     if (tile < b.n_tiles)
-      load_tile_wg<HD>(k_stage(tile), k_stage(tile) + kTileHalves, k_cache, v_cache, b.key0(tile),
+      load_tile_wg<HD, WGS>(k_stage(tile), k_stage(tile) + kTileHalves, k_cache, v_cache, b.key0(tile),
                                 b.key_end, kv_dim, head_off);
     cp_async_commit();  // a group every call, empty or not: the waits count groups
   };
 
   load(0);
-  load(1);
+  if constexpr (!ONE_BARRIER) load(1);
   uint32_t qa[HD / 16][4];
   load_q<HD>(qa, q, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
   WarpState<HD> st;
   st.init();
   uint32_t p[kTileKeys / 8][2];  // the P of tile j - 1, whose P V is pending
   for (int j = 0; j < b.n_tiles; ++j) {
-    cp_async_wait<1>();  // tile j has landed; tile j + 1 may still be in flight
+    if constexpr (ONE_BARRIER)
+      cp_async_wait<0>();  // tile j has landed
+    else
+      cp_async_wait<1>();  // tile j has landed; tile j + 1 may still be in flight
     fence_proxy_async();
-    __syncthreads();
+    __syncthreads();  // (ONE_BARRIER: every warp is past iteration j - 1, so tile j - 2's stage is free)
+    if constexpr (ONE_BARRIER) load(j + 1);
 
     float s[kTileKeys / 8][4];
     wgmma_fence();
-    issue_scores<HD>(s, qa, k_stage(j));
+    issue_scores<HD, LEAN>(s, qa, k_stage(j));
     wgmma_commit();
     if (j > 0) {
       issue_values<HD>(st.o, p, k_stage(j - 1) + kTileHalves);
@@ -312,11 +327,13 @@ __global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_pipelined_
     wgmma_wait<0>();  // tile j - 1's P V
     fence_accumulators(st.o);
     fence_operands(p);
-    rescale<HD>(st.o, alpha);
+    rescale<HD, LEAN>(st.o, alpha);
 #pragma unroll
     for (int nt = 0; nt < kTileKeys / 8; ++nt) p[nt][0] = p_next[nt][0], p[nt][1] = p_next[nt][1];
-    __syncthreads();  // tile j - 1's stage is read by no one now: tile j + 2 goes there
-    load(j + 2);
+    if constexpr (!ONE_BARRIER) {
+      __syncthreads();  // tile j - 1's stage is read by no one now: tile j + 2 goes there
+      load(j + 2);
+    }
   }
   wgmma_fence();
   issue_values<HD>(st.o, p, k_stage(b.n_tiles - 1) + kTileHalves);
@@ -327,19 +344,28 @@ __global__ void __launch_bounds__(kWgThreads) attention_prefill_wgmma_pipelined_
   store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
 }
 
-template <int HD, bool PIPELINED>
+template <int HD, int FORM, int WGS>
 void launch(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos, int n_heads,
             int n_kv_heads, int window, cudaStream_t s) {
   constexpr auto kernel = [] {
-    if constexpr (PIPELINED) return attention_prefill_wgmma_pipelined_kernel<HD>;
-    else return attention_prefill_wgmma_kernel<HD>;
+    if constexpr (FORM == kWgmmaSerial) return attention_prefill_wgmma_kernel<HD, WGS>;
+    else
+      return attention_prefill_wgmma_pipelined_kernel<HD, WGS, FORM == kWgmmaLeanOneBarrier,
+                                                      FORM == kWgmmaLean || FORM == kWgmmaLeanOneBarrier>;
   }();
-  const size_t smem = size_t{PIPELINED ? 3 : 2} * 2 * kTileKeys * HD * sizeof(__half);  // stages of K and V
+  const size_t smem = size_t{FORM == kWgmmaSerial ? 2 : 3} * 2 * kTileKeys * HD * sizeof(__half);  // K and V stages
   allow_smem<kernel>(smem);
   const int rows = n * (n_heads / n_kv_heads);
-  const dim3 grid(n_kv_heads, (rows + kWgRows - 1) / kWgRows);
-  kernel<<<grid, kWgThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window);
+  const dim3 grid(n_kv_heads, (rows + WGS * kWgRows - 1) / (WGS * kWgRows));
+  kernel<<<grid, WGS * kWgThreads, smem, s>>>(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window);
   CLLM_CUDA_CHECK_LAUNCH("attention_prefill_wgmma");
+}
+
+template <int FORM, int WGS>
+void launch_form(int head_dim, const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n,
+                 int pos, int n_heads, int n_kv_heads, int window, cudaStream_t s) {
+  (head_dim == 64 ? launch<64, FORM, WGS> : launch<128, FORM, WGS>)(q, k, v, out, out_dt, n, pos, n_heads,
+                                                                      n_kv_heads, window, s);
 }
 
 }  // namespace
@@ -352,14 +378,17 @@ bool attention_prefill_wgmma_supported() {
   return major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
 }
 
-void attention_prefill_wgmma(bool pipelined, const float* q, const void* k_cache, const void* v_cache, void* out,
-                             DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim, int window,
-                             cudaStream_t s) {
+void attention_prefill_wgmma(int form, int warpgroups, const float* q, const void* k_cache, const void* v_cache,
+                             void* out, DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
+                             int window, cudaStream_t s) {
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
-  const auto go = pipelined ? (head_dim == 64 ? launch<64, true> : launch<128, true>)
-                            : (head_dim == 64 ? launch<64, false> : launch<128, false>);
-  go(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
+  const auto go = form == kWgmmaSerial      ? launch_form<kWgmmaSerial, 1>
+                  : form == kWgmmaLean       ? launch_form<kWgmmaLean, 1>
+                  : form == kWgmmaLeanOneBarrier ? launch_form<kWgmmaLeanOneBarrier, 1>
+                  : warpgroups == 2          ? launch_form<kWgmmaPipelined, 2>
+                                             : launch_form<kWgmmaPipelined, 1>;
+  go(head_dim, q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
 }
 
 }  // namespace cllm::cuda

@@ -1,5 +1,5 @@
 // Flash attention for prompts on Hopper's warpgroup tensor cores (attention_prefill_sm90.cu),
-// built only when the CUDA architectures include 9.0 (CLLM_HAVE_SM90A): prompt variant 8 of
+// built only when the CUDA architectures include 9.0 (CLLM_HAVE_SM90A): prompt variants 8 to 12 of
 // attention_prefill.cu, which takes the mma.sync kernel on any other device.
 #pragma once
 
@@ -11,10 +11,18 @@ namespace cllm::cuda {
 
 // Whether this device runs sm_90a code (compute capability 9.0: H100, H200).
 bool attention_prefill_wgmma_supported();
+// The kernel's forms: the three steps of a tile one after another (two stages of tiles), or a
+// tile's softmax beside the previous tile's P V (three stages, tiles loaded two ahead after a
+// second barrier a tile); lean: that, with S overwritten by its first wgmma and O's rescale
+// skipped where no row's max moved (the same bits); and lean with tiles loaded one ahead after
+// the tile's only barrier.
+constexpr int kWgmmaSerial = 0, kWgmmaPipelined = 1, kWgmmaLean = 2, kWgmmaLeanOneBarrier = 3;
+
 // As attention_prefill_f16 without split keys: f16 caches, head_dim 64 or 128, checked by the
-// caller. pipelined: each tile's softmax runs beside the previous tile's P V, else after it.
-void attention_prefill_wgmma(bool pipelined, const float* q, const void* k_cache, const void* v_cache, void* out,
-                             DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim, int window,
-                             cudaStream_t s);
+// caller. warpgroups: 1 (64 query rows a block), or 2 (128 rows sharing each K and V tile;
+// kWgmmaPipelined only).
+void attention_prefill_wgmma(int form, int warpgroups, const float* q, const void* k_cache, const void* v_cache,
+                             void* out, DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int head_dim,
+                             int window, cudaStream_t s);
 
 }  // namespace cllm::cuda
