@@ -37,7 +37,9 @@
 #               PEER_DIR holds a build and the GGUF exists; with FUSED_70B set and a card over 100 GiB,
 #               the 70B-shaped model (synth straight to /dev/shm) fused and at VRAM budgets
 #               FUSED_70B_BUDGETS (100G 84G) -> fused.log
-#     attention: the attention micro-benchmark (bench-gpu-attention) -> attention.log
+#     attention: the attention micro-benchmark (bench-gpu-attention), then with PREFILL_VARIANTS (e.g.
+#               "0 9 11 12") the 8B in full mode at depths 0 and 4096 under each prompt variant
+#               -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
 #               FUZZ_RUNS executions (10M) per target in FUZZ_TARGETS, split over FUZZ_JOBS
@@ -395,7 +397,18 @@ PY
 fi
 
 if [ "$what" = attention ]; then
-  "$bundle/tests/bench-gpu-attention" 2>&1 | tee "$out/attention.log"
+  {
+    "$bundle/tests/bench-gpu-attention" --reps 10
+    # the engine at depth under each prompt variant (the kernel alone misses what the layer adds)
+    if [ -n "${PREFILL_VARIANTS:-}" ]; then
+      m8=$(model_8b)
+      for v in $PREFILL_VARIANTS; do
+        echo "### CLLM_PREFILL_VARIANT=$v: full mode, pp512 and tg32 at depths 0 and 4096"
+        CLLM_PREFILL_VARIANT=$v "$bin" bench "$m8" --mode full -d 0,4096 -p 512 -n 32 -r 2 -o md 2>&1 |
+          grep -E "^\|.*(pp|tg)" || status=1
+      done
+    fi
+  } 2>&1 | tee "$out/attention.log"
 fi
 
 if [ "$what" = depth ]; then
