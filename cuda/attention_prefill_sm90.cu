@@ -371,15 +371,7 @@ void launch_form(int head_dim, const float* q, const __half* k, const __half* v,
 }  // namespace
 
 bool attention_prefill_wgmma_supported() {
-  // asked once a process (as start_kernel's Hopper test), not at every layer's prompt launch
-  static const bool supported = [] {
-    int dev = 0, major = 0, minor = 0;
-    CLLM_CUDA_CHECK(cudaGetDevice(&dev));
-    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    return major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
-  }();
-  return supported;
+  return device_compute_capability() == 90;  // sm_90a code runs on compute capability 9.0 only
 }
 
 void attention_prefill_wgmma(int form, int warpgroups, const float* q, const void* k_cache, const void* v_cache,

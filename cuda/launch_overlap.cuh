@@ -31,18 +31,26 @@ __device__ __forceinline__ void let_next_kernel_start() {
 #endif
 }
 
+// The current device's compute capability, major * 10 + minor (90: Hopper), read once a
+// process (the engine runs on one device), not at every launch.
+inline int device_compute_capability() {
+  static const int cc = [] {
+    int device = 0, major = 0, minor = 0;
+    CLLM_CUDA_CHECK(cudaGetDevice(&device));
+    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    return major * 10 + minor;
+  }();
+  return cc;
+}
+
 // Starts kernel in stream s (blocks of `threads`), after the stream's previous kernel; with
 // `overlap` on sm_90 and newer as a programmatic dependent launch: its blocks may start, and
 // load weights, while that kernel is still running.
 template <class... Params, class... Args>
 void start_kernel(void (*kernel)(Params...), unsigned blocks, unsigned threads, size_t smem, cudaStream_t s,
                   bool overlap, Args... args) {
-  static const bool hopper = [] {
-    int device = 0, major = 0;
-    CLLM_CUDA_CHECK(cudaGetDevice(&device));
-    CLLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
+  const bool hopper = device_compute_capability() >= 90;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
