@@ -380,6 +380,8 @@ const PrefillVariant kPrefillVariants[] = {
      launch_prefill_wgmma<64, kWgmmaLean>, launch_prefill_wgmma<128, kWgmmaLean>},
     {"12: as 11, one barrier a tile, tiles loaded one ahead (sm_90a; else 0)",
      launch_prefill_wgmma<64, kWgmmaLeanOneBarrier>, launch_prefill_wgmma<128, kWgmmaLeanOneBarrier>},
+    {"13: 128 rows, two warpgroups taking turns, fed by a TMA producer warp (sm_90a; else 0)",
+     launch_prefill_wgmma<64, kWgmmaProducer>, launch_prefill_wgmma<128, kWgmmaProducer>},
 };
 
 // Keys split across blocks: up to kMaxKeySplits ranges of at least kMinSplitKeys keys, as many

@@ -19,6 +19,9 @@
 // stages), each tile's softmax beside the previous tile's P V.
 #include "cuda/attention_prefill_sm90.h"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include "cuda/attention_mma.cuh"
 
 namespace cllm::cuda {
@@ -344,6 +347,222 @@ __global__ void __launch_bounds__(WGS * kWgThreads) attention_prefill_wgmma_pipe
   store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
 }
 
+// ---- Producer and consumers (form kWgmmaProducer): FlashAttention-3's layout of a block ----
+// Two consumer warpgroups (warps 0-7, 128 query rows, the pipelined loop above each) and a
+// producer warpgroup (warps 8-11) whose first lane loads the K and V tiles with the tensor memory accelerator
+// (TMA: one instruction a 64-key x 64-dim box, the 128-byte swizzle done by the copy engine)
+// into kProducerStages stages. mbarriers carry the hand-over: full[s] completes when stage s's
+// bytes have landed, empty[s] when all 8 consumer warps are done with it. The consumers issue
+// no loads and meet at no block-wide barrier; a ping-pong of two named barriers makes the two
+// warpgroups take turns issuing their wgmmas, so one's softmax runs while the other's products
+// are on the tensor cores. Registers: a block of 384 threads starts at 168 a thread; the
+// producer gives its warpgroup's down to 40 and the consumers take theirs up to 232
+// (128 x 40 + 256 x 232 = 64512 of the SM's 65536), as FlashAttention-3 does.
+constexpr int kProducerStages = 4;
+constexpr int kProducerThreads = 3 * kWgThreads;  // two consumer warpgroups + the producer's
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+// Arrives and expects `bytes` more from asynchronous copies before the phase completes.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+               : "memory");
+}
+// Until the phase of this parity has completed (phase k has parity k % 2; a barrier starts in
+// phase 0, so waiting on parity 1 before any phase completed returns at once). A wait of more
+// than 2^35 cycles (about 17 s) can only be a broken hand-over: it traps, so the launch fails
+// with an error instead of hanging the process.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  long long since = -1;
+  for (;;) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (since < 0)
+      since = clock64();
+    else if (clock64() - since > (1ll << 35))
+      __trap();
+  }
+}
+// One TMA box of a (dims, kv heads, keys) tensor into shared memory, completing on bar.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap& map, int dim0, int head, int key,
+                                            uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::
+          "r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(smem_u32(bar)), "r"(dim0), "r"(head), "r"(key)
+      : "memory");
+}
+// Named barriers 1 and 2 (0 is __syncthreads): warpgroup w waits on 1 + w for its turn and
+// arrives on 2 - w to give the other its turn; 256 threads each (128 waiting, 128 arriving).
+__device__ __forceinline__ void turn_wait(int wg) {
+  if (wg == 0)
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  else
+    asm volatile("bar.sync 2, 256;\n" ::: "memory");
+}
+__device__ __forceinline__ void turn_give(int wg) {
+  if (wg == 0)
+    asm volatile("bar.arrive 2, 256;\n" ::: "memory");
+  else
+    asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+}
+// A warpgroup's registers a thread (setmaxnreg: every thread of the warpgroup executes it).
+template <int N>
+__device__ __forceinline__ void registers_down() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void registers_up() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+
+template <int HD>
+__global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_producer_kernel(
+    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map, const float* q, void* out,
+    DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int window) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  __half* smem = reinterpret_cast<__half*>(smem_raw);
+  check_swizzle_alignment(smem_raw);
+  constexpr int kTileHalves = kTileKeys * HD;
+  constexpr uint32_t kStageBytes = 2 * kTileHalves * sizeof(__half);  // K and V
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_raw + kProducerStages * kStageBytes);
+  uint64_t* empty = full + kProducerStages;
+  const WgBlock<2> b(n, pos, n_heads, n_kv_heads, window);
+  const auto k_stage = [&](int tile) { return smem + (tile % kProducerStages) * 2 * kTileHalves; };
+  // The warpgroup, uniform across the warp (read from lane 0) so the compiler sees each
+  // warpgroup's wgmmas on a convergent path.
+  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kWgThreads, 0);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kProducerStages; ++s) {
+      mbar_init(&full[s], 1);  // the producer's arrive, then the bytes
+      mbar_init(&empty[s], 8);  // every consumer warp's
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    fence_proxy_async();  // the barriers' state, visible to the copy engine
+  }
+  __syncthreads();  // the block's only one
+
+  if (wg == 2) {  // the producer: one lane issues every copy
+    registers_down<40>();
+    if (threadIdx.x == 2 * kWgThreads)
+      for (int t = 0; t < b.n_tiles; ++t) {
+        const int s = t % kProducerStages;
+        mbar_wait(&empty[s], (t / kProducerStages + 1) & 1);  // tile t - kProducerStages is done with
+        mbar_arrive_expect_tx(&full[s], kStageBytes);
+        __half* k_s = k_stage(t);
+#pragma unroll
+        for (int d = 0; d < HD / 64; ++d) {  // tile_at's blocks of 64 dims, 8 KiB each
+          tma_load_3d(k_s + d * 64 * 64, k_map, d * 64, b.kv_head, b.key0(t), &full[s]);
+          tma_load_3d(k_s + kTileHalves + d * 64 * 64, v_map, d * 64, b.kv_head, b.key0(t), &full[s]);
+        }
+      }
+    return;
+  }
+
+  registers_up<232>();
+  uint32_t qa[HD / 16][4];
+  load_q<HD>(qa, q, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, kLog2e * rsqrtf(static_cast<float>(HD)));
+  WarpState<HD> st;
+  st.init();
+  uint32_t p[kTileKeys / 8][2];  // the P of tile j - 1, whose P V is pending
+  if (wg == 1) turn_give(wg);    // warpgroup 0 issues first
+  for (int j = 0; j < b.n_tiles; ++j) {
+    mbar_wait(&full[j % kProducerStages], (j / kProducerStages) & 1);
+    turn_wait(wg);
+    float s[kTileKeys / 8][4];
+    wgmma_fence();
+    issue_scores<HD>(s, qa, k_stage(j));
+    wgmma_commit();
+    if (j > 0) {
+      issue_values<HD>(st.o, p, k_stage(j - 1) + kTileHalves);
+      wgmma_commit();
+    }
+    if (j > 0)
+      wgmma_wait<1>();  // S done, P V may still run
+    else
+      wgmma_wait<0>();
+    fence_accumulators(s);
+    // The other's turn, its products queued behind this P V (given before the wait, the arrive
+    // would serialize the wgmmas: ptxas C7514). Warpgroup 1's last is left out, so each barrier
+    // sees as many arrivals as waits.
+    if (wg == 0 || j + 1 < b.n_tiles) turn_give(wg);
+
+    uint32_t p_next[kTileKeys / 8][2];
+    float alpha[2];
+    softmax_scores(s, b.key0(j), b.qpos, b.qlo, b.masked(j), st.m, st.l, p_next, alpha);
+    wgmma_wait<0>();  // tile j - 1's P V
+    fence_accumulators(st.o);
+    fence_operands(p);
+    if (j > 0 && threadIdx.x % 32 == 0) mbar_arrive(&empty[(j - 1) % kProducerStages]);
+    rescale<HD>(st.o, alpha);
+#pragma unroll
+    for (int nt = 0; nt < kTileKeys / 8; ++nt) p[nt][0] = p_next[nt][0], p[nt][1] = p_next[nt][1];
+  }
+  wgmma_fence();
+  issue_values<HD>(st.o, p, k_stage(b.n_tiles - 1) + kTileHalves);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_accumulators(st.o);
+  finish_sums(st);
+  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+}
+
+// cuTensorMapEncodeTiled from the driver, looked up once (the runtime hands out its entry point,
+// so nothing links libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    CLLM_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    if (!fn || found != cudaDriverEntryPointSuccess) fail("attention_prefill_wgmma: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// One of K or V as a (HD dims, n_kv_heads, rows) f16 tensor, read in boxes of 64 dims x 64 keys
+// with the 128-byte swizzle (tile_at's layout). Keys at or past `rows` (the launch's last
+// position + 1) read as zeros, as load_tile_wg's.
+CUtensorMap kv_tensor_map(const __half* cache, int head_dim, int n_kv_heads, int rows) {
+  CUtensorMap map{};
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(n_kv_heads),
+                              static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(head_dim) * sizeof(__half),  // bytes, of dims 1 and 2
+                                 static_cast<cuuint64_t>(head_dim) * n_kv_heads * sizeof(__half)};
+  const cuuint32_t box[3] = {64, 1, static_cast<cuuint32_t>(kTileKeys)};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, const_cast<__half*>(cache), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    fail("attention_prefill_wgmma: cuTensorMapEncodeTiled failed (", static_cast<int>(r), ") for a cache of ", rows,
+         " rows x ", n_kv_heads, " heads x ", head_dim);
+  return map;
+}
+
+template <int HD>
+void launch_producer(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
+                     int n_heads, int n_kv_heads, int window, cudaStream_t s) {
+  constexpr auto kernel = attention_prefill_wgmma_producer_kernel<HD>;
+  const size_t smem = size_t{kProducerStages} * 2 * kTileKeys * HD * sizeof(__half) + 2 * kProducerStages * 8;
+  allow_smem<kernel>(smem);
+  const int rows = n * (n_heads / n_kv_heads);
+  const dim3 grid(n_kv_heads, (rows + 2 * kWgRows - 1) / (2 * kWgRows));
+  kernel<<<grid, kProducerThreads, smem, s>>>(kv_tensor_map(k, HD, n_kv_heads, pos + n),
+                                              kv_tensor_map(v, HD, n_kv_heads, pos + n), q, out, out_dt, n, pos,
+                                              n_heads, n_kv_heads, window);
+  CLLM_CUDA_CHECK_LAUNCH("attention_prefill_wgmma_producer");
+}
+
 template <int HD, int FORM, int WGS>
 void launch(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos, int n_heads,
             int n_kv_heads, int window, cudaStream_t s) {
@@ -379,6 +598,11 @@ void attention_prefill_wgmma(int form, int warpgroups, const float* q, const voi
                              int window, cudaStream_t s) {
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
+  if (form == kWgmmaProducer) {
+    (head_dim == 64 ? launch_producer<64> : launch_producer<128>)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads,
+                                                                  window, s);
+    return;
+  }
   const auto go = form == kWgmmaSerial      ? launch_form<kWgmmaSerial, 1>
                   : form == kWgmmaLean       ? launch_form<kWgmmaLean, 1>
                   : form == kWgmmaLeanOneBarrier ? launch_form<kWgmmaLeanOneBarrier, 1>
