@@ -253,7 +253,9 @@ def check_bad_requests(s):
     c = "/v1/completions"
     expect_error(s, c, b"{not json", 400, "not valid JSON")
     expect_error(s, c, b"[1, 2]", 400, "JSON object")
-    expect_error(s, c, {"prompt": "x"}, 400, "'model'")
+    # Without a model: the server's only one answers (as llama-server does).
+    status, j = s.post(c, {"prompt": "x", "max_tokens": 2, "temperature": 0})
+    assert status == 200 and j["model"] == "stories260K", (status, j)
     expect_error(s, c, {"model": "stories260K"}, 400, "'prompt'")
     err = expect_error(s, c, {"model": "stories260K", "prompt": "x", "temperature": 3.5}, 400,
                        "'temperature'", "[0, 2]", "3.5")
@@ -427,6 +429,8 @@ def check_keep_alive(binary, model):
             assert meta()["stories260K"]["loads_again"] == 2
             other_text = completion(s, max_tokens=12, model="other")["choices"][0]["text"]
             assert other_text == first  # the same weights under another name
+            # Two models: a request must name one.
+            expect_error(s, "/v1/completions", {"prompt": "x"}, 400, "'model'", "stories260K, other", "found nothing")
         finally:
             s.stop()
 

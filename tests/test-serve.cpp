@@ -88,11 +88,19 @@ TEST_CASE("serve: chat messages, as strings or text parts", "[serve]") {
   CHECK(r.max_tokens == 9);
 }
 
+TEST_CASE("serve: a request without a model is for the server's only one (as llama-server takes it)", "[serve]") {
+  // parse leaves the id empty; handle_completion takes ModelSet::only(), or answers 400 where
+  // the server has several (tests/serve_test.py, check_bad_requests and check_keep_alive)
+  CHECK(parse_completion_request(R"({"prompt": "x"})", false).model.empty());
+  CHECK(parse_completion_request(R"({"messages": [{"role": "user", "content": "Hi"}]})", true).model.empty());
+  CHECK(parse_completion_request(R"({"model": "m", "prompt": "x"})", false).model == "m");
+  CHECK(ModelSet().only() == nullptr);
+}
+
 TEST_CASE("serve: a bad request is a 400 naming the field, what it expects and what it found", "[serve]") {
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
       {"{", {"not valid JSON"}},
       {"3", {"JSON object", "an integer"}},
-      {R"({"prompt": "x"})", {"'model'", "nothing"}},
       {R"({"model": 1, "prompt": "x"})", {"'model'", "a string", "an integer"}},
       {R"({"model": "m"})", {"'prompt'"}},
       {R"({"model": "m", "prompt": ["a", "b"]})", {"'prompt'", "an array of 2"}},

@@ -110,12 +110,16 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Mode
   try {
     if (!models.ready()) throw ApiError(503, "the server is loading its models");
     const CompletionRequest r = parse_completion_request(req.body, chat);
-    ServedModel* model = models.find(r.model);
+    ServedModel* model = r.model.empty() ? models.only() : models.find(r.model);
+    if (!model && r.model.empty())
+      throw ApiError(400, cat("field 'model': expected a model id (GET /v1/models lists them: ", models.ids(),
+                              "), found nothing; it may be left out only where the server has one model"),
+                     "model");
     if (!model) throw ApiError(404, cat("model '", r.model, "' does not exist (models: ", models.ids(), ")"), "model");
     auto job = std::make_shared<Job>(generation_input(r, *model));
     if (!model->scheduler().submit(job))
-      throw ApiError(503, cat("model '", r.model, "' is busy: its queue is full; try again later"));
-    const ResponseHeader h = make_response_header(r.model, chat);
+      throw ApiError(503, cat("model '", model->id(), "' is busy: its queue is full; try again later"));
+    const ResponseHeader h = make_response_header(model->id(), chat);
     if (r.stream) return stream_answer(res, job, h, r.include_usage);
     const bool client_left = wait_for_whole_answer(req, *job);
     if (job->error_status() != 0) throw ApiError(job->error_status(), job->error_message());

@@ -18,6 +18,11 @@ ServedModel* ModelSet::find(const std::string& id) const {
   return nullptr;
 }
 
+ServedModel* ModelSet::only() const {
+  std::lock_guard<std::mutex> lock(m_);
+  return models_.size() == 1 ? models_.front().get() : nullptr;
+}
+
 std::vector<ServedModel*> ModelSet::all() const {
   std::lock_guard<std::mutex> lock(m_);
   std::vector<ServedModel*> out;

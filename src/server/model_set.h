@@ -17,6 +17,7 @@ class ModelSet {
  public:
   void add(std::unique_ptr<ServedModel> m);
   ServedModel* find(const std::string& id) const;  // nullptr when none has this id
+  ServedModel* only() const;                        // the one model; nullptr when there are several
   std::vector<ServedModel*> all() const;
   std::string ids() const;                          // "a, b" for messages
 

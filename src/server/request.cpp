@@ -132,8 +132,8 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
   if (!j.is_object()) throw ApiError(400, cat("the request body must be a JSON object, found ", json_kind(j)));
   CompletionRequest r;
   r.chat = chat;
-  if (!j.contains("model")) refuse("model", "a model id (GET /v1/models lists them)", "nothing");
-  r.model = string_of(j["model"], "model");
+  // Absent: the server's only model (handle_completion), as llama-server answers without one.
+  if (j.contains("model")) r.model = string_of(j["model"], "model");
   if (chat) {
     if (!j.contains("messages")) refuse("messages", "an array of messages", "nothing");
     r.messages = parse_messages(j["messages"]);
