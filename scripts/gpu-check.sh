@@ -37,8 +37,8 @@
 #               PEER_DIR holds a build and the GGUF exists; with FUSED_70B set and a card over 100 GiB,
 #               the 70B-shaped model (synth straight to /dev/shm) fused and at VRAM budgets
 #               FUSED_70B_BUDGETS (100G 84G) -> fused.log
-#     attention: the attention micro-benchmark (bench-gpu-attention), then with PREFILL_VARIANTS (e.g.
-#               "0 9 11 12") the 8B in full mode at depths 0 and 4096 under each prompt variant
+#     attention: the attention micro-benchmark (bench-gpu-attention: pp512 @ d4096 alone, then all), then with PREFILL_VARIANTS (e.g.
+#               "0 9 11 12 13") the 8B in full mode at depths 0 and 4096 under each prompt variant
 #               -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
@@ -398,6 +398,8 @@ fi
 
 if [ "$what" = attention ]; then
   {
+    # pp512 @ d4096 alone first: a variant that fails or traps shows before the long table
+    timeout 60 "$bundle/tests/bench-gpu-attention" --prompt 512@4096 --reps 10 || status=1
     "$bundle/tests/bench-gpu-attention" --reps 10
     # the engine at depth under each prompt variant (the kernel alone misses what the layer adds)
     if [ -n "${PREFILL_VARIANTS:-}" ]; then
