@@ -270,6 +270,20 @@ __global__ void __launch_bounds__(WGS * kWgThreads) attention_prefill_wgmma_kern
   store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
 }
 
+// The epilogue of the pipelined forms: the last tile's P V (v_s: its V tile), then each row's
+// sum and its output.
+template <int HD, int WGS>
+__device__ __forceinline__ void finish_rows(WarpState<HD>& st, uint32_t (&p)[kTileKeys / 8][2], const __half* v_s,
+                                            const WgBlock<WGS>& b, int n_heads, void* out, DType out_dt) {
+  wgmma_fence();
+  issue_values<HD>(st.o, p, v_s);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_accumulators(st.o);
+  finish_sums(st);
+  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+}
+
 // Pipelined steps (FlashAttention-3's order inside a warpgroup): tile j's S = Q K^T is issued,
 // then tile j - 1's P V; the softmax of tile j runs while P V is on the tensor cores, and O is
 // rescaled by tile j's alpha once that P V is done. Three stages of tiles, read by tiles j and
@@ -338,13 +352,7 @@ __global__ void __launch_bounds__(WGS * kWgThreads) attention_prefill_wgmma_pipe
       load(j + 2);
     }
   }
-  wgmma_fence();
-  issue_values<HD>(st.o, p, k_stage(b.n_tiles - 1) + kTileHalves);
-  wgmma_commit();
-  wgmma_wait<0>();
-  fence_accumulators(st.o);
-  finish_sums(st);
-  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+  finish_rows(st, p, k_stage(b.n_tiles - 1) + kTileHalves, b, n_heads, out, out_dt);
 }
 
 // ---- Producer and consumers (form kWgmmaProducer): FlashAttention-3's layout of a block ----
@@ -506,13 +514,7 @@ __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_p
 #pragma unroll
     for (int nt = 0; nt < kTileKeys / 8; ++nt) p[nt][0] = p_next[nt][0], p[nt][1] = p_next[nt][1];
   }
-  wgmma_fence();
-  issue_values<HD>(st.o, p, k_stage(b.n_tiles - 1) + kTileHalves);
-  wgmma_commit();
-  wgmma_wait<0>();
-  fence_accumulators(st.o);
-  finish_sums(st);
-  store_rows(st, b.warp_row0, b.n_rows, b.group, b.kv_head, n_heads, out, out_dt);
+  finish_rows(st, p, k_stage(b.n_tiles - 1) + kTileHalves, b, n_heads, out, out_dt);
 }
 
 // cuTensorMapEncodeTiled from the driver, looked up once (the runtime hands out its entry point,
