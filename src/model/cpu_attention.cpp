@@ -27,7 +27,7 @@ constexpr int kTokenBlock = 16;
 // ---- The scalar path: the same chunks and combine in plain C++ (cpu::dot, std::exp, sums in
 // position order): the portable fallback, and a second opinion for the tests.
 
-void chunk_scalar(const ChunkArgs& a) {
+void chunk_scalar_head(const ChunkArgs& a) {
   const int hd = a.head_dim, G = a.group, np = a.p1 - a.p0, rows = (a.t1 - a.t0) * G;
   thread_local std::vector<float> kv, w;
   kv.resize(static_cast<size_t>(np) * hd);
@@ -73,6 +73,20 @@ void chunk_scalar(const ChunkArgs& a) {
       const float* vp = kv.data() + static_cast<size_t>(p) * hd;
       for (int i = 0; i < hd; ++i) o[i] += s[p] * vp[i];
     }
+  }
+}
+
+// An item's heads one after another.
+void chunk_scalar(const ChunkArgs& a) {
+  const size_t esize = a.f16 ? 2 : 4;
+  for (int h = 0; h < a.heads; ++h) {
+    ChunkArgs one = a;
+    one.heads = 1;
+    one.q = a.q + static_cast<size_t>(h) * a.group * a.head_dim;
+    one.k = static_cast<const char*>(a.k) + static_cast<size_t>(h) * a.head_dim * esize;
+    one.v = static_cast<const char*>(a.v) + static_cast<size_t>(h) * a.head_dim * esize;
+    one.part = a.part + h * a.part_head_stride;
+    chunk_scalar_head(one);
   }
 }
 
@@ -150,9 +164,23 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
     base.softcap = a.softcap;
     base.t_base = tb;
     base.part_stride = ps;
-    const double chunk_cost = 4.0 * hd * C * nt * G;  // scores and weighted sums, multiply-adds
-    parallel_for(pool, static_cast<size_t>(a.n_kv_heads) * n_chunks, chunk_cost, [&](size_t item) {
-      const int j = static_cast<int>(item / n_chunks), c = static_cast<int>(item % n_chunks);
+    // Items: H kv heads over one chunk. All the heads while there are enough chunks for the
+    // threads, so that each position's keys and values are read as one run (widen_rows); fewer
+    // where the chunks are few, and where the heads' rows together would pass kItemRows (then the
+    // arithmetic, not the reads, is what costs, and it wants its buffers in L1). Which heads
+    // share an item changes no bit.
+    constexpr int kItemRows = 16;
+    const int threads = pool ? pool->size() : 1;
+    int H = a.n_kv_heads;
+    while (H > 1 && (static_cast<long long>(a.n_kv_heads / H) * n_chunks < threads || H * nt * G > kItemRows)) {
+      do --H;
+      while (a.n_kv_heads % H != 0);
+    }
+    base.heads = H;
+    base.part_head_stride = static_cast<size_t>(n_chunks) * chunk_stride;
+    const double chunk_cost = 4.0 * hd * C * nt * G * H;  // scores and weighted sums, multiply-adds
+    parallel_for(pool, static_cast<size_t>(a.n_kv_heads / H) * n_chunks, chunk_cost, [&](size_t item) {
+      const int j = static_cast<int>(item / n_chunks) * H, c = static_cast<int>(item % n_chunks);
       ChunkArgs ca = base;
       ca.q = a.q + static_cast<size_t>(j) * G * hd;
       ca.k = static_cast<const char*>(a.k) + static_cast<size_t>(j) * hd * esize;
@@ -163,7 +191,7 @@ void attention(const AttentionArgs& a, ThreadPool* pool, Isa isa) {
       // With a window, the tokens whose window starts below p1 (first_visible(t) < p1).
       if (a.window > 0) ca.t1 = std::min(te, ca.p1 + a.window - 1 - a.pos);
       if (ca.t1 <= ca.t0) return;  // below every token's window: no combine reads it
-      ca.part = part + item * chunk_stride;
+      ca.part = part + (static_cast<size_t>(j) * n_chunks + c) * chunk_stride;
       kern.chunk(ca);
     });
     // Each (token, head): the chunks it sees combined in position order.

@@ -23,9 +23,12 @@ inline int first_visible(int pos, int t, int window) {
   return window > 0 && lo > 0 ? lo : 0;
 }
 
-// One work item: one kv head's positions [p0, p1) for the query rows (t, g), t in [t0, t1)
-// (tokens whose range reaches p0 and, with a window, starts below p1), g < group (the kv
-// head's query heads). Every row sees at least one of the positions.
+// One work item: `heads` consecutive kv heads' positions [p0, p1) for the query rows (t, g), t in
+// [t0, t1) (tokens whose range reaches p0 and, with a window, starts below p1), g < group (the kv
+// head's query heads). Every row sees at least one of the positions. The fields below describe
+// the first head; head h's q, k and v are h x group x head_dim floats and h x head_dim elements
+// on, its partial rows h x part_head_stride floats on. Each (head, chunk) is computed alike
+// whatever the item holds.
 struct ChunkArgs {
   const float* q = nullptr;    // row (t, g) at q + t * q_stride + g * head_dim
   int q_stride = 0;
@@ -43,6 +46,8 @@ struct ChunkArgs {
   float* part = nullptr;       // row (t, g) at part + ((t - t_base) * group + g) * part_stride
   int t_base = 0;
   int part_stride = 0;
+  int heads = 1;
+  size_t part_head_stride = 0;
 };
 using ChunkFn = void (*)(const ChunkArgs& a);
 
