@@ -382,6 +382,8 @@ const PrefillVariant kPrefillVariants[] = {
      launch_prefill_wgmma<64, kWgmmaLeanOneBarrier>, launch_prefill_wgmma<128, kWgmmaLeanOneBarrier>},
     {"13: 128 rows, two warpgroups taking turns, fed by a TMA producer warp (sm_90a; else 0)",
      launch_prefill_wgmma<64, kWgmmaProducer>, launch_prefill_wgmma<128, kWgmmaProducer>},
+    {"14: as 13, lean: S overwritten, rescale skipped where no max moved (sm_90a; else 0)",
+     launch_prefill_wgmma<64, kWgmmaProducerLean>, launch_prefill_wgmma<128, kWgmmaProducerLean>},
 };
 
 // Keys split across blocks: up to kMaxKeySplits ranges of at least kMinSplitKeys keys, as many

@@ -432,7 +432,9 @@ __device__ __forceinline__ void registers_down() { asm volatile("setmaxnreg.dec.
 template <int N>
 __device__ __forceinline__ void registers_up() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 
-template <int HD>
+// LEAN: as the pipelined kernel's (S overwritten by its first wgmma, O's rescale skipped where no
+// max moved).
+template <int HD, bool LEAN>
 __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_producer_kernel(
     const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map, const float* q, void* out,
     DType out_dt, int n, int pos, int n_heads, int n_kv_heads, int window) {
@@ -487,7 +489,7 @@ __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_p
     turn_wait(wg);
     float s[kTileKeys / 8][4];
     wgmma_fence();
-    issue_scores<HD>(s, qa, k_stage(j));
+    issue_scores<HD, LEAN>(s, qa, k_stage(j));
     wgmma_commit();
     if (j > 0) {
       issue_values<HD>(st.o, p, k_stage(j - 1) + kTileHalves);
@@ -510,7 +512,7 @@ __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_p
     fence_accumulators(st.o);
     fence_operands(p);
     if (j > 0 && threadIdx.x % 32 == 0) mbar_arrive(&empty[(j - 1) % kProducerStages]);
-    rescale<HD>(st.o, alpha);
+    rescale<HD, LEAN>(st.o, alpha);
 #pragma unroll
     for (int nt = 0; nt < kTileKeys / 8; ++nt) p[nt][0] = p_next[nt][0], p[nt][1] = p_next[nt][1];
   }
@@ -551,10 +553,10 @@ CUtensorMap kv_tensor_map(const __half* cache, int head_dim, int n_kv_heads, int
   return map;
 }
 
-template <int HD>
+template <int HD, bool LEAN>
 void launch_producer(const float* q, const __half* k, const __half* v, void* out, DType out_dt, int n, int pos,
                      int n_heads, int n_kv_heads, int window, cudaStream_t s) {
-  constexpr auto kernel = attention_prefill_wgmma_producer_kernel<HD>;
+  constexpr auto kernel = attention_prefill_wgmma_producer_kernel<HD, LEAN>;
   const size_t smem = size_t{kProducerStages} * 2 * kTileKeys * HD * sizeof(__half) + 2 * kProducerStages * 8;
   allow_smem<kernel>(smem);
   const int rows = n * (n_heads / n_kv_heads);
@@ -600,9 +602,10 @@ void attention_prefill_wgmma(int form, int warpgroups, const float* q, const voi
                              int window, cudaStream_t s) {
   const auto* k = static_cast<const __half*>(k_cache);
   const auto* v = static_cast<const __half*>(v_cache);
-  if (form == kWgmmaProducer) {
-    (head_dim == 64 ? launch_producer<64> : launch_producer<128>)(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads,
-                                                                  window, s);
+  if (form == kWgmmaProducer || form == kWgmmaProducerLean) {
+    const auto go = form == kWgmmaProducerLean ? (head_dim == 64 ? launch_producer<64, true> : launch_producer<128, true>)
+                                               : (head_dim == 64 ? launch_producer<64, false> : launch_producer<128, false>);
+    go(q, k, v, out, out_dt, n, pos, n_heads, n_kv_heads, window, s);
     return;
   }
   const auto go = form == kWgmmaSerial      ? launch_form<kWgmmaSerial, 1>

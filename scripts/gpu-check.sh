@@ -38,7 +38,7 @@
 #               the 70B-shaped model (synth straight to /dev/shm) fused and at VRAM budgets
 #               FUSED_70B_BUDGETS (100G 84G) -> fused.log
 #     attention: the attention micro-benchmark (bench-gpu-attention: pp512 @ d4096 alone, then all), then with PREFILL_VARIANTS (e.g.
-#               "0 9 11 12 13") the 8B in full mode at depths 0 and 4096 under each prompt variant
+#               "0 9 11 12 13 14") the 8B in full mode at depths 0 and 4096 under each prompt variant
 #               -> attention.log
 #     cpu:      the CPU kernels against the host's memory read bandwidth (bench-cpu-kernels) -> cpu.log
 #     fuzz:     the long fuzz run on this machine's cores (bundle-gpu.sh packs the targets):
