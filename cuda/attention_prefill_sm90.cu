@@ -520,13 +520,20 @@ __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_p
 }
 
 // cuTensorMapEncodeTiled from the driver, looked up once (the runtime hands out its entry point,
-// so nothing links libcuda).
+// so nothing links libcuda). The first launch may be inside a graph capture: as allow_smem, the
+// lookup runs in relaxed mode and the thread's mode is restored.
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
-    CLLM_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
-    if (!fn || found != cudaDriverEntryPointSuccess) fail("attention_prefill_wgmma: the driver has no cuTensorMapEncodeTiled");
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    CLLM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+    const cudaError_t err =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    CLLM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+    CLLM_CUDA_CHECK(err);
+    if (!fn || found != cudaDriverEntryPointSuccess)
+      fail("attention_prefill_wgmma: the driver has no cuTensorMapEncodeTiled");
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
   return encode;
