@@ -134,7 +134,8 @@ void log_engine(const RunArgs& a, const ModelEngine& e) {
                  context, " of ", c.context_length, "; VRAM plan: ", gpu->memory().describe()));
     if (!gpu->plan_summary().empty()) log_info("plan: ", gpu->plan_summary());
   } else {
-    log_info(cat("device: cpu (fp32), ", e.cpu->threads(), " threads, context ", context, " of ", c.context_length));
+    log_info(cat("device: cpu (", e.cpu->arithmetic(), "), ", e.cpu->threads(), " threads, context ", context, " of ",
+                 c.context_length));
   }
 }
 
@@ -184,8 +185,8 @@ int run_run(const RunArgs& a) {
   check_engine_flags(a.engine, device);
   const int threads = a.engine.resolved_threads();
 
-  // Load: open (and verify) the container; the CPU engine decodes every tensor to fp32, the
-  // GPU engine loads them for its memory mode. Then the tokenizer.
+  // Load: open (and verify) the container; the CPU engine decodes every tensor (bf16 and f16
+  // models' in their own dtype, others' to fp32), the GPU engine loads them for its memory mode. Then the tokenizer.
   Timer load;
   CllmOpenOptions open_opt;
   open_opt.verify_checksums = !a.engine.no_verify;

@@ -142,18 +142,41 @@ CpuLayerForward::CpuLayerForward(const LlamaConfig& c, const CpuLayerOptions& op
   if (c.rope_local_theta > 0) rope_local_ = cpu::model_rope_table(c, opt.context, true);
 }
 
+void CpuLayerForward::check_segment(const CpuLayerSegment& s, int i) const {
+  const std::string seg = i < 0 ? std::string() : cat("segment ", i, ": ");
+  const CpuKvLayer& kv = s.kv;
+  CLLM_CHECK(s.n >= 1, "CPU layer: ", seg, "no tokens");
+  CLLM_CHECK(s.pos >= 0 && s.pos + s.n <= opt_.context, "CPU layer: ", seg, "positions ", s.pos, "..", s.pos + s.n - 1,
+             " do not fit the context of ", opt_.context, " tokens");
+  CLLM_CHECK(kv.k && kv.v && (kv.dtype == DType::F16 || kv.dtype == DType::F32), "CPU layer: ", seg,
+             "the KV cache is ", (kv.k && kv.v ? dtype_name(kv.dtype) : "missing"), ", expected f16 or f32 arrays");
+  CLLM_CHECK(kv.context >= s.pos + s.n, "CPU layer: ", seg, "positions ", s.pos, "..", s.pos + s.n - 1,
+             " do not fit the KV cache of ", kv.context, " positions");
+}
+
 void CpuLayerForward::forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos) {
   w.check();
   CLLM_CHECK(layer >= 0 && layer < c_.n_layers, "CPU layer: layer ", layer, " of ", c_.n_layers);
-  CLLM_CHECK(n >= 1, "CPU layer: no tokens");
-  CLLM_CHECK(pos >= 0 && pos + n <= opt_.context, "CPU layer: positions ", pos, "..", pos + n - 1,
-             " do not fit the context of ", opt_.context, " tokens");
-  CLLM_CHECK(kv.k && kv.v && (kv.dtype == DType::F16 || kv.dtype == DType::F32), "CPU layer: the KV cache is ",
-             (kv.k && kv.v ? dtype_name(kv.dtype) : "missing"), ", expected f16 or f32 arrays");
-  CLLM_CHECK(kv.context >= pos + n, "CPU layer: positions ", pos, "..", pos + n - 1, " do not fit the KV cache of ",
-             kv.context, " positions");
-  for (int b = 0; b < n; b += opt_.max_batch)
-    forward_batch(layer, w, kv, x + static_cast<size_t>(b) * c_.dim, std::min(opt_.max_batch, n - b), pos + b);
+  check_segment({kv, n, pos}, -1);
+  for (int b = 0; b < n; b += opt_.max_batch) {
+    const CpuLayerSegment seg{kv, std::min(opt_.max_batch, n - b), pos + b};
+    forward_rows(layer, w, &seg, 1, x + static_cast<size_t>(b) * c_.dim, seg.n);
+  }
+}
+
+void CpuLayerForward::forward_segments(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs,
+                                       float* x) {
+  w.check();
+  CLLM_CHECK(layer >= 0 && layer < c_.n_layers, "CPU layer: layer ", layer, " of ", c_.n_layers);
+  CLLM_CHECK(n_segs >= 1, "CPU layer: no segments");
+  int n = 0;
+  for (int i = 0; i < n_segs; ++i) {
+    check_segment(segs[i], i);
+    n += segs[i].n;
+  }
+  CLLM_CHECK(n <= opt_.max_batch, "CPU layer: ", n, " rows in ", n_segs, " segments, more than the batch of ",
+             opt_.max_batch);
+  forward_rows(layer, w, segs, n_segs, x, n);
 }
 
 void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, int count, const float* x, int n,
@@ -185,9 +208,9 @@ void CpuLayerForward::linear(const CpuTensor* w, float* const* y, const int* d, 
   cpu::matmul16_multi(p, count, x, dt, n, k, pool_, opt_.isa);
 }
 
-void CpuLayerForward::forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
-                                    int pos) {
-  attention_block(layer, w, kv, x, n, pos);
+void CpuLayerForward::forward_rows(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs,
+                                   float* x, int n) {
+  attention_block(layer, w, segs, n_segs, x, n);
   ffn_block(w, x, n);
 }
 
@@ -225,19 +248,21 @@ void CpuLayerForward::add_output(const CpuTensor& w, const CpuTensor& post_norm,
   for (size_t i = 0; i < m; ++i) x[i] += xb_[i];
 }
 
-void CpuLayerForward::store_kv(const CpuKvLayer& kv, int n, int pos) {
-  // keys and values of this batch into the cache (f16: rounded to nearest even)
+void CpuLayerForward::store_kv(const CpuKvLayer& kv, int row, int n, int pos) {
+  // keys and values of rows row .. row + n - 1 into the cache at pos (f16: rounded to nearest even)
   const size_t kvd = c_.kv_dim(), row0 = static_cast<size_t>(pos) * kvd, m = static_cast<size_t>(n) * kvd;
+  const float* k = k_.data() + static_cast<size_t>(row) * kvd;
+  const float* v = v_.data() + static_cast<size_t>(row) * kvd;
   if (kv.dtype == DType::F32) {
-    std::memcpy(static_cast<float*>(kv.k) + row0, k_.data(), sizeof(float) * m);
-    std::memcpy(static_cast<float*>(kv.v) + row0, v_.data(), sizeof(float) * m);
+    std::memcpy(static_cast<float*>(kv.k) + row0, k, sizeof(float) * m);
+    std::memcpy(static_cast<float*>(kv.v) + row0, v, sizeof(float) * m);
     return;
   }
   uint16_t* kc = static_cast<uint16_t*>(kv.k) + row0;
   uint16_t* vc = static_cast<uint16_t*>(kv.v) + row0;
   for (size_t i = 0; i < m; ++i) {
-    kc[i] = f32_to_f16(k_[i]);
-    vc[i] = f32_to_f16(v_[i]);
+    kc[i] = f32_to_f16(k[i]);
+    vc[i] = f32_to_f16(v[i]);
   }
 }
 
@@ -254,10 +279,10 @@ void CpuLayerForward::head_norm(const CpuTensor& w, float* y, int rows) {
   norm_rows(y, y, bias_.data(), rows, c_.head_dim);
 }
 
-void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n,
-                                      int pos) {
+void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs,
+                                      float* x, int n) {
   // x += wo . attention(rope(wq xb), rope(wk xb), wv xb),  xb = norm(x) * attn_norm
-  const int dim = c_.dim, hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
+  const int dim = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   float* xb = xb_.data();
   float* q = q_.data();
   float* k = k_.data();
@@ -278,16 +303,18 @@ void CpuLayerForward::attention_block(int layer, const CpuLayerWeights& w, const
     head_norm(w.k_norm, k, n * c_.n_kv_heads);
   }
   const cpu::RopeTable& rope = c_.uses_local_rope(layer) ? rope_local_ : rope_;
-  for (int t = 0; t < n && c_.uses_rope(layer); ++t) {
-    const float* cs = rope.cos_at(pos + t);
-    const float* sn = rope.sin_at(pos + t);
-    cpu::rope(q + t * qd, c_.n_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
-    cpu::rope(k + t * kvd, c_.n_kv_heads, hd, c_.rope_layout, cs, sn, c_.rotary_dim());
+  for (int i = 0, at = 0; i < n_segs; at += segs[i].n, ++i) {  // per segment, at its rows and positions
+    const CpuLayerSegment& sg = segs[i];
+    float* qs = q + static_cast<size_t>(at) * qd;
+    float* ks = k + static_cast<size_t>(at) * kvd;
+    if (c_.uses_rope(layer)) cpu::rope_tokens(qs, ks, sg.n, sg.pos, c_, rope);
+    store_kv(sg.kv, at, sg.n, sg.pos);
+    // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
+    // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
+    cpu::attention(cpu::layer_attention_args(c_, layer, xb + static_cast<size_t>(at) * qd, qs, sg.kv.k, sg.kv.v,
+                                             sg.kv.dtype, sg.n, sg.pos),
+                   pool_, opt_.isa);
   }
-  store_kv(kv, n, pos);
-  // causal attention: token t sees positions 0 .. pos+t; query head h reads kv head
-  // h / (n_heads / n_kv_heads) (GQA); the output goes to xb (n, q_dim)
-  cpu::attention(cpu::layer_attention_args(c_, layer, xb, q, kv.k, kv.v, kv.dtype, n, pos), pool_, opt_.isa);
   add_output(w.wo, w.attn_post_norm, xb, x, n, qd);  // output projection, added to the residual
 }
 

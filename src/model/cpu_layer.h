@@ -105,6 +105,14 @@ class CpuKvCache {
   std::vector<uint8_t> data_;  // per layer: keys, then values
 };
 
+// A segment of a batch of several sequences (forward_segments): n rows at positions pos .. of
+// the cache kv (its sequence's).
+struct CpuLayerSegment {
+  CpuKvLayer kv;
+  int n = 0;
+  int pos = 0;
+};
+
 struct CpuLayerOptions {
   int context = 0;      // positions in the RoPE table and the largest pos + n accepted
   int max_batch = 16;   // tokens per pass through the layer; more are run in chunks of this
@@ -129,19 +137,26 @@ class CpuLayerForward {
   // weights are incomplete or kv's dtype or context does not fit.
   // layer: the layer's index in the model, for the config's per-layer choices (RoPE or not).
   void forward(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  // Several sequences' segments in one pass (model/batch.h): x holds their rows in order, at most
+  // max_batch in all. The norms and products run over every row at once, RoPE, the cache writes
+  // and attention per segment in its own cache; each row gets the bits forward() gives its
+  // segment alone (norms and products are row by row). Throws as forward, naming the segment.
+  void forward_segments(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs, float* x);
 
   const LlamaConfig& config() const { return c_; }
   int context() const { return opt_.context; }
 
  private:
-  void forward_batch(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
-  void attention_block(int layer, const CpuLayerWeights& w, const CpuKvLayer& kv, float* x, int n, int pos);
+  void check_segment(const CpuLayerSegment& s, int i) const;
+  // x (n, dim): the rows of segs[0 .. n_segs), n of them
+  void forward_rows(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs, float* x, int n);
+  void attention_block(int layer, const CpuLayerWeights& w, const CpuLayerSegment* segs, int n_segs, float* x, int n);
   void ffn_block(const CpuLayerWeights& w, float* x, int n);
   void norm(const CpuTensor& w, const float* x, int n);  // xb_ = norm(x) * w
   void norm_rows(float* out, const float* x, const float* w, int rows, int width) const;
   // x += w in, or += post_norm's norm of it where the layer has post norms (Gemma)
   void add_output(const CpuTensor& w, const CpuTensor& post_norm, const float* in, float* x, int n, int k);
-  void store_kv(const CpuKvLayer& kv, int n, int pos);   // k_, v_ into the cache at pos
+  void store_kv(const CpuKvLayer& kv, int row, int n, int pos);  // rows row.. of k_, v_ into the cache at pos
   void add_bias(const CpuTensor& b, float* y, int d, int n);  // y (n, d) += b (d)
   void head_norm(const CpuTensor& w, float* y, int rows);       // each of rows heads normed
   // y (n, d) [+]= x (n, k) @ w^T for the products of one input, whatever the weights' dtype.

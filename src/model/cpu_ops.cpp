@@ -132,6 +132,16 @@ std::vector<float> rope_frequencies(int head_dim, float theta, const RopeScaling
   return f;
 }
 
+void rope_tokens(float* q, float* k, int n, int pos, const LlamaConfig& c, const RopeTable& table) {
+  const size_t qd = c.q_dim(), kvd = c.kv_dim();
+  for (int t = 0; t < n; ++t) {
+    const float* cs = table.cos_at(pos + t);
+    const float* sn = table.sin_at(pos + t);
+    rope(q + t * qd, c.n_heads, c.head_dim, c.rope_layout, cs, sn, c.rotary_dim());
+    rope(k + t * kvd, c.n_kv_heads, c.head_dim, c.rope_layout, cs, sn, c.rotary_dim());
+  }
+}
+
 RopeTable model_rope_table(const LlamaConfig& c, int n_pos, bool local) {
   if (local) return rope_table(rope_frequencies(c.rotary_dim(), c.rope_local_theta, RopeScaling{}), n_pos);
   const RopeScaling& s = c.rope_scaling;

@@ -53,6 +53,10 @@ RopeTable model_rope_table(const LlamaConfig& c, int n_pos, bool local = false);
 // (i, i + rope_dim/2) (neox) of the first rope_dim values (0: head_dim; partial rotary leaves
 // the rest as they are) by the angle whose cos/sin are c[i], s[i].
 void rope(float* v, int n_heads, int head_dim, RopeLayout layout, const float* c, const float* s, int rope_dim = 0);
+// RoPE of n tokens at positions pos .. pos+n-1 in place: their q (n, q_dim) and k (n, kv_dim)
+// rows, by the table given (the model's, or its windowed layers'); callers skip the layers
+// without RoPE (c.uses_rope).
+void rope_tokens(float* q, float* k, int n, int pos, const LlamaConfig& c, const RopeTable& table);
 
 // One query head over positions [0, n_pos): out (head_dim) = softmax(q . k_p / sqrt(head_dim)) v.
 // k and v point at the head's first element of position 0; rows are kv_stride floats apart.

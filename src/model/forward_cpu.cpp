@@ -185,12 +185,7 @@ void CpuForward::attention_block(int l, const BatchSegment* segs, int n_segs, in
     float* ks = k + static_cast<size_t>(at) * kvd;
     // RoPE: rotate q and k by each token's position (not in the config's no_rope_layers), with
     // the windowed layers' own table where the model has one (Gemma 3)
-    for (int t = 0; t < sg.n && c.uses_rope(l); ++t) {
-      const float* cs = rope.cos_at(sg.pos + t);
-      const float* sn = rope.sin_at(sg.pos + t);
-      cpu::rope(qs + t * qd, c.n_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
-      cpu::rope(ks + t * kvd, c.n_kv_heads, hd, c.rope_layout, cs, sn, c.rotary_dim());
-    }
+    if (c.uses_rope(l)) cpu::rope_tokens(qs, ks, sg.n, sg.pos, c, rope);
     // the segment's keys and values into its region at its positions
     std::memcpy(k_layer + static_cast<size_t>(sg.pos) * kvd, ks, sizeof(float) * sg.n * kvd);
     std::memcpy(v_layer + static_cast<size_t>(sg.pos) * kvd, v + static_cast<size_t>(at) * kvd,

@@ -13,17 +13,12 @@
 #include "common/thread_pool.h"
 #include "model/architecture.h"
 #include "model/batch.h"
+#include "model/cpu_engine.h"
 #include "model/cpu_ops.h"
 #include "model/llama_weights.h"
 
 namespace cllm {
 
-struct CpuForwardOptions {
-  int context = 0;      // KV cache positions; 0 = min(the model's context, 4096)
-  int threads = 1;      // worker threads, counting the caller
-  int max_batch = 64;   // tokens per batch in prompt processing
-  int sequences = 1;    // KV cache regions of `context` positions each (model/batch.h)
-};
 
 // Activations and KV cache for one sequence (llama2.c's RunState), all fp32.
 struct CpuRunState {
@@ -39,31 +34,33 @@ struct CpuRunState {
   std::vector<float> value_cache;  // (n_layers, sequences, context, kv_dim)
 };
 
-class CpuForward {
+class CpuForward : public CpuEngine {
  public:
   // weights must outlive this object. Throws when the context exceeds the model's.
   CpuForward(const LlamaWeights& weights, const CpuForwardOptions& opt);
 
-  const LlamaConfig& config() const { return w_.config; }
-  int context() const { return context_; }  // positions per sequence
-  int sequences() const { return sequences_; }
-  int batch_capacity() const { return s_.batch; }  // most tokens one forward_batch may hold
-  int threads() const { return pool_.size(); }
+  const LlamaConfig& config() const override { return w_.config; }
+  int context() const override { return context_; }  // positions per sequence
+  int sequences() const override { return sequences_; }
+  int batch_capacity() const override { return s_.batch; }  // most tokens one forward_batch may hold
+  int threads() const override { return pool_.size(); }
+  const char* arithmetic() const override { return "fp32"; }
   ThreadPool& pool() { return pool_; }
+  const float* forward(const int* tokens, int n, int pos) override { return forward(tokens, n, pos, false); }
 
   // Runs tokens[0..n) at positions pos .. pos+n-1 (earlier positions must already be in the
   // KV cache). Returns the last token's logits (vocab floats), or with all_logits every
   // token's, (n, vocab). The pointer stays valid until the next call. Throws when the
   // positions pass the context or a token id is out of range.
   // Sequence 0's cache.
-  const float* forward(const int* tokens, int n, int pos, bool all_logits = false);
+  const float* forward(const int* tokens, int n, int pos, bool all_logits);
 
   // model/batch.h's BatchForwardFn: the segments' tokens in one pass, (n_segs, vocab) logits
   // (row i after segment i's last token), valid until the next call. Each row has the bits of
   // running its sequence alone. Throws, before touching any cache, when a segment names a
   // sequence out of range or twice, has no tokens, passes the context, or a token id is out of
   // range, or when the batch holds more than batch_capacity() tokens.
-  const float* forward_batch(const int* tokens, const BatchSegment* segs, int n_segs);
+  const float* forward_batch(const int* tokens, const BatchSegment* segs, int n_segs) override;
 
  private:
   // One batch of at most `batch` tokens in segments. Writes to logits (when not null) the

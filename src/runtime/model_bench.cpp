@@ -95,11 +95,10 @@ struct BenchRun {
   }
 };
 
-// One opened engine: a GPU engine, or the CPU weights and their forward pass.
+// One opened engine: a GPU engine, or a CPU engine (model/cpu_engine.h).
 struct OpenEngine {
   std::unique_ptr<GpuEngine> gpu;
-  std::unique_ptr<LlamaWeights> weights;
-  std::unique_ptr<CpuForward> cpu;
+  std::unique_ptr<CpuEngine> cpu;
   double load_s = 0;
   int sequences = 1;
 
@@ -178,9 +177,7 @@ OpenEngine open_engine(const BenchRun& run, const CllmFile& file, const ModelBen
     g.threads = opt.threads;
     e.gpu = GpuEngine::open(file, g);
   } else {
-    ThreadPool pool(opt.threads);
-    e.weights = std::make_unique<LlamaWeights>(load_llama_weights(file, &pool));
-    e.cpu = std::make_unique<CpuForward>(*e.weights, CpuForwardOptions{context, opt.threads, 512, sequences});
+    e.cpu = make_cpu_engine(file, CpuForwardOptions{context, opt.threads, 512, sequences});
   }
   e.load_s = load.seconds();
   if (e.gpu && e.gpu->mode() == Mode::hybrid)

@@ -14,7 +14,6 @@ ModelEngine::ModelEngine(const CllmFile& file, Device device, const GpuOptions& 
 void ModelEngine::unload() {
   gpu.reset();
   cpu.reset();
-  weights = LlamaWeights{};
 }
 
 void ModelEngine::load(const CllmFile& file, Device device, const GpuOptions& gpu_opt) {
@@ -22,13 +21,11 @@ void ModelEngine::load(const CllmFile& file, Device device, const GpuOptions& gp
   if (device == Device::cuda) {
     gpu = GpuEngine::open(file, gpu_opt);
   } else {
-    ThreadPool pool(gpu_opt.threads);
-    weights = load_llama_weights(file, &pool);
     CpuForwardOptions fw_opt;
     fw_opt.context = gpu_opt.context;
     fw_opt.threads = gpu_opt.threads;
     fw_opt.sequences = gpu_opt.sequences;
-    cpu = std::make_unique<CpuForward>(weights, fw_opt);
+    cpu = make_cpu_engine(file, fw_opt);
   }
 }
 

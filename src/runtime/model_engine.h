@@ -1,5 +1,6 @@
-// One loaded model, whichever engine runs it: the GPU engine, or the CPU weights decoded to
-// fp32 and their forward pass; and the model's tokenizer. `run` and `serve` build their models
+// One loaded model, whichever engine runs it: the GPU engine, or a CPU engine (model/cpu_engine.h:
+// bf16 and f16 models on their own weights, others on the fp32 reference); and the model's
+// tokenizer. `run` and `serve` build their models
 // through it, so both load a .cllm the same way and see one ForwardFn.
 #pragma once
 
@@ -7,19 +8,17 @@
 
 #include "format/cllm_reader.h"
 #include "model/batch.h"
-#include "model/forward_cpu.h"
+#include "model/cpu_engine.h"
 #include "model/generate.h"
-#include "model/llama_weights.h"
 #include "runtime/device_select.h"
 #include "runtime/gpu_engine.h"
 #include "text/tokenizer.h"
 
 namespace cllm {
 
-// Not movable: the CPU forward pass holds a reference to `weights`.
+// Not movable (the forward functions point at it).
 struct ModelEngine {
-  LlamaWeights weights;              // CPU engine only
-  std::unique_ptr<CpuForward> cpu;   // set on Device::cpu
+  std::unique_ptr<CpuEngine> cpu;    // set on Device::cpu
   std::unique_ptr<GpuEngine> gpu;    // set on Device::cuda
   std::unique_ptr<Tokenizer> tok;
 
