@@ -494,11 +494,10 @@ __global__ void __launch_bounds__(kProducerThreads, 1) attention_prefill_wgmma_p
     if (j > 0) {
       issue_values<HD>(st.o, p, k_stage(j - 1) + kTileHalves);
       wgmma_commit();
-    }
-    if (j > 0)
       wgmma_wait<1>();  // S done, P V may still run
-    else
+    } else {
       wgmma_wait<0>();
+    }
     fence_accumulators(s);
     // The other's turn, its products queued behind this P V (given before the wait, the arrive
     // would serialize the wgmmas: ptxas C7514). Warpgroup 1's last is left out, so each barrier

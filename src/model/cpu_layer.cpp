@@ -51,29 +51,33 @@ void CpuLayerWeights::check() const {
   }
 }
 
+CpuLayerWeights cpu_layer_weights_by_role(const std::array<CpuTensor, kLayerTensors>& t) {
+  CpuLayerWeights w;
+  w.attn_norm = t[kAttnNorm];
+  w.wq = t[kAttnQ];
+  w.wk = t[kAttnK];
+  w.wv = t[kAttnV];
+  w.wo = t[kAttnOutput];
+  w.ffn_norm = t[kFfnNorm];
+  w.w_gate = t[kFfnGate];
+  w.w_up = t[kFfnUp];
+  w.w_down = t[kFfnDown];
+  w.bq = t[kAttnQBias];
+  w.bk = t[kAttnKBias];
+  w.bv = t[kAttnVBias];
+  w.q_norm = t[kAttnQNorm];
+  w.k_norm = t[kAttnKNorm];
+  w.attn_post_norm = t[kAttnPostNorm];
+  w.ffn_post_norm = t[kFfnPostNorm];
+  return w;
+}
+
 CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout& layout) {
   const auto* base = static_cast<const uint8_t*>(slot);
-  const auto at = [&](LayerTensor r) {
-    return layout.present[r] ? CpuTensor{base + layout.offset[r], layout.dtype[r]} : CpuTensor{nullptr, DType::F32};
-  };
-  CpuLayerWeights w;
-  w.attn_norm = at(kAttnNorm);
-  w.wq = at(kAttnQ);
-  w.wk = at(kAttnK);
-  w.wv = at(kAttnV);
-  w.wo = at(kAttnOutput);
-  w.ffn_norm = at(kFfnNorm);
-  w.w_gate = at(kFfnGate);
-  w.w_up = at(kFfnUp);
-  w.w_down = at(kFfnDown);
-  w.bq = at(kAttnQBias);
-  w.bk = at(kAttnKBias);
-  w.bv = at(kAttnVBias);
-  w.q_norm = at(kAttnQNorm);
-  w.k_norm = at(kAttnKNorm);
-  w.attn_post_norm = at(kAttnPostNorm);
-  w.ffn_post_norm = at(kFfnPostNorm);
-  return w;
+  std::array<CpuTensor, kLayerTensors> t;
+  for (int r = 0; r < kLayerTensors; ++r)
+    t[r] = layout.present[r] ? CpuTensor{base + layout.offset[r], layout.dtype[r]} : CpuTensor{nullptr, DType::F32};
+  return cpu_layer_weights_by_role(t);
 }
 
 CpuLayerWeights cpu_layer_weights_f32(const LlamaLayerWeights& L) {

@@ -71,6 +71,8 @@ struct CpuSlotLayout {
   std::array<bool, kLayerTensors> present{};
 };
 CpuLayerWeights cpu_layer_weights_in_slot(const void* slot, const CpuSlotLayout& layout);
+// The weights from one tensor per role (LayerTensor; data null where absent).
+CpuLayerWeights cpu_layer_weights_by_role(const std::array<CpuTensor, kLayerTensors>& t);
 // Host memory for a CPU layer's decoded weights (~400 MiB streamed per token): huge pages
 // (common/host_memory.h). Throws when the system refuses the allocation.
 using CpuLayerMemory = HostMemory;

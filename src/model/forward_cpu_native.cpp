@@ -71,26 +71,13 @@ CpuNativeForward::CpuNativeForward(const CllmFile& f, const CpuForwardOptions& o
     }
     run_tile_jobs(f, jobs, &pool_);
   });
-  const auto view = [](const Tensor& t) { return t.bytes.empty() ? CpuTensor{nullptr, DType::F32} : t.view(); };
   for (int l = 0; l < c_.n_layers; ++l) {
-    const std::vector<Tensor>& T = layer_tensors_[l];
-    CpuLayerWeights w;
-    w.attn_norm = view(T[kAttnNorm]);
-    w.wq = view(T[kAttnQ]);
-    w.wk = view(T[kAttnK]);
-    w.wv = view(T[kAttnV]);
-    w.wo = view(T[kAttnOutput]);
-    w.ffn_norm = view(T[kFfnNorm]);
-    w.w_gate = view(T[kFfnGate]);
-    w.w_up = view(T[kFfnUp]);
-    w.w_down = view(T[kFfnDown]);
-    w.bq = view(T[kAttnQBias]);
-    w.bk = view(T[kAttnKBias]);
-    w.bv = view(T[kAttnVBias]);
-    w.q_norm = view(T[kAttnQNorm]);
-    w.k_norm = view(T[kAttnKNorm]);
-    w.attn_post_norm = view(T[kAttnPostNorm]);
-    w.ffn_post_norm = view(T[kFfnPostNorm]);
+    std::array<CpuTensor, kLayerTensors> by_role;
+    for (int r = 0; r < kLayerTensors; ++r) {
+      const Tensor& t = layer_tensors_[l][r];
+      by_role[r] = t.bytes.empty() ? CpuTensor{nullptr, DType::F32} : t.view();
+    }
+    const CpuLayerWeights w = cpu_layer_weights_by_role(by_role);
     w.check();
     layers_.push_back(w);
   }
@@ -139,10 +126,10 @@ void CpuNativeForward::run_rows(const int* tokens, const BatchSegment* segs, int
     const float scale = std::sqrt(static_cast<float>(dim));
     for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] *= scale;
   }
-  std::vector<CpuLayerSegment> cs(n_segs);
+  segs_.resize(n_segs);
   for (int l = 0; l < c_.n_layers; ++l) {
-    for (int i = 0; i < n_segs; ++i) cs[i] = {kv_[segs[i].seq].layer(l), segs[i].n, segs[i].pos};
-    layer_.forward_segments(l, layers_[l], cs.data(), n_segs, x_.data());
+    for (int i = 0; i < n_segs; ++i) segs_[i] = {kv_[segs[i].seq].layer(l), segs[i].n, segs[i].pos};
+    layer_.forward_segments(l, layers_[l], segs_.data(), n_segs, x_.data());
   }
   if (!logits) return;
   // the final norm of each segment's last row, then the classifier

@@ -54,6 +54,7 @@ class CpuNativeForward : public CpuEngine {
   std::vector<CpuKvCache> kv_;  // one per sequence, every layer
   CpuLayerForward layer_;
   std::vector<float> x_, xn_, norm_, logits_;
+  std::vector<CpuLayerSegment> segs_;  // a batch's segments in one layer's caches
 };
 
 // The dtype all of f's linear layers share when it is BF16 or F16 (the native engine runs them);
